@@ -1,0 +1,539 @@
+use chrono::{DateTime, Duration, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+
+use crate::values::{
+    validate_content_type, validate_description, validate_filename, validate_tags, validate_title, Metadata, Rendition,
+    SourceProbe,
+};
+use crate::{Stage, VideoCommand, VideoError, VideoEvent, VideoServices};
+
+/// The worker holding the current attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// Worker id.
+    pub worker_id: String,
+    /// The attempt held.
+    pub attempt: u32,
+    /// When the lease lapses unless extended.
+    pub lease_until: DateTime<Utc>,
+}
+
+/// The last failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The attempt.
+    pub attempt: u32,
+    /// Why it failed.
+    pub reason: String,
+    /// Whether another attempt may succeed.
+    pub retryable: bool,
+}
+
+/// The Video aggregate: the state needed to decide, rebuilt from its events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Video {
+    /// Lifecycle stage.
+    pub stage: Stage,
+    /// Deleted videos refuse every command.
+    pub deleted: bool,
+    /// Whether viewers may play it.
+    pub published: bool,
+    /// Owning principal.
+    pub owner: String,
+    /// Title, description, tags.
+    pub metadata: Metadata,
+    /// Declared file name.
+    pub filename: String,
+    /// Declared content type.
+    pub content_type: String,
+    /// Declared size in bytes.
+    pub declared_size: u64,
+    /// Object key of the uploaded source.
+    pub source_key: Option<String>,
+    /// Current attempt number (0 before the first request).
+    pub attempt: u32,
+    /// The attempt that started the current round of retries.
+    pub round_first_attempt: u32,
+    /// A requeued attempt may not be claimed before this.
+    pub not_before: Option<DateTime<Utc>>,
+    /// The claim on the current attempt.
+    pub claim: Option<Claim>,
+    /// Probe of the current attempt.
+    pub probe: Option<SourceProbe>,
+    /// Rungs finished in the current attempt.
+    pub renditions: Vec<Rendition>,
+    /// The last failure.
+    pub failure: Option<Failure>,
+}
+
+impl Aggregate for Video {
+    const TYPE: &'static str = crate::VIDEO_STREAM_TYPE;
+    type Command = VideoCommand;
+    type Event = VideoEvent;
+    type Error = VideoError;
+    type Services = VideoServices;
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command, services)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        self.evolve(event);
+    }
+}
+
+impl Video {
+    /// Decides what `command` means for this video: the events to record, or why not.
+    ///
+    /// # Errors
+    /// The [`VideoError`] naming the invariant the command would break.
+    pub fn decide(&self, command: VideoCommand, services: &VideoServices) -> Result<Vec<VideoEvent>, VideoError> {
+        if self.deleted {
+            return Err(VideoError::Deleted);
+        }
+        if self.stage == Stage::Unregistered && !matches!(command, VideoCommand::Register { .. }) {
+            return Err(VideoError::NotRegistered);
+        }
+        let now = services.clock.now();
+        match command {
+            VideoCommand::Register {
+                owner,
+                title,
+                description,
+                tags,
+                filename,
+                content_type,
+                size_bytes,
+            } => {
+                if self.stage != Stage::Unregistered {
+                    return Err(VideoError::AlreadyRegistered);
+                }
+                if owner.trim().is_empty() {
+                    return Err(VideoError::InvalidMetadata {
+                        field: "owner",
+                        reason: "must not be empty".into(),
+                    });
+                }
+                let title = validate_title(&title)?;
+                let description = validate_description(&description)?;
+                let tags = validate_tags(&tags)?;
+                validate_filename(&filename)?;
+                validate_content_type(&content_type)?;
+                let max = services.policy.max_source_bytes;
+                if size_bytes == 0 || size_bytes > max {
+                    return Err(VideoError::InvalidSource(format!(
+                        "size must be 1 to {max} bytes, got {size_bytes}"
+                    )));
+                }
+                Ok(vec![VideoEvent::VideoRegistered {
+                    owner,
+                    title,
+                    description,
+                    tags,
+                    filename,
+                    content_type,
+                    size_bytes,
+                }])
+            }
+            VideoCommand::CompleteUpload {
+                object_key,
+                size_bytes,
+                checksum,
+            } => match self.stage {
+                Stage::AwaitingUpload => {
+                    if size_bytes != self.declared_size {
+                        return Err(VideoError::SizeMismatch {
+                            declared: self.declared_size,
+                            actual: size_bytes,
+                        });
+                    }
+                    Ok(vec![VideoEvent::SourceUploaded {
+                        object_key,
+                        size_bytes,
+                        checksum,
+                    }])
+                }
+                // The same completion delivered twice changes nothing.
+                _ if self.source_key.as_deref() == Some(object_key.as_str()) => Ok(vec![]),
+                stage => Err(VideoError::InvalidState {
+                    action: "complete the upload",
+                    stage,
+                }),
+            },
+            VideoCommand::RequestEncoding => match self.stage {
+                Stage::AwaitingUpload => Err(VideoError::SourceNotUploaded),
+                Stage::Uploaded => Ok(vec![VideoEvent::EncodingRequested {
+                    attempt: self.attempt + 1,
+                }]),
+                // Already requested: process managers deliver at least once.
+                _ => Ok(vec![]),
+            },
+            VideoCommand::RetryEncoding => match self.stage {
+                Stage::Failed => Ok(vec![VideoEvent::EncodingRequested {
+                    attempt: self.attempt + 1,
+                }]),
+                stage => Err(VideoError::InvalidState {
+                    action: "retry encoding",
+                    stage,
+                }),
+            },
+            VideoCommand::ClaimEncoding {
+                worker_id,
+                attempt,
+                lease_secs,
+            } => {
+                self.check_attempt(attempt)?;
+                if lease_secs == 0 {
+                    return Err(VideoError::InvalidProgress("lease must be at least 1 second".into()));
+                }
+                match (self.stage, &self.claim) {
+                    (Stage::Queued, _) => {
+                        if let Some(until) = self.not_before.filter(|until| now < *until) {
+                            return Err(VideoError::BackoffActive { attempt, until });
+                        }
+                        Ok(vec![VideoEvent::EncodingClaimed {
+                            attempt,
+                            worker_id,
+                            lease_until: now + Duration::seconds(i64::from(lease_secs)),
+                        }])
+                    }
+                    (Stage::Encoding, Some(claim)) if now <= claim.lease_until => Err(VideoError::LeaseHeld {
+                        attempt,
+                        holder: claim.worker_id.clone(),
+                        until: claim.lease_until,
+                    }),
+                    (Stage::Encoding, Some(claim)) => Err(VideoError::LeaseExpired {
+                        attempt,
+                        until: claim.lease_until,
+                    }),
+                    (stage, _) => Err(VideoError::InvalidState {
+                        action: "claim encoding",
+                        stage,
+                    }),
+                }
+            }
+            VideoCommand::RecordProbe {
+                worker_id,
+                attempt,
+                probe,
+            } => {
+                self.check_holder(&worker_id, attempt, now)?;
+                Ok(vec![VideoEvent::SourceProbed {
+                    attempt,
+                    worker_id,
+                    probe,
+                }])
+            }
+            VideoCommand::RecordProgress {
+                worker_id,
+                attempt,
+                stage,
+                rendition,
+                percent,
+                fps,
+                eta_seconds,
+                lease_secs,
+            } => {
+                self.check_holder(&worker_id, attempt, now)?;
+                if !(0.0..=100.0).contains(&percent) {
+                    return Err(VideoError::InvalidProgress(format!(
+                        "percent must be 0 to 100, got {percent}"
+                    )));
+                }
+                if lease_secs == 0 {
+                    return Err(VideoError::InvalidProgress("lease must be at least 1 second".into()));
+                }
+                Ok(vec![VideoEvent::EncodingProgressed {
+                    attempt,
+                    worker_id,
+                    stage,
+                    rendition,
+                    percent,
+                    fps,
+                    eta_seconds,
+                    lease_until: now + Duration::seconds(i64::from(lease_secs)),
+                }])
+            }
+            VideoCommand::RecordRendition {
+                worker_id,
+                attempt,
+                rendition,
+            } => {
+                self.check_holder(&worker_id, attempt, now)?;
+                Ok(vec![VideoEvent::RenditionEncoded {
+                    attempt,
+                    worker_id,
+                    rendition,
+                }])
+            }
+            VideoCommand::CompleteEncoding {
+                worker_id,
+                attempt,
+                manifests,
+                poster_key,
+                thumbnails_key,
+                duration_ms,
+                cost,
+            } => {
+                self.check_holder(&worker_id, attempt, now)?;
+                if self.renditions.is_empty() {
+                    return Err(VideoError::NoRenditions);
+                }
+                Ok(vec![VideoEvent::EncodingCompleted {
+                    attempt,
+                    worker_id,
+                    manifests,
+                    poster_key,
+                    thumbnails_key,
+                    duration_ms,
+                    cost,
+                }])
+            }
+            VideoCommand::FailEncoding {
+                worker_id,
+                attempt,
+                reason,
+                retryable,
+            } => {
+                self.check_holder(&worker_id, attempt, now)?;
+                Ok(vec![VideoEvent::EncodingFailed {
+                    attempt,
+                    worker_id: Some(worker_id),
+                    reason,
+                    retryable,
+                }])
+            }
+            VideoCommand::RequeueEncoding {
+                attempt,
+                reason,
+                max_attempts,
+                backoff_base_secs,
+                backoff_max_secs,
+            } => {
+                self.check_attempt(attempt)?;
+                match (self.stage, &self.claim) {
+                    (Stage::Retrying, _) => {}
+                    (Stage::Encoding, Some(claim)) if now > claim.lease_until => {}
+                    (Stage::Encoding, Some(claim)) => {
+                        return Err(VideoError::LeaseHeld {
+                            attempt,
+                            holder: claim.worker_id.clone(),
+                            until: claim.lease_until,
+                        })
+                    }
+                    (stage, _) => {
+                        return Err(VideoError::InvalidState {
+                            action: "requeue encoding",
+                            stage,
+                        })
+                    }
+                }
+                let used = self.attempt - self.round_first_attempt + 1;
+                if used >= max_attempts {
+                    return Ok(vec![VideoEvent::EncodingFailed {
+                        attempt,
+                        worker_id: None,
+                        reason: format!("gave up after {used} attempts: {reason}"),
+                        retryable: false,
+                    }]);
+                }
+                let backoff = backoff_secs(used, backoff_base_secs, backoff_max_secs);
+                Ok(vec![VideoEvent::EncodingRequeued {
+                    attempt: attempt + 1,
+                    reason,
+                    not_before: now + Duration::seconds(i64::from(backoff)),
+                }])
+            }
+            VideoCommand::UpdateMetadata {
+                title,
+                description,
+                tags,
+            } => {
+                let title = title.map(|t| validate_title(&t)).transpose()?;
+                let description = description.map(|d| validate_description(&d)).transpose()?;
+                let tags = tags.map(|t| validate_tags(&t)).transpose()?;
+                let title = title.filter(|t| *t != self.metadata.title);
+                let description = description.filter(|d| *d != self.metadata.description);
+                let tags = tags.filter(|t| *t != self.metadata.tags);
+                if title.is_none() && description.is_none() && tags.is_none() {
+                    return Ok(vec![]);
+                }
+                Ok(vec![VideoEvent::MetadataUpdated {
+                    title,
+                    description,
+                    tags,
+                }])
+            }
+            VideoCommand::Publish => match self.stage {
+                Stage::Ready if self.published => Ok(vec![]),
+                Stage::Ready => Ok(vec![VideoEvent::VideoPublished {}]),
+                stage => Err(VideoError::NotEncoded(stage)),
+            },
+            VideoCommand::Unpublish => Ok(if self.published {
+                vec![VideoEvent::VideoUnpublished {}]
+            } else {
+                vec![]
+            }),
+            VideoCommand::Delete { reason } => Ok(vec![VideoEvent::VideoDeleted { reason }]),
+        }
+    }
+
+    /// The attempt named must be the current one.
+    fn check_attempt(&self, attempt: u32) -> Result<(), VideoError> {
+        if attempt != self.attempt || attempt == 0 {
+            return Err(VideoError::StaleAttempt {
+                given: attempt,
+                current: self.attempt,
+            });
+        }
+        Ok(())
+    }
+
+    /// Only the holder of a live claim on the current attempt may report.
+    fn check_holder(&self, worker_id: &str, attempt: u32, now: DateTime<Utc>) -> Result<(), VideoError> {
+        self.check_attempt(attempt)?;
+        match (&self.claim, self.stage) {
+            (Some(claim), Stage::Encoding) if claim.worker_id == worker_id => {
+                if now > claim.lease_until {
+                    Err(VideoError::LeaseExpired {
+                        attempt,
+                        until: claim.lease_until,
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+            (Some(_), Stage::Encoding) | (None, Stage::Queued) => Err(VideoError::NotClaimHolder {
+                worker: worker_id.to_owned(),
+                attempt,
+            }),
+            (_, stage) => Err(VideoError::InvalidState {
+                action: "report on encoding",
+                stage,
+            }),
+        }
+    }
+
+    /// Applies one event. Infallible: events are facts.
+    fn evolve(&mut self, event: VideoEvent) {
+        match event {
+            VideoEvent::VideoRegistered {
+                owner,
+                title,
+                description,
+                tags,
+                filename,
+                content_type,
+                size_bytes,
+            } => {
+                self.stage = Stage::AwaitingUpload;
+                self.owner = owner;
+                self.metadata = Metadata {
+                    title,
+                    description,
+                    tags,
+                };
+                self.filename = filename;
+                self.content_type = content_type;
+                self.declared_size = size_bytes;
+            }
+            VideoEvent::SourceUploaded { object_key, .. } => {
+                self.stage = Stage::Uploaded;
+                self.source_key = Some(object_key);
+            }
+            VideoEvent::EncodingRequested { attempt } => {
+                self.start_attempt(attempt, None);
+                self.round_first_attempt = attempt;
+            }
+            VideoEvent::EncodingRequeued {
+                attempt, not_before, ..
+            } => self.start_attempt(attempt, Some(not_before)),
+            VideoEvent::EncodingClaimed {
+                attempt,
+                worker_id,
+                lease_until,
+            } => {
+                self.stage = Stage::Encoding;
+                self.claim = Some(Claim {
+                    worker_id,
+                    attempt,
+                    lease_until,
+                });
+            }
+            VideoEvent::SourceProbed { probe, .. } => self.probe = Some(probe),
+            VideoEvent::EncodingProgressed { lease_until, .. } => {
+                if let Some(claim) = self.claim.as_mut() {
+                    claim.lease_until = lease_until;
+                }
+            }
+            VideoEvent::RenditionEncoded { rendition, .. } => self.renditions.push(rendition),
+            VideoEvent::EncodingCompleted { .. } => {
+                self.stage = Stage::Ready;
+                self.claim = None;
+                self.failure = None;
+            }
+            VideoEvent::EncodingFailed {
+                attempt,
+                reason,
+                retryable,
+                ..
+            } => {
+                self.stage = if retryable { Stage::Retrying } else { Stage::Failed };
+                self.claim = None;
+                self.failure = Some(Failure {
+                    attempt,
+                    reason,
+                    retryable,
+                });
+            }
+            VideoEvent::VideoPublished {} => self.published = true,
+            VideoEvent::VideoUnpublished {} => self.published = false,
+            VideoEvent::MetadataUpdated {
+                title,
+                description,
+                tags,
+            } => {
+                if let Some(title) = title {
+                    self.metadata.title = title;
+                }
+                if let Some(description) = description {
+                    self.metadata.description = description;
+                }
+                if let Some(tags) = tags {
+                    self.metadata.tags = tags;
+                }
+            }
+            VideoEvent::VideoDeleted { .. } => {
+                self.deleted = true;
+                self.published = false;
+                self.claim = None;
+            }
+        }
+    }
+
+    fn start_attempt(&mut self, attempt: u32, not_before: Option<DateTime<Utc>>) {
+        self.stage = Stage::Queued;
+        self.attempt = attempt;
+        self.not_before = not_before;
+        self.claim = None;
+        self.probe = None;
+        self.renditions.clear();
+    }
+}
+
+/// Exponential backoff: `base * 2^(used-1)`, capped at `max`.
+pub(crate) fn backoff_secs(used: u32, base: u32, max: u32) -> u32 {
+    let factor = 1u64 << used.saturating_sub(1).min(31);
+    let secs = u64::from(base).saturating_mul(factor);
+    u32::try_from(secs.min(u64::from(max))).unwrap_or(max)
+}

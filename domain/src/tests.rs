@@ -1,0 +1,1060 @@
+//! Given/when/then tests: one per command outcome, rejections included.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use cqrs_es::test::TestFramework;
+
+use crate::aggregate::backoff_secs;
+use crate::*;
+
+struct FixedClock(DateTime<Utc>);
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0)
+        .single()
+        .expect("valid date")
+}
+
+fn at(now: DateTime<Utc>) -> TestFramework<Video> {
+    TestFramework::with(VideoServices::new(Arc::new(FixedClock(now))))
+}
+
+fn video() -> TestFramework<Video> {
+    at(t0())
+}
+
+const WORKER: &str = "worker-a";
+
+fn register_cmd() -> VideoCommand {
+    VideoCommand::Register {
+        owner: "alice".into(),
+        title: "  Big Buck Bunny ".into(),
+        description: "a rabbit".into(),
+        tags: vec!["animation".into(), "animation".into(), " open ".into()],
+        filename: "bbb.mp4".into(),
+        content_type: "video/mp4".into(),
+        size_bytes: 1000,
+    }
+}
+
+fn registered() -> Vec<VideoEvent> {
+    vec![VideoEvent::VideoRegistered {
+        owner: "alice".into(),
+        title: "Big Buck Bunny".into(),
+        description: "a rabbit".into(),
+        tags: vec!["animation".into(), "open".into()],
+        filename: "bbb.mp4".into(),
+        content_type: "video/mp4".into(),
+        size_bytes: 1000,
+    }]
+}
+
+fn uploaded() -> Vec<VideoEvent> {
+    let mut events = registered();
+    events.push(VideoEvent::SourceUploaded {
+        object_key: "sources/v1".into(),
+        size_bytes: 1000,
+        checksum: Some("etag".into()),
+    });
+    events
+}
+
+fn queued() -> Vec<VideoEvent> {
+    let mut events = uploaded();
+    events.push(VideoEvent::EncodingRequested { attempt: 1 });
+    events
+}
+
+fn claimed() -> Vec<VideoEvent> {
+    let mut events = queued();
+    events.push(VideoEvent::EncodingClaimed {
+        attempt: 1,
+        worker_id: WORKER.into(),
+        lease_until: t0() + Duration::seconds(30),
+    });
+    events
+}
+
+fn rendition() -> Rendition {
+    Rendition {
+        name: "720p".into(),
+        width: 1280,
+        height: 720,
+        bitrate_bps: 2_800_000,
+        codecs: "avc1.64001f,mp4a.40.2".into(),
+        playlist_key: "media/v/1/720p.m3u8".into(),
+        bytes: 12345,
+    }
+}
+
+fn with_rendition() -> Vec<VideoEvent> {
+    let mut events = claimed();
+    events.push(VideoEvent::RenditionEncoded {
+        attempt: 1,
+        worker_id: WORKER.into(),
+        rendition: rendition(),
+    });
+    events
+}
+
+fn manifests() -> Manifests {
+    Manifests {
+        hls_master_key: "media/v/1/master.m3u8".into(),
+        dash_mpd_key: "media/v/1/manifest.mpd".into(),
+    }
+}
+
+fn completed_event() -> VideoEvent {
+    VideoEvent::EncodingCompleted {
+        attempt: 1,
+        worker_id: WORKER.into(),
+        manifests: manifests(),
+        poster_key: Some("media/v/1/poster.jpg".into()),
+        thumbnails_key: None,
+        duration_ms: 20_000,
+        cost: EncodingCost::default(),
+    }
+}
+
+fn complete_cmd(worker: &str, attempt: u32) -> VideoCommand {
+    VideoCommand::CompleteEncoding {
+        worker_id: worker.into(),
+        attempt,
+        manifests: manifests(),
+        poster_key: Some("media/v/1/poster.jpg".into()),
+        thumbnails_key: None,
+        duration_ms: 20_000,
+        cost: EncodingCost::default(),
+    }
+}
+
+fn ready() -> Vec<VideoEvent> {
+    let mut events = with_rendition();
+    events.push(completed_event());
+    events
+}
+
+fn failed_retryable() -> Vec<VideoEvent> {
+    let mut events = claimed();
+    events.push(VideoEvent::EncodingFailed {
+        attempt: 1,
+        worker_id: Some(WORKER.into()),
+        reason: "object store timeout".into(),
+        retryable: true,
+    });
+    events
+}
+
+fn failed_terminal() -> Vec<VideoEvent> {
+    let mut events = claimed();
+    events.push(VideoEvent::EncodingFailed {
+        attempt: 1,
+        worker_id: Some(WORKER.into()),
+        reason: "not a video: no video stream".into(),
+        retryable: false,
+    });
+    events
+}
+
+fn requeue_cmd(attempt: u32) -> VideoCommand {
+    VideoCommand::RequeueEncoding {
+        attempt,
+        reason: "lease expired".into(),
+        max_attempts: 3,
+        backoff_base_secs: 10,
+        backoff_max_secs: 300,
+    }
+}
+
+fn deleted() -> Vec<VideoEvent> {
+    let mut events = registered();
+    events.push(VideoEvent::VideoDeleted { reason: None });
+    events
+}
+
+// ---- Register ----
+
+#[test]
+fn register_records_trimmed_metadata_without_repeated_tags() {
+    video()
+        .given_no_previous_events()
+        .when(register_cmd())
+        .then_expect_events(registered());
+}
+
+#[test]
+fn register_twice_is_rejected() {
+    video()
+        .given(registered())
+        .when(register_cmd())
+        .then_expect_error(VideoError::AlreadyRegistered);
+}
+
+#[test]
+fn register_with_empty_title_is_rejected() {
+    let mut cmd = register_cmd();
+    if let VideoCommand::Register { title, .. } = &mut cmd {
+        *title = "   ".into();
+    }
+    video()
+        .given_no_previous_events()
+        .when(cmd)
+        .then_expect_error_message("invalid title: must be 1 to 200 characters, got 0");
+}
+
+#[test]
+fn register_with_a_title_of_201_characters_is_rejected() {
+    let mut cmd = register_cmd();
+    if let VideoCommand::Register { title, .. } = &mut cmd {
+        *title = "x".repeat(201);
+    }
+    video()
+        .given_no_previous_events()
+        .when(cmd)
+        .then_expect_error_message("invalid title: must be 1 to 200 characters, got 201");
+}
+
+#[test]
+fn register_with_21_tags_is_rejected() {
+    let mut cmd = register_cmd();
+    if let VideoCommand::Register { tags, .. } = &mut cmd {
+        *tags = (0..21).map(|i| format!("tag{i}")).collect();
+    }
+    video()
+        .given_no_previous_events()
+        .when(cmd)
+        .then_expect_error_message("invalid tags: at most 20 tags, got 21");
+}
+
+#[test]
+fn register_with_a_tag_of_41_characters_is_rejected() {
+    let mut cmd = register_cmd();
+    if let VideoCommand::Register { tags, .. } = &mut cmd {
+        *tags = vec!["t".repeat(41)];
+    }
+    video()
+        .given_no_previous_events()
+        .when(cmd)
+        .then_expect_error_message("invalid tags: each tag must be 1 to 40 characters, got 41");
+}
+
+#[test]
+fn register_with_a_long_description_is_rejected() {
+    let mut cmd = register_cmd();
+    if let VideoCommand::Register { description, .. } = &mut cmd {
+        *description = "d".repeat(MAX_DESCRIPTION_CHARS + 1);
+    }
+    video()
+        .given_no_previous_events()
+        .when(cmd)
+        .then_expect_error_message("invalid description: must be at most 5000 characters, got 5001");
+}
+
+#[test]
+fn register_with_a_path_in_the_filename_is_rejected() {
+    let mut cmd = register_cmd();
+    if let VideoCommand::Register { filename, .. } = &mut cmd {
+        *filename = "../etc/passwd".into();
+    }
+    video()
+        .given_no_previous_events()
+        .when(cmd)
+        .then_expect_error(VideoError::InvalidSource(
+            "filename must not contain path components".into(),
+        ));
+}
+
+#[test]
+fn register_with_a_non_video_content_type_is_rejected() {
+    let mut cmd = register_cmd();
+    if let VideoCommand::Register { content_type, .. } = &mut cmd {
+        *content_type = "text/plain".into();
+    }
+    video()
+        .given_no_previous_events()
+        .when(cmd)
+        .then_expect_error(VideoError::InvalidSource(
+            "content type must be video/*, got \"text/plain\"".into(),
+        ));
+}
+
+#[test]
+fn register_with_zero_or_oversized_source_is_rejected() {
+    for size in [0, Policy::default().max_source_bytes + 1] {
+        let mut cmd = register_cmd();
+        if let VideoCommand::Register { size_bytes, .. } = &mut cmd {
+            *size_bytes = size;
+        }
+        let result = video().given_no_previous_events().when(cmd).inspect_result();
+        assert!(
+            matches!(result, Err(VideoError::InvalidSource(_))),
+            "size {size}: {result:?}"
+        );
+    }
+}
+
+#[test]
+fn register_without_owner_is_rejected() {
+    let mut cmd = register_cmd();
+    if let VideoCommand::Register { owner, .. } = &mut cmd {
+        *owner = String::new();
+    }
+    video()
+        .given_no_previous_events()
+        .when(cmd)
+        .then_expect_error_message("invalid owner: must not be empty");
+}
+
+#[test]
+fn commands_before_register_are_rejected() {
+    video()
+        .given_no_previous_events()
+        .when(VideoCommand::Publish)
+        .then_expect_error(VideoError::NotRegistered);
+}
+
+// ---- Upload ----
+
+#[test]
+fn complete_upload_records_the_source() {
+    video()
+        .given(registered())
+        .when(VideoCommand::CompleteUpload {
+            object_key: "sources/v1".into(),
+            size_bytes: 1000,
+            checksum: Some("etag".into()),
+        })
+        .then_expect_events(vec![VideoEvent::SourceUploaded {
+            object_key: "sources/v1".into(),
+            size_bytes: 1000,
+            checksum: Some("etag".into()),
+        }]);
+}
+
+#[test]
+fn complete_upload_with_a_different_size_is_rejected() {
+    video()
+        .given(registered())
+        .when(VideoCommand::CompleteUpload {
+            object_key: "sources/v1".into(),
+            size_bytes: 999,
+            checksum: None,
+        })
+        .then_expect_error(VideoError::SizeMismatch {
+            declared: 1000,
+            actual: 999,
+        });
+}
+
+#[test]
+fn complete_upload_repeated_for_the_same_object_changes_nothing() {
+    video()
+        .given(uploaded())
+        .when(VideoCommand::CompleteUpload {
+            object_key: "sources/v1".into(),
+            size_bytes: 1000,
+            checksum: None,
+        })
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn complete_upload_of_another_object_after_upload_is_rejected() {
+    video()
+        .given(uploaded())
+        .when(VideoCommand::CompleteUpload {
+            object_key: "sources/other".into(),
+            size_bytes: 1000,
+            checksum: None,
+        })
+        .then_expect_error(VideoError::InvalidState {
+            action: "complete the upload",
+            stage: Stage::Uploaded,
+        });
+}
+
+// ---- Request / retry ----
+
+#[test]
+fn request_encoding_after_upload_starts_attempt_one() {
+    video()
+        .given(uploaded())
+        .when(VideoCommand::RequestEncoding)
+        .then_expect_events(vec![VideoEvent::EncodingRequested { attempt: 1 }]);
+}
+
+#[test]
+fn request_encoding_before_upload_is_rejected() {
+    video()
+        .given(registered())
+        .when(VideoCommand::RequestEncoding)
+        .then_expect_error(VideoError::SourceNotUploaded);
+}
+
+#[test]
+fn request_encoding_delivered_twice_changes_nothing() {
+    video()
+        .given(queued())
+        .when(VideoCommand::RequestEncoding)
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn retry_after_a_terminal_failure_starts_a_new_round() {
+    video()
+        .given(failed_terminal())
+        .when(VideoCommand::RetryEncoding)
+        .then_expect_events(vec![VideoEvent::EncodingRequested { attempt: 2 }]);
+}
+
+#[test]
+fn retry_while_encoding_is_rejected() {
+    video()
+        .given(claimed())
+        .when(VideoCommand::RetryEncoding)
+        .then_expect_error(VideoError::InvalidState {
+            action: "retry encoding",
+            stage: Stage::Encoding,
+        });
+}
+
+// ---- Claim ----
+
+#[test]
+fn claim_of_a_queued_attempt_takes_a_lease() {
+    video()
+        .given(queued())
+        .when(VideoCommand::ClaimEncoding {
+            worker_id: WORKER.into(),
+            attempt: 1,
+            lease_secs: 30,
+        })
+        .then_expect_events(vec![VideoEvent::EncodingClaimed {
+            attempt: 1,
+            worker_id: WORKER.into(),
+            lease_until: t0() + Duration::seconds(30),
+        }]);
+}
+
+#[test]
+fn a_second_claim_while_the_lease_is_live_is_rejected() {
+    video()
+        .given(claimed())
+        .when(VideoCommand::ClaimEncoding {
+            worker_id: "worker-b".into(),
+            attempt: 1,
+            lease_secs: 30,
+        })
+        .then_expect_error(VideoError::LeaseHeld {
+            attempt: 1,
+            holder: WORKER.into(),
+            until: t0() + Duration::seconds(30),
+        });
+}
+
+#[test]
+fn a_claim_on_a_lapsed_lease_is_rejected_until_requeued() {
+    at(t0() + Duration::seconds(31))
+        .given(claimed())
+        .when(VideoCommand::ClaimEncoding {
+            worker_id: "worker-b".into(),
+            attempt: 1,
+            lease_secs: 30,
+        })
+        .then_expect_error(VideoError::LeaseExpired {
+            attempt: 1,
+            until: t0() + Duration::seconds(30),
+        });
+}
+
+#[test]
+fn a_claim_for_a_stale_attempt_is_rejected() {
+    video()
+        .given(queued())
+        .when(VideoCommand::ClaimEncoding {
+            worker_id: WORKER.into(),
+            attempt: 2,
+            lease_secs: 30,
+        })
+        .then_expect_error(VideoError::StaleAttempt { given: 2, current: 1 });
+}
+
+#[test]
+fn a_claim_with_a_zero_lease_is_rejected() {
+    video()
+        .given(queued())
+        .when(VideoCommand::ClaimEncoding {
+            worker_id: WORKER.into(),
+            attempt: 1,
+            lease_secs: 0,
+        })
+        .then_expect_error(VideoError::InvalidProgress("lease must be at least 1 second".into()));
+}
+
+#[test]
+fn a_claim_during_backoff_is_rejected() {
+    let mut events = failed_retryable();
+    events.push(VideoEvent::EncodingRequeued {
+        attempt: 2,
+        reason: "object store timeout".into(),
+        not_before: t0() + Duration::seconds(10),
+    });
+    video()
+        .given(events)
+        .when(VideoCommand::ClaimEncoding {
+            worker_id: WORKER.into(),
+            attempt: 2,
+            lease_secs: 30,
+        })
+        .then_expect_error(VideoError::BackoffActive {
+            attempt: 2,
+            until: t0() + Duration::seconds(10),
+        });
+}
+
+#[test]
+fn a_claim_after_backoff_succeeds() {
+    let mut events = failed_retryable();
+    events.push(VideoEvent::EncodingRequeued {
+        attempt: 2,
+        reason: "object store timeout".into(),
+        not_before: t0() + Duration::seconds(10),
+    });
+    at(t0() + Duration::seconds(10))
+        .given(events)
+        .when(VideoCommand::ClaimEncoding {
+            worker_id: "worker-b".into(),
+            attempt: 2,
+            lease_secs: 30,
+        })
+        .then_expect_events(vec![VideoEvent::EncodingClaimed {
+            attempt: 2,
+            worker_id: "worker-b".into(),
+            lease_until: t0() + Duration::seconds(40),
+        }]);
+}
+
+#[test]
+fn a_claim_before_any_request_is_rejected() {
+    video()
+        .given(uploaded())
+        .when(VideoCommand::ClaimEncoding {
+            worker_id: WORKER.into(),
+            attempt: 0,
+            lease_secs: 30,
+        })
+        .then_expect_error(VideoError::StaleAttempt { given: 0, current: 0 });
+}
+
+// ---- Probe, progress, renditions ----
+
+fn probe() -> SourceProbe {
+    SourceProbe {
+        duration_ms: 20_000,
+        width: 1920,
+        height: 1080,
+        rotation: 0,
+        frame_rate: 30.0,
+        variable_frame_rate: false,
+        video_codec: Some("h264".into()),
+        audio_codec: Some("aac".into()),
+    }
+}
+
+#[test]
+fn the_claim_holder_records_the_probe() {
+    video()
+        .given(claimed())
+        .when(VideoCommand::RecordProbe {
+            worker_id: WORKER.into(),
+            attempt: 1,
+            probe: probe(),
+        })
+        .then_expect_events(vec![VideoEvent::SourceProbed {
+            attempt: 1,
+            worker_id: WORKER.into(),
+            probe: probe(),
+        }]);
+}
+
+#[test]
+fn a_probe_from_another_worker_is_rejected() {
+    video()
+        .given(claimed())
+        .when(VideoCommand::RecordProbe {
+            worker_id: "intruder".into(),
+            attempt: 1,
+            probe: probe(),
+        })
+        .then_expect_error(VideoError::NotClaimHolder {
+            worker: "intruder".into(),
+            attempt: 1,
+        });
+}
+
+fn progress_cmd(worker: &str, attempt: u32, percent: f64) -> VideoCommand {
+    VideoCommand::RecordProgress {
+        worker_id: worker.into(),
+        attempt,
+        stage: EncodeStage::Encode,
+        rendition: Some("720p".into()),
+        percent,
+        fps: Some(120.0),
+        eta_seconds: Some(8),
+        lease_secs: 30,
+    }
+}
+
+#[test]
+fn progress_from_the_holder_extends_the_lease() {
+    at(t0() + Duration::seconds(20))
+        .given(claimed())
+        .when(progress_cmd(WORKER, 1, 42.5))
+        .then_expect_events(vec![VideoEvent::EncodingProgressed {
+            attempt: 1,
+            worker_id: WORKER.into(),
+            stage: EncodeStage::Encode,
+            rendition: Some("720p".into()),
+            percent: 42.5,
+            fps: Some(120.0),
+            eta_seconds: Some(8),
+            lease_until: t0() + Duration::seconds(50),
+        }]);
+}
+
+#[test]
+fn progress_from_a_worker_without_the_claim_is_rejected() {
+    video()
+        .given(claimed())
+        .when(progress_cmd("worker-b", 1, 10.0))
+        .then_expect_error(VideoError::NotClaimHolder {
+            worker: "worker-b".into(),
+            attempt: 1,
+        });
+}
+
+#[test]
+fn progress_for_a_stale_attempt_is_rejected() {
+    let mut events = failed_retryable();
+    events.push(VideoEvent::EncodingRequeued {
+        attempt: 2,
+        reason: "retry".into(),
+        not_before: t0(),
+    });
+    video()
+        .given(events)
+        .when(progress_cmd(WORKER, 1, 10.0))
+        .then_expect_error(VideoError::StaleAttempt { given: 1, current: 2 });
+}
+
+#[test]
+fn progress_after_the_lease_lapsed_is_rejected() {
+    at(t0() + Duration::seconds(31))
+        .given(claimed())
+        .when(progress_cmd(WORKER, 1, 10.0))
+        .then_expect_error(VideoError::LeaseExpired {
+            attempt: 1,
+            until: t0() + Duration::seconds(30),
+        });
+}
+
+#[test]
+fn progress_above_100_percent_is_rejected() {
+    video()
+        .given(claimed())
+        .when(progress_cmd(WORKER, 1, 100.5))
+        .then_expect_error(VideoError::InvalidProgress(
+            "percent must be 0 to 100, got 100.5".into(),
+        ));
+}
+
+#[test]
+fn progress_before_any_claim_is_rejected() {
+    video()
+        .given(queued())
+        .when(progress_cmd(WORKER, 1, 10.0))
+        .then_expect_error(VideoError::NotClaimHolder {
+            worker: WORKER.into(),
+            attempt: 1,
+        });
+}
+
+#[test]
+fn the_claim_holder_records_a_rendition() {
+    video()
+        .given(claimed())
+        .when(VideoCommand::RecordRendition {
+            worker_id: WORKER.into(),
+            attempt: 1,
+            rendition: rendition(),
+        })
+        .then_expect_events(vec![VideoEvent::RenditionEncoded {
+            attempt: 1,
+            worker_id: WORKER.into(),
+            rendition: rendition(),
+        }]);
+}
+
+#[test]
+fn a_rendition_from_another_worker_is_rejected() {
+    video()
+        .given(claimed())
+        .when(VideoCommand::RecordRendition {
+            worker_id: "worker-b".into(),
+            attempt: 1,
+            rendition: rendition(),
+        })
+        .then_expect_error(VideoError::NotClaimHolder {
+            worker: "worker-b".into(),
+            attempt: 1,
+        });
+}
+
+// ---- Complete / fail ----
+
+#[test]
+fn the_claim_holder_completes_the_encoding() {
+    video()
+        .given(with_rendition())
+        .when(complete_cmd(WORKER, 1))
+        .then_expect_events(vec![completed_event()]);
+}
+
+#[test]
+fn completion_without_renditions_is_rejected() {
+    video()
+        .given(claimed())
+        .when(complete_cmd(WORKER, 1))
+        .then_expect_error(VideoError::NoRenditions);
+}
+
+#[test]
+fn completion_from_another_worker_is_rejected() {
+    video()
+        .given(with_rendition())
+        .when(complete_cmd("worker-b", 1))
+        .then_expect_error(VideoError::NotClaimHolder {
+            worker: "worker-b".into(),
+            attempt: 1,
+        });
+}
+
+#[test]
+fn completion_for_a_stale_attempt_is_rejected() {
+    video()
+        .given(with_rendition())
+        .when(complete_cmd(WORKER, 7))
+        .then_expect_error(VideoError::StaleAttempt { given: 7, current: 1 });
+}
+
+#[test]
+fn completion_twice_is_rejected() {
+    video()
+        .given(ready())
+        .when(complete_cmd(WORKER, 1))
+        .then_expect_error(VideoError::InvalidState {
+            action: "report on encoding",
+            stage: Stage::Ready,
+        });
+}
+
+#[test]
+fn the_claim_holder_reports_a_failure() {
+    video()
+        .given(claimed())
+        .when(VideoCommand::FailEncoding {
+            worker_id: WORKER.into(),
+            attempt: 1,
+            reason: "object store timeout".into(),
+            retryable: true,
+        })
+        .then_expect_events(vec![VideoEvent::EncodingFailed {
+            attempt: 1,
+            worker_id: Some(WORKER.into()),
+            reason: "object store timeout".into(),
+            retryable: true,
+        }]);
+}
+
+#[test]
+fn a_failure_from_another_worker_is_rejected() {
+    video()
+        .given(claimed())
+        .when(VideoCommand::FailEncoding {
+            worker_id: "worker-b".into(),
+            attempt: 1,
+            reason: "x".into(),
+            retryable: true,
+        })
+        .then_expect_error(VideoError::NotClaimHolder {
+            worker: "worker-b".into(),
+            attempt: 1,
+        });
+}
+
+// ---- Requeue / give up ----
+
+#[test]
+fn a_retryable_failure_is_requeued_with_backoff() {
+    video()
+        .given(failed_retryable())
+        .when(requeue_cmd(1))
+        .then_expect_events(vec![VideoEvent::EncodingRequeued {
+            attempt: 2,
+            reason: "lease expired".into(),
+            not_before: t0() + Duration::seconds(10),
+        }]);
+}
+
+#[test]
+fn a_lapsed_lease_is_requeued() {
+    at(t0() + Duration::seconds(31))
+        .given(claimed())
+        .when(requeue_cmd(1))
+        .then_expect_events(vec![VideoEvent::EncodingRequeued {
+            attempt: 2,
+            reason: "lease expired".into(),
+            not_before: t0() + Duration::seconds(41),
+        }]);
+}
+
+#[test]
+fn requeue_while_the_lease_is_live_is_rejected() {
+    video()
+        .given(claimed())
+        .when(requeue_cmd(1))
+        .then_expect_error(VideoError::LeaseHeld {
+            attempt: 1,
+            holder: WORKER.into(),
+            until: t0() + Duration::seconds(30),
+        });
+}
+
+#[test]
+fn requeue_of_a_stale_attempt_is_rejected() {
+    video()
+        .given(failed_retryable())
+        .when(requeue_cmd(3))
+        .then_expect_error(VideoError::StaleAttempt { given: 3, current: 1 });
+}
+
+#[test]
+fn requeue_of_a_completed_encoding_is_rejected() {
+    video()
+        .given(ready())
+        .when(requeue_cmd(1))
+        .then_expect_error(VideoError::InvalidState {
+            action: "requeue encoding",
+            stage: Stage::Ready,
+        });
+}
+
+#[test]
+fn the_last_attempt_ends_in_a_terminal_failure() {
+    let mut events = queued();
+    for attempt in 1..=3 {
+        if attempt > 1 {
+            events.push(VideoEvent::EncodingRequeued {
+                attempt,
+                reason: "lease expired".into(),
+                not_before: t0(),
+            });
+        }
+        events.push(VideoEvent::EncodingClaimed {
+            attempt,
+            worker_id: WORKER.into(),
+            lease_until: t0(),
+        });
+    }
+    at(t0() + Duration::seconds(1))
+        .given(events)
+        .when(requeue_cmd(3))
+        .then_expect_events(vec![VideoEvent::EncodingFailed {
+            attempt: 3,
+            worker_id: None,
+            reason: "gave up after 3 attempts: lease expired".into(),
+            retryable: false,
+        }]);
+}
+
+#[test]
+fn backoff_doubles_per_attempt_up_to_the_ceiling() {
+    assert_eq!(backoff_secs(1, 10, 300), 10);
+    assert_eq!(backoff_secs(2, 10, 300), 20);
+    assert_eq!(backoff_secs(3, 10, 300), 40);
+    assert_eq!(backoff_secs(9, 10, 300), 300);
+    assert_eq!(backoff_secs(200, u32::MAX, u32::MAX), u32::MAX);
+}
+
+// ---- Metadata ----
+
+#[test]
+fn update_metadata_records_only_changed_fields() {
+    video()
+        .given(registered())
+        .when(VideoCommand::UpdateMetadata {
+            title: Some("Big Buck Bunny".into()),
+            description: Some("a bigger rabbit".into()),
+            tags: None,
+        })
+        .then_expect_events(vec![VideoEvent::MetadataUpdated {
+            title: None,
+            description: Some("a bigger rabbit".into()),
+            tags: None,
+        }]);
+}
+
+#[test]
+fn update_metadata_with_no_change_records_nothing() {
+    video()
+        .given(registered())
+        .when(VideoCommand::UpdateMetadata {
+            title: Some("Big Buck Bunny".into()),
+            description: None,
+            tags: Some(vec!["animation".into(), "open".into()]),
+        })
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn update_metadata_beyond_limits_is_rejected() {
+    video()
+        .given(registered())
+        .when(VideoCommand::UpdateMetadata {
+            title: Some("\u{7}bell".into()),
+            description: None,
+            tags: None,
+        })
+        .then_expect_error_message("invalid title: must not contain control characters");
+}
+
+// ---- Publish ----
+
+#[test]
+fn publish_after_encoding_completes() {
+    video()
+        .given(ready())
+        .when(VideoCommand::Publish)
+        .then_expect_events(vec![VideoEvent::VideoPublished {}]);
+}
+
+#[test]
+fn publish_is_rejected_before_encoding_completes() {
+    video()
+        .given(claimed())
+        .when(VideoCommand::Publish)
+        .then_expect_error(VideoError::NotEncoded(Stage::Encoding));
+}
+
+#[test]
+fn publish_twice_changes_nothing() {
+    let mut events = ready();
+    events.push(VideoEvent::VideoPublished {});
+    video()
+        .given(events)
+        .when(VideoCommand::Publish)
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn unpublish_a_published_video() {
+    let mut events = ready();
+    events.push(VideoEvent::VideoPublished {});
+    video()
+        .given(events)
+        .when(VideoCommand::Unpublish)
+        .then_expect_events(vec![VideoEvent::VideoUnpublished {}]);
+}
+
+#[test]
+fn unpublish_an_unpublished_video_changes_nothing() {
+    video()
+        .given(ready())
+        .when(VideoCommand::Unpublish)
+        .then_expect_events(vec![]);
+}
+
+// ---- Delete ----
+
+#[test]
+fn delete_records_the_deletion() {
+    video()
+        .given(claimed())
+        .when(VideoCommand::Delete {
+            reason: Some("duplicate".into()),
+        })
+        .then_expect_events(vec![VideoEvent::VideoDeleted {
+            reason: Some("duplicate".into()),
+        }]);
+}
+
+#[test]
+fn every_command_after_delete_is_rejected() {
+    let commands = vec![
+        register_cmd(),
+        VideoCommand::CompleteUpload {
+            object_key: "k".into(),
+            size_bytes: 1000,
+            checksum: None,
+        },
+        VideoCommand::RequestEncoding,
+        VideoCommand::RetryEncoding,
+        VideoCommand::ClaimEncoding {
+            worker_id: WORKER.into(),
+            attempt: 1,
+            lease_secs: 30,
+        },
+        progress_cmd(WORKER, 1, 1.0),
+        complete_cmd(WORKER, 1),
+        requeue_cmd(1),
+        VideoCommand::UpdateMetadata {
+            title: Some("new".into()),
+            description: None,
+            tags: None,
+        },
+        VideoCommand::Publish,
+        VideoCommand::Unpublish,
+        VideoCommand::Delete { reason: None },
+    ];
+    for command in commands {
+        video()
+            .given(deleted())
+            .when(command)
+            .then_expect_error(VideoError::Deleted);
+    }
+}
+
+// ---- State ----
+
+#[test]
+fn applying_the_whole_lifecycle_gives_a_published_ready_video() {
+    let mut video = Video::default();
+    let mut events = ready();
+    events.push(VideoEvent::VideoPublished {});
+    for event in events {
+        cqrs_es::Aggregate::apply(&mut video, event);
+    }
+    assert_eq!(video.stage, Stage::Ready);
+    assert!(video.published);
+    assert_eq!(video.renditions.len(), 1);
+    assert!(video.claim.is_none());
+}
+
+#[test]
+fn event_type_names_match_the_serialized_tag() {
+    for event in ready().into_iter().chain(deleted()) {
+        let json = serde_json::to_value(&event).expect("serializes");
+        let tag = json
+            .as_object()
+            .and_then(|o| o.keys().next().cloned())
+            .expect("externally tagged");
+        assert_eq!(tag, event.type_name());
+        assert!(VideoEvent::TYPES.contains(&event.type_name()));
+    }
+}

@@ -1,0 +1,249 @@
+use serde::{Deserialize, Serialize};
+
+use crate::VideoError;
+
+/// The longest title, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// The longest description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 5000;
+/// The most tags a video may carry.
+pub const MAX_TAGS: usize = 20;
+/// The longest tag, in characters.
+pub const MAX_TAG_CHARS: usize = 40;
+const MAX_FILENAME_BYTES: usize = 255;
+
+/// Where a video is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// No `VideoRegistered` yet.
+    #[default]
+    Unregistered,
+    /// Registered, waiting for the source bytes.
+    AwaitingUpload,
+    /// The source is stored; encoding not requested yet.
+    Uploaded,
+    /// An encoding attempt is requested and not claimed yet.
+    Queued,
+    /// A worker holds the claim of the current attempt.
+    Encoding,
+    /// The last attempt failed and may be retried.
+    Retrying,
+    /// The ladder is complete.
+    Ready,
+    /// Encoding failed for good (bad media or attempts exhausted): a dead letter.
+    Failed,
+}
+
+impl Stage {
+    /// The stage's stable lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Unregistered => "unregistered",
+            Stage::AwaitingUpload => "awaiting_upload",
+            Stage::Uploaded => "uploaded",
+            Stage::Queued => "queued",
+            Stage::Encoding => "encoding",
+            Stage::Retrying => "retrying",
+            Stage::Ready => "ready",
+            Stage::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The step an encoder is at when it reports progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EncodeStage {
+    /// Reading the container and streams.
+    Probe,
+    /// Decoding, scaling and encoding the rungs.
+    Encode,
+    /// Writing HLS and DASH manifests and segments.
+    Package,
+    /// Poster and thumbnail sprite.
+    Thumbnails,
+    /// Copying outputs to the object store.
+    Upload,
+}
+
+/// Title, description and tags, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Metadata {
+    /// 1 to 200 characters, trimmed.
+    pub title: String,
+    /// At most 5000 characters.
+    pub description: String,
+    /// At most 20 distinct tags of 1 to 40 characters.
+    pub tags: Vec<String>,
+}
+
+/// Trims and checks a title.
+///
+/// # Errors
+/// `InvalidMetadata` naming the title when it is empty, too long or holds control characters.
+pub fn validate_title(title: &str) -> Result<String, VideoError> {
+    let title = title.trim();
+    let chars = title.chars().count();
+    if chars == 0 || chars > MAX_TITLE_CHARS {
+        return Err(invalid(
+            "title",
+            format!("must be 1 to {MAX_TITLE_CHARS} characters, got {chars}"),
+        ));
+    }
+    if title.chars().any(char::is_control) {
+        return Err(invalid("title", "must not contain control characters".into()));
+    }
+    Ok(title.to_owned())
+}
+
+/// Checks a description.
+///
+/// # Errors
+/// `InvalidMetadata` naming the description when it is too long.
+pub fn validate_description(description: &str) -> Result<String, VideoError> {
+    let chars = description.chars().count();
+    if chars > MAX_DESCRIPTION_CHARS {
+        return Err(invalid(
+            "description",
+            format!("must be at most {MAX_DESCRIPTION_CHARS} characters, got {chars}"),
+        ));
+    }
+    Ok(description.to_owned())
+}
+
+/// Trims tags, drops repeats (keeping the first), and checks the limits.
+///
+/// # Errors
+/// `InvalidMetadata` naming the tags when there are too many, or one is empty, too long or
+/// holds control characters.
+pub fn validate_tags(tags: &[String]) -> Result<Vec<String>, VideoError> {
+    let mut out: Vec<String> = Vec::with_capacity(tags.len());
+    for tag in tags {
+        let tag = tag.trim();
+        let chars = tag.chars().count();
+        if chars == 0 || chars > MAX_TAG_CHARS {
+            return Err(invalid(
+                "tags",
+                format!("each tag must be 1 to {MAX_TAG_CHARS} characters, got {chars}"),
+            ));
+        }
+        if tag.chars().any(char::is_control) {
+            return Err(invalid("tags", "tags must not contain control characters".into()));
+        }
+        if !out.iter().any(|t| t == tag) {
+            out.push(tag.to_owned());
+        }
+    }
+    if out.len() > MAX_TAGS {
+        return Err(invalid("tags", format!("at most {MAX_TAGS} tags, got {}", out.len())));
+    }
+    Ok(out)
+}
+
+/// Checks a declared file name: no path components, no control characters.
+///
+/// # Errors
+/// `InvalidSource` naming the problem.
+pub fn validate_filename(filename: &str) -> Result<(), VideoError> {
+    if filename.is_empty() || filename.len() > MAX_FILENAME_BYTES {
+        return Err(VideoError::InvalidSource(format!(
+            "filename must be 1 to {MAX_FILENAME_BYTES} bytes"
+        )));
+    }
+    if filename.contains(['/', '\\']) || filename == "." || filename == ".." {
+        return Err(VideoError::InvalidSource(
+            "filename must not contain path components".into(),
+        ));
+    }
+    if filename.chars().any(char::is_control) {
+        return Err(VideoError::InvalidSource(
+            "filename must not contain control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a declared content type: `video/<subtype>`.
+///
+/// # Errors
+/// `InvalidSource` when it is not a video type.
+pub fn validate_content_type(content_type: &str) -> Result<(), VideoError> {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    match essence.split_once('/') {
+        Some((kind, sub)) if kind.eq_ignore_ascii_case("video") && !sub.is_empty() && !sub.contains('/') => Ok(()),
+        _ => Err(VideoError::InvalidSource(format!(
+            "content type must be video/*, got {content_type:?}"
+        ))),
+    }
+}
+
+fn invalid(field: &'static str, reason: String) -> VideoError {
+    VideoError::InvalidMetadata { field, reason }
+}
+
+/// What probing the source found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceProbe {
+    /// Duration in milliseconds.
+    pub duration_ms: u64,
+    /// Coded width in pixels.
+    pub width: u32,
+    /// Coded height in pixels.
+    pub height: u32,
+    /// Display rotation in degrees (0, 90, 180, 270).
+    pub rotation: i32,
+    /// Average frame rate.
+    pub frame_rate: f64,
+    /// Whether the frame rate varies.
+    pub variable_frame_rate: bool,
+    /// Video codec name, if there is a video stream.
+    pub video_codec: Option<String>,
+    /// Audio codec name, if there is an audio stream.
+    pub audio_codec: Option<String>,
+}
+
+/// One rung of the encoded ladder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rendition {
+    /// Rung name, such as `720p`.
+    pub name: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Target bitrate in bits per second.
+    pub bitrate_bps: u64,
+    /// RFC 6381 codecs string, such as `avc1.64001f,mp4a.40.2`.
+    pub codecs: String,
+    /// Object key of the rung's media playlist.
+    pub playlist_key: String,
+    /// Bytes written for this rung.
+    pub bytes: u64,
+}
+
+/// Object keys of the manifests over the ladder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifests {
+    /// HLS master playlist.
+    pub hls_master_key: String,
+    /// DASH MPD.
+    pub dash_mpd_key: String,
+}
+
+/// What one transcode cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct EncodingCost {
+    /// CPU seconds, user plus system.
+    pub cpu_seconds: f64,
+    /// Wall-clock seconds.
+    pub wall_seconds: f64,
+    /// Bytes written to the object store.
+    pub bytes_out: u64,
+}
