@@ -1,1 +1,16 @@
-//! placeholder
+//! Adapters to real services, each implementing a port of `commands` or `projections`.
+//!
+//! - [`sqlite`]: the embedded event store (one file, WAL, group commit through one writer)
+//!   and the embedded view store (views, checkpoints, leases, timeouts in one file).
+//! - [`postgres`]: the distributed event store (group commit; appends serialized on one head
+//!   row so positions are dense and commit-ordered; LISTEN/NOTIFY for live tailing).
+//!
+//! Service-specific errors become the ports' `StoreError` here and never travel further.
+
+mod group;
+mod plan;
+pub mod postgres;
+pub mod sqlite;
+mod url;
+
+pub use url::{open_event_log, open_view_store, EventLogUrl};

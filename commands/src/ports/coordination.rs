@@ -1,0 +1,66 @@
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::StoreError;
+
+/// Durable positions of log consumers (process managers; projections keep theirs with the view).
+#[async_trait]
+pub trait CheckpointStore: Send + Sync + 'static {
+    /// The last position `name` has fully handled (0 when never run).
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn load_checkpoint(&self, name: &str) -> Result<u64, StoreError>;
+
+    /// Records that `name` has handled everything up to `position`, if `owner` still holds
+    /// the lease on `name`.
+    ///
+    /// # Errors
+    /// `Conflict` when the lease is lost; `Unavailable`.
+    async fn save_checkpoint(&self, name: &str, owner: &str, position: u64) -> Result<(), StoreError>;
+}
+
+/// Leases that make a consumer the only one of its name running.
+#[async_trait]
+pub trait LeaseStore: Send + Sync + 'static {
+    /// Takes or renews the lease on `name` for `owner` until `until`. Returns false while
+    /// another owner holds a live lease.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives the lease up if `owner` holds it.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError>;
+}
+
+/// Deadlines kept by a process manager: one per video, the lease of its current attempt.
+#[async_trait]
+pub trait TimeoutStore: Send + Sync + 'static {
+    /// Sets (or moves) the deadline of `video_id`'s `attempt`.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn set_deadline(&self, video_id: &str, attempt: u32, deadline: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Removes `video_id`'s deadline if it is for `attempt` or older.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn clear_deadline(&self, video_id: &str, attempt: u32) -> Result<(), StoreError>;
+
+    /// Up to `limit` deadlines at or before `now`, earliest first: (video id, attempt, deadline).
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<(String, u32, DateTime<Utc>)>, StoreError>;
+}

@@ -1,0 +1,9 @@
+//! Process managers: the reactions that need no encoder.
+//!
+//! [`EncodingSupervisor`] turns `SourceUploaded` into `RequestEncoding`, requeues retryable
+//! failures with exponential backoff, tracks each claim's lease as a durable deadline and
+//! requeues (or, after the last attempt, fails for good) attempts whose lease lapsed.
+
+mod supervisor;
+
+pub use supervisor::{EncodingSupervisor, ProcessError, SupervisorConfig};

@@ -1,0 +1,9 @@
+//! The embedded shape: SQLite files in the data directory.
+
+mod connect;
+mod event_log;
+mod view_store;
+
+pub use connect::SqliteSettings;
+pub use event_log::SqliteEventLog;
+pub use view_store::SqliteViewStore;

@@ -1,0 +1,90 @@
+//! Opening stores from the URLs in configuration.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use vodsource_commands::ports::{EventLog, StoreError};
+
+use crate::postgres::PgEventLog;
+use crate::sqlite::{SqliteEventLog, SqliteSettings, SqliteViewStore};
+
+/// A parsed event store URL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventLogUrl {
+    /// `sqlite://<path>[?synchronous=normal&busy_timeout_ms=N]`
+    Sqlite {
+        /// The file.
+        path: PathBuf,
+        /// The query string.
+        query: String,
+    },
+    /// `postgres://…[?schema=name]`
+    Postgres(String),
+}
+
+impl EventLogUrl {
+    /// Parses a store URL.
+    ///
+    /// # Errors
+    /// `Invalid` naming the URL when its scheme is not `sqlite` or `postgres`.
+    pub fn parse(url: &str) -> Result<Self, StoreError> {
+        if let Some(rest) = url.strip_prefix("sqlite://") {
+            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+            if path.is_empty() {
+                return Err(StoreError::Invalid(format!("{url:?} names no file")));
+            }
+            return Ok(Self::Sqlite {
+                path: PathBuf::from(path),
+                query: query.to_owned(),
+            });
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_owned()));
+        }
+        Err(StoreError::Invalid(format!(
+            "unsupported store URL {:?}: expected sqlite://<file> or postgres://…",
+            redact(url)
+        )))
+    }
+}
+
+/// The URL with any password replaced, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Opens the event store a URL names.
+///
+/// # Errors
+/// `Invalid` for a bad URL; `Unavailable` naming the file or host when it cannot be opened.
+pub async fn open_event_log(url: &str) -> Result<Arc<dyn EventLog>, StoreError> {
+    match EventLogUrl::parse(url)? {
+        EventLogUrl::Sqlite { path, query } => {
+            let settings = SqliteSettings::from_query(&query)?;
+            Ok(Arc::new(SqliteEventLog::open(path, &settings).await?))
+        }
+        EventLogUrl::Postgres(url) => Ok(Arc::new(PgEventLog::connect(&url).await?)),
+    }
+}
+
+/// Opens the view store a URL names (`sqlite://<file>` today).
+///
+/// # Errors
+/// `Invalid` for another scheme; `Unavailable` naming the file when it cannot be opened.
+pub async fn open_view_store(url: &str) -> Result<SqliteViewStore, StoreError> {
+    match EventLogUrl::parse(url)? {
+        EventLogUrl::Sqlite { path, query } => SqliteViewStore::open(path, &SqliteSettings::from_query(&query)?).await,
+        EventLogUrl::Postgres(_) => Err(StoreError::Invalid(
+            "the view store is sqlite://<file> (DynamoDB arrives with the distributed shape)".into(),
+        )),
+    }
+}

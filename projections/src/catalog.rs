@@ -1,0 +1,160 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use vodsource_domain::{Stage, VideoEvent};
+
+use crate::projector::{EventMeta, Projector, ViewChange};
+
+/// A rung as the catalog lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogRendition {
+    /// Rung name.
+    pub name: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Bits per second.
+    pub bitrate_bps: u64,
+}
+
+/// One video in the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogView {
+    /// Video id.
+    pub video_id: String,
+    /// Title.
+    pub title: String,
+    /// Description.
+    pub description: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Owner.
+    pub owner: String,
+    /// Lifecycle stage.
+    pub status: Stage,
+    /// Playable by viewers.
+    pub published: bool,
+    /// Rungs of the completed ladder.
+    pub renditions: Vec<CatalogRendition>,
+    /// Duration of the encoded media.
+    pub duration_ms: Option<u64>,
+    /// Poster image key.
+    pub thumbnail_key: Option<String>,
+    /// Registration time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Stream version of the last change.
+    pub version: u64,
+}
+
+/// Builds the catalog. Deleted videos leave it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CatalogProjector;
+
+impl CatalogProjector {
+    /// The projection's name.
+    pub const NAME: &'static str = "catalog";
+}
+
+impl Projector for CatalogProjector {
+    type View = CatalogView;
+
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn project(
+        &self,
+        current: Option<&CatalogView>,
+        event: &VideoEvent,
+        meta: EventMeta<'_>,
+    ) -> ViewChange<CatalogView> {
+        if let VideoEvent::VideoRegistered {
+            owner,
+            title,
+            description,
+            tags,
+            ..
+        } = event
+        {
+            return ViewChange::Put(CatalogView {
+                video_id: meta.stream_id.to_owned(),
+                title: title.clone(),
+                description: description.clone(),
+                tags: tags.clone(),
+                owner: owner.clone(),
+                status: Stage::AwaitingUpload,
+                published: false,
+                renditions: vec![],
+                duration_ms: None,
+                thumbnail_key: None,
+                created_at: meta.occurred_at,
+                updated_at: meta.occurred_at,
+                version: meta.version,
+            });
+        }
+        let Some(current) = current else {
+            return ViewChange::Unchanged;
+        };
+        let mut view = current.clone();
+        match event {
+            VideoEvent::VideoRegistered { .. } => return ViewChange::Unchanged,
+            VideoEvent::VideoDeleted { .. } => return ViewChange::Delete,
+            VideoEvent::SourceUploaded { .. } => view.status = Stage::Uploaded,
+            VideoEvent::EncodingRequested { .. } | VideoEvent::EncodingRequeued { .. } => view.status = Stage::Queued,
+            VideoEvent::EncodingClaimed { .. } => view.status = Stage::Encoding,
+            VideoEvent::EncodingFailed { retryable, .. } => {
+                view.status = if *retryable { Stage::Retrying } else { Stage::Failed };
+            }
+            VideoEvent::EncodingCompleted {
+                poster_key,
+                duration_ms,
+                ..
+            } => {
+                view.status = Stage::Ready;
+                view.duration_ms = Some(*duration_ms);
+                view.thumbnail_key.clone_from(poster_key);
+            }
+            VideoEvent::RenditionEncoded { rendition, .. } => {
+                view.renditions.retain(|r| r.name != rendition.name);
+                view.renditions.push(CatalogRendition {
+                    name: rendition.name.clone(),
+                    width: rendition.width,
+                    height: rendition.height,
+                    bitrate_bps: rendition.bitrate_bps,
+                });
+            }
+            VideoEvent::VideoPublished {} => view.published = true,
+            VideoEvent::VideoUnpublished {} => view.published = false,
+            VideoEvent::MetadataUpdated {
+                title,
+                description,
+                tags,
+            } => {
+                if let Some(title) = title {
+                    view.title.clone_from(title);
+                }
+                if let Some(description) = description {
+                    view.description.clone_from(description);
+                }
+                if let Some(tags) = tags {
+                    view.tags.clone_from(tags);
+                }
+            }
+            // Probes and progress do not change what the catalog shows.
+            VideoEvent::SourceProbed { .. } | VideoEvent::EncodingProgressed { .. } => return ViewChange::Unchanged,
+        }
+        // A new attempt starts a new ladder.
+        if matches!(
+            event,
+            VideoEvent::EncodingRequested { .. } | VideoEvent::EncodingRequeued { .. }
+        ) && view.status != Stage::Ready
+        {
+            view.renditions.clear();
+        }
+        view.updated_at = meta.occurred_at;
+        view.version = meta.version;
+        ViewChange::Put(view)
+    }
+}

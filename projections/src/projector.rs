@@ -1,0 +1,41 @@
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use vodsource_domain::VideoEvent;
+
+/// What a projector may know about an event besides its payload.
+#[derive(Debug, Clone, Copy)]
+pub struct EventMeta<'a> {
+    /// The video id.
+    pub stream_id: &'a str,
+    /// Stream version of the event.
+    pub version: u64,
+    /// Global position.
+    pub position: u64,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// What an event does to one document.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ViewChange<V> {
+    /// Nothing.
+    Unchanged,
+    /// The document becomes `V`.
+    Put(V),
+    /// The document goes away.
+    Delete,
+}
+
+/// A pure function from an event and the current document to a change of that document.
+/// Documents are keyed by video id.
+pub trait Projector: Send + Sync + 'static {
+    /// The document type.
+    type View: Serialize + DeserializeOwned + Clone + Send + Sync;
+
+    /// The projection's (and its view's) name.
+    fn name(&self) -> &'static str;
+
+    /// The change `event` makes to `current`.
+    fn project(&self, current: Option<&Self::View>, event: &VideoEvent, meta: EventMeta<'_>) -> ViewChange<Self::View>;
+}

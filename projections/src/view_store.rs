@@ -1,0 +1,132 @@
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use vodsource_commands::ports::StoreError;
+
+/// One document of a view and the stream version it reflects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Doc {
+    /// The document key (a video id for the built-in views).
+    pub key: String,
+    /// Stream version of the last event folded into it.
+    pub version: u64,
+    /// JSON text.
+    pub body: String,
+}
+
+/// A change to one document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DocChange {
+    /// Write `doc` unless the stored one is at the same or a newer version.
+    Put(Doc),
+    /// Remove the document.
+    Delete {
+        /// Its key.
+        key: String,
+    },
+}
+
+/// Whether a projection is keeping up or stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ProjectionStatus {
+    /// Following the log.
+    Running,
+    /// Stopped at an event it could not handle.
+    Failed {
+        /// Position of that event.
+        position: u64,
+        /// Why.
+        error: String,
+    },
+}
+
+/// A projection's durable state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProjectionState {
+    /// Its name (and its view's).
+    pub name: String,
+    /// The live generation of its view.
+    pub generation: u32,
+    /// Position of the last event folded into the live generation.
+    pub position: u64,
+    /// Running or failed.
+    pub status: ProjectionStatus,
+    /// Last change of this state.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// Storage of views, shaped for a key-value store with conditional writes.
+///
+/// Every view belongs to one projection (same name) and lives in generations: the live one
+/// that readers see, and at most one shadow being rebuilt.
+#[async_trait]
+pub trait ViewStore: Send + Sync + 'static {
+    /// The projection's state, created (generation 1, position 0) when first asked.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn projection(&self, name: &str) -> Result<ProjectionState, StoreError>;
+
+    /// Documents of `generation` of `view` for `keys`; missing keys are absent.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn get_many(&self, view: &str, generation: u32, keys: &[String]) -> Result<HashMap<String, Doc>, StoreError>;
+
+    /// One document of the live generation.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn get(&self, view: &str, key: &str) -> Result<Option<Doc>, StoreError>;
+
+    /// Documents of the live generation in key order after `after`.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn scan(&self, view: &str, after: Option<&str>, limit: usize) -> Result<Vec<Doc>, StoreError>;
+
+    /// Applies `changes` to `generation` of `view` and records `position` as its checkpoint —
+    /// atomically where the store allows — provided `owner` holds the projection's lease.
+    /// Puts are conditional on the stored version being older, so replays change nothing.
+    ///
+    /// # Errors
+    /// `Conflict` when `owner` lost the lease or `generation` is no longer the one being
+    /// written; `Unavailable`.
+    async fn commit(
+        &self,
+        view: &str,
+        generation: u32,
+        owner: &str,
+        changes: Vec<DocChange>,
+        position: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Records that the projection stopped at `position`.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn record_failure(&self, name: &str, position: u64, error: &str) -> Result<(), StoreError>;
+
+    /// Starts a shadow generation (empty, checkpoint 0) and returns its number. Any earlier
+    /// unfinished shadow is discarded.
+    ///
+    /// # Errors
+    /// `Conflict` when `owner` does not hold the lease; `Unavailable`.
+    async fn begin_rebuild(&self, name: &str, owner: &str) -> Result<u32, StoreError>;
+
+    /// The checkpoint of `generation` (live or shadow).
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn generation_position(&self, name: &str, generation: u32) -> Result<u64, StoreError>;
+
+    /// Makes the shadow `generation` live in one step, clears any failure, and removes the
+    /// generation it replaces.
+    ///
+    /// # Errors
+    /// `Conflict` when `owner` does not hold the lease or the shadow is gone; `Unavailable`.
+    async fn finish_rebuild(&self, name: &str, owner: &str, generation: u32) -> Result<(), StoreError>;
+}

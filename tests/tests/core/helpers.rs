@@ -1,0 +1,222 @@
+//! What every test needs: fresh stores on real services, generated video lifecycles.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use vodsource_commands::ports::{EventLog, ManualClock};
+use vodsource_commands::{CommandContext, VideoCommands, VideoStore};
+use vodsource_domain::{Clock, EncodeStage, EncodingCost, Manifests, Rendition, VideoCommand, VideoServices};
+use vodsource_infra::postgres::PgEventLog;
+use vodsource_infra::sqlite::{SqliteEventLog, SqliteSettings, SqliteViewStore};
+
+/// A folder removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("vodsource-test-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The PostgreSQL server the tests use.
+pub fn pg_base_url() -> String {
+    std::env::var("VODSOURCE_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh schema on the test server.
+pub fn pg_url() -> String {
+    let base = pg_base_url();
+    let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}schema={schema}")
+}
+
+/// Connects to a fresh schema, or fails saying how to start PostgreSQL.
+pub async fn pg_log() -> PgEventLog {
+    let url = pg_url();
+    match PgEventLog::connect(&url).await {
+        Ok(log) => log,
+        Err(e) => panic!(
+            "PostgreSQL is needed for this test and is not reachable ({e}). Start it with \
+             `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, or run \
+             scripts/test.sh, which installs and starts it; set VODSOURCE_TEST_PG_URL to use another server."
+        ),
+    }
+}
+
+/// A fresh SQLite event store and the folder holding it.
+pub async fn sqlite_log() -> (SqliteEventLog, TempDir) {
+    let dir = TempDir::new();
+    let log = SqliteEventLog::open(dir.path().join("events.db"), &SqliteSettings::default())
+        .await
+        .expect("open sqlite event log");
+    (log, dir)
+}
+
+/// A fresh SQLite view store in `dir`.
+pub async fn view_store(dir: &Path, name: &str) -> SqliteViewStore {
+    SqliteViewStore::open(dir.join(name), &SqliteSettings::default())
+        .await
+        .expect("open view store")
+}
+
+/// A manual clock at a fixed instant.
+pub fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).single().expect("date"),
+    ))
+}
+
+/// Commands over `log` with `clock`.
+pub fn commands(log: Arc<dyn EventLog>, clock: Arc<dyn Clock>) -> VideoCommands {
+    VideoCommands::new(VideoStore::new(log, clock.clone(), 1000), VideoServices::new(clock))
+}
+
+pub fn register(title: &str) -> VideoCommand {
+    VideoCommand::Register {
+        owner: "alice".into(),
+        title: title.into(),
+        description: String::new(),
+        tags: vec!["test".into()],
+        filename: "clip.mp4".into(),
+        content_type: "video/mp4".into(),
+        size_bytes: 1000,
+    }
+}
+
+pub fn upload() -> VideoCommand {
+    VideoCommand::CompleteUpload {
+        object_key: "sources/clip".into(),
+        size_bytes: 1000,
+        checksum: None,
+    }
+}
+
+pub fn rendition(name: &str) -> Rendition {
+    Rendition {
+        name: name.into(),
+        width: 1280,
+        height: 720,
+        bitrate_bps: 2_800_000,
+        codecs: "avc1.64001f,mp4a.40.2".into(),
+        playlist_key: format!("media/{name}.m3u8"),
+        bytes: 1000,
+    }
+}
+
+/// Drives video `i` through a lifecycle chosen by `i`: some stop early, some fail, some are
+/// published, renamed, or deleted. Returns the number of commands sent.
+pub async fn lifecycle(commands: &VideoCommands, id: &str, i: usize) -> usize {
+    let ctx = CommandContext::actor("alice");
+    let mut sent = 0;
+    let mut run = |cmd: VideoCommand| {
+        sent += 1;
+        let commands = commands.clone();
+        let id = id.to_owned();
+        let ctx = ctx.clone();
+        async move { commands.execute(&id, cmd, &ctx).await.expect("lifecycle command") }
+    };
+    run(register(&format!("video {i}"))).await;
+    if i % 7 == 1 {
+        return 1;
+    }
+    run(upload()).await;
+    run(VideoCommand::RequestEncoding).await;
+    if i % 7 == 2 {
+        return 3;
+    }
+    let worker = format!("worker-{}", i % 3);
+    run(VideoCommand::ClaimEncoding {
+        worker_id: worker.clone(),
+        attempt: 1,
+        lease_secs: 60,
+    })
+    .await;
+    for (step, name) in ["360p", "720p"].iter().enumerate() {
+        run(VideoCommand::RecordProgress {
+            worker_id: worker.clone(),
+            attempt: 1,
+            stage: EncodeStage::Encode,
+            rendition: Some((*name).into()),
+            percent: 50.0 * (step as f64 + 1.0),
+            fps: Some(90.0),
+            eta_seconds: Some(3),
+            lease_secs: 60,
+        })
+        .await;
+        run(VideoCommand::RecordRendition {
+            worker_id: worker.clone(),
+            attempt: 1,
+            rendition: rendition(name),
+        })
+        .await;
+    }
+    if i % 7 == 3 {
+        run(VideoCommand::FailEncoding {
+            worker_id: worker,
+            attempt: 1,
+            reason: "source is not a video".into(),
+            retryable: false,
+        })
+        .await;
+        return sent;
+    }
+    run(VideoCommand::CompleteEncoding {
+        worker_id: worker,
+        attempt: 1,
+        manifests: Manifests {
+            hls_master_key: format!("media/{id}/1/master.m3u8"),
+            dash_mpd_key: format!("media/{id}/1/manifest.mpd"),
+        },
+        poster_key: Some(format!("media/{id}/1/poster.jpg")),
+        thumbnails_key: None,
+        duration_ms: 20_000,
+        cost: EncodingCost::default(),
+    })
+    .await;
+    if i % 7 != 4 {
+        run(VideoCommand::Publish).await;
+    }
+    if i % 7 == 5 {
+        run(VideoCommand::UpdateMetadata {
+            title: Some(format!("renamed {i}")),
+            description: Some("now with a description".into()),
+            tags: None,
+        })
+        .await;
+    }
+    if i % 7 == 6 {
+        run(VideoCommand::Delete { reason: None }).await;
+    }
+    sent
+}
+
+/// Polls `check` until it holds or `deadline` passes.
+pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
