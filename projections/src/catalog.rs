@@ -64,6 +64,10 @@ impl Projector for CatalogProjector {
         Self::NAME
     }
 
+    fn handles(&self, event_type: &str) -> bool {
+        !matches!(event_type, "SourceProbed" | "EncodingProgressed")
+    }
+
     fn project(
         &self,
         current: Option<&CatalogView>,

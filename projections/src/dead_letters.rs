@@ -33,6 +33,10 @@ impl Projector for DeadLetterProjector {
         Self::NAME
     }
 
+    fn handles(&self, event_type: &str) -> bool {
+        matches!(event_type, "EncodingFailed" | "EncodingRequested" | "VideoDeleted")
+    }
+
     fn project(
         &self,
         current: Option<&DeadLetterView>,

@@ -36,6 +36,13 @@ pub trait Projector: Send + Sync + 'static {
     /// The projection's (and its view's) name.
     fn name(&self) -> &'static str;
 
+    /// Whether events of this type can change the view. Others are skipped without being
+    /// decoded, so a payload this projection does not read cannot stop it.
+    fn handles(&self, event_type: &str) -> bool {
+        let _ = event_type;
+        true
+    }
+
     /// The change `event` makes to `current`.
     fn project(&self, current: Option<&Self::View>, event: &VideoEvent, meta: EventMeta<'_>) -> ViewChange<Self::View>;
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use vodsource_commands::codec::{DecodeError, Decoder};
 use vodsource_commands::ports::{Clock, EventLog, LeaseStore, RecordedEvent, StoreError};
 use vodsource_commands::Subscription;
-use vodsource_domain::VIDEO_STREAM_TYPE;
+use vodsource_domain::{VideoEvent, VIDEO_STREAM_TYPE};
 
 use crate::projector::{EventMeta, Projector, ViewChange};
 use crate::view_store::{Doc, DocChange, ProjectionStatus, ViewStore};
@@ -186,6 +186,11 @@ impl<P: Projector> Runner<P> {
                 checkpoint = event.position;
                 continue;
             }
+            let known = VideoEvent::TYPES.contains(&event.event_type.as_str());
+            if known && !self.projector.handles(&event.event_type) {
+                checkpoint = event.position;
+                continue;
+            }
             let decoded = match self.decoder.decode(event) {
                 Ok(decoded) => decoded,
                 Err(error) => {
@@ -275,6 +280,9 @@ impl<P: Projector> Runner<P> {
         let mut missing = Vec::new();
         for event in batch {
             if event.stream_type != VIDEO_STREAM_TYPE || slots.contains_key(&event.stream_id) {
+                continue;
+            }
+            if VideoEvent::TYPES.contains(&event.event_type.as_str()) && !self.projector.handles(&event.event_type) {
                 continue;
             }
             if let Some((version, view)) = self.cache.get(&event.stream_id) {

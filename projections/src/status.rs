@@ -55,6 +55,10 @@ impl Projector for StatusProjector {
         Self::NAME
     }
 
+    fn handles(&self, event_type: &str) -> bool {
+        !matches!(event_type, "VideoPublished" | "VideoUnpublished" | "MetadataUpdated")
+    }
+
     fn project(&self, current: Option<&StatusView>, event: &VideoEvent, meta: EventMeta<'_>) -> ViewChange<StatusView> {
         let mut view = match (current, event) {
             (None, VideoEvent::VideoRegistered { .. }) => StatusView {

@@ -220,3 +220,10 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Connects to a given URL, or fails saying how to start PostgreSQL.
+pub async fn pg_log_at(url: &str) -> PgEventLog {
+    PgEventLog::connect(url).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is needed for this test and is not reachable ({e}). Run scripts/test.sh, which starts it.")
+    })
+}

@@ -1,4 +1,9 @@
 //! Integration tests of the event-sourced core, against SQLite and a real PostgreSQL.
 
 mod conformance;
+mod faults;
 mod helpers;
+mod pg_ordering;
+mod process;
+mod projections;
+mod proxy;
