@@ -1,1 +1,7 @@
-//! placeholder
+//! The `vodsource` binary's library: configuration, the composition root that wires stores,
+//! projections and process managers together, and the command-line interface.
+
+pub mod cli;
+pub mod config;
+pub mod roles;
+pub mod seed;

@@ -1,1 +1,5 @@
-fn main() {}
+//! `vodsource`: one binary, every role.
+
+fn main() -> std::process::ExitCode {
+    vodsource_api::cli::main()
+}

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use vodsource_commands::ports::{EventLog, ManualClock};
-use vodsource_commands::{CommandContext, VideoCommands, VideoStore};
-use vodsource_domain::{Clock, EncodeStage, EncodingCost, Manifests, Rendition, VideoCommand, VideoServices};
+use vodsource_commands::{VideoCommands, VideoStore};
+use vodsource_domain::{Clock, VideoServices};
 use vodsource_infra::postgres::PgEventLog;
 use vodsource_infra::sqlite::{SqliteEventLog, SqliteSettings, SqliteViewStore};
 
@@ -86,123 +86,13 @@ pub fn commands(log: Arc<dyn EventLog>, clock: Arc<dyn Clock>) -> VideoCommands 
     VideoCommands::new(VideoStore::new(log, clock.clone(), 1000), VideoServices::new(clock))
 }
 
-pub fn register(title: &str) -> VideoCommand {
-    VideoCommand::Register {
-        owner: "alice".into(),
-        title: title.into(),
-        description: String::new(),
-        tags: vec!["test".into()],
-        filename: "clip.mp4".into(),
-        content_type: "video/mp4".into(),
-        size_bytes: 1000,
-    }
-}
+pub use vodsource_api::seed::{register, upload};
 
-pub fn upload() -> VideoCommand {
-    VideoCommand::CompleteUpload {
-        object_key: "sources/clip".into(),
-        size_bytes: 1000,
-        checksum: None,
-    }
-}
-
-pub fn rendition(name: &str) -> Rendition {
-    Rendition {
-        name: name.into(),
-        width: 1280,
-        height: 720,
-        bitrate_bps: 2_800_000,
-        codecs: "avc1.64001f,mp4a.40.2".into(),
-        playlist_key: format!("media/{name}.m3u8"),
-        bytes: 1000,
-    }
-}
-
-/// Drives video `i` through a lifecycle chosen by `i`: some stop early, some fail, some are
-/// published, renamed, or deleted. Returns the number of commands sent.
+/// Drives video `id` through the sample lifecycle `i % 7` (see `vodsource_api::seed`).
 pub async fn lifecycle(commands: &VideoCommands, id: &str, i: usize) -> usize {
-    let ctx = CommandContext::actor("alice");
-    let mut sent = 0;
-    let mut run = |cmd: VideoCommand| {
-        sent += 1;
-        let commands = commands.clone();
-        let id = id.to_owned();
-        let ctx = ctx.clone();
-        async move { commands.execute(&id, cmd, &ctx).await.expect("lifecycle command") }
-    };
-    run(register(&format!("video {i}"))).await;
-    if i % 7 == 1 {
-        return 1;
-    }
-    run(upload()).await;
-    run(VideoCommand::RequestEncoding).await;
-    if i % 7 == 2 {
-        return 3;
-    }
-    let worker = format!("worker-{}", i % 3);
-    run(VideoCommand::ClaimEncoding {
-        worker_id: worker.clone(),
-        attempt: 1,
-        lease_secs: 60,
-    })
-    .await;
-    for (step, name) in ["360p", "720p"].iter().enumerate() {
-        run(VideoCommand::RecordProgress {
-            worker_id: worker.clone(),
-            attempt: 1,
-            stage: EncodeStage::Encode,
-            rendition: Some((*name).into()),
-            percent: 50.0 * (step as f64 + 1.0),
-            fps: Some(90.0),
-            eta_seconds: Some(3),
-            lease_secs: 60,
-        })
-        .await;
-        run(VideoCommand::RecordRendition {
-            worker_id: worker.clone(),
-            attempt: 1,
-            rendition: rendition(name),
-        })
-        .await;
-    }
-    if i % 7 == 3 {
-        run(VideoCommand::FailEncoding {
-            worker_id: worker,
-            attempt: 1,
-            reason: "source is not a video".into(),
-            retryable: false,
-        })
-        .await;
-        return sent;
-    }
-    run(VideoCommand::CompleteEncoding {
-        worker_id: worker,
-        attempt: 1,
-        manifests: Manifests {
-            hls_master_key: format!("media/{id}/1/master.m3u8"),
-            dash_mpd_key: format!("media/{id}/1/manifest.mpd"),
-        },
-        poster_key: Some(format!("media/{id}/1/poster.jpg")),
-        thumbnails_key: None,
-        duration_ms: 20_000,
-        cost: EncodingCost::default(),
-    })
-    .await;
-    if i % 7 != 4 {
-        run(VideoCommand::Publish).await;
-    }
-    if i % 7 == 5 {
-        run(VideoCommand::UpdateMetadata {
-            title: Some(format!("renamed {i}")),
-            description: Some("now with a description".into()),
-            tags: None,
-        })
-        .await;
-    }
-    if i % 7 == 6 {
-        run(VideoCommand::Delete { reason: None }).await;
-    }
-    sent
+    vodsource_api::seed::lifecycle(commands, id, i)
+        .await
+        .expect("lifecycle command")
 }
 
 /// Polls `check` until it holds or `deadline` passes.

@@ -1,0 +1,112 @@
+//! The command line: `vodsource <command>`.
+
+mod events;
+mod projector;
+mod replay;
+mod seed;
+mod status;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+/// vodsource: an event-sourced backend for video on demand.
+#[derive(Debug, Parser)]
+#[command(name = "vodsource", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    config: Config,
+
+    /// Log as JSON lines (for production log shippers).
+    #[arg(long, env = "VODSOURCE_LOG_JSON", global = true)]
+    log_json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Rebuild projections from position 0 into a shadow copy and swap it in atomically.
+    Replay(replay::Args),
+    /// Read the global event log.
+    #[command(subcommand)]
+    Events(events::Events),
+    /// Run the projection runners and the encoding supervisor until stopped (Ctrl-C, SIGTERM).
+    Projector(projector::Args),
+    /// Show each projection's position, lag and state.
+    Projections,
+    /// List videos whose encoding failed for good.
+    DeadLetters,
+    /// Drive sample videos through their lifecycle with real commands (a worker is simulated).
+    Seed(seed::Args),
+}
+
+/// Parses arguments, runs the command, and turns its error into a message and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.config;
+    match cli.command {
+        Command::Replay(args) => replay::run(&config, args).await,
+        Command::Events(events) => events::run(&config, events).await,
+        Command::Projector(args) => projector::run(&config, args).await,
+        Command::Projections => status::projections(&config).await,
+        Command::DeadLetters => status::dead_letters(&config).await,
+        Command::Seed(args) => seed::run(&config, args).await,
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VODSOURCE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,130 @@
+//! The composition root: opens the configured stores and builds the runners and process
+//! managers every role is made of.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use vodsource_commands::ports::{Clock, EventLog, SystemClock};
+use vodsource_commands::process::{EncodingSupervisor, SupervisorConfig};
+use vodsource_commands::{VideoCommands, VideoStore};
+use vodsource_domain::VideoServices;
+use vodsource_infra::sqlite::SqliteViewStore;
+use vodsource_infra::{open_event_log, open_view_store};
+use vodsource_projections::{
+    rebuild, CatalogProjector, DeadLetterProjector, Projector, RebuildProgress, Runner, RunnerConfig, RunnerError,
+    StatusProjector, PROJECTIONS,
+};
+
+use crate::config::Config;
+
+/// The opened stores of one process.
+#[derive(Clone)]
+pub struct Stores {
+    /// The event store.
+    pub log: Arc<dyn EventLog>,
+    /// The view store (also checkpoints, leases and timeouts).
+    pub views: Arc<SqliteViewStore>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// This process's name in leases.
+    pub owner: String,
+}
+
+impl Stores {
+    /// Opens what `config` names.
+    ///
+    /// # Errors
+    /// A store that cannot be opened, with the store's own message.
+    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        let log = open_event_log(&config.event_store_url())
+            .await
+            .context("opening the event store")?;
+        let views = open_view_store(&config.view_store_url())
+            .await
+            .context("opening the view store")?;
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+        Ok(Self {
+            log,
+            views: Arc::new(views),
+            clock: Arc::new(SystemClock),
+            owner: format!(
+                "{host}-{}-{}",
+                std::process::id(),
+                &uuid::Uuid::now_v7().simple().to_string()[20..]
+            ),
+        })
+    }
+
+    /// Command handling over the event store.
+    pub fn commands(&self) -> VideoCommands {
+        let store = VideoStore::new(self.log.clone(), self.clock.clone(), 100_000);
+        VideoCommands::new(store, VideoServices::new(self.clock.clone()))
+    }
+
+    /// The encoding supervisor.
+    pub fn supervisor(&self) -> EncodingSupervisor {
+        EncodingSupervisor::new(
+            self.commands(),
+            self.log.clone(),
+            self.views.clone(),
+            self.views.clone(),
+            self.views.clone(),
+            self.clock.clone(),
+            self.owner.clone(),
+            SupervisorConfig::default(),
+        )
+    }
+
+    /// A runner for `projector`.
+    pub fn runner<P: Projector>(&self, projector: P) -> Runner<P> {
+        Runner::new(
+            projector,
+            self.log.clone(),
+            self.views.clone(),
+            self.views.clone(),
+            self.clock.clone(),
+            self.owner.clone(),
+            RunnerConfig::default(),
+        )
+    }
+}
+
+/// Checks a projection name.
+///
+/// # Errors
+/// When no projection has that name; the message lists the names.
+pub fn check_projection(name: &str) -> anyhow::Result<()> {
+    if PROJECTIONS.contains(&name) {
+        Ok(())
+    } else {
+        bail!(
+            "no projection named {name:?}; the projections are: {}",
+            PROJECTIONS.join(", ")
+        )
+    }
+}
+
+/// Rebuilds the projection `name` into a shadow and swaps it in.
+///
+/// # Errors
+/// An unknown name, a lease held by a running projector, an unreadable event, a store failure.
+pub async fn rebuild_named(
+    stores: &Stores,
+    name: &str,
+    progress: impl FnMut(RebuildProgress),
+) -> Result<u64, RunnerError> {
+    match name {
+        CatalogProjector::NAME => rebuild_with(stores.runner(CatalogProjector), progress).await,
+        StatusProjector::NAME => rebuild_with(stores.runner(StatusProjector), progress).await,
+        _ => rebuild_with(stores.runner(DeadLetterProjector), progress).await,
+    }
+}
+
+async fn rebuild_with<P: Projector>(
+    mut runner: Runner<P>,
+    progress: impl FnMut(RebuildProgress),
+) -> Result<u64, RunnerError> {
+    let result = rebuild(&mut runner, progress).await;
+    let _ = runner.release().await;
+    result
+}

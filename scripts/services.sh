@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs (when missing) and starts, or stops, the real services vodsource's tests use, on
+# loopback only. Usage: scripts/services.sh start|stop|status [postgres ...]
+set -euo pipefail
+
+action="${1:-start}"
+shift || true
+services=("$@")
+[ ${#services[@]} -eq 0 ] && services=(postgres)
+
+apt_install() {
+    if [ ! -f /var/lib/apt/periodic/vodsource-updated ]; then
+        apt-get update -qq
+        mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/vodsource-updated
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=900 "$@" >/dev/null
+}
+
+wait_for() { # what, command...
+    local what="$1"; shift
+    for _ in $(seq 1 300); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    echo "error: $what did not become ready within 30 s" >&2
+    return 1
+}
+
+postgres() {
+    case "$action" in
+    start)
+        if ! command -v pg_ctlcluster >/dev/null || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
+            echo "installing PostgreSQL ..." >&2
+            apt_install postgresql
+        fi
+        if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+            pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
+        fi
+        wait_for "PostgreSQL on 127.0.0.1:5432" pg_isready -q -h 127.0.0.1 -p 5432
+        # Trust auth for the postgres user on loopback, as these machines are set up.
+        if ! psql -h 127.0.0.1 -U postgres -d postgres -qtAc 'select 1' >/dev/null 2>&1; then
+            echo "error: PostgreSQL runs but 'psql -h 127.0.0.1 -U postgres' is refused; allow trust auth on loopback or set VODSOURCE_TEST_PG_URL" >&2
+            return 1
+        fi
+        ;;
+    stop) pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main stop || true ;;
+    status) pg_isready -h 127.0.0.1 -p 5432 ;;
+    esac
+}
+
+python() {
+    if [ "$action" = start ] && ! command -v python3 >/dev/null; then apt_install python3; fi
+}
+
+for service in "${services[@]}"; do
+    case "$service" in
+    postgres) postgres ;;
+    python) python ;;
+    *) echo "error: unknown service $service (known: postgres, python)" >&2; exit 2 ;;
+    esac
+done
