@@ -60,6 +60,7 @@ struct Outcome {
 async fn drive<ES>(framework: Arc<CqrsFramework<Video, ES>>, writers: usize, args: &Args) -> anyhow::Result<Outcome>
 where
     ES: EventStore<Video> + 'static,
+    ES::AC: Send,
 {
     let run = uuid::Uuid::now_v7().simple().to_string();
     for w in 0..writers {

@@ -110,7 +110,12 @@ impl PgEventLog {
         let base =
             PgConnectOptions::from_str(&url).map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
         let endpoint = endpoint(&base);
-        let options = base.options([("search_path", schema.as_str())]);
+        // Custom plans: a generic plan cached while the table was empty would keep scanning it
+        // sequentially for `= ANY($1)` lookups as it grows.
+        let options = base.options([
+            ("search_path", schema.as_str()),
+            ("plan_cache_mode", "force_custom_plan"),
+        ]);
         let mut conn = PgConnection::connect_with(&options)
             .await
             .map_err(|e| map_err(&endpoint, e))?;
@@ -253,7 +258,7 @@ async fn write_batch(
     streams.dedup();
     let ids: Vec<Uuid> = batch.iter().flat_map(|r| r.events.iter().map(|e| e.event_id)).collect();
     let rows = sqlx::query(
-        "SELECT 'v' AS kind, stream_id, MAX(version) AS version, NULL::uuid AS event_id, NULL::bigint AS position FROM events WHERE stream_id = ANY($1) GROUP BY stream_id
+        "SELECT 'v' AS kind, stream_id, version, NULL::uuid AS event_id, NULL::bigint AS position FROM streams WHERE stream_id = ANY($1)
          UNION ALL
          SELECT 'e', stream_id, version, event_id, position FROM events WHERE event_id = ANY($2)",
     )
@@ -325,6 +330,24 @@ async fn write_batch(
         .bind(&occurred)
         .bind(&metadata)
         .bind(&payloads)
+        .execute(&mut *tx)
+        .await?;
+        let mut last: HashMap<&str, (&str, i64)> = HashMap::new();
+        for row in &rows {
+            last.insert(
+                row.stream_id,
+                (row.stream_type, i64::try_from(row.version).unwrap_or(i64::MAX)),
+            );
+        }
+        let (ids, rest): (Vec<&str>, Vec<(&str, i64)>) = last.into_iter().unzip();
+        let (types, tops): (Vec<&str>, Vec<i64>) = rest.into_iter().unzip();
+        sqlx::query(
+            "INSERT INTO streams (stream_id, stream_type, version) SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[])
+             ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version",
+        )
+        .bind(&ids)
+        .bind(&types)
+        .bind(&tops)
         .execute(&mut *tx)
         .await?;
         sqlx::query("WITH h AS (UPDATE log_head SET position = $1 WHERE id RETURNING position) SELECT pg_notify($2, position::text) FROM h")

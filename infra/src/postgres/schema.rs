@@ -19,6 +19,11 @@ CREATE TABLE IF NOT EXISTS events (
     payload        JSON        NOT NULL,
     UNIQUE (stream_id, version)
 );
+CREATE TABLE IF NOT EXISTS streams (
+    stream_id   TEXT   PRIMARY KEY,
+    stream_type TEXT   NOT NULL,
+    version     BIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS log_head (
     id       BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (id),
     position BIGINT  NOT NULL

@@ -50,6 +50,15 @@ impl SqliteSettings {
         Ok(settings)
     }
 
+    pub(crate) fn synchronous_pragma(&self) -> &'static str {
+        match self.synchronous {
+            SqliteSynchronous::Off => "OFF",
+            SqliteSynchronous::Normal => "NORMAL",
+            SqliteSynchronous::Full => "FULL",
+            SqliteSynchronous::Extra => "EXTRA",
+        }
+    }
+
     pub(crate) fn options(&self, path: &Path) -> SqliteConnectOptions {
         SqliteConnectOptions::new()
             .filename(path)
@@ -102,14 +111,6 @@ pub(crate) fn to_micros(at: chrono::DateTime<chrono::Utc>) -> i64 {
 /// Back from microseconds; out-of-range values become the epoch rather than a panic.
 pub(crate) fn from_micros(us: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_micros(us).unwrap_or_default()
-}
-
-/// A stored integer that must not be negative.
-pub(crate) fn unsigned(value: i64, what: &str, position: u64) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt {
-        position,
-        reason: format!("negative {what}: {value}"),
-    })
 }
 
 /// A count or position as SQLite stores it.

@@ -80,6 +80,48 @@ pub async fn appends_assign_stream_versions_and_global_positions(log: Arc<dyn Ev
     assert_eq!(log.head().await.expect("head"), 4);
 }
 
+pub async fn a_long_stream_reads_in_pages_interleaved_with_others(log: Arc<dyn EventLog>) {
+    for chunk in 0..50u64 {
+        log.append(append(
+            "long",
+            ExpectedVersion::Exact(chunk * 50),
+            (0..50).map(|_| published()).collect(),
+        ))
+        .await
+        .expect("append long");
+        log.append(append("other", ExpectedVersion::Any, vec![published()]))
+            .await
+            .expect("append other");
+    }
+    let versions = |events: Vec<vodsource_commands::ports::RecordedEvent>| -> Vec<u64> {
+        events.into_iter().map(|e| e.version).collect()
+    };
+    assert_eq!(
+        versions(log.read_stream("long", 0, 1000).await.expect("page 1")),
+        (1..=1000).collect::<Vec<u64>>()
+    );
+    assert_eq!(
+        versions(log.read_stream("long", 1000, 1000).await.expect("page 2")),
+        (1001..=2000).collect::<Vec<u64>>()
+    );
+    assert_eq!(
+        versions(log.read_stream("long", 2000, 1000).await.expect("page 3")),
+        (2001..=2500).collect::<Vec<u64>>()
+    );
+    assert_eq!(
+        versions(log.read_stream("long", 2499, 10).await.expect("tail")),
+        vec![2500]
+    );
+    assert!(log
+        .read_stream("long", 2500, 10)
+        .await
+        .expect("past the end")
+        .is_empty());
+    let store = VideoStore::new(log.clone(), Arc::new(SystemClock), 0);
+    let loaded = store.load("other").await.expect("load other");
+    assert_eq!(loaded.version, 50);
+}
+
 pub async fn a_stale_expected_version_is_a_conflict_and_writes_nothing(log: Arc<dyn EventLog>) {
     log.append(append("s", ExpectedVersion::Exact(0), vec![published(), published()]))
         .await
@@ -408,6 +450,7 @@ macro_rules! conformance {
             conformance!(@tests $open;
                 appends_assign_stream_versions_and_global_positions,
                 a_stale_expected_version_is_a_conflict_and_writes_nothing,
+                a_long_stream_reads_in_pages_interleaved_with_others,
                 resending_the_same_events_does_not_duplicate_them,
                 malformed_appends_are_refused_with_the_reason,
                 metadata_and_timestamps_round_trip,
