@@ -1,16 +1,22 @@
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use vodsource_commands::ports::StoreError;
+
+/// When SQLite makes a commit durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// Every commit reaches the disk before it is acknowledged (the default).
+    Full,
+    /// WAL commits reach the disk at checkpoints: survives a process crash, not a power cut.
+    Normal,
+}
 
 /// How a SQLite file is opened.
 #[derive(Debug, Clone)]
 pub struct SqliteSettings {
-    /// `full` (every commit reaches the disk; the default) or `normal` (WAL commits reach the
-    /// disk at checkpoints: survives a process crash, not a power cut).
-    pub synchronous: SqliteSynchronous,
+    /// Durability of commits.
+    pub synchronous: Synchronous,
     /// How long a write waits for another process's lock before failing.
     pub busy_timeout: Duration,
 }
@@ -18,14 +24,14 @@ pub struct SqliteSettings {
 impl Default for SqliteSettings {
     fn default() -> Self {
         Self {
-            synchronous: SqliteSynchronous::Full,
+            synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
         }
     }
 }
 
 impl SqliteSettings {
-    /// Reads `synchronous=` and `busy_timeout_ms=` from a URL query.
+    /// Reads `synchronous=full|normal` and `busy_timeout_ms=N` from a URL query.
     ///
     /// # Errors
     /// `Invalid` naming the bad parameter.
@@ -35,8 +41,15 @@ impl SqliteSettings {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             match key {
                 "synchronous" => {
-                    settings.synchronous = SqliteSynchronous::from_str(value)
-                        .map_err(|_| StoreError::Invalid(format!("unknown SQLite synchronous mode {value:?}")))?;
+                    settings.synchronous = match value.to_ascii_lowercase().as_str() {
+                        "full" => Synchronous::Full,
+                        "normal" => Synchronous::Normal,
+                        _ => {
+                            return Err(StoreError::Invalid(format!(
+                                "SQLite synchronous must be full or normal, got {value:?}"
+                            )))
+                        }
+                    };
                 }
                 "busy_timeout_ms" => {
                     let ms = value
@@ -52,22 +65,9 @@ impl SqliteSettings {
 
     pub(crate) fn synchronous_pragma(&self) -> &'static str {
         match self.synchronous {
-            SqliteSynchronous::Off => "OFF",
-            SqliteSynchronous::Normal => "NORMAL",
-            SqliteSynchronous::Full => "FULL",
-            SqliteSynchronous::Extra => "EXTRA",
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
         }
-    }
-
-    pub(crate) fn options(&self, path: &Path) -> SqliteConnectOptions {
-        SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(self.synchronous)
-            .busy_timeout(self.busy_timeout)
-            .pragma("temp_store", "memory")
-            .pragma("cache_size", "-65536")
     }
 }
 
@@ -79,28 +79,6 @@ pub(crate) fn prepare(path: &Path) -> Result<PathBuf, StoreError> {
         })?;
     }
     Ok(path.to_path_buf())
-}
-
-/// Names the file in every error, and says "locked" when another process holds it.
-pub(crate) fn map_err(path: &Path, error: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &error {
-        let code = db.code().unwrap_or_default();
-        // 5 SQLITE_BUSY, 6 SQLITE_LOCKED and their extended codes (261, 517, 262).
-        if matches!(code.as_ref(), "5" | "6" | "261" | "262" | "517") || db.message().contains("locked") {
-            return StoreError::Unavailable(format!(
-                "SQLite database {} is locked by another process: {}",
-                path.display(),
-                db.message()
-            ));
-        }
-    }
-    match error {
-        sqlx::Error::Io(e) => StoreError::Unavailable(format!("SQLite database {}: {e}", path.display())),
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-            StoreError::Unavailable(format!("SQLite database {}: {error}", path.display()))
-        }
-        other => StoreError::Unexpected(format!("SQLite database {}: {other}", path.display())),
-    }
 }
 
 /// Microseconds since the epoch, as stored.

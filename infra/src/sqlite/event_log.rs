@@ -3,12 +3,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::watch;
 use uuid::Uuid;
 use vodsource_commands::ports::{AppendRequest, Appended, EventLog, EventMetadata, RecordedEvent, StoreError};
 
-use super::connect::{from_micros, prepare, signed, to_micros, SqliteSettings};
+use super::connect::{from_micros, signed, to_micros, SqliteSettings};
+use super::db::{map_err, Db};
 use crate::group::{BatchWriter, GroupCommit, Outcomes};
 use crate::plan::{plan, Existing};
 
@@ -37,9 +38,6 @@ CREATE TABLE IF NOT EXISTS streams (
 const COLUMNS: &str =
     "position, stream_id, stream_type, version, event_id, event_type, schema_version, occurred_at_us, metadata, payload";
 
-/// Read connections kept open; more concurrent readers open and close their own.
-const IDLE_READERS: usize = 4;
-
 /// The embedded event store: one SQLite file in WAL mode.
 ///
 /// Appends from every task of the process go to one writer connection, which commits them
@@ -58,50 +56,9 @@ pub struct SqliteEventLog {
 }
 
 struct Inner {
-    path: PathBuf,
-    settings: SqliteSettings,
-    readers: Mutex<Vec<Connection>>,
+    db: Db,
     writer: GroupCommit,
     head: watch::Receiver<u64>,
-}
-
-/// Names the file in every error, and says "locked" when another process holds it.
-fn map_err(path: &Path, error: &rusqlite::Error) -> StoreError {
-    use rusqlite::ErrorCode;
-    match error {
-        rusqlite::Error::SqliteFailure(e, message)
-            if matches!(e.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) =>
-        {
-            StoreError::Unavailable(format!(
-                "SQLite database {} is locked by another process: {}",
-                path.display(),
-                message.as_deref().unwrap_or("database is locked")
-            ))
-        }
-        rusqlite::Error::SqliteFailure(e, _)
-            if matches!(
-                e.code,
-                ErrorCode::CannotOpen | ErrorCode::SystemIoFailure | ErrorCode::DiskFull | ErrorCode::ReadOnly
-            ) =>
-        {
-            StoreError::Unavailable(format!("SQLite database {}: {error}", path.display()))
-        }
-        other => StoreError::Unexpected(format!("SQLite database {}: {other}", path.display())),
-    }
-}
-
-fn open_connection(path: &Path, settings: &SqliteSettings) -> Result<Connection, StoreError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| map_err(path, &e))?;
-    conn.busy_timeout(settings.busy_timeout)
-        .map_err(|e| map_err(path, &e))?;
-    let pragmas = format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;",
-        settings.synchronous_pragma()
-    );
-    conn.execute_batch(&pragmas).map_err(|e| map_err(path, &e))?;
-    conn.set_prepared_statement_cache_capacity(64);
-    Ok(conn)
 }
 
 impl SqliteEventLog {
@@ -110,28 +67,26 @@ impl SqliteEventLog {
     /// # Errors
     /// `Unavailable` naming the file when it cannot be created, opened or is locked.
     pub async fn open(path: impl AsRef<Path>, settings: &SqliteSettings) -> Result<Self, StoreError> {
-        let path = prepare(path.as_ref())?;
-        let settings = settings.clone();
-        let (conn, head, settings, path) = blocking(move || {
-            let conn = open_connection(&path, &settings)?;
-            conn.execute_batch(SCHEMA).map_err(|e| map_err(&path, &e))?;
-            let head = read_head(&conn).map_err(|e| map_err(&path, &e))?;
-            Ok((conn, head, settings, path))
+        let db = Db::open(path.as_ref(), settings, SCHEMA).await?;
+        let writer_db = db.clone();
+        let (conn, head) = tokio::task::spawn_blocking(move || {
+            let conn = writer_db.connect()?;
+            let head = read_head(&conn).map_err(|e| writer_db.error(&e))?;
+            Ok::<_, StoreError>((conn, head))
         })
-        .await?;
+        .await
+        .map_err(|e| StoreError::Unexpected(format!("SQLite worker failed: {e}")))??;
         let (head_tx, head_rx) = watch::channel(head);
         let writer = GroupCommit::spawn(
             Writer {
                 conn: Arc::new(Mutex::new(conn)),
-                path: path.clone(),
+                path: db.path().to_path_buf(),
             },
             head_tx,
         );
         Ok(Self {
             inner: Arc::new(Inner {
-                path,
-                settings,
-                readers: Mutex::new(Vec::new()),
+                db,
                 writer,
                 head: head_rx,
             }),
@@ -140,38 +95,8 @@ impl SqliteEventLog {
 
     /// The file.
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        self.inner.db.path()
     }
-
-    /// Runs `read` on a read connection, off the async threads.
-    async fn read<T: Send + 'static>(
-        &self,
-        read: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let inner = self.inner.clone();
-        blocking(move || {
-            let pooled = inner.readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
-            let conn = match pooled {
-                Some(conn) => conn,
-                None => open_connection(&inner.path, &inner.settings)?,
-            };
-            let result = read(&conn).map_err(|e| map_err(&inner.path, &e));
-            let mut idle = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
-            if idle.len() < IDLE_READERS {
-                idle.push(conn);
-            }
-            result
-        })
-        .await
-    }
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| StoreError::Unexpected(format!("SQLite worker failed: {e}")))?
 }
 
 fn read_head(conn: &Connection) -> rusqlite::Result<u64> {
@@ -190,12 +115,18 @@ impl BatchWriter for Writer {
         let owned: Vec<AppendRequest> = batch.iter().map(|r| (*r).clone()).collect();
         let conn = self.conn.clone();
         let path = self.path.clone();
-        blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
             let refs: Vec<&AppendRequest> = owned.iter().collect();
-            write_batch(&mut conn, &refs).map_err(|e| map_err(&path, &e))
+            let result = write_batch(&mut conn, &refs).map_err(|e| map_err(&path, &e));
+            if !conn.is_autocommit() {
+                // A failed commit left the transaction open: roll it back before the next group.
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            result
         })
         .await
+        .map_err(|e| StoreError::Unexpected(format!("SQLite writer failed: {e}")))?
     }
 }
 
@@ -387,23 +318,27 @@ impl EventLog for SqliteEventLog {
         max: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let stream_id = stream_id.to_owned();
-        self.read(move |conn| walk_stream(conn, &stream_id, after_version, max))
+        self.inner
+            .db
+            .run(move |conn| walk_stream(conn, &stream_id, after_version, max))
             .await?
     }
 
     async fn read_all(&self, after: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.read(move |conn| {
-            query_events(
-                conn,
-                &format!("SELECT {COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"),
-                &[&signed(after), &limit(max)],
-            )
-        })
-        .await?
+        self.inner
+            .db
+            .run(move |conn| {
+                query_events(
+                    conn,
+                    &format!("SELECT {COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"),
+                    &[&signed(after), &limit(max)],
+                )
+            })
+            .await?
     }
 
     async fn head(&self) -> Result<u64, StoreError> {
-        self.read(read_head).await
+        self.inner.db.run(|conn| read_head(conn)).await
     }
 
     fn watch_head(&self) -> watch::Receiver<u64> {
@@ -411,6 +346,6 @@ impl EventLog for SqliteEventLog {
     }
 
     fn describe(&self) -> String {
-        format!("sqlite://{}", self.inner.path.display())
+        format!("sqlite://{}", self.inner.db.path().display())
     }
 }
