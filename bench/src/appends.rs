@@ -24,7 +24,11 @@ pub struct Args {
     #[arg(long, default_value_t = 2)]
     warmup: u64,
     /// PostgreSQL server.
-    #[arg(long, env = "VODSOURCE_BENCH_PG_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "VODSOURCE_BENCH_PG_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     pg_url: String,
 }
 
@@ -84,7 +88,10 @@ where
                 if began >= end {
                     break;
                 }
-                framework.execute(&id, command(n)).await.map_err(|e| anyhow::anyhow!("command: {e}"))?;
+                framework
+                    .execute(&id, command(n))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("command: {e}"))?;
                 n += 1;
                 let took = start.elapsed() - began;
                 if began >= warm {
@@ -116,7 +123,11 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
     let index = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[index] as f64 / 1000.0
 }
@@ -124,7 +135,9 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 async fn pg_pool(base: &str, schema: &str, connections: u32) -> anyhow::Result<sqlx::PgPool> {
     use std::str::FromStr;
     let options = sqlx::postgres::PgConnectOptions::from_str(base)?;
-    let admin = sqlx::PgPool::connect_with(options.clone()).await.context("connecting to PostgreSQL")?;
+    let admin = sqlx::PgPool::connect_with(options.clone())
+        .await
+        .context("connecting to PostgreSQL")?;
     sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await?;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(connections)
@@ -149,7 +162,11 @@ async fn measure(store: &str, writers: usize, args: &Args) -> anyhow::Result<Out
             let query = if store == "sqlite" { "" } else { "synchronous=normal" };
             let log = SqliteEventLog::open(dir.join("events.db"), &SqliteSettings::from_query(query)?).await?;
             let log: Arc<dyn EventLog> = Arc::new(log);
-            let framework = Arc::new(CqrsFramework::new(VideoStore::new(log, clock, 100_000), vec![], services));
+            let framework = Arc::new(CqrsFramework::new(
+                VideoStore::new(log, clock, 100_000),
+                vec![],
+                services,
+            ));
             let outcome = drive(framework, writers, args).await;
             let _ = std::fs::remove_dir_all(dir);
             outcome
@@ -157,7 +174,11 @@ async fn measure(store: &str, writers: usize, args: &Args) -> anyhow::Result<Out
         "postgres" => {
             let log = PgEventLog::connect(&format!("{}?schema={schema}", args.pg_url)).await?;
             let log: Arc<dyn EventLog> = Arc::new(log);
-            let framework = Arc::new(CqrsFramework::new(VideoStore::new(log, clock, 100_000), vec![], services));
+            let framework = Arc::new(CqrsFramework::new(
+                VideoStore::new(log, clock, 100_000),
+                vec![],
+                services,
+            ));
             drive(framework, writers, args).await
         }
         "postgres-es" => {
@@ -179,7 +200,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|---|");
     for writers in &args.writers {
         for store in &args.stores {
-            let outcome = measure(store, *writers, &args).await.with_context(|| format!("{store} × {writers}"))?;
+            let outcome = measure(store, *writers, &args)
+                .await
+                .with_context(|| format!("{store} × {writers}"))?;
             #[allow(clippy::cast_precision_loss)]
             let rate = outcome.commands as f64 / args.seconds as f64;
             println!(

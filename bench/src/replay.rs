@@ -16,11 +16,17 @@ pub struct Args {
     /// Events in the log to replay (generated once and kept under ~/.cache/vodsource/bench).
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
+    /// Projections to rebuild.
+    #[arg(long, value_delimiter = ',', default_value = "catalog,status,dead_letters")]
+    projections: Vec<String>,
 }
 
 impl Default for Args {
     fn default() -> Self {
-        Self { events: 1_000_000 }
+        Self {
+            events: 1_000_000,
+            projections: vec!["catalog".into(), "status".into(), "dead_letters".into()],
+        }
     }
 }
 
@@ -32,28 +38,43 @@ async fn log_with(events: u64) -> anyhow::Result<(Arc<dyn EventLog>, PathBuf)> {
     let log: Arc<dyn EventLog> = Arc::new(SqliteEventLog::open(&path, &settings).await?);
     let head = log.head().await?;
     if head < events {
-        eprintln!("generating {events} events through the command path into {} ...", path.display());
+        eprintln!(
+            "generating {events} events through the command path into {} ...",
+            path.display()
+        );
         let clock = Arc::new(SystemClock);
-        let commands = VideoCommands::new(VideoStore::new(log.clone(), clock.clone(), 200_000), VideoServices::new(clock));
+        let commands = VideoCommands::new(
+            VideoStore::new(log.clone(), clock.clone(), 200_000),
+            VideoServices::new(clock),
+        );
         let started = Instant::now();
         let mut next = 0usize;
         while log.head().await? < events {
             let mut tasks = tokio::task::JoinSet::new();
             for i in next..next + 2000 {
                 let commands = commands.clone();
-                tasks.spawn(async move { vodsource_api::seed::lifecycle(&commands, &format!("bench-{i:08}"), i).await });
+                tasks
+                    .spawn(async move { vodsource_api::seed::lifecycle(&commands, &format!("bench-{i:08}"), i).await });
             }
             while let Some(done) = tasks.join_next().await {
                 done.context("seed task")?.map_err(|e| anyhow::anyhow!("seed: {e}"))?;
             }
             next += 2000;
         }
-        eprintln!("generated {} events in {:.1} s", log.head().await?, started.elapsed().as_secs_f64());
+        eprintln!(
+            "generated {} events in {:.1} s",
+            log.head().await?,
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok((log, dir))
 }
 
-async fn time_rebuild<P: Projector>(projector: P, log: &Arc<dyn EventLog>, dir: &std::path::Path) -> anyhow::Result<(u64, f64)> {
+async fn time_rebuild<P: Projector>(
+    projector: P,
+    log: &Arc<dyn EventLog>,
+    dir: &std::path::Path,
+) -> anyhow::Result<(u64, f64)> {
     let path = dir.join(format!("views-{}.db", uuid::Uuid::now_v7().simple()));
     let views = Arc::new(SqliteViewStore::open(&path, &SqliteSettings::from_query("synchronous=normal")?).await?);
     let mut runner = Runner::new(
@@ -63,7 +84,10 @@ async fn time_rebuild<P: Projector>(projector: P, log: &Arc<dyn EventLog>, dir: 
         views,
         Arc::new(SystemClock),
         "bench",
-        RunnerConfig { batch: 5000, ..RunnerConfig::default() },
+        RunnerConfig {
+            batch: 5000,
+            ..RunnerConfig::default()
+        },
     );
     let started = Instant::now();
     let reached = rebuild(&mut runner, |_| {}).await?;
@@ -79,12 +103,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("## Replay into fresh SQLite views (shadow generation, then swap)");
     println!("| projection | events | seconds | events/s |");
     println!("|---|---|---|---|");
-    for (name, result) in [
-        ("catalog", time_rebuild(CatalogProjector, &log, &dir).await?),
-        ("status", time_rebuild(StatusProjector, &log, &dir).await?),
-        ("dead_letters", time_rebuild(DeadLetterProjector, &log, &dir).await?),
-    ] {
-        let (events, seconds) = result;
+    for name in &args.projections {
+        let (events, seconds) = match name.as_str() {
+            "catalog" => time_rebuild(CatalogProjector, &log, &dir).await?,
+            "status" => time_rebuild(StatusProjector, &log, &dir).await?,
+            "dead_letters" => time_rebuild(DeadLetterProjector, &log, &dir).await?,
+            other => anyhow::bail!("unknown projection {other:?}"),
+        };
         #[allow(clippy::cast_precision_loss)]
         let rate = events as f64 / seconds;
         println!("| {name} | {events} | {seconds:.2} | {rate:.0} |");

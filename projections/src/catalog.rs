@@ -70,7 +70,7 @@ impl Projector for CatalogProjector {
 
     fn project(
         &self,
-        current: Option<&CatalogView>,
+        current: Option<CatalogView>,
         event: &VideoEvent,
         meta: EventMeta<'_>,
     ) -> ViewChange<CatalogView> {
@@ -98,12 +98,11 @@ impl Projector for CatalogProjector {
                 version: meta.version,
             });
         }
-        let Some(current) = current else {
-            return ViewChange::Unchanged;
+        let Some(mut view) = current else {
+            return ViewChange::Unchanged(None);
         };
-        let mut view = current.clone();
         match event {
-            VideoEvent::VideoRegistered { .. } => return ViewChange::Unchanged,
+            VideoEvent::VideoRegistered { .. } => return ViewChange::Unchanged(Some(view)),
             VideoEvent::VideoDeleted { .. } => return ViewChange::Delete,
             VideoEvent::SourceUploaded { .. } => view.status = Stage::Uploaded,
             VideoEvent::EncodingRequested { .. } | VideoEvent::EncodingRequeued { .. } => view.status = Stage::Queued,
@@ -147,7 +146,9 @@ impl Projector for CatalogProjector {
                 }
             }
             // Probes and progress do not change what the catalog shows.
-            VideoEvent::SourceProbed { .. } | VideoEvent::EncodingProgressed { .. } => return ViewChange::Unchanged,
+            VideoEvent::SourceProbed { .. } | VideoEvent::EncodingProgressed { .. } => {
+                return ViewChange::Unchanged(Some(view))
+            }
         }
         // A new attempt starts a new ladder.
         if matches!(

@@ -39,7 +39,7 @@ impl Projector for DeadLetterProjector {
 
     fn project(
         &self,
-        current: Option<&DeadLetterView>,
+        current: Option<DeadLetterView>,
         event: &VideoEvent,
         meta: EventMeta<'_>,
     ) -> ViewChange<DeadLetterView> {
@@ -58,7 +58,7 @@ impl Projector for DeadLetterProjector {
             VideoEvent::EncodingRequested { .. } | VideoEvent::VideoDeleted { .. } if current.is_some() => {
                 ViewChange::Delete
             }
-            _ => ViewChange::Unchanged,
+            _ => ViewChange::Unchanged(current),
         }
     }
 }

@@ -19,8 +19,8 @@ pub struct EventMeta<'a> {
 /// What an event does to one document.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ViewChange<V> {
-    /// Nothing.
-    Unchanged,
+    /// Nothing: the document as it was, handed back.
+    Unchanged(Option<V>),
     /// The document becomes `V`.
     Put(V),
     /// The document goes away.
@@ -28,8 +28,9 @@ pub enum ViewChange<V> {
 }
 
 /// A pure function from an event and the current document to a change of that document.
-/// Documents are keyed by video id.
-pub trait Projector: Send + Sync + 'static {
+/// The document is passed by value and handed back (changed or not), so no event costs a
+/// copy of it. Documents are keyed by video id.
+pub trait Projector: Clone + Send + Sync + 'static {
     /// The document type.
     type View: Serialize + DeserializeOwned + Clone + Send + Sync;
 
@@ -44,5 +45,5 @@ pub trait Projector: Send + Sync + 'static {
     }
 
     /// The change `event` makes to `current`.
-    fn project(&self, current: Option<&Self::View>, event: &VideoEvent, meta: EventMeta<'_>) -> ViewChange<Self::View>;
+    fn project(&self, current: Option<Self::View>, event: &VideoEvent, meta: EventMeta<'_>) -> ViewChange<Self::View>;
 }

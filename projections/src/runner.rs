@@ -64,10 +64,34 @@ pub enum RunnerError {
     Store(#[from] StoreError),
 }
 
-struct Slot<V> {
+/// A document as the runner holds it between batches. The runner is its view's only
+/// writer (it holds the lease), so what it holds is what the store has, plus `dirty` changes.
+struct Cached<V> {
     version: u64,
     view: Option<V>,
     dirty: bool,
+}
+
+/// Decodes the events a projection reads; `None` for events it skips.
+pub(crate) struct Predecoder<P> {
+    projector: P,
+    decoder: Decoder,
+}
+
+impl<P: Projector> Predecoder<P> {
+    pub(crate) fn decode(&self, batch: &[RecordedEvent]) -> Vec<Option<Result<VideoEvent, DecodeError>>> {
+        batch
+            .iter()
+            .map(|event| {
+                let known = VideoEvent::TYPES.contains(&event.event_type.as_str());
+                if event.stream_type != VIDEO_STREAM_TYPE || (known && !self.projector.handles(&event.event_type)) {
+                    None
+                } else {
+                    Some(self.decoder.decode(event))
+                }
+            })
+            .collect()
+    }
 }
 
 /// Tails the log and keeps one projection's view up to date.
@@ -80,8 +104,15 @@ pub struct Runner<P: Projector> {
     decoder: Decoder,
     owner: String,
     config: RunnerConfig,
-    cache: HashMap<String, (u64, Option<P::View>)>,
+    cache: HashMap<String, Cached<P::View>>,
     cache_generation: u32,
+    /// Whether the store may hold documents the cache does not: false only while filling a
+    /// fresh shadow from which nothing was dropped, when a missing key is known to be absent.
+    partial: bool,
+    /// Position folded into the cache but not yet committed.
+    pending: Option<u64>,
+    /// Cached documents with changes not yet committed.
+    dirty: usize,
 }
 
 impl<P: Projector> Runner<P> {
@@ -106,6 +137,9 @@ impl<P: Projector> Runner<P> {
             config,
             cache: HashMap::new(),
             cache_generation: 0,
+            partial: true,
+            pending: None,
+            dirty: 0,
         }
     }
 
@@ -166,40 +200,67 @@ impl<P: Projector> Runner<P> {
         Ok(())
     }
 
-    /// Folds `batch` into `generation` and commits the changes with the checkpoint. When an
-    /// event cannot be read, commits what came before it, records the failure and returns
-    /// `Stopped`.
+    /// Forgets every cached document; the next batches read what they need from the store.
+    pub(crate) fn reset_cache(&mut self, generation: u32, store_may_hold_documents: bool) {
+        self.cache.clear();
+        self.cache_generation = generation;
+        self.partial = store_may_hold_documents;
+        self.pending = None;
+        self.dirty = 0;
+    }
+
+    /// A decoder and filter that can run away from the runner (on another thread).
+    pub(crate) fn predecoder(&self) -> Predecoder<P> {
+        Predecoder {
+            projector: self.projector.clone(),
+            decoder: self.decoder.clone(),
+        }
+    }
+
+    /// Decodes and folds `batch` (see [`Self::apply_decoded`]).
+    pub(crate) async fn apply_batch(
+        &mut self,
+        generation: u32,
+        batch: &[RecordedEvent],
+        flush: bool,
+    ) -> Result<(), RunnerError> {
+        let decoded = self.predecoder().decode(batch);
+        self.apply_decoded(generation, batch, decoded, flush).await
+    }
+
+    /// Folds `batch` into the cached documents of `generation`; with `flush`, commits the
+    /// changed documents together with the checkpoint. When an event cannot be read, commits
+    /// what came before it, records the failure and returns `Stopped`.
     ///
     /// # Errors
-    /// `Stopped` on an unreadable event; `Store` when the commit fails (nothing is applied).
-    pub(crate) async fn apply_batch(&mut self, generation: u32, batch: &[RecordedEvent]) -> Result<(), RunnerError> {
+    /// `Stopped` on an unreadable event; `Store` when the commit fails (nothing is applied and
+    /// the cache is dropped).
+    pub(crate) async fn apply_decoded(
+        &mut self,
+        generation: u32,
+        batch: &[RecordedEvent],
+        decoded: Vec<Option<Result<VideoEvent, DecodeError>>>,
+        flush: bool,
+    ) -> Result<(), RunnerError> {
         if self.cache_generation != generation {
-            self.cache.clear();
-            self.cache_generation = generation;
+            self.reset_cache(generation, true);
         }
-        let mut slots: HashMap<String, Slot<P::View>> = HashMap::new();
-        self.load_slots(generation, batch, &mut slots).await?;
-        let mut checkpoint = batch.first().map_or(0, |e| e.position.saturating_sub(1));
+        self.load_missing(generation, batch).await?;
         let mut stopped = None;
-        for event in batch {
-            if event.stream_type != VIDEO_STREAM_TYPE {
-                checkpoint = event.position;
-                continue;
-            }
-            let known = VideoEvent::TYPES.contains(&event.event_type.as_str());
-            if known && !self.projector.handles(&event.event_type) {
-                checkpoint = event.position;
-                continue;
-            }
-            let decoded = match self.decoder.decode(event) {
-                Ok(decoded) => decoded,
-                Err(error) => {
+        for (event, decoded) in batch.iter().zip(decoded) {
+            let decoded = match decoded {
+                None => {
+                    self.pending = Some(event.position);
+                    continue;
+                }
+                Some(Ok(decoded)) => decoded,
+                Some(Err(error)) => {
                     stopped = Some(error);
                     break;
                 }
             };
-            checkpoint = event.position;
-            let Some(slot) = slots.get_mut(&event.stream_id) else {
+            self.pending = Some(event.position);
+            let Some(slot) = self.cache.get_mut(&event.stream_id) else {
                 continue;
             };
             if slot.version >= event.version {
@@ -211,51 +272,23 @@ impl<P: Projector> Runner<P> {
                 position: event.position,
                 occurred_at: event.occurred_at,
             };
-            match self.projector.project(slot.view.as_ref(), &decoded, meta) {
-                ViewChange::Unchanged => {}
+            match self.projector.project(slot.view.take(), &decoded, meta) {
+                ViewChange::Unchanged(view) => slot.view = view,
                 ViewChange::Put(view) => {
                     slot.view = Some(view);
                     slot.version = event.version;
+                    self.dirty += usize::from(!slot.dirty);
                     slot.dirty = true;
                 }
                 ViewChange::Delete => {
-                    slot.view = None;
                     slot.version = event.version;
+                    self.dirty += usize::from(!slot.dirty);
                     slot.dirty = true;
                 }
             }
         }
-        let mut changes = Vec::new();
-        for (key, slot) in &slots {
-            if !slot.dirty {
-                continue;
-            }
-            changes.push(match &slot.view {
-                Some(view) => DocChange::Put(Doc {
-                    key: key.clone(),
-                    version: slot.version,
-                    body: serde_json::to_string(view)
-                        .map_err(|e| StoreError::Unexpected(format!("view does not serialize: {e}")))?,
-                }),
-                None => DocChange::Delete { key: key.clone() },
-            });
-        }
-        let position_moved = batch.first().is_some_and(|e| checkpoint >= e.position);
-        if !changes.is_empty() || position_moved {
-            if let Err(e) = self
-                .views
-                .commit(self.name(), generation, &self.owner, changes, checkpoint)
-                .await
-            {
-                self.cache.clear();
-                return Err(e.into());
-            }
-        }
-        if self.cache.len() + slots.len() > self.config.cache_capacity {
-            self.cache.clear();
-        }
-        for (key, slot) in slots {
-            self.cache.insert(key, (slot.version, slot.view));
+        if flush || stopped.is_some() {
+            self.flush(generation).await?;
         }
         if let Some(error) = stopped {
             let message = error.to_string();
@@ -271,51 +304,121 @@ impl<P: Projector> Runner<P> {
         Ok(())
     }
 
-    async fn load_slots(
+    /// Documents changed since the last flush.
+    pub(crate) fn dirty(&self) -> usize {
+        self.dirty
+    }
+
+    /// Commits every changed document with the pending checkpoint.
+    ///
+    /// # Errors
+    /// `Store` when the commit fails; the cache is then dropped.
+    pub(crate) async fn flush(&mut self, generation: u32) -> Result<(), RunnerError> {
+        if let Some(commit) = self.flush_in_background(generation)? {
+            let result = match commit.await {
+                Ok(result) => result,
+                Err(e) => Err(StoreError::Unexpected(format!("view commit task failed: {e}")).into()),
+            };
+            if let Err(e) = result {
+                self.reset_cache(generation, true);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes every changed document and the pending checkpoint, marks them clean, and
+    /// returns their commit as a task of its own, so folding can go on while it writes. The
+    /// caller must await it before committing anything else for this view.
+    ///
+    /// # Errors
+    /// A view that does not serialize.
+    pub(crate) fn flush_in_background(
         &mut self,
         generation: u32,
-        batch: &[RecordedEvent],
-        slots: &mut HashMap<String, Slot<P::View>>,
-    ) -> Result<(), RunnerError> {
+    ) -> Result<Option<tokio::task::JoinHandle<Result<(), RunnerError>>>, RunnerError> {
+        let Some(position) = self.pending else {
+            return Ok(None);
+        };
+        let mut changes = Vec::new();
+        for (key, slot) in &self.cache {
+            if !slot.dirty {
+                continue;
+            }
+            changes.push(match &slot.view {
+                Some(view) => DocChange::Put(Doc {
+                    key: key.clone(),
+                    version: slot.version,
+                    body: serde_json::to_string(view)
+                        .map_err(|e| StoreError::Unexpected(format!("view does not serialize: {e}")))?,
+                }),
+                None => DocChange::Delete { key: key.clone() },
+            });
+        }
+        self.pending = None;
+        self.dirty = 0;
+        for slot in self.cache.values_mut() {
+            slot.dirty = false;
+        }
+        if self.cache.len() > self.config.cache_capacity {
+            // Keep memory bounded; from now on missing keys must be looked up.
+            self.cache.clear();
+            self.partial = true;
+        }
+        let views = self.views.clone();
+        let (name, owner) = (self.name(), self.owner.clone());
+        Ok(Some(tokio::spawn(async move {
+            views
+                .commit(name, generation, &owner, changes, position)
+                .await
+                .map_err(RunnerError::from)
+        })))
+    }
+
+    /// Puts every document `batch` touches into the cache, reading from the store only what
+    /// it may hold.
+    async fn load_missing(&mut self, generation: u32, batch: &[RecordedEvent]) -> Result<(), RunnerError> {
         let mut missing = Vec::new();
+        let mut wanted = std::collections::HashSet::new();
         for event in batch {
-            if event.stream_type != VIDEO_STREAM_TYPE || slots.contains_key(&event.stream_id) {
+            if event.stream_type != VIDEO_STREAM_TYPE || self.cache.contains_key(&event.stream_id) {
                 continue;
             }
             if VideoEvent::TYPES.contains(&event.event_type.as_str()) && !self.projector.handles(&event.event_type) {
                 continue;
             }
-            if let Some((version, view)) = self.cache.get(&event.stream_id) {
-                slots.insert(
-                    event.stream_id.clone(),
-                    Slot {
-                        version: *version,
-                        view: view.clone(),
-                        dirty: false,
-                    },
-                );
-            } else if !missing.contains(&event.stream_id) {
+            if wanted.insert(event.stream_id.as_str()) {
                 missing.push(event.stream_id.clone());
             }
         }
+        let absent = |key: &String| {
+            (
+                key.clone(),
+                Cached {
+                    version: 0,
+                    view: None,
+                    dirty: false,
+                },
+            )
+        };
+        if !self.partial {
+            self.cache.extend(missing.iter().map(absent));
+            return Ok(());
+        }
         for chunk in missing.chunks(500) {
-            let docs = self.views.get_many(self.name(), generation, chunk).await?;
+            let mut docs = self.views.get_many(self.name(), generation, chunk).await?;
             for key in chunk {
-                let slot = match docs.get(key) {
-                    Some(doc) => Slot {
+                let cached = match docs.remove(key) {
+                    Some(doc) => Cached {
                         version: doc.version,
                         view: Some(serde_json::from_str(&doc.body).map_err(|e| {
                             StoreError::Unexpected(format!("{} document {key} is unreadable: {e}", self.name()))
                         })?),
                         dirty: false,
                     },
-                    None => Slot {
-                        version: 0,
-                        view: None,
-                        dirty: false,
-                    },
+                    None => absent(key).1,
                 };
-                slots.insert(key.clone(), slot);
+                self.cache.insert(key.clone(), cached);
             }
         }
         Ok(())
@@ -336,13 +439,14 @@ impl<P: Projector> Runner<P> {
                 error,
             });
         }
+        self.reset_cache(state.generation, true);
         let mut subscription = Subscription::new(self.log.clone(), state.position).with_page(self.config.batch);
         loop {
             let batch = subscription.try_next_batch().await?;
             if batch.is_empty() {
                 return Ok(subscription.position());
             }
-            self.apply_batch(state.generation, &batch).await?;
+            self.apply_batch(state.generation, &batch, true).await?;
         }
     }
 
@@ -391,6 +495,8 @@ impl<P: Projector> Runner<P> {
             });
         }
         let renew_every = self.config.lease_ttl / 3;
+        // Another runner may have written while this one did not hold the lease.
+        self.reset_cache(state.generation, true);
         let mut subscription = Subscription::new(self.log.clone(), state.position)
             .with_page(self.config.batch)
             .with_poll(Duration::from_millis(20), renew_every.min(Duration::from_secs(1)));
@@ -404,7 +510,7 @@ impl<P: Projector> Runner<P> {
                 () = &mut *shutdown => return Ok(()),
                 batch = subscription.next_batch() => {
                     let batch = batch?;
-                    self.apply_batch(state.generation, &batch).await?;
+                    self.apply_batch(state.generation, &batch, true).await?;
                 }
                 () = tokio::time::sleep(renew_every) => {}
             }

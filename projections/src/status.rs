@@ -59,7 +59,8 @@ impl Projector for StatusProjector {
         !matches!(event_type, "VideoPublished" | "VideoUnpublished" | "MetadataUpdated")
     }
 
-    fn project(&self, current: Option<&StatusView>, event: &VideoEvent, meta: EventMeta<'_>) -> ViewChange<StatusView> {
+    fn project(&self, current: Option<StatusView>, event: &VideoEvent, meta: EventMeta<'_>) -> ViewChange<StatusView> {
+        let existed = current.is_some();
         let mut view = match (current, event) {
             (None, VideoEvent::VideoRegistered { .. }) => StatusView {
                 video_id: meta.stream_id.to_owned(),
@@ -78,11 +79,11 @@ impl Projector for StatusProjector {
                 version: meta.version,
             },
             (Some(_), VideoEvent::VideoDeleted { .. }) => return ViewChange::Delete,
-            (Some(current), _) => current.clone(),
-            (None, _) => return ViewChange::Unchanged,
+            (Some(current), _) => current,
+            (None, _) => return ViewChange::Unchanged(None),
         };
         match event {
-            VideoEvent::VideoRegistered { .. } if current.is_some() => return ViewChange::Unchanged,
+            VideoEvent::VideoRegistered { .. } if existed => return ViewChange::Unchanged(Some(view)),
             VideoEvent::SourceUploaded { .. } => view.stage = Stage::Uploaded,
             VideoEvent::EncodingRequested { attempt } => {
                 view.new_attempt(*attempt, None);
@@ -149,7 +150,7 @@ impl Projector for StatusProjector {
             VideoEvent::VideoPublished {}
             | VideoEvent::VideoUnpublished {}
             | VideoEvent::MetadataUpdated { .. }
-            | VideoEvent::VideoDeleted { .. } => return ViewChange::Unchanged,
+            | VideoEvent::VideoDeleted { .. } => return ViewChange::Unchanged(Some(view)),
         }
         view.updated_at = meta.occurred_at;
         view.version = meta.version;
