@@ -47,7 +47,7 @@ impl Default for Args {
 /// The command every writer repeats: a description change of about 180 characters, so the
 /// stored event is about as large as the baseline's 238 bytes.
 fn command(n: u64) -> VideoCommand {
-    let filler = if n % 2 == 0 { 'a' } else { 'b' };
+    let filler = if n.is_multiple_of(2) { 'a' } else { 'b' };
     VideoCommand::UpdateMetadata {
         title: None,
         description: Some(std::iter::repeat_n(filler, 180).collect()),
