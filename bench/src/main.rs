@@ -6,6 +6,9 @@
 //!   vodsource's SQLite and PostgreSQL stores and on postgres-es (the reference store).
 //! - `replay`: events/s rebuilding the views from a 1,000,000-event SQLite log.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod appends;
 mod replay;
 

@@ -16,6 +16,9 @@ pub struct Args {
     /// Events in the log to replay (generated once and kept under ~/.cache/vodsource/bench).
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
+    /// Only read and decode the log (no projection), to see what reading costs.
+    #[arg(long)]
+    read_only: bool,
     /// Projections to rebuild.
     #[arg(long, value_delimiter = ',', default_value = "catalog,status,dead_letters")]
     projections: Vec<String>,
@@ -25,6 +28,7 @@ impl Default for Args {
     fn default() -> Self {
         Self {
             events: 1_000_000,
+            read_only: false,
             projections: vec!["catalog".into(), "status".into(), "dead_letters".into()],
         }
     }
@@ -100,6 +104,28 @@ async fn time_rebuild<P: Projector>(
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let (log, dir) = log_with(args.events).await?;
+    if args.read_only {
+        let decoder = vodsource_commands::codec::Decoder::new();
+        let started = Instant::now();
+        let (mut after, mut n, mut decode_time) = (0u64, 0u64, std::time::Duration::ZERO);
+        loop {
+            let page = log.read_all(after, 5000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.position;
+            n += page.len() as u64;
+            let t = Instant::now();
+            for event in &page {
+                let _ = decoder.decode(event);
+            }
+            decode_time += t.elapsed();
+        }
+        eprintln!(
+            "read+decode {n} events in {:.2} s, of which decode {:.2} s",
+            started.elapsed().as_secs_f64(),
+            decode_time.as_secs_f64()
+        );
+        return Ok(());
+    }
     println!("## Replay into fresh SQLite views (shadow generation, then swap)");
     println!("| projection | events | seconds | events/s |");
     println!("|---|---|---|---|");

@@ -68,47 +68,50 @@ impl Projector for CatalogProjector {
         !matches!(event_type, "SourceProbed" | "EncodingProgressed")
     }
 
-    fn project(
-        &self,
-        current: Option<CatalogView>,
-        event: &VideoEvent,
-        meta: EventMeta<'_>,
-    ) -> ViewChange<CatalogView> {
-        if let VideoEvent::VideoRegistered {
-            owner,
-            title,
-            description,
-            tags,
-            ..
-        } = event
-        {
-            return ViewChange::Put(CatalogView {
-                video_id: meta.stream_id.to_owned(),
-                title: title.clone(),
-                description: description.clone(),
-                tags: tags.clone(),
-                owner: owner.clone(),
-                status: Stage::AwaitingUpload,
-                published: false,
-                renditions: vec![],
-                duration_ms: None,
-                thumbnail_key: None,
-                created_at: meta.occurred_at,
-                updated_at: meta.occurred_at,
-                version: meta.version,
-            });
-        }
+    fn project(&self, current: Option<CatalogView>, event: VideoEvent, meta: EventMeta<'_>) -> ViewChange<CatalogView> {
+        let event = match (event, &current) {
+            (
+                VideoEvent::VideoRegistered {
+                    owner,
+                    title,
+                    description,
+                    tags,
+                    ..
+                },
+                None,
+            ) => {
+                return ViewChange::Put(CatalogView {
+                    video_id: meta.stream_id.to_owned(),
+                    title,
+                    description,
+                    tags,
+                    owner,
+                    status: Stage::AwaitingUpload,
+                    published: false,
+                    renditions: vec![],
+                    duration_ms: None,
+                    thumbnail_key: None,
+                    created_at: meta.occurred_at,
+                    updated_at: meta.occurred_at,
+                    version: meta.version,
+                })
+            }
+            (event, _) => event,
+        };
         let Some(mut view) = current else {
             return ViewChange::Unchanged(None);
         };
         match event {
-            VideoEvent::VideoRegistered { .. } => return ViewChange::Unchanged(Some(view)),
             VideoEvent::VideoDeleted { .. } => return ViewChange::Delete,
             VideoEvent::SourceUploaded { .. } => view.status = Stage::Uploaded,
-            VideoEvent::EncodingRequested { .. } | VideoEvent::EncodingRequeued { .. } => view.status = Stage::Queued,
+            VideoEvent::EncodingRequested { .. } | VideoEvent::EncodingRequeued { .. } => {
+                view.status = Stage::Queued;
+                // A new attempt starts a new ladder.
+                view.renditions.clear();
+            }
             VideoEvent::EncodingClaimed { .. } => view.status = Stage::Encoding,
             VideoEvent::EncodingFailed { retryable, .. } => {
-                view.status = if *retryable { Stage::Retrying } else { Stage::Failed };
+                view.status = if retryable { Stage::Retrying } else { Stage::Failed };
             }
             VideoEvent::EncodingCompleted {
                 poster_key,
@@ -116,13 +119,13 @@ impl Projector for CatalogProjector {
                 ..
             } => {
                 view.status = Stage::Ready;
-                view.duration_ms = Some(*duration_ms);
-                view.thumbnail_key.clone_from(poster_key);
+                view.duration_ms = Some(duration_ms);
+                view.thumbnail_key = poster_key;
             }
             VideoEvent::RenditionEncoded { rendition, .. } => {
                 view.renditions.retain(|r| r.name != rendition.name);
                 view.renditions.push(CatalogRendition {
-                    name: rendition.name.clone(),
+                    name: rendition.name,
                     width: rendition.width,
                     height: rendition.height,
                     bitrate_bps: rendition.bitrate_bps,
@@ -136,27 +139,19 @@ impl Projector for CatalogProjector {
                 tags,
             } => {
                 if let Some(title) = title {
-                    view.title.clone_from(title);
+                    view.title = title;
                 }
                 if let Some(description) = description {
-                    view.description.clone_from(description);
+                    view.description = description;
                 }
                 if let Some(tags) = tags {
-                    view.tags.clone_from(tags);
+                    view.tags = tags;
                 }
             }
-            // Probes and progress do not change what the catalog shows.
-            VideoEvent::SourceProbed { .. } | VideoEvent::EncodingProgressed { .. } => {
-                return ViewChange::Unchanged(Some(view))
-            }
-        }
-        // A new attempt starts a new ladder.
-        if matches!(
-            event,
-            VideoEvent::EncodingRequested { .. } | VideoEvent::EncodingRequeued { .. }
-        ) && view.status != Stage::Ready
-        {
-            view.renditions.clear();
+            // A second registration, probes and progress do not change what the catalog shows.
+            VideoEvent::VideoRegistered { .. }
+            | VideoEvent::SourceProbed { .. }
+            | VideoEvent::EncodingProgressed { .. } => return ViewChange::Unchanged(Some(view)),
         }
         view.updated_at = meta.occurred_at;
         view.version = meta.version;

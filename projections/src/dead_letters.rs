@@ -40,9 +40,10 @@ impl Projector for DeadLetterProjector {
     fn project(
         &self,
         current: Option<DeadLetterView>,
-        event: &VideoEvent,
+        event: VideoEvent,
         meta: EventMeta<'_>,
     ) -> ViewChange<DeadLetterView> {
+        let event = &event;
         match event {
             VideoEvent::EncodingFailed {
                 attempt,

@@ -28,8 +28,8 @@ pub enum ViewChange<V> {
 }
 
 /// A pure function from an event and the current document to a change of that document.
-/// The document is passed by value and handed back (changed or not), so no event costs a
-/// copy of it. Documents are keyed by video id.
+/// The document and the event are passed by value and the document handed back (changed or
+/// not), so folding an event copies neither. Documents are keyed by video id.
 pub trait Projector: Clone + Send + Sync + 'static {
     /// The document type.
     type View: Serialize + DeserializeOwned + Clone + Send + Sync;
@@ -45,5 +45,5 @@ pub trait Projector: Clone + Send + Sync + 'static {
     }
 
     /// The change `event` makes to `current`.
-    fn project(&self, current: Option<Self::View>, event: &VideoEvent, meta: EventMeta<'_>) -> ViewChange<Self::View>;
+    fn project(&self, current: Option<Self::View>, event: VideoEvent, meta: EventMeta<'_>) -> ViewChange<Self::View>;
 }

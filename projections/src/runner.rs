@@ -272,7 +272,7 @@ impl<P: Projector> Runner<P> {
                 position: event.position,
                 occurred_at: event.occurred_at,
             };
-            match self.projector.project(slot.view.take(), &decoded, meta) {
+            match self.projector.project(slot.view.take(), decoded, meta) {
                 ViewChange::Unchanged(view) => slot.view = view,
                 ViewChange::Put(view) => {
                     slot.view = Some(view);

@@ -59,7 +59,8 @@ impl Projector for StatusProjector {
         !matches!(event_type, "VideoPublished" | "VideoUnpublished" | "MetadataUpdated")
     }
 
-    fn project(&self, current: Option<StatusView>, event: &VideoEvent, meta: EventMeta<'_>) -> ViewChange<StatusView> {
+    fn project(&self, current: Option<StatusView>, event: VideoEvent, meta: EventMeta<'_>) -> ViewChange<StatusView> {
+        let event = &event;
         let existed = current.is_some();
         let mut view = match (current, event) {
             (None, VideoEvent::VideoRegistered { .. }) => StatusView {
