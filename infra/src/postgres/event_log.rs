@@ -314,11 +314,31 @@ async fn write_batch(
             metadata.push(serde_json::to_string(&row.event.metadata).unwrap_or_else(|_| "{}".into()));
             payloads.push(row.event.payload.as_str());
         }
+        let mut last: HashMap<&str, (&str, i64)> = HashMap::new();
+        for row in &rows {
+            last.insert(
+                row.stream_id,
+                (row.stream_type, i64::try_from(row.version).unwrap_or(i64::MAX)),
+            );
+        }
+        let (ids, rest): (Vec<&str>, Vec<(&str, i64)>) = last.into_iter().unzip();
+        let (types, tops): (Vec<&str>, Vec<i64>) = rest.into_iter().unzip();
+        // One round trip writes the events, moves the streams and the head, and notifies
+        // listeners (delivered at commit).
         sqlx::query(
-            "INSERT INTO events (position, stream_id, stream_type, version, event_id, event_type, schema_version, occurred_at, metadata, payload)
-             SELECT p, s, st, v, id, et, sv, oa, m::json, pl::json
-             FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int8[], $5::uuid[], $6::text[], $7::int4[], $8::timestamptz[], $9::text[], $10::text[])
-                  AS t(p, s, st, v, id, et, sv, oa, m, pl)",
+            "WITH e AS (
+                 INSERT INTO events (position, stream_id, stream_type, version, event_id, event_type, schema_version, occurred_at, metadata, payload)
+                 SELECT p, s, st, v, id, et, sv, oa, m::json, pl::json
+                 FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int8[], $5::uuid[], $6::text[], $7::int4[], $8::timestamptz[], $9::text[], $10::text[])
+                      AS t(p, s, st, v, id, et, sv, oa, m, pl)
+             ), s AS (
+                 INSERT INTO streams (stream_id, stream_type, version)
+                 SELECT * FROM UNNEST($11::text[], $12::text[], $13::int8[])
+                 ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version
+             ), h AS (
+                 UPDATE log_head SET position = $14 WHERE id RETURNING position
+             )
+             SELECT pg_notify($15, position::text) FROM h",
         )
         .bind(&positions)
         .bind(&stream_ids)
@@ -330,31 +350,13 @@ async fn write_batch(
         .bind(&occurred)
         .bind(&metadata)
         .bind(&payloads)
-        .execute(&mut *tx)
-        .await?;
-        let mut last: HashMap<&str, (&str, i64)> = HashMap::new();
-        for row in &rows {
-            last.insert(
-                row.stream_id,
-                (row.stream_type, i64::try_from(row.version).unwrap_or(i64::MAX)),
-            );
-        }
-        let (ids, rest): (Vec<&str>, Vec<(&str, i64)>) = last.into_iter().unzip();
-        let (types, tops): (Vec<&str>, Vec<i64>) = rest.into_iter().unzip();
-        sqlx::query(
-            "INSERT INTO streams (stream_id, stream_type, version) SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[])
-             ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version",
-        )
         .bind(&ids)
         .bind(&types)
         .bind(&tops)
+        .bind(i64::try_from(new_head).unwrap_or(i64::MAX))
+        .bind(channel)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("WITH h AS (UPDATE log_head SET position = $1 WHERE id RETURNING position) SELECT pg_notify($2, position::text) FROM h")
-            .bind(i64::try_from(new_head).unwrap_or(i64::MAX))
-            .bind(channel)
-            .execute(&mut *tx)
-            .await?;
     }
     if !hold.is_zero() {
         tokio::time::sleep(hold).await;
