@@ -1,6 +1,7 @@
 //! The embedded shape: SQLite files in the data directory.
 
 mod connect;
+mod coordination;
 mod db;
 mod event_log;
 mod view_store;
