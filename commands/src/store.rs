@@ -4,7 +4,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
-use vodsource_domain::{Clock, Video, VideoError, VIDEO_STREAM_TYPE};
+use vodsource_domain::{Clock, Video, VideoError, VideoEvent, VIDEO_STREAM_TYPE};
 
 use crate::codec::{encode, Decoder};
 use crate::ports::{AppendRequest, Appended, EventLog, EventMetadata, ExpectedVersion, RecordedEvent, StoreError};
@@ -126,26 +126,36 @@ impl VideoStore {
         }
         let mut video = Video::default();
         let mut version = 0;
-        loop {
-            let page = self.log.read_stream(id, version, PAGE).await?;
-            let done = page.len() < PAGE;
-            for event in page {
-                let decoded = self.decoder.decode(&event).map_err(|e| StoreError::Corrupt {
-                    position: e.position(),
-                    reason: e.to_string(),
-                })?;
-                video.apply(decoded);
-                version = event.version;
-            }
-            if done {
-                break;
-            }
+        for (event, decoded) in self.read_decoded(id).await? {
+            video.apply(decoded);
+            version = event.version;
         }
         Ok(VideoContext {
             id: id.to_owned(),
             video,
             version,
         })
+    }
+
+    /// Every event of one stream, in order, with its decoded payload.
+    async fn read_decoded(&self, id: &str) -> Result<Vec<(RecordedEvent, VideoEvent)>, StoreError> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.log.read_stream(id, after, PAGE).await?;
+            let done = page.len() < PAGE;
+            for event in page {
+                let decoded = self.decoder.decode(&event).map_err(|e| StoreError::Corrupt {
+                    position: e.position(),
+                    reason: e.to_string(),
+                })?;
+                after = event.version;
+                out.push((event, decoded));
+            }
+            if done {
+                return Ok(out);
+            }
+        }
     }
 
     /// Appends `events` (already applied to `context.video`) at `context.version`.
@@ -179,14 +189,6 @@ impl VideoStore {
             }
         }
     }
-
-    /// Reads one stream's recorded events (for history views and tests).
-    ///
-    /// # Errors
-    /// As [`EventLog::read_stream`].
-    pub async fn history(&self, id: &str, after_version: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.log.read_stream(id, after_version, limit).await
-    }
 }
 
 /// Reads the well-known keys of a cqrs-es metadata map.
@@ -218,29 +220,11 @@ impl EventStore<Video> for VideoStore {
     type AC = VideoContext;
 
     async fn load_events(&self, aggregate_id: &str) -> Result<Vec<EventEnvelope<Video>>, AggregateError<VideoError>> {
-        let mut out = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = self
-                .log
-                .read_stream(aggregate_id, after, PAGE)
-                .await
-                .map_err(to_aggregate_error)?;
-            let done = page.len() < PAGE;
-            for event in page {
-                let payload = self.decoder.decode(&event).map_err(|e| {
-                    to_aggregate_error(StoreError::Corrupt {
-                        position: e.position(),
-                        reason: e.to_string(),
-                    })
-                })?;
-                after = event.version;
-                out.push(envelope(&event, payload));
-            }
-            if done {
-                return Ok(out);
-            }
-        }
+        let events = self.read_decoded(aggregate_id).await.map_err(to_aggregate_error)?;
+        Ok(events
+            .into_iter()
+            .map(|(event, payload)| envelope(&event, payload))
+            .collect())
     }
 
     async fn load_aggregate(&self, aggregate_id: &str) -> Result<VideoContext, AggregateError<VideoError>> {

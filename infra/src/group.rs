@@ -16,12 +16,13 @@ pub(crate) struct Pending {
     reply: oneshot::Sender<Result<Outcomes, StoreError>>,
 }
 
-/// Writes one batch in one transaction: per-request outcomes and the head after commit.
+/// Writes one batch in one transaction: per-request outcomes and the head after commit. The
+/// batch is handed over by value, so a writer that works on another thread need not copy it.
 pub(crate) trait BatchWriter: Send + 'static {
-    fn write<'a>(
-        &'a mut self,
-        batch: &'a [&'a AppendRequest],
-    ) -> impl Future<Output = Result<(Outcomes, u64), StoreError>> + Send + 'a;
+    fn write(
+        &mut self,
+        batch: Vec<AppendRequest>,
+    ) -> impl Future<Output = Result<(Outcomes, u64), StoreError>> + Send + '_;
 }
 
 /// The sending side of a writer task.
@@ -48,15 +49,18 @@ impl GroupCommit {
                         Err(_) => break,
                     }
                 }
-                let requests: Vec<&AppendRequest> = batch.iter().flat_map(|p| p.requests.iter()).collect();
-                let result = writer.write(&requests).await;
-                drop(requests);
-                match result {
+                let mut requests = Vec::with_capacity(count);
+                let mut waiting = Vec::with_capacity(batch.len());
+                for pending in batch.drain(..) {
+                    waiting.push((pending.requests.len(), pending.reply));
+                    requests.extend(pending.requests);
+                }
+                match writer.write(requests).await {
                     Ok((outcomes, new_head)) => {
                         let mut outcomes = outcomes.into_iter();
-                        for pending in batch.drain(..) {
-                            let mine: Outcomes = outcomes.by_ref().take(pending.requests.len()).collect();
-                            let _ = pending.reply.send(Ok(mine));
+                        for (count, reply) in waiting {
+                            let mine: Outcomes = outcomes.by_ref().take(count).collect();
+                            let _ = reply.send(Ok(mine));
                         }
                         head.send_if_modified(|h| {
                             let moved = new_head > *h;
@@ -65,8 +69,8 @@ impl GroupCommit {
                         });
                     }
                     Err(e) => {
-                        for pending in batch.drain(..) {
-                            let _ = pending.reply.send(Err(e.clone()));
+                        for (_, reply) in waiting {
+                            let _ = reply.send(Err(e.clone()));
                         }
                     }
                 }

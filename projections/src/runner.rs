@@ -9,7 +9,7 @@ use vodsource_commands::Subscription;
 use vodsource_domain::{VideoEvent, VIDEO_STREAM_TYPE};
 
 use crate::projector::{EventMeta, Projector, ViewChange};
-use crate::view_store::{Doc, DocChange, ProjectionStatus, ViewStore};
+use crate::view_store::{Doc, DocChange, ProjectionState, ProjectionStatus, ViewStore};
 
 /// Tuning of a runner.
 #[derive(Debug, Clone)]
@@ -72,6 +72,13 @@ struct Cached<V> {
     dirty: bool,
 }
 
+/// Whether `projector` reads `event`: video events of the types it handles, and events of
+/// unknown types (so that it stops on them rather than skip them).
+fn reads<P: Projector>(projector: &P, event: &RecordedEvent) -> bool {
+    event.stream_type == VIDEO_STREAM_TYPE
+        && (!VideoEvent::TYPES.contains(&event.event_type.as_str()) || projector.handles(&event.event_type))
+}
+
 /// Decodes the events a projection reads; `None` for events it skips.
 pub(crate) struct Predecoder<P> {
     projector: P,
@@ -82,14 +89,7 @@ impl<P: Projector> Predecoder<P> {
     pub(crate) fn decode(&self, batch: &[RecordedEvent]) -> Vec<Option<Result<VideoEvent, DecodeError>>> {
         batch
             .iter()
-            .map(|event| {
-                let known = VideoEvent::TYPES.contains(&event.event_type.as_str());
-                if event.stream_type != VIDEO_STREAM_TYPE || (known && !self.projector.handles(&event.event_type)) {
-                    None
-                } else {
-                    Some(self.decoder.decode(event))
-                }
-            })
+            .map(|event| reads(&self.projector, event).then(|| self.decoder.decode(event)))
             .collect()
     }
 }
@@ -176,11 +176,9 @@ impl<P: Projector> Runner<P> {
     /// # Errors
     /// `LeaseHeld` when another runner has it; `Store` on failure.
     pub async fn acquire(&self) -> Result<(), RunnerError> {
-        let now = self.clock.now();
-        let ttl = chrono::Duration::from_std(self.config.lease_ttl).unwrap_or(chrono::Duration::seconds(15));
         if self
             .leases
-            .acquire_lease(self.name(), &self.owner, now, now + ttl)
+            .hold_lease(self.name(), &self.owner, &*self.clock, self.config.lease_ttl)
             .await?
         {
             Ok(())
@@ -381,10 +379,7 @@ impl<P: Projector> Runner<P> {
         let mut missing = Vec::new();
         let mut wanted = std::collections::HashSet::new();
         for event in batch {
-            if event.stream_type != VIDEO_STREAM_TYPE || self.cache.contains_key(&event.stream_id) {
-                continue;
-            }
-            if VideoEvent::TYPES.contains(&event.event_type.as_str()) && !self.projector.handles(&event.event_type) {
+            if !reads(&self.projector, event) || self.cache.contains_key(&event.stream_id) {
                 continue;
             }
             if wanted.insert(event.stream_id.as_str()) {
@@ -424,22 +419,29 @@ impl<P: Projector> Runner<P> {
         Ok(())
     }
 
+    /// Takes the lease and reads where the projection is. A stopped projection stays stopped.
+    async fn start(&mut self) -> Result<ProjectionState, RunnerError> {
+        self.acquire().await?;
+        let state = self.views.projection(self.name()).await?;
+        if let ProjectionStatus::Failed { position, error } = &state.status {
+            return Err(RunnerError::Failed {
+                projection: self.name(),
+                position: *position,
+                error: error.clone(),
+            });
+        }
+        // Another runner may have written while this one did not hold the lease.
+        self.reset_cache(state.generation, true);
+        Ok(state)
+    }
+
     /// Takes the lease and folds in everything up to the current head of the log.
     /// Returns the position reached.
     ///
     /// # Errors
     /// `LeaseHeld`, `Failed` when the projection is stopped, `Stopped`, `Store`.
     pub async fn catch_up(&mut self) -> Result<u64, RunnerError> {
-        self.acquire().await?;
-        let state = self.views.projection(self.name()).await?;
-        if let ProjectionStatus::Failed { position, error } = state.status {
-            return Err(RunnerError::Failed {
-                projection: self.name(),
-                position,
-                error,
-            });
-        }
-        self.reset_cache(state.generation, true);
+        let state = self.start().await?;
         let mut subscription = Subscription::new(self.log.clone(), state.position).with_page(self.config.batch);
         loop {
             let batch = subscription.try_next_batch().await?;
@@ -485,18 +487,8 @@ impl<P: Projector> Runner<P> {
     }
 
     async fn run_once<F: Future<Output = ()> + Unpin>(&mut self, shutdown: &mut F) -> Result<(), RunnerError> {
-        self.acquire().await?;
-        let state = self.views.projection(self.name()).await?;
-        if let ProjectionStatus::Failed { position, error } = state.status {
-            return Err(RunnerError::Failed {
-                projection: self.name(),
-                position,
-                error,
-            });
-        }
+        let state = self.start().await?;
         let renew_every = self.config.lease_ttl / 3;
-        // Another runner may have written while this one did not hold the lease.
-        self.reset_cache(state.generation, true);
         let mut subscription = Subscription::new(self.log.clone(), state.position)
             .with_page(self.config.batch)
             .with_poll(Duration::from_millis(20), renew_every.min(Duration::from_secs(1)));

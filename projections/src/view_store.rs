@@ -117,12 +117,6 @@ pub trait ViewStore: Send + Sync + 'static {
     /// `Conflict` when `owner` does not hold the lease; `Unavailable`.
     async fn begin_rebuild(&self, name: &str, owner: &str) -> Result<u32, StoreError>;
 
-    /// The checkpoint of `generation` (live or shadow).
-    ///
-    /// # Errors
-    /// `Unavailable`.
-    async fn generation_position(&self, name: &str, generation: u32) -> Result<u64, StoreError>;
-
     /// Makes the shadow `generation` live in one step, clears any failure, and removes the
     /// generation it replaces.
     ///

@@ -2,6 +2,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
+use crate::ports::Clock;
 
 /// Durable positions of log consumers (process managers; projections keep theirs with the view).
 #[async_trait]
@@ -35,6 +36,28 @@ pub trait LeaseStore: Send + Sync + 'static {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
+
+    /// Takes or renews the lease on `name` for `owner` for `ttl` from `clock`'s now.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn hold_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        clock: &dyn Clock,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let now = clock.now();
+        let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        self.acquire_lease(
+            name,
+            owner,
+            now,
+            now.checked_add_signed(ttl).unwrap_or(DateTime::<Utc>::MAX_UTC),
+        )
+        .await
+    }
 
     /// Gives the lease up if `owner` holds it.
     ///

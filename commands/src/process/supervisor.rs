@@ -226,10 +226,8 @@ impl EncodingSupervisor {
     }
 
     async fn hold_lease(&self) -> Result<bool, StoreError> {
-        let now = self.clock.now();
-        let ttl = chrono::Duration::from_std(self.config.lease_ttl).unwrap_or(chrono::Duration::seconds(15));
         self.leases
-            .acquire_lease(&self.config.name, &self.owner, now, now + ttl)
+            .hold_lease(&self.config.name, &self.owner, &*self.clock, self.config.lease_ttl)
             .await
     }
 

@@ -220,7 +220,7 @@ struct Writer {
 }
 
 impl BatchWriter for Writer {
-    async fn write<'a>(&'a mut self, batch: &'a [&'a AppendRequest]) -> Result<(Outcomes, u64), StoreError> {
+    async fn write(&mut self, batch: Vec<AppendRequest>) -> Result<(Outcomes, u64), StoreError> {
         let conn = match self.conn.as_mut() {
             Some(conn) => conn,
             None => self.conn.insert(
@@ -229,7 +229,8 @@ impl BatchWriter for Writer {
                     .map_err(|e| map_err(&self.endpoint, e))?,
             ),
         };
-        let result = write_batch(conn, batch, &self.channel, Duration::ZERO).await;
+        let refs: Vec<&AppendRequest> = batch.iter().collect();
+        let result = write_batch(conn, &refs, &self.channel, Duration::ZERO).await;
         if let Err(e) = &result {
             if matches!(e, sqlx::Error::Io(_) | sqlx::Error::Protocol(_)) || e.as_database_error().is_none() {
                 // The connection may be broken: open a fresh one for the next batch.

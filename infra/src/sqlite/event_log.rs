@@ -110,14 +110,12 @@ struct Writer {
 }
 
 impl BatchWriter for Writer {
-    async fn write<'a>(&'a mut self, batch: &'a [&'a AppendRequest]) -> Result<(Outcomes, u64), StoreError> {
-        // The blocking call needs owned data; a group is small next to the I/O it saves.
-        let owned: Vec<AppendRequest> = batch.iter().map(|r| (*r).clone()).collect();
+    async fn write(&mut self, batch: Vec<AppendRequest>) -> Result<(Outcomes, u64), StoreError> {
         let conn = self.conn.clone();
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            let refs: Vec<&AppendRequest> = owned.iter().collect();
+            let refs: Vec<&AppendRequest> = batch.iter().collect();
             let result = write_batch(&mut conn, &refs).map_err(|e| map_err(&path, &e));
             if !conn.is_autocommit() {
                 // A failed commit left the transaction open: roll it back before the next group.

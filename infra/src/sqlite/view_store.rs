@@ -313,22 +313,6 @@ impl ViewStore for SqliteViewStore {
             .await?
     }
 
-    async fn generation_position(&self, name: &str, generation: u32) -> Result<u64, StoreError> {
-        let name = name.to_owned();
-        self.db
-            .run(move |conn| {
-                let position: Option<Option<i64>> = conn
-                    .query_row(
-                        "SELECT CASE WHEN generation = ?1 THEN position WHEN shadow_generation = ?1 THEN shadow_position END FROM projections WHERE name = ?2",
-                        params![i64::from(generation), name],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                Ok(position.flatten().and_then(|p| u64::try_from(p).ok()).unwrap_or(0))
-            })
-            .await
-    }
-
     async fn finish_rebuild(&self, name: &str, owner: &str, generation: u32) -> Result<(), StoreError> {
         let (name, owner) = (name.to_owned(), owner.to_owned());
         self.db

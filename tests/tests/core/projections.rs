@@ -204,9 +204,6 @@ impl ViewStore for Killer {
     async fn begin_rebuild(&self, name: &str, owner: &str) -> Result<u32, StoreError> {
         self.inner.begin_rebuild(name, owner).await
     }
-    async fn generation_position(&self, name: &str, generation: u32) -> Result<u64, StoreError> {
-        self.inner.generation_position(name, generation).await
-    }
     async fn finish_rebuild(&self, name: &str, owner: &str, generation: u32) -> Result<(), StoreError> {
         self.inner.finish_rebuild(name, owner, generation).await
     }
