@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use vodsource_domain::{Stage, VideoEvent};
 
-use crate::projector::{EventMeta, Projector, ViewChange};
+use crate::projector::{EventMeta, IndexKey, Projector, ViewChange};
 
 /// A rung as the catalog lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +48,14 @@ pub struct CatalogView {
     pub version: u64,
 }
 
+/// The catalog partition every video is listed in.
+pub const CATALOG_ALL: &str = "all";
+
+/// The catalog's sort key: registration time (fixed width, so it orders as text), then the id.
+pub fn catalog_sort_key(created_at: DateTime<Utc>, video_id: &str) -> String {
+    format!("{}#{video_id}", created_at.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+}
+
 /// Builds the catalog. Deleted videos leave it.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CatalogProjector;
@@ -66,6 +74,26 @@ impl Projector for CatalogProjector {
 
     fn handles(&self, event_type: &str) -> bool {
         !matches!(event_type, "SourceProbed" | "EncodingProgressed")
+    }
+
+    fn index(&self, view: &CatalogView) -> Option<Vec<IndexKey>> {
+        let sort = catalog_sort_key(view.created_at, &view.video_id);
+        let entry = |partition: String| IndexKey {
+            partition,
+            sort: sort.clone(),
+        };
+        let mut keys = Vec::with_capacity(4 + view.tags.len());
+        keys.push(entry(CATALOG_ALL.to_owned()));
+        keys.push(entry(format!("status:{}", view.status)));
+        keys.push(entry(format!("published:{}", view.published)));
+        keys.push(entry(format!("owner:{}", view.owner)));
+        for tag in &view.tags {
+            let partition = format!("tag:{}", tag.to_lowercase());
+            if !keys.iter().any(|k| k.partition == partition) {
+                keys.push(entry(partition));
+            }
+        }
+        Some(keys)
     }
 
     fn project(&self, current: Option<CatalogView>, event: VideoEvent, meta: EventMeta<'_>) -> ViewChange<CatalogView> {

@@ -15,13 +15,13 @@ mod runner;
 mod status;
 mod view_store;
 
-pub use catalog::{CatalogProjector, CatalogRendition, CatalogView};
+pub use catalog::{catalog_sort_key, CatalogProjector, CatalogRendition, CatalogView, CATALOG_ALL};
 pub use dead_letters::{DeadLetterProjector, DeadLetterView};
-pub use projector::{EventMeta, Projector, ViewChange};
+pub use projector::{EventMeta, IndexKey, Projector, ViewChange};
 pub use rebuild::{rebuild, RebuildProgress};
 pub use runner::{Runner, RunnerConfig, RunnerError};
 pub use status::{StatusProjector, StatusView};
-pub use view_store::{Doc, DocChange, ProjectionState, ProjectionStatus, ViewStore};
+pub use view_store::{Doc, DocChange, IndexedDoc, ProjectionState, ProjectionStatus, ViewStore};
 
 /// The names of the built-in projections, in the order they are started.
 pub const PROJECTIONS: [&str; 3] = [CatalogProjector::NAME, StatusProjector::NAME, DeadLetterProjector::NAME];

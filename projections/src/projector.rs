@@ -27,6 +27,15 @@ pub enum ViewChange<V> {
     Delete,
 }
 
+/// One entry of a document in a secondary index: listed in `partition`, ordered by `sort`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IndexKey {
+    /// Which list, for example `status:encoded`.
+    pub partition: String,
+    /// The order within it; queries return the greatest first.
+    pub sort: String,
+}
+
 /// A pure function from an event and the current document to a change of that document.
 /// The document and the event are passed by value and the document handed back (changed or
 /// not), so folding an event copies neither. Documents are keyed by video id.
@@ -42,6 +51,13 @@ pub trait Projector: Clone + Send + Sync + 'static {
     fn handles(&self, event_type: &str) -> bool {
         let _ = event_type;
         true
+    }
+
+    /// The secondary keys a document is listed under (the shape of a DynamoDB global
+    /// secondary index: a partition and a sort key). `None`: this view is only read by key.
+    fn index(&self, view: &Self::View) -> Option<Vec<IndexKey>> {
+        let _ = view;
+        None
     }
 
     /// The change `event` makes to `current`.

@@ -347,6 +347,7 @@ impl<P: Projector> Runner<P> {
                 Some(view) => DocChange::Put(Doc {
                     key: key.clone(),
                     version: slot.version,
+                    index: self.projector.index(view),
                     body: serde_json::to_string(view)
                         .map_err(|e| StoreError::Unexpected(format!("view does not serialize: {e}")))?,
                 }),

@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use vodsource_commands::ports::StoreError;
 
+use crate::projector::IndexKey;
+
 /// One document of a view and the stream version it reflects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Doc {
@@ -14,6 +16,18 @@ pub struct Doc {
     pub version: u64,
     /// JSON text.
     pub body: String,
+    /// Secondary index entries; `None` when the view has no index (nothing to maintain).
+    #[serde(skip)]
+    pub index: Option<Vec<IndexKey>>,
+}
+
+/// A document found through a secondary index, with its sort key (the cursor of a page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedDoc {
+    /// The entry's sort key.
+    pub sort: String,
+    /// The document.
+    pub doc: Doc,
 }
 
 /// A change to one document.
@@ -81,6 +95,19 @@ pub trait ViewStore: Send + Sync + 'static {
     /// # Errors
     /// `Unavailable`.
     async fn get(&self, view: &str, key: &str) -> Result<Option<Doc>, StoreError>;
+
+    /// Up to `limit` documents of the live generation listed in `partition`, greatest sort
+    /// key first, starting below `before` when given.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn query(
+        &self,
+        view: &str,
+        partition: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<IndexedDoc>, StoreError>;
 
     /// Documents of the live generation in key order after `after`.
     ///

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 use vodsource_commands::ports::StoreError;
-use vodsource_projections::{Doc, DocChange, ProjectionState, ProjectionStatus, ViewStore};
+use vodsource_projections::{Doc, DocChange, IndexKey, IndexedDoc, ProjectionState, ProjectionStatus, ViewStore};
 
 use super::connect::{from_micros, signed, to_micros, SqliteSettings};
 use super::db::Db;
@@ -19,6 +19,15 @@ CREATE TABLE IF NOT EXISTS view_docs (
     body       TEXT    NOT NULL,
     PRIMARY KEY (view, generation, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS view_index (
+    view       TEXT    NOT NULL,
+    generation INTEGER NOT NULL,
+    partition  TEXT    NOT NULL,
+    sort       TEXT    NOT NULL,
+    key        TEXT    NOT NULL,
+    PRIMARY KEY (view, generation, partition, sort, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS view_index_by_key ON view_index (view, generation, key);
 CREATE TABLE IF NOT EXISTS projections (
     name              TEXT PRIMARY KEY,
     generation        INTEGER NOT NULL,
@@ -68,18 +77,40 @@ impl SqliteViewStore {
         })
     }
 
-    /// Every document of the live generation of `view`, in key order (for comparisons).
+    /// Every document of the live generation of `view`, in key order, with its index
+    /// entries (for comparisons).
     ///
     /// # Errors
     /// `Unavailable`.
     pub async fn dump(&self, view: &str) -> Result<Vec<Doc>, StoreError> {
+        let owned = view.to_owned();
+        let mut index: HashMap<String, Vec<IndexKey>> = self
+            .db
+            .run(move |conn| {
+                let mut statement = conn.prepare(
+                    "SELECT i.key, i.partition, i.sort FROM view_index i JOIN projections p ON p.name = i.view AND p.generation = i.generation WHERE i.view = ?1 ORDER BY i.key, i.partition, i.sort",
+                )?;
+                let mut out: HashMap<String, Vec<IndexKey>> = HashMap::new();
+                let rows = statement.query_map([&owned], |r| {
+                    Ok((r.get::<_, String>(0)?, IndexKey { partition: r.get(1)?, sort: r.get(2)? }))
+                })?;
+                for row in rows {
+                    let (key, entry) = row?;
+                    out.entry(key).or_default().push(entry);
+                }
+                Ok(out)
+            })
+            .await?;
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
             let page = self.scan(view, after.as_deref(), 1000).await?;
             let done = page.len() < 1000;
             after = page.last().map(|d| d.key.clone());
-            out.extend(page);
+            out.extend(page.into_iter().map(|mut doc| {
+                doc.index = index.remove(&doc.key);
+                doc
+            }));
             if done {
                 return Ok(out);
             }
@@ -114,6 +145,7 @@ fn doc(row: &rusqlite::Row<'_>) -> rusqlite::Result<Doc> {
         key: row.get(0)?,
         version: u64::try_from(version).unwrap_or(0),
         body: row.get(2)?,
+        index: None,
     })
 }
 
@@ -154,13 +186,25 @@ fn commit_changes(
              WHERE excluded.version > view_docs.version",
         )?;
         let mut delete = tx.prepare_cached("DELETE FROM view_docs WHERE view = ?1 AND generation = ?2 AND key = ?3")?;
+        let mut unindex =
+            tx.prepare_cached("DELETE FROM view_index WHERE view = ?1 AND generation = ?2 AND key = ?3")?;
+        let mut index = tx.prepare_cached(
+            "INSERT OR IGNORE INTO view_index (view, generation, partition, sort, key) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
         for change in changes {
             match change {
                 DocChange::Put(doc) => {
-                    put.execute(params![view, generation, doc.key, signed(doc.version), doc.body])?;
+                    let changed = put.execute(params![view, generation, doc.key, signed(doc.version), doc.body])?;
+                    if let (1, Some(keys)) = (changed, &doc.index) {
+                        unindex.execute(params![view, generation, doc.key])?;
+                        for key in keys {
+                            index.execute(params![view, generation, key.partition, key.sort, doc.key])?;
+                        }
+                    }
                 }
                 DocChange::Delete { key } => {
                     delete.execute(params![view, generation, key])?;
+                    unindex.execute(params![view, generation, key])?;
                 }
             }
         }
@@ -242,6 +286,41 @@ impl ViewStore for SqliteViewStore {
             .await
     }
 
+    async fn query(
+        &self,
+        view: &str,
+        partition: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<IndexedDoc>, StoreError> {
+        let (view, partition, before) = (view.to_owned(), partition.to_owned(), before.map(str::to_owned));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db
+            .run(move |conn| {
+                const SELECT: &str = "SELECT d.key, d.version, d.body, i.sort FROM view_index i \
+                    JOIN projections p ON p.name = i.view AND p.generation = i.generation \
+                    JOIN view_docs d ON d.view = i.view AND d.generation = i.generation AND d.key = i.key \
+                    WHERE i.view = ?1 AND i.partition = ?2";
+                let row = |r: &rusqlite::Row<'_>| {
+                    Ok(IndexedDoc {
+                        sort: r.get(3)?,
+                        doc: doc(r)?,
+                    })
+                };
+                match before {
+                    Some(before) => conn
+                        .prepare_cached(&format!("{SELECT} AND i.sort < ?3 ORDER BY i.sort DESC LIMIT ?4"))?
+                        .query_map(params![view, partition, before, limit], row)?
+                        .collect(),
+                    None => conn
+                        .prepare_cached(&format!("{SELECT} ORDER BY i.sort DESC LIMIT ?3"))?
+                        .query_map(params![view, partition, limit], row)?
+                        .collect(),
+                }
+            })
+            .await
+    }
+
     async fn scan(&self, view: &str, after: Option<&str>, limit: usize) -> Result<Vec<Doc>, StoreError> {
         let (view, after) = (view.to_owned(), after.unwrap_or("").to_owned());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -299,10 +378,12 @@ impl ViewStore for SqliteViewStore {
                 )?;
                 let next = live.max(shadow.unwrap_or(0)) + 1;
                 // Whatever an unfinished rebuild left behind goes.
-                tx.execute(
-                    "DELETE FROM view_docs WHERE view = ?1 AND generation <> ?2",
-                    params![name, live],
-                )?;
+                for table in ["view_docs", "view_index"] {
+                    tx.execute(
+                        &format!("DELETE FROM {table} WHERE view = ?1 AND generation <> ?2"),
+                        params![name, live],
+                    )?;
+                }
                 tx.execute(
                     "UPDATE projections SET shadow_generation = ?1, shadow_position = 0 WHERE name = ?2",
                     params![next, name],
@@ -332,10 +413,12 @@ impl ViewStore for SqliteViewStore {
                         actual: 0,
                     }));
                 }
-                tx.execute(
-                    "DELETE FROM view_docs WHERE view = ?1 AND generation <> ?2",
-                    params![name, i64::from(generation)],
-                )?;
+                for table in ["view_docs", "view_index"] {
+                    tx.execute(
+                        &format!("DELETE FROM {table} WHERE view = ?1 AND generation <> ?2"),
+                        params![name, i64::from(generation)],
+                    )?;
+                }
                 tx.commit()?;
                 Ok(Ok(()))
             })

@@ -8,8 +8,8 @@ use vodsource_commands::ports::{Clock, EventLog, LeaseStore, StoreError};
 use vodsource_domain::Stage;
 use vodsource_infra::sqlite::SqliteViewStore;
 use vodsource_projections::{
-    rebuild, CatalogProjector, CatalogView, DeadLetterProjector, Doc, DocChange, ProjectionState, Projector, Runner,
-    RunnerConfig, RunnerError, StatusProjector, StatusView, ViewStore,
+    rebuild, CatalogProjector, CatalogView, DeadLetterProjector, Doc, DocChange, IndexedDoc, ProjectionState,
+    Projector, Runner, RunnerConfig, RunnerError, StatusProjector, StatusView, ViewStore,
 };
 
 use crate::helpers::{clock, commands, lifecycle, sqlite_log, view_store, TempDir};
@@ -137,6 +137,33 @@ async fn the_catalog_and_status_views_follow_each_lifecycle() {
     assert!(catalog("v0006").await.is_none(), "deleted videos leave the catalog");
     assert_eq!(store.dump("catalog").await.expect("dump").len(), 12);
 
+    // The secondary index: newest first, per partition, paged by sort key, deletions gone.
+    let list = |partition: &'static str, before: Option<String>, limit: usize| {
+        let store = store.clone();
+        async move {
+            store
+                .query("catalog", partition, before.as_deref(), limit)
+                .await
+                .expect("query")
+        }
+    };
+    let all = list("all", None, 100).await;
+    assert_eq!(all.len(), 12);
+    assert!(all.windows(2).all(|w| w[0].sort > w[1].sort), "newest first");
+    assert_eq!(all[0].doc.key, "v0012");
+    let first = list("all", None, 5).await;
+    let second = list("all", first.last().map(|d| d.sort.clone()), 5).await;
+    let paged: Vec<_> = first.iter().chain(&second).map(|d| d.doc.key.clone()).collect();
+    let direct: Vec<_> = all.iter().take(10).map(|d| d.doc.key.clone()).collect();
+    assert_eq!(paged, direct, "pages continue where the cursor left off");
+    let keys = |docs: Vec<IndexedDoc>| docs.into_iter().map(|d| d.doc.key).collect::<Vec<_>>();
+    assert_eq!(keys(list("status:failed", None, 100).await), ["v0010", "v0003"]);
+    assert_eq!(keys(list("published:true", None, 100).await), ["v0012", "v0007", "v0005", "v0000"]);
+    assert!(list("status:deleted", None, 100).await.is_empty());
+    assert!(keys(list("all", None, 100).await)
+        .iter()
+        .all(|k| k != "v0006" && k != "v0013"));
+
     let status: StatusView =
         serde_json::from_str(&store.get("status", "v0003").await.expect("get").expect("v3").body).expect("json");
     assert_eq!(status.stage, Stage::Failed);
@@ -176,6 +203,15 @@ impl ViewStore for Killer {
     }
     async fn get(&self, view: &str, key: &str) -> Result<Option<Doc>, StoreError> {
         self.inner.get(view, key).await
+    }
+    async fn query(
+        &self,
+        view: &str,
+        partition: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<IndexedDoc>, StoreError> {
+        self.inner.query(view, partition, before, limit).await
     }
     async fn scan(&self, view: &str, after: Option<&str>, limit: usize) -> Result<Vec<Doc>, StoreError> {
         self.inner.scan(view, after, limit).await
