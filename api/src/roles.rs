@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use vodsource_commands::ports::{Clock, EventLog, SystemClock};
 use vodsource_commands::process::{EncodingSupervisor, SupervisorConfig};
 use vodsource_commands::{VideoCommands, VideoStore};
-use vodsource_domain::VideoServices;
+use vodsource_domain::{Policy, VideoServices};
 use vodsource_infra::sqlite::SqliteViewStore;
 use vodsource_infra::{open_event_log, open_view_store};
 use vodsource_projections::{
@@ -28,6 +28,8 @@ pub struct Stores {
     pub clock: Arc<dyn Clock>,
     /// This process's name in leases.
     pub owner: String,
+    /// Deployment limits commands are decided with.
+    pub policy: Policy,
 }
 
 impl Stores {
@@ -47,6 +49,7 @@ impl Stores {
             log,
             views: Arc::new(views),
             clock: Arc::new(SystemClock),
+            policy: Policy::default(),
             owner: format!(
                 "{host}-{}-{}",
                 std::process::id(),
@@ -58,7 +61,9 @@ impl Stores {
     /// Command handling over the event store.
     pub fn commands(&self) -> VideoCommands {
         let store = VideoStore::new(self.log.clone(), self.clock.clone(), 100_000);
-        VideoCommands::new(store, VideoServices::new(self.clock.clone()))
+        let mut services = VideoServices::new(self.clock.clone());
+        services.policy = self.policy.clone();
+        VideoCommands::new(store, services)
     }
 
     /// The encoding supervisor.

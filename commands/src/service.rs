@@ -84,6 +84,11 @@ impl VideoCommands {
         &self.store
     }
 
+    /// The services (clock, policy) commands are decided with.
+    pub fn services(&self) -> &VideoServices {
+        &self.services
+    }
+
     /// Runs `command` against video `id`.
     ///
     /// # Errors

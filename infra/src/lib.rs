@@ -8,9 +8,11 @@
 //! Service-specific errors become the ports' `StoreError` here and never travel further.
 
 mod group;
+mod objects;
 mod plan;
 pub mod postgres;
 pub mod sqlite;
 mod url;
 
-pub use url::{open_event_log, open_view_store, EventLogUrl};
+pub use objects::LocalObjectStore;
+pub use url::{open_event_log, open_object_store, open_view_store, EventLogUrl};

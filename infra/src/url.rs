@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use vodsource_commands::ports::{EventLog, StoreError};
+use vodsource_commands::ports::{EventLog, ObjectStore, StoreError};
+
+use crate::objects::LocalObjectStore;
 
 use crate::postgres::PgEventLog;
 use crate::sqlite::{SqliteEventLog, SqliteSettings, SqliteViewStore};
@@ -86,5 +88,19 @@ pub async fn open_view_store(url: &str) -> Result<SqliteViewStore, StoreError> {
         EventLogUrl::Postgres(_) => Err(StoreError::Invalid(
             "the view store is sqlite://<file> (DynamoDB arrives with the distributed shape)".into(),
         )),
+    }
+}
+
+/// Opens the object store a URL names (`file://<folder>` today).
+///
+/// # Errors
+/// `Invalid` for another scheme; `Unavailable` naming the folder when it cannot be created.
+pub async fn open_object_store(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    match url.strip_prefix("file://") {
+        Some(path) if !path.is_empty() => Ok(Arc::new(LocalObjectStore::open(path).await?)),
+        _ => Err(StoreError::Invalid(format!(
+            "unsupported object store URL {:?}: expected file://<folder> (S3 arrives with the distributed shape)",
+            redact(url)
+        ))),
     }
 }

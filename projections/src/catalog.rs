@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use vodsource_domain::{Stage, VideoEvent};
+use vodsource_domain::{Manifests, Stage, VideoEvent};
 
 use crate::projector::{EventMeta, IndexKey, Projector, ViewChange};
 
@@ -40,6 +40,9 @@ pub struct CatalogView {
     pub duration_ms: Option<u64>,
     /// Poster image key.
     pub thumbnail_key: Option<String>,
+    /// Object keys of the HLS and DASH manifests, once encoded.
+    #[serde(default)]
+    pub manifests: Option<Manifests>,
     /// Registration time.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -119,6 +122,7 @@ impl Projector for CatalogProjector {
                     renditions: vec![],
                     duration_ms: None,
                     thumbnail_key: None,
+                    manifests: None,
                     created_at: meta.occurred_at,
                     updated_at: meta.occurred_at,
                     version: meta.version,
@@ -144,9 +148,11 @@ impl Projector for CatalogProjector {
             VideoEvent::EncodingCompleted {
                 poster_key,
                 duration_ms,
+                manifests,
                 ..
             } => {
                 view.status = Stage::Ready;
+                view.manifests = Some(manifests);
                 view.duration_ms = Some(duration_ms);
                 view.thumbnail_key = poster_key;
             }

@@ -4,6 +4,7 @@ mod events;
 mod projector;
 mod replay;
 mod seed;
+pub mod serve;
 mod status;
 
 use std::process::ExitCode;
@@ -29,6 +30,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the HTTP API (and, by default, run the projections and process managers).
+    Serve(Box<serve::Args>),
     /// Rebuild projections from position 0 into a shadow copy and swap it in atomically.
     Replay(replay::Args),
     /// Read the global event log.
@@ -67,6 +70,7 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config;
     match cli.command {
+        Command::Serve(args) => serve::run(&config, *args).await,
         Command::Replay(args) => replay::run(&config, args).await,
         Command::Events(events) => events::run(&config, events).await,
         Command::Projector(args) => projector::run(&config, args).await,

@@ -3,10 +3,14 @@
 mod clock;
 mod coordination;
 mod event_log;
+mod idempotency;
+mod objects;
 
 pub use clock::{ManualClock, SystemClock};
 pub use coordination::{CheckpointStore, LeaseStore, TimeoutStore};
 pub use event_log::{
     AppendRequest, Appended, EventLog, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent, StoreError,
 };
+pub use idempotency::{IdempotencyStore, Reservation, StoredResponse};
+pub use objects::{check_key, ObjectMeta, ObjectStore, PutError};
 pub use vodsource_domain::Clock;

@@ -1,9 +1,13 @@
 //! Leases, process-manager checkpoints and timeouts, kept in the view store's file.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
-use vodsource_commands::ports::{CheckpointStore, LeaseStore, StoreError, TimeoutStore};
+use vodsource_commands::ports::{
+    CheckpointStore, IdempotencyStore, LeaseStore, Reservation, StoreError, StoredResponse, TimeoutStore,
+};
 
 use super::connect::{from_micros, signed, to_micros};
 use super::view_store::{lease_lost, SqliteViewStore};
@@ -121,6 +125,82 @@ impl TimeoutStore for SqliteViewStore {
                     Ok((r.get(0)?, u32::try_from(attempt).unwrap_or(0), from_micros(r.get(2)?)))
                 })?;
                 rows.collect()
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for SqliteViewStore {
+    async fn reserve(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+        in_flight: Duration,
+    ) -> Result<Reservation, StoreError> {
+        let (scope, key, fingerprint) = (scope.to_owned(), key.to_owned(), fingerprint.to_owned());
+        let now_us = to_micros(now);
+        let expires_us = now_us.saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX));
+        let abandoned_us = now_us.saturating_sub(i64::try_from(in_flight.as_micros()).unwrap_or(i64::MAX));
+        self.db
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let existing: Option<(String, Option<i64>, Option<String>, i64, i64)> = tx
+                    .prepare_cached(
+                        "SELECT fingerprint, status, body, created_us, expires_us FROM idempotency WHERE scope = ?1 AND key = ?2",
+                    )?
+                    .query_row(params![scope, key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                    .optional()?;
+                let outcome = match existing {
+                    Some((_, status, _, created, expires)) if expires < now_us || (status.is_none() && created < abandoned_us) => None,
+                    Some((seen, _, _, _, _)) if seen != fingerprint => Some(Reservation::Mismatch),
+                    Some((_, Some(status), Some(body), _, _)) => Some(Reservation::Replay(StoredResponse {
+                        status: u16::try_from(status).unwrap_or(500),
+                        body,
+                    })),
+                    Some(_) => Some(Reservation::InFlight),
+                    None => None,
+                };
+                if let Some(outcome) = outcome {
+                    return Ok(outcome);
+                }
+                tx.prepare_cached(
+                    "INSERT INTO idempotency (scope, key, fingerprint, status, body, created_us, expires_us) VALUES (?1, ?2, ?3, NULL, NULL, ?4, ?5)
+                     ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, status = NULL, body = NULL, created_us = excluded.created_us, expires_us = excluded.expires_us",
+                )?
+                .execute(params![scope, key, fingerprint, now_us, expires_us])?;
+                // Expired keys go a few at a time, so the table stays bounded without a sweeper.
+                tx.prepare_cached(
+                    "DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency WHERE expires_us < ?1 LIMIT 16)",
+                )?
+                .execute([now_us])?;
+                tx.commit()?;
+                Ok(Reservation::Fresh)
+            })
+            .await
+    }
+
+    async fn complete(&self, scope: &str, key: &str, response: &StoredResponse) -> Result<(), StoreError> {
+        let (scope, key, response) = (scope.to_owned(), key.to_owned(), response.clone());
+        self.db
+            .run(move |conn| {
+                conn.prepare_cached("UPDATE idempotency SET status = ?1, body = ?2 WHERE scope = ?3 AND key = ?4")?
+                    .execute(params![i64::from(response.status), response.body, scope, key])
+                    .map(|_| ())
+            })
+            .await
+    }
+
+    async fn release(&self, scope: &str, key: &str) -> Result<(), StoreError> {
+        let (scope, key) = (scope.to_owned(), key.to_owned());
+        self.db
+            .run(move |conn| {
+                conn.prepare_cached("DELETE FROM idempotency WHERE scope = ?1 AND key = ?2 AND status IS NULL")?
+                    .execute(params![scope, key])
+                    .map(|_| ())
             })
             .await
     }

@@ -53,6 +53,16 @@ CREATE TABLE IF NOT EXISTS timeouts (
     deadline_us INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS timeouts_by_deadline ON timeouts (deadline_us);
+CREATE TABLE IF NOT EXISTS idempotency (
+    scope       TEXT    NOT NULL,
+    key         TEXT    NOT NULL,
+    fingerprint TEXT    NOT NULL,
+    status      INTEGER,
+    body        TEXT,
+    created_us  INTEGER NOT NULL,
+    expires_us  INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+);
 ";
 
 /// A SQL result that may also be a refusal (lost lease, superseded generation).

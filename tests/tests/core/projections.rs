@@ -158,7 +158,10 @@ async fn the_catalog_and_status_views_follow_each_lifecycle() {
     assert_eq!(paged, direct, "pages continue where the cursor left off");
     let keys = |docs: Vec<IndexedDoc>| docs.into_iter().map(|d| d.doc.key).collect::<Vec<_>>();
     assert_eq!(keys(list("status:failed", None, 100).await), ["v0010", "v0003"]);
-    assert_eq!(keys(list("published:true", None, 100).await), ["v0012", "v0007", "v0005", "v0000"]);
+    assert_eq!(
+        keys(list("published:true", None, 100).await),
+        ["v0012", "v0007", "v0005", "v0000"]
+    );
     assert!(list("status:deleted", None, 100).await.is_empty());
     assert!(keys(list("all", None, 100).await)
         .iter()

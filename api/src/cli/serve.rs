@@ -1,0 +1,180 @@
+//! `vodsource serve`: the HTTP API, with the projection runners and the encoding supervisor
+//! in the same process (embedded default). Settings come from flags, then `VODSOURCE_*`
+//! environment variables, then an optional TOML file (`--config`), then defaults.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use rand::RngCore;
+use serde::Deserialize;
+use vodsource_infra::open_object_store;
+
+use crate::config::Config;
+use crate::http::auth::AuthSettings;
+use crate::http::{start, ServeSettings};
+use crate::roles::Stores;
+
+/// `vodsource serve` flags; every one can also be set in the environment or the TOML file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Args {
+    /// A TOML file with any of the settings below (snake_case keys).
+    #[arg(long, env = "VODSOURCE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "VODSOURCE_LISTEN")]
+    pub listen: Option<String>,
+    /// The URL clients reach this server at [default: http://<listen address>].
+    #[arg(long, env = "VODSOURCE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Object store URL [default: file://<data dir>/objects].
+    #[arg(long, env = "VODSOURCE_OBJECT_STORE")]
+    pub object_store: Option<String>,
+    /// HS256 secret of bearer tokens (at least 16 bytes). Without it or a JWKS file,
+    /// authentication is off, which is allowed on loopback only.
+    #[arg(long, env = "VODSOURCE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// JWKS file with the public keys of bearer tokens.
+    #[arg(long, env = "VODSOURCE_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+    /// Required token issuer (`iss`).
+    #[arg(long, env = "VODSOURCE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required token audience (`aud`).
+    #[arg(long, env = "VODSOURCE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Sustained requests per second per principal [default: 100].
+    #[arg(long, env = "VODSOURCE_RATE_LIMIT")]
+    pub rate_limit: Option<u32>,
+    /// Burst per principal [default: 200].
+    #[arg(long, env = "VODSOURCE_RATE_BURST")]
+    pub rate_burst: Option<u32>,
+    /// Largest source upload in bytes [default: 5 GiB].
+    #[arg(long, env = "VODSOURCE_MAX_UPLOAD_BYTES")]
+    pub max_upload_bytes: Option<u64>,
+    /// How long signed upload and media URLs work, in seconds [default: 3600].
+    #[arg(long, env = "VODSOURCE_URL_TTL_SECS")]
+    pub url_ttl_secs: Option<u64>,
+    /// Secret of signed URLs [default: generated once into <data dir>/signing.key].
+    #[arg(long, env = "VODSOURCE_SIGNING_SECRET", hide_env_values = true)]
+    pub signing_secret: Option<String>,
+    /// Do not run the projection runners and the encoding supervisor here (they run in
+    /// `vodsource projector` processes).
+    #[arg(long, env = "VODSOURCE_NO_PROJECTORS")]
+    pub no_projectors: bool,
+}
+
+/// The TOML file: the same settings, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<String>,
+    public_url: Option<String>,
+    object_store: Option<String>,
+    jwt_secret: Option<String>,
+    jwks_file: Option<PathBuf>,
+    jwt_issuer: Option<String>,
+    jwt_audience: Option<String>,
+    rate_limit: Option<u32>,
+    rate_burst: Option<u32>,
+    max_upload_bytes: Option<u64>,
+    url_ttl_secs: Option<u64>,
+    signing_secret: Option<String>,
+    no_projectors: Option<bool>,
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("in the configuration file {}", path.display()))
+}
+
+/// The signing secret: configured, or generated once and kept in the data folder.
+fn signing_secret(configured: Option<String>, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = configured {
+        anyhow::ensure!(secret.len() >= 32, "the signing secret must be at least 32 bytes");
+        return Ok(secret.into_bytes());
+    }
+    let path = data_dir.join("signing.key");
+    match std::fs::read(&path) {
+        Ok(secret) if secret.len() >= 32 => return Ok(secret),
+        Ok(_) => anyhow::bail!(
+            "{} is shorter than 32 bytes; delete it to make a new one",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let mut secret = vec![0u8; 32];
+    rand::thread_rng().fill_bytes(&mut secret);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(&secret)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(secret)
+}
+
+/// Resolves flags, environment, file and defaults.
+///
+/// # Errors
+/// An unreadable or invalid file, a bad secret.
+pub fn settings(config: &Config, args: Args) -> anyhow::Result<(ServeSettings, String, u64)> {
+    let file = match &args.config {
+        Some(path) => read_file(path)?,
+        None => FileSettings::default(),
+    };
+    let object_store = args
+        .object_store
+        .or(file.object_store)
+        .unwrap_or_else(|| format!("file://{}", config.data_dir.join("objects").display()));
+    let settings = ServeSettings {
+        listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".into()),
+        public_url: args.public_url.or(file.public_url),
+        auth: AuthSettings {
+            hs256_secret: args.jwt_secret.or(file.jwt_secret),
+            jwks_file: args.jwks_file.or(file.jwks_file),
+            issuer: args.jwt_issuer.or(file.jwt_issuer),
+            audience: args.jwt_audience.or(file.jwt_audience),
+            rate_per_second: args.rate_limit.or(file.rate_limit).unwrap_or(100),
+            burst: args.rate_burst.or(file.rate_burst).unwrap_or(200),
+        },
+        signing_secret: signing_secret(args.signing_secret.or(file.signing_secret), &config.data_dir)?,
+        url_ttl: Duration::from_secs(args.url_ttl_secs.or(file.url_ttl_secs).unwrap_or(3600)),
+        idempotency_ttl: Duration::from_secs(24 * 3600),
+        run_projectors: !(args.no_projectors || file.no_projectors.unwrap_or(false)),
+        grace: Duration::from_secs(30),
+    };
+    let max_upload = args
+        .max_upload_bytes
+        .or(file.max_upload_bytes)
+        .unwrap_or(5 * 1024 * 1024 * 1024);
+    Ok((settings, object_store, max_upload))
+}
+
+/// Runs the server until SIGTERM or Ctrl-C.
+///
+/// # Errors
+/// Configuration, stores, or the listener.
+pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
+    let (settings, object_store, max_upload) = settings(config, args)?;
+    let mut stores = Stores::open(config).await?;
+    stores.policy.max_source_bytes = max_upload;
+    let objects = open_object_store(&object_store)
+        .await
+        .context("opening the object store")?;
+    tracing::info!(
+        event_store = %stores.log.describe(),
+        object_store = %objects.describe(),
+        projectors = settings.run_projectors,
+        "starting"
+    );
+    let running = start(stores, objects, settings).await?;
+    running.until_stopped_or(crate::cli::shutdown_signal()).await
+}

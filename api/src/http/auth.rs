@@ -1,0 +1,259 @@
+//! Who is calling: JWT bearer tokens (HS256 secret or a JWKS file) with the roles viewer,
+//! creator and admin, and a token bucket per principal.
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use poem::Request;
+use poem_openapi::auth::Bearer;
+use poem_openapi::SecurityScheme;
+use serde::Deserialize;
+
+use super::error::ApiError;
+
+/// What a principal may do; each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Reads published videos and plays them.
+    Viewer,
+    /// Also registers videos and changes their own.
+    Creator,
+    /// Also changes any video and uses the admin endpoints.
+    Admin,
+}
+
+impl Role {
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "viewer" => Some(Self::Viewer),
+            "creator" => Some(Self::Creator),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's subject.
+    pub subject: String,
+    /// The highest role the token carries.
+    pub role: Role,
+}
+
+impl Principal {
+    /// Whether this principal may change or see the private state of a video owned by `owner`.
+    pub fn owns_or_admin(&self, owner: &str) -> bool {
+        self.role == Role::Admin || (self.role == Role::Creator && self.subject == owner)
+    }
+
+    /// Refuses principals below `role`.
+    ///
+    /// # Errors
+    /// FORBIDDEN.
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this needs the {} role",
+                match role {
+                    Role::Viewer => "viewer",
+                    Role::Creator => "creator",
+                    Role::Admin => "admin",
+                }
+            )))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+enum Keys {
+    /// No authentication (loopback only): every caller is the local admin.
+    Off,
+    Secret(DecodingKey),
+    Jwks(JwkSet),
+}
+
+/// Checks tokens and rate limits.
+pub struct Gate {
+    keys: Keys,
+    issuer: Option<String>,
+    audience: Option<String>,
+    limiter: DefaultKeyedRateLimiter<String>,
+    burst: u32,
+}
+
+/// How the gate is configured.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    /// HS256 shared secret.
+    pub hs256_secret: Option<String>,
+    /// A JWKS file with the public keys of RS/ES/PS/EdDSA-signed tokens.
+    pub jwks_file: Option<std::path::PathBuf>,
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Required `aud`.
+    pub audience: Option<String>,
+    /// Sustained requests per second per principal.
+    pub rate_per_second: u32,
+    /// Burst size per principal.
+    pub burst: u32,
+}
+
+impl Gate {
+    /// Builds the gate.
+    ///
+    /// # Errors
+    /// An unreadable JWKS file, or both a secret and a JWKS file.
+    pub fn new(settings: &AuthSettings) -> anyhow::Result<Self> {
+        let keys = match (&settings.hs256_secret, &settings.jwks_file) {
+            (Some(_), Some(_)) => anyhow::bail!("configure either a JWT secret or a JWKS file, not both"),
+            (Some(secret), None) => {
+                anyhow::ensure!(secret.len() >= 16, "the JWT secret must be at least 16 bytes");
+                Keys::Secret(DecodingKey::from_secret(secret.as_bytes()))
+            }
+            (None, Some(path)) => Keys::Jwks(read_jwks(path)?),
+            (None, None) => Keys::Off,
+        };
+        let rate = NonZeroU32::new(settings.rate_per_second).context("the rate limit must be at least 1/s")?;
+        let burst = NonZeroU32::new(settings.burst).context("the burst must be at least 1")?;
+        Ok(Self {
+            keys,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            burst: burst.get(),
+        })
+    }
+
+    /// Whether tokens are checked at all.
+    pub fn enabled(&self) -> bool {
+        !matches!(self.keys, Keys::Off)
+    }
+
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        match &self.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
+        validation
+    }
+
+    /// The principal a bearer token names.
+    ///
+    /// # Errors
+    /// UNAUTHORIZED saying why the token is refused.
+    pub fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
+        let refuse = |why: String| ApiError::unauthorized(format!("the bearer token is refused: {why}"));
+        let claims = match &self.keys {
+            Keys::Off => {
+                return Ok(Principal {
+                    subject: "local".into(),
+                    role: Role::Admin,
+                })
+            }
+            Keys::Secret(key) => {
+                jsonwebtoken::decode::<Claims>(token, key, &self.validation(Algorithm::HS256))
+                    .map_err(|e| refuse(e.to_string()))?
+                    .claims
+            }
+            Keys::Jwks(set) => {
+                let header = jsonwebtoken::decode_header(token).map_err(|e| refuse(e.to_string()))?;
+                if matches!(header.alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+                    return Err(refuse("HMAC tokens are not accepted with a JWKS".into()));
+                }
+                let jwk = match &header.kid {
+                    Some(kid) => set.find(kid),
+                    None if set.keys.len() == 1 => set.keys.first(),
+                    None => None,
+                }
+                .ok_or_else(|| refuse("no key in the JWKS matches the token's kid".into()))?;
+                let key = DecodingKey::from_jwk(jwk).map_err(|e| refuse(e.to_string()))?;
+                jsonwebtoken::decode::<Claims>(token, &key, &self.validation(header.alg))
+                    .map_err(|e| refuse(e.to_string()))?
+                    .claims
+            }
+        };
+        let role = claims
+            .role
+            .iter()
+            .chain(&claims.roles)
+            .filter_map(|r| Role::parse(r))
+            .max()
+            .ok_or_else(|| refuse("it carries no role (viewer, creator or admin)".into()))?;
+        if claims.sub.is_empty() {
+            return Err(refuse("its subject is empty".into()));
+        }
+        Ok(Principal {
+            subject: claims.sub,
+            role,
+        })
+    }
+
+    /// Takes one request from the principal's bucket.
+    ///
+    /// # Errors
+    /// RATE_LIMITED with Retry-After and the X-RateLimit headers.
+    pub fn admit(&self, principal: &Principal) -> Result<(), ApiError> {
+        match self.limiter.check_key(&principal.subject) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let mut error = ApiError::with(
+                    429,
+                    "RATE_LIMITED",
+                    format!("too many requests; retry in {secs} s"),
+                    serde_json::json!({ "retry_after_seconds": secs }),
+                );
+                if let ApiError::RateLimited(_, retry, limit, remaining, reset) = &mut error {
+                    (*retry, *limit, *remaining, *reset) = (secs, self.burst, 0, secs);
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+fn read_jwks(path: &Path) -> anyhow::Result<JwkSet> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the JWKS file {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("the JWKS file {} is not a JWK set", path.display()))
+}
+
+/// A JWT bearer token; the operation runs as its principal.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", bearer_format = "JWT", checker = "check_bearer")]
+pub struct BearerAuth(pub Principal);
+
+async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
+    let gate = req
+        .data::<Arc<Gate>>()
+        .ok_or_else(|| ApiError::internal("no gate installed", &"the API was built without a gate").into_poem())?;
+    let principal = gate.authenticate(&bearer.token).map_err(ApiError::into_poem)?;
+    gate.admit(&principal).map_err(ApiError::into_poem)?;
+    Ok(principal)
+}
+
+/// With authentication off there is no token to send: this names the local admin for the
+/// security scheme (the gate ignores it).
+pub const LOCAL_TOKEN: &str = "local";

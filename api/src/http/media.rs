@@ -1,0 +1,119 @@
+//! Embedded mode's stand-in for S3: signed upload URLs (`PUT /uploads/{token}`, streamed to
+//! the object store, never held in memory) and signed media URLs (`GET
+//! /media/{token}/{video_id}/...`, with Range support).
+
+use poem::error::StaticFileError;
+use poem::http::{header, StatusCode};
+use poem::web::{Data, Path, StaticFileRequest};
+use poem::{handler, Body, IntoResponse, Request, Response};
+use serde_json::json;
+use vodsource_commands::ports::{check_key, PutError};
+
+use super::error::ApiError;
+use super::signing::{MediaClaims, TokenError, UploadClaims};
+use super::state::AppState;
+
+fn refused(what: &str, error: &TokenError) -> Response {
+    ApiError::with(
+        403,
+        "FORBIDDEN",
+        format!("the {what} link is refused: {error}"),
+        json!(null),
+    )
+    .into_response()
+}
+
+/// `PUT /uploads/{token}`: stores the body as the video's source.
+#[handler]
+pub async fn upload(req: &Request, Path(token): Path<String>, body: Body, Data(state): Data<&AppState>) -> Response {
+    let claims: UploadClaims = match state.signer.verify(&token, state.now()) {
+        Ok(claims) => claims,
+        Err(e) => return refused("upload", &e),
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = declared {
+        if length > claims.s {
+            return too_large(claims.s);
+        }
+    }
+    match state.commands.store().load(&claims.v).await {
+        Ok(loaded) if loaded.version > 0 && !loaded.video.deleted => {}
+        Ok(_) => return ApiError::video_not_found(&claims.v).into_response(),
+        Err(e) => return ApiError::store("loading a video", &e).into_response(),
+    }
+    let written = match state
+        .objects
+        .put(&claims.k, Box::new(body.into_async_read()), claims.s)
+        .await
+    {
+        Ok(written) => written,
+        Err(PutError::TooLarge { .. }) => return too_large(claims.s),
+        Err(PutError::Body(message)) => {
+            return ApiError::invalid("body", format!("the upload was cut short: {message}")).into_response()
+        }
+        Err(PutError::Store(e)) => return ApiError::store("storing an upload", &e).into_response(),
+    };
+    if written != claims.s {
+        let _ = state.objects.delete_prefix(&claims.k).await;
+        return ApiError::with(
+            422,
+            "SIZE_MISMATCH",
+            format!(
+                "the body had {written} bytes; the video was registered with {}",
+                claims.s
+            ),
+            json!({ "declared": claims.s, "actual": written }),
+        )
+        .into_response();
+    }
+    (
+        StatusCode::OK,
+        poem::web::Json(json!({ "video_id": claims.v, "object_key": claims.k, "size_bytes": written })),
+    )
+        .into_response()
+}
+
+fn too_large(limit: u64) -> Response {
+    ApiError::with(
+        413,
+        "PAYLOAD_TOO_LARGE",
+        format!("the body is larger than the declared {limit} bytes"),
+        json!({ "limit": limit }),
+    )
+    .into_response()
+}
+
+/// `GET /media/{token}/{video_id}/{path}`: an encoded file of a video.
+#[handler]
+pub async fn media(
+    Path((token, video_id, rest)): Path<(String, String, String)>,
+    file: StaticFileRequest,
+    Data(state): Data<&AppState>,
+) -> Response {
+    let claims: MediaClaims = match state.signer.verify(&token, state.now()) {
+        Ok(claims) => claims,
+        Err(e) => return refused("media", &e),
+    };
+    if claims.v != video_id {
+        return refused("media", &TokenError::Invalid);
+    }
+    let key = format!("media/{video_id}/{rest}");
+    let not_found = || ApiError::with(404, "NOT_FOUND", format!("no media file {rest:?}"), json!(null)).into_response();
+    if check_key(&key).is_err() {
+        return not_found();
+    }
+    let Some(path) = state.objects.local_path(&key) else {
+        return not_found();
+    };
+    match file.create_response(&path, false, false) {
+        Ok(response) => response
+            .with_header(header::CACHE_CONTROL, "private, max-age=3600")
+            .into_response(),
+        Err(StaticFileError::NotFound) => not_found(),
+        Err(e) => poem::Error::from(e).into_response(),
+    }
+}

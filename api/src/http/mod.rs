@@ -1,0 +1,307 @@
+//! The HTTP API: poem-openapi operations under `/v1`, the OpenAPI document at
+//! `/openapi.json`, Swagger UI at `/docs`, and in embedded mode signed upload and media URLs.
+
+pub mod auth;
+pub mod control;
+pub mod error;
+mod events;
+mod media;
+pub mod metrics;
+pub mod model;
+mod ops;
+pub mod signing;
+pub mod state;
+mod videos;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use poem::http::{header, HeaderValue, Method, StatusCode};
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::middleware::Cors;
+use poem::{get, put, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+use poem_openapi::{OpenApiService, OperationId};
+use tokio::io::AsyncReadExt as _;
+use tokio::sync::watch;
+use vodsource_commands::ports::ObjectStore;
+
+use self::auth::{AuthSettings, Gate, LOCAL_TOKEN};
+use self::control::Control;
+use self::error::Rejection;
+use self::metrics::Metrics;
+use self::ops::OpsApi;
+use self::signing::Signer;
+use self::state::{AppState, HttpSettings};
+use self::videos::VideosApi;
+use crate::roles::Stores;
+
+/// The largest JSON request body.
+const MAX_JSON_BODY: usize = 256 * 1024;
+
+/// How a server is set up.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// Address to listen on (`127.0.0.1:0` picks a port).
+    pub listen: String,
+    /// The URL clients reach the server at; `http://<bound address>` when unset.
+    pub public_url: Option<String>,
+    /// Tokens and rate limits.
+    pub auth: AuthSettings,
+    /// Secret for signed upload and media URLs.
+    pub signing_secret: Vec<u8>,
+    /// How long signed URLs work.
+    pub url_ttl: Duration,
+    /// How long idempotency keys are remembered.
+    pub idempotency_ttl: Duration,
+    /// Run the projection runners and the encoding supervisor in this process.
+    pub run_projectors: bool,
+    /// How long in-flight requests get at shutdown.
+    pub grace: Duration,
+}
+
+/// The OpenAPI service (also used to print the document without a server).
+pub fn openapi(state: &AppState) -> OpenApiService<(VideosApi, OpsApi), ()> {
+    OpenApiService::new(
+        (VideosApi { state: state.clone() }, OpsApi { state: state.clone() }),
+        "vodsource",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "The command and query API of vodsource, an event-sourced video-on-demand backend. \
+         Every write returns the video's new stream version; send it back as If-Match to write \
+         conditionally, and an Idempotency-Key to retry safely.",
+    )
+    .server(state.settings.public_url.clone())
+}
+
+fn method_name(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// Any error that escaped a handler, in the API's error shape.
+fn error_response(error: poem::Error) -> Response {
+    if error.is::<Rejection>() {
+        return match error.downcast::<Rejection>() {
+            Ok(rejection) => rejection.0.into_response(),
+            Err(error) => error.into_response(),
+        };
+    }
+    let status = error.status();
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("NOT_FOUND", "no such route".to_owned()),
+        StatusCode::METHOD_NOT_ALLOWED => ("METHOD_NOT_ALLOWED", "method not allowed on this route".to_owned()),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "PAYLOAD_TOO_LARGE",
+            format!("request bodies are limited to {MAX_JSON_BODY} bytes"),
+        ),
+        s if s.is_server_error() => {
+            tracing::error!(error = %error, "request failed");
+            ("INTERNAL", "internal error; see the server log".to_owned())
+        }
+        _ => ("VALIDATION_FAILED", error.to_string()),
+    };
+    let body = serde_json::json!({ "error": { "code": code, "message": message, "details": null } });
+    let mut response = error.into_response();
+    let mut fresh = Response::builder()
+        .status(status)
+        .content_type("application/json; charset=utf-8")
+        .body(body.to_string());
+    for (name, value) in response.headers_mut().drain() {
+        if let Some(name) = name {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                fresh.headers_mut().insert(name, value);
+            }
+        }
+    }
+    fresh
+}
+
+/// Bounds a request body to [`MAX_JSON_BODY`]: refused up front when its length says so,
+/// cut off (and so unparseable) when it is sent chunked.
+fn bound_body(req: &mut Request) -> Option<Response> {
+    let length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match length {
+        Some(length) if length > MAX_JSON_BODY as u64 => {
+            Some(error_response(poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE)))
+        }
+        Some(_) => None,
+        None => {
+            let body = req.take_body().into_async_read().take(MAX_JSON_BODY as u64 + 1);
+            req.set_body(poem::Body::from_async_read(body));
+            None
+        }
+    }
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response> {
+    let api = openapi(&state);
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    let metrics = state.metrics.clone();
+    let auth_off = !gate.enabled();
+    Route::new()
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .at("/uploads/:token", put(media::upload))
+        .at("/media/:token/:video/*rest", get(media::media).with(Cors::new()))
+        .nest("/", api)
+        .data(state)
+        .data(gate)
+        .around(move |ep, mut req: Request| {
+            let metrics = metrics.clone();
+            async move {
+                let started = Instant::now();
+                let method = method_name(req.method());
+                let fallback = match req.uri().path() {
+                    p if p.starts_with("/uploads/") => "upload",
+                    p if p.starts_with("/media/") => "media",
+                    p if p.starts_with("/docs") || p == "/openapi.json" => "docs",
+                    _ => "other",
+                };
+                if auth_off && !req.headers().contains_key(header::AUTHORIZATION) {
+                    // No tokens without authentication: the security scheme still wants one.
+                    if let Ok(value) = HeaderValue::from_str(&format!("Bearer {LOCAL_TOKEN}")) {
+                        req.headers_mut().insert(header::AUTHORIZATION, value);
+                    }
+                }
+                if fallback != "upload" {
+                    if let Some(refused) = bound_body(&mut req) {
+                        metrics.request(method, fallback, 413, started.elapsed());
+                        return Ok(refused);
+                    }
+                }
+                let response = match ep.call(req).await {
+                    Ok(response) => response,
+                    Err(error) => error_response(error),
+                };
+                let operation = response.data::<OperationId>().map_or(fallback, |id| id.0);
+                metrics.request(method, operation, response.status().as_u16(), started.elapsed());
+                Ok::<Response, poem::Error>(response)
+            }
+        })
+}
+
+/// A running server.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The base URL it hands out.
+    pub public_url: String,
+    stop: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    control: Option<Arc<Control>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish (up to the grace period), ends live
+    /// streams, then stops the runners (which checkpoint) and the supervisor.
+    ///
+    /// # Errors
+    /// The server's I/O error.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        let served = self.server.await.context("the server task failed")?;
+        if let Some(control) = &self.control {
+            control.shutdown().await;
+        }
+        served.context("serving HTTP")
+    }
+
+    /// Waits until the server stops by itself (it does not, unless it fails).
+    ///
+    /// # Errors
+    /// The server's I/O error.
+    pub async fn until_stopped_or(self, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        signal.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        self.shutdown().await
+    }
+}
+
+/// Binds, builds the application over `stores` and `objects`, and serves in the background.
+///
+/// # Errors
+/// A listen address that cannot be bound; authentication off on a non-loopback address; a
+/// bad auth configuration.
+pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: ServeSettings) -> anyhow::Result<Running> {
+    let gate = Arc::new(Gate::new(&settings.auth)?);
+    let acceptor = TcpListener::bind(settings.listen.clone())
+        .into_acceptor()
+        .await
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    let addr = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .context("the listener has no socket address")?;
+    if !gate.enabled() {
+        anyhow::ensure!(
+            addr.ip().is_loopback(),
+            "authentication is off, which is only allowed on a loopback address; set VODSOURCE_JWT_SECRET or VODSOURCE_JWKS_FILE to listen on {addr}"
+        );
+        tracing::warn!(%addr, "authentication is OFF: every caller is the local admin (loopback only)");
+    }
+    let public_url = settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_owned();
+    let control = settings.run_projectors.then(|| Control::start(stores.clone()));
+    let (stop, stopped) = watch::channel(false);
+    let state = AppState {
+        commands: stores.commands(),
+        log: stores.log.clone(),
+        views: stores.views.clone(),
+        idempotency: stores.views.clone(),
+        objects,
+        signer: Signer::new(settings.signing_secret.clone()),
+        metrics: Arc::new(Metrics::default()),
+        control: control.clone(),
+        settings: HttpSettings {
+            public_url: public_url.clone(),
+            url_ttl: settings.url_ttl,
+            idempotency_ttl: settings.idempotency_ttl,
+        },
+        clock: stores.clock.clone(),
+        shutdown: stopped.clone(),
+    };
+    let endpoint = app(state, gate);
+    let grace = settings.grace;
+    let mut signal = stopped;
+    let server = tokio::spawn(async move {
+        poem::Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(
+                endpoint,
+                async move {
+                    let _ = signal.wait_for(|stop| *stop).await;
+                },
+                Some(grace),
+            )
+            .await
+    });
+    tracing::info!(%addr, %public_url, "serving the API; OpenAPI at /openapi.json, Swagger UI at /docs");
+    Ok(Running {
+        addr,
+        public_url,
+        stop,
+        server,
+        control,
+    })
+}

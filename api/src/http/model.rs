@@ -1,0 +1,408 @@
+//! The request and response bodies of the API.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{Enum, Object};
+use serde::{Deserialize, Serialize};
+use vodsource_domain::Stage;
+use vodsource_projections::{CatalogView, StatusView};
+
+/// Where a video is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize, Deserialize)]
+#[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum VideoStatus {
+    /// Registered; waiting for the source upload.
+    AwaitingUpload,
+    /// The source is stored.
+    Uploaded,
+    /// Waiting for an encoder.
+    Queued,
+    /// An encoder is working on it.
+    Encoding,
+    /// The last attempt failed; another will follow.
+    Retrying,
+    /// Encoded; can be published.
+    Ready,
+    /// Encoding failed for good (retry with `POST /videos/{id}/retry`).
+    Failed,
+}
+
+impl VideoStatus {
+    /// From the domain's stage.
+    pub fn from_stage(stage: Stage) -> Self {
+        match stage {
+            Stage::Unregistered | Stage::AwaitingUpload => Self::AwaitingUpload,
+            Stage::Uploaded => Self::Uploaded,
+            Stage::Queued => Self::Queued,
+            Stage::Encoding => Self::Encoding,
+            Stage::Retrying => Self::Retrying,
+            Stage::Ready => Self::Ready,
+            Stage::Failed => Self::Failed,
+        }
+    }
+
+    /// The stage's stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AwaitingUpload => "awaiting_upload",
+            Self::Uploaded => "uploaded",
+            Self::Queued => "queued",
+            Self::Encoding => "encoding",
+            Self::Retrying => "retrying",
+            Self::Ready => "ready",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// `POST /videos`.
+#[derive(Debug, Clone, Object, Serialize)]
+#[oai(deny_unknown_fields)]
+pub struct RegisterVideo {
+    /// 1 to 200 characters.
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub title: String,
+    /// Up to 5000 characters.
+    #[oai(validator(max_length = 5000))]
+    pub description: Option<String>,
+    /// Up to 20 tags of 1 to 40 characters.
+    #[oai(validator(max_items = 20))]
+    pub tags: Option<Vec<String>>,
+    /// The source's file name, without folders.
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub filename: String,
+    /// `video/*`.
+    pub content_type: String,
+    /// Exact size of the source in bytes.
+    #[oai(validator(minimum(value = "1")))]
+    pub size_bytes: u64,
+}
+
+/// `PATCH /videos/{id}`: the fields to change.
+#[derive(Debug, Clone, Object, Serialize)]
+#[oai(deny_unknown_fields)]
+pub struct UpdateVideo {
+    /// 1 to 200 characters.
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub title: Option<String>,
+    /// Up to 5000 characters.
+    #[oai(validator(max_length = 5000))]
+    pub description: Option<String>,
+    /// Replaces all tags.
+    #[oai(validator(max_items = 20))]
+    pub tags: Option<Vec<String>>,
+}
+
+/// How to send the source bytes.
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
+pub struct UploadTarget {
+    /// HTTP method (`PUT`).
+    pub method: String,
+    /// Where to send the bytes.
+    pub url: String,
+    /// Headers to send with them.
+    pub headers: BTreeMap<String, String>,
+    /// The URL stops working at this time.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// `POST /videos` answer.
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
+pub struct Registered {
+    /// The new video's id.
+    pub video_id: String,
+    /// Stream version after the command.
+    pub version: u64,
+    /// Global log position of the command's last event (for read-your-writes).
+    pub position: u64,
+    /// Where to upload the source.
+    pub upload: UploadTarget,
+}
+
+/// A command's answer.
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
+pub struct Accepted {
+    /// Video id.
+    pub video_id: String,
+    /// Stream version after the command.
+    pub version: u64,
+    /// Global log position of the command's last event (0 when it changed nothing).
+    pub position: u64,
+}
+
+/// A rung of the encoded ladder.
+#[derive(Debug, Clone, Object)]
+pub struct RenditionInfo {
+    /// Name, for example `720p`.
+    pub name: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Bits per second.
+    pub bitrate_bps: u64,
+}
+
+/// A video in the catalog.
+#[derive(Debug, Clone, Object)]
+pub struct Video {
+    /// Id.
+    pub video_id: String,
+    /// Title.
+    pub title: String,
+    /// Description.
+    pub description: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Owner (the subject that registered it).
+    pub owner: String,
+    /// Lifecycle status.
+    pub status: VideoStatus,
+    /// Visible to viewers.
+    pub published: bool,
+    /// The encoded ladder.
+    pub renditions: Vec<RenditionInfo>,
+    /// Duration once encoded.
+    pub duration_ms: Option<u64>,
+    /// Registration time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Stream version of the last change (send as If-Match to write conditionally).
+    pub version: u64,
+}
+
+impl From<CatalogView> for Video {
+    fn from(v: CatalogView) -> Self {
+        Self {
+            video_id: v.video_id,
+            title: v.title,
+            description: v.description,
+            tags: v.tags,
+            owner: v.owner,
+            status: VideoStatus::from_stage(v.status),
+            published: v.published,
+            renditions: v
+                .renditions
+                .into_iter()
+                .map(|r| RenditionInfo {
+                    name: r.name,
+                    width: r.width,
+                    height: r.height,
+                    bitrate_bps: r.bitrate_bps,
+                })
+                .collect(),
+            duration_ms: v.duration_ms,
+            created_at: v.created_at,
+            updated_at: v.updated_at,
+            version: v.version,
+        }
+    }
+}
+
+/// A page of the catalog.
+#[derive(Debug, Clone, Object)]
+pub struct VideoPage {
+    /// Newest first.
+    pub items: Vec<Video>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Encoding status.
+#[derive(Debug, Clone, Object)]
+pub struct EncodingStatus {
+    /// Id.
+    pub video_id: String,
+    /// Lifecycle status.
+    pub status: VideoStatus,
+    /// Encoding attempt number.
+    pub attempt: u32,
+    /// The worker holding the current attempt.
+    pub worker_id: Option<String>,
+    /// Its lease ends at.
+    pub lease_until: Option<DateTime<Utc>>,
+    /// Step of the encoder (probe, encode, package, …).
+    pub encode_stage: Option<String>,
+    /// Overall percent done.
+    pub percent: f64,
+    /// Percent done per rung.
+    pub renditions: BTreeMap<String, f64>,
+    /// Frames per second of the encoder.
+    pub fps: Option<f64>,
+    /// Seconds left, estimated.
+    pub eta_seconds: Option<u32>,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// Whether the last failure will be retried.
+    pub last_error_retryable: Option<bool>,
+    /// The next attempt may not start before.
+    pub not_before: Option<DateTime<Utc>>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Stream version of the last change.
+    pub version: u64,
+}
+
+impl From<StatusView> for EncodingStatus {
+    fn from(v: StatusView) -> Self {
+        Self {
+            video_id: v.video_id,
+            status: VideoStatus::from_stage(v.stage),
+            attempt: v.attempt,
+            worker_id: v.lease_holder,
+            lease_until: v.lease_until,
+            encode_stage: v
+                .encode_stage
+                .and_then(|s| serde_json::to_value(s).ok())
+                .and_then(|v| v.as_str().map(str::to_owned)),
+            percent: v.percent,
+            renditions: v.renditions,
+            fps: v.fps,
+            eta_seconds: v.eta_seconds,
+            last_error_retryable: v.last_error.as_ref().map(|f| f.retryable),
+            last_error: v.last_error.map(|f| f.reason),
+            not_before: v.not_before,
+            updated_at: v.updated_at,
+            version: v.version,
+        }
+    }
+}
+
+/// One event of a video's history.
+#[derive(Debug, Clone, Object)]
+pub struct HistoryEvent {
+    /// Global log position (the SSE event id).
+    pub position: u64,
+    /// Version within the video's stream.
+    pub version: u64,
+    /// Event type, for example `EncodingProgressed`.
+    #[oai(rename = "type")]
+    pub event_type: String,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// Who caused it.
+    pub actor: Option<String>,
+    /// The event's fields.
+    pub data: serde_json::Value,
+}
+
+/// A page of history.
+#[derive(Debug, Clone, Object)]
+pub struct HistoryPage {
+    /// Oldest first.
+    pub events: Vec<HistoryEvent>,
+    /// Pass as `after_version` for the next page; absent on the last.
+    pub next_after_version: Option<u64>,
+}
+
+/// Where to play a published video.
+#[derive(Debug, Clone, Object)]
+pub struct Playback {
+    /// Id.
+    pub video_id: String,
+    /// HLS master playlist.
+    pub hls_url: String,
+    /// DASH manifest.
+    pub dash_url: String,
+    /// Poster image.
+    pub poster_url: Option<String>,
+    /// The URLs stop working at this time.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A projection's state.
+#[derive(Debug, Clone, Object)]
+pub struct ProjectionInfo {
+    /// Name.
+    pub name: String,
+    /// Position applied.
+    pub position: u64,
+    /// Events behind the log head.
+    pub lag: u64,
+    /// Live generation.
+    pub generation: u32,
+    /// `running`, `failed` or `rebuilding`.
+    pub state: String,
+    /// Why it stopped, when failed.
+    pub error: Option<String>,
+    /// The last rebuild started through the API, if any.
+    pub rebuild: Option<RebuildInfo>,
+}
+
+/// A rebuild's progress.
+#[derive(Debug, Clone, Object)]
+pub struct RebuildInfo {
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Position reached.
+    pub position: u64,
+    /// The log head it is catching up to.
+    pub head: u64,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// The projections.
+#[derive(Debug, Clone, Object)]
+pub struct Projections {
+    /// Position of the last committed event.
+    pub head: u64,
+    /// Each projection.
+    pub projections: Vec<ProjectionInfo>,
+}
+
+/// A video whose encoding failed for good.
+#[derive(Debug, Clone, Object)]
+pub struct DeadLetter {
+    /// Id.
+    pub video_id: String,
+    /// The attempt that failed last.
+    pub attempt: u32,
+    /// Why.
+    pub reason: String,
+    /// When.
+    pub failed_at: DateTime<Utc>,
+}
+
+/// A page of dead letters.
+#[derive(Debug, Clone, Object)]
+pub struct DeadLetterPage {
+    /// In video id order.
+    pub items: Vec<DeadLetter>,
+    /// Pass as `cursor` for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// One dependency's health.
+#[derive(Debug, Clone, Object)]
+pub struct Check {
+    /// Which.
+    pub name: String,
+    /// Where (no secrets).
+    pub target: String,
+    /// `up` or `down`.
+    pub state: String,
+    /// Why it is down.
+    pub error: Option<String>,
+}
+
+/// Readiness.
+#[derive(Debug, Clone, Object)]
+pub struct Readiness {
+    /// `ready` or `unavailable`.
+    pub status: String,
+    /// Each dependency.
+    pub checks: Vec<Check>,
+}
+
+/// Liveness.
+#[derive(Debug, Clone, Object)]
+pub struct Liveness {
+    /// `live`.
+    pub status: String,
+}

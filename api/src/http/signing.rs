@@ -1,0 +1,151 @@
+//! Signed, expiring URLs served by this process in embedded mode: uploads (`PUT
+//! /uploads/{token}`) and media (`/media/{token}/{video_id}/...`). A token is
+//! `base64url(claims).base64url(HMAC-SHA256(secret, claims))`.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// What an upload token allows: one PUT of at most `size` bytes to `key` until `exp`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadClaims {
+    /// Video id.
+    pub v: String,
+    /// Object key.
+    pub k: String,
+    /// Declared size.
+    pub s: u64,
+    /// Expiry, Unix seconds.
+    pub e: i64,
+}
+
+/// What a media token allows: GETs under one video's media until `exp`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaClaims {
+    /// Video id.
+    pub v: String,
+    /// Expiry, Unix seconds.
+    pub e: i64,
+}
+
+/// Why a token is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not a token this server made.
+    #[error("the signature is not valid")]
+    Invalid,
+    /// Past its expiry.
+    #[error("the link expired at {0}")]
+    Expired(DateTime<Utc>),
+}
+
+/// Makes and checks tokens with one secret.
+#[derive(Clone)]
+pub struct Signer {
+    secret: Vec<u8>,
+}
+
+impl Signer {
+    /// A signer with `secret` (at least 32 bytes of randomness).
+    pub fn new(secret: Vec<u8>) -> Self {
+        Self { secret }
+    }
+
+    fn mac(&self, payload: &[u8]) -> HmacSha256 {
+        #[allow(clippy::expect_used)]
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.secret).expect("HMAC takes keys of any length");
+        mac.update(payload);
+        mac
+    }
+
+    /// A token for `claims`.
+    pub fn sign<T: Serialize>(&self, claims: &T) -> String {
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
+        let signature = URL_SAFE_NO_PAD.encode(self.mac(payload.as_bytes()).finalize().into_bytes());
+        format!("{payload}.{signature}")
+    }
+
+    /// The claims of a token this signer made, if it has not expired by `now`.
+    ///
+    /// # Errors
+    /// `Invalid` or `Expired`.
+    pub fn verify<T: DeserializeOwned + Expiring>(&self, token: &str, now: DateTime<Utc>) -> Result<T, TokenError> {
+        let (payload, signature) = token.split_once('.').ok_or(TokenError::Invalid)?;
+        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| TokenError::Invalid)?;
+        self.mac(payload.as_bytes())
+            .verify_slice(&signature)
+            .map_err(|_| TokenError::Invalid)?;
+        let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Invalid)?;
+        let claims: T = serde_json::from_slice(&json).map_err(|_| TokenError::Invalid)?;
+        let expiry = DateTime::from_timestamp(claims.expiry(), 0).ok_or(TokenError::Invalid)?;
+        if expiry < now {
+            return Err(TokenError::Expired(expiry));
+        }
+        Ok(claims)
+    }
+}
+
+/// Claims that expire.
+pub trait Expiring {
+    /// Expiry, Unix seconds.
+    fn expiry(&self) -> i64;
+}
+
+impl Expiring for UploadClaims {
+    fn expiry(&self) -> i64 {
+        self.e
+    }
+}
+
+impl Expiring for MediaClaims {
+    fn expiry(&self) -> i64 {
+        self.e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_token_round_trips_until_it_expires() {
+        let signer = Signer::new(b"0123456789abcdef0123456789abcdef".to_vec());
+        let claims = MediaClaims {
+            v: "v1".into(),
+            e: now().timestamp() + 60,
+        };
+        let token = signer.sign(&claims);
+        assert_eq!(signer.verify::<MediaClaims>(&token, now()), Ok(claims.clone()));
+        let later = now() + chrono::Duration::seconds(61);
+        assert!(matches!(
+            signer.verify::<MediaClaims>(&token, later),
+            Err(TokenError::Expired(_))
+        ));
+    }
+
+    #[test]
+    fn a_changed_claim_or_another_secret_is_refused() {
+        let signer = Signer::new(b"0123456789abcdef0123456789abcdef".to_vec());
+        let token = signer.sign(&MediaClaims {
+            v: "v1".into(),
+            e: now().timestamp() + 60,
+        });
+        let (_, signature) = token.split_once('.').unwrap_or_default();
+        let forged_claims = URL_SAFE_NO_PAD.encode(br#"{"v":"v2","e":1800000000}"#);
+        let forged = format!("{forged_claims}.{signature}");
+        assert_eq!(signer.verify::<MediaClaims>(&forged, now()), Err(TokenError::Invalid));
+        let other = Signer::new(b"another secret of thirty-two bytes".to_vec());
+        assert_eq!(other.verify::<MediaClaims>(&token, now()), Err(TokenError::Invalid));
+        assert_eq!(signer.verify::<MediaClaims>("garbage", now()), Err(TokenError::Invalid));
+    }
+}

@@ -1,0 +1,88 @@
+//! Where media bytes live: uploaded sources and encoded renditions.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use tokio::io::AsyncRead;
+
+use super::StoreError;
+
+/// What a stored object is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Its key.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Why an object could not be written.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PutError {
+    /// The body went past the limit; nothing was stored.
+    #[error("the body is larger than {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The body could not be read to its end (the client went away); nothing was stored.
+    #[error("the body could not be read: {0}")]
+    Body(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An object store: a local folder in embedded mode, S3 when distributed. Keys are
+/// `/`-separated relative paths without `.` or `..` segments.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Writes `key` from `body`, streaming, refusing more than `max_bytes`. The object
+    /// appears whole or not at all; an existing object is replaced.
+    ///
+    /// # Errors
+    /// `TooLarge`, `Body`, or `Store` (`Invalid` key, `Unavailable`).
+    async fn put(&self, key: &str, body: Box<dyn AsyncRead + Send + Unpin>, max_bytes: u64) -> Result<u64, PutError>;
+
+    /// The object at `key`, if any.
+    ///
+    /// # Errors
+    /// `Invalid` key, `Unavailable`.
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
+
+    /// Removes every object under `prefix`; returns how many went.
+    ///
+    /// # Errors
+    /// `Invalid` prefix, `Unavailable`.
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError>;
+
+    /// A local file for `key` when the store is a local folder (embedded media serving).
+    fn local_path(&self, key: &str) -> Option<PathBuf>;
+
+    /// Whether the store can be reached.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn check(&self) -> Result<(), StoreError>;
+
+    /// How to name this store in logs and health checks (no secrets).
+    fn describe(&self) -> String;
+}
+
+/// Checks an object key: relative, `/`-separated, no empty, `.` or `..` segments, no
+/// control characters or backslashes.
+///
+/// # Errors
+/// `Invalid`, naming the problem.
+pub fn check_key(key: &str) -> Result<(), StoreError> {
+    let bad = key.is_empty()
+        || key.len() > 1024
+        || key.starts_with('/')
+        || key.chars().any(|c| c.is_control() || c == '\\')
+        || key.split('/').any(|s| s.is_empty() || s == "." || s == "..");
+    if bad {
+        Err(StoreError::Invalid(format!("invalid object key {key:?}")))
+    } else {
+        Ok(())
+    }
+}

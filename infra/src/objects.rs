@@ -1,0 +1,150 @@
+//! The embedded object store: a local folder. Writes go to a temporary file that is synced
+//! and renamed into place, so an object is whole or absent.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use vodsource_commands::ports::{check_key, ObjectMeta, ObjectStore, PutError, StoreError};
+
+/// Objects as files under a root folder; the key is the relative path.
+#[derive(Debug, Clone)]
+pub struct LocalObjectStore {
+    root: PathBuf,
+}
+
+impl LocalObjectStore {
+    /// Opens (creating) the folder.
+    ///
+    /// # Errors
+    /// `Unavailable` naming the folder when it cannot be created.
+    pub async fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        tokio::fs::create_dir_all(root.join(".incoming"))
+            .await
+            .map_err(|e| unavailable(&root, &e))?;
+        Ok(Self { root })
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        check_key(key)?;
+        Ok(self.root.join(key))
+    }
+}
+
+fn unavailable(path: &Path, e: &std::io::Error) -> StoreError {
+    StoreError::Unavailable(format!("object store folder {}: {e}", path.display()))
+}
+
+#[async_trait]
+impl ObjectStore for LocalObjectStore {
+    async fn put(
+        &self,
+        key: &str,
+        mut body: Box<dyn AsyncRead + Send + Unpin>,
+        max_bytes: u64,
+    ) -> Result<u64, PutError> {
+        let target = self.path(key)?;
+        let temp = self
+            .root
+            .join(".incoming")
+            .join(uuid::Uuid::now_v7().simple().to_string());
+        let mut file = tokio::fs::File::create(&temp)
+            .await
+            .map_err(|e| unavailable(&temp, &e))?;
+        let result = async {
+            let mut buffer = vec![0u8; 256 * 1024];
+            let mut written = 0u64;
+            loop {
+                let n = body
+                    .read(&mut buffer)
+                    .await
+                    .map_err(|e| PutError::Body(e.to_string()))?;
+                if n == 0 {
+                    break;
+                }
+                written += n as u64;
+                if written > max_bytes {
+                    return Err(PutError::TooLarge { limit: max_bytes });
+                }
+                file.write_all(&buffer[..n]).await.map_err(|e| unavailable(&temp, &e))?;
+            }
+            file.sync_all().await.map_err(|e| unavailable(&temp, &e))?;
+            if let Some(parent) = target.parent() {
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|e| unavailable(parent, &e))?;
+            }
+            tokio::fs::rename(&temp, &target)
+                .await
+                .map_err(|e| unavailable(&target, &e))?;
+            Ok(written)
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&temp).await;
+        }
+        result
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        let path = self.path(key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.is_file() => Ok(Some(ObjectMeta {
+                key: key.to_owned(),
+                size: meta.len(),
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(unavailable(&path, &e)),
+        }
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let path = self.path(prefix.trim_end_matches('/'))?;
+        let root = path.clone();
+        tokio::task::spawn_blocking(move || count_and_remove(&root))
+            .await
+            .map_err(|e| StoreError::Unexpected(format!("object store worker failed: {e}")))?
+            .map_err(|e| unavailable(&path, &e))
+    }
+
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.path(key).ok()
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        match tokio::fs::metadata(self.root.join(".incoming")).await {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => Err(StoreError::Unavailable(format!(
+                "object store folder {} is not a folder",
+                self.root.display()
+            ))),
+            Err(e) => Err(unavailable(&self.root, &e)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+}
+
+/// Removes a file or a folder tree, returning the number of files removed.
+fn count_and_remove(path: &Path) -> std::io::Result<u64> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_dir() {
+        std::fs::remove_file(path)?;
+        return Ok(1);
+    }
+    let mut removed = 0;
+    for entry in std::fs::read_dir(path)? {
+        removed += count_and_remove(&entry?.path())?;
+    }
+    std::fs::remove_dir(path)?;
+    Ok(removed)
+}
