@@ -110,17 +110,36 @@ impl VideoCommands {
         loop {
             tries += 1;
             let mut loaded = self.store.load(id).await.map_err(CommandError::Store)?;
-            if let Some(expected) = context.expected_version {
-                if expected != loaded.version {
-                    return Err(CommandError::VersionMismatch {
-                        expected,
-                        actual: loaded.version,
-                    });
+            let mut refreshed = false;
+            let events = loop {
+                if let Some(expected) = context.expected_version {
+                    if expected != loaded.version {
+                        // The cache may be behind another process's appends: check the log
+                        // before refusing.
+                        if !refreshed && self.store.refresh(&mut loaded).await.map_err(CommandError::Store)? {
+                            refreshed = true;
+                            continue;
+                        }
+                        return Err(CommandError::VersionMismatch {
+                            expected,
+                            actual: loaded.version,
+                        });
+                    }
                 }
-            }
-            let sink = EventSink::<Video>::default();
-            loaded.video.handle(command.clone(), &self.services, &sink).await?;
-            let events = sink.collect().await;
+                let sink = EventSink::<Video>::default();
+                // `handle` decides first and applies only what it decided, so a refusal
+                // leaves the state as it was.
+                match loaded.video.handle(command.clone(), &self.services, &sink).await {
+                    Ok(()) => break sink.collect().await,
+                    Err(e) => {
+                        if !refreshed && self.store.refresh(&mut loaded).await.map_err(CommandError::Store)? {
+                            refreshed = true;
+                            continue;
+                        }
+                        return Err(e.into());
+                    }
+                }
+            };
             let version = loaded.version;
             match self.store.append(loaded, &events, &metadata).await {
                 Ok(None) => {

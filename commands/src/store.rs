@@ -137,10 +137,34 @@ impl VideoStore {
         })
     }
 
+    /// Brings a loaded video up to date with the log: the cache is trusted for the fast path
+    /// (a stale entry makes the append conflict), but a refusal or a version check decided on
+    /// a stale entry would be wrong, so those are checked again after this. Returns whether
+    /// anything was newer.
+    ///
+    /// # Errors
+    /// As [`VideoStore::load`].
+    pub async fn refresh(&self, context: &mut VideoContext) -> Result<bool, StoreError> {
+        let newer = self.read_decoded_after(&context.id, context.version).await?;
+        if newer.is_empty() {
+            return Ok(false);
+        }
+        for (event, decoded) in newer {
+            context.video.apply(decoded);
+            context.version = event.version;
+        }
+        self.remember(&context.id, context.video.clone(), context.version);
+        Ok(true)
+    }
+
     /// Every event of one stream, in order, with its decoded payload.
     async fn read_decoded(&self, id: &str) -> Result<Vec<(RecordedEvent, VideoEvent)>, StoreError> {
+        self.read_decoded_after(id, 0).await
+    }
+
+    async fn read_decoded_after(&self, id: &str, after: u64) -> Result<Vec<(RecordedEvent, VideoEvent)>, StoreError> {
         let mut out = Vec::new();
-        let mut after = 0;
+        let mut after = after;
         loop {
             let page = self.log.read_stream(id, after, PAGE).await?;
             let done = page.len() < PAGE;

@@ -91,6 +91,10 @@ fn method_name(method: &Method) -> &'static str {
 
 /// Any error that escaped a handler, in the API's error shape.
 fn error_response(error: poem::Error) -> Response {
+    if error.is_from_response() {
+        // An operation's own answer (an `ApiError`), already in shape.
+        return error.into_response();
+    }
     if error.is::<Rejection>() {
         return match error.downcast::<Rejection>() {
             Ok(rejection) => rejection.0.into_response(),
@@ -101,15 +105,12 @@ fn error_response(error: poem::Error) -> Response {
     let (code, message) = match status {
         StatusCode::NOT_FOUND => ("NOT_FOUND", "no such route".to_owned()),
         StatusCode::METHOD_NOT_ALLOWED => ("METHOD_NOT_ALLOWED", "method not allowed on this route".to_owned()),
-        StatusCode::PAYLOAD_TOO_LARGE => (
-            "PAYLOAD_TOO_LARGE",
-            format!("request bodies are limited to {MAX_JSON_BODY} bytes"),
-        ),
         s if s.is_server_error() => {
             tracing::error!(error = %error, "request failed");
             ("INTERNAL", "internal error; see the server log".to_owned())
         }
-        _ => ("VALIDATION_FAILED", error.to_string()),
+        // Everything a client did wrong has a variant of the API's error.
+        _ => return error::from_poem_error(error).into_response(),
     };
     let body = serde_json::json!({ "error": { "code": code, "message": message, "details": null } });
     let mut response = error.into_response();
@@ -186,11 +187,16 @@ pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response>
                         return Ok(refused);
                     }
                 }
-                let response = match ep.call(req).await {
-                    Ok(response) => response,
-                    Err(error) => error_response(error),
+                let (response, operation) = match ep.call(req).await {
+                    Ok(response) => {
+                        let operation = response.data::<OperationId>().map_or(fallback, |id| id.0);
+                        (response, operation)
+                    }
+                    Err(error) => {
+                        let operation = error.data::<OperationId>().map_or(fallback, |id| id.0);
+                        (error_response(error), operation)
+                    }
                 };
-                let operation = response.data::<OperationId>().map_or(fallback, |id| id.0);
                 metrics.request(method, operation, response.status().as_u16(), started.elapsed());
                 Ok::<Response, poem::Error>(response)
             }

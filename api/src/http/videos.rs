@@ -460,13 +460,13 @@ impl VideosApi {
         let principal = auth.0;
         let limit = limit.0.unwrap_or(20) as usize;
         let own = principal.role == Role::Admin || owner.0.as_deref() == Some(principal.subject.as_str());
-        let published = if own { published.0 } else { Some(true) };
-        if !own && published == Some(false) {
+        if !own && published.0 == Some(false) {
             return Ok(Json(VideoPage {
                 items: Vec::new(),
                 next_cursor: None,
             }));
         }
+        let published = if own { published.0 } else { Some(true) };
         let tag = tag.0.map(|t| t.to_lowercase());
         let partition = match (&owner.0, &tag, status.0, published) {
             (Some(owner), ..) => format!("owner:{owner}"),

@@ -245,3 +245,50 @@ impl World {
         vodsource_domain::Clock::now(&*self.clock)
     }
 }
+
+/// Two processes (two command services, two aggregate caches) write one video: a refusal or
+/// an If-Match check decided on a stale cache is checked against the log first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_aggregate_cache_is_checked_against_the_log_before_refusing() {
+    let (log, _dir) = sqlite_log().await;
+    let log: Arc<dyn EventLog> = Arc::new(log);
+    let clock = clock();
+    let a = commands(log.clone(), clock.clone());
+    let b = commands(log.clone(), clock.clone());
+    let ctx = CommandContext::actor("t");
+    a.execute("v", register("stale"), &ctx).await.expect("register");
+    let rename = VideoCommand::UpdateMetadata {
+        title: Some("b was here".into()),
+        description: None,
+        tags: None,
+    };
+    b.execute("v", rename.clone(), &ctx)
+        .await
+        .expect("b caches v at version 2");
+    a.execute("v", upload(), &ctx).await.expect("a uploads: version 3");
+    // b's cache says the source is not uploaded; the log says it is.
+    let requested = b.execute("v", VideoCommand::RequestEncoding, &ctx).await;
+    assert_eq!(requested.map(|o| o.version), Ok(4));
+    // a's cache is at 3; If-Match 4 holds once the log is read.
+    let conditional = CommandContext {
+        expected_version: Some(4),
+        ..ctx.clone()
+    };
+    let rename_again = VideoCommand::UpdateMetadata {
+        title: Some("a was here".into()),
+        description: None,
+        tags: None,
+    };
+    assert_eq!(
+        a.execute("v", rename_again, &conditional).await.map(|o| o.version),
+        Ok(5)
+    );
+    let stale = CommandContext {
+        expected_version: Some(4),
+        ..ctx
+    };
+    assert!(matches!(
+        b.execute("v", rename, &stale).await,
+        Err(vodsource_commands::CommandError::VersionMismatch { expected: 4, actual: 5 })
+    ));
+}

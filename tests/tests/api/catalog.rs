@@ -1,0 +1,157 @@
+//! Queries: the catalog listing, one video, status and history, and who sees what.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::harness::{code, server, token};
+
+fn ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|v| v["video_id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_lists_newest_first_with_filters_cursors_and_visibility() {
+    let s = server().await;
+    let mut alice_ids = Vec::new();
+    for i in 0..5 {
+        let (id, _) = s.register("alice", &format!("alice {i}"), 5).await;
+        alice_ids.push(id);
+    }
+    let (bob_id, _) = s.register("bob", "bob's", 5).await;
+    let published = s.uploaded("bob", "bob published").await;
+    s.encode(&published).await;
+    let bob = token("bob", "creator");
+    let (status, _) = s
+        .send(s.req(Method::POST, &format!("/v1/videos/{published}/publish"), &bob))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    s.until_catalog(&published, "published", |v| v["published"] == true)
+        .await;
+
+    let admin = token("root", "admin");
+    let (status, all) = s.send(s.req(Method::GET, "/v1/videos?limit=100", &admin)).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut newest_first: Vec<String> = alice_ids.clone();
+    newest_first.push(bob_id.clone());
+    newest_first.push(published.clone());
+    newest_first.reverse();
+    assert_eq!(ids(&all), newest_first);
+
+    // Pages of 3 walk the same order without gaps or repeats.
+    let mut walked = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/videos?limit=3&cursor={c}"),
+            None => "/v1/videos?limit=3".to_owned(),
+        };
+        let (status, page) = s.send(s.req(Method::GET, &path, &admin)).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        walked.extend(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(walked, newest_first);
+
+    let (_, mine) = s
+        .send(s.req(Method::GET, "/v1/videos?owner=alice", &token("alice", "creator")))
+        .await;
+    assert_eq!(ids(&mine).len(), 5, "alice sees all her own videos");
+    let (_, queued) = s
+        .send(s.req(Method::GET, "/v1/videos?status=awaiting_upload&owner=bob", &admin))
+        .await;
+    assert_eq!(ids(&queued), vec![bob_id.clone()]);
+    let (_, tagged) = s.send(s.req(Method::GET, "/v1/videos?tag=TEST&limit=2", &admin)).await;
+    assert_eq!(ids(&tagged).len(), 2);
+    assert!(tagged["next_cursor"].is_string());
+    // Viewers, and creators outside their own videos, see published videos only.
+    for viewer in [token("carol", "viewer"), token("alice", "creator")] {
+        let (_, seen) = s.send(s.req(Method::GET, "/v1/videos", &viewer)).await;
+        assert_eq!(ids(&seen), vec![published.clone()]);
+        let (_, none) = s.send(s.req(Method::GET, "/v1/videos?published=false", &viewer)).await;
+        assert!(ids(&none).is_empty());
+    }
+    let (status, err) = s.send(s.req(Method::GET, "/v1/videos?limit=101", &admin)).await;
+    assert_eq!((status, code(&err)), (StatusCode::BAD_REQUEST, "VALIDATION_FAILED"));
+    let (status, err) = s.send(s.req(Method::GET, "/v1/videos?cursor=%%%", &admin)).await;
+    assert_eq!((status, code(&err)), (StatusCode::BAD_REQUEST, "VALIDATION_FAILED"));
+    let (status, err) = s.send(s.req(Method::GET, "/v1/videos?status=lost", &admin)).await;
+    assert_eq!((status, code(&err)), (StatusCode::BAD_REQUEST, "VALIDATION_FAILED"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_video_its_status_and_history() {
+    let s = server().await;
+    let id = s.uploaded("alice", "watched").await;
+    s.encode(&id).await;
+    let alice = token("alice", "creator");
+    let video = s.until_catalog(&id, "ready", |v| v["status"] == "ready").await;
+    assert_eq!(
+        video["renditions"],
+        json!([{"name": "360p", "width": 640, "height": 360, "bitrate_bps": 800000}])
+    );
+    assert_eq!(video["duration_ms"], 4000);
+    // Unpublished: the owner and admins see it, others get 404 (no existence leak).
+    for other in [token("carol", "viewer"), token("bob", "creator")] {
+        let (status, err) = s.send(s.req(Method::GET, &format!("/v1/videos/{id}"), &other)).await;
+        assert_eq!((status, code(&err)), (StatusCode::NOT_FOUND, "VIDEO_NOT_FOUND"));
+        let (status, err) = s
+            .send(s.req(Method::GET, &format!("/v1/videos/{id}/status"), &other))
+            .await;
+        assert_eq!((status, code(&err)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
+    }
+    let (status, body) = s.send(s.req(Method::GET, &format!("/v1/videos/{id}"), &alice)).await;
+    assert_eq!((status, body["title"].clone()), (StatusCode::OK, json!("watched")));
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let st = loop {
+        let (status, st) = s
+            .send(s.req(Method::GET, &format!("/v1/videos/{id}/status"), &alice))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        if st["status"] == "ready" {
+            break st;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "status never ready: {st}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(st["attempt"], 1);
+    assert_eq!(st["renditions"]["360p"], 100.0);
+
+    let (status, first) = s
+        .send(s.req(Method::GET, &format!("/v1/videos/{id}/history?limit=2"), &alice))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let events = first["events"].as_array().expect("events");
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["type"], "VideoRegistered");
+    assert_eq!(events[0]["data"]["title"], "watched");
+    assert_eq!(events[0]["actor"], "alice");
+    let next = first["next_after_version"].as_u64().expect("more");
+    let (_, rest) = s
+        .send(s.req(
+            Method::GET,
+            &format!("/v1/videos/{id}/history?after_version={next}&limit=1000"),
+            &alice,
+        ))
+        .await;
+    let rest = rest["events"].as_array().expect("events");
+    assert_eq!(rest[0]["version"], 3);
+    assert_eq!(rest.last().map(|e| e["type"].clone()), Some(json!("EncodingCompleted")));
+    let (status, err) = s.send(s.req(Method::GET, "/v1/videos/missing/history", &alice)).await;
+    assert_eq!((status, code(&err)), (StatusCode::NOT_FOUND, "VIDEO_NOT_FOUND"));
+    let (status, err) = s.send(s.req(Method::GET, "/v1/videos/missing", &alice)).await;
+    assert_eq!((status, code(&err)), (StatusCode::NOT_FOUND, "VIDEO_NOT_FOUND"));
+    s.stop().await;
+}

@@ -1,0 +1,267 @@
+//! Idempotency keys, If-Match, rate limits, authentication, the error shape, the document.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::harness::{code, exp, register_body, server, server_with, settings, token, token_with, SECRET};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_returns_the_first_answer_and_refuses_another_body() {
+    let s = server().await;
+    let alice = token("alice", "creator");
+    let post = |body: serde_json::Value, key: &str| {
+        s.req(Method::POST, "/v1/videos", &alice)
+            .header("Idempotency-Key", key)
+            .json(&body)
+    };
+    let (first_status, first) = s.send(post(register_body("once", 5), "k-1")).await;
+    assert_eq!(first_status, StatusCode::CREATED, "{first}");
+    let (again_status, again) = s.send(post(register_body("once", 5), "k-1")).await;
+    assert_eq!(again_status, StatusCode::CREATED);
+    assert_eq!(again["video_id"], first["video_id"], "the same video, not a second one");
+    assert_eq!(s.stores.log.head().await.expect("head"), 1, "one event recorded");
+    let (status, err) = s.send(post(register_body("twice", 5), "k-1")).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED")
+    );
+    // Keys are per principal: bob's k-1 is his own.
+    let (status, bob) = s
+        .send(
+            s.req(Method::POST, "/v1/videos", &token("bob", "creator"))
+                .header("Idempotency-Key", "k-1")
+                .json(&register_body("twice", 5)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_ne!(bob["video_id"], first["video_id"]);
+    // Errors are remembered too.
+    let id = first["video_id"].as_str().expect("id");
+    let publish = || {
+        s.req(Method::POST, &format!("/v1/videos/{id}/publish"), &alice)
+            .header("Idempotency-Key", "p-1")
+    };
+    let (status, err) = s.send(publish()).await;
+    assert_eq!((status, code(&err)), (StatusCode::CONFLICT, "INVALID_STATE"));
+    let (status, err2) = s.send(publish()).await;
+    assert_eq!((status, err2), (StatusCode::CONFLICT, err));
+    let (status, err) = s
+        .send(
+            s.req(Method::POST, "/v1/videos", &alice)
+                .header("Idempotency-Key", "x".repeat(300))
+                .json(&register_body("long key", 5)),
+        )
+        .await;
+    assert_eq!((status, code(&err)), (StatusCode::BAD_REQUEST, "VALIDATION_FAILED"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_match_makes_a_write_conditional_on_the_version() {
+    let s = server().await;
+    let alice = token("alice", "creator");
+    let (id, _) = s.register("alice", "versioned", 5).await;
+    let video = s.until_catalog(&id, "registered", |_| true).await;
+    assert_eq!(video["version"], 1);
+    let response = s
+        .req(Method::GET, &format!("/v1/videos/{id}"), &alice)
+        .send()
+        .await
+        .expect("get");
+    let etag = response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .expect("etag");
+    assert_eq!(etag, "\"1\"");
+    let patch = |if_match: &str, title: &str| {
+        s.req(Method::PATCH, &format!("/v1/videos/{id}"), &alice)
+            .header("If-Match", if_match)
+            .json(&json!({ "title": title }))
+    };
+    let (status, body) = s.send(patch(&etag, "second")).await;
+    assert_eq!((status, body["version"].clone()), (StatusCode::OK, json!(2)));
+    let (status, err) = s.send(patch("1", "stale")).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED")
+    );
+    assert_eq!(err["error"]["details"], json!({"expected": 1, "actual": 2}));
+    let (status, err) = s.send(patch("yesterday", "bad")).await;
+    assert_eq!((status, code(&err)), (StatusCode::BAD_REQUEST, "VALIDATION_FAILED"));
+    let (status, _) = s.send(patch("2", "third")).await;
+    assert_eq!(status, StatusCode::OK);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_principal_has_a_token_bucket() {
+    let mut settings = settings();
+    settings.auth.rate_per_second = 1;
+    settings.auth.burst = 3;
+    let s = server_with(settings).await;
+    let alice = token("alice", "creator");
+    for _ in 0..3 {
+        let (status, _) = s.send(s.req(Method::GET, "/v1/videos", &alice)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let limited = s.req(Method::GET, "/v1/videos", &alice).send().await.expect("get");
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let header = |name: &str| {
+        limited
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    assert!(header("retry-after").is_some_and(|s| (1..=2).contains(&s)));
+    assert_eq!(header("x-ratelimit-limit"), Some(3));
+    assert_eq!(header("x-ratelimit-remaining"), Some(0));
+    assert!(header("x-ratelimit-reset").is_some());
+    let (_, err) = crate::harness::parts(limited).await;
+    assert_eq!(code(&err), "RATE_LIMITED");
+    // Another principal is not limited by alice's requests.
+    let (status, _) = s.send(s.req(Method::GET, "/v1/videos", &token("bob", "viewer"))).await;
+    assert_eq!(status, StatusCode::OK);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_verified() {
+    let s = server().await;
+    let cases = [
+        (
+            "expired",
+            token_with(json!({"sub": "a", "role": "admin", "exp": exp(-3600)}), SECRET),
+        ),
+        (
+            "wrong secret",
+            token_with(
+                json!({"sub": "a", "role": "admin", "exp": exp(60)}),
+                "another-secret-0123456789",
+            ),
+        ),
+        ("no role", token_with(json!({"sub": "a", "exp": exp(60)}), SECRET)),
+        (
+            "unknown role",
+            token_with(json!({"sub": "a", "role": "owner", "exp": exp(60)}), SECRET),
+        ),
+        ("garbage", "not.a.jwt".to_owned()),
+    ];
+    for (what, bad) in cases {
+        let response = s.req(Method::GET, "/v1/videos", &bad).send().await.expect("get");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{what}");
+        assert_eq!(
+            response.headers().get("www-authenticate").and_then(|v| v.to_str().ok()),
+            Some("Bearer")
+        );
+        let (_, err) = crate::harness::parts(response).await;
+        assert_eq!(code(&err), "UNAUTHORIZED", "{what}");
+    }
+    let (status, err) = s.send(s.client.get(s.url("/v1/videos"))).await;
+    assert_eq!((status, code(&err)), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
+    // A token with several roles acts with the highest.
+    let multi = token_with(
+        json!({"sub": "m", "roles": ["viewer", "admin"], "exp": exp(60)}),
+        SECRET,
+    );
+    let (status, _) = s.send(s.req(Method::GET, "/v1/admin/projections", &multi)).await;
+    assert_eq!(status, StatusCode::OK);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_may_be_off_only_on_loopback() {
+    let mut open = settings();
+    open.auth.hs256_secret = None;
+    open.listen = "0.0.0.0:0".into();
+    let dir = crate::harness::TempDir::new();
+    let config = vodsource_api::config::Config {
+        data_dir: dir.path().to_path_buf(),
+        event_store: None,
+        view_store: None,
+    };
+    let stores = vodsource_api::roles::Stores::open(&config).await.expect("stores");
+    let objects = vodsource_infra::open_object_store(&format!("file://{}", dir.path().join("o").display()))
+        .await
+        .expect("objects");
+    let refused = vodsource_api::http::start(stores, objects, open).await;
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("only allowed on a loopback address"), "{message}");
+
+    let mut local = settings();
+    local.auth.hs256_secret = None;
+    let s = server_with(local).await;
+    let (status, body) = s
+        .send(s.client.post(s.url("/v1/videos")).json(&register_body("anon", 5)))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _) = s.send(s.client.get(s.url("/v1/admin/projections"))).await;
+    assert_eq!(status, StatusCode::OK, "the local caller is an admin");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_have_one_shape_and_the_document_describes_every_operation() {
+    let s = server().await;
+    let (status, err) = s
+        .send(s.req(Method::GET, "/v1/nothing-here", &token("a", "admin")))
+        .await;
+    assert_eq!((status, code(&err)), (StatusCode::NOT_FOUND, "NOT_FOUND"));
+    let (status, err) = s.send(s.req(Method::PUT, "/v1/videos", &token("a", "admin"))).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
+    );
+    let (status, doc) = s.send(s.client.get(s.url("/openapi.json"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let operations: Vec<String> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .flat_map(|p| p.as_object().into_iter().flat_map(|m| m.values()))
+        .filter_map(|op| op["operationId"].as_str().map(str::to_owned))
+        .collect();
+    for expected in [
+        "registerVideo",
+        "completeUpload",
+        "updateVideo",
+        "publishVideo",
+        "unpublishVideo",
+        "retryEncoding",
+        "deleteVideo",
+        "listVideos",
+        "getVideo",
+        "getStatus",
+        "getHistory",
+        "videoEvents",
+        "getPlayback",
+        "live",
+        "ready",
+        "metrics",
+        "listProjections",
+        "rebuildProjection",
+        "listDeadLetters",
+    ] {
+        assert!(
+            operations.iter().any(|o| o == expected),
+            "{expected} missing from {operations:?}"
+        );
+    }
+    let register = &doc["paths"]["/v1/videos"]["post"];
+    for status in [
+        "201", "400", "401", "403", "409", "413", "415", "422", "429", "500", "503",
+    ] {
+        assert!(
+            register["responses"][status].is_object(),
+            "registerVideo documents {status}"
+        );
+    }
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    assert!(doc["components"]["securitySchemes"].is_object());
+    let docs = s.client.get(s.url("/docs")).send().await.expect("docs");
+    assert_eq!(docs.status(), StatusCode::OK);
+    s.stop().await;
+}

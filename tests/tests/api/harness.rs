@@ -1,0 +1,294 @@
+//! Starts a real server on an ephemeral port over a fresh data folder, mints tokens, and
+//! drives the parts of a lifecycle no endpoint offers yet (an encoder's commands).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::{encode, EncodingKey, Header};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{json, Value};
+use vodsource_api::config::Config;
+use vodsource_api::http::auth::AuthSettings;
+use vodsource_api::http::{start, Running, ServeSettings};
+use vodsource_api::roles::Stores;
+use vodsource_commands::ports::ObjectStore;
+use vodsource_commands::CommandContext;
+use vodsource_domain::{EncodeStage, EncodingCost, Manifests, Rendition, VideoCommand};
+use vodsource_infra::open_object_store;
+
+pub const SECRET: &str = "test-secret-0123456789abcdef";
+
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("vodsource-api-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct Server {
+    pub base: String,
+    pub stores: Stores,
+    pub objects: Arc<dyn ObjectStore>,
+    pub running: Option<Running>,
+    pub client: reqwest::Client,
+    pub dir: TempDir,
+}
+
+pub fn settings() -> ServeSettings {
+    ServeSettings {
+        listen: "127.0.0.1:0".into(),
+        public_url: None,
+        auth: AuthSettings {
+            hs256_secret: Some(SECRET.into()),
+            jwks_file: None,
+            issuer: None,
+            audience: None,
+            rate_per_second: 10_000,
+            burst: 10_000,
+        },
+        signing_secret: b"signing-secret-0123456789abcdef-0123".to_vec(),
+        url_ttl: Duration::from_secs(600),
+        idempotency_ttl: Duration::from_secs(3600),
+        run_projectors: true,
+        grace: Duration::from_secs(5),
+    }
+}
+
+pub async fn server() -> Server {
+    server_with(settings()).await
+}
+
+pub async fn server_with(settings: ServeSettings) -> Server {
+    let dir = TempDir::new();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        event_store: None,
+        view_store: None,
+    };
+    let mut stores = Stores::open(&config).await.expect("stores");
+    stores.policy.max_source_bytes = 10 * 1024 * 1024;
+    let objects = open_object_store(&format!("file://{}", dir.path().join("objects").display()))
+        .await
+        .expect("objects");
+    let running = start(stores.clone(), objects.clone(), settings)
+        .await
+        .expect("server starts");
+    Server {
+        base: running.public_url.clone(),
+        stores,
+        objects,
+        running: Some(running),
+        client: reqwest::Client::new(),
+        dir,
+    }
+}
+
+/// A bearer token for `subject` with `role`, valid for an hour.
+pub fn token(subject: &str, role: &str) -> String {
+    token_with(json!({ "sub": subject, "role": role, "exp": exp(3600) }), SECRET)
+}
+
+pub fn exp(in_secs: i64) -> i64 {
+    chrono::Utc::now().timestamp() + in_secs
+}
+
+pub fn token_with(claims: Value, secret: &str) -> String {
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("token")
+}
+
+pub fn register_body(title: &str, size: u64) -> Value {
+    json!({
+        "title": title,
+        "description": "a test video",
+        "tags": ["Test", "demo"],
+        "filename": "clip.mp4",
+        "content_type": "video/mp4",
+        "size_bytes": size,
+    })
+}
+
+/// A response's status and JSON body (`Null` when not JSON).
+pub async fn parts(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+pub fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+impl Server {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn req(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(token)
+    }
+
+    pub async fn send(&self, request: RequestBuilder) -> (StatusCode, Value) {
+        parts(request.send().await.expect("request")).await
+    }
+
+    /// Registers a video as `owner` and returns (id, upload url).
+    pub async fn register(&self, owner: &str, title: &str, size: u64) -> (String, String) {
+        let (status, body) = self
+            .send(
+                self.req(Method::POST, "/v1/videos", &token(owner, "creator"))
+                    .json(&register_body(title, size)),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (
+            body["video_id"].as_str().expect("id").to_owned(),
+            body["upload"]["url"].as_str().expect("url").to_owned(),
+        )
+    }
+
+    /// Registers, uploads and completes the upload: the video is queued for encoding.
+    pub async fn uploaded(&self, owner: &str, title: &str) -> String {
+        let bytes = b"not really a video, but the right size".to_vec();
+        let (id, url) = self.register(owner, title, bytes.len() as u64).await;
+        let put = self.client.put(&url).body(bytes).send().await.expect("put");
+        assert_eq!(put.status(), StatusCode::OK);
+        let (status, body) = self
+            .send(self.req(
+                Method::POST,
+                &format!("/v1/videos/{id}/upload-complete"),
+                &token(owner, "creator"),
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        id
+    }
+
+    /// Plays an encoder's part: claims the queued attempt, encodes one rung, writes
+    /// manifests into the object store and completes.
+    pub async fn encode(&self, id: &str) {
+        let commands = self.stores.commands();
+        let ctx = CommandContext::actor("test-encoder");
+        let attempt = loop {
+            let loaded = commands.store().load(id).await.expect("load");
+            if loaded.video.attempt > 0 {
+                break loaded.video.attempt;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let run = |cmd: VideoCommand| {
+            let commands = commands.clone();
+            let ctx = ctx.clone();
+            async move { commands.execute(id, cmd, &ctx).await.expect("encoder command") }
+        };
+        let worker = "worker-1".to_owned();
+        run(VideoCommand::ClaimEncoding {
+            worker_id: worker.clone(),
+            attempt,
+            lease_secs: 60,
+        })
+        .await;
+        run(VideoCommand::RecordProgress {
+            worker_id: worker.clone(),
+            attempt,
+            stage: EncodeStage::Encode,
+            rendition: Some("360p".into()),
+            percent: 50.0,
+            fps: Some(120.0),
+            eta_seconds: Some(1),
+            lease_secs: 60,
+        })
+        .await;
+        let root = self.dir.path().join("objects").join("media").join(id).join("1");
+        std::fs::create_dir_all(&root).expect("media dir");
+        std::fs::write(root.join("master.m3u8"), MASTER).expect("master");
+        std::fs::write(root.join("manifest.mpd"), "<MPD/>").expect("mpd");
+        run(VideoCommand::RecordRendition {
+            worker_id: worker.clone(),
+            attempt,
+            rendition: Rendition {
+                name: "360p".into(),
+                width: 640,
+                height: 360,
+                bitrate_bps: 800_000,
+                codecs: "avc1.64001e".into(),
+                playlist_key: format!("media/{id}/1/360p.m3u8"),
+                bytes: 1000,
+            },
+        })
+        .await;
+        run(VideoCommand::CompleteEncoding {
+            worker_id: worker,
+            attempt,
+            manifests: Manifests {
+                hls_master_key: format!("media/{id}/1/master.m3u8"),
+                dash_mpd_key: format!("media/{id}/1/manifest.mpd"),
+            },
+            poster_key: None,
+            thumbnails_key: None,
+            duration_ms: 4000,
+            cost: EncodingCost::default(),
+        })
+        .await;
+    }
+
+    /// Waits until the catalog shows the video with `check` true (as admin).
+    pub async fn until_catalog(&self, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = self
+                .send(self.req(Method::GET, &format!("/v1/videos/{id}"), &token("root", "admin")))
+                .await;
+            if status == StatusCode::OK && check(&body) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until `GET path` answers `status` (as admin).
+    pub async fn until_status(&self, path: &str, status: StatusCode) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (got, body) = self.send(self.req(Method::GET, path, &token("root", "admin"))).await;
+            if got == status {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {status} from {path}: {got} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+pub const MASTER: &str = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360\n360p.m3u8\n";

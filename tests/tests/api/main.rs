@@ -1,0 +1,9 @@
+//! The HTTP API against a real server on port 0, over real HTTP (reqwest).
+
+mod admin;
+mod catalog;
+mod commands;
+mod conventions;
+mod harness;
+mod media;
+mod stream;
