@@ -130,7 +130,19 @@ impl VideoCommands {
                 // `handle` decides first and applies only what it decided, so a refusal
                 // leaves the state as it was.
                 match loaded.video.handle(command.clone(), &self.services, &sink).await {
-                    Ok(()) => break sink.collect().await,
+                    Ok(()) => {
+                        let events = sink.collect().await;
+                        // Nothing to append means no conflict check either: like a
+                        // refusal, a no-op must not rest on a stale cache.
+                        if events.is_empty()
+                            && !refreshed
+                            && self.store.refresh(&mut loaded).await.map_err(CommandError::Store)?
+                        {
+                            refreshed = true;
+                            continue;
+                        }
+                        break events;
+                    }
                     Err(e) => {
                         if !refreshed && self.store.refresh(&mut loaded).await.map_err(CommandError::Store)? {
                             refreshed = true;

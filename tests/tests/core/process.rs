@@ -287,8 +287,12 @@ async fn a_stale_aggregate_cache_is_checked_against_the_log_before_refusing() {
         expected_version: Some(4),
         ..ctx
     };
-    assert!(matches!(
-        b.execute("v", rename, &stale).await,
-        Err(vodsource_commands::CommandError::VersionMismatch { expected: 4, actual: 5 })
-    ));
+    let refused = b.execute("v", rename, &stale).await;
+    assert!(
+        matches!(
+            refused,
+            Err(vodsource_commands::CommandError::VersionMismatch { expected: 4, actual: 5 })
+        ),
+        "{refused:?}"
+    );
 }
