@@ -49,13 +49,25 @@ postgres() {
 }
 
 python() {
-    if [ "$action" = start ] && ! command -v python3 >/dev/null; then apt_install python3; fi
+    if [ "$action" = start ] && ! command -v python3 >/dev/null; then apt_install python3 python3-pip; fi
+}
+
+SCHEMATHESIS_VERSION=4.32.5
+schemathesis() {
+    python
+    if [ "$action" = start ] && [ "$(st --version 2>/dev/null | awk '{print $3}')" != "$SCHEMATHESIS_VERSION" ]; then
+        echo "installing schemathesis $SCHEMATHESIS_VERSION ..." >&2
+        python3 -m pip install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" 2>&1 | grep -v 'Running pip as the' >&2 || true
+        st --version >/dev/null
+    fi
 }
 
 for service in "${services[@]}"; do
     case "$service" in
     postgres) postgres ;;
     python) python ;;
-    *) echo "error: unknown service $service (known: postgres, python)" >&2; exit 2 ;;
+    schemathesis) schemathesis ;;
+    wrk) if [ "$action" = start ] && ! command -v wrk >/dev/null; then apt_install wrk; fi ;;
+    *) echo "error: unknown service $service (known: postgres, python, schemathesis, wrk)" >&2; exit 2 ;;
     esac
 done

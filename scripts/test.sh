@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vodsource/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-scripts/services.sh start postgres python
+scripts/services.sh start postgres python schemathesis
 
 cargo test --workspace --locked "$@"
+# The OpenAPI document against the server it describes (the debug binary the tests built).
+scripts/api-conformance.sh

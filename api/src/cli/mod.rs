@@ -6,6 +6,7 @@ mod replay;
 mod seed;
 pub mod serve;
 mod status;
+mod token;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,8 @@ pub struct Cli {
 enum Command {
     /// Serve the HTTP API (and, by default, run the projections and process managers).
     Serve(Box<serve::Args>),
+    /// Print a signed bearer token (HS256, with VODSOURCE_JWT_SECRET) for a subject and role.
+    Token(token::Args),
     /// Rebuild projections from position 0 into a shadow copy and swap it in atomically.
     Replay(replay::Args),
     /// Read the global event log.
@@ -71,6 +74,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config;
     match cli.command {
         Command::Serve(args) => serve::run(&config, *args).await,
+        Command::Token(args) => token::run(&args),
         Command::Replay(args) => replay::run(&config, args).await,
         Command::Events(events) => events::run(&config, events).await,
         Command::Projector(args) => projector::run(&config, args).await,

@@ -97,6 +97,7 @@ pub struct UpdateVideo {
 
 /// How to send the source bytes.
 #[derive(Debug, Clone, Object, Serialize, Deserialize)]
+#[oai(skip_serializing_if_is_none)]
 pub struct UploadTarget {
     /// HTTP method (`PUT`).
     pub method: String,
@@ -110,6 +111,7 @@ pub struct UploadTarget {
 
 /// `POST /videos` answer.
 #[derive(Debug, Clone, Object, Serialize, Deserialize)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Registered {
     /// The new video's id.
     pub video_id: String,
@@ -123,6 +125,7 @@ pub struct Registered {
 
 /// A command's answer.
 #[derive(Debug, Clone, Object, Serialize, Deserialize)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Accepted {
     /// Video id.
     pub video_id: String,
@@ -134,6 +137,7 @@ pub struct Accepted {
 
 /// A rung of the encoded ladder.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct RenditionInfo {
     /// Name, for example `720p`.
     pub name: String,
@@ -147,6 +151,7 @@ pub struct RenditionInfo {
 
 /// A video in the catalog.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Video {
     /// Id.
     pub video_id: String,
@@ -204,6 +209,7 @@ impl From<CatalogView> for Video {
 
 /// A page of the catalog.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct VideoPage {
     /// Newest first.
     pub items: Vec<Video>,
@@ -213,6 +219,7 @@ pub struct VideoPage {
 
 /// Encoding status.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct EncodingStatus {
     /// Id.
     pub video_id: String,
@@ -273,6 +280,7 @@ impl From<StatusView> for EncodingStatus {
 
 /// One event of a video's history.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct HistoryEvent {
     /// Global log position (the SSE event id).
     pub position: u64,
@@ -291,6 +299,7 @@ pub struct HistoryEvent {
 
 /// A page of history.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct HistoryPage {
     /// Oldest first.
     pub events: Vec<HistoryEvent>,
@@ -300,6 +309,7 @@ pub struct HistoryPage {
 
 /// Where to play a published video.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Playback {
     /// Id.
     pub video_id: String,
@@ -315,6 +325,7 @@ pub struct Playback {
 
 /// A projection's state.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ProjectionInfo {
     /// Name.
     pub name: String,
@@ -334,6 +345,7 @@ pub struct ProjectionInfo {
 
 /// A rebuild's progress.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct RebuildInfo {
     /// When it started.
     pub started_at: DateTime<Utc>,
@@ -349,6 +361,7 @@ pub struct RebuildInfo {
 
 /// The projections.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Projections {
     /// Position of the last committed event.
     pub head: u64,
@@ -358,6 +371,7 @@ pub struct Projections {
 
 /// A video whose encoding failed for good.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct DeadLetter {
     /// Id.
     pub video_id: String,
@@ -371,6 +385,7 @@ pub struct DeadLetter {
 
 /// A page of dead letters.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct DeadLetterPage {
     /// In video id order.
     pub items: Vec<DeadLetter>,
@@ -380,6 +395,7 @@ pub struct DeadLetterPage {
 
 /// One dependency's health.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Check {
     /// Which.
     pub name: String,
@@ -393,6 +409,7 @@ pub struct Check {
 
 /// Readiness.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Readiness {
     /// `ready` or `unavailable`.
     pub status: String,
@@ -402,6 +419,7 @@ pub struct Readiness {
 
 /// Liveness.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Liveness {
     /// `live`.
     pub status: String,
