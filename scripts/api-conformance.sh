@@ -31,7 +31,7 @@ st run "http://127.0.0.1:$port/openapi.json" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
     --exclude-operation-id videoEvents \
     --max-examples "${SCHEMATHESIS_EXAMPLES:-40}" \
-    --workers 2 \
+    --workers 1 \
     --seed 20261123 \
     --no-color
 if grep -E ' (ERROR|panicked)' "$data/server.log" >&2; then

@@ -1,9 +1,10 @@
 //! Who is calling: JWT bearer tokens (HS256 secret or a JWKS file) with the roles viewer,
 //! creator and admin, and a token bucket per principal.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context;
 use governor::clock::{Clock as _, DefaultClock};
@@ -77,6 +78,7 @@ impl Principal {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    exp: i64,
     #[serde(default)]
     role: Option<String>,
     #[serde(default)]
@@ -97,7 +99,13 @@ pub struct Gate {
     audience: Option<String>,
     limiter: DefaultKeyedRateLimiter<String>,
     burst: u32,
+    /// Tokens already verified, with their expiry: a client sends the same token with every
+    /// request, and checking a signature costs more than the lookup.
+    verified: Mutex<HashMap<String, (Principal, i64)>>,
 }
+
+/// Verified tokens remembered at most.
+const VERIFIED_CAPACITY: usize = 10_000;
 
 /// How the gate is configured.
 #[derive(Debug, Clone, Default)]
@@ -139,6 +147,7 @@ impl Gate {
             audience: settings.audience.clone(),
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
             burst: burst.get(),
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -164,6 +173,23 @@ impl Gate {
     /// # Errors
     /// UNAUTHORIZED saying why the token is refused.
     pub fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
+        if matches!(self.keys, Keys::Off) {
+            return self.verify(token);
+        }
+        let now = chrono::Utc::now().timestamp();
+        {
+            let verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((principal, exp)) = verified.get(token) {
+                if *exp > now {
+                    return Ok(principal.clone());
+                }
+            }
+        }
+        let principal = self.verify(token)?;
+        Ok(principal)
+    }
+
+    fn verify(&self, token: &str) -> Result<Principal, ApiError> {
         let refuse = |why: String| ApiError::unauthorized(format!("the bearer token is refused: {why}"));
         let claims = match &self.keys {
             Keys::Off => {
@@ -204,10 +230,16 @@ impl Gate {
         if claims.sub.is_empty() {
             return Err(refuse("its subject is empty".into()));
         }
-        Ok(Principal {
+        let principal = Principal {
             subject: claims.sub,
             role,
-        })
+        };
+        let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.clear();
+        }
+        verified.insert(token.to_owned(), (principal.clone(), claims.exp));
+        Ok(principal)
     }
 
     /// Takes one request from the principal's bucket.

@@ -248,10 +248,8 @@ impl VideosApi {
     async fn upload_complete(
         &self,
         auth: BearerAuth,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] id: Path<String>,
-        #[oai(name = "If-Match", validator(pattern = r#"^(\*|(W/)?"?[0-9]{1,19}"?)$"#))] if_match: Header<
-            Option<String>,
-        >,
+        id: Path<String>,
+        #[oai(name = "If-Match")] if_match: Header<Option<String>>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> Result<Json<Accepted>, ApiError> {
         let principal = auth.0;
@@ -301,11 +299,9 @@ impl VideosApi {
     async fn update(
         &self,
         auth: BearerAuth,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] id: Path<String>,
+        id: Path<String>,
         body: Json<UpdateVideo>,
-        #[oai(name = "If-Match", validator(pattern = r#"^(\*|(W/)?"?[0-9]{1,19}"?)$"#))] if_match: Header<
-            Option<String>,
-        >,
+        #[oai(name = "If-Match")] if_match: Header<Option<String>>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> Result<Json<Accepted>, ApiError> {
         let change = body.0;
@@ -342,10 +338,8 @@ impl VideosApi {
     async fn publish(
         &self,
         auth: BearerAuth,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] id: Path<String>,
-        #[oai(name = "If-Match", validator(pattern = r#"^(\*|(W/)?"?[0-9]{1,19}"?)$"#))] if_match: Header<
-            Option<String>,
-        >,
+        id: Path<String>,
+        #[oai(name = "If-Match")] if_match: Header<Option<String>>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> Result<Json<Accepted>, ApiError> {
         self.command(
@@ -369,10 +363,8 @@ impl VideosApi {
     async fn unpublish(
         &self,
         auth: BearerAuth,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] id: Path<String>,
-        #[oai(name = "If-Match", validator(pattern = r#"^(\*|(W/)?"?[0-9]{1,19}"?)$"#))] if_match: Header<
-            Option<String>,
-        >,
+        id: Path<String>,
+        #[oai(name = "If-Match")] if_match: Header<Option<String>>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> Result<Json<Accepted>, ApiError> {
         self.command(
@@ -398,10 +390,8 @@ impl VideosApi {
     async fn retry(
         &self,
         auth: BearerAuth,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] id: Path<String>,
-        #[oai(name = "If-Match", validator(pattern = r#"^(\*|(W/)?"?[0-9]{1,19}"?)$"#))] if_match: Header<
-            Option<String>,
-        >,
+        id: Path<String>,
+        #[oai(name = "If-Match")] if_match: Header<Option<String>>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> Result<Json<Accepted>, ApiError> {
         self.command(
@@ -427,10 +417,8 @@ impl VideosApi {
     async fn delete(
         &self,
         auth: BearerAuth,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] id: Path<String>,
-        #[oai(name = "If-Match", validator(pattern = r#"^(\*|(W/)?"?[0-9]{1,19}"?)$"#))] if_match: Header<
-            Option<String>,
-        >,
+        id: Path<String>,
+        #[oai(name = "If-Match")] if_match: Header<Option<String>>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> Result<Json<Accepted>, ApiError> {
         let accepted = self
@@ -541,11 +529,7 @@ impl VideosApi {
         tag = "Tag::Catalog",
         operation_id = "getVideo"
     )]
-    async fn get(
-        &self,
-        auth: BearerAuth,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] id: Path<String>,
-    ) -> Result<VideoResponse, ApiError> {
+    async fn get(&self, auth: BearerAuth, id: Path<String>) -> Result<VideoResponse, ApiError> {
         check_id(&id)?;
         let principal = auth.0;
         match self.catalog_doc(&id).await? {
@@ -566,11 +550,7 @@ impl VideosApi {
         tag = "Tag::Catalog",
         operation_id = "getStatus"
     )]
-    async fn status(
-        &self,
-        auth: BearerAuth,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] id: Path<String>,
-    ) -> Result<Json<EncodingStatus>, ApiError> {
+    async fn status(&self, auth: BearerAuth, id: Path<String>) -> Result<Json<EncodingStatus>, ApiError> {
         self.private(&auth.0, &id).await?;
         let doc = self
             .state
@@ -596,7 +576,7 @@ impl VideosApi {
     async fn history(
         &self,
         auth: BearerAuth,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] id: Path<String>,
+        id: Path<String>,
         after_version: Query<Option<u64>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
     ) -> Result<Json<HistoryPage>, ApiError> {
@@ -632,7 +612,7 @@ impl VideosApi {
     async fn events(
         &self,
         auth: BearerAuth,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] id: Path<String>,
+        id: Path<String>,
         #[oai(name = "Last-Event-ID")] last_event_id: Header<Option<u64>>,
     ) -> Result<EventStream<EventItemStream>, ApiError> {
         self.private(&auth.0, &id).await?;
@@ -648,11 +628,7 @@ impl VideosApi {
         tag = "Tag::Catalog",
         operation_id = "getPlayback"
     )]
-    async fn playback(
-        &self,
-        auth: BearerAuth,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] id: Path<String>,
-    ) -> Result<Json<Playback>, ApiError> {
+    async fn playback(&self, auth: BearerAuth, id: Path<String>) -> Result<Json<Playback>, ApiError> {
         check_id(&id)?;
         let principal = auth.0;
         let view = match self.catalog_doc(&id).await? {

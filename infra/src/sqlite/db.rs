@@ -7,7 +7,10 @@ use vodsource_commands::ports::StoreError;
 use super::connect::SqliteSettings;
 
 /// Connections kept open between calls.
-const IDLE: usize = 4;
+/// Connections kept open, and the most statements running at once: beyond this, work waits
+/// for a connection instead of opening (and then closing) a new one, which costs more than
+/// the query.
+const POOL: usize = 16;
 
 /// One SQLite file and a few open connections to it. Every call runs to completion on a
 /// blocking thread, so a caller that is cancelled never leaves a transaction half done or a
@@ -21,6 +24,7 @@ struct Inner {
     path: PathBuf,
     settings: SqliteSettings,
     idle: Mutex<Vec<Connection>>,
+    permits: tokio::sync::Semaphore,
 }
 
 impl Db {
@@ -31,6 +35,7 @@ impl Db {
                 path: super::connect::prepare(path)?,
                 settings: settings.clone(),
                 idle: Mutex::new(Vec::new()),
+                permits: tokio::sync::Semaphore::new(POOL),
             }),
         };
         db.run(move |conn| conn.execute_batch(schema)).await?;
@@ -63,7 +68,9 @@ impl Db {
         work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.clone();
-        tokio::task::spawn_blocking(move || {
+        // The permit is only refused once the semaphore is closed, which never happens.
+        let permit = self.inner.permits.acquire().await.ok();
+        let result = tokio::task::spawn_blocking(move || {
             let pooled = db.inner.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
             let mut conn = match pooled {
                 Some(conn) => conn,
@@ -73,17 +80,41 @@ impl Db {
             // A connection is only reused when no transaction was left open on it.
             if conn.is_autocommit() {
                 let mut idle = db.inner.idle.lock().unwrap_or_else(PoisonError::into_inner);
-                if idle.len() < IDLE {
+                if idle.len() < POOL {
                     idle.push(conn);
                 }
             }
             result
         })
-        .await
-        .map_err(|e| StoreError::Unexpected(format!("SQLite worker failed: {e}")))?
+        .await;
+        drop(permit);
+        result.map_err(|e| StoreError::Unexpected(format!("SQLite worker failed: {e}")))?
     }
 
     /// Names the file in every error, and says "locked" when another process holds it.
+    /// Runs a point read on the calling thread, skipping the hand-off to a blocking thread
+    /// (which costs more than the read: two thread wake-ups). Only for single-row lookups by
+    /// key: in WAL mode a reader does not wait for writers, and the page cache makes it a few
+    /// microseconds.
+    pub(crate) fn read_inline<T>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.inner.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        let result = work(&mut conn).map_err(|e| self.error(&e));
+        if conn.is_autocommit() {
+            let mut idle = self.inner.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            if idle.len() < POOL {
+                idle.push(conn);
+            }
+        }
+        result
+    }
+
     pub(crate) fn error(&self, error: &rusqlite::Error) -> StoreError {
         map_err(&self.inner.path, error)
     }

@@ -284,16 +284,13 @@ impl ViewStore for SqliteViewStore {
     }
 
     async fn get(&self, view: &str, key: &str) -> Result<Option<Doc>, StoreError> {
-        let (view, key) = (view.to_owned(), key.to_owned());
-        self.db
-            .run(move |conn| {
-                conn.prepare_cached(
-                    "SELECT d.key, d.version, d.body FROM view_docs d JOIN projections p ON p.name = d.view AND p.generation = d.generation WHERE d.view = ?1 AND d.key = ?2",
-                )?
-                .query_row([&view, &key], doc)
-                .optional()
-            })
-            .await
+        self.db.read_inline(|conn| {
+            conn.prepare_cached(
+                "SELECT d.key, d.version, d.body FROM view_docs d JOIN projections p ON p.name = d.view AND p.generation = d.generation WHERE d.view = ?1 AND d.key = ?2",
+            )?
+            .query_row([view, key], doc)
+            .optional()
+        })
     }
 
     async fn query(

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# HTTP figures: requests/s and latency percentiles of the release build of `vodsource serve`
+# under wrk (a separate process) at 64 connections, on a seeded embedded store. The floor
+# (GET /v1/health/live: routing, auth-free, no store) is measured in the same run.
+# Usage: scripts/bench-http.sh [seconds per endpoint, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/services.sh start wrk python
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vodsource/target}"
+cargo build --release --locked -p vodsource-api
+bin="$CARGO_TARGET_DIR/release/vodsource"
+secs="${1:-10}"
+conns="${VODSOURCE_BENCH_CONNECTIONS:-64}"
+
+data="$(mktemp -d)"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+export VODSOURCE_JWT_SECRET="bench-secret-0123456789abcdef"
+export VODSOURCE_RATE_LIMIT=10000000 VODSOURCE_RATE_BURST=10000000 VODSOURCE_LOG=warn
+"$bin" --data-dir "$data" seed --videos 2000 >/dev/null
+"$bin" --data-dir "$data" serve --listen "127.0.0.1:$port" >"$data/server.log" 2>&1 &
+server=$!
+cleanup() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data"; }
+trap cleanup EXIT
+base="http://127.0.0.1:$port"
+export VODSOURCE_BENCH_TOKEN="$("$bin" token --sub bench --role admin --ttl-secs 3600)"
+auth="Authorization: Bearer $VODSOURCE_BENCH_TOKEN"
+for _ in $(seq 1 600); do
+    lag="$(curl -fsS -H "$auth" "$base/v1/admin/projections" 2>/dev/null | python3 -c 'import sys,json; print(max(p["lag"] for p in json.load(sys.stdin)["projections"]))' 2>/dev/null || echo x)"
+    [ "$lag" = 0 ] && break
+    sleep 0.1
+done
+id="$(curl -fsS -H "$auth" "$base/v1/videos?limit=1" | python3 -c 'import sys,json; print(json.load(sys.stdin)["items"][0]["video_id"])')"
+
+run() { # name, wrk args...
+    local name="$1"; shift
+    local out
+    out="$(wrk -t1 -c"$conns" -d"${secs}s" --latency "$@")"
+    local rps p50 p99 errors
+    rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+    p50="$(awk '$1 == "50%" {print $2}' <<<"$out")"
+    p99="$(awk '$1 == "99%" {print $2}' <<<"$out")"
+    errors="$(awk '/Non-2xx/ {print $NF}' <<<"$out")"
+    printf '%-28s %10s req/s   p50 %8s   p99 %8s   non-2xx %s\n' "$name" "$rps" "$p50" "$p99" "${errors:-0}"
+}
+echo "wrk, 1 thread, $conns connections, ${secs}s each; server: release build, embedded SQLite, 2000 seeded videos"
+run "GET /v1/health/live (floor)" "$base/v1/health/live"
+run "GET /v1/videos/{id}" -H "$auth" "$base/v1/videos/$id"
+run "GET /v1/videos?limit=20" -H "$auth" "$base/v1/videos?limit=20"
+run "POST /v1/videos" -s scripts/wrk/register.lua "$base"
