@@ -70,23 +70,7 @@ impl Db {
         let db = self.clone();
         // The permit is only refused once the semaphore is closed, which never happens.
         let permit = self.inner.permits.acquire().await.ok();
-        let result = tokio::task::spawn_blocking(move || {
-            let pooled = db.inner.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
-            let mut conn = match pooled {
-                Some(conn) => conn,
-                None => db.connect()?,
-            };
-            let result = work(&mut conn).map_err(|e| db.error(&e));
-            // A connection is only reused when no transaction was left open on it.
-            if conn.is_autocommit() {
-                let mut idle = db.inner.idle.lock().unwrap_or_else(PoisonError::into_inner);
-                if idle.len() < POOL {
-                    idle.push(conn);
-                }
-            }
-            result
-        })
-        .await;
+        let result = tokio::task::spawn_blocking(move || db.with_connection(work)).await;
         drop(permit);
         result.map_err(|e| StoreError::Unexpected(format!("SQLite worker failed: {e}")))?
     }
@@ -100,12 +84,18 @@ impl Db {
         &self,
         work: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
+        self.with_connection(work)
+    }
+
+    /// Runs `work` on a pooled connection (opening one when none is idle) on this thread.
+    fn with_connection<T>(&self, work: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let pooled = self.inner.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let mut conn = match pooled {
             Some(conn) => conn,
             None => self.connect()?,
         };
         let result = work(&mut conn).map_err(|e| self.error(&e));
+        // A connection is only reused when no transaction was left open on it.
         if conn.is_autocommit() {
             let mut idle = self.inner.idle.lock().unwrap_or_else(PoisonError::into_inner);
             if idle.len() < POOL {

@@ -1,7 +1,6 @@
 //! Starts a real server on an ephemeral port over a fresh data folder, mints tokens, and
 //! drives the parts of a lifecycle no endpoint offers yet (an encoder's commands).
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,25 +18,7 @@ use vodsource_infra::open_object_store;
 
 pub const SECRET: &str = "test-secret-0123456789abcdef";
 
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("vodsource-api-{}", uuid::Uuid::now_v7().simple()));
-        std::fs::create_dir_all(&path).expect("temp dir");
-        Self(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use vodsource_tests::TempDir;
 
 pub struct Server {
     pub base: String,

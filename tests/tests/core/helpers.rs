@@ -1,6 +1,6 @@
 //! What every test needs: fresh stores on real services, generated video lifecycles.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,25 +12,7 @@ use vodsource_infra::postgres::PgEventLog;
 use vodsource_infra::sqlite::{SqliteEventLog, SqliteSettings, SqliteViewStore};
 
 /// A folder removed when dropped.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("vodsource-test-{}", uuid::Uuid::now_v7().simple()));
-        std::fs::create_dir_all(&path).expect("temp dir");
-        Self(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use vodsource_tests::TempDir;
 
 /// The PostgreSQL server the tests use.
 pub fn pg_base_url() -> String {
