@@ -8,7 +8,7 @@ use vodsource_commands::ports::{Clock, EventLog, LeaseStore, RecordedEvent, Stor
 use vodsource_commands::Subscription;
 use vodsource_domain::{VideoEvent, VIDEO_STREAM_TYPE};
 
-use crate::projector::{EventMeta, Projector, ViewChange};
+use crate::projector::{EventMeta, IndexKey, Projector, ViewChange};
 use crate::view_store::{Doc, DocChange, ProjectionState, ProjectionStatus, ViewStore};
 
 /// Tuning of a runner.
@@ -70,6 +70,9 @@ struct Cached<V> {
     version: u64,
     view: Option<V>,
     dirty: bool,
+    /// The document's index entries as the store holds them, so a commit adds and removes
+    /// only the difference.
+    indexed: Vec<IndexKey>,
 }
 
 /// Whether `projector` reads `event`: video events of the types it handles, and events of
@@ -339,19 +342,35 @@ impl<P: Projector> Runner<P> {
             return Ok(None);
         };
         let mut changes = Vec::new();
-        for (key, slot) in &self.cache {
+        for (key, slot) in &mut self.cache {
             if !slot.dirty {
                 continue;
             }
             changes.push(match &slot.view {
-                Some(view) => DocChange::Put(Doc {
+                Some(view) => {
+                    let body = serde_json::to_string(view)
+                        .map_err(|e| StoreError::Unexpected(format!("view does not serialize: {e}")))?;
+                    let (index, unindex) = match self.projector.index(view) {
+                        Some(keys) => {
+                            let added = keys.iter().filter(|k| !slot.indexed.contains(k)).cloned().collect();
+                            let removed = slot.indexed.iter().filter(|k| !keys.contains(k)).cloned().collect();
+                            slot.indexed = keys;
+                            (Some(added), removed)
+                        }
+                        None => (None, std::mem::take(&mut slot.indexed)),
+                    };
+                    DocChange::Put(Doc {
+                        key: key.clone(),
+                        version: slot.version,
+                        body,
+                        index,
+                        unindex,
+                    })
+                }
+                None => DocChange::Delete {
                     key: key.clone(),
-                    version: slot.version,
-                    index: self.projector.index(view),
-                    body: serde_json::to_string(view)
-                        .map_err(|e| StoreError::Unexpected(format!("view does not serialize: {e}")))?,
-                }),
-                None => DocChange::Delete { key: key.clone() },
+                    unindex: std::mem::take(&mut slot.indexed),
+                },
             });
         }
         self.pending = None;
@@ -394,6 +413,7 @@ impl<P: Projector> Runner<P> {
                     version: 0,
                     view: None,
                     dirty: false,
+                    indexed: Vec::new(),
                 },
             )
         };
@@ -405,13 +425,17 @@ impl<P: Projector> Runner<P> {
             let mut docs = self.views.get_many(self.name(), generation, chunk).await?;
             for key in chunk {
                 let cached = match docs.remove(key) {
-                    Some(doc) => Cached {
-                        version: doc.version,
-                        view: Some(serde_json::from_str(&doc.body).map_err(|e| {
+                    Some(doc) => {
+                        let view: P::View = serde_json::from_str(&doc.body).map_err(|e| {
                             StoreError::Unexpected(format!("{} document {key} is unreadable: {e}", self.name()))
-                        })?),
-                        dirty: false,
-                    },
+                        })?;
+                        Cached {
+                            version: doc.version,
+                            indexed: self.projector.index(&view).unwrap_or_default(),
+                            view: Some(view),
+                            dirty: false,
+                        }
+                    }
                     None => absent(key).1,
                 };
                 self.cache.insert(key.clone(), cached);

@@ -16,9 +16,13 @@ pub struct Doc {
     pub version: u64,
     /// JSON text.
     pub body: String,
-    /// Secondary index entries; `None` when the view has no index (nothing to maintain).
+    /// Secondary index entries. In a commit: the entries to add (`None` when the view has no
+    /// index); read back by `dump`: all of the document's entries.
     #[serde(skip)]
     pub index: Option<Vec<IndexKey>>,
+    /// In a commit: entries the document had and no longer has.
+    #[serde(skip)]
+    pub unindex: Vec<IndexKey>,
 }
 
 /// A document found through a secondary index, with its sort key (the cursor of a page).
@@ -39,6 +43,8 @@ pub enum DocChange {
     Delete {
         /// Its key.
         key: String,
+        /// Its index entries, to remove with it.
+        unindex: Vec<IndexKey>,
     },
 }
 

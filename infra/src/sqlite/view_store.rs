@@ -27,7 +27,6 @@ CREATE TABLE IF NOT EXISTS view_index (
     key        TEXT    NOT NULL,
     PRIMARY KEY (view, generation, partition, sort, key)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS view_index_by_key ON view_index (view, generation, key);
 CREATE TABLE IF NOT EXISTS projections (
     name              TEXT PRIMARY KEY,
     generation        INTEGER NOT NULL,
@@ -156,6 +155,7 @@ fn doc(row: &rusqlite::Row<'_>) -> rusqlite::Result<Doc> {
         version: u64::try_from(version).unwrap_or(0),
         body: row.get(2)?,
         index: None,
+        unindex: Vec::new(),
     })
 }
 
@@ -196,8 +196,10 @@ fn commit_changes(
              WHERE excluded.version > view_docs.version",
         )?;
         let mut delete = tx.prepare_cached("DELETE FROM view_docs WHERE view = ?1 AND generation = ?2 AND key = ?3")?;
-        let mut unindex =
-            tx.prepare_cached("DELETE FROM view_index WHERE view = ?1 AND generation = ?2 AND key = ?3")?;
+        // Index entries go by their whole key: the runner knows what a document had.
+        let mut unindex = tx.prepare_cached(
+            "DELETE FROM view_index WHERE view = ?1 AND generation = ?2 AND partition = ?3 AND sort = ?4 AND key = ?5",
+        )?;
         let mut index = tx.prepare_cached(
             "INSERT OR IGNORE INTO view_index (view, generation, partition, sort, key) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
@@ -205,16 +207,20 @@ fn commit_changes(
             match change {
                 DocChange::Put(doc) => {
                     let changed = put.execute(params![view, generation, doc.key, signed(doc.version), doc.body])?;
-                    if let (1, Some(keys)) = (changed, &doc.index) {
-                        unindex.execute(params![view, generation, doc.key])?;
-                        for key in keys {
+                    if changed == 1 {
+                        for key in &doc.unindex {
+                            unindex.execute(params![view, generation, key.partition, key.sort, doc.key])?;
+                        }
+                        for key in doc.index.iter().flatten() {
                             index.execute(params![view, generation, key.partition, key.sort, doc.key])?;
                         }
                     }
                 }
-                DocChange::Delete { key } => {
+                DocChange::Delete { key, unindex: entries } => {
                     delete.execute(params![view, generation, key])?;
-                    unindex.execute(params![view, generation, key])?;
+                    for entry in entries {
+                        unindex.execute(params![view, generation, entry.partition, entry.sort, key])?;
+                    }
                 }
             }
         }
