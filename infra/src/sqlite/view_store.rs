@@ -203,26 +203,45 @@ fn commit_changes(
         let mut index = tx.prepare_cached(
             "INSERT OR IGNORE INTO view_index (view, generation, partition, sort, key) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
+        // Index entries are written after the documents, in key order: a rebuild adds
+        // hundreds of thousands, and sorted inserts fill B-tree pages in sequence.
+        let mut removed: Vec<(&str, &str, &str)> = Vec::new();
+        let mut added: Vec<(&str, &str, &str)> = Vec::new();
         for change in changes {
             match change {
                 DocChange::Put(doc) => {
                     let changed = put.execute(params![view, generation, doc.key, signed(doc.version), doc.body])?;
                     if changed == 1 {
-                        for key in &doc.unindex {
-                            unindex.execute(params![view, generation, key.partition, key.sort, doc.key])?;
-                        }
-                        for key in doc.index.iter().flatten() {
-                            index.execute(params![view, generation, key.partition, key.sort, doc.key])?;
-                        }
+                        removed.extend(
+                            doc.unindex
+                                .iter()
+                                .map(|k| (k.partition.as_str(), k.sort.as_str(), doc.key.as_str())),
+                        );
+                        added.extend(
+                            doc.index
+                                .iter()
+                                .flatten()
+                                .map(|k| (k.partition.as_str(), k.sort.as_str(), doc.key.as_str())),
+                        );
                     }
                 }
                 DocChange::Delete { key, unindex: entries } => {
                     delete.execute(params![view, generation, key])?;
-                    for entry in entries {
-                        unindex.execute(params![view, generation, entry.partition, entry.sort, key])?;
-                    }
+                    removed.extend(
+                        entries
+                            .iter()
+                            .map(|k| (k.partition.as_str(), k.sort.as_str(), key.as_str())),
+                    );
                 }
             }
+        }
+        removed.sort_unstable();
+        added.sort_unstable();
+        for (partition, sort, key) in removed {
+            unindex.execute(params![view, generation, partition, sort, key])?;
+        }
+        for (partition, sort, key) in added {
+            index.execute(params![view, generation, partition, sort, key])?;
         }
     }
     tx.execute(
