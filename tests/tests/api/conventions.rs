@@ -265,3 +265,83 @@ async fn errors_have_one_shape_and_the_document_describes_every_operation() {
     assert_eq!(docs.status(), StatusCode::OK);
     s.stop().await;
 }
+
+/// A test-only Ed25519 key pair; the JWKS holds the public half under kid "k1".
+const ED25519_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIOtnkxnwQnJeVIHfbtFePQQ5Y14BjTc4SIyzsw58DaMu
+-----END PRIVATE KEY-----
+";
+const ED25519_PUBLIC_X: &str = "Gnk02_rmgtTZ7Z1J0AIdyj0GP9cDUqzSwtK0_x9C9lA";
+/// Another key, not in the JWKS.
+const ED25519_STRANGER: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIN21HpEgnTQ4NjCs0WQhg6UeWfsNjHpWKtQQY4/1bOm9
+-----END PRIVATE KEY-----
+";
+
+fn eddsa_token(private_pem: &str, kid: &str, claims: serde_json::Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(kid.to_owned());
+    use base64::Engine as _;
+    let body: String = private_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("pem body");
+    let key = jsonwebtoken::EncodingKey::from_ed_der(&der);
+    jsonwebtoken::encode(&header, &claims, &key).expect("token")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_can_be_checked_against_a_jwks_file_with_issuer_and_audience() {
+    let dir = crate::harness::TempDir::new();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(
+        &jwks,
+        json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": ED25519_PUBLIC_X, "kid": "k1", "alg": "EdDSA", "use": "sig"}]})
+            .to_string(),
+    )
+    .expect("jwks");
+    let mut settings = settings();
+    settings.auth.hs256_secret = None;
+    settings.auth.jwks_file = Some(jwks);
+    settings.auth.issuer = Some("https://id.example".into());
+    settings.auth.audience = Some("vodsource".into());
+    let s = server_with(settings).await;
+    let claims =
+        |iss: &str, aud: &str| json!({"sub": "ed", "role": "creator", "iss": iss, "aud": aud, "exp": exp(600)});
+    let good = eddsa_token(ED25519_PRIVATE, "k1", claims("https://id.example", "vodsource"));
+    let (status, body) = s
+        .send(
+            s.req(Method::POST, "/v1/videos", &good)
+                .json(&register_body("signed elsewhere", 5)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let refused = [
+        (
+            "a key outside the set",
+            eddsa_token(ED25519_STRANGER, "k1", claims("https://id.example", "vodsource")),
+        ),
+        (
+            "an unknown kid",
+            eddsa_token(ED25519_PRIVATE, "k2", claims("https://id.example", "vodsource")),
+        ),
+        (
+            "another issuer",
+            eddsa_token(ED25519_PRIVATE, "k1", claims("https://evil.example", "vodsource")),
+        ),
+        (
+            "another audience",
+            eddsa_token(ED25519_PRIVATE, "k1", claims("https://id.example", "other")),
+        ),
+        ("an HMAC token", token("ed", "admin")),
+    ];
+    for (what, bad) in refused {
+        let (status, err) = s.send(s.req(Method::GET, "/v1/videos", &bad)).await;
+        assert_eq!(
+            (status, code(&err)),
+            (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            "{what}"
+        );
+    }
+    s.stop().await;
+}
