@@ -54,13 +54,32 @@ pub async fn server() -> Server {
 }
 
 pub async fn server_with(settings: ServeSettings) -> Server {
+    server_on(settings, None).await
+}
+
+/// A server whose event store is a fresh schema on the test PostgreSQL server.
+pub async fn server_on_postgres() -> Server {
+    let base =
+        std::env::var("VODSOURCE_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}schema=t_api_{}", uuid::Uuid::now_v7().simple());
+    server_on(settings(), Some(url)).await
+}
+
+pub async fn server_on(settings: ServeSettings, event_store: Option<String>) -> Server {
     let dir = TempDir::new();
     let config = Config {
         data_dir: dir.path().to_path_buf(),
-        event_store: None,
+        event_store,
         view_store: None,
     };
-    let mut stores = Stores::open(&config).await.expect("stores");
+    let mut stores = match Stores::open(&config).await {
+        Ok(stores) => stores,
+        Err(e) => panic!(
+            "the stores did not open ({e:#}); for PostgreSQL start it with `pg_ctlcluster \
+             --skip-systemctl-redirect $(ls /etc/postgresql) main start` or run scripts/test.sh"
+        ),
+    };
     stores.policy.max_source_bytes = 10 * 1024 * 1024;
     let objects = open_object_store(&format!("file://{}", dir.path().join("objects").display()))
         .await

@@ -124,3 +124,34 @@ async fn shutdown_ends_open_streams_and_checkpoints_the_runners() {
         assert_eq!(state.position, head, "{name} checkpointed at the head");
     }
 }
+
+/// The same lifecycle with the event store on PostgreSQL: commands, the supervisor, the views
+/// and the live stream all work through the distributed store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_runs_on_the_postgresql_event_store() {
+    let s = crate::harness::server_on_postgres().await;
+    let alice = token("alice", "creator");
+    let (id, url) = s.register("alice", "on postgres", 4).await;
+    let response = s
+        .req(Method::GET, &format!("/v1/videos/{id}/events"), &alice)
+        .send()
+        .await
+        .expect("sse");
+    let reader = tokio::spawn(read_events(response, 3));
+    let put = s.client.put(&url).body("abcd").send().await.expect("put");
+    assert_eq!(put.status(), StatusCode::OK);
+    let (status, _) = s
+        .send(s.req(Method::POST, &format!("/v1/videos/{id}/upload-complete"), &alice))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (events, _) = reader.await.expect("reader");
+    let kinds: Vec<_> = events.iter().map(|(_, k)| k.as_str()).collect();
+    assert_eq!(kinds, ["VideoRegistered", "SourceUploaded", "EncodingRequested"]);
+    s.until_catalog(&id, "queued", |v| v["status"] == "queued").await;
+    assert!(
+        s.stores.log.describe().starts_with("postgres"),
+        "{}",
+        s.stores.log.describe()
+    );
+    s.stop().await;
+}
