@@ -5,6 +5,7 @@ pub mod auth;
 pub mod control;
 pub mod error;
 mod events;
+mod listing;
 mod media;
 pub mod metrics;
 pub mod model;

@@ -2,18 +2,17 @@
 
 use std::collections::BTreeMap;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::{ApiResponse, OpenApi, Tags};
 use serde::Serialize;
 use vodsource_domain::VideoCommand;
-use vodsource_projections::{CatalogProjector, CatalogView, StatusProjector, StatusView, CATALOG_ALL};
+use vodsource_projections::{CatalogProjector, CatalogView, StatusProjector, StatusView};
 
 use super::auth::{BearerAuth, Principal, Role};
 use super::error::ApiError;
 use super::events::{history_event, video_events, EventItemStream};
+use super::listing::{self, CatalogFilter};
 use super::model::{
     Accepted, EncodingStatus, HistoryPage, Playback, RegisterVideo, Registered, UpdateVideo, UploadTarget, Video,
     VideoPage, VideoStatus,
@@ -75,18 +74,6 @@ struct Fingerprint<'a, B: Serialize> {
     id: &'a str,
     if_match: Option<u64>,
     body: B,
-}
-
-fn encode_cursor(sort: &str) -> String {
-    URL_SAFE_NO_PAD.encode(sort)
-}
-
-fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(|| ApiError::invalid("cursor", "the cursor is not one this API returned"))
 }
 
 impl VideosApi {
@@ -457,69 +444,22 @@ impl VideosApi {
         cursor: Query<Option<String>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))] limit: Query<Option<u32>>,
     ) -> Result<Json<VideoPage>, ApiError> {
-        let principal = auth.0;
-        let limit = limit.0.unwrap_or(20) as usize;
-        let own = principal.role == Role::Admin || owner.0.as_deref() == Some(principal.subject.as_str());
-        if !own && published.0 == Some(false) {
+        let filter = CatalogFilter {
+            status: status.0,
+            published: published.0,
+            tag: tag.0,
+            owner: owner.0,
+        };
+        let Some(filter) = filter.for_principal(&auth.0) else {
             return Ok(Json(VideoPage {
                 items: Vec::new(),
                 next_cursor: None,
             }));
-        }
-        let published = if own { published.0 } else { Some(true) };
-        let tag = tag.0.map(|t| t.to_lowercase());
-        let partition = match (&owner.0, &tag, status.0, published) {
-            (Some(owner), ..) => format!("owner:{owner}"),
-            (None, Some(tag), ..) => format!("tag:{tag}"),
-            (None, None, Some(status), _) => format!("status:{}", status.as_str()),
-            (None, None, None, Some(published)) => format!("published:{published}"),
-            (None, None, None, None) => CATALOG_ALL.to_owned(),
         };
-        let keep = |v: &CatalogView| {
-            status.0.is_none_or(|s| VideoStatus::from_stage(v.status) == s)
-                && published.is_none_or(|p| v.published == p)
-                && owner.0.as_deref().is_none_or(|o| v.owner == o)
-                && tag
-                    .as_deref()
-                    .is_none_or(|t| v.tags.iter().any(|x| x.to_lowercase() == t))
-        };
-        let mut before = cursor.0.as_deref().map(decode_cursor).transpose()?;
-        let mut items = Vec::with_capacity(limit);
-        let mut next_cursor = None;
-        let mut last_included: Option<String> = None;
-        let fetch = (limit + 1).max(20);
-        const ROUNDS: usize = 10;
-        'pages: for round in 0..ROUNDS {
-            let page = self
-                .state
-                .views
-                .query(CatalogProjector::NAME, &partition, before.as_deref(), fetch)
-                .await
-                .map_err(|e| ApiError::store("listing the catalog", &e))?;
-            let exhausted = page.len() < fetch;
-            for entry in page {
-                let view: CatalogView =
-                    serde_json::from_str(&entry.doc.body).map_err(|e| ApiError::internal("a catalog document", &e))?;
-                if keep(&view) {
-                    if items.len() == limit {
-                        // One more exists: the next page starts after the last one given.
-                        next_cursor = last_included.as_deref().map(encode_cursor);
-                        break 'pages;
-                    }
-                    last_included = Some(entry.sort.clone());
-                    items.push(Video::from(view));
-                }
-                before = Some(entry.sort);
-            }
-            if exhausted {
-                break;
-            }
-            if round + 1 == ROUNDS {
-                // The filters skipped many documents: hand back where the scan stopped.
-                next_cursor = before.as_deref().map(encode_cursor);
-            }
-        }
-        Ok(Json(VideoPage { items, next_cursor }))
+        let limit = limit.0.unwrap_or(20) as usize;
+        Ok(Json(
+            listing::page(self.state.views.as_ref(), &filter, cursor.0.as_deref(), limit).await?,
+        ))
     }
 
     /// Get a video

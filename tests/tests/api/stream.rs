@@ -10,6 +10,15 @@ use crate::harness::{server, token};
 
 /// Reads SSE frames until `count` events arrived; returns (id, event type) pairs.
 async fn read_events(response: reqwest::Response, count: usize) -> (Vec<(u64, String)>, bool) {
+    read_counting(response, count, &std::sync::atomic::AtomicUsize::new(0)).await
+}
+
+/// As [`read_events`], counting events in `seen` as they arrive.
+async fn read_counting(
+    response: reqwest::Response,
+    count: usize,
+    seen: &std::sync::atomic::AtomicUsize,
+) -> (Vec<(u64, String)>, bool) {
     let mut stream = response.bytes_stream();
     let mut buffer = String::new();
     let mut events = Vec::new();
@@ -29,6 +38,7 @@ async fn read_events(response: reqwest::Response, count: usize) -> (Vec<(u64, St
             }
             if let (Some(id), Some(kind)) = (id, kind) {
                 events.push((id, kind));
+                seen.store(events.len(), std::sync::atomic::Ordering::SeqCst);
             }
         }
         if events.len() >= count {
@@ -108,7 +118,17 @@ async fn shutdown_ends_open_streams_and_checkpoints_the_runners() {
         .send()
         .await
         .expect("sse");
-    let reader = tokio::spawn(read_events(response, 100));
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    let reader = tokio::spawn(async move { read_counting(response, 100, &counter).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stream did not deliver the history"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let head = s.stores.log.head().await.expect("head");
     let views = s.stores.views.clone();
     tokio::time::timeout(Duration::from_secs(20), s.stop())

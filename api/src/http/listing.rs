@@ -1,0 +1,209 @@
+//! The catalog listing: which secondary-index partition answers a filter, what else the
+//! filter checks, who sees what, and paging through the partition with opaque cursors.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use vodsource_projections::{CatalogProjector, CatalogView, ViewStore, CATALOG_ALL};
+
+use super::auth::{Principal, Role};
+use super::error::ApiError;
+use super::model::{Video, VideoPage, VideoStatus};
+
+/// Partitions read at most per request: past them a page may come back short, with a cursor.
+const ROUNDS: usize = 10;
+
+/// What `GET /videos` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CatalogFilter {
+    /// Lifecycle status.
+    pub status: Option<VideoStatus>,
+    /// Published or not.
+    pub published: Option<bool>,
+    /// Carries this tag (any case).
+    pub tag: Option<String>,
+    /// Owned by this subject.
+    pub owner: Option<String>,
+}
+
+impl CatalogFilter {
+    /// The filter as `principal` may apply it: admins and owners listing their own videos
+    /// see everything; everyone else sees published videos only. `None` when the filter
+    /// asks for what the principal cannot see.
+    pub fn for_principal(mut self, principal: &Principal) -> Option<Self> {
+        self.tag = self.tag.map(|t| t.to_lowercase());
+        let own = principal.role == Role::Admin || self.owner.as_deref() == Some(principal.subject.as_str());
+        if own {
+            return Some(self);
+        }
+        match self.published {
+            Some(false) => None,
+            _ => {
+                self.published = Some(true);
+                Some(self)
+            }
+        }
+    }
+
+    /// The most selective partition the filter names.
+    pub fn partition(&self) -> String {
+        match (&self.owner, &self.tag, self.status, self.published) {
+            (Some(owner), ..) => format!("owner:{owner}"),
+            (None, Some(tag), ..) => format!("tag:{tag}"),
+            (None, None, Some(status), _) => format!("status:{}", status.as_str()),
+            (None, None, None, Some(published)) => format!("published:{published}"),
+            (None, None, None, None) => CATALOG_ALL.to_owned(),
+        }
+    }
+
+    /// Whether a video matches every part of the filter.
+    pub fn keeps(&self, v: &CatalogView) -> bool {
+        self.status.is_none_or(|s| VideoStatus::from_stage(v.status) == s)
+            && self.published.is_none_or(|p| v.published == p)
+            && self.owner.as_deref().is_none_or(|o| v.owner == o)
+            && self
+                .tag
+                .as_deref()
+                .is_none_or(|t| v.tags.iter().any(|x| x.to_lowercase() == t))
+    }
+}
+
+/// A cursor for a sort key.
+pub fn encode_cursor(sort: &str) -> String {
+    URL_SAFE_NO_PAD.encode(sort)
+}
+
+/// The sort key of a cursor this API returned.
+///
+/// # Errors
+/// VALIDATION_FAILED for anything else.
+pub fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| ApiError::invalid("cursor", "the cursor is not one this API returned"))
+}
+
+/// One page of the catalog, newest first, starting after `cursor`.
+///
+/// # Errors
+/// A bad cursor; the view store's errors.
+pub async fn page(
+    views: &dyn ViewStore,
+    filter: &CatalogFilter,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<VideoPage, ApiError> {
+    let partition = filter.partition();
+    let mut before = cursor.map(decode_cursor).transpose()?;
+    let mut items = Vec::with_capacity(limit);
+    let mut next_cursor = None;
+    let mut last_included: Option<String> = None;
+    let fetch = (limit + 1).max(20);
+    'pages: for round in 0..ROUNDS {
+        let page = views
+            .query(CatalogProjector::NAME, &partition, before.as_deref(), fetch)
+            .await
+            .map_err(|e| ApiError::store("listing the catalog", &e))?;
+        let exhausted = page.len() < fetch;
+        for entry in page {
+            let view: CatalogView =
+                serde_json::from_str(&entry.doc.body).map_err(|e| ApiError::internal("a catalog document", &e))?;
+            if filter.keeps(&view) {
+                if items.len() == limit {
+                    // One more exists: the next page starts after the last one given.
+                    next_cursor = last_included.as_deref().map(encode_cursor);
+                    break 'pages;
+                }
+                last_included = Some(entry.sort.clone());
+                items.push(Video::from(view));
+            }
+            before = Some(entry.sort);
+        }
+        if exhausted {
+            break;
+        }
+        if round + 1 == ROUNDS {
+            // The filters skipped many documents: hand back where the scan stopped.
+            next_cursor = before.as_deref().map(encode_cursor);
+        }
+    }
+    Ok(VideoPage { items, next_cursor })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(subject: &str, role: Role) -> Principal {
+        Principal {
+            subject: subject.into(),
+            role,
+        }
+    }
+
+    #[test]
+    fn others_see_published_videos_only() {
+        let everything = CatalogFilter::default();
+        let viewer = who("v", Role::Viewer);
+        let narrowed = everything.clone().for_principal(&viewer).unwrap_or_default();
+        assert_eq!(narrowed.published, Some(true));
+        assert_eq!(narrowed.partition(), "published:true");
+        let unpublished = CatalogFilter {
+            published: Some(false),
+            ..CatalogFilter::default()
+        };
+        assert_eq!(unpublished.clone().for_principal(&viewer), None);
+        let admin = who("a", Role::Admin);
+        assert_eq!(everything.clone().for_principal(&admin), Some(everything));
+        let own = CatalogFilter {
+            owner: Some("c".into()),
+            published: Some(false),
+            ..CatalogFilter::default()
+        };
+        assert_eq!(own.clone().for_principal(&who("c", Role::Creator)), Some(own.clone()));
+        assert_eq!(own.for_principal(&who("d", Role::Creator)), None);
+    }
+
+    #[test]
+    fn the_most_selective_partition_is_read_and_the_rest_filtered() {
+        let filter = CatalogFilter {
+            status: Some(VideoStatus::Ready),
+            published: Some(true),
+            tag: Some("Music".into()),
+            owner: None,
+        }
+        .for_principal(&who("a", Role::Admin))
+        .unwrap_or_default();
+        assert_eq!(filter.partition(), "tag:music");
+        let view = |status, published, tags: &[&str]| CatalogView {
+            video_id: "v".into(),
+            title: "t".into(),
+            description: String::new(),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            owner: "o".into(),
+            status,
+            published,
+            renditions: Vec::new(),
+            duration_ms: None,
+            thumbnail_key: None,
+            manifests: None,
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            updated_at: chrono::DateTime::UNIX_EPOCH,
+            version: 1,
+        };
+        use vodsource_domain::Stage;
+        assert!(filter.keeps(&view(Stage::Ready, true, &["MUSIC"])));
+        assert!(!filter.keeps(&view(Stage::Queued, true, &["music"])));
+        assert!(!filter.keeps(&view(Stage::Ready, false, &["music"])));
+        assert!(!filter.keeps(&view(Stage::Ready, true, &["talk"])));
+    }
+
+    #[test]
+    fn cursors_round_trip_and_foreign_ones_are_refused() {
+        let sort = "2026-11-23T01:07:32.949718Z#01a205f1";
+        assert_eq!(decode_cursor(&encode_cursor(sort)).ok().as_deref(), Some(sort));
+        assert!(decode_cursor("%%%").is_err());
+        assert!(decode_cursor(&URL_SAFE_NO_PAD.encode([0xff, 0xfe])).is_err());
+    }
+}
