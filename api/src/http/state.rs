@@ -102,6 +102,42 @@ impl AppState {
         Ok(loaded)
     }
 
+    /// Waits until projection `name` has applied the event at `position` (read-your-writes:
+    /// a client passes the position a command answered with). Returns at once without one.
+    ///
+    /// # Errors
+    /// VIEW_BEHIND (503, with Retry-After) when the view has not got there within 5 s.
+    pub async fn caught_up(&self, name: &str, position: Option<u64>) -> Result<(), ApiError> {
+        let Some(position) = position else {
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let state = self
+                .views
+                .projection(name)
+                .await
+                .map_err(|e| ApiError::store("reading a projection", &e))?;
+            if state.position >= position {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(ApiError::with(
+                    503,
+                    "VIEW_BEHIND",
+                    format!(
+                        "the {name} view has not reached position {position} yet (it is at {})",
+                        state.position
+                    ),
+                    serde_json::json!({ "view": name, "position": state.position, "wanted": position }),
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
     /// Runs a command as `principal` and times it.
     ///
     /// # Errors

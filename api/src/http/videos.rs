@@ -431,7 +431,8 @@ impl VideosApi {
     /// List videos
     ///
     /// The catalog, newest first, filtered. Viewers (and creators outside their own
-    /// videos) see published videos only.
+    /// videos) see published videos only. `min_position` waits for the catalog to reach a
+    /// command's position first.
     #[oai(path = "/videos", method = "get", tag = "Tag::Catalog", operation_id = "listVideos")]
     #[allow(clippy::too_many_arguments)]
     async fn list(
@@ -443,7 +444,9 @@ impl VideosApi {
         owner: Query<Option<String>>,
         cursor: Query<Option<String>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))] limit: Query<Option<u32>>,
+        min_position: Query<Option<u64>>,
     ) -> Result<Json<VideoPage>, ApiError> {
+        self.state.caught_up(CatalogProjector::NAME, min_position.0).await?;
         let filter = CatalogFilter {
             status: status.0,
             published: published.0,
@@ -463,14 +466,23 @@ impl VideosApi {
     }
 
     /// Get a video
+    ///
+    /// With `min_position` (the `position` a command answered with), waits until the catalog
+    /// has applied it: read-your-writes over an eventually consistent view.
     #[oai(
         path = "/videos/:id",
         method = "get",
         tag = "Tag::Catalog",
         operation_id = "getVideo"
     )]
-    async fn get(&self, auth: BearerAuth, id: Path<String>) -> Result<VideoResponse, ApiError> {
+    async fn get(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        min_position: Query<Option<u64>>,
+    ) -> Result<VideoResponse, ApiError> {
         check_id(&id)?;
+        self.state.caught_up(CatalogProjector::NAME, min_position.0).await?;
         let principal = auth.0;
         match self.catalog_doc(&id).await? {
             Some(view) if view.published || principal.owns_or_admin(&view.owner) => {
@@ -483,15 +495,22 @@ impl VideosApi {
 
     /// Encoding status
     ///
-    /// Progress of the current encoding attempt. Owner or admin.
+    /// Progress of the current encoding attempt. Owner or admin. `min_position` waits for
+    /// the status view to reach a command's position first.
     #[oai(
         path = "/videos/:id/status",
         method = "get",
         tag = "Tag::Catalog",
         operation_id = "getStatus"
     )]
-    async fn status(&self, auth: BearerAuth, id: Path<String>) -> Result<Json<EncodingStatus>, ApiError> {
+    async fn status(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        min_position: Query<Option<u64>>,
+    ) -> Result<Json<EncodingStatus>, ApiError> {
         self.private(&auth.0, &id).await?;
+        self.state.caught_up(StatusProjector::NAME, min_position.0).await?;
         let doc = self
             .state
             .views

@@ -155,3 +155,42 @@ async fn one_video_its_status_and_history() {
     assert_eq!((status, code(&err)), (StatusCode::NOT_FOUND, "VIDEO_NOT_FOUND"));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_position_reads_a_command_s_own_write() {
+    let s = server().await;
+    let alice = token("alice", "creator");
+    for i in 0..20 {
+        let (status, created) = s
+            .send(
+                s.req(Method::POST, "/v1/videos", &alice)
+                    .json(&crate::harness::register_body(&format!("mine {i}"), 5)),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let id = created["video_id"].as_str().expect("id");
+        let position = created["position"].as_u64().expect("position");
+        // No polling: the read waits for the view to reach the write.
+        let (status, video) = s
+            .send(s.req(Method::GET, &format!("/v1/videos/{id}?min_position={position}"), &alice))
+            .await;
+        assert_eq!(
+            (status, video["title"].clone()),
+            (StatusCode::OK, json!(format!("mine {i}")))
+        );
+        let (status, page) = s
+            .send(s.req(
+                Method::GET,
+                &format!("/v1/videos?owner=alice&limit=1&min_position={position}"),
+                &alice,
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(ids(&page), vec![id.to_owned()]);
+    }
+    let (status, err) = s
+        .send(s.req(Method::GET, "/v1/videos?min_position=1000000", &alice))
+        .await;
+    assert_eq!((status, code(&err)), (StatusCode::SERVICE_UNAVAILABLE, "VIEW_BEHIND"));
+    s.stop().await;
+}
