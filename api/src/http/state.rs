@@ -106,11 +106,25 @@ impl AppState {
     /// a client passes the position a command answered with). Returns at once without one.
     ///
     /// # Errors
-    /// VIEW_BEHIND (503, with Retry-After) when the view has not got there within 5 s.
+    /// VALIDATION_FAILED for a position past the log head; VIEW_BEHIND (503) when the view
+    /// has not got there within 5 s.
     pub async fn caught_up(&self, name: &str, position: Option<u64>) -> Result<(), ApiError> {
         let Some(position) = position else {
             return Ok(());
         };
+        let head = self
+            .log
+            .head()
+            .await
+            .map_err(|e| ApiError::store("reading the log head", &e))?;
+        if position > head {
+            return Err(ApiError::with(
+                400,
+                "VALIDATION_FAILED",
+                format!("min_position {position} is beyond the last recorded event ({head})"),
+                serde_json::json!({ "field": "min_position", "head": head }),
+            ));
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let mut pause = Duration::from_millis(1);
         loop {

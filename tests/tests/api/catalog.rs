@@ -191,6 +191,7 @@ async fn min_position_reads_a_command_s_own_write() {
     let (status, err) = s
         .send(s.req(Method::GET, "/v1/videos?min_position=1000000", &alice))
         .await;
-    assert_eq!((status, code(&err)), (StatusCode::SERVICE_UNAVAILABLE, "VIEW_BEHIND"));
+    assert_eq!((status, code(&err)), (StatusCode::BAD_REQUEST, "VALIDATION_FAILED"));
+    assert_eq!(err["error"]["details"]["field"], "min_position");
     s.stop().await;
 }

@@ -259,6 +259,12 @@ async fn errors_have_one_shape_and_the_document_describes_every_operation() {
             "registerVideo documents {status}"
         );
     }
+    let get = &doc["paths"]["/v1/videos/{id}"]["get"]["responses"];
+    assert!(
+        get["404"].is_object() && get["413"].is_null() && get["412"].is_null(),
+        "{get}"
+    );
+    assert!(doc["paths"]["/v1/videos/{id}"]["patch"]["responses"]["412"].is_object());
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
     assert!(doc["components"]["securitySchemes"].is_object());
     let docs = s.client.get(s.url("/docs")).send().await.expect("docs");
