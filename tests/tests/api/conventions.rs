@@ -351,3 +351,104 @@ async fn tokens_can_be_checked_against_a_jwks_file_with_issuer_and_audience() {
     }
     s.stop().await;
 }
+
+/// An event log on which one stream always loses the race: every append to it conflicts, as
+/// if another writer got there first each time.
+struct Contended {
+    inner: std::sync::Arc<dyn vodsource_commands::ports::EventLog>,
+    stream: std::sync::Mutex<Option<String>>,
+}
+
+#[async_trait::async_trait]
+impl vodsource_commands::ports::EventLog for Contended {
+    async fn append(
+        &self,
+        request: vodsource_commands::ports::AppendRequest,
+    ) -> Result<vodsource_commands::ports::Appended, vodsource_commands::ports::StoreError> {
+        let contended = self
+            .stream
+            .lock()
+            .map(|s| s.as_deref() == Some(request.stream_id.as_str()));
+        if contended.unwrap_or(false) {
+            let actual = self.inner.read_stream(&request.stream_id, 0, 10_000).await?.len() as u64;
+            return Err(vodsource_commands::ports::StoreError::Conflict {
+                stream_id: request.stream_id,
+                expected: actual,
+                actual: actual + 1,
+            });
+        }
+        self.inner.append(request).await
+    }
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<vodsource_commands::ports::RecordedEvent>, vodsource_commands::ports::StoreError> {
+        self.inner.read_stream(stream_id, after_version, limit).await
+    }
+    async fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<vodsource_commands::ports::RecordedEvent>, vodsource_commands::ports::StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+    async fn head(&self) -> Result<u64, vodsource_commands::ports::StoreError> {
+        self.inner.head().await
+    }
+    fn watch_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.watch_head()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_that_keep_losing_the_race_are_a_version_conflict() {
+    let dir = crate::harness::TempDir::new();
+    let config = vodsource_api::config::Config {
+        data_dir: dir.path().to_path_buf(),
+        event_store: None,
+        view_store: None,
+    };
+    let mut stores = vodsource_api::roles::Stores::open(&config).await.expect("stores");
+    let contended = std::sync::Arc::new(Contended {
+        inner: stores.log.clone(),
+        stream: std::sync::Mutex::new(None),
+    });
+    stores.log = contended.clone();
+    let objects = vodsource_infra::open_object_store(&format!("file://{}", dir.path().join("o").display()))
+        .await
+        .expect("objects");
+    let running = vodsource_api::http::start(stores, objects, settings())
+        .await
+        .expect("start");
+    let client = reqwest::Client::new();
+    let alice = token("alice", "creator");
+    let created: serde_json::Value = client
+        .post(format!("{}/v1/videos", running.public_url))
+        .bearer_auth(&alice)
+        .json(&register_body("contended", 5))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    let id = created["video_id"].as_str().expect("id").to_owned();
+    if let Ok(mut stream) = contended.stream.lock() {
+        *stream = Some(id.clone());
+    }
+    let response = client
+        .patch(format!("{}/v1/videos/{id}", running.public_url))
+        .bearer_auth(&alice)
+        .json(&json!({"title": "mine"}))
+        .send()
+        .await
+        .expect("patch");
+    let (status, err) = crate::harness::parts(response).await;
+    assert_eq!((status, code(&err)), (StatusCode::CONFLICT, "VERSION_CONFLICT"));
+    running.shutdown().await.expect("shutdown");
+}
