@@ -45,6 +45,9 @@ enum VideoResponse {
     /// The video.
     #[oai(status = 200)]
     Ok(Json<Video>, #[oai(header = "ETag")] String),
+    /// Unchanged since the `If-None-Match` version.
+    #[oai(status = 304)]
+    NotModified(#[oai(header = "ETag")] String),
 }
 
 const MAX_ID: usize = 64;
@@ -480,6 +483,7 @@ impl VideosApi {
         auth: BearerAuth,
         id: Path<String>,
         min_position: Query<Option<u64>>,
+        #[oai(name = "If-None-Match")] if_none_match: Header<Option<String>>,
     ) -> Result<VideoResponse, ApiError> {
         check_id(&id)?;
         self.state.caught_up(CatalogProjector::NAME, min_position.0).await?;
@@ -487,6 +491,13 @@ impl VideosApi {
         match self.catalog_doc(&id).await? {
             Some(view) if view.published || principal.owns_or_admin(&view.owner) => {
                 let etag = format!("\"{}\"", view.version);
+                let unchanged = if_none_match.0.as_deref().is_some_and(|tags| {
+                    tags.split(',')
+                        .any(|t| t.trim().trim_start_matches("W/") == etag || t.trim() == "*")
+                });
+                if unchanged {
+                    return Ok(VideoResponse::NotModified(etag));
+                }
                 Ok(VideoResponse::Ok(Json(Video::from(view)), etag))
             }
             _ => Err(ApiError::video_not_found(&id)),

@@ -80,8 +80,23 @@ async fn if_match_makes_a_write_conditional_on_the_version() {
             .header("If-Match", if_match)
             .json(&json!({ "title": title }))
     };
+    let unchanged = s
+        .req(Method::GET, &format!("/v1/videos/{id}"), &alice)
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .expect("conditional get");
+    assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
     let (status, body) = s.send(patch(&etag, "second")).await;
     assert_eq!((status, body["version"].clone()), (StatusCode::OK, json!(2)));
+    s.until_catalog(&id, "version 2", |v| v["version"] == 2).await;
+    let changed = s
+        .req(Method::GET, &format!("/v1/videos/{id}"), &alice)
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .expect("conditional get");
+    assert_eq!(changed.status(), StatusCode::OK, "a changed video is sent again");
     let (status, err) = s.send(patch("1", "stale")).await;
     assert_eq!(
         (status, code(&err)),
