@@ -54,9 +54,10 @@ pub struct CatalogView {
 /// The catalog partition every video is listed in.
 pub const CATALOG_ALL: &str = "all";
 
-/// The catalog's sort key: registration time (fixed width, so it orders as text), then the id.
-pub fn catalog_sort_key(created_at: DateTime<Utc>, video_id: &str) -> String {
-    format!("{}#{video_id}", created_at.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+/// The catalog's sort key: registration time, fixed width so it orders as text (the index
+/// breaks ties by video id).
+pub fn catalog_sort_key(created_at: DateTime<Utc>) -> String {
+    created_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 /// Builds the catalog. Deleted videos leave it.
@@ -80,7 +81,7 @@ impl Projector for CatalogProjector {
     }
 
     fn index(&self, view: &CatalogView) -> Option<Vec<IndexKey>> {
-        let sort = catalog_sort_key(view.created_at, &view.video_id);
+        let sort = catalog_sort_key(view.created_at);
         let entry = |partition: String| IndexKey {
             partition,
             sort: sort.clone(),

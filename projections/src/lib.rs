@@ -21,7 +21,7 @@ pub use projector::{EventMeta, IndexKey, Projector, ViewChange};
 pub use rebuild::{rebuild, RebuildProgress};
 pub use runner::{Runner, RunnerConfig, RunnerError};
 pub use status::{StatusProjector, StatusView};
-pub use view_store::{Doc, DocChange, IndexedDoc, ProjectionState, ProjectionStatus, ViewStore};
+pub use view_store::{Doc, DocChange, IndexCursor, IndexedDoc, ProjectionState, ProjectionStatus, ViewStore};
 
 /// The names of the built-in projections, in the order they are started.
 pub const PROJECTIONS: [&str; 3] = [CatalogProjector::NAME, StatusProjector::NAME, DeadLetterProjector::NAME];

@@ -25,13 +25,33 @@ pub struct Doc {
     pub unindex: Vec<IndexKey>,
 }
 
-/// A document found through a secondary index, with its sort key (the cursor of a page).
+/// A document found through a secondary index, with its sort key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexedDoc {
     /// The entry's sort key.
     pub sort: String,
     /// The document.
     pub doc: Doc,
+}
+
+impl IndexedDoc {
+    /// Where a page that ends with this entry continues.
+    pub fn cursor(&self) -> IndexCursor {
+        IndexCursor {
+            sort: self.sort.clone(),
+            key: self.doc.key.clone(),
+        }
+    }
+}
+
+/// A place in a partition: entries order by sort key, then document key (sort keys need not
+/// be unique, as in a DynamoDB index).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IndexCursor {
+    /// Sort key.
+    pub sort: String,
+    /// Document key.
+    pub key: String,
 }
 
 /// A change to one document.
@@ -102,8 +122,8 @@ pub trait ViewStore: Send + Sync + 'static {
     /// `Unavailable`.
     async fn get(&self, view: &str, key: &str) -> Result<Option<Doc>, StoreError>;
 
-    /// Up to `limit` documents of the live generation listed in `partition`, greatest sort
-    /// key first, starting below `before` when given.
+    /// Up to `limit` documents of the live generation listed in `partition`, greatest
+    /// (sort key, document key) first, starting below `before` when given.
     ///
     /// # Errors
     /// `Unavailable`.
@@ -111,7 +131,7 @@ pub trait ViewStore: Send + Sync + 'static {
         &self,
         view: &str,
         partition: &str,
-        before: Option<&str>,
+        before: Option<&IndexCursor>,
         limit: usize,
     ) -> Result<Vec<IndexedDoc>, StoreError>;
 

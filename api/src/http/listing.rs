@@ -3,7 +3,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use vodsource_projections::{CatalogProjector, CatalogView, ViewStore, CATALOG_ALL};
+use vodsource_projections::{CatalogProjector, CatalogView, IndexCursor, ViewStore, CATALOG_ALL};
 
 use super::auth::{Principal, Role};
 use super::error::ApiError;
@@ -67,20 +67,26 @@ impl CatalogFilter {
     }
 }
 
-/// A cursor for a sort key.
-pub fn encode_cursor(sort: &str) -> String {
-    URL_SAFE_NO_PAD.encode(sort)
+/// The opaque form of a place in a partition.
+pub fn encode_cursor(cursor: &IndexCursor) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}\n{}", cursor.sort, cursor.key))
 }
 
-/// The sort key of a cursor this API returned.
+/// The place a cursor this API returned names.
 ///
 /// # Errors
 /// VALIDATION_FAILED for anything else.
-pub fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
+pub fn decode_cursor(cursor: &str) -> Result<IndexCursor, ApiError> {
     URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| {
+            text.split_once('\n').map(|(sort, key)| IndexCursor {
+                sort: sort.to_owned(),
+                key: key.to_owned(),
+            })
+        })
         .ok_or_else(|| ApiError::invalid("cursor", "the cursor is not one this API returned"))
 }
 
@@ -98,11 +104,11 @@ pub async fn page(
     let mut before = cursor.map(decode_cursor).transpose()?;
     let mut items = Vec::with_capacity(limit);
     let mut next_cursor = None;
-    let mut last_included: Option<String> = None;
+    let mut last_included: Option<IndexCursor> = None;
     let fetch = (limit + 1).max(20);
     'pages: for round in 0..ROUNDS {
         let page = views
-            .query(CatalogProjector::NAME, &partition, before.as_deref(), fetch)
+            .query(CatalogProjector::NAME, &partition, before.as_ref(), fetch)
             .await
             .map_err(|e| ApiError::store("listing the catalog", &e))?;
         let exhausted = page.len() < fetch;
@@ -112,20 +118,20 @@ pub async fn page(
             if filter.keeps(&view) {
                 if items.len() == limit {
                     // One more exists: the next page starts after the last one given.
-                    next_cursor = last_included.as_deref().map(encode_cursor);
+                    next_cursor = last_included.as_ref().map(encode_cursor);
                     break 'pages;
                 }
-                last_included = Some(entry.sort.clone());
+                last_included = Some(entry.cursor());
                 items.push(Video::from(view));
             }
-            before = Some(entry.sort);
+            before = Some(entry.cursor());
         }
         if exhausted {
             break;
         }
         if round + 1 == ROUNDS {
             // The filters skipped many documents: hand back where the scan stopped.
-            next_cursor = before.as_deref().map(encode_cursor);
+            next_cursor = before.as_ref().map(encode_cursor);
         }
     }
     Ok(VideoPage { items, next_cursor })
@@ -201,8 +207,12 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_foreign_ones_are_refused() {
-        let sort = "2026-11-23T01:07:32.949718Z#01a205f1";
-        assert_eq!(decode_cursor(&encode_cursor(sort)).ok().as_deref(), Some(sort));
+        let place = IndexCursor {
+            sort: "2026-11-23T01:07:32.949718Z".into(),
+            key: "01a205f1".into(),
+        };
+        assert_eq!(decode_cursor(&encode_cursor(&place)).ok(), Some(place));
+        assert!(decode_cursor(&URL_SAFE_NO_PAD.encode("no separator")).is_err());
         assert!(decode_cursor("%%%").is_err());
         assert!(decode_cursor(&URL_SAFE_NO_PAD.encode([0xff, 0xfe])).is_err());
     }

@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use chrono::Utc;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 use vodsource_commands::ports::StoreError;
-use vodsource_projections::{Doc, DocChange, IndexKey, IndexedDoc, ProjectionState, ProjectionStatus, ViewStore};
+use vodsource_projections::{
+    Doc, DocChange, IndexCursor, IndexKey, IndexedDoc, ProjectionState, ProjectionStatus, ViewStore,
+};
 
 use super::connect::{from_micros, signed, to_micros, SqliteSettings};
 use super::db::Db;
@@ -322,10 +324,10 @@ impl ViewStore for SqliteViewStore {
         &self,
         view: &str,
         partition: &str,
-        before: Option<&str>,
+        before: Option<&IndexCursor>,
         limit: usize,
     ) -> Result<Vec<IndexedDoc>, StoreError> {
-        let (view, partition, before) = (view.to_owned(), partition.to_owned(), before.map(str::to_owned));
+        let (view, partition, before) = (view.to_owned(), partition.to_owned(), before.cloned());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.db
             .run(move |conn| {
@@ -341,11 +343,13 @@ impl ViewStore for SqliteViewStore {
                 };
                 match before {
                     Some(before) => conn
-                        .prepare_cached(&format!("{SELECT} AND i.sort < ?3 ORDER BY i.sort DESC LIMIT ?4"))?
-                        .query_map(params![view, partition, before, limit], row)?
+                        .prepare_cached(&format!(
+                            "{SELECT} AND (i.sort, i.key) < (?3, ?4) ORDER BY i.sort DESC, i.key DESC LIMIT ?5"
+                        ))?
+                        .query_map(params![view, partition, before.sort, before.key, limit], row)?
                         .collect(),
                     None => conn
-                        .prepare_cached(&format!("{SELECT} ORDER BY i.sort DESC LIMIT ?3"))?
+                        .prepare_cached(&format!("{SELECT} ORDER BY i.sort DESC, i.key DESC LIMIT ?3"))?
                         .query_map(params![view, partition, limit], row)?
                         .collect(),
                 }

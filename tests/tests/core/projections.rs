@@ -8,8 +8,8 @@ use vodsource_commands::ports::{Clock, EventLog, LeaseStore, StoreError};
 use vodsource_domain::Stage;
 use vodsource_infra::sqlite::SqliteViewStore;
 use vodsource_projections::{
-    rebuild, CatalogProjector, CatalogView, DeadLetterProjector, Doc, DocChange, IndexedDoc, ProjectionState,
-    Projector, Runner, RunnerConfig, RunnerError, StatusProjector, StatusView, ViewStore,
+    rebuild, CatalogProjector, CatalogView, DeadLetterProjector, Doc, DocChange, IndexCursor, IndexedDoc,
+    ProjectionState, Projector, Runner, RunnerConfig, RunnerError, StatusProjector, StatusView, ViewStore,
 };
 
 use crate::helpers::{clock, commands, lifecycle, sqlite_log, view_store, TempDir};
@@ -138,21 +138,21 @@ async fn the_catalog_and_status_views_follow_each_lifecycle() {
     assert_eq!(store.dump("catalog").await.expect("dump").len(), 12);
 
     // The secondary index: newest first, per partition, paged by sort key, deletions gone.
-    let list = |partition: &'static str, before: Option<String>, limit: usize| {
+    let list = |partition: &'static str, before: Option<IndexCursor>, limit: usize| {
         let store = store.clone();
         async move {
             store
-                .query("catalog", partition, before.as_deref(), limit)
+                .query("catalog", partition, before.as_ref(), limit)
                 .await
                 .expect("query")
         }
     };
     let all = list("all", None, 100).await;
     assert_eq!(all.len(), 12);
-    assert!(all.windows(2).all(|w| w[0].sort > w[1].sort), "newest first");
+    assert!(all.windows(2).all(|w| w[0].cursor() > w[1].cursor()), "newest first");
     assert_eq!(all[0].doc.key, "v0012");
     let first = list("all", None, 5).await;
-    let second = list("all", first.last().map(|d| d.sort.clone()), 5).await;
+    let second = list("all", first.last().map(IndexedDoc::cursor), 5).await;
     let paged: Vec<_> = first.iter().chain(&second).map(|d| d.doc.key.clone()).collect();
     let direct: Vec<_> = all.iter().take(10).map(|d| d.doc.key.clone()).collect();
     assert_eq!(paged, direct, "pages continue where the cursor left off");
@@ -211,7 +211,7 @@ impl ViewStore for Killer {
         &self,
         view: &str,
         partition: &str,
-        before: Option<&str>,
+        before: Option<&IndexCursor>,
         limit: usize,
     ) -> Result<Vec<IndexedDoc>, StoreError> {
         self.inner.query(view, partition, before, limit).await
