@@ -52,9 +52,36 @@ pub fn prune(document: &mut Value) {
     }
 }
 
+/// Swagger UI's page with `document` in place of the one poem-openapi embedded (the JSON
+/// value after `let spec = `); the page as it was if that is not found.
+pub fn embed(html: &str, document: &str) -> String {
+    const MARK: &str = "let spec = ";
+    let Some(start) = html.find(MARK).map(|at| at + MARK.len()) else {
+        return html.to_owned();
+    };
+    let mut values = serde_json::Deserializer::from_str(&html[start..]).into_iter::<Value>();
+    match values.next() {
+        Some(Ok(_)) => {
+            let end = start + values.byte_offset();
+            format!("{}{document}{}", &html[..start], &html[end..])
+        }
+        _ => html.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_page_embeds_the_document_given() {
+        let page = "<script>\n    let spec = {\"a\": {\"b\": 1}};\n    go(spec);\n</script>";
+        assert_eq!(
+            embed(page, "{\"c\":2}"),
+            "<script>\n    let spec = {\"c\":2};\n    go(spec);\n</script>"
+        );
+        assert_eq!(embed("no spec here", "{}"), "no spec here");
+    }
 
     #[test]
     fn only_the_statuses_an_operation_can_answer_stay() {

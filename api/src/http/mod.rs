@@ -154,17 +154,17 @@ fn bound_body(req: &mut Request) -> Option<Response> {
 /// The whole HTTP application.
 pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response> {
     let api = openapi(&state);
-    let spec = {
-        let mut document: serde_json::Value = serde_json::from_str(&api.spec()).unwrap_or_default();
-        document::prune(&mut document);
-        let text = document.to_string();
-        poem::endpoint::make_sync(move |_| {
-            Response::builder()
-                .content_type("application/json; charset=utf-8")
-                .body(text.clone())
-        })
-    };
-    let docs = api.swagger_ui();
+    let mut document: serde_json::Value = serde_json::from_str(&api.spec()).unwrap_or_default();
+    document::prune(&mut document);
+    let pruned = document.to_string();
+    // Swagger UI embeds the document it shows: the pruned one, as served.
+    let ui = document::embed(&api.swagger_ui_html(), &pruned);
+    let spec = poem::endpoint::make_sync(move |_| {
+        Response::builder()
+            .content_type("application/json; charset=utf-8")
+            .body(pruned.clone())
+    });
+    let docs = poem::endpoint::make_sync(move |_| poem::web::Html(ui.clone()));
     let metrics = state.metrics.clone();
     let auth_off = !gate.enabled();
     Route::new()

@@ -284,6 +284,20 @@ async fn errors_have_one_shape_and_the_document_describes_every_operation() {
     assert!(doc["components"]["securitySchemes"].is_object());
     let docs = s.client.get(s.url("/docs")).send().await.expect("docs");
     assert_eq!(docs.status(), StatusCode::OK);
+    let page = docs.text().await.expect("html");
+    let served = s
+        .client
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .expect("document")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        page.contains("SwaggerUIBundle") && page.contains(&served),
+        "Swagger UI shows the served document"
+    );
     s.stop().await;
 }
 
