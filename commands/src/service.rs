@@ -112,45 +112,30 @@ impl VideoCommands {
             let mut loaded = self.store.load(id).await.map_err(CommandError::Store)?;
             let mut refreshed = false;
             let events = loop {
-                if let Some(expected) = context.expected_version {
-                    if expected != loaded.version {
-                        // The cache may be behind another process's appends: check the log
-                        // before refusing.
-                        if !refreshed && self.store.refresh(&mut loaded).await.map_err(CommandError::Store)? {
-                            refreshed = true;
-                            continue;
+                let decided = match context.expected_version {
+                    Some(expected) if expected != loaded.version => Err(CommandError::VersionMismatch {
+                        expected,
+                        actual: loaded.version,
+                    }),
+                    _ => {
+                        // `handle` decides first and applies only what it decided, so a
+                        // refusal leaves the state as it was.
+                        let sink = EventSink::<Video>::default();
+                        match loaded.video.handle(command.clone(), &self.services, &sink).await {
+                            Ok(()) => Ok(sink.collect().await),
+                            Err(e) => Err(e.into()),
                         }
-                        return Err(CommandError::VersionMismatch {
-                            expected,
-                            actual: loaded.version,
-                        });
                     }
+                };
+                // The cache is trusted where the append's version check would catch it being
+                // behind another process. A refusal, a version mismatch and a no-op append
+                // nothing, so they are checked against the log before they are answered.
+                let unchecked = !matches!(&decided, Ok(events) if !events.is_empty());
+                if unchecked && !refreshed && self.store.refresh(&mut loaded).await.map_err(CommandError::Store)? {
+                    refreshed = true;
+                    continue;
                 }
-                let sink = EventSink::<Video>::default();
-                // `handle` decides first and applies only what it decided, so a refusal
-                // leaves the state as it was.
-                match loaded.video.handle(command.clone(), &self.services, &sink).await {
-                    Ok(()) => {
-                        let events = sink.collect().await;
-                        // Nothing to append means no conflict check either: like a
-                        // refusal, a no-op must not rest on a stale cache.
-                        if events.is_empty()
-                            && !refreshed
-                            && self.store.refresh(&mut loaded).await.map_err(CommandError::Store)?
-                        {
-                            refreshed = true;
-                            continue;
-                        }
-                        break events;
-                    }
-                    Err(e) => {
-                        if !refreshed && self.store.refresh(&mut loaded).await.map_err(CommandError::Store)? {
-                            refreshed = true;
-                            continue;
-                        }
-                        return Err(e.into());
-                    }
-                }
+                break decided?;
             };
             let version = loaded.version;
             match self.store.append(loaded, &events, &metadata).await {

@@ -185,8 +185,7 @@ impl Gate {
                 }
             }
         }
-        let principal = self.verify(token)?;
-        Ok(principal)
+        self.verify(token)
     }
 
     fn verify(&self, token: &str) -> Result<Principal, ApiError> {

@@ -1,5 +1,5 @@
-//! The projection runners and the encoding supervisor of an embedded server, and rebuilds
-//! through them: a rebuild stops that projection's runner (its lease is released), fills a
+//! The projection runners and the encoding supervisor of a process (`serve`, `projector`),
+//! and rebuilds through them: a rebuild stops that projection's runner (its lease is released), fills a
 //! shadow generation, swaps it in, and starts the runner again.
 
 use std::collections::HashMap;
@@ -47,9 +47,20 @@ async fn until(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
+/// A component's result, reported when it stops with an error (the others go on).
+fn reported<E: std::fmt::Display>(component: &str, result: Result<(), E>) -> Result<(), String> {
+    result.map_err(|e| {
+        tracing::error!(component, error = %e, "a component stopped; the others go on");
+        e.to_string()
+    })
+}
+
 fn spawn_runner<P: Projector>(stores: &Stores, projector: P, stopped: watch::Receiver<bool>) -> Task {
     let runner = stores.runner(projector);
-    tokio::spawn(async move { runner.run(until(stopped)).await.map_err(|e| e.to_string()) })
+    tokio::spawn(async move {
+        let name = runner.name();
+        reported(name, runner.run(until(stopped)).await)
+    })
 }
 
 fn start(stores: &Stores, name: &str) -> (watch::Sender<bool>, Task) {
@@ -91,7 +102,7 @@ impl Control {
         }
         let (stop, stopped) = watch::channel(false);
         let supervisor = stores.supervisor();
-        let task = tokio::spawn(async move { supervisor.run(until(stopped)).await.map_err(|e| e.to_string()) });
+        let task = tokio::spawn(async move { reported("encoding supervisor", supervisor.run(until(stopped)).await) });
         Arc::new(Self {
             stores,
             slots: Mutex::new(slots),
@@ -183,7 +194,8 @@ impl Control {
     }
 
     /// Stops everything: each runner checkpoints what it applied and releases its lease.
-    pub async fn shutdown(&self) {
+    /// Returns how many components had stopped with an error.
+    pub async fn shutdown(&self) -> usize {
         let mut tasks = Vec::new();
         {
             let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
@@ -198,12 +210,18 @@ impl Control {
             let _ = stop.send(true);
             tasks.push(("encoding supervisor", task));
         }
+        let mut failures = 0;
         for (name, task) in tasks {
             match task.await {
                 Ok(Ok(())) => tracing::info!(component = name, "stopped"),
-                Ok(Err(e)) => tracing::error!(component = name, error = %e, "stopped with an error"),
-                Err(e) => tracing::error!(component = name, error = %e, "task failed"),
+                // Reported when it happened.
+                Ok(Err(_)) => failures += 1,
+                Err(e) => {
+                    tracing::error!(component = name, error = %e, "task failed");
+                    failures += 1;
+                }
             }
         }
+        failures
     }
 }

@@ -47,6 +47,17 @@ impl Histogram {
     }
 }
 
+/// Records into the histogram of `key`: a shared lock for the common case, the exclusive one
+/// only to add a key.
+fn observe<K: std::hash::Hash + Eq>(map: &RwLock<HashMap<K, Histogram>>, key: K, elapsed: Duration) {
+    if let Some(h) = map.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
+        h.observe(elapsed);
+        return;
+    }
+    let mut map = map.write().unwrap_or_else(PoisonError::into_inner);
+    map.entry(key).or_default().observe(elapsed);
+}
+
 /// The process's metrics.
 #[derive(Default)]
 pub struct Metrics {
@@ -57,29 +68,12 @@ pub struct Metrics {
 impl Metrics {
     /// Records a finished request.
     pub fn request(&self, method: &'static str, operation: &'static str, status: u16, elapsed: Duration) {
-        let key = (method, operation, status);
-        {
-            let map = self.requests.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(h) = map.get(&key) {
-                h.observe(elapsed);
-                return;
-            }
-        }
-        let mut map = self.requests.write().unwrap_or_else(PoisonError::into_inner);
-        map.entry(key).or_default().observe(elapsed);
+        observe(&self.requests, (method, operation, status), elapsed);
     }
 
     /// Records a command's time from load to durable append.
     pub fn command(&self, command: &'static str, elapsed: Duration) {
-        {
-            let map = self.commands.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(h) = map.get(command) {
-                h.observe(elapsed);
-                return;
-            }
-        }
-        let mut map = self.commands.write().unwrap_or_else(PoisonError::into_inner);
-        map.entry(command).or_default().observe(elapsed);
+        observe(&self.commands, command, elapsed);
     }
 
     /// The Prometheus text exposition, with the projection gauges given.

@@ -235,12 +235,15 @@ impl Running {
         let _ = self.stop.send(true);
         let served = self.server.await.context("the server task failed")?;
         if let Some(control) = &self.control {
-            control.shutdown().await;
+            let failures = control.shutdown().await;
+            if failures > 0 {
+                tracing::error!(failures, "components stopped with errors; see `vodsource projections`");
+            }
         }
         served.context("serving HTTP")
     }
 
-    /// Waits until the server stops by itself (it does not, unless it fails).
+    /// Waits for `signal`, then shuts down as [`Running::shutdown`] does.
     ///
     /// # Errors
     /// The server's I/O error.

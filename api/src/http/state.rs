@@ -87,6 +87,20 @@ impl AppState {
     /// VIDEO_NOT_FOUND, FORBIDDEN, UNAVAILABLE.
     pub async fn writable(&self, principal: &Principal, id: &str) -> Result<VideoContext, ApiError> {
         principal.require(Role::Creator)?;
+        self.owned(principal, id, || format!("video {id:?} belongs to another creator"))
+            .await
+    }
+
+    /// The video's current state, for its owner or an admin only (`refusal` says why not).
+    ///
+    /// # Errors
+    /// VIDEO_NOT_FOUND, FORBIDDEN, UNAVAILABLE.
+    pub async fn owned(
+        &self,
+        principal: &Principal,
+        id: &str,
+        refusal: impl FnOnce() -> String,
+    ) -> Result<VideoContext, ApiError> {
         let loaded = self
             .commands
             .store()
@@ -97,7 +111,7 @@ impl AppState {
             return Err(ApiError::video_not_found(id));
         }
         if !principal.owns_or_admin(&loaded.video.owner) {
-            return Err(ApiError::forbidden(format!("video {id:?} belongs to another creator")));
+            return Err(ApiError::forbidden(refusal()));
         }
         Ok(loaded)
     }

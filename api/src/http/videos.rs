@@ -122,23 +122,12 @@ impl VideosApi {
     /// The video as its owner or an admin sees it (status, history, events).
     async fn private(&self, principal: &Principal, id: &str) -> Result<(), ApiError> {
         check_id(id)?;
-        let loaded = self
-            .state
-            .commands
-            .store()
-            .load(id)
+        self.state
+            .owned(principal, id, || {
+                format!("only the owner or an admin may see the state of video {id:?}")
+            })
             .await
-            .map_err(|e| ApiError::store("loading a video", &e))?;
-        if loaded.version == 0 {
-            return Err(ApiError::video_not_found(id));
-        }
-        if principal.owns_or_admin(&loaded.video.owner) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!(
-                "only the owner or an admin may see the state of video {id:?}"
-            )))
-        }
+            .map(|_| ())
     }
 }
 

@@ -299,13 +299,7 @@ async fn a_terminal_failure_is_a_dead_letter_until_retried() {
     let id = s.uploaded("alice", "broken").await;
     let commands = s.stores.commands();
     let ctx = CommandContext::actor("test-encoder");
-    let attempt = loop {
-        let loaded = commands.store().load(&id).await.expect("load");
-        if loaded.video.attempt > 0 {
-            break loaded.video.attempt;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    };
+    let attempt = s.requested_attempt(&id).await;
     for cmd in [
         VideoCommand::ClaimEncoding {
             worker_id: "w".into(),

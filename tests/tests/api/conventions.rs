@@ -192,15 +192,7 @@ async fn authentication_may_be_off_only_on_loopback() {
     open.auth.hs256_secret = None;
     open.listen = "0.0.0.0:0".into();
     let dir = crate::harness::TempDir::new();
-    let config = vodsource_api::config::Config {
-        data_dir: dir.path().to_path_buf(),
-        event_store: None,
-        view_store: None,
-    };
-    let stores = vodsource_api::roles::Stores::open(&config).await.expect("stores");
-    let objects = vodsource_infra::open_object_store(&format!("file://{}", dir.path().join("o").display()))
-        .await
-        .expect("objects");
+    let (stores, objects) = crate::harness::stores_in(&dir, None).await;
     let refused = vodsource_api::http::start(stores, objects, open).await;
     let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(message.contains("only allowed on a loopback address"), "{message}");
@@ -437,20 +429,12 @@ impl vodsource_commands::ports::EventLog for Contended {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_that_keep_losing_the_race_are_a_version_conflict() {
     let dir = crate::harness::TempDir::new();
-    let config = vodsource_api::config::Config {
-        data_dir: dir.path().to_path_buf(),
-        event_store: None,
-        view_store: None,
-    };
-    let mut stores = vodsource_api::roles::Stores::open(&config).await.expect("stores");
+    let (mut stores, objects) = crate::harness::stores_in(&dir, None).await;
     let contended = std::sync::Arc::new(Contended {
         inner: stores.log.clone(),
         stream: std::sync::Mutex::new(None),
     });
     stores.log = contended.clone();
-    let objects = vodsource_infra::open_object_store(&format!("file://{}", dir.path().join("o").display()))
-        .await
-        .expect("objects");
     let running = vodsource_api::http::start(stores, objects, settings())
         .await
         .expect("start");

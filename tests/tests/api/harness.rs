@@ -66,8 +66,8 @@ pub async fn server_on_postgres() -> Server {
     server_on(settings(), Some(url)).await
 }
 
-pub async fn server_on(settings: ServeSettings, event_store: Option<String>) -> Server {
-    let dir = TempDir::new();
+/// The stores of a server over `dir` (and `event_store` when given), as `serve` opens them.
+pub async fn stores_in(dir: &TempDir, event_store: Option<String>) -> (Stores, Arc<dyn ObjectStore>) {
     let config = Config {
         data_dir: dir.path().to_path_buf(),
         event_store,
@@ -84,6 +84,12 @@ pub async fn server_on(settings: ServeSettings, event_store: Option<String>) -> 
     let objects = open_object_store(&format!("file://{}", dir.path().join("objects").display()))
         .await
         .expect("objects");
+    (stores, objects)
+}
+
+pub async fn server_on(settings: ServeSettings, event_store: Option<String>) -> Server {
+    let dir = TempDir::new();
+    let (stores, objects) = stores_in(&dir, event_store).await;
     let running = start(stores.clone(), objects.clone(), settings)
         .await
         .expect("server starts");
@@ -182,18 +188,29 @@ impl Server {
         id
     }
 
+    /// The encoding attempt the supervisor requested for `id`, once it has.
+    pub async fn requested_attempt(&self, id: &str) -> u32 {
+        let commands = self.stores.commands();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let loaded = commands.store().load(id).await.expect("load");
+            if loaded.video.attempt > 0 {
+                return loaded.video.attempt;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no encoding was requested for {id}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Plays an encoder's part: claims the queued attempt, encodes one rung, writes
     /// manifests into the object store and completes.
     pub async fn encode(&self, id: &str) {
         let commands = self.stores.commands();
         let ctx = CommandContext::actor("test-encoder");
-        let attempt = loop {
-            let loaded = commands.store().load(id).await.expect("load");
-            if loaded.video.attempt > 0 {
-                break loaded.video.attempt;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        let attempt = self.requested_attempt(id).await;
         let run = |cmd: VideoCommand| {
             let commands = commands.clone();
             let ctx = ctx.clone();
