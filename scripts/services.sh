@@ -52,6 +52,17 @@ python() {
     if [ "$action" = start ] && ! command -v python3 >/dev/null; then apt_install python3 python3-pip; fi
 }
 
+# FFmpeg's libraries (the encoder links them; ffmpeg-next builds their bindings with clang)
+# and its CLI (tests make clips with lavfi and check outputs with ffprobe).
+ffmpeg() {
+    if [ "$action" = start ] && ! { command -v ffprobe >/dev/null && command -v clang >/dev/null \
+        && pkg-config --exists libavcodec libavformat libavfilter libavutil libswscale libswresample libavdevice 2>/dev/null; }; then
+        echo "installing FFmpeg libraries and CLI ..." >&2
+        apt_install --no-install-recommends libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev \
+            libavdevice-dev libswscale-dev libswresample-dev pkg-config clang libclang-dev ffmpeg
+    fi
+}
+
 SCHEMATHESIS_VERSION=4.32.5
 schemathesis() {
     python
@@ -66,8 +77,9 @@ for service in "${services[@]}"; do
     case "$service" in
     postgres) postgres ;;
     python) python ;;
+    ffmpeg) ffmpeg ;;
     schemathesis) schemathesis ;;
     wrk) if [ "$action" = start ] && ! command -v wrk >/dev/null; then apt_install wrk; fi ;;
-    *) echo "error: unknown service $service (known: postgres, python, schemathesis, wrk)" >&2; exit 2 ;;
+    *) echo "error: unknown service $service (known: postgres, python, schemathesis, wrk, ffmpeg)" >&2; exit 2 ;;
     esac
 done

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use vodsource_commands::ports::{Clock, EventLog, SystemClock};
+use vodsource_commands::ports::{Clock, EventLog, ObjectStore, SystemClock};
 use vodsource_commands::process::{EncodingSupervisor, SupervisorConfig};
 use vodsource_commands::{VideoCommands, VideoStore};
 use vodsource_domain::{Policy, VideoServices};
+use vodsource_encoder::{Worker, WorkerConfig};
 use vodsource_infra::sqlite::SqliteViewStore;
 use vodsource_infra::{open_event_log, open_view_store};
 use vodsource_projections::{
@@ -30,6 +31,8 @@ pub struct Stores {
     pub owner: String,
     /// Deployment limits commands are decided with.
     pub policy: Policy,
+    /// Attempts and backoff of the encoding supervisor.
+    pub supervision: SupervisorConfig,
 }
 
 impl Stores {
@@ -50,6 +53,7 @@ impl Stores {
             views: Arc::new(views),
             clock: Arc::new(SystemClock),
             policy: Policy::default(),
+            supervision: SupervisorConfig::default(),
             owner: format!(
                 "{host}-{}-{}",
                 std::process::id(),
@@ -74,10 +78,16 @@ impl Stores {
             self.views.clone(),
             self.views.clone(),
             self.views.clone(),
+            self.views.clone(),
             self.clock.clone(),
             self.owner.clone(),
-            SupervisorConfig::default(),
+            self.supervision.clone(),
         )
+    }
+
+    /// An encoding worker over these stores and `objects`.
+    pub fn worker(&self, objects: Arc<dyn ObjectStore>, config: WorkerConfig) -> Worker {
+        Worker::new(self.commands(), self.views.clone(), objects, self.clock.clone(), config)
     }
 
     /// A runner for `projector`.

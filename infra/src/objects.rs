@@ -88,6 +88,15 @@ impl ObjectStore for LocalObjectStore {
         result
     }
 
+    async fn fetch(&self, key: &str, dest: &Path) -> Result<u64, StoreError> {
+        let path = self.path(key)?;
+        match tokio::fs::copy(&path, dest).await {
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(StoreError::Invalid(format!("no object at {key}"))),
+            Err(e) => Err(unavailable(&path, &e)),
+        }
+    }
+
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
         let path = self.path(key)?;
         match tokio::fs::metadata(&path).await {

@@ -1,5 +1,7 @@
 //! The command line: `vodsource <command>`.
 
+mod encoder;
+pub mod encoding;
 mod events;
 mod projector;
 mod replay;
@@ -42,6 +44,8 @@ enum Command {
     Events(events::Events),
     /// Run the projection runners and the encoding supervisor until stopped (Ctrl-C, SIGTERM).
     Projector(projector::Args),
+    /// Run encoding workers until stopped (Ctrl-C, SIGTERM).
+    Encoder(encoder::Args),
     /// Show each projection's position, lag and state.
     Projections,
     /// List videos whose encoding failed for good.
@@ -78,6 +82,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => replay::run(&config, args).await,
         Command::Events(events) => events::run(&config, events).await,
         Command::Projector(args) => projector::run(&config, args).await,
+        Command::Encoder(args) => encoder::run(&config, args).await,
         Command::Projections => status::projections(&config).await,
         Command::DeadLetters => status::dead_letters(&config).await,
         Command::Seed(args) => seed::run(&config, args).await,

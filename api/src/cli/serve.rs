@@ -63,6 +63,15 @@ pub struct Args {
     /// `vodsource projector` processes).
     #[arg(long, env = "VODSOURCE_NO_PROJECTORS")]
     pub no_projectors: bool,
+    /// Encoding workers in this process; 0 leaves encoding to `vodsource encoder` processes [default: 1].
+    #[arg(long, env = "VODSOURCE_ENCODERS")]
+    pub encoders: Option<usize>,
+    /// Retry policy of the encoding supervisor.
+    #[command(flatten)]
+    pub supervision: super::encoding::SupervisionArgs,
+    /// Ladder, lease and scratch folder of the workers.
+    #[command(flatten)]
+    pub worker: super::encoding::WorkerArgs,
 }
 
 /// The TOML file: the same settings, unknown keys refused.
@@ -82,6 +91,7 @@ struct FileSettings {
     url_ttl_secs: Option<u64>,
     signing_secret: Option<String>,
     no_projectors: Option<bool>,
+    encoders: Option<usize>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
@@ -125,7 +135,7 @@ fn signing_secret(configured: Option<String>, data_dir: &Path) -> anyhow::Result
 ///
 /// # Errors
 /// An unreadable or invalid file, a bad secret.
-pub fn settings(config: &Config, args: Args) -> anyhow::Result<(ServeSettings, String, u64)> {
+pub fn settings(config: &Config, args: Args, owner: &str) -> anyhow::Result<(ServeSettings, String, u64)> {
     let file = match &args.config {
         Some(path) => read_file(path)?,
         None => FileSettings::default(),
@@ -150,6 +160,9 @@ pub fn settings(config: &Config, args: Args) -> anyhow::Result<(ServeSettings, S
         idempotency_ttl: Duration::from_secs(24 * 3600),
         run_projectors: !(args.no_projectors || file.no_projectors.unwrap_or(false)),
         grace: Duration::from_secs(30),
+        workers: args
+            .worker
+            .configs(config, owner, args.encoders.or(file.encoders).unwrap_or(1))?,
     };
     let max_upload = args
         .max_upload_bytes
@@ -163,8 +176,9 @@ pub fn settings(config: &Config, args: Args) -> anyhow::Result<(ServeSettings, S
 /// # Errors
 /// Configuration, stores, or the listener.
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
-    let (settings, object_store, max_upload) = settings(config, args)?;
     let mut stores = Stores::open(config).await?;
+    stores.supervision = args.supervision.config();
+    let (settings, object_store, max_upload) = settings(config, args, &stores.owner)?;
     stores.policy.max_source_bytes = max_upload;
     let objects = open_object_store(&object_store)
         .await
@@ -173,6 +187,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
         event_store = %stores.log.describe(),
         object_store = %objects.describe(),
         projectors = settings.run_projectors,
+        encoders = settings.workers.len(),
         "starting"
     );
     let running = start(stores, objects, settings).await?;

@@ -225,3 +225,54 @@ impl Control {
         failures
     }
 }
+
+/// Encoding workers running in this process.
+pub struct Workers {
+    tasks: Vec<(String, watch::Sender<bool>, Task)>,
+}
+
+impl Workers {
+    /// Starts each worker on its own task.
+    pub fn start(workers: Vec<vodsource_encoder::Worker>) -> Self {
+        let tasks = workers
+            .into_iter()
+            .map(|worker| {
+                let (stop, stopped) = watch::channel(false);
+                let id = worker.id().to_owned();
+                let task = tokio::spawn(async move { reported("encoder", worker.run(until(stopped)).await) });
+                (id, stop, task)
+            })
+            .collect();
+        Self { tasks }
+    }
+
+    /// How many run.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether none run.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Stops every worker: a job in progress is failed as retryable so another worker takes
+    /// it at once. Returns how many stopped with an error.
+    pub async fn shutdown(self) -> usize {
+        for (_, stop, _) in &self.tasks {
+            let _ = stop.send(true);
+        }
+        let mut failures = 0;
+        for (id, _, task) in self.tasks {
+            match task.await {
+                Ok(Ok(())) => tracing::info!(worker = %id, "encoder stopped"),
+                Ok(Err(_)) => failures += 1,
+                Err(e) => {
+                    tracing::error!(worker = %id, error = %e, "encoder task failed");
+                    failures += 1;
+                }
+            }
+        }
+        failures
+    }
+}

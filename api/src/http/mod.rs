@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use vodsource_commands::ports::ObjectStore;
 
 use self::auth::{AuthSettings, Gate, LOCAL_TOKEN};
-use self::control::Control;
+use self::control::{Control, Workers};
 use self::error::Rejection;
 use self::metrics::Metrics;
 use self::ops::OpsApi;
@@ -61,6 +61,8 @@ pub struct ServeSettings {
     pub run_projectors: bool,
     /// How long in-flight requests get at shutdown.
     pub grace: Duration,
+    /// Encoding workers to run in this process, one per configuration.
+    pub workers: Vec<vodsource_encoder::WorkerConfig>,
 }
 
 /// The OpenAPI service (also used to print the document without a server).
@@ -223,6 +225,7 @@ pub struct Running {
     stop: watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     control: Option<Arc<Control>>,
+    workers: Workers,
 }
 
 impl Running {
@@ -234,6 +237,9 @@ impl Running {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         let served = self.server.await.context("the server task failed")?;
+        if self.workers.shutdown().await > 0 {
+            tracing::error!("encoding workers stopped with errors");
+        }
         if let Some(control) = &self.control {
             let failures = control.shutdown().await;
             if failures > 0 {
@@ -284,6 +290,13 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
         .trim_end_matches('/')
         .to_owned();
     let control = settings.run_projectors.then(|| Control::start(stores.clone()));
+    let workers = Workers::start(
+        settings
+            .workers
+            .iter()
+            .map(|config| stores.worker(objects.clone(), config.clone()))
+            .collect(),
+    );
     let (stop, stopped) = watch::channel(false);
     let state = AppState {
         commands: stores.commands(),
@@ -323,5 +336,6 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
         stop,
         server,
         control,
+        workers,
     })
 }

@@ -87,3 +87,31 @@ pub trait TimeoutStore: Send + Sync + 'static {
     /// `Unavailable`.
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<(String, u32, DateTime<Utc>)>, StoreError>;
 }
+
+/// Encoding attempts waiting for a worker, kept by the supervisor from the log: offered when
+/// requested or requeued, withdrawn when claimed, finished or deleted. Workers poll it; the
+/// claim event, not this queue, decides who encodes.
+#[async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    /// Offers `video_id`'s `attempt` from `ready_at` (replacing an older attempt's offer).
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn offer_job(&self, video_id: &str, attempt: u32, ready_at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Withdraws `video_id`'s offer if it is for `attempt` or older.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn withdraw_job(&self, video_id: &str, attempt: u32) -> Result<(), StoreError>;
+
+    /// Up to `limit` offers ready at `now`, longest waiting first: (video id, attempt, ready at).
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn ready_jobs(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(String, u32, DateTime<Utc>)>, StoreError>;
+}

@@ -7,7 +7,7 @@ mod idempotency;
 mod objects;
 
 pub use clock::{ManualClock, SystemClock};
-pub use coordination::{CheckpointStore, LeaseStore, TimeoutStore};
+pub use coordination::{CheckpointStore, JobQueue, LeaseStore, TimeoutStore};
 pub use event_log::{
     AppendRequest, Appended, EventLog, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent, StoreError,
 };

@@ -44,6 +44,13 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// `TooLarge`, `Body`, or `Store` (`Invalid` key, `Unavailable`).
     async fn put(&self, key: &str, body: Box<dyn AsyncRead + Send + Unpin>, max_bytes: u64) -> Result<u64, PutError>;
 
+    /// Copies the object at `key` into the local file `dest` (created or replaced); returns
+    /// its size. Workers use it when [`ObjectStore::local_path`] has nothing.
+    ///
+    /// # Errors
+    /// `NotFound`, `Invalid` key, `Unavailable`.
+    async fn fetch(&self, key: &str, dest: &std::path::Path) -> Result<u64, StoreError>;
+
     /// The object at `key`, if any.
     ///
     /// # Errors

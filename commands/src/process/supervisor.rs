@@ -5,7 +5,7 @@ use std::time::Duration;
 use vodsource_domain::{Clock, VideoCommand, VideoError, VideoEvent, VIDEO_STREAM_TYPE};
 
 use crate::codec::{DecodeError, Decoder};
-use crate::ports::{CheckpointStore, EventLog, LeaseStore, RecordedEvent, StoreError, TimeoutStore};
+use crate::ports::{CheckpointStore, EventLog, JobQueue, LeaseStore, RecordedEvent, StoreError, TimeoutStore};
 use crate::{CommandContext, CommandError, Subscription, VideoCommands};
 
 /// Retry policy and timing of the supervisor.
@@ -59,6 +59,7 @@ pub struct EncodingSupervisor {
     checkpoints: Arc<dyn CheckpointStore>,
     leases: Arc<dyn LeaseStore>,
     timeouts: Arc<dyn TimeoutStore>,
+    jobs: Arc<dyn JobQueue>,
     clock: Arc<dyn Clock>,
     decoder: Decoder,
     owner: String,
@@ -74,6 +75,7 @@ impl EncodingSupervisor {
         checkpoints: Arc<dyn CheckpointStore>,
         leases: Arc<dyn LeaseStore>,
         timeouts: Arc<dyn TimeoutStore>,
+        jobs: Arc<dyn JobQueue>,
         clock: Arc<dyn Clock>,
         owner: String,
         config: SupervisorConfig,
@@ -84,6 +86,7 @@ impl EncodingSupervisor {
             checkpoints,
             leases,
             timeouts,
+            jobs,
             clock,
             decoder: Decoder::new(),
             owner,
@@ -114,10 +117,23 @@ impl EncodingSupervisor {
                 self.send(id, VideoCommand::RequestEncoding, &self.context(event))
                     .await?;
             }
+            VideoEvent::EncodingRequested { attempt } => {
+                self.timeouts.clear_deadline(id, attempt.saturating_sub(1)).await?;
+                self.jobs.offer_job(id, attempt, event.occurred_at).await?;
+            }
+            VideoEvent::EncodingRequeued {
+                attempt, not_before, ..
+            } => {
+                self.timeouts.clear_deadline(id, attempt.saturating_sub(1)).await?;
+                self.jobs.offer_job(id, attempt, not_before).await?;
+            }
             VideoEvent::EncodingClaimed {
                 attempt, lease_until, ..
+            } => {
+                self.jobs.withdraw_job(id, attempt).await?;
+                self.timeouts.set_deadline(id, attempt, lease_until).await?;
             }
-            | VideoEvent::EncodingProgressed {
+            VideoEvent::EncodingProgressed {
                 attempt, lease_until, ..
             } => self.timeouts.set_deadline(id, attempt, lease_until).await?,
             VideoEvent::EncodingFailed {
@@ -127,16 +143,20 @@ impl EncodingSupervisor {
                 ..
             } => {
                 self.timeouts.clear_deadline(id, attempt).await?;
+                self.jobs.withdraw_job(id, attempt).await?;
                 if retryable {
                     self.send(id, self.requeue(attempt, reason), &self.context(event))
                         .await?;
                 }
             }
-            VideoEvent::EncodingCompleted { attempt, .. } => self.timeouts.clear_deadline(id, attempt).await?,
-            VideoEvent::EncodingRequeued { attempt, .. } | VideoEvent::EncodingRequested { attempt } => {
-                self.timeouts.clear_deadline(id, attempt.saturating_sub(1)).await?;
+            VideoEvent::EncodingCompleted { attempt, .. } => {
+                self.timeouts.clear_deadline(id, attempt).await?;
+                self.jobs.withdraw_job(id, attempt).await?;
             }
-            VideoEvent::VideoDeleted { .. } => self.timeouts.clear_deadline(id, u32::MAX).await?,
+            VideoEvent::VideoDeleted { .. } => {
+                self.timeouts.clear_deadline(id, u32::MAX).await?;
+                self.jobs.withdraw_job(id, u32::MAX).await?;
+            }
             _ => {}
         }
         Ok(())

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use vodsource_commands::ports::{
-    CheckpointStore, IdempotencyStore, LeaseStore, Reservation, StoreError, StoredResponse, TimeoutStore,
+    CheckpointStore, IdempotencyStore, JobQueue, LeaseStore, Reservation, StoreError, StoredResponse, TimeoutStore,
 };
 
 use super::connect::{from_micros, signed, to_micros};
@@ -86,40 +86,51 @@ impl CheckpointStore for SqliteViewStore {
     }
 }
 
-#[async_trait]
-impl TimeoutStore for SqliteViewStore {
-    async fn set_deadline(&self, video_id: &str, attempt: u32, deadline: DateTime<Utc>) -> Result<(), StoreError> {
+/// Timeouts and job offers are the same shape: one row per video, (attempt, instant), where an
+/// older attempt never replaces a newer one. `table` is one of two constants.
+impl SqliteViewStore {
+    async fn set_per_video(
+        &self,
+        table: &'static str,
+        video_id: &str,
+        attempt: u32,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let video_id = video_id.to_owned();
         self.db
             .run(move |conn| {
-                // Never let an older attempt's deadline replace a newer one's.
-                conn.prepare_cached(
-                    "INSERT INTO timeouts (video_id, attempt, deadline_us) VALUES (?1, ?2, ?3) ON CONFLICT (video_id) DO UPDATE SET attempt = excluded.attempt, deadline_us = excluded.deadline_us WHERE excluded.attempt >= timeouts.attempt",
-                )?
-                .execute(params![video_id, i64::from(attempt), to_micros(deadline)])
+                conn.prepare_cached(&format!(
+                    "INSERT INTO {table} (video_id, attempt, deadline_us) VALUES (?1, ?2, ?3) ON CONFLICT (video_id) DO UPDATE SET attempt = excluded.attempt, deadline_us = excluded.deadline_us WHERE excluded.attempt >= {table}.attempt"
+                ))?
+                .execute(params![video_id, i64::from(attempt), to_micros(at)])
                 .map(|_| ())
             })
             .await
     }
 
-    async fn clear_deadline(&self, video_id: &str, attempt: u32) -> Result<(), StoreError> {
+    async fn clear_per_video(&self, table: &'static str, video_id: &str, attempt: u32) -> Result<(), StoreError> {
         let video_id = video_id.to_owned();
         self.db
             .run(move |conn| {
-                conn.prepare_cached("DELETE FROM timeouts WHERE video_id = ?1 AND attempt <= ?2")?
+                conn.prepare_cached(&format!("DELETE FROM {table} WHERE video_id = ?1 AND attempt <= ?2"))?
                     .execute(params![video_id, i64::from(attempt)])
                     .map(|_| ())
             })
             .await
     }
 
-    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<(String, u32, DateTime<Utc>)>, StoreError> {
+    async fn due_per_video(
+        &self,
+        table: &'static str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(String, u32, DateTime<Utc>)>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.db
             .run(move |conn| {
-                let mut statement = conn.prepare_cached(
-                    "SELECT video_id, attempt, deadline_us FROM timeouts WHERE deadline_us <= ?1 ORDER BY deadline_us LIMIT ?2",
-                )?;
+                let mut statement = conn.prepare_cached(&format!(
+                    "SELECT video_id, attempt, deadline_us FROM {table} WHERE deadline_us <= ?1 ORDER BY deadline_us LIMIT ?2"
+                ))?;
                 let rows = statement.query_map(params![to_micros(now), limit], |r| {
                     let attempt: i64 = r.get(1)?;
                     Ok((r.get(0)?, u32::try_from(attempt).unwrap_or(0), from_micros(r.get(2)?)))
@@ -127,6 +138,40 @@ impl TimeoutStore for SqliteViewStore {
                 rows.collect()
             })
             .await
+    }
+}
+
+#[async_trait]
+impl TimeoutStore for SqliteViewStore {
+    async fn set_deadline(&self, video_id: &str, attempt: u32, deadline: DateTime<Utc>) -> Result<(), StoreError> {
+        self.set_per_video("timeouts", video_id, attempt, deadline).await
+    }
+
+    async fn clear_deadline(&self, video_id: &str, attempt: u32) -> Result<(), StoreError> {
+        self.clear_per_video("timeouts", video_id, attempt).await
+    }
+
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<(String, u32, DateTime<Utc>)>, StoreError> {
+        self.due_per_video("timeouts", now, limit).await
+    }
+}
+
+#[async_trait]
+impl JobQueue for SqliteViewStore {
+    async fn offer_job(&self, video_id: &str, attempt: u32, ready_at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.set_per_video("jobs", video_id, attempt, ready_at).await
+    }
+
+    async fn withdraw_job(&self, video_id: &str, attempt: u32) -> Result<(), StoreError> {
+        self.clear_per_video("jobs", video_id, attempt).await
+    }
+
+    async fn ready_jobs(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(String, u32, DateTime<Utc>)>, StoreError> {
+        self.due_per_video("jobs", now, limit).await
     }
 }
 

@@ -54,6 +54,12 @@ CREATE TABLE IF NOT EXISTS timeouts (
     deadline_us INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS timeouts_by_deadline ON timeouts (deadline_us);
+CREATE TABLE IF NOT EXISTS jobs (
+    video_id    TEXT PRIMARY KEY,
+    attempt     INTEGER NOT NULL,
+    deadline_us INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_ready ON jobs (deadline_us);
 CREATE TABLE IF NOT EXISTS idempotency (
     scope       TEXT    NOT NULL,
     key         TEXT    NOT NULL,

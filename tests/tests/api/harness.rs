@@ -46,6 +46,7 @@ pub fn settings() -> ServeSettings {
         idempotency_ttl: Duration::from_secs(3600),
         run_projectors: true,
         grace: Duration::from_secs(5),
+        workers: Vec::new(),
     }
 }
 

@@ -34,6 +34,7 @@ async fn world() -> World {
         log.clone(),
         shared.clone(),
         shared.clone(),
+        shared.clone(),
         shared,
         clock.clone(),
         "supervisor-1".into(),

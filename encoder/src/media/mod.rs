@@ -1,0 +1,499 @@
+//! The transcode: one decode of the source feeds every rung. The decode thread demuxes,
+//! decodes, turns the picture upright, converts to a constant frame rate and scales once to
+//! the top rung; each rung runs on its own thread, scales from the next larger rung (not
+//! from the source), hands its picture down the ladder, and encodes and packages itself.
+//! Audio is resampled and encoded on a thread of its own.
+
+mod audio;
+pub mod probe;
+mod thumbs;
+mod video;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Mutex};
+
+use ffmpeg::media::Type as MediaType;
+use ffmpeg::{frame, picture};
+use ffmpeg_next as ffmpeg;
+
+use crate::ladder::{plan, Fps, LadderConfig, PlanError, RungPlan, Segmenter};
+use crate::manifest::{dash_mpd, hls_master, parse_media_playlist, Segment, Track, TrackKind};
+pub use probe::{probe, Probed};
+
+/// How many pictures may wait between two stages of the pipeline.
+const QUEUE: usize = 8;
+
+/// What went wrong, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaErrorKind {
+    /// The source itself: another attempt fails the same way.
+    Source,
+    /// Reading or writing files: another attempt may succeed.
+    Io,
+    /// An encoder or muxer failed unexpectedly: another attempt may succeed.
+    Internal,
+    /// The job was cancelled.
+    Cancelled,
+}
+
+/// Why a transcode did not produce a ladder.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct MediaError {
+    /// The class of failure.
+    pub kind: MediaErrorKind,
+    /// A reason a person understands.
+    pub message: String,
+}
+
+impl MediaError {
+    pub(crate) fn bad(message: impl Into<String>) -> Self {
+        Self {
+            kind: MediaErrorKind::Source,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn io(message: impl Into<String>) -> Self {
+        Self {
+            kind: MediaErrorKind::Io,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        Self {
+            kind: MediaErrorKind::Internal,
+            message: message.into(),
+        }
+    }
+
+    fn cancelled() -> Self {
+        Self {
+            kind: MediaErrorKind::Cancelled,
+            message: "cancelled".into(),
+        }
+    }
+
+    /// Whether another attempt may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(self.kind, MediaErrorKind::Io | MediaErrorKind::Internal)
+    }
+
+    fn ffmpeg(context: &str, error: ffmpeg::Error) -> Self {
+        Self::internal(format!("{context}: {error}"))
+    }
+}
+
+impl From<PlanError> for MediaError {
+    fn from(error: PlanError) -> Self {
+        Self::bad(error.to_string())
+    }
+}
+
+/// How far the transcode is, shared with whoever reports progress.
+#[derive(Debug, Default)]
+pub struct Progress {
+    state: Mutex<ProgressState>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct ProgressState {
+    total_frames: u64,
+    rungs: Vec<(String, u64)>,
+}
+
+/// A reading of [`Progress`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressSnapshot {
+    /// Frames every rung has encoded (the slowest rung's count).
+    pub frames: u64,
+    /// Frames expected from the source's duration.
+    pub total_frames: u64,
+    /// The slowest rung, if encoding has started.
+    pub rendition: Option<String>,
+}
+
+impl ProgressSnapshot {
+    /// 0 to 100.
+    pub fn percent(&self) -> f64 {
+        if self.total_frames == 0 {
+            return 0.0;
+        }
+        (self.frames as f64 * 100.0 / self.total_frames as f64).clamp(0.0, 100.0)
+    }
+}
+
+impl Progress {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProgressState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn start(&self, total_frames: u64, rungs: &[RungPlan]) {
+        let mut state = self.lock();
+        state.total_frames = total_frames.max(1);
+        state.rungs = rungs.iter().map(|r| (r.name.clone(), 0)).collect();
+    }
+
+    fn set(&self, rung: usize, frames: u64) {
+        if let Some(slot) = self.lock().rungs.get_mut(rung) {
+            slot.1 = frames;
+        }
+    }
+
+    /// The current reading.
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        let state = self.lock();
+        let slowest = state.rungs.iter().min_by_key(|(_, frames)| *frames);
+        ProgressSnapshot {
+            frames: slowest.map_or(0, |(_, f)| *f),
+            total_frames: state.total_frames,
+            rendition: slowest.map(|(name, _)| name.clone()),
+        }
+    }
+}
+
+/// One transcode to run.
+pub struct Job<'a> {
+    /// The source file.
+    pub source: &'a Path,
+    /// What probing found.
+    pub probed: &'a Probed,
+    /// An empty folder that receives every output.
+    pub out_dir: &'a Path,
+    /// The ladder and encoder settings.
+    pub config: &'a LadderConfig,
+    /// Set to stop early; the transcode then fails with `Cancelled`.
+    pub cancel: &'a AtomicBool,
+    /// Updated as rungs advance.
+    pub progress: &'a Progress,
+}
+
+/// Everything a finished transcode wrote, relative to `out_dir`.
+#[derive(Debug, Clone)]
+pub struct Packaged {
+    /// The rungs, largest first, with their tracks.
+    pub rungs: Vec<(RungPlan, Track)>,
+    /// The audio track, if the source had audio.
+    pub audio: Option<Track>,
+    /// `master.m3u8`.
+    pub hls_master: String,
+    /// `manifest.mpd`.
+    pub dash_mpd: String,
+    /// The poster JPEG.
+    pub poster: Option<String>,
+    /// The WebVTT index of the thumbnail sprites.
+    pub thumbnails: Option<String>,
+    /// Duration of the encoded media.
+    pub duration_ms: u64,
+    /// Every file written, relative to `out_dir`.
+    pub files: Vec<String>,
+}
+
+/// Decodes the source once and writes the whole ladder, packaged, into `job.out_dir`.
+///
+/// # Errors
+/// `Source` for media that cannot make a ladder (with the reason), `Io`/`Internal` for
+/// failures another attempt may not meet, `Cancelled` when `job.cancel` was set.
+pub fn transcode(job: &Job<'_>) -> Result<Packaged, MediaError> {
+    init()?;
+    let config = job.config;
+    let fps = Fps::choose(job.probed.probe.frame_rate, config.max_fps);
+    let rungs = plan(
+        config,
+        job.probed.display_width,
+        job.probed.display_height,
+        fps.as_f64(),
+    )?;
+    let segmenter = Segmenter::new(config.segment_seconds, fps);
+    let duration_s = job.probed.probe.duration_ms as f64 / 1000.0;
+    let expected_frames = (duration_s * fps.as_f64()).round() as u64;
+    job.progress.start(expected_frames, &rungs);
+
+    let mut input = probe::open(job.source)?;
+    let video_index = input
+        .streams()
+        .best(MediaType::Video)
+        .map(|s| s.index())
+        .ok_or_else(|| MediaError::bad("the source has no video stream"))?;
+    let audio_index = job
+        .probed
+        .has_audio
+        .then(|| input.streams().best(MediaType::Audio).map(|s| s.index()))
+        .flatten();
+    let mut decode = video::Decode::new(&input, video_index, job.probed, &rungs[0], fps)?;
+    let mut audio_decode = match audio_index {
+        Some(index) => audio::Decode::new(&input, index, decode.start_seconds()).ok(),
+        None => None,
+    };
+    let mut thumbnails = thumbs::Thumbnailer::new(&rungs[0], fps, duration_s);
+
+    let threads = x264_threads(&rungs, config);
+    std::thread::scope(|scope| -> Result<Packaged, MediaError> {
+        // The chain: decode → rung 0 → rung 1 → … ; each rung forwards its picture down.
+        let mut handles = Vec::new();
+        let (first_tx, mut rx) = sync_channel::<Arc<frame::Video>>(QUEUE);
+        for (i, rung) in rungs.iter().enumerate() {
+            let (next_tx, next_rx) = sync_channel::<Arc<frame::Video>>(QUEUE);
+            let next = (i + 1 < rungs.len()).then_some(next_tx);
+            let encode = video::RungEncode {
+                plan: rung.clone(),
+                dir: job.out_dir.join(&rung.name),
+                fps,
+                keyint: segmenter.max_frames(),
+                segment_seconds: config.segment_seconds,
+                preset: config.preset.clone(),
+                threads: threads[i],
+            };
+            let progress = job.progress;
+            let input_rx = std::mem::replace(&mut rx, next_rx);
+            handles.push(scope.spawn(move || encode.run(input_rx, next, |frames| progress.set(i, frames))));
+        }
+        drop(rx);
+        let audio_handle = audio_decode.as_ref().map(|_| {
+            let (tx, rx) = sync_channel::<frame::Audio>(QUEUE * 4);
+            let encode = audio::AudioEncode {
+                time_base: audio_decode
+                    .as_ref()
+                    .map_or(ffmpeg::Rational(1, 1), audio::Decode::time_base),
+                dir: job.out_dir.join("audio"),
+                bitrate: u64::from(config.audio_bitrate_kbps) * 1000,
+                segment_seconds: config.segment_seconds,
+            };
+            (tx, scope.spawn(move || encode.run(rx)))
+        });
+        let (audio_tx, audio_handle) = match audio_handle {
+            Some((tx, handle)) => (Some(tx), Some(handle)),
+            None => (None, None),
+        };
+
+        let fed = feed(
+            &mut input,
+            &mut decode,
+            audio_decode.as_mut().zip(audio_tx.as_ref()),
+            audio_index,
+            video_index,
+            &segmenter,
+            &mut thumbnails,
+            &first_tx,
+            job.cancel,
+        );
+        drop(first_tx);
+        drop(audio_tx);
+        let mut outcomes: Vec<Result<video::RungDone, MediaError>> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(MediaError::internal("a rung encoder panicked")))
+            })
+            .collect();
+        let audio_done = audio_handle.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(MediaError::internal("the audio encoder panicked")))
+        });
+        let frames = fed?;
+        if job.cancel.load(Ordering::Relaxed) {
+            return Err(MediaError::cancelled());
+        }
+        if let Some(error) = first_error(&outcomes) {
+            return Err(error);
+        }
+        let done: Vec<video::RungDone> = outcomes.drain(..).filter_map(Result::ok).collect();
+        if frames == 0 {
+            return Err(MediaError::bad("no video frame of the source could be decoded"));
+        }
+        let encoded_s = frames as f64 / fps.as_f64();
+        if duration_s > 2.0 && encoded_s < duration_s * 0.75 {
+            return Err(MediaError::bad(format!(
+                "the source's video ends at {encoded_s:.1} s of a declared {duration_s:.1} s; the file looks truncated or damaged"
+            )));
+        }
+        let audio = match audio_done {
+            Some(Ok(done)) => Some(done),
+            Some(Err(e)) => return Err(e),
+            None => None,
+        };
+        package(job.out_dir, &rungs, &done, audio.as_ref(), fps, thumbnails, encoded_s)
+    })
+}
+
+/// Initialises FFmpeg once, keeping its own log to errors (the worker logs what matters).
+pub(crate) fn init() -> Result<(), MediaError> {
+    ffmpeg::init().map_err(|e| MediaError::ffmpeg("FFmpeg did not initialise", e))?;
+    ffmpeg::log::set_level(ffmpeg::log::Level::Error);
+    Ok(())
+}
+
+/// The first error that is a cause rather than a consequence of another stage stopping.
+fn first_error<T>(outcomes: &[Result<T, MediaError>]) -> Option<MediaError> {
+    let errors: Vec<&MediaError> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    errors
+        .iter()
+        .find(|e| e.kind != MediaErrorKind::Cancelled)
+        .or(errors.first())
+        .map(|e| (*e).clone())
+}
+
+/// Reads every packet, decodes, and hands pictures and audio on. Returns the number of
+/// pictures produced at the output rate.
+#[allow(clippy::too_many_arguments)]
+fn feed(
+    input: &mut ffmpeg::format::context::Input,
+    decode: &mut video::Decode,
+    mut audio: Option<(&mut audio::Decode, &SyncSender<frame::Audio>)>,
+    audio_index: Option<usize>,
+    video_index: usize,
+    segmenter: &Segmenter,
+    thumbnails: &mut thumbs::Thumbnailer,
+    out: &SyncSender<Arc<frame::Video>>,
+    cancel: &AtomicBool,
+) -> Result<u64, MediaError> {
+    let mut produced = 0u64;
+    let mut emit = |mut picture: frame::Video| -> Result<(), MediaError> {
+        picture.set_pts(Some(i64::try_from(produced).unwrap_or(i64::MAX)));
+        picture.set_kind(if segmenter.is_boundary(produced) {
+            picture::Type::I
+        } else {
+            picture::Type::None
+        });
+        thumbnails.offer(produced, &picture);
+        produced += 1;
+        // A rung that stopped reports why when joined.
+        out.send(Arc::new(picture)).map_err(|_| MediaError::cancelled())
+    };
+    for (stream, packet) in input.packets() {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(MediaError::cancelled());
+        }
+        if stream.index() == video_index {
+            decode.packet(&packet, &mut emit)?;
+        } else if Some(stream.index()) == audio_index {
+            if let Some((decoder, tx)) = audio.as_mut() {
+                // Broken audio must not sink the video: the audio track then ends early.
+                if decoder.packet(&packet, tx).is_err() {
+                    audio = None;
+                }
+            }
+        }
+    }
+    decode.finish(&mut emit)?;
+    if let Some((decoder, tx)) = audio {
+        let _ = decoder.finish(tx);
+    }
+    Ok(produced)
+}
+
+/// x264 threads per rung: the machine's cores shared by pixel count, at least one each, so
+/// the largest rung does not become the one thread everyone waits for.
+fn x264_threads(rungs: &[RungPlan], config: &LadderConfig) -> Vec<usize> {
+    if let Some(fixed) = config.x264_threads {
+        return vec![fixed.max(1) as usize; rungs.len()];
+    }
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get) as f64;
+    let pixels: Vec<f64> = rungs.iter().map(|r| f64::from(r.width) * f64::from(r.height)).collect();
+    let total: f64 = pixels.iter().sum();
+    pixels
+        .iter()
+        .map(|p| ((p / total) * cores * 2.0).round().max(1.0) as usize)
+        .collect()
+}
+
+fn track(dir: &Path, name: &str, kind: TrackKind, codecs: String, timescale: u32) -> Result<Track, MediaError> {
+    let folder = dir.join(name);
+    let playlist = "index.m3u8";
+    let text = std::fs::read_to_string(folder.join(playlist))
+        .map_err(|e| MediaError::io(format!("the {name} playlist was not written: {e}")))?;
+    let (init, listed) = parse_media_playlist(&text).map_err(|e| MediaError::internal(format!("{name}: {e}")))?;
+    let mut segments = Vec::with_capacity(listed.len());
+    for (duration, uri) in listed {
+        let bytes = file_size(&folder.join(&uri))?;
+        segments.push(Segment { uri, duration, bytes });
+    }
+    if segments.is_empty() {
+        return Err(MediaError::internal(format!("the {name} track has no segments")));
+    }
+    Ok(Track {
+        name: name.to_owned(),
+        kind,
+        codecs,
+        timescale,
+        init,
+        playlist: playlist.to_owned(),
+        segments,
+    })
+}
+
+fn file_size(path: &Path) -> Result<u64, MediaError> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| MediaError::io(format!("{}: {e}", path.display())))
+}
+
+/// Writes the manifests and thumbnails and lists what the transcode produced.
+fn package(
+    out_dir: &Path,
+    rungs: &[RungPlan],
+    done: &[video::RungDone],
+    audio: Option<&audio::AudioDone>,
+    fps: Fps,
+    thumbnails: thumbs::Thumbnailer,
+    encoded_s: f64,
+) -> Result<Packaged, MediaError> {
+    let mut tracks = Vec::with_capacity(rungs.len());
+    for (rung, done) in rungs.iter().zip(done) {
+        let kind = TrackKind::Video {
+            width: rung.width,
+            height: rung.height,
+            fps: (fps.num, fps.den),
+        };
+        tracks.push((
+            rung.clone(),
+            track(out_dir, &rung.name, kind, rung.video_codecs(), done.timescale)?,
+        ));
+    }
+    let audio = audio
+        .map(|a| {
+            let kind = TrackKind::Audio {
+                channels: 2,
+                sample_rate: audio::SAMPLE_RATE,
+            };
+            track(out_dir, "audio", kind, "mp4a.40.2".into(), a.timescale)
+        })
+        .transpose()?;
+    let video: Vec<Track> = tracks.iter().map(|(_, t)| t.clone()).collect();
+    let write = |name: &str, text: String| {
+        std::fs::write(out_dir.join(name), text).map_err(|e| MediaError::io(format!("{name}: {e}")))
+    };
+    write("master.m3u8", hls_master(&video, audio.as_ref()))?;
+    write("manifest.mpd", dash_mpd(&video, audio.as_ref()))?;
+    let (poster, sprites) = thumbnails.finish(out_dir)?;
+    let mut files = Vec::new();
+    list_files(out_dir, out_dir, &mut files)?;
+    files.sort();
+    Ok(Packaged {
+        rungs: tracks,
+        audio,
+        hls_master: "master.m3u8".into(),
+        dash_mpd: "manifest.mpd".into(),
+        poster,
+        thumbnails: sprites,
+        duration_ms: (encoded_s * 1000.0).round() as u64,
+        files,
+    })
+}
+
+fn list_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), MediaError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| MediaError::io(format!("{}: {e}", dir.display())))?;
+    for entry in entries {
+        let path: PathBuf = entry.map_err(|e| MediaError::io(e.to_string()))?.path();
+        if path.is_dir() {
+            list_files(root, &path, out)?;
+        } else if let Ok(relative) = path.strip_prefix(root) {
+            let parts: Vec<String> = relative.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+            out.push(parts.join("/"));
+        }
+    }
+    Ok(())
+}

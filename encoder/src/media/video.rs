@@ -1,0 +1,332 @@
+//! Video: decoding to upright constant-rate pictures at the top rung's size, and one rung's
+//! scale → encode (x264) → package (HLS fMP4) thread.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
+
+use ffmpeg::codec::threading::{Config as Threading, Type as ThreadingType};
+use ffmpeg::format::Pixel;
+use ffmpeg::software::scaling::{Context as Scaler, Flags as ScaleFlags};
+use ffmpeg::{codec, encoder, filter, frame, Dictionary, Packet, Rational};
+use ffmpeg_next as ffmpeg;
+
+use super::probe::Probed;
+use super::MediaError;
+use crate::ladder::{Fps, RungPlan};
+
+/// Decoder plus the filter graph that makes the top rung's pictures: constant frame rate,
+/// rotation applied, scaled to the top rung, 8-bit 4:2:0.
+pub(super) struct Decode {
+    decoder: ffmpeg::decoder::Video,
+    graph: filter::Graph,
+    start: f64,
+    errors: u64,
+    decoded: u64,
+}
+
+impl Decode {
+    pub(super) fn new(
+        input: &ffmpeg::format::context::Input,
+        index: usize,
+        probed: &Probed,
+        top: &RungPlan,
+        fps: Fps,
+    ) -> Result<Self, MediaError> {
+        let stream = input
+            .stream(index)
+            .ok_or_else(|| MediaError::bad("the source has no video stream"))?;
+        let time_base = stream.time_base();
+        let start = if stream.start_time() == ffmpeg::ffi::AV_NOPTS_VALUE {
+            0.0
+        } else {
+            stream.start_time() as f64 * f64::from(time_base)
+        };
+        let mut context = codec::context::Context::from_parameters(stream.parameters())
+            .map_err(|e| MediaError::bad(format!("the video stream cannot be decoded: {e}")))?;
+        context.set_threading(Threading {
+            kind: ThreadingType::Frame,
+            count: 0,
+            ..Threading::default()
+        });
+        let decoder = context
+            .decoder()
+            .video()
+            .map_err(|e| MediaError::bad(format!("the video stream cannot be decoded: {e}")))?;
+        let mut graph = filter::Graph::new();
+        let sar = decoder.aspect_ratio();
+        let sar = if sar.numerator() > 0 && sar.denominator() > 0 {
+            sar
+        } else {
+            Rational(1, 1)
+        };
+        let args = format!(
+            "video_size={}x{}:pix_fmt={}:time_base={}/{}:pixel_aspect={}/{}",
+            decoder.width(),
+            decoder.height(),
+            ffmpeg::ffi::AVPixelFormat::from(decoder.format()) as i32,
+            time_base.numerator(),
+            time_base.denominator().max(1),
+            sar.numerator(),
+            sar.denominator(),
+        );
+        let internal = |e: ffmpeg::Error| MediaError::internal(format!("video filter graph: {e}"));
+        let buffer = filter::find("buffer").ok_or_else(|| MediaError::internal("no buffer filter"))?;
+        let sink = filter::find("buffersink").ok_or_else(|| MediaError::internal("no buffersink filter"))?;
+        graph.add(&buffer, "in", &args).map_err(internal)?;
+        graph.add(&sink, "out", "").map_err(internal)?;
+        graph
+            .get("out")
+            .ok_or_else(|| MediaError::internal("no sink"))?
+            .set_pixel_format(Pixel::YUV420P);
+        let turn = match probed.probe.rotation {
+            90 => "transpose=clock,",
+            180 => "hflip,vflip,",
+            270 => "transpose=cclock,",
+            _ => "",
+        };
+        let spec = format!(
+            "fps=fps={}/{}:round=near,{turn}scale={}:{}:flags=bicubic,format=yuv420p,setsar=1",
+            fps.num, fps.den, top.width, top.height
+        );
+        graph
+            .output("in", 0)
+            .and_then(|p| p.input("out", 0))
+            .and_then(|p| p.parse(&spec))
+            .map_err(internal)?;
+        graph.validate().map_err(internal)?;
+        Ok(Self {
+            decoder,
+            graph,
+            start,
+            errors: 0,
+            decoded: 0,
+        })
+    }
+
+    /// Seconds at which the video stream starts (audio is aligned to it).
+    pub(super) fn start_seconds(&self) -> f64 {
+        self.start
+    }
+
+    pub(super) fn packet(
+        &mut self,
+        packet: &Packet,
+        emit: &mut impl FnMut(frame::Video) -> Result<(), MediaError>,
+    ) -> Result<(), MediaError> {
+        match self.decoder.send_packet(packet) {
+            Ok(()) => {}
+            // A damaged packet: skip it like a player would, unless nothing decodes at all.
+            Err(ffmpeg::Error::InvalidData) => {
+                self.errors += 1;
+                if self.errors > 100 && self.decoded == 0 {
+                    return Err(MediaError::bad("the video stream is damaged: no frame decodes"));
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(MediaError::bad(format!("the video stream cannot be decoded: {e}"))),
+        }
+        self.drain(emit)
+    }
+
+    pub(super) fn finish(
+        &mut self,
+        emit: &mut impl FnMut(frame::Video) -> Result<(), MediaError>,
+    ) -> Result<(), MediaError> {
+        let _ = self.decoder.send_eof();
+        self.drain(emit)?;
+        if let Some(mut source) = self.graph.get("in") {
+            source
+                .source()
+                .flush()
+                .map_err(|e| MediaError::internal(format!("video filter flush: {e}")))?;
+        }
+        self.pull(emit)
+    }
+
+    fn drain(&mut self, emit: &mut impl FnMut(frame::Video) -> Result<(), MediaError>) -> Result<(), MediaError> {
+        let mut decoded = frame::Video::empty();
+        while self.decoder.receive_frame(&mut decoded).is_ok() {
+            self.decoded += 1;
+            let timestamp = decoded.timestamp();
+            decoded.set_pts(timestamp);
+            let mut source = self.graph.get("in").ok_or_else(|| MediaError::internal("no source"))?;
+            source
+                .source()
+                .add(&decoded)
+                .map_err(|e| MediaError::bad(format!("a video frame cannot be converted: {e}")))?;
+            self.pull(emit)?;
+        }
+        Ok(())
+    }
+
+    fn pull(&mut self, emit: &mut impl FnMut(frame::Video) -> Result<(), MediaError>) -> Result<(), MediaError> {
+        let mut sink = self.graph.get("out").ok_or_else(|| MediaError::internal("no sink"))?;
+        loop {
+            let mut picture = frame::Video::empty();
+            if sink.sink().frame(&mut picture).is_err() {
+                return Ok(());
+            }
+            emit(picture)?;
+        }
+    }
+}
+
+/// One rung's thread.
+pub(super) struct RungEncode {
+    pub(super) plan: RungPlan,
+    pub(super) dir: PathBuf,
+    pub(super) fps: Fps,
+    pub(super) keyint: u64,
+    pub(super) segment_seconds: u32,
+    pub(super) preset: String,
+    pub(super) threads: usize,
+}
+
+/// What a rung thread leaves behind.
+#[derive(Debug)]
+pub(super) struct RungDone {
+    /// The fMP4 track's timescale.
+    pub(super) timescale: u32,
+}
+
+impl RungEncode {
+    /// Takes pictures from the larger rung, scales them, passes them on to the smaller rung,
+    /// and encodes and packages them.
+    pub(super) fn run(
+        self,
+        input: Receiver<Arc<frame::Video>>,
+        next: Option<SyncSender<Arc<frame::Video>>>,
+        mut progress: impl FnMut(u64),
+    ) -> Result<RungDone, MediaError> {
+        let name = self.plan.name.clone();
+        let fail = |what: &str, e: ffmpeg::Error| MediaError::internal(format!("{name}: {what}: {e}"));
+        std::fs::create_dir_all(&self.dir).map_err(|e| MediaError::io(format!("{}: {e}", self.dir.display())))?;
+        let (mut output, mut encoder) = self.open()?;
+        let encoder_tb = Rational(
+            i32::try_from(self.fps.den).unwrap_or(1),
+            i32::try_from(self.fps.num).unwrap_or(30),
+        );
+        let mut header = Dictionary::new();
+        header.set("hls_time", &self.segment_seconds.to_string());
+        header.set("hls_segment_type", "fmp4");
+        header.set("hls_playlist_type", "vod");
+        header.set("hls_list_size", "0");
+        header.set("hls_flags", "independent_segments");
+        header.set("hls_fmp4_init_filename", "init.mp4");
+        header.set("start_number", "1");
+        let segments = self.dir.join("seg_%05d.m4s");
+        header.set("hls_segment_filename", &segments.to_string_lossy());
+        output.write_header_with(header).map_err(|e| fail("write header", e))?;
+        let stream_tb = output.stream(0).map_or(encoder_tb, |s| s.time_base());
+        let mut scaler: Option<Scaler> = None;
+        let mut frames = 0u64;
+        let write = |encoder: &mut encoder::Video, output: &mut ffmpeg::format::context::Output| {
+            let mut packet = Packet::empty();
+            let mut written = 0;
+            while encoder.receive_packet(&mut packet).is_ok() {
+                packet.set_stream(0);
+                packet.set_duration(1);
+                packet.rescale_ts(encoder_tb, stream_tb);
+                packet.write_interleaved(output).map_err(|e| fail("write packet", e))?;
+                written += 1;
+            }
+            Ok::<u64, MediaError>(written)
+        };
+        for source in input {
+            let picture = if source.width() == self.plan.width && source.height() == self.plan.height {
+                source
+            } else {
+                let scaler = match scaler.as_mut() {
+                    Some(s) => s,
+                    None => scaler.insert(
+                        Scaler::get(
+                            source.format(),
+                            source.width(),
+                            source.height(),
+                            Pixel::YUV420P,
+                            self.plan.width,
+                            self.plan.height,
+                            ScaleFlags::BICUBIC,
+                        )
+                        .map_err(|e| fail("scaler", e))?,
+                    ),
+                };
+                let mut scaled = frame::Video::empty();
+                scaler.run(&source, &mut scaled).map_err(|e| fail("scale", e))?;
+                scaled.set_pts(source.pts());
+                scaled.set_kind(source.kind());
+                Arc::new(scaled)
+            };
+            if let Some(next) = next.as_ref() {
+                // The smaller rung stopped; it reports why when joined.
+                if next.send(picture.clone()).is_err() {
+                    return Err(MediaError {
+                        kind: super::MediaErrorKind::Cancelled,
+                        message: format!("{name}: the next rung stopped"),
+                    });
+                }
+            }
+            encoder.send_frame(&picture).map_err(|e| fail("encode", e))?;
+            frames += write(&mut encoder, &mut output)?;
+            progress(frames);
+        }
+        drop(next);
+        encoder.send_eof().map_err(|e| fail("flush", e))?;
+        frames += write(&mut encoder, &mut output)?;
+        progress(frames);
+        output.write_trailer().map_err(|e| fail("write trailer", e))?;
+        Ok(RungDone {
+            timescale: u32::try_from(stream_tb.denominator()).unwrap_or(90_000),
+        })
+    }
+
+    fn open(&self) -> Result<(ffmpeg::format::context::Output, encoder::Video), MediaError> {
+        let name = &self.plan.name;
+        let fail = |what: &str, e: ffmpeg::Error| MediaError::internal(format!("{name}: {what}: {e}"));
+        let codec =
+            encoder::find_by_name("libx264").ok_or_else(|| MediaError::internal("FFmpeg was built without libx264"))?;
+        let mut output =
+            ffmpeg::format::output_as(&self.dir.join("index.m3u8"), "hls").map_err(|e| fail("open muxer", e))?;
+        let global_header = output.format().flags().contains(ffmpeg::format::Flags::GLOBAL_HEADER);
+        let mut context = codec::context::Context::new_with_codec(codec)
+            .encoder()
+            .video()
+            .map_err(|e| fail("encoder", e))?;
+        let time_base = Rational(
+            i32::try_from(self.fps.den).unwrap_or(1),
+            i32::try_from(self.fps.num).unwrap_or(30),
+        );
+        context.set_width(self.plan.width);
+        context.set_height(self.plan.height);
+        context.set_format(Pixel::YUV420P);
+        context.set_time_base(time_base);
+        context.set_frame_rate(Some(Rational(
+            i32::try_from(self.fps.num).unwrap_or(30),
+            i32::try_from(self.fps.den).unwrap_or(1),
+        )));
+        context.set_aspect_ratio(Rational(1, 1));
+        context.set_bit_rate(usize::try_from(self.plan.bitrate_bps).unwrap_or(usize::MAX));
+        context.set_max_bit_rate(usize::try_from(self.plan.maxrate_bps).unwrap_or(usize::MAX));
+        if global_header {
+            context.set_flags(codec::Flags::GLOBAL_HEADER);
+        }
+        let mut options = Dictionary::new();
+        options.set("preset", &self.preset);
+        options.set("profile", "high");
+        options.set("level", &self.plan.level_name());
+        options.set("bufsize", &self.plan.bufsize_bits.to_string());
+        options.set("threads", &self.threads.to_string());
+        options.set("forced-idr", "1");
+        // Keyframes only where the decode thread marks segment starts: every rung alike.
+        options.set(
+            "x264-params",
+            &format!("keyint={0}:min-keyint={0}:scenecut=0:open-gop=0", self.keyint),
+        );
+        let encoder = context.open_with(options).map_err(|e| fail("open x264", e))?;
+        let mut stream = output.add_stream(codec).map_err(|e| fail("add stream", e))?;
+        stream.set_parameters(&encoder);
+        stream.set_time_base(time_base);
+        Ok((output, encoder))
+    }
+}
