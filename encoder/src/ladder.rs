@@ -162,7 +162,7 @@ pub fn plan(config: &LadderConfig, width: u32, height: u32, fps: f64) -> Result<
         });
     }
     let mut specs: Vec<&RungSpec> = config.rungs.iter().collect();
-    specs.sort_by(|a, b| b.height.cmp(&a.height));
+    specs.sort_by_key(|spec| std::cmp::Reverse(spec.height));
     let size = |target_short: u32| {
         let factor = f64::from(target_short) / f64::from(short);
         (even(f64::from(width) * factor), even(f64::from(height) * factor))

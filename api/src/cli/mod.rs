@@ -9,6 +9,7 @@ mod seed;
 pub mod serve;
 mod status;
 mod token;
+mod transcode;
 
 use std::process::ExitCode;
 
@@ -46,6 +47,8 @@ enum Command {
     Projector(projector::Args),
     /// Run encoding workers until stopped (Ctrl-C, SIGTERM).
     Encoder(encoder::Args),
+    /// Encode one local file into a folder with the ladder (no stores involved).
+    Transcode(transcode::Args),
     /// Show each projection's position, lag and state.
     Projections,
     /// List videos whose encoding failed for good.
@@ -83,6 +86,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(events) => events::run(&config, events).await,
         Command::Projector(args) => projector::run(&config, args).await,
         Command::Encoder(args) => encoder::run(&config, args).await,
+        Command::Transcode(args) => tokio::task::spawn_blocking(move || transcode::run(&config, &args)).await?,
         Command::Projections => status::projections(&config).await,
         Command::DeadLetters => status::dead_letters(&config).await,
         Command::Seed(args) => seed::run(&config, args).await,

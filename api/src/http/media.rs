@@ -26,7 +26,19 @@ fn refused(what: &str, error: &TokenError) -> Response {
 /// `PUT /uploads/{token}`: stores the body as the video's source.
 #[handler]
 pub async fn upload(req: &Request, Path(token): Path<String>, body: Body, Data(state): Data<&AppState>) -> Response {
-    let claims: UploadClaims = match state.signer.verify(&token, state.now()) {
+    let mut response = store_upload(req, &token, body, state).await;
+    // A refusal may leave the body unread: the connection cannot carry another request, and a
+    // client must be told before it tries.
+    if !response.status().is_success() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, poem::http::HeaderValue::from_static("close"));
+    }
+    response
+}
+
+async fn store_upload(req: &Request, token: &str, body: Body, state: &AppState) -> Response {
+    let claims: UploadClaims = match state.signer.verify(token, state.now()) {
         Ok(claims) => claims,
         Err(e) => return refused("upload", &e),
     };

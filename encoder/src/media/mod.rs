@@ -319,10 +319,11 @@ pub fn transcode(job: &Job<'_>) -> Result<Packaged, MediaError> {
     })
 }
 
-/// Initialises FFmpeg once, keeping its own log to errors (the worker logs what matters).
+/// Initialises FFmpeg, keeping its own log to fatal errors: bad input is reported once, as
+/// the failure's reason, not as a stream of demuxer complaints.
 pub(crate) fn init() -> Result<(), MediaError> {
     ffmpeg::init().map_err(|e| MediaError::ffmpeg("FFmpeg did not initialise", e))?;
-    ffmpeg::log::set_level(ffmpeg::log::Level::Error);
+    ffmpeg::log::set_level(ffmpeg::log::Level::Fatal);
     Ok(())
 }
 

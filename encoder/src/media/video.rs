@@ -23,6 +23,9 @@ pub(super) struct Decode {
     start: f64,
     errors: u64,
     decoded: u64,
+    /// The last decoded frame's time and duration (stream time base): the stream ends at
+    /// their sum, so the rate conversion keeps the last frame.
+    last: Option<(i64, i64)>,
 }
 
 impl Decode {
@@ -101,6 +104,7 @@ impl Decode {
             start,
             errors: 0,
             decoded: 0,
+            last: None,
         })
     }
 
@@ -136,9 +140,12 @@ impl Decode {
         let _ = self.decoder.send_eof();
         self.drain(emit)?;
         if let Some(mut source) = self.graph.get("in") {
+            let end = self
+                .last
+                .map_or(0, |(pts, duration)| pts.saturating_add(duration.max(1)));
             source
                 .source()
-                .flush()
+                .close(end)
                 .map_err(|e| MediaError::internal(format!("video filter flush: {e}")))?;
         }
         self.pull(emit)
@@ -150,6 +157,14 @@ impl Decode {
             self.decoded += 1;
             let timestamp = decoded.timestamp();
             decoded.set_pts(timestamp);
+            if let Some(pts) = timestamp {
+                let duration = match (decoded.packet().duration, self.last) {
+                    (d, _) if d > 0 => d,
+                    (_, Some((before, _))) if pts > before => pts - before,
+                    (_, last) => last.map_or(0, |l| l.1),
+                };
+                self.last = Some((pts, duration));
+            }
             let mut source = self.graph.get("in").ok_or_else(|| MediaError::internal("no source"))?;
             source
                 .source()

@@ -1,0 +1,79 @@
+//! `vodsource transcode <source> <out_dir>`: the encoder's ladder on one local file, without
+//! any store: for trying a ladder file, checking a troublesome upload, and the benchmark.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::Context;
+use vodsource_encoder::media::{probe, transcode, Job, Progress};
+use vodsource_encoder::worker::process_cpu_seconds;
+
+use super::encoding::WorkerArgs;
+use crate::config::Config;
+
+/// `vodsource transcode` arguments.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The source file.
+    pub source: PathBuf,
+    /// The folder that receives the ladder (created; must be empty or absent).
+    pub out_dir: PathBuf,
+    /// The ladder file and x264 settings, as for `serve` and `encoder`.
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+/// Probes and transcodes; prints what it made and what it cost.
+///
+/// # Errors
+/// An unreadable source or ladder file, a non-empty output folder, or the transcode's reason.
+pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
+    let ladder = args
+        .worker
+        .configs(config, "transcode", 1)?
+        .pop()
+        .map(|w| w.ladder)
+        .context("no worker configuration")?;
+    if args.out_dir.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+        anyhow::bail!("{} is not empty", args.out_dir.display());
+    }
+    std::fs::create_dir_all(&args.out_dir).with_context(|| format!("creating {}", args.out_dir.display()))?;
+    let started = Instant::now();
+    let cpu = process_cpu_seconds();
+    let probed = probe(&args.source).map_err(|e| anyhow::anyhow!("{}: {e}", args.source.display()))?;
+    println!("source: {:?}", probed.probe);
+    let packaged = transcode(&Job {
+        source: &args.source,
+        probed: &probed,
+        out_dir: &args.out_dir,
+        config: &ladder,
+        cancel: &AtomicBool::new(false),
+        progress: &Progress::default(),
+    })
+    .map_err(|e| anyhow::anyhow!("{}: {e}", args.source.display()))?;
+    for (rung, track) in &packaged.rungs {
+        println!(
+            "{:>6} {:>4}x{:<4} target {:>5} kbit/s  average {:>5} kbit/s  peak {:>5} kbit/s  {} segments",
+            rung.name,
+            rung.width,
+            rung.height,
+            rung.bitrate_bps / 1000,
+            track.average_bandwidth() / 1000,
+            track.peak_bandwidth() / 1000,
+            track.segments.len()
+        );
+    }
+    let cpu = match (cpu, process_cpu_seconds()) {
+        (Some(before), Some(after)) => format!("{:.2}", after - before),
+        _ => "?".into(),
+    };
+    println!(
+        "{} files, {:.1} s of media, wall {:.2} s, cpu {cpu} s -> {}",
+        packaged.files.len(),
+        packaged.duration_ms as f64 / 1000.0,
+        started.elapsed().as_secs_f64(),
+        args.out_dir.join(&packaged.hls_master).display()
+    );
+    Ok(())
+}

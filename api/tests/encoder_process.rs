@@ -1,0 +1,200 @@
+//! Encoding workers as separate `vodsource encoder` processes sharing one data folder with a
+//! `vodsource projector` (the supervisor): the worker holding a claim is killed with SIGKILL
+//! mid-encode; its lease lapses, the supervisor requeues the job, and the other worker
+//! encodes it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vodsource_api::config::Config;
+use vodsource_api::roles::Stores;
+use vodsource_commands::codec::Decoder;
+use vodsource_commands::ports::EventLog;
+use vodsource_commands::CommandContext;
+use vodsource_domain::{EncodeStage, VideoCommand, VideoEvent};
+use vodsource_infra::open_object_store;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vodsource");
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Children are killed when the test ends, whatever happens.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn(data: &Path, args: &[&str]) -> Child {
+    Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("VODSOURCE_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("vodsource starts")
+}
+
+fn clip(path: &Path) {
+    let status = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine",
+        ])
+        .args([
+            "-t",
+            "20",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ])
+        .arg(path)
+        .status()
+        .expect("ffmpeg runs; install it with `scripts/services.sh start ffmpeg`");
+    assert!(status.success());
+}
+
+async fn history(log: &dyn EventLog, id: &str) -> Vec<VideoEvent> {
+    let decoder = Decoder::new();
+    log.read_stream(id, 0, 10_000)
+        .await
+        .expect("reads")
+        .iter()
+        .map(|e| decoder.decode(e).expect("decodes"))
+        .collect()
+}
+
+async fn wait_for<T>(what: &str, deadline: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_encode_loses_its_lease_and_the_other_worker_finishes_the_job() {
+    let dir = TempDir(std::env::temp_dir().join(format!("vodsource-enc-{}", uuid::Uuid::now_v7().simple())));
+    let data = dir.0.join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let source = dir.0.join("clip.mp4");
+    clip(&source);
+
+    let config = Config {
+        data_dir: data.clone(),
+        event_store: None,
+        view_store: None,
+    };
+    let stores = Stores::open(&config).await.expect("stores");
+    let objects = open_object_store(&format!("file://{}", data.join("objects").display()))
+        .await
+        .expect("objects");
+    let mut children = Children(vec![spawn(&data, &["projector", "--encode-backoff-secs", "1"])]);
+    for _ in 0..2 {
+        children.0.push(spawn(&data, &["encoder", "--encode-lease-secs", "3"]));
+    }
+
+    let id = uuid::Uuid::now_v7().to_string();
+    let size = std::fs::metadata(&source).expect("clip").len();
+    let commands = stores.commands();
+    let context = CommandContext::actor("tester");
+    let register = VideoCommand::Register {
+        owner: "tester".into(),
+        title: "kill test".into(),
+        description: String::new(),
+        tags: vec![],
+        filename: "clip.mp4".into(),
+        content_type: "video/mp4".into(),
+        size_bytes: size,
+    };
+    commands.execute(&id, register, &context).await.expect("registered");
+    let key = format!("sources/{id}/clip.mp4");
+    let body = tokio::fs::File::open(&source).await.expect("opens");
+    objects.put(&key, Box::new(body), u64::MAX).await.expect("stored");
+    let complete = VideoCommand::CompleteUpload {
+        object_key: key,
+        size_bytes: size,
+        checksum: None,
+    };
+    commands.execute(&id, complete, &context).await.expect("uploaded");
+
+    // Whoever claimed attempt 1 is encoding: find its process (worker ids carry the pid).
+    let holder = wait_for("attempt 1 encoding", Duration::from_secs(60), async || {
+        history(&*stores.log, &id).await.into_iter().find_map(|e| match e {
+            VideoEvent::EncodingProgressed {
+                attempt: 1,
+                stage: EncodeStage::Encode,
+                worker_id,
+                ..
+            } => Some(worker_id),
+            _ => None,
+        })
+    })
+    .await;
+    let victim = children.0[1..]
+        .iter()
+        .position(|c| holder.contains(&format!("-{}-", c.id())))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("no encoder process owns {holder}"));
+    children.0[victim].kill().expect("SIGKILL");
+    let _ = children.0[victim].wait();
+
+    let (attempt, finisher) = wait_for("the other worker to complete", Duration::from_secs(120), async || {
+        history(&*stores.log, &id).await.into_iter().find_map(|e| match e {
+            VideoEvent::EncodingCompleted { attempt, worker_id, .. } => Some((attempt, worker_id)),
+            _ => None,
+        })
+    })
+    .await;
+    assert_eq!(attempt, 2);
+    assert_ne!(finisher, holder);
+    let events = history(&*stores.log, &id).await;
+    assert!(
+        events.iter().any(|e| matches!(e,
+            VideoEvent::EncodingRequeued { attempt: 2, reason, .. } if reason.contains("lease expired"))),
+        "the supervisor requeued the lapsed claim: {events:?}"
+    );
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, VideoEvent::EncodingCompleted { attempt: 1, .. })));
+    assert!(objects
+        .head(&format!("media/{id}/2/master.m3u8"))
+        .await
+        .expect("head")
+        .is_some());
+    assert!(objects
+        .head(&format!("media/{id}/1/master.m3u8"))
+        .await
+        .expect("head")
+        .is_none());
+}

@@ -1,0 +1,388 @@
+//! The transcode against real FFmpeg libraries, its outputs read back with ffprobe.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use vodsource_encoder::ladder::LadderConfig;
+use vodsource_encoder::manifest::parse_media_playlist;
+use vodsource_encoder::media::{probe, transcode, Job, MediaError, MediaErrorKind, Packaged, Progress};
+use vodsource_tests::TempDir;
+
+use crate::helpers::{clip, ffprobe, pattern, rotate_90, video_packets};
+
+fn encode(source: &Path, out: &Path) -> Result<Packaged, MediaError> {
+    let probed = probe(source)?;
+    std::fs::create_dir_all(out).expect("out dir");
+    transcode(&Job {
+        source,
+        probed: &probed,
+        out_dir: out,
+        config: &LadderConfig::default(),
+        cancel: &AtomicBool::new(false),
+        progress: &Progress::default(),
+    })
+}
+
+fn attribute<'a>(line: &'a str, name: &str) -> &'a str {
+    let start = line
+        .find(&format!("{name}="))
+        .map(|i| i + name.len() + 1)
+        .unwrap_or_else(|| panic!("{name} in {line}"));
+    let rest = &line[start..];
+    match rest.strip_prefix('"') {
+        Some(quoted) => &quoted[..quoted.find('"').expect("closing quote")],
+        None => rest.split(',').next().unwrap_or_default(),
+    }
+}
+
+#[test]
+fn a_720p_source_becomes_an_aligned_ladder_that_ffprobe_reads() {
+    let dir = TempDir::new();
+    let source = pattern(dir.path(), "src.mp4", "1280x720", 30, 9);
+    let out = dir.path().join("out");
+    let packaged = encode(&source, &out).expect("the ladder is made");
+
+    // Rungs: no 1080p (never upscaled); sizes, codec, profile, level, bitrate.
+    let names: Vec<&str> = packaged.rungs.iter().map(|(r, _)| r.name.as_str()).collect();
+    assert_eq!(names, ["720p", "480p", "360p"]);
+    let mut keyframes: Vec<Vec<f64>> = Vec::new();
+    for (rung, track) in &packaged.rungs {
+        let playlist = out.join(&rung.name).join("index.m3u8");
+        let streams = ffprobe(&playlist, &["-show_streams", "-show_format"]);
+        let video = &streams["streams"].as_array().expect("streams")[0];
+        assert_eq!(video["codec_name"], "h264");
+        assert_eq!(video["profile"], "High");
+        assert_eq!(
+            (video["width"].as_u64(), video["height"].as_u64()),
+            (Some(u64::from(rung.width)), Some(u64::from(rung.height)))
+        );
+        assert_eq!(
+            video["level"].as_u64(),
+            Some(u64::from(rung.level_idc)),
+            "{} level",
+            rung.name
+        );
+        assert_eq!(video["r_frame_rate"], "30/1");
+        let measured = track.average_bandwidth() as f64;
+        let target = rung.bitrate_bps as f64;
+        assert!(
+            (measured - target).abs() / target < 0.25,
+            "{}: {measured} bit/s against a target of {target}",
+            rung.name
+        );
+        assert!(
+            track.peak_bandwidth() as f64 <= rung.maxrate_bps as f64 * 1.35,
+            "{} peak",
+            rung.name
+        );
+
+        // Segments of 4 s (the last shorter), listed by the media playlist, all on disk.
+        let (init, segments) =
+            parse_media_playlist(&std::fs::read_to_string(&playlist).expect("playlist")).expect("parses");
+        assert!(out.join(&rung.name).join(init).is_file());
+        let durations: Vec<f64> = segments.iter().map(|s| s.0).collect();
+        assert_eq!(durations.len(), 3, "{durations:?}");
+        assert!(durations[..2].iter().all(|d| (d - 4.0).abs() < 0.001), "{durations:?}");
+        assert!((durations[2] - 1.0).abs() < 0.05, "{durations:?}");
+
+        let packets = video_packets(&playlist);
+        assert_eq!(packets.len(), 270, "every frame of 9 s at 30 fps");
+        keyframes.push(packets.iter().filter(|p| p.1).map(|p| p.0).collect());
+    }
+    // IDRs exactly at the segment starts, the same on every rung: players switch cleanly.
+    let first = &keyframes[0];
+    assert_eq!(first.len(), 3, "{first:?}");
+    for (k, pts) in first.iter().enumerate() {
+        assert!((pts - first[0] - 4.0 * k as f64).abs() < 0.001, "{first:?}");
+    }
+    assert!(keyframes.iter().all(|k| k == first), "{keyframes:?}");
+
+    // The master playlist: one variant per rung with measured bandwidths and full attributes.
+    let master = std::fs::read_to_string(out.join("master.m3u8")).expect("master");
+    let lines: Vec<&str> = master.lines().collect();
+    assert_eq!(lines[0], "#EXTM3U");
+    assert!(master.contains("#EXT-X-INDEPENDENT-SEGMENTS"));
+    let media = lines
+        .iter()
+        .find(|l| l.starts_with("#EXT-X-MEDIA:"))
+        .expect("audio rendition");
+    assert_eq!(attribute(media, "TYPE"), "AUDIO");
+    assert!(out.join(attribute(media, "URI")).is_file());
+    let variants: Vec<(&str, &str)> = lines
+        .windows(2)
+        .filter(|w| w[0].starts_with("#EXT-X-STREAM-INF:"))
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert_eq!(variants.len(), 3);
+    for ((line, uri), (rung, _)) in variants.iter().zip(&packaged.rungs) {
+        let peak: u64 = attribute(line, "BANDWIDTH").parse().expect("BANDWIDTH");
+        let average: u64 = attribute(line, "AVERAGE-BANDWIDTH").parse().expect("AVERAGE-BANDWIDTH");
+        assert!(peak >= average && average > rung.bitrate_bps / 2, "{line}");
+        assert_eq!(attribute(line, "RESOLUTION"), format!("{}x{}", rung.width, rung.height));
+        assert_eq!(attribute(line, "CODECS"), format!("{},mp4a.40.2", rung.video_codecs()));
+        assert_eq!(attribute(line, "FRAME-RATE"), "30.000");
+        assert_eq!(attribute(line, "AUDIO"), "audio");
+        assert!(out.join(uri).is_file(), "{uri}");
+    }
+    // The whole ladder through the HLS demuxer: three video rungs and the audio.
+    let streams = ffprobe(&out.join("master.m3u8"), &["-show_streams"]);
+    let codecs: Vec<&str> = streams["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .filter_map(|s| s["codec_name"].as_str())
+        .collect();
+    assert_eq!(codecs.iter().filter(|c| **c == "h264").count(), 3, "{codecs:?}");
+    assert!(codecs.contains(&"aac"));
+
+    // The DASH MPD over the same segments parses, with every representation.
+    let mpd = ffprobe(&out.join("manifest.mpd"), &["-show_streams", "-show_format"]);
+    let streams = mpd["streams"].as_array().expect("streams");
+    let mut sizes: Vec<(u64, u64)> = streams
+        .iter()
+        .filter(|s| s["codec_type"] == "video")
+        .map(|s| (s["width"].as_u64().unwrap_or(0), s["height"].as_u64().unwrap_or(0)))
+        .collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, [(640, 360), (854, 480), (1280, 720)]);
+    assert!(streams.iter().any(|s| s["codec_name"] == "aac"));
+    let duration: f64 = mpd["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .expect("duration");
+    assert!((duration - 9.0).abs() < 0.1, "{duration}");
+
+    // Audio: AAC-LC stereo 48 kHz.
+    let audio = ffprobe(&out.join("audio/index.m3u8"), &["-show_streams"]);
+    let audio = &audio["streams"][0];
+    assert_eq!(
+        (
+            audio["codec_name"].as_str(),
+            audio["profile"].as_str(),
+            audio["channels"].as_u64(),
+            audio["sample_rate"].as_str()
+        ),
+        (Some("aac"), Some("LC"), Some(2), Some("48000"))
+    );
+
+    // Poster and sprite are JPEGs; the WebVTT points into the sprite.
+    let poster = ffprobe(&out.join("poster.jpg"), &["-show_streams"]);
+    assert_eq!(poster["streams"][0]["codec_name"], "mjpeg");
+    assert_eq!(poster["streams"][0]["width"], 1280);
+    let vtt = std::fs::read_to_string(out.join("thumbs/thumbnails.vtt")).expect("vtt");
+    assert!(
+        vtt.starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:02.000\nsprite_001.jpg#xywh=0,0,160,90\n"),
+        "{vtt}"
+    );
+    assert_eq!(vtt.matches("-->").count(), 5);
+    let sprite = ffprobe(&out.join("thumbs/sprite_001.jpg"), &["-show_streams"]);
+    assert_eq!(
+        (
+            sprite["streams"][0]["width"].as_u64(),
+            sprite["streams"][0]["height"].as_u64()
+        ),
+        (Some(800), Some(90))
+    );
+    assert_eq!(packaged.duration_ms, 9000);
+    assert!(packaged.files.contains(&"manifest.mpd".to_owned()));
+}
+
+#[test]
+fn a_rotated_phone_video_is_turned_upright() {
+    let dir = TempDir::new();
+    let source = clip(
+        dir.path(),
+        "phone.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-t",
+            "2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+    );
+    rotate_90(&source);
+    let probed = probe(&source).expect("probes");
+    assert_eq!(probed.probe.rotation, 90);
+    assert_eq!((probed.display_width, probed.display_height), (360, 640));
+    let out = dir.path().join("out");
+    let packaged = encode(&source, &out).expect("encodes");
+    let (rung, _) = &packaged.rungs[0];
+    assert_eq!((rung.name.as_str(), rung.width, rung.height), ("360p", 360, 640));
+    let streams = ffprobe(&out.join("360p/index.m3u8"), &["-show_streams"]);
+    let video = &streams["streams"][0];
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(360), Some(640))
+    );
+    assert!(
+        video["side_data_list"].is_null(),
+        "no rotation left for the player: {video}"
+    );
+}
+
+#[test]
+fn variable_frame_rate_becomes_a_constant_rate() {
+    let dir = TempDir::new();
+    let source = clip(
+        dir.path(),
+        "vfr.mkv",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-t",
+            "6",
+            "-vf",
+            "select='not(eq(mod(n\\,5)\\,0))*not(eq(mod(n\\,7)\\,0))'",
+            "-fps_mode",
+            "vfr",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+    );
+    let probed = probe(&source).expect("probes");
+    assert!(probed.probe.variable_frame_rate, "{:?}", probed.probe);
+    let out = dir.path().join("out");
+    let packaged = encode(&source, &out).expect("encodes");
+    let playlist = out.join(format!("{}/index.m3u8", packaged.rungs[0].0.name));
+    let packets = video_packets(&playlist);
+    let steps: Vec<f64> = packets.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    let first = steps[0];
+    assert!(
+        steps.iter().all(|s| (s - first).abs() < 0.002),
+        "constant spacing: {steps:?}"
+    );
+    assert!(
+        (packets.len() as f64 * first - 6.0).abs() < 0.3,
+        "{} frames at {first}",
+        packets.len()
+    );
+}
+
+#[test]
+fn a_4k_60fps_source_gets_the_full_ladder_at_60fps() {
+    let dir = TempDir::new();
+    let source = pattern(dir.path(), "uhd.mp4", "3840x2160", 60, 1);
+    let out = dir.path().join("out");
+    let packaged = encode(&source, &out).expect("encodes");
+    let sizes: Vec<(u32, u32)> = packaged.rungs.iter().map(|(r, _)| (r.width, r.height)).collect();
+    assert_eq!(sizes, [(1920, 1080), (1280, 720), (854, 480), (640, 360)]);
+    let streams = ffprobe(&out.join("1080p/index.m3u8"), &["-show_streams"]);
+    assert_eq!(streams["streams"][0]["r_frame_rate"], "60/1");
+    assert_eq!(streams["streams"][0]["level"], 42);
+    assert_eq!(video_packets(&out.join("360p/index.m3u8")).len(), 60);
+}
+
+#[test]
+fn a_file_whose_name_and_type_lie_is_read_by_its_content() {
+    let dir = TempDir::new();
+    // Matroska with MPEG-4 Part 2 video and MP3-less PCM audio, named .mp4.
+    let source = clip(
+        dir.path(),
+        "not-really.mkv",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine",
+            "-t",
+            "2",
+            "-c:v",
+            "mpeg4",
+            "-c:a",
+            "pcm_s16le",
+        ],
+    );
+    let named = dir.path().join("upload.mp4");
+    std::fs::rename(&source, &named).expect("rename");
+    let probed = probe(&named).expect("probes by content");
+    assert_eq!(probed.probe.video_codec.as_deref(), Some("mpeg4"));
+    assert_eq!(probed.probe.audio_codec.as_deref(), Some("pcm_s16le"));
+    let packaged = encode(&named, &dir.path().join("out")).expect("encodes");
+    assert_eq!(packaged.rungs.len(), 1);
+    assert!(packaged.audio.is_some());
+}
+
+fn refused(result: Result<Packaged, MediaError>, expected: &str) {
+    match result {
+        Ok(_) => panic!("expected a failure mentioning {expected:?}"),
+        Err(error) => {
+            assert_eq!(error.kind, MediaErrorKind::Source, "{error}");
+            assert!(!error.retryable());
+            assert!(
+                error.message.contains(expected),
+                "{:?} does not mention {expected:?}",
+                error.message
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_sources_end_in_a_failure_whose_reason_a_person_understands() {
+    let dir = TempDir::new();
+    let path = |name: &str| dir.path().join(name);
+    let out = dir.path().join("out");
+
+    std::fs::write(path("empty.mp4"), b"").expect("write");
+    refused(encode(&path("empty.mp4"), &out), "empty");
+
+    std::fs::write(path("notes.mp4"), "these are meeting notes, not a video\n".repeat(100)).expect("write");
+    refused(encode(&path("notes.mp4"), &out), "not a media file");
+
+    // moov at the end, cut off: the index is gone.
+    let whole = pattern(dir.path(), "whole.mp4", "640x360", 30, 4);
+    let bytes = std::fs::read(&whole).expect("read");
+    std::fs::write(path("no-moov.mp4"), &bytes[..bytes.len() / 2]).expect("write");
+    refused(encode(&path("no-moov.mp4"), &out), "moov");
+
+    // moov first, media cut: decodes a third of what it declares.
+    let faststart = clip(
+        dir.path(),
+        "faststart.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-t",
+            "9",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-movflags",
+            "+faststart",
+        ],
+    );
+    let bytes = std::fs::read(&faststart).expect("read");
+    std::fs::write(path("cut.mp4"), &bytes[..bytes.len() / 3]).expect("write");
+    refused(encode(&path("cut.mp4"), &dir.path().join("out-cut")), "truncated");
+
+    let audio_only = clip(
+        dir.path(),
+        "audio.m4a",
+        &["-f", "lavfi", "-i", "sine", "-t", "2", "-c:a", "aac"],
+    );
+    refused(encode(&audio_only, &out), "only audio");
+
+    let tiny = clip(
+        dir.path(),
+        "tiny.mkv",
+        &["-f", "lavfi", "-i", "color=size=2x2:rate=10", "-t", "1", "-c:v", "ffv1"],
+    );
+    refused(encode(&tiny, &out), "2×2");
+}

@@ -1,0 +1,277 @@
+//! The worker over real SQLite stores and a local object store: claims, progress, outputs,
+//! cost, races between workers, deletion mid-encode, undecodable uploads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use vodsource_commands::ports::ObjectStore;
+use vodsource_commands::CommandContext;
+use vodsource_domain::{EncodeStage, Stage, VideoCommand, VideoEvent};
+use vodsource_encoder::{JobOutcome, Worker, WorkerConfig};
+
+use crate::helpers::{pattern, World};
+
+fn worker(world: &World, name: &str) -> Worker {
+    let mut config = WorkerConfig::new(name, world.work_dir());
+    config.progress_every = Duration::from_millis(200);
+    config.lease_secs = 10;
+    world.stores.worker(world.objects.clone(), config)
+}
+
+async fn exists(objects: &Arc<dyn ObjectStore>, key: &str) -> Option<u64> {
+    objects.head(key).await.expect("head").map(|m| m.size)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_claims_reports_and_completes_only_after_every_output_is_stored() {
+    let world = World::new().await;
+    let source = pattern(world.dir.path(), "src.mp4", "854x480", 30, 5);
+    let id = world.uploaded(&source).await;
+
+    let outcome = worker(&world, "w1").run_one().await.expect("no store failure");
+    assert_eq!(
+        outcome,
+        Some(JobOutcome::Completed {
+            video_id: id.clone(),
+            attempt: 1
+        })
+    );
+
+    let history = world.history(&id).await;
+    let names: Vec<&str> = history.iter().map(VideoEvent::type_name).collect();
+    let claimed = names.iter().position(|n| *n == "EncodingClaimed").expect("claimed");
+    let probed = names.iter().position(|n| *n == "SourceProbed").expect("probed");
+    let completed = names.iter().position(|n| *n == "EncodingCompleted").expect("completed");
+    assert!(claimed < probed && probed < completed, "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| **n == "RenditionEncoded").count(),
+        2,
+        "480p and 360p: {names:?}"
+    );
+    let probe = history.iter().find_map(|e| match e {
+        VideoEvent::SourceProbed { probe, .. } => Some(probe.clone()),
+        _ => None,
+    });
+    let probe = probe.expect("probe");
+    assert_eq!((probe.width, probe.height, probe.rotation), (854, 480, 0));
+    assert_eq!((probe.frame_rate, probe.variable_frame_rate), (30.0, false));
+    assert_eq!(probe.video_codec.as_deref(), Some("h264"));
+    assert_eq!(probe.audio_codec.as_deref(), Some("aac"));
+    assert!((4900..=5100).contains(&probe.duration_ms), "{}", probe.duration_ms);
+
+    let Some(VideoEvent::EncodingCompleted {
+        manifests,
+        poster_key,
+        thumbnails_key,
+        duration_ms,
+        cost,
+        worker_id,
+        ..
+    }) = history
+        .iter()
+        .find(|e| matches!(e, VideoEvent::EncodingCompleted { .. }))
+        .cloned()
+    else {
+        panic!("no completion");
+    };
+    assert_eq!(worker_id, "w1");
+    assert_eq!(duration_ms, 5000);
+    assert_eq!(manifests.hls_master_key, format!("media/{id}/1/master.m3u8"));
+    assert_eq!(manifests.dash_mpd_key, format!("media/{id}/1/manifest.mpd"));
+    // Everything the events name is in the object store, and bytes_out counts what was stored.
+    let objects = world.dir.path().join("data/objects");
+    for key in [
+        &manifests.hls_master_key,
+        &manifests.dash_mpd_key,
+        &poster_key.expect("poster"),
+        &thumbnails_key.expect("thumbs"),
+    ] {
+        assert!(exists(&world.objects, key).await.is_some(), "{key} is stored");
+    }
+    let stored: u64 = walk(&objects.join(format!("media/{id}/1")));
+    assert_eq!(cost.bytes_out, stored);
+    assert!(cost.cpu_seconds > 0.0 && cost.wall_seconds > 0.0, "{cost:?}");
+    for event in &history {
+        if let VideoEvent::RenditionEncoded { rendition, .. } = event {
+            assert!(exists(&world.objects, &rendition.playlist_key).await.is_some());
+            assert!(
+                rendition.bytes > 0 && rendition.codecs.ends_with(",mp4a.40.2"),
+                "{rendition:?}"
+            );
+        }
+    }
+    let progressed: Vec<(EncodeStage, f64)> = history
+        .iter()
+        .filter_map(|e| match e {
+            VideoEvent::EncodingProgressed { stage, percent, .. } => Some((*stage, *percent)),
+            _ => None,
+        })
+        .collect();
+    assert!(!progressed.is_empty(), "progress is reported while encoding");
+    assert!(
+        progressed.windows(2).all(|w| w[0].1 <= w[1].1 || w[1].0 != w[0].0),
+        "{progressed:?}"
+    );
+    // The scratch folder is gone; the job is no longer offered.
+    assert_eq!(std::fs::read_dir(world.work_dir()).map(Iterator::count).unwrap_or(0), 0);
+    world.supervise().await;
+    assert_eq!(worker(&world, "w2").run_one().await.expect("no store failure"), None);
+    let video = world.stores.commands().store().load(&id).await.expect("loads").video;
+    assert_eq!(video.stage, Stage::Ready);
+}
+
+fn walk(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let path = e.path();
+                    if path.is_dir() {
+                        walk(&path)
+                    } else {
+                        e.metadata().map_or(0, |m| m.len())
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_racing_for_one_job_encode_it_once() {
+    let world = World::new().await;
+    let source = pattern(world.dir.path(), "src.mp4", "640x360", 25, 2);
+    let id = world.uploaded(&source).await;
+    let (a, b) = (worker(&world, "a"), worker(&world, "b"));
+    let (ra, rb) = tokio::join!(a.run_one(), b.run_one());
+    let outcomes = [ra.expect("a"), rb.expect("b")];
+    let completed: Vec<&JobOutcome> = outcomes.iter().flatten().collect();
+    assert_eq!(completed.len(), 1, "{outcomes:?}");
+    let claims = world
+        .history(&id)
+        .await
+        .iter()
+        .filter(|e| matches!(e, VideoEvent::EncodingClaimed { .. }))
+        .count();
+    assert_eq!(claims, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_video_mid_encode_stops_the_encode_and_removes_partial_outputs() {
+    let world = World::new().await;
+    let source = pattern(world.dir.path(), "long.mp4", "1280x720", 30, 30);
+    let id = world.uploaded(&source).await;
+    let job = {
+        let worker = worker(&world, "w1");
+        tokio::spawn(async move { worker.run_one().await })
+    };
+    world
+        .wait_for_event(&id, "progress while encoding", |e| {
+            matches!(e, VideoEvent::EncodingProgressed { stage: EncodeStage::Encode, percent, .. } if *percent > 0.0)
+        })
+        .await;
+    world
+        .stores
+        .commands()
+        .execute(
+            &id,
+            VideoCommand::Delete { reason: None },
+            &CommandContext::actor("owner"),
+        )
+        .await
+        .expect("deleted");
+    let outcome = tokio::time::timeout(Duration::from_secs(20), job)
+        .await
+        .expect("the encode stops within seconds")
+        .expect("joins")
+        .expect("no store failure");
+    match outcome {
+        Some(JobOutcome::Abandoned { reason, attempt: 1, .. }) => assert!(reason.contains("deleted"), "{reason}"),
+        other => panic!("expected an abandoned job, got {other:?}"),
+    }
+    assert!(exists(&world.objects, &format!("media/{id}/1/master.m3u8"))
+        .await
+        .is_none());
+    assert_eq!(walk(&world.dir.path().join(format!("data/objects/media/{id}"))), 0);
+    assert_eq!(std::fs::read_dir(world.work_dir()).map(Iterator::count).unwrap_or(0), 0);
+    let last = world.history(&id).await.last().cloned();
+    assert!(
+        matches!(last, Some(VideoEvent::VideoDeleted { .. })),
+        "nothing after the deletion: {last:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_upload_is_a_terminal_failure_with_its_reason() {
+    let world = World::new().await;
+    let source = world.dir.path().join("notes.mp4");
+    std::fs::write(&source, "not a video at all\n".repeat(50)).expect("write");
+    let id = world.uploaded(&source).await;
+    let outcome = worker(&world, "w1").run_one().await.expect("no store failure");
+    match outcome {
+        Some(JobOutcome::Failed {
+            retryable: false,
+            reason,
+            ..
+        }) => assert!(reason.contains("not a media file"), "{reason}"),
+        other => panic!("expected a terminal failure, got {other:?}"),
+    }
+    world.supervise().await;
+    let video = world.stores.commands().store().load(&id).await.expect("loads").video;
+    assert_eq!(video.stage, Stage::Failed);
+    assert_eq!(video.attempt, 1, "bad media is not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_mid_encode_fails_the_attempt_as_retryable_and_another_worker_finishes() {
+    let world = World::new().await;
+    let source = pattern(world.dir.path(), "long.mp4", "1280x720", 30, 20);
+    let id = world.uploaded(&source).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let first = {
+        let worker = worker(&world, "first");
+        tokio::spawn(worker.run(async {
+            let _ = stopped.await;
+        }))
+    };
+    world
+        .wait_for_event(&id, "progress while encoding", |e| {
+            matches!(
+                e,
+                VideoEvent::EncodingProgressed {
+                    stage: EncodeStage::Encode,
+                    ..
+                }
+            )
+        })
+        .await;
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(20), first)
+        .await
+        .expect("stops within seconds")
+        .expect("joins")
+        .expect("no error");
+    world.supervise().await;
+    let history = world.history(&id).await;
+    assert!(
+        history.iter().any(|e| matches!(e,
+        VideoEvent::EncodingFailed { attempt: 1, retryable: true, reason, .. } if reason.contains("shut down"))),
+        "{history:?}"
+    );
+    assert!(history
+        .iter()
+        .any(|e| matches!(e, VideoEvent::EncodingRequeued { attempt: 2, .. })));
+    let outcome = worker(&world, "second").run_one().await.expect("no store failure");
+    assert_eq!(
+        outcome,
+        Some(JobOutcome::Completed {
+            video_id: id.clone(),
+            attempt: 2
+        })
+    );
+    assert!(exists(&world.objects, &format!("media/{id}/2/master.m3u8"))
+        .await
+        .is_some());
+    assert_eq!(walk(&world.dir.path().join(format!("data/objects/media/{id}/1"))), 0);
+}
