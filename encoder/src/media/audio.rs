@@ -8,7 +8,7 @@ use ffmpeg::format::Sample;
 use ffmpeg::{codec, encoder, filter, frame, ChannelLayout, Dictionary, Packet, Rational};
 use ffmpeg_next as ffmpeg;
 
-use super::MediaError;
+use super::{track, MediaError};
 
 /// Output sample rate.
 pub(super) const SAMPLE_RATE: u32 = 48_000;
@@ -99,10 +99,8 @@ pub(super) struct AudioDone {
 impl AudioEncode {
     pub(super) fn run(self, input: Receiver<frame::Audio>) -> Result<AudioDone, MediaError> {
         let fail = |what: &str, e: ffmpeg::Error| MediaError::internal(format!("audio: {what}: {e}"));
-        std::fs::create_dir_all(&self.dir).map_err(|e| MediaError::io(format!("{}: {e}", self.dir.display())))?;
         let codec = encoder::find(codec::Id::AAC).ok_or_else(|| MediaError::internal("no AAC encoder"))?;
-        let mut output =
-            ffmpeg::format::output_as(&self.dir.join("index.m3u8"), "hls").map_err(|e| fail("open muxer", e))?;
+        let mut output = track::open(&self.dir, "audio")?;
         let mut context = codec::context::Context::new_with_codec(codec)
             .encoder()
             .audio()
@@ -113,7 +111,7 @@ impl AudioEncode {
         context.set_format(Sample::F32(ffmpeg::format::sample::Type::Planar));
         context.set_bit_rate(usize::try_from(self.bitrate).unwrap_or(128_000));
         context.set_time_base(encoder_tb);
-        if output.format().flags().contains(ffmpeg::format::Flags::GLOBAL_HEADER) {
+        if track::wants_global_header(&output) {
             context.set_flags(codec::Flags::GLOBAL_HEADER);
         }
         let mut encoder = context.open_with(Dictionary::new()).map_err(|e| fail("open AAC", e))?;
@@ -122,17 +120,7 @@ impl AudioEncode {
             stream.set_parameters(&encoder);
             stream.set_time_base(encoder_tb);
         }
-        let mut header = Dictionary::new();
-        header.set("hls_time", &self.segment_seconds.to_string());
-        header.set("hls_segment_type", "fmp4");
-        header.set("hls_playlist_type", "vod");
-        header.set("hls_list_size", "0");
-        header.set("hls_flags", "independent_segments");
-        header.set("hls_fmp4_init_filename", "init.mp4");
-        header.set("start_number", "1");
-        header.set("hls_segment_filename", &self.dir.join("seg_%05d.m4s").to_string_lossy());
-        output.write_header_with(header).map_err(|e| fail("write header", e))?;
-        let stream_tb = output.stream(0).map_or(encoder_tb, |s| s.time_base());
+        let stream_tb = track::start(&mut output, &self.dir, self.segment_seconds, "audio", encoder_tb)?;
 
         let mut graph: Option<filter::Graph> = None;
         let write = |encoder: &mut encoder::Audio, output: &mut ffmpeg::format::context::Output| {

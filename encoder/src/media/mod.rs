@@ -5,155 +5,32 @@
 //! Audio is resampled and encoded on a thread of its own.
 
 mod audio;
+mod error;
+mod package;
 pub mod probe;
+mod progress;
 mod thumbs;
+mod track;
 mod video;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use ffmpeg::media::Type as MediaType;
 use ffmpeg::{frame, picture};
 use ffmpeg_next as ffmpeg;
 
-use crate::ladder::{plan, Fps, LadderConfig, PlanError, RungPlan, Segmenter};
-use crate::manifest::{dash_mpd, hls_master, parse_media_playlist, Segment, Track, TrackKind};
+pub use error::{MediaError, MediaErrorKind};
 pub use probe::{probe, Probed};
+pub use progress::{Progress, ProgressSnapshot};
+
+use crate::ladder::{plan, Fps, LadderConfig, RungPlan, Segmenter};
+use crate::manifest::Track;
 
 /// How many pictures may wait between two stages of the pipeline.
 const QUEUE: usize = 8;
-
-/// What went wrong, and whether trying again can help.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MediaErrorKind {
-    /// The source itself: another attempt fails the same way.
-    Source,
-    /// Reading or writing files: another attempt may succeed.
-    Io,
-    /// An encoder or muxer failed unexpectedly: another attempt may succeed.
-    Internal,
-    /// The job was cancelled.
-    Cancelled,
-}
-
-/// Why a transcode did not produce a ladder.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct MediaError {
-    /// The class of failure.
-    pub kind: MediaErrorKind,
-    /// A reason a person understands.
-    pub message: String,
-}
-
-impl MediaError {
-    pub(crate) fn bad(message: impl Into<String>) -> Self {
-        Self {
-            kind: MediaErrorKind::Source,
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn io(message: impl Into<String>) -> Self {
-        Self {
-            kind: MediaErrorKind::Io,
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn internal(message: impl Into<String>) -> Self {
-        Self {
-            kind: MediaErrorKind::Internal,
-            message: message.into(),
-        }
-    }
-
-    fn cancelled() -> Self {
-        Self {
-            kind: MediaErrorKind::Cancelled,
-            message: "cancelled".into(),
-        }
-    }
-
-    /// Whether another attempt may succeed.
-    pub fn retryable(&self) -> bool {
-        matches!(self.kind, MediaErrorKind::Io | MediaErrorKind::Internal)
-    }
-
-    fn ffmpeg(context: &str, error: ffmpeg::Error) -> Self {
-        Self::internal(format!("{context}: {error}"))
-    }
-}
-
-impl From<PlanError> for MediaError {
-    fn from(error: PlanError) -> Self {
-        Self::bad(error.to_string())
-    }
-}
-
-/// How far the transcode is, shared with whoever reports progress.
-#[derive(Debug, Default)]
-pub struct Progress {
-    state: Mutex<ProgressState>,
-}
-
-#[derive(Debug, Default, Clone)]
-struct ProgressState {
-    total_frames: u64,
-    rungs: Vec<(String, u64)>,
-}
-
-/// A reading of [`Progress`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProgressSnapshot {
-    /// Frames every rung has encoded (the slowest rung's count).
-    pub frames: u64,
-    /// Frames expected from the source's duration.
-    pub total_frames: u64,
-    /// The slowest rung, if encoding has started.
-    pub rendition: Option<String>,
-}
-
-impl ProgressSnapshot {
-    /// 0 to 100.
-    pub fn percent(&self) -> f64 {
-        if self.total_frames == 0 {
-            return 0.0;
-        }
-        (self.frames as f64 * 100.0 / self.total_frames as f64).clamp(0.0, 100.0)
-    }
-}
-
-impl Progress {
-    fn lock(&self) -> std::sync::MutexGuard<'_, ProgressState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn start(&self, total_frames: u64, rungs: &[RungPlan]) {
-        let mut state = self.lock();
-        state.total_frames = total_frames.max(1);
-        state.rungs = rungs.iter().map(|r| (r.name.clone(), 0)).collect();
-    }
-
-    fn set(&self, rung: usize, frames: u64) {
-        if let Some(slot) = self.lock().rungs.get_mut(rung) {
-            slot.1 = frames;
-        }
-    }
-
-    /// The current reading.
-    pub fn snapshot(&self) -> ProgressSnapshot {
-        let state = self.lock();
-        let slowest = state.rungs.iter().min_by_key(|(_, frames)| *frames);
-        ProgressSnapshot {
-            frames: slowest.map_or(0, |(_, f)| *f),
-            total_frames: state.total_frames,
-            rendition: slowest.map(|(name, _)| name.clone()),
-        }
-    }
-}
 
 /// One transcode to run.
 pub struct Job<'a> {
@@ -293,13 +170,14 @@ pub fn transcode(job: &Job<'_>) -> Result<Packaged, MediaError> {
             h.join()
                 .unwrap_or_else(|_| Err(MediaError::internal("the audio encoder panicked")))
         });
-        let frames = fed?;
         if job.cancel.load(Ordering::Relaxed) {
             return Err(MediaError::cancelled());
         }
+        // A stage that failed is the cause; the feed then only saw its channel close.
         if let Some(error) = first_error(&outcomes) {
             return Err(error);
         }
+        let frames = fed?;
         let done: Vec<video::RungDone> = outcomes.drain(..).filter_map(Result::ok).collect();
         if frames == 0 {
             return Err(MediaError::bad("no video frame of the source could be decoded"));
@@ -315,7 +193,7 @@ pub fn transcode(job: &Job<'_>) -> Result<Packaged, MediaError> {
             Some(Err(e)) => return Err(e),
             None => None,
         };
-        package(job.out_dir, &rungs, &done, audio.as_ref(), fps, thumbnails, encoded_s)
+        package::package(job.out_dir, &rungs, &done, audio.as_ref(), fps, thumbnails, encoded_s)
     })
 }
 
@@ -399,102 +277,4 @@ fn x264_threads(rungs: &[RungPlan], config: &LadderConfig) -> Vec<usize> {
         .iter()
         .map(|p| ((p / total) * cores * 2.0).round().max(1.0) as usize)
         .collect()
-}
-
-fn track(dir: &Path, name: &str, kind: TrackKind, codecs: String, timescale: u32) -> Result<Track, MediaError> {
-    let folder = dir.join(name);
-    let playlist = "index.m3u8";
-    let text = std::fs::read_to_string(folder.join(playlist))
-        .map_err(|e| MediaError::io(format!("the {name} playlist was not written: {e}")))?;
-    let (init, listed) = parse_media_playlist(&text).map_err(|e| MediaError::internal(format!("{name}: {e}")))?;
-    let mut segments = Vec::with_capacity(listed.len());
-    for (duration, uri) in listed {
-        let bytes = file_size(&folder.join(&uri))?;
-        segments.push(Segment { uri, duration, bytes });
-    }
-    if segments.is_empty() {
-        return Err(MediaError::internal(format!("the {name} track has no segments")));
-    }
-    Ok(Track {
-        name: name.to_owned(),
-        kind,
-        codecs,
-        timescale,
-        init,
-        playlist: playlist.to_owned(),
-        segments,
-    })
-}
-
-fn file_size(path: &Path) -> Result<u64, MediaError> {
-    std::fs::metadata(path)
-        .map(|m| m.len())
-        .map_err(|e| MediaError::io(format!("{}: {e}", path.display())))
-}
-
-/// Writes the manifests and thumbnails and lists what the transcode produced.
-fn package(
-    out_dir: &Path,
-    rungs: &[RungPlan],
-    done: &[video::RungDone],
-    audio: Option<&audio::AudioDone>,
-    fps: Fps,
-    thumbnails: thumbs::Thumbnailer,
-    encoded_s: f64,
-) -> Result<Packaged, MediaError> {
-    let mut tracks = Vec::with_capacity(rungs.len());
-    for (rung, done) in rungs.iter().zip(done) {
-        let kind = TrackKind::Video {
-            width: rung.width,
-            height: rung.height,
-            fps: (fps.num, fps.den),
-        };
-        tracks.push((
-            rung.clone(),
-            track(out_dir, &rung.name, kind, rung.video_codecs(), done.timescale)?,
-        ));
-    }
-    let audio = audio
-        .map(|a| {
-            let kind = TrackKind::Audio {
-                channels: 2,
-                sample_rate: audio::SAMPLE_RATE,
-            };
-            track(out_dir, "audio", kind, "mp4a.40.2".into(), a.timescale)
-        })
-        .transpose()?;
-    let video: Vec<Track> = tracks.iter().map(|(_, t)| t.clone()).collect();
-    let write = |name: &str, text: String| {
-        std::fs::write(out_dir.join(name), text).map_err(|e| MediaError::io(format!("{name}: {e}")))
-    };
-    write("master.m3u8", hls_master(&video, audio.as_ref()))?;
-    write("manifest.mpd", dash_mpd(&video, audio.as_ref()))?;
-    let (poster, sprites) = thumbnails.finish(out_dir)?;
-    let mut files = Vec::new();
-    list_files(out_dir, out_dir, &mut files)?;
-    files.sort();
-    Ok(Packaged {
-        rungs: tracks,
-        audio,
-        hls_master: "master.m3u8".into(),
-        dash_mpd: "manifest.mpd".into(),
-        poster,
-        thumbnails: sprites,
-        duration_ms: (encoded_s * 1000.0).round() as u64,
-        files,
-    })
-}
-
-fn list_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), MediaError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| MediaError::io(format!("{}: {e}", dir.display())))?;
-    for entry in entries {
-        let path: PathBuf = entry.map_err(|e| MediaError::io(e.to_string()))?.path();
-        if path.is_dir() {
-            list_files(root, &path, out)?;
-        } else if let Ok(relative) = path.strip_prefix(root) {
-            let parts: Vec<String> = relative.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-            out.push(parts.join("/"));
-        }
-    }
-    Ok(())
 }

@@ -12,7 +12,7 @@ use ffmpeg::{codec, encoder, filter, frame, Dictionary, Packet, Rational};
 use ffmpeg_next as ffmpeg;
 
 use super::probe::Probed;
-use super::MediaError;
+use super::{track, MediaError};
 use crate::ladder::{Fps, RungPlan};
 
 /// Decoder plus the filter graph that makes the top rung's pictures: constant frame rate,
@@ -216,24 +216,9 @@ impl RungEncode {
     ) -> Result<RungDone, MediaError> {
         let name = self.plan.name.clone();
         let fail = |what: &str, e: ffmpeg::Error| MediaError::internal(format!("{name}: {what}: {e}"));
-        std::fs::create_dir_all(&self.dir).map_err(|e| MediaError::io(format!("{}: {e}", self.dir.display())))?;
         let (mut output, mut encoder) = self.open()?;
-        let encoder_tb = Rational(
-            i32::try_from(self.fps.den).unwrap_or(1),
-            i32::try_from(self.fps.num).unwrap_or(30),
-        );
-        let mut header = Dictionary::new();
-        header.set("hls_time", &self.segment_seconds.to_string());
-        header.set("hls_segment_type", "fmp4");
-        header.set("hls_playlist_type", "vod");
-        header.set("hls_list_size", "0");
-        header.set("hls_flags", "independent_segments");
-        header.set("hls_fmp4_init_filename", "init.mp4");
-        header.set("start_number", "1");
-        let segments = self.dir.join("seg_%05d.m4s");
-        header.set("hls_segment_filename", &segments.to_string_lossy());
-        output.write_header_with(header).map_err(|e| fail("write header", e))?;
-        let stream_tb = output.stream(0).map_or(encoder_tb, |s| s.time_base());
+        let encoder_tb = self.time_base();
+        let stream_tb = track::start(&mut output, &self.dir, self.segment_seconds, &name, encoder_tb)?;
         let mut scaler: Option<Scaler> = None;
         let mut frames = 0u64;
         let write = |encoder: &mut encoder::Video, output: &mut ffmpeg::format::context::Output| {
@@ -296,30 +281,31 @@ impl RungEncode {
         })
     }
 
+    /// One tick per picture at the output rate.
+    fn time_base(&self) -> Rational {
+        Rational(
+            i32::try_from(self.fps.den).unwrap_or(1),
+            i32::try_from(self.fps.num).unwrap_or(30),
+        )
+    }
+
     fn open(&self) -> Result<(ffmpeg::format::context::Output, encoder::Video), MediaError> {
         let name = &self.plan.name;
         let fail = |what: &str, e: ffmpeg::Error| MediaError::internal(format!("{name}: {what}: {e}"));
         let codec =
             encoder::find_by_name("libx264").ok_or_else(|| MediaError::internal("FFmpeg was built without libx264"))?;
-        let mut output =
-            ffmpeg::format::output_as(&self.dir.join("index.m3u8"), "hls").map_err(|e| fail("open muxer", e))?;
-        let global_header = output.format().flags().contains(ffmpeg::format::Flags::GLOBAL_HEADER);
+        let mut output = track::open(&self.dir, name)?;
+        let global_header = track::wants_global_header(&output);
         let mut context = codec::context::Context::new_with_codec(codec)
             .encoder()
             .video()
             .map_err(|e| fail("encoder", e))?;
-        let time_base = Rational(
-            i32::try_from(self.fps.den).unwrap_or(1),
-            i32::try_from(self.fps.num).unwrap_or(30),
-        );
+        let time_base = self.time_base();
         context.set_width(self.plan.width);
         context.set_height(self.plan.height);
         context.set_format(Pixel::YUV420P);
         context.set_time_base(time_base);
-        context.set_frame_rate(Some(Rational(
-            i32::try_from(self.fps.num).unwrap_or(30),
-            i32::try_from(self.fps.den).unwrap_or(1),
-        )));
+        context.set_frame_rate(Some(Rational(time_base.denominator(), time_base.numerator())));
         context.set_aspect_ratio(Rational(1, 1));
         context.set_bit_rate(usize::try_from(self.plan.bitrate_bps).unwrap_or(usize::MAX));
         context.set_max_bit_rate(usize::try_from(self.plan.maxrate_bps).unwrap_or(usize::MAX));

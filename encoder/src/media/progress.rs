@@ -1,0 +1,67 @@
+//! How far a transcode is: each rung's encoded frames against the frames expected.
+
+use std::sync::Mutex;
+
+use crate::ladder::RungPlan;
+
+/// How far the transcode is, shared with whoever reports progress.
+#[derive(Debug, Default)]
+pub struct Progress {
+    state: Mutex<ProgressState>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct ProgressState {
+    total_frames: u64,
+    rungs: Vec<(String, u64)>,
+}
+
+/// A reading of [`Progress`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressSnapshot {
+    /// Frames every rung has encoded (the slowest rung's count).
+    pub frames: u64,
+    /// Frames expected from the source's duration.
+    pub total_frames: u64,
+    /// The slowest rung, if encoding has started.
+    pub rendition: Option<String>,
+}
+
+impl ProgressSnapshot {
+    /// 0 to 100.
+    pub fn percent(&self) -> f64 {
+        if self.total_frames == 0 {
+            return 0.0;
+        }
+        (self.frames as f64 * 100.0 / self.total_frames as f64).clamp(0.0, 100.0)
+    }
+}
+
+impl Progress {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProgressState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn start(&self, total_frames: u64, rungs: &[RungPlan]) {
+        let mut state = self.lock();
+        state.total_frames = total_frames.max(1);
+        state.rungs = rungs.iter().map(|r| (r.name.clone(), 0)).collect();
+    }
+
+    pub(super) fn set(&self, rung: usize, frames: u64) {
+        if let Some(slot) = self.lock().rungs.get_mut(rung) {
+            slot.1 = frames;
+        }
+    }
+
+    /// The current reading.
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        let state = self.lock();
+        let slowest = state.rungs.iter().min_by_key(|(_, frames)| *frames);
+        ProgressSnapshot {
+            frames: slowest.map_or(0, |(_, f)| *f),
+            total_frames: state.total_frames,
+            rendition: slowest.map(|(name, _)| name.clone()),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! What the job and its heartbeat share, the heartbeat itself (progress reports that extend the
+//! lease and notice deletion or a lost lease), and the bridge from the worker's stop flag into
+//! the transcode.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vodsource_domain::{EncodeStage, VideoCommand};
+
+use super::Worker;
+use crate::media::{MediaError, Progress};
+
+const STAGES: [EncodeStage; 5] = [
+    EncodeStage::Probe,
+    EncodeStage::Encode,
+    EncodeStage::Package,
+    EncodeStage::Thumbnails,
+    EncodeStage::Upload,
+];
+
+pub(super) fn stage_index(stage: EncodeStage) -> u8 {
+    STAGES.iter().position(|s| *s == stage).unwrap_or(0) as u8
+}
+
+/// What the heartbeat and the job share.
+pub(super) struct Shared {
+    pub(super) progress: Progress,
+    pub(super) stage: AtomicU8,
+    pub(super) cancel: AtomicBool,
+    /// Why the heartbeat cancelled (deleted, lease lost).
+    pub(super) stopped_because: std::sync::Mutex<Option<String>>,
+}
+
+impl Worker {
+    /// Reports progress every `progress_every`, extending the lease. A refusal (deleted,
+    /// lease lost, attempt superseded) cancels the job; a store failure is retried at the next tick.
+    pub(super) async fn heartbeat(&self, id: &str, attempt: u32, shared: Arc<Shared>) {
+        let mut ticker = tokio::time::interval(self.config.progress_every);
+        ticker.tick().await;
+        let mut last: Option<(Instant, u64)> = None;
+        loop {
+            ticker.tick().await;
+            let snapshot = shared.progress.snapshot();
+            let now = Instant::now();
+            let fps = last.map(|(at, frames)| {
+                let secs = now.duration_since(at).as_secs_f64().max(0.001);
+                snapshot.frames.saturating_sub(frames) as f64 / secs
+            });
+            last = Some((now, snapshot.frames));
+            let eta = fps
+                .filter(|f| *f > 0.0)
+                .map(|f| (snapshot.total_frames.saturating_sub(snapshot.frames) as f64 / f).round() as u32);
+            let stage = STAGES[usize::from(shared.stage.load(Ordering::Relaxed)).min(STAGES.len() - 1)];
+            let command = VideoCommand::RecordProgress {
+                worker_id: self.config.worker_id.clone(),
+                attempt,
+                stage,
+                rendition: snapshot.rendition.clone().filter(|_| stage == EncodeStage::Encode),
+                percent: if stage == EncodeStage::Upload {
+                    100.0
+                } else {
+                    (snapshot.percent() * 10.0).round() / 10.0
+                },
+                fps: fps.map(|f| (f * 10.0).round() / 10.0),
+                eta_seconds: eta,
+                lease_secs: self.config.lease_secs,
+            };
+            match self.send(id, command).await {
+                Ok(Ok(())) => {}
+                Ok(Err(refusal)) => {
+                    shared.set_stopped(refusal.to_string());
+                    shared.cancel.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %self.config.worker_id, video_id = id, error = %e, "progress not recorded")
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    pub(super) fn set_stopped(&self, reason: String) {
+        let mut slot = self
+            .stopped_because
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.get_or_insert(reason);
+    }
+}
+
+/// Forwards the worker's stop flag into the transcode's cancel flag while it runs.
+pub(super) struct StopWatch<'a> {
+    stop: &'a AtomicBool,
+    cancel: &'a AtomicBool,
+}
+
+impl<'a> StopWatch<'a> {
+    pub(super) fn new(stop: &'a AtomicBool, cancel: &'a AtomicBool) -> Self {
+        Self { stop, cancel }
+    }
+
+    pub(super) async fn watch<T>(
+        &self,
+        handle: tokio::task::JoinHandle<Result<T, MediaError>>,
+    ) -> Result<T, MediaError> {
+        tokio::pin!(handle);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                joined = &mut handle => {
+                    return joined.map_err(|e| MediaError::internal(format!("the transcode panicked: {e}")))?;
+                }
+                _ = tick.tick() => {
+                    if self.stop.load(Ordering::Relaxed) {
+                        self.cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! The worker: polls the job queue, claims an attempt (the claim event decides between
+//! workers), probes, transcodes on blocking threads while a heartbeat reports progress and
+//! extends the lease, uploads every output, and only then records the renditions and the
+//! completion. Deletion or a lost lease stops the encode and removes what it wrote.
+
+mod heartbeat;
+mod job;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use vodsource_commands::ports::{Clock, JobQueue, ObjectStore, StoreError};
+use vodsource_commands::{CommandContext, CommandError, VideoCommands};
+use vodsource_domain::{VideoCommand, VideoError};
+
+use crate::ladder::LadderConfig;
+pub use job::process_cpu_seconds;
+
+/// How a worker behaves.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Names the worker in claims and events.
+    pub worker_id: String,
+    /// The ladder and encoder settings.
+    pub ladder: LadderConfig,
+    /// Lease taken by a claim and by each progress report.
+    pub lease_secs: u32,
+    /// Progress is reported (and the lease extended) this often.
+    pub progress_every: Duration,
+    /// The job queue is polled this often when idle.
+    pub poll_every: Duration,
+    /// Scratch space: each job gets a folder here, removed when the job ends.
+    pub work_dir: PathBuf,
+}
+
+impl WorkerConfig {
+    /// Defaults for a worker named `worker_id` working in `work_dir`.
+    pub fn new(worker_id: impl Into<String>, work_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            worker_id: worker_id.into(),
+            ladder: LadderConfig::default(),
+            lease_secs: 30,
+            progress_every: Duration::from_secs(2),
+            poll_every: Duration::from_millis(500),
+            work_dir: work_dir.into(),
+        }
+    }
+}
+
+/// How one job ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobOutcome {
+    /// The ladder is recorded.
+    Completed {
+        /// The video.
+        video_id: String,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// The attempt is recorded as failed.
+    Failed {
+        /// The video.
+        video_id: String,
+        /// The attempt.
+        attempt: u32,
+        /// Why.
+        reason: String,
+        /// Whether it will be tried again.
+        retryable: bool,
+    },
+    /// The video was deleted or the lease was lost; partial outputs were removed.
+    Abandoned {
+        /// The video.
+        video_id: String,
+        /// The attempt.
+        attempt: u32,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A failure of the worker itself (not of a job).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A command failed for a reason other than the domain refusing it.
+    #[error(transparent)]
+    Command(CommandError),
+}
+
+/// An encoding worker. Any number may run, in any processes that reach the same stores.
+pub struct Worker {
+    commands: VideoCommands,
+    jobs: Arc<dyn JobQueue>,
+    objects: Arc<dyn ObjectStore>,
+    clock: Arc<dyn Clock>,
+    config: WorkerConfig,
+}
+
+impl Worker {
+    /// A worker over these stores.
+    pub fn new(
+        commands: VideoCommands,
+        jobs: Arc<dyn JobQueue>,
+        objects: Arc<dyn ObjectStore>,
+        clock: Arc<dyn Clock>,
+        config: WorkerConfig,
+    ) -> Self {
+        Self {
+            commands,
+            jobs,
+            objects,
+            clock,
+            config,
+        }
+    }
+
+    /// This worker's id.
+    pub fn id(&self) -> &str {
+        &self.config.worker_id
+    }
+
+    fn context(&self) -> CommandContext {
+        CommandContext::actor(format!("encoder:{}", self.config.worker_id))
+    }
+
+    /// Runs jobs until `shutdown` completes. A job in progress at shutdown is failed as
+    /// retryable, so another worker takes it without waiting for the lease to lapse.
+    ///
+    /// # Errors
+    /// Never for a job's failure; store failures are logged and retried with backoff.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+        tokio::pin!(shutdown);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut backoff = self.config.poll_every;
+        loop {
+            let next = self.next_job_until(&stop);
+            tokio::pin!(next);
+            let result = tokio::select! {
+                () = &mut shutdown => {
+                    stop.store(true, Ordering::Relaxed);
+                    // Let the job notice, fail its attempt as retryable and clean up.
+                    let _ = next.await;
+                    return Ok(());
+                }
+                result = &mut next => result,
+            };
+            match result {
+                Ok(Some(outcome)) => {
+                    tracing::info!(worker = %self.config.worker_id, ?outcome, "job ended");
+                    backoff = self.config.poll_every;
+                }
+                Ok(None) => {
+                    tokio::select! {
+                        () = &mut shutdown => return Ok(()),
+                        () = tokio::time::sleep(self.config.poll_every) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %self.config.worker_id, error = %e, ?backoff, "store failure; retrying");
+                    tokio::select! {
+                        () = &mut shutdown => return Ok(()),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Claims one ready job and runs it to its end. `None` when no job could be claimed.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn run_one(&self) -> Result<Option<JobOutcome>, WorkerError> {
+        self.next_job_until(&AtomicBool::new(false)).await
+    }
+
+    async fn next_job_until(&self, stop: &AtomicBool) -> Result<Option<JobOutcome>, WorkerError> {
+        let ready = self.jobs.ready_jobs(self.clock.now(), 16).await?;
+        for (video_id, attempt, _) in ready {
+            if self.claim(&video_id, attempt).await? {
+                return self.work(&video_id, attempt, stop).await.map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Sends a command; a domain refusal is returned as a value.
+    async fn send(&self, id: &str, command: VideoCommand) -> Result<Result<(), VideoError>, WorkerError> {
+        match self.commands.execute(id, command, &self.context()).await {
+            Ok(_) => Ok(Ok(())),
+            Err(CommandError::Domain(refusal)) => Ok(Err(refusal)),
+            Err(CommandError::Store(e)) => Err(WorkerError::Store(e)),
+            Err(e) => Err(WorkerError::Command(e)),
+        }
+    }
+
+    async fn claim(&self, id: &str, attempt: u32) -> Result<bool, WorkerError> {
+        let command = VideoCommand::ClaimEncoding {
+            worker_id: self.config.worker_id.clone(),
+            attempt,
+            lease_secs: self.config.lease_secs,
+        };
+        match self.send(id, command).await? {
+            Ok(()) => {
+                tracing::info!(worker = %self.config.worker_id, video_id = id, attempt, "claimed");
+                Ok(true)
+            }
+            Err(refusal) => {
+                tracing::debug!(worker = %self.config.worker_id, video_id = id, attempt, %refusal, "not claimed");
+                Ok(false)
+            }
+        }
+    }
+}
