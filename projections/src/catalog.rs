@@ -40,6 +40,9 @@ pub struct CatalogView {
     pub duration_ms: Option<u64>,
     /// Poster image key.
     pub thumbnail_key: Option<String>,
+    /// WebVTT index of the scrubbing thumbnails.
+    #[serde(default)]
+    pub thumbnails_vtt_key: Option<String>,
     /// Object keys of the HLS and DASH manifests, once encoded.
     #[serde(default)]
     pub manifests: Option<Manifests>,
@@ -123,6 +126,7 @@ impl Projector for CatalogProjector {
                     renditions: vec![],
                     duration_ms: None,
                     thumbnail_key: None,
+                    thumbnails_vtt_key: None,
                     manifests: None,
                     created_at: meta.occurred_at,
                     updated_at: meta.occurred_at,
@@ -148,6 +152,7 @@ impl Projector for CatalogProjector {
             }
             VideoEvent::EncodingCompleted {
                 poster_key,
+                thumbnails_key,
                 duration_ms,
                 manifests,
                 ..
@@ -156,6 +161,7 @@ impl Projector for CatalogProjector {
                 view.manifests = Some(manifests);
                 view.duration_ms = Some(duration_ms);
                 view.thumbnail_key = poster_key;
+                view.thumbnails_vtt_key = thumbnails_key;
             }
             VideoEvent::RenditionEncoded { rendition, .. } => {
                 view.renditions.retain(|r| r.name != rendition.name);

@@ -1,6 +1,8 @@
 //! End-to-end and conformance tests of vodsource against real services. The tests are in
 //! `tests/`; this library holds what several test binaries share.
 
+pub mod clips;
+
 use std::path::{Path, PathBuf};
 
 /// A folder under the system temp dir, removed when dropped.

@@ -193,6 +193,7 @@ mod tests {
             renditions: Vec::new(),
             duration_ms: None,
             thumbnail_key: None,
+            thumbnails_vtt_key: None,
             manifests: None,
             created_at: chrono::DateTime::UNIX_EPOCH,
             updated_at: chrono::DateTime::UNIX_EPOCH,

@@ -122,10 +122,32 @@ pub async fn media(
         return not_found();
     };
     match file.create_response(&path, false, false) {
-        Ok(response) => response
-            .with_header(header::CACHE_CONTROL, "private, max-age=3600")
-            .into_response(),
+        Ok(response) => {
+            let mut response = response
+                .with_header(header::CACHE_CONTROL, "private, max-age=3600")
+                .into_response();
+            if let Some(content_type) = streaming_type(&rest) {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, poem::http::HeaderValue::from_static(content_type));
+            }
+            response
+        }
         Err(StaticFileError::NotFound) => not_found(),
         Err(e) => poem::Error::from(e).into_response(),
     }
+}
+
+/// The registered media types of streaming files, where the generic extension table differs
+/// (it calls an `.m3u8` `audio/x-mpegurl`; RFC 8216 registers `application/vnd.apple.mpegurl`).
+fn streaming_type(path: &str) -> Option<&'static str> {
+    let extension = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase())?;
+    Some(match extension.as_str() {
+        "m3u8" => "application/vnd.apple.mpegurl",
+        "mpd" => "application/dash+xml",
+        "m4s" => "video/iso.segment",
+        "mp4" => "video/mp4",
+        "vtt" => "text/vtt; charset=utf-8",
+        _ => return None,
+    })
 }

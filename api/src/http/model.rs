@@ -319,6 +319,8 @@ pub struct Playback {
     pub dash_url: String,
     /// Poster image.
     pub poster_url: Option<String>,
+    /// WebVTT index of thumbnail sprites for scrubbing (`sprite.jpg#xywh=x,y,w,h` cues).
+    pub thumbnails_url: Option<String>,
     /// The URLs stop working at this time.
     pub expires_at: DateTime<Utc>,
 }

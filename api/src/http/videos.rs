@@ -580,15 +580,23 @@ impl VideosApi {
 
     /// Playback URLs
     ///
-    /// Signed, expiring manifest URLs of a published video.
+    /// Signed, expiring URLs of a published video: HLS master playlist, DASH MPD, poster and
+    /// the WebVTT index of scrubbing thumbnails. `min_position` (from the publish command's
+    /// answer) waits until the catalog has applied it.
     #[oai(
         path = "/videos/:id/playback",
         method = "get",
         tag = "Tag::Catalog",
         operation_id = "getPlayback"
     )]
-    async fn playback(&self, auth: BearerAuth, id: Path<String>) -> Result<Json<Playback>, ApiError> {
+    async fn playback(
+        &self,
+        auth: BearerAuth,
+        id: Path<String>,
+        min_position: Query<Option<u64>>,
+    ) -> Result<Json<Playback>, ApiError> {
         check_id(&id)?;
+        self.state.caught_up(CatalogProjector::NAME, min_position.0).await?;
         let principal = auth.0;
         let view = match self.catalog_doc(&id).await? {
             Some(view) if view.published || principal.owns_or_admin(&view.owner) => view,
@@ -633,6 +641,7 @@ impl VideosApi {
             hls_url,
             dash_url,
             poster_url: view.thumbnail_key.as_deref().and_then(url),
+            thumbnails_url: view.thumbnails_vtt_key.as_deref().and_then(url),
             expires_at,
         }))
     }

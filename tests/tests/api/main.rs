@@ -4,6 +4,7 @@ mod admin;
 mod catalog;
 mod commands;
 mod conventions;
+mod encoding;
 mod harness;
 mod media;
 mod stream;
