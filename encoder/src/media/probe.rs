@@ -103,10 +103,21 @@ pub fn probe(path: &Path) -> Result<Probed, MediaError> {
     })
 }
 
+/// The containers a source may be in. Uploads are untrusted: playlist and list formats (HLS,
+/// DASH, concat, image sequences) would make FFmpeg open other files or URLs named inside the
+/// upload, a known way to read a server's local files into a video. Only self-contained media
+/// containers are probed, and only through the `file` protocol.
+const CONTAINERS: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,mxf,asf,ogg,\
+nut,m4v,h264,hevc,mjpeg,gif,mp3,aac,wav,flac,ivf,obu,yuv4mpegpipe";
+
 /// Opens a source, turning FFmpeg's terse errors into reasons.
 pub(super) fn open(path: &Path) -> Result<ffmpeg::format::context::Input, MediaError> {
-    ffmpeg::format::input(&path).map_err(|e| match e {
-        ffmpeg::Error::InvalidData => MediaError::bad(
+    let mut options = ffmpeg::Dictionary::new();
+    options.set("format_whitelist", CONTAINERS);
+    options.set("protocol_whitelist", "file");
+    ffmpeg::format::input_with_dictionary(&path, options).map_err(|e| match e {
+        // EINVAL: the content looks like a format that is not on the list above.
+        ffmpeg::Error::InvalidData | ffmpeg::Error::Other { errno: ffmpeg::error::EINVAL } => MediaError::bad(
             "the source is not a media file FFmpeg can read (or its index, such as an MP4's moov box, is missing because the upload was cut short)",
         ),
         ffmpeg::Error::Eof => MediaError::bad("the source ends before its first frame; it looks truncated"),

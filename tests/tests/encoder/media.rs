@@ -379,6 +379,18 @@ fn bad_sources_end_in_a_failure_whose_reason_a_person_understands() {
     );
     refused(encode(&audio_only, &out), "only audio");
 
+    // A playlist naming a local file: FFmpeg would read /etc/passwd into the "video".
+    std::fs::write(
+        path("playlist.mp4"),
+        "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:10.0,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n",
+    )
+    .expect("write");
+    refused(encode(&path("playlist.mp4"), &out), "not a media file");
+    // A concat list naming another file beside it (relative, so FFmpeg's own `safe` check
+    // passes): without the container list it would encode whole.mp4.
+    std::fs::write(path("list.mp4"), "ffconcat version 1.0\nfile 'whole.mp4'\n").expect("write");
+    refused(encode(&path("list.mp4"), &out), "not a media file");
+
     let tiny = clip(
         dir.path(),
         "tiny.mkv",
