@@ -10,7 +10,9 @@
 pub mod ladder;
 pub mod manifest;
 pub mod media;
+pub mod stats;
 pub mod worker;
 
 pub use ladder::LadderConfig;
+pub use stats::EncoderStats;
 pub use worker::{JobOutcome, Worker, WorkerConfig, WorkerError};

@@ -290,11 +290,16 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
         .trim_end_matches('/')
         .to_owned();
     let control = settings.run_projectors.then(|| Control::start(stores.clone()));
+    let encoders = Arc::new(vodsource_encoder::EncoderStats::default());
     let workers = Workers::start(
         settings
             .workers
             .iter()
-            .map(|config| stores.worker(objects.clone(), config.clone()))
+            .map(|config| {
+                stores
+                    .worker(objects.clone(), config.clone())
+                    .with_stats(encoders.clone())
+            })
             .collect(),
     );
     let (stop, stopped) = watch::channel(false);
@@ -314,6 +319,7 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
         },
         clock: stores.clock.clone(),
         shutdown: stopped.clone(),
+        encoders,
     };
     let endpoint = app(state, gate);
     let grace = settings.grace;

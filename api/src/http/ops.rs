@@ -151,7 +151,9 @@ impl OpsApi {
             .iter()
             .map(|p| (p.name.clone(), p.position, p.lag))
             .collect();
-        Ok(PlainText(self.state.metrics.render(&gauges, projections.head)))
+        let mut text = self.state.metrics.render(&gauges, projections.head);
+        self.state.encoders.render(&mut text);
+        Ok(PlainText(text))
     }
 
     /// Projections

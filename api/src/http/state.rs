@@ -56,6 +56,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Raised when the server is shutting down (ends SSE streams).
     pub shutdown: watch::Receiver<bool>,
+    /// Counters of this process's encoding workers.
+    pub encoders: Arc<vodsource_encoder::EncoderStats>,
 }
 
 /// `If-Match` as a version: `3` or the ETag form `"3"`.

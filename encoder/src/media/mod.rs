@@ -193,6 +193,7 @@ pub fn transcode(job: &Job<'_>) -> Result<Packaged, MediaError> {
             Some(Err(e)) => return Err(e),
             None => None,
         };
+        job.progress.packaging();
         package::package(job.out_dir, &rungs, &done, audio.as_ref(), fps, thumbnails, encoded_s)
     })
 }

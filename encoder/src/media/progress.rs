@@ -14,6 +14,7 @@ pub struct Progress {
 struct ProgressState {
     total_frames: u64,
     rungs: Vec<(String, u64)>,
+    packaging: bool,
 }
 
 /// A reading of [`Progress`].
@@ -25,6 +26,8 @@ pub struct ProgressSnapshot {
     pub total_frames: u64,
     /// The slowest rung, if encoding has started.
     pub rendition: Option<String>,
+    /// Every rung is encoded; manifests and thumbnails are being written.
+    pub packaging: bool,
 }
 
 impl ProgressSnapshot {
@@ -48,6 +51,10 @@ impl Progress {
         state.rungs = rungs.iter().map(|r| (r.name.clone(), 0)).collect();
     }
 
+    pub(super) fn packaging(&self) {
+        self.lock().packaging = true;
+    }
+
     pub(super) fn set(&self, rung: usize, frames: u64) {
         if let Some(slot) = self.lock().rungs.get_mut(rung) {
             slot.1 = frames;
@@ -62,6 +69,7 @@ impl Progress {
             frames: slowest.map_or(0, |(_, f)| *f),
             total_frames: state.total_frames,
             rendition: slowest.map(|(name, _)| name.clone()),
+            packaging: state.packaging,
         }
     }
 }

@@ -51,7 +51,10 @@ impl Worker {
             let eta = fps
                 .filter(|f| *f > 0.0)
                 .map(|f| (snapshot.total_frames.saturating_sub(snapshot.frames) as f64 / f).round() as u32);
-            let stage = STAGES[usize::from(shared.stage.load(Ordering::Relaxed)).min(STAGES.len() - 1)];
+            let stage = match STAGES[usize::from(shared.stage.load(Ordering::Relaxed)).min(STAGES.len() - 1)] {
+                EncodeStage::Encode if snapshot.packaging => EncodeStage::Package,
+                stage => stage,
+            };
             let command = VideoCommand::RecordProgress {
                 worker_id: self.config.worker_id.clone(),
                 attempt,

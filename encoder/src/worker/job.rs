@@ -11,10 +11,27 @@ use vodsource_domain::{EncodeStage, EncodingCost, Manifests, Rendition, VideoCom
 use super::heartbeat::{stage_index, Shared, StopWatch};
 use super::{JobOutcome, Worker, WorkerError};
 use crate::media::{probe, transcode, Job, MediaError, MediaErrorKind, Packaged, Progress};
+use crate::stats::{EncoderStats, Step};
 
 impl Worker {
     /// Runs a claimed attempt to an outcome. Whatever happens, the scratch folder goes.
     pub(super) async fn work(&self, id: &str, attempt: u32, stop: &AtomicBool) -> Result<JobOutcome, WorkerError> {
+        self.stats.started();
+        let outcome = self.work_counted(id, attempt, stop).await;
+        match &outcome {
+            Ok(outcome) => self.stats.ended(outcome),
+            // The attempt's lease lapses and the supervisor requeues it.
+            Err(_) => self.stats.ended(&JobOutcome::Failed {
+                video_id: id.to_owned(),
+                attempt,
+                reason: String::new(),
+                retryable: true,
+            }),
+        }
+        outcome
+    }
+
+    async fn work_counted(&self, id: &str, attempt: u32, stop: &AtomicBool) -> Result<JobOutcome, WorkerError> {
         let scratch = self
             .config
             .work_dir
@@ -130,6 +147,7 @@ impl Worker {
         };
         let probed = {
             let source = source.clone();
+            let _timer = self.timer(Step::Probe);
             tokio::task::spawn_blocking(move || probe(&source))
                 .await
                 .map_err(|e| MediaError::internal(format!("the probe panicked: {e}")))??
@@ -154,6 +172,7 @@ impl Worker {
         }
         shared.stage.store(stage_index(EncodeStage::Encode), Ordering::Relaxed);
         let packaged = {
+            let _timer = self.timer(Step::Transcode);
             let stop_watch = StopWatch::new(stop, &shared.cancel);
             let shared = shared.clone();
             let out = scratch.join("out");
@@ -171,9 +190,11 @@ impl Worker {
             stop_watch.watch(handle).await?
         };
         shared.stage.store(stage_index(EncodeStage::Upload), Ordering::Relaxed);
-        let bytes_out = self
-            .upload(id, attempt, &scratch.join("out"), &packaged, shared, stop)
-            .await?;
+        let bytes_out = {
+            let _timer = self.timer(Step::Upload);
+            self.upload(id, attempt, &scratch.join("out"), &packaged, shared, stop)
+                .await?
+        };
         let cpu_seconds = match (cpu_before, process_cpu_seconds()) {
             (Some(before), Some(after)) => after - before,
             _ => 0.0,
@@ -183,7 +204,17 @@ impl Worker {
             wall_seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
             bytes_out,
         };
+        self.stats.produced(cost.cpu_seconds, packaged.duration_ms, bytes_out);
         Ok((packaged, cost))
+    }
+
+    /// Adds the time until it is dropped to `step`'s total.
+    fn timer(&self, step: Step) -> StepTimer<'_> {
+        StepTimer {
+            stats: &self.stats,
+            step,
+            started: Instant::now(),
+        }
     }
 
     async fn upload(
@@ -292,4 +323,16 @@ pub fn process_cpu_seconds() -> Option<f64> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / 100.0)
+}
+
+struct StepTimer<'a> {
+    stats: &'a EncoderStats,
+    step: Step,
+    started: Instant,
+}
+
+impl Drop for StepTimer<'_> {
+    fn drop(&mut self) {
+        self.stats.step(self.step, self.started.elapsed());
+    }
 }

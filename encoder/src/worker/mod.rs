@@ -17,6 +17,7 @@ use vodsource_commands::{CommandContext, CommandError, VideoCommands};
 use vodsource_domain::{VideoCommand, VideoError};
 
 use crate::ladder::LadderConfig;
+use crate::stats::EncoderStats;
 pub use job::process_cpu_seconds;
 
 /// How a worker behaves.
@@ -100,6 +101,7 @@ pub struct Worker {
     objects: Arc<dyn ObjectStore>,
     clock: Arc<dyn Clock>,
     config: WorkerConfig,
+    stats: Arc<EncoderStats>,
 }
 
 impl Worker {
@@ -117,7 +119,15 @@ impl Worker {
             objects,
             clock,
             config,
+            stats: Arc::default(),
         }
+    }
+
+    /// Counts into `stats` (shared by the workers of a process) instead of its own.
+    #[must_use]
+    pub fn with_stats(mut self, stats: Arc<EncoderStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// This worker's id.

@@ -1,0 +1,112 @@
+//! Counters of the workers of one process, rendered in the Prometheus text format by whoever
+//! serves `/metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::worker::JobOutcome;
+
+/// The steps whose time is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Fetching and probing the source.
+    Probe,
+    /// Decode, scale, encode, package, thumbnails.
+    Transcode,
+    /// Writing the outputs to the object store.
+    Upload,
+}
+
+const STEPS: [(Step, &str); 3] = [
+    (Step::Probe, "probe"),
+    (Step::Transcode, "transcode"),
+    (Step::Upload, "upload"),
+];
+
+/// Job outcomes, times and volumes of this process's workers.
+#[derive(Debug, Default)]
+pub struct EncoderStats {
+    completed: AtomicU64,
+    failed_terminal: AtomicU64,
+    failed_retryable: AtomicU64,
+    abandoned: AtomicU64,
+    busy: AtomicI64,
+    step_us: [AtomicU64; 3],
+    cpu_ms: AtomicU64,
+    media_ms: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl EncoderStats {
+    pub(crate) fn started(&self) {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn ended(&self, outcome: &JobOutcome) {
+        self.busy.fetch_sub(1, Ordering::Relaxed);
+        let counter = match outcome {
+            JobOutcome::Completed { .. } => &self.completed,
+            JobOutcome::Failed { retryable: false, .. } => &self.failed_terminal,
+            JobOutcome::Failed { retryable: true, .. } => &self.failed_retryable,
+            JobOutcome::Abandoned { .. } => &self.abandoned,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn step(&self, step: Step, elapsed: Duration) {
+        if let Some(i) = STEPS.iter().position(|(s, _)| *s == step) {
+            let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            self.step_us[i].fetch_add(us, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn produced(&self, cpu_seconds: f64, media_ms: u64, bytes_out: u64) {
+        self.cpu_ms
+            .fetch_add((cpu_seconds * 1000.0).max(0.0) as u64, Ordering::Relaxed);
+        self.media_ms.fetch_add(media_ms, Ordering::Relaxed);
+        self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+    }
+
+    /// Jobs that ended with `outcome` (`completed`, `failed_terminal`, `failed_retryable`,
+    /// `abandoned`).
+    pub fn jobs(&self, outcome: &str) -> u64 {
+        match outcome {
+            "completed" => self.completed.load(Ordering::Relaxed),
+            "failed_terminal" => self.failed_terminal.load(Ordering::Relaxed),
+            "failed_retryable" => self.failed_retryable.load(Ordering::Relaxed),
+            "abandoned" => self.abandoned.load(Ordering::Relaxed),
+            _ => 0,
+        }
+    }
+
+    /// Appends the Prometheus text of these counters to `out`.
+    pub fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "# TYPE vodsource_encode_jobs_total counter");
+        for outcome in ["completed", "failed_terminal", "failed_retryable", "abandoned"] {
+            let _ = writeln!(
+                out,
+                "vodsource_encode_jobs_total{{outcome=\"{outcome}\"}} {}",
+                self.jobs(outcome)
+            );
+        }
+        let _ = writeln!(out, "# TYPE vodsource_encoders_busy gauge");
+        let _ = writeln!(out, "vodsource_encoders_busy {}", self.busy.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# TYPE vodsource_encode_step_seconds_total counter");
+        for (i, (_, name)) in STEPS.iter().enumerate() {
+            let seconds = self.step_us[i].load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(out, "vodsource_encode_step_seconds_total{{step=\"{name}\"}} {seconds}");
+        }
+        let seconds = |v: &AtomicU64| v.load(Ordering::Relaxed) as f64 / 1000.0;
+        let _ = writeln!(out, "# TYPE vodsource_encode_cpu_seconds_total counter");
+        let _ = writeln!(out, "vodsource_encode_cpu_seconds_total {}", seconds(&self.cpu_ms));
+        let _ = writeln!(out, "# TYPE vodsource_encode_media_seconds_total counter");
+        let _ = writeln!(out, "vodsource_encode_media_seconds_total {}", seconds(&self.media_ms));
+        let _ = writeln!(out, "# TYPE vodsource_encode_bytes_out_total counter");
+        let _ = writeln!(
+            out,
+            "vodsource_encode_bytes_out_total {}",
+            self.bytes_out.load(Ordering::Relaxed)
+        );
+    }
+}
