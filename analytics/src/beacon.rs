@@ -254,12 +254,21 @@ pub fn parse_batch(body: &[u8], now_ms: i64) -> Result<Vec<EventResult>, BatchEr
     if body.len() > MAX_BATCH_BYTES {
         return Err(BatchError::TooLarge(body.len()));
     }
+    let value: Value = serde_json::from_slice(body).map_err(|e| BatchError::Malformed(e.to_string()))?;
+    judge_batch(value, now_ms)
+}
+
+/// As [`parse_batch`], for a body already parsed as JSON (its size checked by the caller).
+///
+/// # Errors
+/// As [`parse_batch`], but for the size.
+pub fn judge_batch(body: Value, now_ms: i64) -> Result<Vec<EventResult>, BatchError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Batch {
         events: Vec<Value>,
     }
-    let batch: Batch = serde_json::from_slice(body).map_err(|e| BatchError::Malformed(e.to_string()))?;
+    let batch: Batch = serde_json::from_value(body).map_err(|e| BatchError::Malformed(e.to_string()))?;
     if batch.events.is_empty() {
         return Err(BatchError::Empty);
     }

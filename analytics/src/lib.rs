@@ -7,6 +7,6 @@
 pub mod beacon;
 
 pub use beacon::{
-    parse_batch, BatchError, BeaconError, EventResult, ObjectType, QoeEvent, QoeEventType, MAX_BATCH_BYTES,
-    MAX_BATCH_EVENTS,
+    judge_batch, parse_batch, BatchError, BeaconError, EventResult, ObjectType, QoeEvent, QoeEventType,
+    MAX_BATCH_BYTES, MAX_BATCH_EVENTS,
 };

@@ -160,6 +160,7 @@ pub fn settings(config: &Config, args: Args, owner: &str) -> anyhow::Result<(Ser
         idempotency_ttl: Duration::from_secs(24 * 3600),
         run_projectors: !(args.no_projectors || file.no_projectors.unwrap_or(false)),
         grace: Duration::from_secs(30),
+        stream_dir: Some(config.data_dir.join("streams")),
         workers: args
             .worker
             .configs(config, owner, args.encoders.or(file.encoders).unwrap_or(1))?,

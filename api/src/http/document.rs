@@ -13,6 +13,7 @@ const AUTHENTICATED: &[&str] = &["400", "401", "403", "429", "500", "503"];
 fn extra_statuses(operation_id: &str) -> Option<&'static [&'static str]> {
     Some(match operation_id {
         "registerVideo" => &["409", "413", "415", "422"],
+        "sendBeacons" => &["413", "415", "422"],
         "updateVideo" => &["404", "409", "412", "413", "415", "422"],
         "completeUpload" | "publishVideo" | "unpublishVideo" | "retryEncoding" | "deleteVideo" => {
             &["404", "409", "412", "422"]

@@ -2,6 +2,7 @@
 //! `/openapi.json`, Swagger UI at `/docs`, and in embedded mode signed upload and media URLs.
 
 pub mod auth;
+pub mod beacons;
 pub mod control;
 mod document;
 pub mod error;
@@ -30,6 +31,7 @@ use tokio::sync::watch;
 use vodsource_commands::ports::ObjectStore;
 
 use self::auth::{AuthSettings, Gate, LOCAL_TOKEN};
+use self::beacons::BeaconsApi;
 use self::control::{Control, Workers};
 use self::error::Rejection;
 use self::metrics::Metrics;
@@ -63,12 +65,18 @@ pub struct ServeSettings {
     pub grace: Duration,
     /// Encoding workers to run in this process, one per configuration.
     pub workers: Vec<vodsource_encoder::WorkerConfig>,
+    /// Folder of the embedded QoE stream; `None`: beacons are answered with 503.
+    pub stream_dir: Option<std::path::PathBuf>,
 }
 
 /// The OpenAPI service (also used to print the document without a server).
-pub fn openapi(state: &AppState) -> OpenApiService<(VideosApi, OpsApi), ()> {
+pub fn openapi(state: &AppState) -> OpenApiService<(VideosApi, BeaconsApi, OpsApi), ()> {
     OpenApiService::new(
-        (VideosApi { state: state.clone() }, OpsApi { state: state.clone() }),
+        (
+            VideosApi { state: state.clone() },
+            BeaconsApi { state: state.clone() },
+            OpsApi { state: state.clone() },
+        ),
         "vodsource",
         env!("CARGO_PKG_VERSION"),
     )
@@ -132,21 +140,21 @@ fn error_response(error: poem::Error) -> Response {
     fresh
 }
 
-/// Bounds a request body to [`MAX_JSON_BODY`]: refused up front when its length says so,
-/// cut off (and so unparseable) when it is sent chunked.
-fn bound_body(req: &mut Request) -> Option<Response> {
+/// Bounds a request body to `limit` bytes: refused up front when its length says so, cut off
+/// (and so unparseable) when it is sent chunked.
+fn bound_body(req: &mut Request, limit: usize) -> Option<Response> {
     let length = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match length {
-        Some(length) if length > MAX_JSON_BODY as u64 => {
+        Some(length) if length > limit as u64 => {
             Some(error_response(poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE)))
         }
         Some(_) => None,
         None => {
-            let body = req.take_body().into_async_read().take(MAX_JSON_BODY as u64 + 1);
+            let body = req.take_body().into_async_read().take(limit as u64 + 1);
             req.set_body(poem::Body::from_async_read(body));
             None
         }
@@ -186,6 +194,7 @@ pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response>
                     p if p.starts_with("/uploads/") => "upload",
                     p if p.starts_with("/media/") => "media",
                     p if p.starts_with("/docs") || p == "/openapi.json" => "docs",
+                    "/v1/playback/beacons" => "beacons",
                     _ => "other",
                 };
                 if auth_off && !req.headers().contains_key(header::AUTHORIZATION) {
@@ -195,7 +204,12 @@ pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response>
                     }
                 }
                 if fallback != "upload" {
-                    if let Some(refused) = bound_body(&mut req) {
+                    let limit = if fallback == "beacons" {
+                        vodsource_analytics::MAX_BATCH_BYTES
+                    } else {
+                        MAX_JSON_BODY
+                    };
+                    if let Some(refused) = bound_body(&mut req, limit) {
                         metrics.request(method, fallback, 413, started.elapsed());
                         return Ok(refused);
                     }
@@ -226,9 +240,15 @@ pub struct Running {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     control: Option<Arc<Control>>,
     workers: Workers,
+    stream: Option<vodsource_infra::EmbeddedLog>,
 }
 
 impl Running {
+    /// The embedded QoE stream this server appends beacons to, if it has one.
+    pub fn stream(&self) -> Option<&vodsource_infra::EmbeddedLog> {
+        self.stream.as_ref()
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to the grace period), ends live
     /// streams, then stops the runners (which checkpoint) and the supervisor.
     ///
@@ -290,6 +310,12 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
         .trim_end_matches('/')
         .to_owned();
     let control = settings.run_projectors.then(|| Control::start(stores.clone()));
+    let stream = settings
+        .stream_dir
+        .as_ref()
+        .map(|dir| vodsource_infra::EmbeddedLog::open(dir, 8))
+        .transpose()
+        .context("opening the embedded QoE stream")?;
     let encoders = Arc::new(vodsource_encoder::EncoderStats::default());
     let workers = Workers::start(
         settings
@@ -320,6 +346,9 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
         clock: stores.clock.clone(),
         shutdown: stopped.clone(),
         encoders,
+        qoe: stream
+            .clone()
+            .map(|s| Arc::new(s) as Arc<dyn vodsource_commands::ports::StreamProducer>),
     };
     let endpoint = app(state, gate);
     let grace = settings.grace;
@@ -343,5 +372,6 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
         server,
         control,
         workers,
+        stream,
     })
 }

@@ -58,6 +58,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Counters of this process's encoding workers.
     pub encoders: Arc<vodsource_encoder::EncoderStats>,
+    /// Where accepted QoE beacons go; `None` answers beacons with 503.
+    pub qoe: Option<Arc<dyn vodsource_commands::ports::StreamProducer>>,
 }
 
 /// `If-Match` as a version: `3` or the ETag form `"3"`.

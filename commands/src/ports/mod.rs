@@ -5,6 +5,7 @@ mod coordination;
 mod event_log;
 mod idempotency;
 mod objects;
+mod stream;
 
 pub use clock::{ManualClock, SystemClock};
 pub use coordination::{CheckpointStore, JobQueue, LeaseStore, TimeoutStore};
@@ -13,4 +14,5 @@ pub use event_log::{
 };
 pub use idempotency::{IdempotencyStore, Reservation, StoredResponse};
 pub use objects::{check_key, ObjectMeta, ObjectStore, PutError};
+pub use stream::{Delivery, StreamConsumer, StreamError, StreamProducer, StreamRecord};
 pub use vodsource_domain::Clock;

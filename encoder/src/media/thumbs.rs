@@ -63,7 +63,7 @@ impl Thumbnailer {
         if self.failed {
             return;
         }
-        if n % self.every == 0 {
+        if n.is_multiple_of(self.every) {
             match scale(&mut self.tile_scaler, picture, self.tile) {
                 Ok(tile) => self.tiles.push(tile),
                 Err(_) => self.failed = true,

@@ -47,6 +47,7 @@ pub fn settings() -> ServeSettings {
         run_projectors: true,
         grace: Duration::from_secs(5),
         workers: Vec::new(),
+        stream_dir: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP API against a real server on port 0, over real HTTP (reqwest).
 
 mod admin;
+mod beacons;
 mod catalog;
 mod commands;
 mod conventions;

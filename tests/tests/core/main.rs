@@ -7,3 +7,4 @@ mod pg_ordering;
 mod process;
 mod projections;
 mod proxy;
+mod stream;

@@ -1,0 +1,159 @@
+//! `POST /v1/playback/beacons`: player QoE events in batches, judged one by one; accepted ones
+//! are stamped with the receive time and appended to the QoE stream (keyed by session id)
+//! before the answer.
+
+use poem_openapi::payload::Json;
+use poem_openapi::{Enum, Object, OpenApi, Tags};
+use vodsource_analytics::{judge_batch, BatchError, MAX_BATCH_EVENTS};
+use vodsource_commands::ports::{StreamError, StreamRecord};
+
+use super::auth::BearerAuth;
+use super::error::ApiError;
+use super::state::AppState;
+
+/// The topic of accepted QoE events.
+pub const QOE_TOPIC: &str = "qoe-events";
+
+#[derive(Tags)]
+enum Tag {
+    /// Player quality-of-experience beacons.
+    Playback,
+}
+
+/// Beacons.
+pub struct BeaconsApi {
+    pub(super) state: AppState,
+}
+
+/// The verdict on one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum BeaconStatus {
+    /// Stored on the QoE stream.
+    Accepted,
+    /// Refused; see `error`.
+    Rejected,
+}
+
+/// Why an event was refused.
+#[derive(Debug, Clone, Object)]
+pub struct BeaconFault {
+    /// The field at fault (`event` for the event as a whole).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// One event's result, in batch order.
+#[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct BeaconResult {
+    /// Position in the batch, from 0.
+    pub index: u32,
+    /// The event's id, when readable.
+    pub event_id: Option<String>,
+    /// Accepted or rejected.
+    pub status: BeaconStatus,
+    /// Why it was rejected.
+    pub error: Option<BeaconFault>,
+}
+
+/// The batch's results.
+#[derive(Debug, Clone, Object)]
+pub struct BeaconResults {
+    /// Events stored.
+    pub accepted: u32,
+    /// Events refused.
+    pub rejected: u32,
+    /// One result per event.
+    pub results: Vec<BeaconResult>,
+}
+
+#[OpenApi(prefix_path = "/v1")]
+impl BeaconsApi {
+    /// Send player beacons
+    ///
+    /// A batch `{"events": [...]}` of at most 500 events and 1 MiB. Each event: `event_id`
+    /// (UUID, for de-duplication), `event_type` (session_start, playing, heartbeat, pause,
+    /// seek, rebuffer_start, rebuffer_end, bitrate_change, error, ended, session_end), `sid`
+    /// (session id), `cid` (video id), `ts` (client time, ms since the epoch, at most 24 h
+    /// behind and 5 min ahead of the server), and optionally `viewer_id`, `position_ms`,
+    /// `duration_ms`, CMCD `br`/`bl`/`mtp` (kbit/s, ms, kbit/s), `ot`, `su`, `bs`,
+    /// `startup_ms`, `rebuffer_ms`, `error_code` (required on errors), `error_message`,
+    /// `player_name`, `player_version`, `device_type`, `os`, `browser`. Bad events are
+    /// rejected one by one; the good ones in the same batch are stored before the answer.
+    #[oai(
+        path = "/playback/beacons",
+        method = "post",
+        tag = "Tag::Playback",
+        operation_id = "sendBeacons"
+    )]
+    async fn send(&self, _auth: BearerAuth, body: Json<serde_json::Value>) -> Result<Json<BeaconResults>, ApiError> {
+        let now = self.state.now().timestamp_millis();
+        let judged = judge_batch(body.0, now).map_err(|e| match e {
+            BatchError::TooLarge(_) => ApiError::with(413, "PAYLOAD_TOO_LARGE", e.to_string(), serde_json::Value::Null),
+            BatchError::TooMany(n) => ApiError::with(
+                422,
+                "TOO_MANY_EVENTS",
+                e.to_string(),
+                serde_json::json!({ "events": n, "limit": MAX_BATCH_EVENTS }),
+            ),
+            BatchError::Empty | BatchError::Malformed(_) => ApiError::invalid("events", e.to_string()),
+        })?;
+        let Some(stream) = &self.state.qoe else {
+            return Err(ApiError::with(
+                503,
+                "UNAVAILABLE",
+                "this server has no QoE stream",
+                serde_json::Value::Null,
+            ));
+        };
+        let mut records = Vec::new();
+        let mut results = Vec::with_capacity(judged.len());
+        for result in judged {
+            let (status, error) = match &result.outcome {
+                Ok(event) => {
+                    let value = serde_json::to_vec(event).map_err(|e| ApiError::internal("encoding a beacon", &e))?;
+                    records.push(StreamRecord {
+                        key: event.sid.clone(),
+                        value,
+                    });
+                    (BeaconStatus::Accepted, None)
+                }
+                Err(e) => (
+                    BeaconStatus::Rejected,
+                    Some(BeaconFault {
+                        field: e.field.clone(),
+                        message: e.message.clone(),
+                    }),
+                ),
+            };
+            results.push(BeaconResult {
+                index: u32::try_from(result.index).unwrap_or(u32::MAX),
+                event_id: result.event_id.map(|id| id.to_string()),
+                status,
+                error,
+            });
+        }
+        let accepted = u32::try_from(records.len()).unwrap_or(u32::MAX);
+        if !records.is_empty() {
+            stream.publish(QOE_TOPIC, records).await.map_err(|e| match e {
+                StreamError::Unavailable(message) => {
+                    tracing::warn!(error = %message, "the QoE stream refused a batch");
+                    ApiError::with(
+                        503,
+                        "UNAVAILABLE",
+                        "the QoE stream is unavailable; nothing of this batch was stored, send it again",
+                        serde_json::Value::Null,
+                    )
+                }
+                other => ApiError::internal("publishing beacons", &other),
+            })?;
+        }
+        Ok(Json(BeaconResults {
+            accepted,
+            rejected: u32::try_from(results.len()).unwrap_or(u32::MAX) - accepted,
+            results,
+        }))
+    }
+}

@@ -1,0 +1,72 @@
+//! Streams of records with partitions, offsets and consumer groups: the QoE stream and the
+//! `video-events` relay. Adapters: the embedded log, Kafka, Kinesis.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// A record to publish: the key picks the partition, so one key's records stay in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRecord {
+    /// Partition key (a session id, a video id).
+    pub key: String,
+    /// The payload.
+    pub value: Vec<u8>,
+}
+
+/// A record as a consumer receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Its partition.
+    pub partition: u32,
+    /// Its offset within the partition, from 0.
+    pub offset: u64,
+    /// Its key.
+    pub key: String,
+    /// Its payload.
+    pub value: Vec<u8>,
+    /// When the stream accepted it, ms since the epoch.
+    pub timestamp_ms: i64,
+}
+
+/// Why a stream operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    /// The stream cannot be reached or written; retrying later may work.
+    #[error("stream unavailable: {0}")]
+    Unavailable(String),
+    /// The request is malformed (a bad topic name, an offset past the end).
+    #[error("invalid stream request: {0}")]
+    Invalid(String),
+    /// Stored data does not read back.
+    #[error("stream data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Appends records to topics.
+#[async_trait]
+pub trait StreamProducer: Send + Sync + 'static {
+    /// Appends `records` to `topic`, each on the partition of its key, and returns once they
+    /// are durable (acknowledged), with each one's (partition, offset) in order.
+    ///
+    /// # Errors
+    /// `Unavailable` (nothing is acknowledged), `Invalid` for a bad topic name.
+    async fn publish(&self, topic: &str, records: Vec<StreamRecord>) -> Result<Vec<(u32, u64)>, StreamError>;
+}
+
+/// One member of a consumer group on one topic.
+#[async_trait]
+pub trait StreamConsumer: Send + 'static {
+    /// Up to `max` records after what the group has committed (or this member has already
+    /// returned), waiting up to `wait` for the first one.
+    ///
+    /// # Errors
+    /// `Unavailable`, `Corrupt`.
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, StreamError>;
+
+    /// Records that the group has processed each partition up to and including its offset.
+    ///
+    /// # Errors
+    /// `Unavailable`, `Invalid` for an offset never delivered.
+    async fn commit(&mut self, offsets: &[(u32, u64)]) -> Result<(), StreamError>;
+}
