@@ -15,7 +15,7 @@ conns="${VODSOURCE_BENCH_CONNECTIONS:-64}"
 data="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 export VODSOURCE_JWT_SECRET="bench-secret-0123456789abcdef"
-export VODSOURCE_RATE_LIMIT=10000000 VODSOURCE_RATE_BURST=10000000 VODSOURCE_LOG=warn
+export VODSOURCE_RATE_LIMIT=10000000 VODSOURCE_RATE_BURST=10000000 VODSOURCE_LOG=warn VODSOURCE_ENCODERS=0
 "$bin" --data-dir "$data" seed --videos 2000 >/dev/null
 "$bin" --data-dir "$data" serve --listen "127.0.0.1:$port" >"$data/server.log" 2>&1 &
 server=$!
@@ -47,3 +47,5 @@ run "GET /v1/health/live (floor)" "$base/v1/health/live"
 run "GET /v1/videos/{id}" -H "$auth" "$base/v1/videos/$id"
 run "GET /v1/videos?limit=20" -H "$auth" "$base/v1/videos?limit=20"
 run "POST /v1/videos" -s scripts/wrk/register.lua "$base"
+# 100 events per request: accepted events/s is 100 x requests/s (every event is valid).
+run "POST /v1/playback/beacons x100" -s scripts/wrk/beacons.lua "$base"

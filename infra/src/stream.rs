@@ -5,7 +5,8 @@
 //! Layout: `<root>/<topic>/p<N>.log` holds framed records `[len u32][crc32c u32][offset u64]
 //! [timestamp i64][key len u16][key][value]` (little-endian; the CRC covers everything after
 //! it); `<root>/<topic>/groups/<group>.json` holds a group's next offsets, replaced atomically.
-//! A publish is acknowledged after its partitions' files are synced. On open, each partition
+//! A publish is acknowledged after its partitions' files are synced; concurrent publishes
+//! share one write and one sync per partition (group commit). On open, each partition
 //! is scanned and a torn or corrupt tail (a crash mid-write) is cut off, so a reader never
 //! sees half a record and offsets continue where the last acknowledged record ended.
 //! `<root>/LOCK` keeps a second process out.
@@ -45,6 +46,7 @@ struct Partition {
 struct Topic {
     dir: PathBuf,
     partitions: Mutex<Vec<Partition>>,
+    queue: Mutex<Queue>,
     appended: watch::Sender<u64>,
 }
 
@@ -109,6 +111,7 @@ impl EmbeddedLog {
         let topic = Arc::new(Topic {
             dir,
             partitions: Mutex::new(partitions),
+            queue: Mutex::new(Queue::default()),
             appended,
         });
         topics.insert(name.to_owned(), topic.clone());
@@ -215,6 +218,87 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// One publish waiting for the group it will be written with.
+struct Job {
+    routes: Vec<u32>,
+    records: Vec<StreamRecord>,
+    done: tokio::sync::oneshot::Sender<Result<Vec<(u32, u64)>, StreamError>>,
+}
+
+/// Publishes waiting for a write, and whether a writer is running.
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    writing: bool,
+}
+
+/// Writes queued publishes in groups until none wait: each group is one write and one sync
+/// per partition it touches, however many publishes it holds (group commit).
+async fn drain(topic: Arc<Topic>) {
+    loop {
+        let jobs = {
+            let mut queue = topic.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            if queue.jobs.is_empty() {
+                queue.writing = false;
+                return;
+            }
+            std::mem::take(&mut queue.jobs)
+        };
+        let writer = topic.clone();
+        // A panic drops the jobs' senders: their publishers see the writer stop.
+        let _ = tokio::task::spawn_blocking(move || write_group(&writer, jobs)).await;
+        topic.appended.send_modify(|n| *n += 1);
+    }
+}
+
+fn write_group(topic: &Topic, jobs: Vec<Job>) {
+    let mut partitions = topic.partitions.lock().unwrap_or_else(PoisonError::into_inner);
+    let timestamp = now_ms();
+    let mut buffers: HashMap<u32, Vec<u8>> = HashMap::new();
+    let mut next: HashMap<u32, u64> = HashMap::new();
+    let mut positions: HashMap<u32, Vec<u64>> = HashMap::new();
+    let mut acks = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        let mut out = Vec::with_capacity(job.records.len());
+        for (record, &p) in job.records.iter().zip(&job.routes) {
+            let partition = &partitions[p as usize];
+            let offset = next.entry(p).or_insert(partition.positions.len() as u64);
+            let buffer = buffers.entry(p).or_default();
+            positions
+                .entry(p)
+                .or_default()
+                .push(partition.end + buffer.len() as u64);
+            encode(buffer, *offset, timestamp, record);
+            out.push((p, *offset));
+            *offset += 1;
+        }
+        acks.push(out);
+    }
+    for (p, buffer) in &buffers {
+        let partition = &mut partitions[*p as usize];
+        let written = partition
+            .file
+            .write_all(buffer)
+            .and_then(|()| partition.file.sync_data());
+        if let Err(e) = written {
+            // Back to what was acknowledged; a torn write is cut on the next open. Partitions
+            // already synced keep their records: a publisher that retries may duplicate them,
+            // which consumers de-duplicate (at least once).
+            let _ = partition.file.set_len(partition.end);
+            let error = unavailable("writing the stream", &e);
+            for job in jobs {
+                let _ = job.done.send(Err(error.clone()));
+            }
+            return;
+        }
+        partition.end += buffer.len() as u64;
+        partition.positions.extend(positions.remove(p).unwrap_or_default());
+    }
+    for (job, ack) in jobs.into_iter().zip(acks) {
+        let _ = job.done.send(Ok(ack));
+    }
+}
+
 #[async_trait]
 impl StreamProducer for EmbeddedLog {
     async fn publish(&self, topic: &str, records: Vec<StreamRecord>) -> Result<Vec<(u32, u64)>, StreamError> {
@@ -230,46 +314,19 @@ impl StreamProducer for EmbeddedLog {
         }
         let topic = self.topic(topic)?;
         let routes: Vec<u32> = records.iter().map(|r| self.partition_of(&r.key)).collect();
-        let writer = topic.clone();
-        let acknowledged = tokio::task::spawn_blocking(move || {
-            let mut partitions = writer.partitions.lock().unwrap_or_else(PoisonError::into_inner);
-            let timestamp = now_ms();
-            let mut buffers: HashMap<u32, Vec<u8>> = HashMap::new();
-            let mut next: HashMap<u32, u64> = HashMap::new();
-            let mut positions: HashMap<u32, Vec<u64>> = HashMap::new();
-            let mut out = Vec::with_capacity(records.len());
-            for (record, &p) in records.iter().zip(&routes) {
-                let partition = &partitions[p as usize];
-                let offset = next.entry(p).or_insert(partition.positions.len() as u64);
-                let buffer = buffers.entry(p).or_default();
-                positions
-                    .entry(p)
-                    .or_default()
-                    .push(partition.end + buffer.len() as u64);
-                encode(buffer, *offset, timestamp, record);
-                out.push((p, *offset));
-                *offset += 1;
-            }
-            for (p, buffer) in &buffers {
-                let partition = &mut partitions[*p as usize];
-                let written = partition
-                    .file
-                    .write_all(buffer)
-                    .and_then(|()| partition.file.sync_data());
-                if let Err(e) = written {
-                    // Leave the file as it was acknowledged; a torn write is cut on the next open.
-                    let _ = partition.file.set_len(partition.end);
-                    return Err(unavailable("writing the stream", &e));
-                }
-                partition.end += buffer.len() as u64;
-                partition.positions.extend(positions.remove(p).unwrap_or_default());
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StreamError::Unavailable(format!("the stream writer failed: {e}")))??;
-        topic.appended.send_modify(|n| *n += 1);
-        Ok(acknowledged)
+        let (done, acknowledged) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut queue = topic.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.jobs.push(Job { routes, records, done });
+            !std::mem::replace(&mut queue.writing, true)
+        };
+        if lead {
+            // Its own task: a publisher that goes away must not strand the others' writes.
+            tokio::spawn(drain(topic));
+        }
+        acknowledged
+            .await
+            .map_err(|_| StreamError::Unavailable("the stream writer stopped".into()))?
     }
 }
 

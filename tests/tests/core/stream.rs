@@ -174,3 +174,31 @@ async fn poll_waits_for_a_publish_and_commits_only_what_was_delivered() {
         Err(StreamError::Invalid(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_are_committed_in_groups_with_dense_offsets() {
+    let dir = TempDir::new();
+    let log = EmbeddedLog::open(dir.path(), 3).expect("opens");
+    let tasks: Vec<_> = (0..200)
+        .map(|t| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let batch = (0..10).map(|i| record(&format!("s{}", (t + i) % 13), format!("{t}-{i}"))).collect();
+                log.publish("qoe", batch).await.expect("acknowledged")
+            })
+        })
+        .collect();
+    let mut acks = Vec::new();
+    for task in tasks {
+        acks.extend(task.await.expect("joins"));
+    }
+    acks.sort_unstable();
+    acks.dedup();
+    assert_eq!(acks.len(), 2000, "every record has its own (partition, offset)");
+    let mut consumer = log.consumer("qoe", "sink").expect("consumer");
+    let delivered = drain(&mut consumer, 500).await;
+    assert_eq!(delivered.len(), 2000);
+    let mut seen: Vec<(u32, u64)> = delivered.iter().map(|d| (d.partition, d.offset)).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, acks, "what was acknowledged is what is read");
+}
