@@ -183,7 +183,9 @@ async fn concurrent_publishes_are_committed_in_groups_with_dense_offsets() {
         .map(|t| {
             let log = log.clone();
             tokio::spawn(async move {
-                let batch = (0..10).map(|i| record(&format!("s{}", (t + i) % 13), format!("{t}-{i}"))).collect();
+                let batch = (0..10)
+                    .map(|i| record(&format!("s{}", (t + i) % 13), format!("{t}-{i}")))
+                    .collect();
                 log.publish("qoe", batch).await.expect("acknowledged")
             })
         })
