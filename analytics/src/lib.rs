@@ -11,3 +11,4 @@ pub use beacon::{
     judge_batch, parse_batch, BatchError, BeaconError, EventResult, ObjectType, QoeEvent, QoeEventType,
     MAX_BATCH_BYTES, MAX_BATCH_EVENTS,
 };
+pub use watch::WatchState;

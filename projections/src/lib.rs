@@ -14,6 +14,7 @@ mod rebuild;
 mod runner;
 mod status;
 mod view_store;
+mod watch_state;
 
 pub use catalog::{catalog_sort_key, CatalogProjector, CatalogRendition, CatalogView, CATALOG_ALL};
 pub use dead_letters::{DeadLetterProjector, DeadLetterView};
@@ -22,6 +23,7 @@ pub use rebuild::{rebuild, RebuildProgress};
 pub use runner::{Runner, RunnerConfig, RunnerError};
 pub use status::{StatusProjector, StatusView};
 pub use view_store::{Doc, DocChange, IndexCursor, IndexedDoc, ProjectionState, ProjectionStatus, ViewStore};
+pub use watch_state::{time_sort_key, viewer_partition, WatchStateError, WatchStateRunner, WATCH_STATE};
 
 /// The names of the built-in projections, in the order they are started.
 pub const PROJECTIONS: [&str; 3] = [CatalogProjector::NAME, StatusProjector::NAME, DeadLetterProjector::NAME];

@@ -14,6 +14,8 @@ fn extra_statuses(operation_id: &str) -> Option<&'static [&'static str]> {
     Some(match operation_id {
         "registerVideo" => &["409", "413", "415", "422"],
         "sendBeacons" => &["413", "415", "422"],
+        "getWatchState" => &["404"],
+        "continueWatching" => &[],
         "updateVideo" => &["404", "409", "412", "413", "415", "422"],
         "completeUpload" | "publishVideo" | "unpublishVideo" | "retryEncoding" | "deleteVideo" => {
             &["404", "409", "412", "422"]

@@ -15,6 +15,7 @@ mod ops;
 pub mod signing;
 pub mod state;
 mod videos;
+mod viewers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +40,7 @@ use self::ops::OpsApi;
 use self::signing::Signer;
 use self::state::{AppState, HttpSettings};
 use self::videos::VideosApi;
+use self::viewers::ViewersApi;
 use crate::roles::Stores;
 
 /// The largest JSON request body.
@@ -70,11 +72,12 @@ pub struct ServeSettings {
 }
 
 /// The OpenAPI service (also used to print the document without a server).
-pub fn openapi(state: &AppState) -> OpenApiService<(VideosApi, BeaconsApi, OpsApi), ()> {
+pub fn openapi(state: &AppState) -> OpenApiService<(VideosApi, BeaconsApi, ViewersApi, OpsApi), ()> {
     OpenApiService::new(
         (
             VideosApi { state: state.clone() },
             BeaconsApi { state: state.clone() },
+            ViewersApi { state: state.clone() },
             OpsApi { state: state.clone() },
         ),
         "vodsource",
@@ -241,6 +244,7 @@ pub struct Running {
     control: Option<Arc<Control>>,
     workers: Workers,
     stream: Option<vodsource_infra::EmbeddedLog>,
+    watch_state: Option<tokio::task::JoinHandle<Result<(), vodsource_projections::WatchStateError>>>,
 }
 
 impl Running {
@@ -257,6 +261,9 @@ impl Running {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         let served = self.server.await.context("the server task failed")?;
+        if let Some(task) = self.watch_state {
+            let _ = task.await;
+        }
         if self.workers.shutdown().await > 0 {
             tracing::error!("encoding workers stopped with errors");
         }
@@ -329,6 +336,25 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
             .collect(),
     );
     let (stop, stopped) = watch::channel(false);
+    let watch_state = match &stream {
+        Some(log) => {
+            let consumer = log
+                .consumer(beacons::QOE_TOPIC, "watch-state")
+                .context("opening the watch-state consumer group")?;
+            let runner = vodsource_projections::WatchStateRunner::new(
+                consumer,
+                stores.views.clone(),
+                stores.views.clone(),
+                stores.clock.clone(),
+                stores.owner.clone(),
+            );
+            let mut until = stopped.clone();
+            Some(tokio::spawn(runner.run(async move {
+                let _ = until.wait_for(|stop| *stop).await;
+            })))
+        }
+        None => None,
+    };
     let state = AppState {
         commands: stores.commands(),
         log: stores.log.clone(),
@@ -373,5 +399,6 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
         control,
         workers,
         stream,
+        watch_state,
     })
 }

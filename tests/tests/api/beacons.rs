@@ -129,3 +129,103 @@ async fn without_a_stream_beacons_are_refused_rather_than_lost() {
         (StatusCode::SERVICE_UNAVAILABLE, Some("UNAVAILABLE"))
     );
 }
+
+fn at(now: i64, video: &str, kind: &str, offset_ms: i64, position: u64, duration: Option<u64>) -> Value {
+    let mut event = json!({
+        "event_id": uuid::Uuid::now_v7().to_string(),
+        "event_type": kind,
+        "sid": "one-session",
+        "cid": video,
+        "viewer_id": "bob",
+        "ts": now - 60_000 + offset_ms,
+        "position_ms": position,
+    });
+    if let Some(duration) = duration {
+        event["duration_ms"] = json!(duration);
+    }
+    event
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_state_follows_the_newest_event_and_lists_what_to_continue() {
+    let scratch = TempDir::new();
+    let mut config = settings();
+    config.stream_dir = Some(scratch.path().join("streams"));
+    let s = server_with(config).await;
+    let bob = token("bob", "viewer");
+    let now = chrono::Utc::now().timestamp_millis();
+    let first = [
+        at(now, "video-a", "session_start", 0, 0, Some(600_000)),
+        at(now, "video-a", "heartbeat", 3_000, 120_000, None),
+        at(now, "video-b", "heartbeat", 1_000, 30_000, Some(300_000)),
+    ];
+    let post = |events: Vec<Value>| {
+        s.req(Method::POST, "/v1/playback/beacons", &bob)
+            .json(&json!({ "events": events }))
+    };
+    let (status, body) = s.send(post(first.to_vec())).await;
+    assert_eq!((status, body["accepted"].as_u64()), (StatusCode::OK, Some(3)), "{body}");
+    // A late event for video-a, then video-c played to its end; one session, so one
+    // partition: once video-c is seen, the late event has been folded too.
+    let second = vec![
+        at(now, "video-a", "heartbeat", 2_000, 60_000, None),
+        at(now, "video-c", "ended", 4_000, 90_000, Some(90_000)),
+    ];
+    let (status, _) = s.send(post(second)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _) = s
+            .send(s.req(Method::GET, "/v1/viewers/bob/watch-state/video-c", &bob))
+            .await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(
+            std::time::Instant::now() < until,
+            "the watch state did not follow the stream"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, a) = s
+        .send(s.req(Method::GET, "/v1/viewers/bob/watch-state/video-a", &bob))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{a}");
+    assert_eq!(a["position_ms"], 120_000, "the late event did not move bob back: {a}");
+    assert_eq!(
+        (a["duration_ms"].as_u64(), a["percent_watched"].as_f64()),
+        (Some(600_000), Some(20.0))
+    );
+    assert_eq!(a["completed"], false);
+
+    let (status, list) = s
+        .send(s.req(Method::GET, "/v1/viewers/bob/continue-watching", &bob))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let videos: Vec<&str> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["video_id"].as_str())
+        .collect();
+    assert_eq!(
+        videos,
+        ["video-a", "video-b"],
+        "newest first, the finished video-c left out"
+    );
+
+    let (status, _) = s
+        .send(s.req(
+            Method::GET,
+            "/v1/viewers/bob/continue-watching",
+            &token("alice", "viewer"),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = s
+        .send(s.req(Method::GET, "/v1/viewers/bob/watch-state/never-seen", &bob))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
