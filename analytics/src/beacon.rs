@@ -381,7 +381,7 @@ fn validate(raw: Value, now_ms: i64) -> Result<QoeEvent, BeaconError> {
 
 /// The JSON type each field must have.
 #[derive(Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     Uuid,
     EventType,
     ObjectType,
@@ -392,7 +392,7 @@ enum Kind {
     Flag,
 }
 
-const FIELDS: [(&str, Kind); 23] = [
+pub(crate) const FIELDS: [(&str, Kind); 23] = [
     ("event_id", Kind::Uuid),
     ("event_type", Kind::EventType),
     ("sid", Kind::Text),

@@ -5,6 +5,7 @@
 //! in its batch. It knows nothing of HTTP, streams or storage.
 
 pub mod beacon;
+pub mod lake;
 pub mod watch;
 
 pub use beacon::{

@@ -1,5 +1,6 @@
 //! The command line: `vodsource <command>`.
 
+mod athena;
 mod encoder;
 pub mod encoding;
 mod events;
@@ -49,6 +50,9 @@ enum Command {
     Encoder(encoder::Args),
     /// Encode one local file into a folder with the ladder (no stores involved).
     Transcode(transcode::Args),
+    /// Athena: the DDL of the QoE data lake.
+    #[command(subcommand)]
+    Athena(athena::Athena),
     /// Show each projection's position, lag and state.
     Projections,
     /// List videos whose encoding failed for good.
@@ -86,6 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(events) => events::run(&config, events).await,
         Command::Projector(args) => projector::run(&config, args).await,
         Command::Encoder(args) => encoder::run(&config, args).await,
+        Command::Athena(command) => athena::run(&command),
         Command::Transcode(args) => tokio::task::spawn_blocking(move || transcode::run(&config, &args)).await?,
         Command::Projections => status::projections(&config).await,
         Command::DeadLetters => status::dead_letters(&config).await,

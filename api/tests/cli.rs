@@ -1,0 +1,36 @@
+//! Small commands of the `vodsource` binary, run as a process.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vodsource");
+
+#[test]
+fn athena_ddl_prints_both_tables_and_refuses_a_bad_location() {
+    let output = Command::new(BIN)
+        .args([
+            "athena",
+            "ddl",
+            "--location",
+            "s3://lake-bucket/prod",
+            "--from",
+            "2026-11-01",
+        ])
+        .output()
+        .expect("runs");
+    assert!(output.status.success());
+    let ddl = String::from_utf8(output.stdout).expect("utf8");
+    assert!(ddl.contains("CREATE EXTERNAL TABLE IF NOT EXISTS qoe_events ("));
+    assert!(ddl.contains("CREATE EXTERNAL TABLE IF NOT EXISTS video_events ("));
+    assert!(ddl.contains("'projection.event_date.range' = '2026-11-01,NOW'"));
+    assert!(ddl.contains("LOCATION 's3://lake-bucket/prod/lake/video_events/'"));
+
+    for args in [
+        ["athena", "ddl", "--location", "s3://b/it's", "--from", "2026-11-01"],
+        ["athena", "ddl", "--location", "s3://b/x", "--from", "November"],
+    ] {
+        let output = Command::new(BIN).args(args).output().expect("runs");
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(output.stdout.is_empty(), "nothing printed on error");
+        assert!(String::from_utf8_lossy(&output.stderr).starts_with("error: "));
+    }
+}
