@@ -244,7 +244,7 @@ pub struct Running {
     control: Option<Arc<Control>>,
     workers: Workers,
     stream: Option<vodsource_infra::EmbeddedLog>,
-    watch_state: Option<tokio::task::JoinHandle<Result<(), vodsource_projections::WatchStateError>>>,
+    stream_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -261,7 +261,7 @@ impl Running {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         let served = self.server.await.context("the server task failed")?;
-        if let Some(task) = self.watch_state {
+        for task in self.stream_tasks {
             let _ = task.await;
         }
         if self.workers.shutdown().await > 0 {
@@ -336,25 +336,39 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
             .collect(),
     );
     let (stop, stopped) = watch::channel(false);
-    let watch_state = match &stream {
-        Some(log) => {
-            let consumer = log
-                .consumer(beacons::QOE_TOPIC, "watch-state")
-                .context("opening the watch-state consumer group")?;
-            let runner = vodsource_projections::WatchStateRunner::new(
-                consumer,
-                stores.views.clone(),
-                stores.views.clone(),
-                stores.clock.clone(),
-                stores.owner.clone(),
-            );
-            let mut until = stopped.clone();
-            Some(tokio::spawn(runner.run(async move {
-                let _ = until.wait_for(|stop| *stop).await;
-            })))
-        }
-        None => None,
-    };
+    // With a stream: the watch-state consumer group and the video-events relay run here.
+    let mut stream_tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    if let Some(log) = &stream {
+        let consumer = log
+            .consumer(beacons::QOE_TOPIC, "watch-state")
+            .context("opening the watch-state consumer group")?;
+        let runner = vodsource_projections::WatchStateRunner::new(
+            consumer,
+            stores.views.clone(),
+            stores.views.clone(),
+            stores.clock.clone(),
+            stores.owner.clone(),
+        );
+        let relay = vodsource_commands::process::Relay::new(
+            stores.log.clone(),
+            Arc::new(log.clone()),
+            stores.views.clone(),
+            stores.views.clone(),
+            stores.clock.clone(),
+            stores.owner.clone(),
+        );
+        let until = |mut stopped: watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let stop_watch_state = until(stopped.clone());
+        stream_tasks.push(tokio::spawn(async move {
+            let _ = runner.run(stop_watch_state).await;
+        }));
+        let stop_relay = until(stopped.clone());
+        stream_tasks.push(tokio::spawn(async move {
+            let _ = relay.run(stop_relay).await;
+        }));
+    }
     let state = AppState {
         commands: stores.commands(),
         log: stores.log.clone(),
@@ -399,6 +413,6 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
         control,
         workers,
         stream,
-        watch_state,
+        stream_tasks,
     })
 }

@@ -229,3 +229,26 @@ async fn watch_state_follows_the_newest_event_and_lists_what_to_continue() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_relays_every_event_to_the_video_events_stream() {
+    let scratch = TempDir::new();
+    let mut config = settings();
+    config.stream_dir = Some(scratch.path().join("streams"));
+    let s = server_with(config).await;
+    let (id, _) = s.register("alice", "relayed", 10).await;
+    let mut consumer = s
+        .running
+        .as_ref()
+        .expect("running")
+        .stream()
+        .expect("a stream")
+        .consumer("video-events", "test")
+        .expect("consumer");
+    let delivered = consumer.poll(10, Duration::from_secs(20)).await.expect("poll");
+    assert_eq!(delivered.len(), 1, "the registration");
+    assert_eq!(delivered[0].key, id);
+    let event: Value = serde_json::from_slice(&delivered[0].value).expect("json");
+    assert_eq!(event["event_type"], "VideoRegistered");
+    assert_eq!(event["payload"]["VideoRegistered"]["title"], "relayed");
+}

@@ -204,3 +204,82 @@ async fn concurrent_publishes_are_committed_in_groups_with_dense_offsets() {
     seen.sort_unstable();
     assert_eq!(seen, acks, "what was acknowledged is what is read");
 }
+
+#[tokio::test]
+async fn the_relay_publishes_every_event_once_per_checkpoint_keyed_by_video() {
+    use std::sync::Arc;
+
+    use vodsource_commands::ports::EventLog;
+    use vodsource_commands::process::{Relay, VIDEO_EVENTS_TOPIC};
+    use vodsource_commands::CommandContext;
+    use vodsource_domain::VideoCommand;
+
+    use crate::helpers::{clock, commands, sqlite_log, view_store};
+
+    let (log, dir) = sqlite_log().await;
+    let log: Arc<dyn EventLog> = Arc::new(log);
+    let clock = clock();
+    let commands = commands(log.clone(), clock.clone());
+    let views = Arc::new(view_store(dir.path(), "views.db").await);
+    let stream = EmbeddedLog::open(dir.path().join("streams"), 4).expect("stream");
+    let relay = || {
+        Relay::new(
+            log.clone(),
+            Arc::new(stream.clone()),
+            views.clone(),
+            views.clone(),
+            clock.clone(),
+            "relay-1".into(),
+        )
+    };
+    let register = |title: &str| VideoCommand::Register {
+        owner: "alice".into(),
+        title: title.into(),
+        description: String::new(),
+        tags: vec![],
+        filename: "a.mp4".into(),
+        content_type: "video/mp4".into(),
+        size_bytes: 10,
+    };
+    let context = CommandContext::actor("alice");
+    for i in 0..5 {
+        let id = format!("video-{i}");
+        commands
+            .execute(&id, register("first"), &context)
+            .await
+            .expect("registered");
+        let update = VideoCommand::UpdateMetadata {
+            title: Some(format!("second {i}")),
+            description: None,
+            tags: None,
+        };
+        commands.execute(&id, update, &context).await.expect("updated");
+    }
+    assert_eq!(relay().catch_up().await.expect("relayed"), 10);
+    assert_eq!(
+        relay().catch_up().await.expect("nothing new"),
+        10,
+        "the checkpoint holds"
+    );
+    let mut consumer = stream.consumer(VIDEO_EVENTS_TOPIC, "lake").expect("consumer");
+    let delivered = drain(&mut consumer, 100).await;
+    assert_eq!(delivered.len(), 10, "each event once");
+    for d in &delivered {
+        let event: serde_json::Value = serde_json::from_slice(&d.value).expect("json");
+        assert_eq!(event["stream_id"], d.key.as_str(), "keyed by video");
+        assert!(event["event_id"].is_string() && event["position"].is_u64());
+        assert!(event["payload"].is_object(), "the payload is JSON, not a string");
+    }
+    let mut per_video: HashMap<String, Vec<u64>> = HashMap::new();
+    for d in &delivered {
+        let event: serde_json::Value = serde_json::from_slice(&d.value).expect("json");
+        per_video
+            .entry(d.key.clone())
+            .or_default()
+            .push(event["version"].as_u64().unwrap_or(0));
+    }
+    assert!(
+        per_video.values().all(|v| *v == [1, 2]),
+        "a video's events in order: {per_video:?}"
+    );
+}
