@@ -76,6 +76,8 @@ impl<C: StreamConsumer> WatchStateRunner<C> {
             .hold_lease(WATCH_STATE, &self.owner, &*self.clock, Duration::from_secs(15))
             .await?
         {
+            // Another process keeps the view: wait rather than spin.
+            tokio::time::sleep(wait).await;
             return Ok(0);
         }
         let batch = self.consumer.poll(max, wait).await?;
