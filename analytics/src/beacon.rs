@@ -102,54 +102,9 @@ pub enum ObjectType {
     Other,
 }
 
-/// One event as a player sends it; unknown fields are refused.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Beacon {
-    event_id: Uuid,
-    event_type: QoeEventType,
-    sid: String,
-    cid: String,
-    #[serde(default)]
-    viewer_id: Option<String>,
-    ts: i64,
-    #[serde(default)]
-    position_ms: Option<u64>,
-    #[serde(default)]
-    duration_ms: Option<u64>,
-    #[serde(default)]
-    br: Option<u32>,
-    #[serde(default)]
-    bl: Option<u32>,
-    #[serde(default)]
-    mtp: Option<u32>,
-    #[serde(default)]
-    ot: Option<ObjectType>,
-    #[serde(default)]
-    su: Option<bool>,
-    #[serde(default)]
-    bs: Option<bool>,
-    #[serde(default)]
-    startup_ms: Option<u32>,
-    #[serde(default)]
-    rebuffer_ms: Option<u32>,
-    #[serde(default)]
-    error_code: Option<String>,
-    #[serde(default)]
-    error_message: Option<String>,
-    #[serde(default)]
-    player_name: Option<String>,
-    #[serde(default)]
-    player_version: Option<String>,
-    #[serde(default)]
-    device_type: Option<String>,
-    #[serde(default)]
-    os: Option<String>,
-    #[serde(default)]
-    browser: Option<String>,
-}
-
-/// An accepted event, stamped with the server's receive time: what goes on the QoE stream.
+/// An event: as a player sends it (every field but `received_at`, which validation
+/// refuses from players), and, stamped with the server's receive time, as it goes on the QoE
+/// stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[allow(missing_docs)] // the fields are the beacon's, described at the top of this module
 pub struct QoeEvent {
@@ -162,6 +117,7 @@ pub struct QoeEvent {
     /// Client time, ms since the epoch.
     pub ts: i64,
     /// Server receive time, ms since the epoch.
+    #[serde(default)]
     pub received_at: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position_ms: Option<u64>,
@@ -299,84 +255,60 @@ fn validate(raw: Value, now_ms: i64) -> Result<QoeEvent, BeaconError> {
         return Err(refuse("event", "must be a JSON object"));
     };
     check_types(map)?;
-    let beacon: Beacon = serde_json::from_value(raw).map_err(|e| serde_refusal(&e.to_string()))?;
-    id("sid", &beacon.sid)?;
-    id("cid", &beacon.cid)?;
-    if let Some(viewer) = &beacon.viewer_id {
+    let mut event: QoeEvent = serde_json::from_value(raw).map_err(|e| serde_refusal(&e.to_string()))?;
+    id("sid", &event.sid)?;
+    id("cid", &event.cid)?;
+    if let Some(viewer) = &event.viewer_id {
         text("viewer_id", viewer, 128)?;
     }
-    if beacon.ts < now_ms - MAX_LAG_MS || beacon.ts > now_ms + MAX_LEAD_MS {
+    if event.ts < now_ms - MAX_LAG_MS || event.ts > now_ms + MAX_LEAD_MS {
         return Err(refuse(
             "ts",
             format!(
                 "client time {} is {} the server's by more than allowed (24 h behind, 5 min ahead)",
-                beacon.ts,
-                if beacon.ts < now_ms { "behind" } else { "ahead of" }
+                event.ts,
+                if event.ts < now_ms { "behind" } else { "ahead of" }
             ),
         ));
     }
-    for (field, value) in [("position_ms", beacon.position_ms), ("duration_ms", beacon.duration_ms)] {
+    for (field, value) in [("position_ms", event.position_ms), ("duration_ms", event.duration_ms)] {
         if value.is_some_and(|v| v > MAX_MEDIA_MS) {
             return Err(refuse(field, "must be at most 7 days"));
         }
     }
-    if beacon.br.is_some_and(|b| b > 1_000_000) {
+    if event.br.is_some_and(|b| b > 1_000_000) {
         return Err(refuse("br", "encoded bitrate must be at most 1,000,000 kbit/s"));
     }
-    if beacon.mtp.is_some_and(|b| b > 10_000_000) {
+    if event.mtp.is_some_and(|b| b > 10_000_000) {
         return Err(refuse("mtp", "measured throughput must be at most 10,000,000 kbit/s"));
     }
     for (field, value) in [
-        ("bl", beacon.bl),
-        ("startup_ms", beacon.startup_ms),
-        ("rebuffer_ms", beacon.rebuffer_ms),
+        ("bl", event.bl),
+        ("startup_ms", event.startup_ms),
+        ("rebuffer_ms", event.rebuffer_ms),
     ] {
         if value.is_some_and(|v| v > MAX_WAIT_MS) {
             return Err(refuse(field, "must be at most one hour (3600000 ms)"));
         }
     }
-    if beacon.event_type == QoeEventType::Error && beacon.error_code.is_none() {
+    if event.event_type == QoeEventType::Error && event.error_code.is_none() {
         return Err(refuse("error_code", "is required on error events"));
     }
     for (field, value) in [
-        ("error_code", &beacon.error_code),
-        ("error_message", &beacon.error_message),
-        ("player_name", &beacon.player_name),
-        ("player_version", &beacon.player_version),
-        ("device_type", &beacon.device_type),
-        ("os", &beacon.os),
-        ("browser", &beacon.browser),
+        ("error_code", &event.error_code),
+        ("error_message", &event.error_message),
+        ("player_name", &event.player_name),
+        ("player_version", &event.player_version),
+        ("device_type", &event.device_type),
+        ("os", &event.os),
+        ("browser", &event.browser),
     ] {
         if let Some(value) = value {
             text(field, value, MAX_TEXT_CHARS)?;
         }
     }
-    Ok(QoeEvent {
-        event_id: beacon.event_id,
-        event_type: beacon.event_type,
-        sid: beacon.sid,
-        cid: beacon.cid,
-        viewer_id: beacon.viewer_id,
-        ts: beacon.ts,
-        received_at: now_ms,
-        position_ms: beacon.position_ms,
-        duration_ms: beacon.duration_ms,
-        br: beacon.br,
-        bl: beacon.bl,
-        mtp: beacon.mtp,
-        ot: beacon.ot,
-        su: beacon.su,
-        bs: beacon.bs,
-        startup_ms: beacon.startup_ms,
-        rebuffer_ms: beacon.rebuffer_ms,
-        error_code: beacon.error_code,
-        error_message: beacon.error_message,
-        player_name: beacon.player_name,
-        player_version: beacon.player_version,
-        device_type: beacon.device_type,
-        os: beacon.os,
-        browser: beacon.browser,
-    })
+    event.received_at = now_ms;
+    Ok(event)
 }
 
 /// The JSON type each field must have.
