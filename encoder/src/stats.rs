@@ -43,13 +43,15 @@ impl EncoderStats {
         self.busy.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn ended(&self, outcome: &JobOutcome) {
+    /// A job ended with `outcome`; `None` when the worker could not record one (a store
+    /// failure), which ends like a retryable failure.
+    pub(crate) fn ended(&self, outcome: Option<&JobOutcome>) {
         self.busy.fetch_sub(1, Ordering::Relaxed);
         let counter = match outcome {
-            JobOutcome::Completed { .. } => &self.completed,
-            JobOutcome::Failed { retryable: false, .. } => &self.failed_terminal,
-            JobOutcome::Failed { retryable: true, .. } => &self.failed_retryable,
-            JobOutcome::Abandoned { .. } => &self.abandoned,
+            Some(JobOutcome::Completed { .. }) => &self.completed,
+            Some(JobOutcome::Failed { retryable: false, .. }) => &self.failed_terminal,
+            Some(JobOutcome::Failed { retryable: true, .. }) | None => &self.failed_retryable,
+            Some(JobOutcome::Abandoned { .. }) => &self.abandoned,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }

@@ -49,10 +49,10 @@ impl MediaError {
         }
     }
 
-    pub(crate) fn cancelled() -> Self {
+    pub(crate) fn cancelled(message: impl Into<String>) -> Self {
         Self {
             kind: MediaErrorKind::Cancelled,
-            message: "cancelled".into(),
+            message: message.into(),
         }
     }
 

@@ -171,7 +171,7 @@ pub fn transcode(job: &Job<'_>) -> Result<Packaged, MediaError> {
                 .unwrap_or_else(|_| Err(MediaError::internal("the audio encoder panicked")))
         });
         if job.cancel.load(Ordering::Relaxed) {
-            return Err(MediaError::cancelled());
+            return Err(MediaError::cancelled("cancelled"));
         }
         // A stage that failed is the cause; the feed then only saw its channel close.
         if let Some(error) = first_error(&outcomes) {
@@ -241,11 +241,12 @@ fn feed(
         thumbnails.offer(produced, &picture);
         produced += 1;
         // A rung that stopped reports why when joined.
-        out.send(Arc::new(picture)).map_err(|_| MediaError::cancelled())
+        out.send(Arc::new(picture))
+            .map_err(|_| MediaError::cancelled("cancelled"))
     };
     for (stream, packet) in input.packets() {
         if cancel.load(Ordering::Relaxed) {
-            return Err(MediaError::cancelled());
+            return Err(MediaError::cancelled("cancelled"));
         }
         if stream.index() == video_index {
             decode.packet(&packet, &mut emit)?;

@@ -261,10 +261,7 @@ impl RungEncode {
             if let Some(next) = next.as_ref() {
                 // The smaller rung stopped; it reports why when joined.
                 if next.send(picture.clone()).is_err() {
-                    return Err(MediaError {
-                        kind: super::MediaErrorKind::Cancelled,
-                        message: format!("{name}: the next rung stopped"),
-                    });
+                    return Err(MediaError::cancelled(format!("{name}: the next rung stopped")));
                 }
             }
             encoder.send_frame(&picture).map_err(|e| fail("encode", e))?;

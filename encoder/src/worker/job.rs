@@ -18,16 +18,8 @@ impl Worker {
     pub(super) async fn work(&self, id: &str, attempt: u32, stop: &AtomicBool) -> Result<JobOutcome, WorkerError> {
         self.stats.started();
         let outcome = self.work_counted(id, attempt, stop).await;
-        match &outcome {
-            Ok(outcome) => self.stats.ended(outcome),
-            // The attempt's lease lapses and the supervisor requeues it.
-            Err(_) => self.stats.ended(&JobOutcome::Failed {
-                video_id: id.to_owned(),
-                attempt,
-                reason: String::new(),
-                retryable: true,
-            }),
-        }
+        // A store failure leaves the attempt to its lease: it lapses and the supervisor requeues it.
+        self.stats.ended(outcome.as_ref().ok());
         outcome
     }
 
@@ -165,10 +157,7 @@ impl Worker {
             .map_err(|e| MediaError::io(e.to_string()))?;
         if let Err(refusal) = recorded {
             shared.set_stopped(refusal.to_string());
-            return Err(MediaError {
-                kind: MediaErrorKind::Cancelled,
-                message: refusal.to_string(),
-            });
+            return Err(MediaError::cancelled(refusal.to_string()));
         }
         shared.stage.store(stage_index(EncodeStage::Encode), Ordering::Relaxed);
         let packaged = {
@@ -229,10 +218,7 @@ impl Worker {
         let mut bytes = 0;
         for file in &packaged.files {
             if shared.cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
-                return Err(MediaError {
-                    kind: MediaErrorKind::Cancelled,
-                    message: "cancelled during upload".into(),
-                });
+                return Err(MediaError::cancelled("cancelled during upload"));
             }
             let body = tokio::fs::File::open(dir.join(file))
                 .await
