@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vodsource_analytics::{QoeEvent, WatchState};
-use vodsource_commands::ports::{Clock, LeaseStore, StoreError, StreamConsumer, StreamError};
+use vodsource_commands::ports::{Clock, LeaseKeeper, LeaseStore, StoreError, StreamConsumer, StreamError};
 
 use crate::projector::IndexKey;
 use crate::view_store::{Doc, DocChange, ViewStore};
@@ -46,6 +46,7 @@ pub struct WatchStateRunner<C: StreamConsumer> {
     leases: Arc<dyn LeaseStore>,
     clock: Arc<dyn Clock>,
     owner: String,
+    lease: LeaseKeeper,
 }
 
 impl<C: StreamConsumer> WatchStateRunner<C> {
@@ -58,6 +59,7 @@ impl<C: StreamConsumer> WatchStateRunner<C> {
         owner: String,
     ) -> Self {
         Self {
+            lease: LeaseKeeper::new(WATCH_STATE, owner.clone(), Duration::from_secs(15)),
             consumer,
             views,
             leases,
@@ -71,11 +73,7 @@ impl<C: StreamConsumer> WatchStateRunner<C> {
     /// # Errors
     /// A store or stream failure; nothing of the batch is committed on the stream then.
     pub async fn step(&mut self, max: usize, wait: Duration) -> Result<usize, WatchStateError> {
-        if !self
-            .leases
-            .hold_lease(WATCH_STATE, &self.owner, &*self.clock, Duration::from_secs(15))
-            .await?
-        {
+        if !self.lease.hold(&*self.leases, &*self.clock).await? {
             // Another process keeps the view: wait rather than spin.
             tokio::time::sleep(wait).await;
             return Ok(0);
@@ -167,7 +165,7 @@ impl<C: StreamConsumer> WatchStateRunner<C> {
         loop {
             tokio::select! {
                 () = &mut shutdown => {
-                    let _ = self.leases.release_lease(WATCH_STATE, &self.owner).await;
+                    let _ = self.lease.release(&*self.leases).await;
                     return Ok(());
                 }
                 stepped = self.step(500, Duration::from_millis(500)) => match stepped {

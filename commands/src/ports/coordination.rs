@@ -115,3 +115,48 @@ pub trait JobQueue: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(String, u32, DateTime<Utc>)>, StoreError>;
 }
+
+/// Holds a named lease for a long-running consumer, renewing it only when a third of its
+/// time-to-live has passed: checking it on every batch costs nothing, renewing on every
+/// batch would cost a store write.
+#[derive(Debug, Clone)]
+pub struct LeaseKeeper {
+    name: String,
+    owner: String,
+    ttl: std::time::Duration,
+    renewed: Option<std::time::Instant>,
+}
+
+impl LeaseKeeper {
+    /// A keeper of `name` for `owner`, taking the lease for `ttl` at a time.
+    pub fn new(name: impl Into<String>, owner: impl Into<String>, ttl: std::time::Duration) -> Self {
+        Self {
+            name: name.into(),
+            owner: owner.into(),
+            ttl,
+            renewed: None,
+        }
+    }
+
+    /// Whether this owner holds the lease, taking or renewing it when due.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn hold(&mut self, leases: &dyn LeaseStore, clock: &dyn Clock) -> Result<bool, StoreError> {
+        if self.renewed.is_some_and(|at| at.elapsed() < self.ttl / 3) {
+            return Ok(true);
+        }
+        let held = leases.hold_lease(&self.name, &self.owner, clock, self.ttl).await?;
+        self.renewed = held.then(std::time::Instant::now);
+        Ok(held)
+    }
+
+    /// Gives the lease up.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn release(&mut self, leases: &dyn LeaseStore) -> Result<(), StoreError> {
+        self.renewed = None;
+        leases.release_lease(&self.name, &self.owner).await
+    }
+}

@@ -8,7 +8,7 @@ mod objects;
 mod stream;
 
 pub use clock::{ManualClock, SystemClock};
-pub use coordination::{CheckpointStore, JobQueue, LeaseStore, TimeoutStore};
+pub use coordination::{CheckpointStore, JobQueue, LeaseKeeper, LeaseStore, TimeoutStore};
 pub use event_log::{
     AppendRequest, Appended, EventLog, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent, StoreError,
 };

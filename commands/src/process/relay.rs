@@ -3,12 +3,14 @@
 //! At least once: the checkpoint is saved after the stream acknowledged a batch, so a crash in
 //! between publishes the batch again, and consumers de-duplicate by `event_id`.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ports::{
-    CheckpointStore, Clock, EventLog, LeaseStore, RecordedEvent, StoreError, StreamError, StreamProducer, StreamRecord,
+    CheckpointStore, Clock, EventLog, LeaseKeeper, LeaseStore, RecordedEvent, StoreError, StreamError, StreamProducer,
+    StreamRecord,
 };
 use crate::Subscription;
 
@@ -16,6 +18,8 @@ use crate::Subscription;
 pub const VIDEO_EVENTS_TOPIC: &str = "video-events";
 /// Its checkpoint and lease name.
 const NAME: &str = "video-events-relay";
+/// How long the relay's lease lasts; renewed at a third of it.
+const LEASE_TTL: Duration = Duration::from_secs(15);
 
 /// Why the relay stopped a batch.
 #[derive(Debug, thiserror::Error)]
@@ -98,48 +102,38 @@ impl Relay {
     /// Never; failures are logged and retried.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RelayError> {
         tokio::pin!(shutdown);
+        let mut lease = LeaseKeeper::new(NAME, self.owner.clone(), LEASE_TTL);
         let mut backoff = Duration::from_millis(100);
         loop {
-            let attempt = async {
-                while !self
-                    .leases
-                    .hold_lease(NAME, &self.owner, &*self.clock, Duration::from_secs(15))
-                    .await?
-                {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                }
-                let start = self.checkpoints.load_checkpoint(NAME).await?;
-                let mut subscription = Subscription::new(self.log.clone(), start);
-                loop {
-                    let batch = subscription.next_batch().await?;
-                    self.publish(&batch, subscription.position()).await?;
-                    if !self
-                        .leases
-                        .hold_lease(NAME, &self.owner, &*self.clock, Duration::from_secs(15))
-                        .await?
-                    {
-                        return Err(RelayError::Store(StoreError::LeaseLost(NAME.into())));
-                    }
-                }
-            };
-            tokio::select! {
+            let error = tokio::select! {
                 () = &mut shutdown => {
                     let _ = self.leases.release_lease(NAME, &self.owner).await;
                     return Ok(());
                 }
-                result = attempt => {
-                    let error: RelayError = match result {
-                        Ok(()) => continue,
-                        Err(e) => e,
-                    };
-                    tracing::warn!(error = %error, ?backoff, "video-events relay: retrying");
-                    tokio::select! {
-                        () = &mut shutdown => return Ok(()),
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
+                Err(error) = self.follow(&mut lease) => error,
+            };
+            tracing::warn!(error = %error, ?backoff, "video-events relay: retrying");
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep(backoff) => {}
             }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// Waits for the lease, then publishes from the checkpoint on; returns only on a failure.
+    async fn follow(&self, lease: &mut LeaseKeeper) -> Result<Infallible, RelayError> {
+        while !lease.hold(&*self.leases, &*self.clock).await? {
+            tokio::time::sleep(LEASE_TTL / 3).await;
+        }
+        let start = self.checkpoints.load_checkpoint(NAME).await?;
+        let mut subscription = Subscription::new(self.log.clone(), start);
+        loop {
+            let batch = subscription.next_batch().await?;
+            if !lease.hold(&*self.leases, &*self.clock).await? {
+                return Err(RelayError::Store(StoreError::LeaseLost(NAME.into())));
+            }
+            self.publish(&batch, subscription.position()).await?;
         }
     }
 }
