@@ -6,7 +6,7 @@ use vodsource_infra::open_object_store;
 
 use super::encoding::WorkerArgs;
 use crate::config::Config;
-use crate::http::control::Workers;
+use crate::http::control::Tasks;
 use crate::roles::Stores;
 
 /// `vodsource encoder` flags.
@@ -42,7 +42,8 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
         workers = configs.len(),
         "encoder starting"
     );
-    let workers = Workers::start(configs.into_iter().map(|c| stores.worker(objects.clone(), c)).collect());
+    let mut workers = Tasks::default();
+    workers.workers(configs.into_iter().map(|c| stores.worker(objects.clone(), c)).collect());
     crate::cli::shutdown_signal().await;
     tracing::info!("shutting down: failing jobs in progress as retryable");
     let failures = workers.shutdown().await;

@@ -43,7 +43,8 @@ pub struct Control {
     supervisor: Mutex<Option<(watch::Sender<bool>, Task)>>,
 }
 
-async fn until(mut stopped: watch::Receiver<bool>) {
+/// Completes when `stopped` turns true.
+pub(crate) async fn until(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
@@ -226,49 +227,50 @@ impl Control {
     }
 }
 
-/// Encoding workers running in this process.
-pub struct Workers {
+/// Long-running components of a process besides the runners and the supervisor (encoding
+/// workers, the watch-state consumer, the relay), each on its own task with its own stop.
+#[derive(Default)]
+pub struct Tasks {
     tasks: Vec<(String, watch::Sender<bool>, Task)>,
 }
 
-impl Workers {
-    /// Starts each worker on its own task.
-    pub fn start(workers: Vec<vodsource_encoder::Worker>) -> Self {
-        let tasks = workers
-            .into_iter()
-            .map(|worker| {
-                let (stop, stopped) = watch::channel(false);
-                let id = worker.id().to_owned();
-                let task = tokio::spawn(async move { reported("encoder", worker.run(until(stopped)).await) });
-                (id, stop, task)
-            })
-            .collect();
-        Self { tasks }
+impl Tasks {
+    /// Starts the component `start` makes from its stop signal.
+    pub fn spawn<F, E>(&mut self, name: impl Into<String>, start: impl FnOnce(watch::Receiver<bool>) -> F)
+    where
+        F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let name = name.into();
+        let (stop, stopped) = watch::channel(false);
+        let component = start(stopped);
+        let label = name.clone();
+        let task = tokio::spawn(async move { reported(&label, component.await) });
+        self.tasks.push((name, stop, task));
     }
 
-    /// How many run.
-    pub fn len(&self) -> usize {
-        self.tasks.len()
+    /// Starts each encoding worker (named by its id).
+    pub fn workers(&mut self, workers: Vec<vodsource_encoder::Worker>) {
+        for worker in workers {
+            self.spawn(worker.id().to_owned(), |stopped| worker.run(until(stopped)));
+        }
     }
 
-    /// Whether none run.
-    pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
-    }
-
-    /// Stops every worker: a job in progress is failed as retryable so another worker takes
-    /// it at once. Returns how many stopped with an error.
+    /// Stops every component (an encoding worker fails its job in progress as retryable so
+    /// another worker takes it at once) and waits for them. Returns how many stopped with an
+    /// error.
     pub async fn shutdown(self) -> usize {
         for (_, stop, _) in &self.tasks {
             let _ = stop.send(true);
         }
         let mut failures = 0;
-        for (id, _, task) in self.tasks {
+        for (name, _, task) in self.tasks {
             match task.await {
-                Ok(Ok(())) => tracing::info!(worker = %id, "encoder stopped"),
+                Ok(Ok(())) => tracing::info!(component = %name, "stopped"),
+                // Reported when it happened.
                 Ok(Err(_)) => failures += 1,
                 Err(e) => {
-                    tracing::error!(worker = %id, error = %e, "encoder task failed");
+                    tracing::error!(component = %name, error = %e, "task failed");
                     failures += 1;
                 }
             }

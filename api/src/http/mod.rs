@@ -33,7 +33,7 @@ use vodsource_commands::ports::ObjectStore;
 
 use self::auth::{AuthSettings, Gate, LOCAL_TOKEN};
 use self::beacons::BeaconsApi;
-use self::control::{Control, Workers};
+use self::control::{until, Control, Tasks};
 use self::error::Rejection;
 use self::metrics::Metrics;
 use self::ops::OpsApi;
@@ -242,9 +242,8 @@ pub struct Running {
     stop: watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     control: Option<Arc<Control>>,
-    workers: Workers,
+    tasks: Tasks,
     stream: Option<vodsource_infra::EmbeddedLog>,
-    stream_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -261,11 +260,8 @@ impl Running {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         let served = self.server.await.context("the server task failed")?;
-        for task in self.stream_tasks {
-            let _ = task.await;
-        }
-        if self.workers.shutdown().await > 0 {
-            tracing::error!("encoding workers stopped with errors");
+        if self.tasks.shutdown().await > 0 {
+            tracing::error!("components stopped with errors");
         }
         if let Some(control) = &self.control {
             let failures = control.shutdown().await;
@@ -324,7 +320,8 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
         .transpose()
         .context("opening the embedded QoE stream")?;
     let encoders = Arc::new(vodsource_encoder::EncoderStats::default());
-    let workers = Workers::start(
+    let mut tasks = Tasks::default();
+    tasks.workers(
         settings
             .workers
             .iter()
@@ -337,7 +334,6 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
     );
     let (stop, stopped) = watch::channel(false);
     // With a stream: the watch-state consumer group and the video-events relay run here.
-    let mut stream_tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     if let Some(log) = &stream {
         let consumer = log
             .consumer(beacons::QOE_TOPIC, "watch-state")
@@ -357,17 +353,8 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
             stores.clock.clone(),
             stores.owner.clone(),
         );
-        let until = |mut stopped: watch::Receiver<bool>| async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        };
-        let stop_watch_state = until(stopped.clone());
-        stream_tasks.push(tokio::spawn(async move {
-            let _ = runner.run(stop_watch_state).await;
-        }));
-        let stop_relay = until(stopped.clone());
-        stream_tasks.push(tokio::spawn(async move {
-            let _ = relay.run(stop_relay).await;
-        }));
+        tasks.spawn("watch-state", |stopped| runner.run(until(stopped)));
+        tasks.spawn("video-events relay", |stopped| relay.run(until(stopped)));
     }
     let state = AppState {
         commands: stores.commands(),
@@ -411,8 +398,7 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
         stop,
         server,
         control,
-        workers,
+        tasks,
         stream,
-        stream_tasks,
     })
 }
