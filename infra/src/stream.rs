@@ -146,6 +146,7 @@ impl EmbeddedLog {
             next,
             watch,
             cursor: 0,
+            files: HashMap::new(),
         })
     }
 }
@@ -339,6 +340,8 @@ pub struct EmbeddedConsumer {
     next: Vec<u64>,
     watch: watch::Receiver<u64>,
     cursor: usize,
+    /// Read handles of the partitions, opened on first read and kept.
+    files: HashMap<u32, File>,
 }
 
 impl EmbeddedConsumer {
@@ -371,7 +374,12 @@ impl EmbeddedConsumer {
                 break;
             }
             let path = self.topic.dir.join(format!("p{p}.log"));
-            let mut file = File::open(&path).map_err(|e| unavailable(&path.display().to_string(), &e))?;
+            let file = match self.files.entry(p) {
+                std::collections::hash_map::Entry::Occupied(open) => open.into_mut(),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(File::open(&path).map_err(|e| unavailable(&path.display().to_string(), &e))?)
+                }
+            };
             let length = usize::try_from(end - start).unwrap_or(usize::MAX).min(16 * 1024 * 1024);
             let mut bytes = vec![0u8; length];
             file.seek(SeekFrom::Start(start))
