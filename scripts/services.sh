@@ -73,13 +73,27 @@ schemathesis() {
     fi
 }
 
+# Independent Parquet readers: tests read the lake back with pyarrow and duckdb, the lake
+# benchmark runs duckdb as its baseline.
+PYARROW_VERSION=26.0.1
+DUCKDB_VERSION=2.0.0
+lake_readers() {
+    python
+    if [ "$action" = start ] && ! python3 -c "import pyarrow, duckdb, sys; sys.exit(0 if (pyarrow.__version__, duckdb.__version__) == ('$PYARROW_VERSION', '$DUCKDB_VERSION') else 1)" 2>/dev/null; then
+        echo "installing pyarrow $PYARROW_VERSION and duckdb $DUCKDB_VERSION ..." >&2
+        python3 -m pip install -q --disable-pip-version-check "pyarrow==$PYARROW_VERSION" "duckdb==$DUCKDB_VERSION" 2>&1 | grep -v 'Running pip as the' >&2 || true
+        python3 -c "import pyarrow, duckdb"
+    fi
+}
+
 for service in "${services[@]}"; do
     case "$service" in
     postgres) postgres ;;
     python) python ;;
     ffmpeg) ffmpeg ;;
     schemathesis) schemathesis ;;
+    lake-readers) lake_readers ;;
     wrk) if [ "$action" = start ] && ! command -v wrk >/dev/null; then apt_install wrk; fi ;;
-    *) echo "error: unknown service $service (known: postgres, python, schemathesis, wrk, ffmpeg)" >&2; exit 2 ;;
+    *) echo "error: unknown service $service (known: postgres, python, schemathesis, wrk, ffmpeg, lake-readers)" >&2; exit 2 ;;
     esac
 done

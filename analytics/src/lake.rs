@@ -143,6 +143,32 @@ pub const VIDEO_EVENTS: Table = Table {
 /// Both tables.
 pub const TABLES: [Table; 2] = [QOE_EVENTS, VIDEO_EVENTS];
 
+/// Milliseconds in an hour.
+const HOUR_MS: i64 = 3_600_000;
+
+/// The lake partition (UTC hour) of an event time: hours since the epoch.
+pub fn hour_of(ms: i64) -> i64 {
+    ms.div_euclid(HOUR_MS)
+}
+
+/// `event_date=YYYY-MM-DD/event_hour=HH` of an hour since the epoch (UTC).
+pub fn partition_path(hour: i64) -> String {
+    let start = chrono::DateTime::from_timestamp(hour.saturating_mul(3600), 0).unwrap_or_default();
+    start.format("event_date=%Y-%m-%d/event_hour=%H").to_string()
+}
+
+/// The object key of the lake file holding `stream`'s records `first..=last` of `partition`
+/// whose event time falls in `hour`:
+/// `lake/<table>/event_date=YYYY-MM-DD/event_hour=HH/<stream>-<partition>-<first>-<last>.parquet`.
+/// The name comes from the offsets alone, so writing the same records again replaces the file.
+pub fn file_key(table: &Table, hour: i64, stream: &str, partition: u32, first: u64, last: u64) -> String {
+    format!(
+        "lake/{}/{}/{stream}-{partition}-{first}-{last}.parquet",
+        table.name,
+        partition_path(hour)
+    )
+}
+
 /// Why a lake location is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the lake location must be s3://bucket[/prefix] without quotes or spaces: {0}")]
@@ -239,6 +265,19 @@ mod tests {
             assert!(names.contains(&field), "{field} has a column");
         }
         assert_eq!(names.len(), crate::beacon::FIELDS.len() + 1, "plus received_at");
+    }
+
+    #[test]
+    fn files_are_keyed_by_utc_hour_of_event_time_and_by_offsets() {
+        // 2026-11-23T05:59:59.999Z and the next millisecond.
+        let last = 1_795_413_599_999;
+        assert_eq!(partition_path(hour_of(last)), "event_date=2026-11-23/event_hour=05");
+        assert_eq!(partition_path(hour_of(last + 1)), "event_date=2026-11-23/event_hour=06");
+        assert_eq!(partition_path(hour_of(-1)), "event_date=1969-12-31/event_hour=23");
+        assert_eq!(
+            file_key(&QOE_EVENTS, hour_of(last), "qoe-events", 2, 100, 250),
+            "lake/qoe_events/event_date=2026-11-23/event_hour=05/qoe-events-2-100-250.parquet"
+        );
     }
 
     #[test]

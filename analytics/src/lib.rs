@@ -2,10 +2,14 @@
 //!
 //! Owns what players report and what becomes of it: the beacon schema (CMCD names where one
 //! exists) and its validation, one event at a time so a bad event never costs the good ones
-//! in its batch. It knows nothing of HTTP, streams or storage.
+//! in its batch; the lake's tables, their Arrow columns and Parquet files; and the sink that
+//! takes a stream into the lake through the stream and object store ports.
 
 pub mod beacon;
+pub mod columnar;
 pub mod lake;
+pub mod lakefile;
+pub mod sink;
 pub mod watch;
 
 pub use beacon::{

@@ -5,11 +5,14 @@
 //!   command, each writer on its own aggregate, through cqrs-es's `CqrsFramework` — on
 //!   vodsource's SQLite and PostgreSQL stores and on postgres-es (the reference store).
 //! - `replay`: events/s rebuilding the views from a 1,000,000-event SQLite log.
+//! - `lake`: QoE events/s from stream records to a Parquet file, and bytes per event, beside
+//!   duckdb on the same events (issue 5).
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod appends;
+mod lake;
 mod replay;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +29,8 @@ enum Command {
     Appends(appends::Args),
     /// Replay throughput.
     Replay(replay::Args),
+    /// QoE events to Parquet, beside duckdb.
+    Lake(lake::Args),
     /// Both, with defaults.
     All,
 }
@@ -35,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Appends(args) => appends::run(args).await,
         Command::Replay(args) => replay::run(args).await,
+        Command::Lake(args) => lake::run(args).await,
         Command::All => {
             appends::run(appends::Args::default()).await?;
             replay::run(replay::Args::default()).await

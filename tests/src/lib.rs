@@ -2,6 +2,7 @@
 //! `tests/`; this library holds what several test binaries share.
 
 pub mod clips;
+pub mod lake;
 
 use std::path::{Path, PathBuf};
 

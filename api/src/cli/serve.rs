@@ -66,6 +66,12 @@ pub struct Args {
     /// Encoding workers in this process; 0 leaves encoding to `vodsource encoder` processes [default: 1].
     #[arg(long, env = "VODSOURCE_ENCODERS")]
     pub encoders: Option<usize>,
+    /// Flush a lake file when it reaches this many bytes [default: 134217728 (128 MiB)].
+    #[arg(long, env = "VODSOURCE_LAKE_FLUSH_BYTES")]
+    pub lake_flush_bytes: Option<u64>,
+    /// Flush a lake file when its oldest record is this many seconds old [default: 60].
+    #[arg(long, env = "VODSOURCE_LAKE_FLUSH_SECS")]
+    pub lake_flush_secs: Option<u64>,
     /// Retry policy of the encoding supervisor.
     #[command(flatten)]
     pub supervision: super::encoding::SupervisionArgs,
@@ -92,6 +98,8 @@ struct FileSettings {
     signing_secret: Option<String>,
     no_projectors: Option<bool>,
     encoders: Option<usize>,
+    lake_flush_bytes: Option<u64>,
+    lake_flush_secs: Option<u64>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
@@ -131,6 +139,27 @@ fn signing_secret(configured: Option<String>, data_dir: &Path) -> anyhow::Result
     Ok(secret)
 }
 
+/// The lake sink's settings: flush limits, and `<data dir>/sink` for files being written.
+///
+/// # Errors
+/// A zero limit.
+pub fn lake_settings(
+    config: &Config,
+    bytes: Option<u64>,
+    secs: Option<u64>,
+) -> anyhow::Result<vodsource_analytics::sink::SinkSettings> {
+    let mut lake = vodsource_analytics::sink::SinkSettings::new(config.data_dir.join("sink"));
+    if let Some(bytes) = bytes {
+        anyhow::ensure!(bytes > 0, "the lake flush size must be more than 0 bytes");
+        lake.max_file_bytes = bytes;
+    }
+    if let Some(secs) = secs {
+        anyhow::ensure!(secs > 0, "the lake flush age must be at least 1 second");
+        lake.max_age = Duration::from_secs(secs);
+    }
+    Ok(lake)
+}
+
 /// Resolves flags, environment, file and defaults.
 ///
 /// # Errors
@@ -161,6 +190,11 @@ pub fn settings(config: &Config, args: Args, owner: &str) -> anyhow::Result<(Ser
         run_projectors: !(args.no_projectors || file.no_projectors.unwrap_or(false)),
         grace: Duration::from_secs(30),
         stream_dir: Some(config.data_dir.join("streams")),
+        lake: Some(lake_settings(
+            config,
+            args.lake_flush_bytes.or(file.lake_flush_bytes),
+            args.lake_flush_secs.or(file.lake_flush_secs),
+        )?),
         workers: args
             .worker
             .configs(config, owner, args.encoders.or(file.encoders).unwrap_or(1))?,

@@ -69,6 +69,8 @@ pub struct ServeSettings {
     pub workers: Vec<vodsource_encoder::WorkerConfig>,
     /// Folder of the embedded QoE stream; `None`: beacons are answered with 503.
     pub stream_dir: Option<std::path::PathBuf>,
+    /// The lake sink of the QoE and video-events streams (it runs when there is a stream).
+    pub lake: Option<vodsource_analytics::sink::SinkSettings>,
 }
 
 /// The OpenAPI service (also used to print the document without a server).
@@ -355,6 +357,23 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
         );
         tasks.spawn("watch-state", |stopped| runner.run(until(stopped)));
         tasks.spawn("video-events relay", |stopped| relay.run(until(stopped)));
+        if let Some(lake) = &settings.lake {
+            for (topic, table) in [
+                (beacons::QOE_TOPIC, &vodsource_analytics::lake::QOE_EVENTS),
+                (
+                    vodsource_commands::process::VIDEO_EVENTS_TOPIC,
+                    &vodsource_analytics::lake::VIDEO_EVENTS,
+                ),
+            ] {
+                let consumer = log
+                    .consumer(topic, vodsource_analytics::sink::SINK_GROUP)
+                    .with_context(|| format!("opening the lake sink of {topic}"))?;
+                let sink =
+                    vodsource_analytics::sink::LakeSink::new(consumer, topic, table, objects.clone(), lake.clone())
+                        .with_context(|| format!("starting the lake sink of {topic}"))?;
+                tasks.spawn("lake sink", |stopped| sink.run(until(stopped)));
+            }
+        }
     }
     let state = AppState {
         commands: stores.commands(),

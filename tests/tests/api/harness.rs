@@ -48,6 +48,7 @@ pub fn settings() -> ServeSettings {
         grace: Duration::from_secs(5),
         workers: Vec::new(),
         stream_dir: None,
+        lake: None,
     }
 }
 

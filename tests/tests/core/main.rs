@@ -3,6 +3,7 @@
 mod conformance;
 mod faults;
 mod helpers;
+mod lake;
 mod pg_ordering;
 mod process;
 mod projections;

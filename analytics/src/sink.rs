@@ -1,0 +1,505 @@
+//! The lake sink: a consumer group that turns a stream (`qoe-events`, `video-events`) into
+//! Parquet files in the object store, exactly once.
+//!
+//! Per stream partition the sink keeps one open file per lake partition (UTC hour of event
+//! time). When the partition's files reach the size limit, or the oldest record waits past the
+//! age limit, the partition is *flushed*: its files are closed, then
+//!
+//! 1. a marker `lake/_sink/<group>/<stream>-<partition>.json` records the flush's offset range
+//!    `first..=last`;
+//! 2. each file is uploaded to `lake/<table>/event_date=…/event_hour=…/<stream>-<partition>-<first>-<last>.parquet`,
+//!    named by the first and last offsets it holds;
+//! 3. the offsets are committed up to `last`.
+//!
+//! A crash anywhere leaves the offsets at or before `first`. On restart the sink reads the
+//! marker, and re-reads exactly `first..=last` before flushing again, whatever the limits say:
+//! the same records make the same files under the same names, which replace whatever part of
+//! them had been uploaded. Without the marker a restart would cut the range elsewhere (the age
+//! limit is a clock, not a property of the records) and a file from before the crash would
+//! overlap one written after it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use vodsource_commands::ports::{Delivery, ObjectStore, PutError, StoreError, StreamConsumer, StreamError};
+
+use crate::columnar::Row;
+use crate::lake::{self, Table};
+use crate::lakefile::{LakeFileError, LakeFileWriter};
+
+/// The sink's consumer group.
+pub const SINK_GROUP: &str = "qoe-sink";
+
+/// When to flush, and where to write files before they are uploaded.
+#[derive(Debug, Clone)]
+pub struct SinkSettings {
+    /// Flush a stream partition when its open files reach this many bytes (estimated).
+    pub max_file_bytes: u64,
+    /// Flush a stream partition when its oldest unflushed record was read this long ago.
+    pub max_age: Duration,
+    /// Local folder for files being written (one subfolder per stream; emptied on start).
+    pub work_dir: PathBuf,
+    /// Records per poll.
+    pub poll_records: usize,
+}
+
+impl SinkSettings {
+    /// 128 MiB, 60 s, 10,000 records per poll.
+    pub fn new(work_dir: PathBuf) -> Self {
+        Self {
+            max_file_bytes: 128 * 1024 * 1024,
+            max_age: Duration::from_secs(60),
+            work_dir,
+            poll_records: 10_000,
+        }
+    }
+}
+
+/// Why the sink stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The stream failed.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    /// The object store failed.
+    #[error("object store: {0}")]
+    Store(#[from] StoreError),
+    /// A local file failed.
+    #[error(transparent)]
+    File(#[from] LakeFileError),
+    /// A local folder failed.
+    #[error("sink work folder {path}: {source}")]
+    WorkDir {
+        /// The folder.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// A blocking task died.
+    #[error("sink task: {0}")]
+    Task(String),
+}
+
+impl From<PutError> for SinkError {
+    fn from(e: PutError) -> Self {
+        match e {
+            PutError::Store(e) => Self::Store(e),
+            other => Self::Store(StoreError::Unavailable(other.to_string())),
+        }
+    }
+}
+
+/// What a flush is about to write: kept in the object store before the first upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Marker {
+    first: u64,
+    last: u64,
+}
+
+/// An open file of one lake partition.
+struct HourFile {
+    writer: LakeFileWriter,
+    first: u64,
+    last: u64,
+}
+
+/// What a stream partition has read and not yet flushed.
+struct Partition {
+    first: u64,
+    last: u64,
+    opened: Instant,
+    files: BTreeMap<i64, HourFile>,
+}
+
+/// A closed file waiting for its upload.
+struct Ready {
+    path: PathBuf,
+    key: String,
+    rows: u64,
+    bytes: u64,
+}
+
+/// A flush that has closed its files and not yet committed.
+struct Flush {
+    partition: u32,
+    marker: Marker,
+    marked: bool,
+    files: Vec<Ready>,
+}
+
+/// Counters for one sink.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SinkStats {
+    /// Records read from the stream.
+    pub records: u64,
+    /// Records that were not the table's JSON (skipped, logged).
+    pub skipped: u64,
+    /// Files uploaded.
+    pub files: u64,
+    /// Rows in uploaded files.
+    pub rows: u64,
+    /// Bytes uploaded.
+    pub bytes: u64,
+    /// Commits of offsets.
+    pub flushes: u64,
+}
+
+/// The state that moves onto a blocking thread to encode and back.
+struct Open {
+    table: &'static Table,
+    dir: PathBuf,
+    partitions: BTreeMap<u32, Partition>,
+    skipped: u64,
+}
+
+/// Follows one stream into its lake table.
+pub struct LakeSink<C: StreamConsumer> {
+    consumer: C,
+    stream: String,
+    objects: Arc<dyn ObjectStore>,
+    settings: SinkSettings,
+    open: Option<Open>,
+    /// Per partition, the offset range a crashed flush had planned (read once, on the
+    /// partition's first record).
+    planned: HashMap<u32, Option<Marker>>,
+    flushes: Vec<Flush>,
+    stats: SinkStats,
+}
+
+impl<C: StreamConsumer> LakeSink<C> {
+    /// A sink of `stream` (whose records are `table`'s JSON) read through `consumer` (group
+    /// [`SINK_GROUP`]). Empties its work folder: what a crashed run left there was never
+    /// committed and will be read again.
+    ///
+    /// # Errors
+    /// The work folder cannot be made.
+    pub fn new(
+        consumer: C,
+        stream: &str,
+        table: &'static Table,
+        objects: Arc<dyn ObjectStore>,
+        settings: SinkSettings,
+    ) -> Result<Self, SinkError> {
+        let dir = settings.work_dir.join(stream);
+        let work = |source| SinkError::WorkDir {
+            path: dir.clone(),
+            source,
+        };
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(work)?;
+        }
+        std::fs::create_dir_all(&dir).map_err(work)?;
+        Ok(Self {
+            consumer,
+            stream: stream.to_owned(),
+            objects,
+            open: Some(Open {
+                table,
+                dir,
+                partitions: BTreeMap::new(),
+                skipped: 0,
+            }),
+            settings,
+            planned: HashMap::new(),
+            flushes: Vec::new(),
+            stats: SinkStats::default(),
+        })
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SinkStats {
+        SinkStats {
+            skipped: self.open.as_ref().map_or(0, |o| o.skipped),
+            ..self.stats
+        }
+    }
+
+    fn marker_key(&self, partition: u32) -> String {
+        marker_key(&self.stream, partition)
+    }
+
+    /// One round: finish flushes a failure interrupted, poll, append, flush what is due.
+    /// Returns the records read.
+    ///
+    /// # Errors
+    /// A stream, store or file failure. Nothing is lost: a flush that failed is retried by
+    /// the next call, and records not flushed are still uncommitted on the stream.
+    pub async fn step(&mut self, wait: Duration) -> Result<usize, SinkError> {
+        self.finish_flushes().await?;
+        let batch = self.consumer.poll(self.settings.poll_records, wait).await?;
+        let read = batch.len();
+        self.stats.records += read as u64;
+        let mut queue = batch;
+        while !queue.is_empty() {
+            for delivery in &queue {
+                if !self.planned.contains_key(&delivery.partition) {
+                    let dir = self.open.as_ref().map(|o| o.dir.clone()).unwrap_or_default();
+                    let local = dir.join(format!("marker-{}.json", delivery.partition));
+                    let marker = read_marker(self.objects.clone(), self.marker_key(delivery.partition), local).await?;
+                    // A marker behind the first record read is one whose flush committed.
+                    let pending = marker.filter(|m| m.last >= delivery.offset && m.first <= delivery.offset);
+                    self.planned.insert(delivery.partition, pending);
+                }
+            }
+            let planned = self.planned.clone();
+            let (rest, due) = self.encode(queue, planned).await?;
+            for partition in due {
+                self.seal(partition).await?;
+            }
+            self.finish_flushes().await?;
+            queue = rest;
+        }
+        // The limits: size, or the age of the oldest unflushed record.
+        let due: Vec<u32> = self.open.as_ref().map_or_else(Vec::new, |open| {
+            open.partitions
+                .iter()
+                .filter(|(p, part)| {
+                    // A planned range is flushed at its end only, to rebuild the same files.
+                    self.planned.get(p).copied().flatten().is_none()
+                        && (part.opened.elapsed() >= self.settings.max_age
+                            || part.files.values().map(|f| f.writer.estimated_size()).sum::<u64>()
+                                >= self.settings.max_file_bytes)
+                })
+                .map(|(p, _)| *p)
+                .collect()
+        });
+        for partition in due {
+            self.seal(partition).await?;
+        }
+        self.finish_flushes().await?;
+        Ok(read)
+    }
+
+    /// Appends records on a blocking thread until a partition reaches the end of its planned
+    /// range; returns the records not yet appended and the partitions due for a flush.
+    async fn encode(
+        &mut self,
+        queue: Vec<Delivery>,
+        planned: HashMap<u32, Option<Marker>>,
+    ) -> Result<(Vec<Delivery>, Vec<u32>), SinkError> {
+        let mut open = self
+            .open
+            .take()
+            .ok_or_else(|| SinkError::Task("the sink lost its state".into()))?;
+        let stream = self.stream.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let outcome = open.append(&stream, queue, &planned);
+            (open, outcome)
+        })
+        .await
+        .map_err(|e| SinkError::Task(e.to_string()))?;
+        self.open = Some(result.0);
+        result.1
+    }
+
+    /// Closes a partition's files and queues their upload.
+    async fn seal(&mut self, partition: u32) -> Result<(), SinkError> {
+        let Some(part) = self.open.as_mut().and_then(|o| o.partitions.remove(&partition)) else {
+            return Ok(());
+        };
+        let table = self
+            .open
+            .as_ref()
+            .map(|o| o.table)
+            .ok_or_else(|| SinkError::Task("no state".into()))?;
+        let stream = self.stream.clone();
+        let marker = Marker {
+            first: part.first,
+            last: part.last,
+        };
+        let files = tokio::task::spawn_blocking(move || -> Result<Vec<Ready>, LakeFileError> {
+            part.files
+                .into_iter()
+                .map(|(hour, file)| {
+                    let rows = file.writer.rows();
+                    let (path, bytes) = file.writer.close()?;
+                    Ok(Ready {
+                        path,
+                        key: lake::file_key(table, hour, &stream, partition, file.first, file.last),
+                        rows,
+                        bytes,
+                    })
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| SinkError::Task(e.to_string()))??;
+        // The planned range (if any) is done with; later ranges follow the limits.
+        self.planned.insert(partition, None);
+        self.flushes.push(Flush {
+            partition,
+            marker,
+            marked: false,
+            files,
+        });
+        Ok(())
+    }
+
+    /// Marks, uploads and commits every sealed flush, in order.
+    async fn finish_flushes(&mut self) -> Result<(), SinkError> {
+        while let Some(flush) = self.flushes.first_mut() {
+            if !flush.marked {
+                let body = serde_json::to_vec(&flush.marker).map_err(|e| SinkError::Task(e.to_string()))?;
+                let key = marker_key(&self.stream, flush.partition);
+                self.objects
+                    .put(&key, Box::new(std::io::Cursor::new(body)), 4096)
+                    .await?;
+                flush.marked = true;
+            }
+            while let Some(file) = flush.files.last() {
+                let body = tokio::fs::File::open(&file.path)
+                    .await
+                    .map_err(|source| SinkError::WorkDir {
+                        path: file.path.clone(),
+                        source,
+                    })?;
+                self.objects.put(&file.key, Box::new(body), u64::MAX).await?;
+                self.stats.files += 1;
+                self.stats.rows += file.rows;
+                self.stats.bytes += file.bytes;
+                tracing::debug!(key = %file.key, rows = file.rows, bytes = file.bytes, "lake file written");
+                let _ = std::fs::remove_file(&file.path);
+                flush.files.pop();
+            }
+            self.consumer.commit(&[(flush.partition, flush.marker.last)]).await?;
+            self.stats.flushes += 1;
+            self.flushes.remove(0);
+        }
+        Ok(())
+    }
+
+    /// Flushes everything read so far (at shutdown, so a restart starts from a clean commit).
+    ///
+    /// # Errors
+    /// As [`LakeSink::step`].
+    pub async fn flush_all(&mut self) -> Result<(), SinkError> {
+        let partitions: Vec<u32> = self
+            .open
+            .as_ref()
+            .map_or_else(Vec::new, |o| o.partitions.keys().copied().collect());
+        for partition in partitions {
+            if self.planned.get(&partition).copied().flatten().is_none() {
+                self.seal(partition).await?;
+            }
+        }
+        self.finish_flushes().await
+    }
+
+    /// Runs until `stop` resolves, flushing what it has read before returning. Failures are
+    /// logged and retried with backoff.
+    ///
+    /// # Errors
+    /// The flush at shutdown failed (the records will be read again by the next run).
+    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) -> Result<(), SinkError> {
+        tokio::pin!(stop);
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                result = self.step(Duration::from_millis(500)) => match result {
+                    Ok(_) => backoff = Duration::from_millis(200),
+                    Err(e) => {
+                        tracing::warn!(stream = %self.stream, error = %e, "the lake sink failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                },
+            }
+        }
+        self.flush_all().await
+    }
+}
+
+impl Open {
+    fn append(
+        &mut self,
+        stream: &str,
+        queue: Vec<Delivery>,
+        planned: &HashMap<u32, Option<Marker>>,
+    ) -> Result<(Vec<Delivery>, Vec<u32>), SinkError> {
+        let mut due = Vec::new();
+        let mut rest = queue.into_iter();
+        for delivery in rest.by_ref() {
+            let partition = delivery.partition;
+            let end = planned.get(&partition).copied().flatten().map(|m| m.last);
+            if due.contains(&partition) {
+                // Past the end of a planned range: after that flush.
+                let mut left = vec![delivery];
+                left.extend(rest);
+                return Ok((left, due));
+            }
+            let part = self.partitions.entry(partition).or_insert_with(|| Partition {
+                first: delivery.offset,
+                last: delivery.offset,
+                opened: Instant::now(),
+                files: BTreeMap::new(),
+            });
+            part.last = delivery.offset;
+            match Row::parse(self.table, &delivery.value) {
+                Ok(row) => {
+                    let hour = lake::hour_of(row.time());
+                    let file = match part.files.entry(hour) {
+                        std::collections::btree_map::Entry::Occupied(file) => file.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            let path = temp_path(&self.dir, stream, partition, hour, delivery.offset);
+                            slot.insert(HourFile {
+                                writer: LakeFileWriter::create(&path, self.table)?,
+                                first: delivery.offset,
+                                last: delivery.offset,
+                            })
+                        }
+                    };
+                    file.writer.push(&row)?;
+                    file.last = delivery.offset;
+                }
+                Err(e) => self.skip(partition, delivery.offset, &e.to_string()),
+            }
+            if end == Some(delivery.offset) {
+                due.push(partition);
+            }
+        }
+        Ok((Vec::new(), due))
+    }
+
+    fn skip(&mut self, partition: u32, offset: u64, why: &str) {
+        self.skipped += 1;
+        tracing::warn!(
+            table = self.table.name,
+            partition,
+            offset,
+            why,
+            "skipping a record that is not a lake row"
+        );
+    }
+}
+
+/// Where a flush of `stream`'s `partition` records its range.
+fn marker_key(stream: &str, partition: u32) -> String {
+    format!("lake/_sink/{SINK_GROUP}/{stream}-{partition}.json")
+}
+
+async fn read_marker(objects: Arc<dyn ObjectStore>, key: String, local: PathBuf) -> Result<Option<Marker>, SinkError> {
+    if objects.head(&key).await?.is_none() {
+        return Ok(None);
+    }
+    objects.fetch(&key, &local).await?;
+    let text = std::fs::read(&local).map_err(|source| SinkError::WorkDir {
+        path: local.clone(),
+        source,
+    })?;
+    let _ = std::fs::remove_file(&local);
+    match serde_json::from_slice(&text) {
+        Ok(marker) => Ok(Some(marker)),
+        Err(e) => {
+            tracing::warn!(key, error = %e, "ignoring an unreadable sink marker");
+            Ok(None)
+        }
+    }
+}
+
+fn temp_path(dir: &Path, stream: &str, partition: u32, hour: i64, first: u64) -> PathBuf {
+    dir.join(format!("{stream}-{partition}-{hour}-{first}.parquet.tmp"))
+}
