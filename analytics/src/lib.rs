@@ -11,6 +11,7 @@ pub mod lake;
 pub mod lakefile;
 pub mod sink;
 pub mod watch;
+pub mod wire;
 
 pub use beacon::{
     judge_batch, parse_batch, BatchError, BeaconError, EventResult, ObjectType, QoeEvent, QoeEventType,

@@ -25,6 +25,12 @@ pub struct Args {
     /// Runs of each side; the median is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Only vodsource's writer on stream records (for profiling).
+    #[arg(long)]
+    only_ours: bool,
+    /// Also time parsing alone and parsing into Arrow builders.
+    #[arg(long)]
+    phases: bool,
     /// Folder for the NDJSON and the Parquet files [default: a temp folder].
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -35,6 +41,8 @@ impl Default for Args {
         Self {
             events: 1_000_000,
             runs: 3,
+            phases: false,
+            only_ours: false,
             dir: None,
         }
     }
@@ -101,7 +109,7 @@ fn events(count: usize) -> Vec<u8> {
         duration: u64,
         step: u32,
     }
-    let mut new_session = |rng: &mut Rng| Session {
+    let new_session = |rng: &mut Rng| Session {
         sid: rng.uuid(),
         cid: videos[rng.below(videos.len() as u64) as usize].clone(),
         viewer: format!("viewer-{:06}", rng.below(50_000)),
@@ -176,11 +184,24 @@ fn events(count: usize) -> Vec<u8> {
     out
 }
 
-/// Writes the records of `ndjson` into lake files under `dir`, as the sink does; returns the
-/// total size of the files.
-fn vodsource(ndjson: &[u8], dir: &Path) -> anyhow::Result<u64> {
+/// The events as the QoE stream carries them: each NDJSON line as the beacon endpoint encodes
+/// it ([`vodsource_analytics::wire`]).
+fn stream_records(ndjson: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+    ndjson
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let event: vodsource_analytics::QoeEvent = serde_json::from_slice(line)?;
+            Ok(vodsource_analytics::wire::encode(&event))
+        })
+        .collect()
+}
+
+/// Writes `records` into lake files under `dir`, as the sink does; returns the total size of
+/// the files.
+fn vodsource<'a>(records: impl Iterator<Item = &'a [u8]>, dir: &Path) -> anyhow::Result<u64> {
     let mut files: BTreeMap<i64, LakeFileWriter> = BTreeMap::new();
-    for record in ndjson.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+    for record in records {
         let row = Row::parse(&QOE_EVENTS, record)?;
         let hour = lake::hour_of(row.time());
         let file = match files.entry(hour) {
@@ -203,6 +224,7 @@ import sys, time, os, duckdb
 src, dst = sys.argv[1], sys.argv[2]
 con = duckdb.connect()
 con.execute("SET threads = 1")
+con.execute("SET enable_progress_bar = false")
 started = time.perf_counter()
 con.execute(f"COPY (SELECT * FROM read_json('{src}')) TO '{dst}' (FORMAT parquet, COMPRESSION zstd)")
 print(time.perf_counter() - started, os.path.getsize(dst))
@@ -223,7 +245,7 @@ fn duckdb(ndjson: &Path, out: &Path) -> anyhow::Result<(f64, u64)> {
         String::from_utf8_lossy(&output.stderr)
     );
     let text = String::from_utf8_lossy(&output.stdout);
-    let mut parts = text.split_whitespace();
+    let mut parts = text.lines().last().unwrap_or_default().split_whitespace();
     let seconds = parts.next().context("seconds")?.parse()?;
     let bytes = parts.next().context("bytes")?.parse()?;
     Ok((seconds, bytes))
@@ -250,37 +272,77 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ndjson.len() as f64 / n,
         ndjson.len() as f64 / 1_048_576.0
     );
-    let mut ours = Vec::new();
-    let mut our_bytes = 0;
-    for _ in 0..args.runs {
-        let dir = scratch.join("vodsource");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
+    let records = stream_records(&ndjson)?;
+    let record_bytes: usize = records.iter().map(Vec::len).sum();
+    println!("as stream records: {:.0} bytes each", record_bytes as f64 / n);
+    let lines: Vec<&[u8]> = ndjson.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+    if args.phases {
         let started = Instant::now();
-        our_bytes = vodsource(&ndjson, &dir)?;
-        ours.push(started.elapsed().as_secs_f64());
+        let mut sum = 0i64;
+        for line in &records {
+            sum = sum.wrapping_add(Row::parse(&QOE_EVENTS, line)?.time());
+        }
+        println!("phase: parse only {:.3} s ({sum})", started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        let mut rows = vodsource_analytics::columnar::Rows::new(&QOE_EVENTS, 8192);
+        for line in &records {
+            rows.push(&Row::parse(&QOE_EVENTS, line)?)?;
+            if rows.len() == 8192 {
+                rows.finish()?;
+            }
+        }
+        println!("phase: parse + Arrow builders {:.3} s", started.elapsed().as_secs_f64());
     }
+    // The sides take turns, so a slow spell of the machine falls on all of them.
+    let mut ours = Vec::new();
+    let mut ours_json = Vec::new();
     let mut theirs = Vec::new();
-    let mut their_bytes = 0;
+    let (mut our_bytes, mut their_bytes) = (0, 0);
+    let dir = scratch.join("vodsource");
+    let fresh = |dir: &Path| -> anyhow::Result<()> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
+        Ok(())
+    };
     for _ in 0..args.runs {
+        fresh(&dir)?;
+        let started = Instant::now();
+        our_bytes = vodsource(records.iter().map(Vec::as_slice), &dir)?;
+        ours.push(started.elapsed().as_secs_f64());
+        if args.only_ours {
+            continue;
+        }
+        fresh(&dir)?;
+        let started = Instant::now();
+        vodsource(lines.iter().copied(), &dir)?;
+        ours_json.push(started.elapsed().as_secs_f64());
         let (seconds, bytes) = duckdb(&ndjson_path, &scratch.join("duckdb.parquet"))?;
         theirs.push(seconds);
         their_bytes = bytes;
     }
-    let (ours, theirs) = (median(ours), median(theirs));
+    if args.only_ours {
+        println!("vodsource: {:.3} s median, {our_bytes} bytes", median(ours));
+        return Ok(());
+    }
+    let (ours, ours_json, theirs) = (median(ours), median(ours_json), median(theirs));
     println!("| writer | seconds | events/s | bytes/event in Parquet |");
     println!("|---|---|---|---|");
     println!(
-        "| duckdb 2.0, 1 thread | {theirs:.2} | {:.0} | {:.1} |",
+        "| duckdb 2.0, 1 thread | {theirs:.2} | {:.0} | {:.2} |",
         n / theirs,
         their_bytes as f64 / n
     );
     println!(
-        "| vodsource lake writer, 1 thread | {ours:.2} | {:.0} | {:.1} |",
+        "| vodsource lake writer, 1 thread | {ours:.2} | {:.0} | {:.2} |",
         n / ours,
         our_bytes as f64 / n
     );
-    println!("speed-up {:.2}x, size {:.2}x duckdb's", theirs / ours, our_bytes as f64 / their_bytes as f64);
+    println!(
+        "| vodsource lake writer on JSON records, 1 thread | {ours_json:.2} | {:.0} | {:.2} |",
+        n / ours_json,
+        our_bytes as f64 / n
+    );
+    println!("speed-up {:.2}x, size {:.3}x duckdb's", theirs / ours, our_bytes as f64 / their_bytes as f64);
     if args.dir.is_none() {
         let _ = std::fs::remove_dir_all(&scratch);
     }

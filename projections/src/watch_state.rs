@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vodsource_analytics::{QoeEvent, WatchState};
+use vodsource_analytics::WatchState;
 use vodsource_commands::ports::{Clock, LeaseKeeper, LeaseStore, StoreError, StreamConsumer, StreamError};
 
 use crate::projector::IndexKey;
@@ -89,7 +89,7 @@ impl<C: StreamConsumer> WatchStateRunner<C> {
                 .entry(delivery.partition)
                 .and_modify(|o| *o = (*o).max(delivery.offset))
                 .or_insert(delivery.offset);
-            match serde_json::from_slice::<QoeEvent>(&delivery.value) {
+            match vodsource_analytics::wire::decode_event(&delivery.value) {
                 Ok(event) => events.push(event),
                 Err(e) => {
                     tracing::warn!(partition = delivery.partition, offset = delivery.offset, error = %e, "skipping an unreadable QoE record")

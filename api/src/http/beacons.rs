@@ -113,10 +113,9 @@ impl BeaconsApi {
         for result in judged {
             let (status, error) = match &result.outcome {
                 Ok(event) => {
-                    let value = serde_json::to_vec(event).map_err(|e| ApiError::internal("encoding a beacon", &e))?;
                     records.push(StreamRecord {
                         key: event.sid.clone(),
-                        value,
+                        value: vodsource_analytics::wire::encode(event),
                     });
                     (BeaconStatus::Accepted, None)
                 }

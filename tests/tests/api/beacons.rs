@@ -72,7 +72,7 @@ async fn good_beacons_are_stored_and_bad_ones_are_rejected_one_by_one() {
     let delivered = consumer.poll(100, Duration::from_millis(100)).await.expect("poll");
     assert_eq!(delivered.len(), 3);
     for d in &delivered {
-        let event: QoeEvent = serde_json::from_slice(&d.value).expect("a QoE event");
+        let event: QoeEvent = vodsource_analytics::wire::decode_event(&d.value).expect("a QoE event");
         assert_eq!(d.key, event.sid);
         assert!((before..=after).contains(&event.received_at), "stamped on receipt");
         assert!(sent.iter().any(|b| b["event_id"] == event.event_id.to_string()));
@@ -251,4 +251,50 @@ async fn the_server_relays_every_event_to_the_video_events_stream() {
     let event: Value = serde_json::from_slice(&delivered[0].value).expect("json");
     assert_eq!(event["event_type"], "VideoRegistered");
     assert_eq!(event["payload"]["VideoRegistered"]["title"], "relayed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beacons_and_video_events_reach_the_lake() {
+    let scratch = TempDir::new();
+    let mut config = settings();
+    config.stream_dir = Some(scratch.path().join("streams"));
+    let mut lake = vodsource_analytics::sink::SinkSettings::new(scratch.path().join("sink"));
+    lake.max_age = Duration::from_millis(200);
+    config.lake = Some(lake);
+    let s = server_with(config).await;
+    let viewer = token("bob", "viewer");
+    let now = chrono::Utc::now().timestamp_millis();
+    let sent: Vec<Value> = (0..20).map(|i| beacon(now, i)).collect();
+    let (status, _) = s
+        .send(
+            s.req(Method::POST, "/v1/playback/beacons", &viewer)
+                .json(&json!({ "events": sent })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (id, _) = s.register("alice", "to the lake", 10).await;
+
+    let root = s.dir.path().join("objects");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let qoe = vodsource_tests::lake::read(&root, "qoe_events");
+        let videos = vodsource_tests::lake::read(&root, "video_events");
+        let all_beacons = sent
+            .iter()
+            .all(|b| qoe.event_ids.get(b["event_id"].as_str().unwrap_or_default()) == Some(&1));
+        if all_beacons && videos.event_ids.len() == 1 {
+            assert_eq!(videos.misplaced, 0);
+            assert!(videos.files[0].path.contains("video-events-"));
+            let names: Vec<&str> = videos.files[0].schema.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(names[..3], ["event_id", "position", "video_id"]);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lake has {} beacons and {} video events (video {id})",
+            qoe.event_ids.len(),
+            videos.event_ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
