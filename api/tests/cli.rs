@@ -34,3 +34,45 @@ fn athena_ddl_prints_both_tables_and_refuses_a_bad_location() {
         assert!(String::from_utf8_lossy(&output.stderr).starts_with("error: "));
     }
 }
+
+#[test]
+fn qoe_commands_name_what_is_wrong_and_an_empty_lake_is_empty() {
+    let dir = std::env::temp_dir().join(format!("vodsource-cli-{}", std::process::id()));
+    let store = format!("file://{}", dir.join("objects").display());
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(args)
+            .args(["--object-store", &store])
+            .output()
+            .expect("runs")
+    };
+    let output = run(&[
+        "qoe",
+        "query",
+        "SELECT count(*) AS n FROM qoe_events",
+        "--format",
+        "csv",
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "n\n0\n",
+        "a lake without files is empty"
+    );
+
+    let output = run(&["qoe", "query", "SELECT nope FROM qoe_events"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("error: ") && stderr.contains("nope"), "{stderr}");
+
+    let output = run(&["qoe", "query", "SELECT 1 FROM no_such_table"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no_such_table"));
+
+    let output = run(&["qoe", "report", "--from", "November"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--from must be a date"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

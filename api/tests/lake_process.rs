@@ -205,6 +205,20 @@ async fn the_lake_holds_every_accepted_beacon_exactly_once_across_sigkills() {
     assert!(doubled.is_empty(), "events written twice: {doubled:?}");
     let unknown = lake.keys().filter(|id| !sent.contains(*id)).count();
     assert_eq!(unknown, 0, "nothing in the lake that was not sent");
+    // The CLI's SQL over the same files agrees with the independent readers.
+    let output = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["qoe", "query", "--format", "csv"])
+        .arg("SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM qoe_events")
+        .output()
+        .expect("qoe query runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let total: u64 = lake.values().sum();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("n,ids\n{total},{}\n", lake.len())
+    );
     eprintln!(
         "{} accepted, {} sent, {} in the lake (in-doubt ones included at most once)",
         accepted.len(),

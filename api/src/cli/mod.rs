@@ -5,6 +5,7 @@ mod encoder;
 pub mod encoding;
 mod events;
 mod projector;
+mod qoe;
 mod replay;
 mod seed;
 pub mod serve;
@@ -53,6 +54,9 @@ enum Command {
     /// Athena: the DDL of the QoE data lake.
     #[command(subcommand)]
     Athena(athena::Athena),
+    /// QoE analytics: SQL over the lake and the standard metrics report.
+    #[command(subcommand)]
+    Qoe(qoe::Qoe),
     /// Show each projection's position, lag and state.
     Projections,
     /// List videos whose encoding failed for good.
@@ -92,6 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Encoder(args) => encoder::run(&config, args).await,
         Command::Athena(command) => athena::run(&command),
         Command::Transcode(args) => tokio::task::spawn_blocking(move || transcode::run(&config, &args)).await?,
+        Command::Qoe(command) => qoe::run(&config, command).await,
         Command::Projections => status::projections(&config).await,
         Command::DeadLetters => status::dead_letters(&config).await,
         Command::Seed(args) => seed::run(&config, args).await,

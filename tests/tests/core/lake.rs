@@ -193,3 +193,162 @@ async fn a_flush_cut_short_is_redone_with_the_same_files_and_no_duplicates() {
     assert_eq!(after.event_ids.len(), 300);
     assert!(after.event_ids.values().all(|n| *n == 1), "no duplicates");
 }
+
+/// One player event for the report's sessions.
+fn play(sid: &str, kind: vodsource_analytics::QoeEventType, at_s: i64) -> vodsource_analytics::QoeEvent {
+    vodsource_analytics::QoeEvent {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: kind,
+        sid: sid.into(),
+        cid: "video-9".into(),
+        viewer_id: Some("ann".into()),
+        ts: BASE_MS + at_s * 1000,
+        received_at: BASE_MS + at_s * 1000 + 50,
+        position_ms: None,
+        duration_ms: None,
+        br: None,
+        bl: None,
+        mtp: None,
+        ot: None,
+        su: None,
+        bs: None,
+        startup_ms: None,
+        rebuffer_ms: None,
+        error_code: None,
+        error_message: None,
+        player_name: None,
+        player_version: None,
+        device_type: None,
+        os: None,
+        browser: None,
+    }
+}
+
+#[tokio::test]
+async fn local_sql_and_the_qoe_report_read_what_the_sink_wrote() {
+    use vodsource_analytics::query::Lake;
+    use vodsource_analytics::report::{self, ReportFilter};
+    use vodsource_analytics::QoeEventType as T;
+
+    let dir = TempDir::new();
+    let log = EmbeddedLog::open(dir.path().join("streams"), 2).expect("log");
+    let root = dir.path().join("objects");
+    let objects = open_object_store(&format!("file://{}", root.display()))
+        .await
+        .expect("objects");
+    let with = |mut e: vodsource_analytics::QoeEvent, f: &dyn Fn(&mut vodsource_analytics::QoeEvent)| {
+        f(&mut e);
+        e
+    };
+    let events = vec![
+        // A: starts in 800 ms, plays 60 s at 3000 kbit/s, one 2 s stall, one switch.
+        play("a", T::SessionStart, 0),
+        with(play("a", T::Playing, 1), &|e| {
+            e.startup_ms = Some(800);
+            e.br = Some(3000);
+        }),
+        with(play("a", T::Heartbeat, 10), &|e| e.br = Some(3000)),
+        with(play("a", T::Heartbeat, 20), &|e| e.br = Some(3000)),
+        with(play("a", T::Heartbeat, 30), &|e| e.br = Some(3000)),
+        play("a", T::RebufferStart, 31),
+        with(play("a", T::RebufferEnd, 33), &|e| e.rebuffer_ms = Some(2000)),
+        play("a", T::BitrateChange, 40),
+        play("a", T::SessionEnd, 60),
+        // B: fails before its first frame.
+        play("b", T::SessionStart, 0),
+        with(play("b", T::Error, 2), &|e| {
+            e.error_code = Some("MEDIA_ERR_DECODE".into())
+        }),
+        // C: the viewer leaves while it starts.
+        play("c", T::SessionStart, 0),
+        play("c", T::SessionEnd, 4),
+        // D: starts in 1200 ms, plays 20 s at 1000 kbit/s, then fails.
+        play("d", T::SessionStart, 0),
+        with(play("d", T::Playing, 1), &|e| {
+            e.startup_ms = Some(1200);
+            e.br = Some(1000);
+        }),
+        with(play("d", T::Heartbeat, 10), &|e| e.br = Some(1000)),
+        with(play("d", T::Error, 20), &|e| e.error_code = Some("NETWORK".into())),
+    ];
+    let records = events
+        .iter()
+        .map(|e| StreamRecord {
+            key: e.sid.clone(),
+            value: vodsource_analytics::wire::encode(e),
+        })
+        .collect();
+    log.publish("qoe-events", records).await.expect("published");
+    let consumer = log.consumer("qoe-events", SINK_GROUP).expect("consumer");
+    let mut sink = LakeSink::new(consumer, "qoe-events", &QOE_EVENTS, objects, settings(&dir)).expect("sink");
+    sink_until_committed(&mut sink, events.len() as u64).await;
+
+    let lake = Lake::open_local(&root).await.expect("lake");
+    let batches = lake
+        .sql("SELECT event_type, count(*) AS n FROM qoe_events WHERE event_date = '2026-11-23' GROUP BY event_type ORDER BY event_type")
+        .await
+        .expect("query");
+    let text = vodsource_analytics::query::render(&batches, vodsource_analytics::query::Format::Csv).expect("csv");
+    assert!(
+        text.starts_with("event_type,n\nbitrate_change,1\nerror,2\nheartbeat,4\n"),
+        "{text}"
+    );
+    // A filter on the partition columns reads only that hour's files; another day reads none.
+    let plan = lake
+        .explain("SELECT count(DISTINCT sid) FROM qoe_events WHERE event_date = '2026-11-22'")
+        .await
+        .expect("explain");
+    assert!(!plan.contains(".parquet"), "no file of another day is read: {plan}");
+    let plan = lake
+        .explain("SELECT count(DISTINCT sid) FROM qoe_events WHERE event_date = '2026-11-23' AND event_hour = '04'")
+        .await
+        .expect("explain");
+    assert!(plan.contains("event_hour=04") && plan.contains(".parquet"), "{plan}");
+    let error = lake
+        .sql("SELECT nope FROM qoe_events")
+        .await
+        .expect_err("unknown column");
+    assert!(error.to_string().contains("nope"), "{error}");
+
+    let m = report::metrics(&lake, &ReportFilter::default()).await.expect("metrics");
+    assert_eq!(m.plays, 4);
+    assert_eq!(m.video_start_failures, 1);
+    assert_eq!(m.exits_before_video_start, 1);
+    let p50 = m.startup_p50_ms.expect("p50");
+    assert!((800.0..=1200.0).contains(&p50), "p50 {p50}");
+    assert!(m.startup_p95_ms.expect("p95") >= p50);
+    assert_eq!(m.watch_ms, 80_000, "60 s of A and 20 s of D");
+    let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-6);
+    assert!(close(m.rebuffer_percentage, 2.5), "{:?}", m.rebuffer_percentage);
+    assert!(close(m.rebuffers_per_minute, 0.75), "{:?}", m.rebuffers_per_minute);
+    assert!(
+        close(m.average_bitrate_kbps, 14_000.0 / 6.0),
+        "{:?}",
+        m.average_bitrate_kbps
+    );
+    assert!(
+        close(m.bitrate_switches_per_hour, 45.0),
+        "{:?}",
+        m.bitrate_switches_per_hour
+    );
+    assert!(
+        close(m.playback_failure_percentage, 25.0),
+        "{:?}",
+        m.playback_failure_percentage
+    );
+    let other_video = ReportFilter {
+        video: Some("video-it's-not".into()),
+        ..ReportFilter::default()
+    };
+    assert_eq!(report::metrics(&lake, &other_video).await.expect("metrics").plays, 0);
+
+    let hours = report::hourly(&lake, &ReportFilter::default()).await.expect("hourly");
+    assert_eq!(hours.len(), 1);
+    assert_eq!(hours[0].hour, "2026-11-23 04");
+    assert_eq!(hours[0].plays, 4);
+    let chart = dir.path().join("chart.png");
+    vodsource_analytics::chart::draw(&hours, &chart).expect("chart");
+    let png = std::fs::read(&chart).expect("png");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(u32::from_be_bytes([png[16], png[17], png[18], png[19]]), 1200, "width");
+}

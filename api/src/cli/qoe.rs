@@ -1,0 +1,130 @@
+//! `vodsource qoe query "<SQL>"` and `vodsource qoe report`: local SQL over the QoE lake, with
+//! the table names and partitions Athena uses.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use vodsource_analytics::query::{render, Format, Lake};
+use vodsource_analytics::report::{self, ReportFilter};
+
+use crate::config::Config;
+
+/// `vodsource qoe` commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Qoe {
+    /// Run one SQL statement over the lake (tables qoe_events and video_events, partition
+    /// columns event_date and event_hour, as in Athena).
+    Query {
+        /// The statement, e.g. "SELECT event_type, count(*) FROM qoe_events GROUP BY 1".
+        sql: String,
+        /// Output: table, csv or json (one object per line).
+        #[arg(long, default_value = "table", value_parser = parse_format)]
+        format: Format,
+        /// Print the plan (with the files it reads) instead of running it.
+        #[arg(long)]
+        explain: bool,
+        #[command(flatten)]
+        lake: LakeArgs,
+    },
+    /// Print the standard QoE metrics (as Mux Data defines them) and chart startup time and
+    /// rebuffer percentage per hour as a PNG.
+    Report {
+        /// First day (yyyy-mm-dd, UTC, inclusive).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day (yyyy-mm-dd, UTC, inclusive).
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this video.
+        #[arg(long)]
+        video: Option<String>,
+        /// Where to write the chart [default: qoe-report.png].
+        #[arg(long, default_value = "qoe-report.png")]
+        chart: PathBuf,
+        #[command(flatten)]
+        lake: LakeArgs,
+    },
+}
+
+/// Where the lake is.
+#[derive(Debug, clap::Args)]
+pub struct LakeArgs {
+    /// The object store holding `lake/` [default: file://<data dir>/objects].
+    #[arg(long, env = "VODSOURCE_OBJECT_STORE")]
+    object_store: Option<String>,
+}
+
+impl LakeArgs {
+    async fn open(&self, config: &Config) -> anyhow::Result<Lake> {
+        let url = self
+            .object_store
+            .clone()
+            .unwrap_or_else(|| format!("file://{}", config.data_dir.join("objects").display()));
+        let Some(root) = url.strip_prefix("file://").filter(|p| !p.is_empty()) else {
+            anyhow::bail!("the lake must be in a local object store (file:///path) for now, got {url}");
+        };
+        Ok(Lake::open_local(&PathBuf::from(root)).await?)
+    }
+}
+
+fn parse_format(text: &str) -> Result<Format, String> {
+    match text {
+        "table" => Ok(Format::Table),
+        "csv" => Ok(Format::Csv),
+        "json" => Ok(Format::Json),
+        other => Err(format!("unknown format {other:?}: use table, csv or json")),
+    }
+}
+
+fn date(flag: &str, value: Option<String>) -> anyhow::Result<Option<String>> {
+    if let Some(text) = &value {
+        chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .with_context(|| format!("{flag} must be a date like 2026-11-23, got {text:?}"))?;
+    }
+    Ok(value)
+}
+
+/// Runs a `qoe` command.
+///
+/// # Errors
+/// A bad argument, an unreadable lake, SQL that does not plan or run.
+pub async fn run(config: &Config, command: Qoe) -> anyhow::Result<()> {
+    match command {
+        Qoe::Query {
+            sql,
+            format,
+            explain,
+            lake,
+        } => {
+            let lake = lake.open(config).await?;
+            if explain {
+                println!("{}", lake.explain(&sql).await?);
+            } else {
+                let batches = lake.sql(&sql).await?;
+                println!("{}", render(&batches, format)?.trim_end());
+            }
+            Ok(())
+        }
+        Qoe::Report {
+            from,
+            to,
+            video,
+            chart,
+            lake,
+        } => {
+            let filter = ReportFilter {
+                from: date("--from", from)?,
+                to: date("--to", to)?,
+                video,
+            };
+            let lake = lake.open(config).await?;
+            let metrics = report::metrics(&lake, &filter).await?;
+            println!("{}", report::render(&metrics));
+            let points = report::hourly(&lake, &filter).await?;
+            vodsource_analytics::chart::draw(&points, &chart)
+                .with_context(|| format!("drawing the chart {}", chart.display()))?;
+            println!("chart                          {}", chart.display());
+            Ok(())
+        }
+    }
+}
