@@ -54,13 +54,13 @@ python() {
 
 # FFmpeg's libraries (the encoder links them; ffmpeg-next builds their bindings with clang)
 # and its CLI (tests make clips with lavfi and check outputs with ffprobe); and cmake, which
-# builds rdkafka's bundled librdkafka.
+# builds rdkafka's bundled librdkafka (whose sources include curl.h even without curl).
 ffmpeg() {
     if [ "$action" = start ] && ! { command -v ffprobe >/dev/null && command -v clang >/dev/null && command -v cmake >/dev/null \
-        && pkg-config --exists libavcodec libavformat libavfilter libavutil libswscale libswresample libavdevice 2>/dev/null; }; then
+        && pkg-config --exists libavcodec libavformat libavfilter libavutil libswscale libswresample libavdevice libcurl 2>/dev/null; }; then
         echo "installing FFmpeg libraries and CLI ..." >&2
         apt_install --no-install-recommends libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev \
-            libavdevice-dev libswscale-dev libswresample-dev pkg-config clang libclang-dev ffmpeg cmake
+            libavdevice-dev libswscale-dev libswresample-dev pkg-config clang libclang-dev ffmpeg cmake libcurl4-openssl-dev
     fi
 }
 

@@ -10,6 +10,7 @@
 //! Service-specific errors become the ports' `StoreError` here and never travel further.
 
 mod group;
+pub mod kafka;
 mod objects;
 mod plan;
 pub mod postgres;

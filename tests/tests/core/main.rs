@@ -3,6 +3,7 @@
 mod conformance;
 mod faults;
 mod helpers;
+mod kafka;
 mod lake;
 mod pg_ordering;
 mod process;
