@@ -155,6 +155,39 @@ pub struct QoeEvent {
     pub browser: Option<String>,
 }
 
+impl QoeEvent {
+    /// An event with its required fields and nothing else (received now-ish: `received_at`
+    /// is `ts`; the server stamps the real one).
+    pub fn new(event_id: Uuid, event_type: QoeEventType, sid: &str, cid: &str, ts: i64) -> Self {
+        Self {
+            event_id,
+            event_type,
+            sid: sid.to_owned(),
+            cid: cid.to_owned(),
+            viewer_id: None,
+            ts,
+            received_at: ts,
+            position_ms: None,
+            duration_ms: None,
+            br: None,
+            bl: None,
+            mtp: None,
+            ot: None,
+            su: None,
+            bs: None,
+            startup_ms: None,
+            rebuffer_ms: None,
+            error_code: None,
+            error_message: None,
+            player_name: None,
+            player_version: None,
+            device_type: None,
+            os: None,
+            browser: None,
+        }
+    }
+}
+
 /// Why one event was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[error("{field}: {message}")]

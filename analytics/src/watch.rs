@@ -84,31 +84,13 @@ mod tests {
     use super::*;
 
     fn event(ts: i64, kind: QoeEventType, position: Option<u64>, duration: Option<u64>) -> QoeEvent {
+        let id = Uuid::from_u128(u128::try_from(ts).unwrap_or(0) * 7 + position.map_or(0, u128::from));
         QoeEvent {
-            event_id: Uuid::from_u128(u128::try_from(ts).unwrap_or(0) * 7 + position.map_or(0, u128::from)),
-            event_type: kind,
-            sid: "s".into(),
-            cid: "video-1".into(),
             viewer_id: Some("alice".into()),
-            ts,
             received_at: ts + 5,
             position_ms: position,
             duration_ms: duration,
-            br: None,
-            bl: None,
-            mtp: None,
-            ot: None,
-            su: None,
-            bs: None,
-            startup_ms: None,
-            rebuffer_ms: None,
-            error_code: None,
-            error_message: None,
-            player_name: None,
-            player_version: None,
-            device_type: None,
-            os: None,
-            browser: None,
+            ..QoeEvent::new(id, kind, "s", "video-1", ts)
         }
     }
 

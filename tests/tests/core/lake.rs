@@ -196,31 +196,11 @@ async fn a_flush_cut_short_is_redone_with_the_same_files_and_no_duplicates() {
 
 /// One player event for the report's sessions.
 fn play(sid: &str, kind: vodsource_analytics::QoeEventType, at_s: i64) -> vodsource_analytics::QoeEvent {
+    let ts = BASE_MS + at_s * 1000;
     vodsource_analytics::QoeEvent {
-        event_id: uuid::Uuid::now_v7(),
-        event_type: kind,
-        sid: sid.into(),
-        cid: "video-9".into(),
         viewer_id: Some("ann".into()),
-        ts: BASE_MS + at_s * 1000,
-        received_at: BASE_MS + at_s * 1000 + 50,
-        position_ms: None,
-        duration_ms: None,
-        br: None,
-        bl: None,
-        mtp: None,
-        ot: None,
-        su: None,
-        bs: None,
-        startup_ms: None,
-        rebuffer_ms: None,
-        error_code: None,
-        error_message: None,
-        player_name: None,
-        player_version: None,
-        device_type: None,
-        os: None,
-        browser: None,
+        received_at: ts + 50,
+        ..vodsource_analytics::QoeEvent::new(uuid::Uuid::now_v7(), kind, sid, "video-9", ts)
     }
 }
 
