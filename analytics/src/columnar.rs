@@ -133,11 +133,6 @@ impl Rows {
         }
     }
 
-    /// The table.
-    pub fn table(&self) -> &'static Table {
-        self.table
-    }
-
     /// Rows appended since the last [`Rows::finish`].
     pub fn len(&self) -> usize {
         self.len
@@ -474,15 +469,6 @@ impl VideoRow<'_> {
             Ok(text) if payload.starts_with('"') => cells.str(Some(&text)),
             _ => cells.str(Some(payload)),
         }
-    }
-}
-
-/// The table a topic's records belong to.
-pub fn table_of_topic(topic: &str) -> Option<&'static Table> {
-    match topic {
-        "qoe-events" => Some(&QOE_EVENTS),
-        "video-events" => Some(&VIDEO_EVENTS),
-        _ => None,
     }
 }
 

@@ -148,9 +148,8 @@ pub struct SinkStats {
 }
 
 /// The state that moves onto a blocking thread to encode and back.
+#[derive(Default)]
 struct Open {
-    table: &'static Table,
-    dir: PathBuf,
     partitions: BTreeMap<u32, Partition>,
     skipped: u64,
 }
@@ -159,8 +158,12 @@ struct Open {
 pub struct LakeSink<C: StreamConsumer> {
     consumer: C,
     stream: String,
+    table: &'static Table,
+    /// Where files are written before their upload.
+    dir: PathBuf,
     objects: Arc<dyn ObjectStore>,
     settings: SinkSettings,
+    /// `None` only while a blocking task holds it (and for good if that task panicked).
     open: Option<Open>,
     /// Per partition, the offset range a crashed flush had planned (read once, on the
     /// partition's first record).
@@ -195,13 +198,10 @@ impl<C: StreamConsumer> LakeSink<C> {
         Ok(Self {
             consumer,
             stream: stream.to_owned(),
+            table,
+            dir,
             objects,
-            open: Some(Open {
-                table,
-                dir,
-                partitions: BTreeMap::new(),
-                skipped: 0,
-            }),
+            open: Some(Open::default()),
             settings,
             planned: HashMap::new(),
             flushes: Vec::new(),
@@ -215,10 +215,6 @@ impl<C: StreamConsumer> LakeSink<C> {
             skipped: self.open.as_ref().map_or(0, |o| o.skipped),
             ..self.stats
         }
-    }
-
-    fn marker_key(&self, partition: u32) -> String {
-        marker_key(&self.stream, partition)
     }
 
     /// One round: finish flushes a failure interrupted, poll, append, flush what is due.
@@ -236,16 +232,15 @@ impl<C: StreamConsumer> LakeSink<C> {
         while !queue.is_empty() {
             for delivery in &queue {
                 if !self.planned.contains_key(&delivery.partition) {
-                    let dir = self.open.as_ref().map(|o| o.dir.clone()).unwrap_or_default();
-                    let local = dir.join(format!("marker-{}.json", delivery.partition));
-                    let marker = read_marker(self.objects.clone(), self.marker_key(delivery.partition), local).await?;
+                    let local = self.dir.join(format!("marker-{}.json", delivery.partition));
+                    let key = marker_key(&self.stream, delivery.partition);
+                    let marker = read_marker(self.objects.clone(), key, local).await?;
                     // A marker behind the first record read is one whose flush committed.
                     let pending = marker.filter(|m| m.last >= delivery.offset && m.first <= delivery.offset);
                     self.planned.insert(delivery.partition, pending);
                 }
             }
-            let planned = self.planned.clone();
-            let (rest, due) = self.encode(queue, planned).await?;
+            let (rest, due) = self.encode(queue).await?;
             for partition in due {
                 self.seal(partition).await?;
             }
@@ -275,18 +270,24 @@ impl<C: StreamConsumer> LakeSink<C> {
 
     /// Appends records on a blocking thread until a partition reaches the end of its planned
     /// range; returns the records not yet appended and the partitions due for a flush.
-    async fn encode(
-        &mut self,
-        queue: Vec<Delivery>,
-        planned: HashMap<u32, Option<Marker>>,
-    ) -> Result<(Vec<Delivery>, Vec<u32>), SinkError> {
+    async fn encode(&mut self, queue: Vec<Delivery>) -> Result<(Vec<Delivery>, Vec<u32>), SinkError> {
         let mut open = self
             .open
             .take()
             .ok_or_else(|| SinkError::Task("the sink lost its state".into()))?;
-        let stream = self.stream.clone();
+        // Where each partition's planned range ends, if it has one.
+        let ends: HashMap<u32, u64> = self
+            .planned
+            .iter()
+            .filter_map(|(p, m)| m.map(|m| (*p, m.last)))
+            .collect();
+        let at = Target {
+            table: self.table,
+            dir: self.dir.clone(),
+            stream: self.stream.clone(),
+        };
         let result = tokio::task::spawn_blocking(move || {
-            let outcome = open.append(&stream, queue, &planned);
+            let outcome = open.append(&at, queue, &ends);
             (open, outcome)
         })
         .await
@@ -300,12 +301,7 @@ impl<C: StreamConsumer> LakeSink<C> {
         let Some(part) = self.open.as_mut().and_then(|o| o.partitions.remove(&partition)) else {
             return Ok(());
         };
-        let table = self
-            .open
-            .as_ref()
-            .map(|o| o.table)
-            .ok_or_else(|| SinkError::Task("no state".into()))?;
-        let stream = self.stream.clone();
+        let (table, stream) = (self.table, self.stream.clone());
         let marker = Marker {
             first: part.first,
             last: part.last,
@@ -413,18 +409,25 @@ impl<C: StreamConsumer> LakeSink<C> {
     }
 }
 
+/// What the blocking thread needs to know to write files.
+struct Target {
+    table: &'static Table,
+    dir: PathBuf,
+    stream: String,
+}
+
 impl Open {
     fn append(
         &mut self,
-        stream: &str,
+        at: &Target,
         queue: Vec<Delivery>,
-        planned: &HashMap<u32, Option<Marker>>,
+        ends: &HashMap<u32, u64>,
     ) -> Result<(Vec<Delivery>, Vec<u32>), SinkError> {
         let mut due = Vec::new();
         let mut rest = queue.into_iter();
         for delivery in rest.by_ref() {
             let partition = delivery.partition;
-            let end = planned.get(&partition).copied().flatten().map(|m| m.last);
+            let end = ends.get(&partition).copied();
             if due.contains(&partition) {
                 // Past the end of a planned range: after that flush.
                 let mut left = vec![delivery];
@@ -438,15 +441,15 @@ impl Open {
                 files: BTreeMap::new(),
             });
             part.last = delivery.offset;
-            match Row::parse(self.table, &delivery.value) {
+            match Row::parse(at.table, &delivery.value) {
                 Ok(row) => {
                     let hour = lake::hour_of(row.time());
                     let file = match part.files.entry(hour) {
                         std::collections::btree_map::Entry::Occupied(file) => file.into_mut(),
                         std::collections::btree_map::Entry::Vacant(slot) => {
-                            let path = temp_path(&self.dir, stream, partition, hour, delivery.offset);
+                            let path = temp_path(&at.dir, &at.stream, partition, hour, delivery.offset);
                             slot.insert(HourFile {
-                                writer: LakeFileWriter::create(&path, self.table)?,
+                                writer: LakeFileWriter::create(&path, at.table)?,
                                 first: delivery.offset,
                                 last: delivery.offset,
                             })
@@ -455,24 +458,16 @@ impl Open {
                     file.writer.push(&row)?;
                     file.last = delivery.offset;
                 }
-                Err(e) => self.skip(partition, delivery.offset, &e.to_string()),
+                Err(e) => {
+                    self.skipped += 1;
+                    tracing::warn!(table = at.table.name, partition, offset = delivery.offset, error = %e, "skipping a record that is not a lake row");
+                }
             }
             if end == Some(delivery.offset) {
                 due.push(partition);
             }
         }
         Ok((Vec::new(), due))
-    }
-
-    fn skip(&mut self, partition: u32, offset: u64, why: &str) {
-        self.skipped += 1;
-        tracing::warn!(
-            table = self.table.name,
-            partition,
-            offset,
-            why,
-            "skipping a record that is not a lake row"
-        );
     }
 }
 
