@@ -2,10 +2,12 @@
 # HTTP figures: requests/s and latency percentiles of the release build of `vodsource serve`
 # under wrk (a separate process) at 64 connections, on a seeded embedded store. The floor
 # (GET /v1/health/live: routing, auth-free, no store) is measured in the same run.
+# Then the beacon endpoint again with the QoE stream on Kafka (Tansu on 127.0.0.1:9092) instead
+# of the embedded log.
 # Usage: scripts/bench-http.sh [seconds per endpoint, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/services.sh start wrk python
+scripts/services.sh start wrk python kafka
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vodsource/target}"
 cargo build --release --locked -p vodsource-api
 bin="$CARGO_TARGET_DIR/release/vodsource"
@@ -19,7 +21,7 @@ export VODSOURCE_RATE_LIMIT=10000000 VODSOURCE_RATE_BURST=10000000 VODSOURCE_LOG
 "$bin" --data-dir "$data" seed --videos 2000 >/dev/null
 "$bin" --data-dir "$data" serve --listen "127.0.0.1:$port" >"$data/server.log" 2>&1 &
 server=$!
-cleanup() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data"; }
+cleanup() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data" "$data.kafka"; }
 trap cleanup EXIT
 base="http://127.0.0.1:$port"
 export VODSOURCE_BENCH_TOKEN="$("$bin" token --sub bench --role admin --ttl-secs 3600)"
@@ -48,4 +50,17 @@ run "GET /v1/videos/{id}" -H "$auth" "$base/v1/videos/$id"
 run "GET /v1/videos?limit=20" -H "$auth" "$base/v1/videos?limit=20"
 run "POST /v1/videos" -s scripts/wrk/register.lua "$base"
 # 100 events per request: accepted events/s is 100 x requests/s (every event is valid).
+run "POST /v1/playback/beacons x100" -s scripts/wrk/beacons.lua "$base"
+
+# The same beacons with the QoE stream on Kafka (fresh topics under a prefix of this run).
+kill "$server"; wait "$server" 2>/dev/null || true
+mkdir -p "$data.kafka"
+VODSOURCE_STREAM="kafka://127.0.0.1:9092?partitions=8&prefix=bench-$(date +%s)-" \
+    "$bin" --data-dir "$data.kafka" serve --listen "127.0.0.1:$port" >"$data/server-kafka.log" 2>&1 &
+server=$!
+for _ in $(seq 1 300); do
+    curl -fsS "$base/v1/health/ready" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+echo "the QoE stream on Kafka (Tansu, memory storage, acks=all):"
 run "POST /v1/playback/beacons x100" -s scripts/wrk/beacons.lua "$base"

@@ -120,6 +120,29 @@ kafka() {
     esac
 }
 
+# DynamoDB, S3 and Kinesis on 127.0.0.1:5000: the moto server (one process, all three).
+# State lives in memory; tests use their own streams, tables and buckets.
+MOTO_VERSION=5.2.1
+AWS_PORT=5000
+aws() {
+    python
+    case "$action" in
+    start)
+        if [ "$(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null)" != "$MOTO_VERSION" ] || ! command -v moto_server >/dev/null; then
+            echo "installing moto[server] $MOTO_VERSION ..." >&2
+            python3 -m pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION" 2>&1 | grep -v 'Running pip as the' >&2 || true
+        fi
+        if ! curl -sf "http://127.0.0.1:$AWS_PORT/moto-api/" >/dev/null 2>&1; then
+            mkdir -p "$HOME/.cache/vodsource"
+            nohup moto_server -H 127.0.0.1 -p $AWS_PORT >"$HOME/.cache/vodsource/moto.log" 2>&1 &
+            wait_for "the AWS emulator (moto) on 127.0.0.1:$AWS_PORT" curl -sf "http://127.0.0.1:$AWS_PORT/moto-api/"
+        fi
+        ;;
+    stop) pkill -f "moto_server -H 127.0.0.1 -p $AWS_PORT" || true ;;
+    status) curl -sf "http://127.0.0.1:$AWS_PORT/moto-api/" >/dev/null && echo "aws (moto): up on 127.0.0.1:$AWS_PORT" || echo "aws (moto): down" ;;
+    esac
+}
+
 for service in "${services[@]}"; do
     case "$service" in
     postgres) postgres ;;
@@ -128,7 +151,8 @@ for service in "${services[@]}"; do
     schemathesis) schemathesis ;;
     lake-readers) lake_readers ;;
     kafka) kafka ;;
+    aws) aws ;;
     wrk) if [ "$action" = start ] && ! command -v wrk >/dev/null; then apt_install wrk; fi ;;
-    *) echo "error: unknown service $service (known: postgres, python, schemathesis, wrk, ffmpeg, lake-readers, kafka)" >&2; exit 2 ;;
+    *) echo "error: unknown service $service (known: postgres, python, schemathesis, wrk, ffmpeg, lake-readers, kafka, aws)" >&2; exit 2 ;;
     esac
 done

@@ -18,6 +18,12 @@ pub struct Config {
     /// View store URL: `sqlite://<file>` (default `<data>/views.db`).
     #[arg(long, env = "VODSOURCE_VIEW_STORE", global = true)]
     pub view_store: Option<String>,
+
+    /// The QoE and video-events stream: `embedded` (a log in `<data>/streams`, one process),
+    /// `kafka://host:port[,host:port][?partitions=N]` or `kinesis://[?shards=N&lease_secs=S]`
+    /// (with the AWS environment: AWS_REGION, credentials, AWS_ENDPOINT_URL for an emulator).
+    #[arg(long, env = "VODSOURCE_STREAM", default_value = "embedded", global = true)]
+    pub stream: String,
 }
 
 impl Config {
@@ -26,6 +32,17 @@ impl Config {
         self.event_store
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("events.db").display()))
+    }
+
+    /// The stream in force.
+    ///
+    /// # Errors
+    /// A URL that does not parse, with the reason.
+    pub fn stream_url(&self) -> anyhow::Result<vodsource_infra::StreamUrl> {
+        Ok(vodsource_infra::StreamUrl::parse(
+            &self.stream,
+            self.data_dir.join("streams"),
+        )?)
     }
 
     /// The view store URL in force.

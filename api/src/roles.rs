@@ -4,19 +4,25 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use vodsource_commands::ports::{Clock, EventLog, ObjectStore, SystemClock};
+use vodsource_analytics::lake;
+use vodsource_analytics::sink::{LakeSink, SinkSettings, SINK_GROUP};
+use vodsource_commands::ports::{Clock, EventLog, ObjectStore, StreamConsumer, SystemClock};
+use vodsource_commands::process::VIDEO_EVENTS_TOPIC;
 use vodsource_commands::process::{EncodingSupervisor, SupervisorConfig};
 use vodsource_commands::{VideoCommands, VideoStore};
 use vodsource_domain::{Policy, VideoServices};
 use vodsource_encoder::{Worker, WorkerConfig};
+use vodsource_infra::aws::AwsSettings;
+use vodsource_infra::kinesis::ShardCoordination;
 use vodsource_infra::sqlite::SqliteViewStore;
-use vodsource_infra::{open_event_log, open_view_store};
+use vodsource_infra::{open_event_log, open_view_store, StreamUrl, Streams};
 use vodsource_projections::{
     rebuild, CatalogProjector, DeadLetterProjector, Projector, RebuildProgress, Runner, RunnerConfig, RunnerError,
     StatusProjector, PROJECTIONS,
 };
 
 use crate::config::Config;
+use crate::http::beacons::QOE_TOPIC;
 
 /// The opened stores of one process.
 #[derive(Clone)]
@@ -102,6 +108,59 @@ impl Stores {
             RunnerConfig::default(),
         )
     }
+}
+
+impl Stores {
+    /// Who keeps Kinesis consumers' shard leases and checkpoints: the view store.
+    pub fn coordination(&self) -> ShardCoordination {
+        ShardCoordination {
+            checkpoints: self.views.clone(),
+            leases: self.views.clone(),
+            clock: self.clock.clone(),
+            owner: self.owner.clone(),
+        }
+    }
+
+    /// Opens the stream `url` names (Kinesis with `aws`) and makes sure its topics exist.
+    ///
+    /// # Errors
+    /// The stream cannot be opened or its topics created.
+    pub async fn open_stream(&self, url: &StreamUrl, aws: &AwsSettings) -> anyhow::Result<Streams> {
+        let streams = Streams::open(url, self.coordination(), aws)
+            .await
+            .context("opening the stream")?;
+        for topic in [QOE_TOPIC, VIDEO_EVENTS_TOPIC] {
+            streams
+                .ensure_topic(topic)
+                .await
+                .with_context(|| format!("creating the {topic} topic on {}", streams.describe()))?;
+        }
+        Ok(streams)
+    }
+}
+
+/// The lake sinks: `qoe-events` into `qoe_events`, `video-events` into `video_events`.
+///
+/// # Errors
+/// A consumer group member that cannot be made; a work folder that cannot be created.
+pub fn lake_sinks(
+    streams: &Streams,
+    objects: &Arc<dyn ObjectStore>,
+    settings: &SinkSettings,
+) -> anyhow::Result<Vec<LakeSink<Box<dyn StreamConsumer>>>> {
+    [
+        (QOE_TOPIC, &lake::QOE_EVENTS),
+        (VIDEO_EVENTS_TOPIC, &lake::VIDEO_EVENTS),
+    ]
+    .into_iter()
+    .map(|(topic, table)| {
+        let consumer = streams
+            .consumer(topic, SINK_GROUP)
+            .with_context(|| format!("opening the lake sink of {topic}"))?;
+        LakeSink::new(consumer, topic, table, objects.clone(), settings.clone())
+            .with_context(|| format!("starting the lake sink of {topic}"))
+    })
+    .collect()
 }
 
 /// Checks a projection name.

@@ -114,6 +114,7 @@ async fn a_worker_killed_mid_encode_loses_its_lease_and_the_other_worker_finishe
         data_dir: data.clone(),
         event_store: None,
         view_store: None,
+        stream: "embedded".into(),
     };
     let stores = Stores::open(&config).await.expect("stores");
     let objects = open_object_store(&format!("file://{}", data.join("objects").display()))

@@ -2,7 +2,8 @@
 //! load and sinks them into Parquet with flushes every few hundred events; it is killed with
 //! SIGKILL at random moments and restarted on the same data folder. At the end the lake, read
 //! by pyarrow and duckdb, holds every accepted event exactly once, and nothing that was not
-//! sent.
+//! sent. The same with the distributed roles: `serve --no-qoe-sink` on Kafka stays up while
+//! the `vodsource qoe-sink` process is the one killed.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -25,19 +26,35 @@ impl Drop for TempDir {
 
 struct Server(Option<Child>);
 
+const FLUSH: [&str; 4] = ["--lake-flush-secs", "1", "--lake-flush-bytes", "20000"];
+
 impl Server {
     fn start(data: &Path, port: u16) -> Self {
-        let child = Command::new(BIN)
+        Self::spawn(
+            data,
+            &["serve", "--listen", &format!("127.0.0.1:{port}"), "--encoders", "0"],
+            &FLUSH,
+            None,
+        )
+    }
+
+    /// `vodsource <args> <extra>` on `data`, with the stream `stream` (default embedded).
+    fn spawn(data: &Path, args: &[&str], extra: &[&str], stream: Option<&str>) -> Self {
+        let mut command = Command::new(BIN);
+        command
             .arg("--data-dir")
             .arg(data)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--encoders", "0"])
-            .args(["--lake-flush-secs", "1", "--lake-flush-bytes", "20000"])
+            .args(args)
+            .args(extra)
             .env("VODSOURCE_LOG", "warn")
+            .env("VODSOURCE_RATE_LIMIT", "1000000")
+            .env("VODSOURCE_RATE_BURST", "1000000")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("vodsource starts");
-        Self(Some(child))
+            .stdout(Stdio::null());
+        if let Some(stream) = stream {
+            command.env("VODSOURCE_STREAM", stream);
+        }
+        Self(Some(command.spawn().expect("vodsource starts")))
     }
 
     fn kill(&mut self) {
@@ -143,8 +160,29 @@ fn read_lake(objects: &Path) -> BTreeMap<String, u64> {
     serde_json::from_value(table["event_ids"].clone()).expect("event ids")
 }
 
+/// Which process is killed, and on which stream.
+enum Shape {
+    /// `serve` with the embedded stream and the sink inside.
+    Embedded,
+    /// `serve --no-qoe-sink` on Kafka stays up; `qoe-sink` processes are killed.
+    KafkaSinkProcess,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lake_holds_every_accepted_beacon_exactly_once_across_sigkills() {
+    exactly_once_across_sigkills(Shape::Embedded, 8).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qoe_sink_process_on_kafka_writes_every_beacon_once_across_sigkills() {
+    assert!(
+        std::net::TcpStream::connect("127.0.0.1:9092").is_ok(),
+        "no Kafka broker on 127.0.0.1:9092: start one with `scripts/services.sh start kafka`"
+    );
+    exactly_once_across_sigkills(Shape::KafkaSinkProcess, 4).await;
+}
+
+async fn exactly_once_across_sigkills(shape: Shape, kills: usize) {
     let dir = TempDir(std::env::temp_dir().join(format!("vodsource-lake-{}", uuid::Uuid::now_v7().simple())));
     let data = dir.0.join("data");
     std::fs::create_dir_all(&data).expect("data dir");
@@ -155,20 +193,52 @@ async fn the_lake_holds_every_accepted_beacon_exactly_once_across_sigkills() {
         .build()
         .expect("client");
 
-    let mut server = Server::start(&data, port);
+    let kafka = format!(
+        "kafka://127.0.0.1:9092?partitions=3&prefix=t{}-",
+        uuid::Uuid::now_v7().simple()
+    );
+    let listen = format!("127.0.0.1:{port}");
+    let serve_args = ["serve", "--listen", listen.as_str(), "--encoders", "0"];
+    let (mut server, start_victim): (Server, Box<dyn Fn() -> Server>) = match shape {
+        Shape::Embedded => {
+            let data = data.clone();
+            (Server::start(&data, port), Box::new(move || Server::start(&data, port)))
+        }
+        Shape::KafkaSinkProcess => {
+            let server = Server::spawn(&data, &serve_args, &["--no-qoe-sink"], Some(&kafka));
+            let (data, kafka) = (data.clone(), kafka.clone());
+            (
+                server,
+                Box::new(move || Server::spawn(&data, &["qoe-sink"], &FLUSH, Some(&kafka))),
+            )
+        }
+    };
     wait_ready(&client, &base).await;
+    // With the sink in its own process, `server` stays up and `victim` is the one killed.
+    let mut victim = match shape {
+        Shape::Embedded => None,
+        Shape::KafkaSinkProcess => Some(start_victim()),
+    };
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let senders: Vec<_> = (0..4)
         .map(|_| tokio::spawn(load(client.clone(), base.clone(), ledger.clone(), stop.clone())))
         .collect();
 
-    for _ in 0..8 {
+    for _ in 0..kills {
         let pause = rand::thread_rng().gen_range(200..1000);
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        server.kill();
-        server = Server::start(&data, port);
-        wait_ready(&client, &base).await;
+        match victim.as_mut() {
+            None => {
+                server.kill();
+                server = start_victim();
+                wait_ready(&client, &base).await;
+            }
+            Some(sink) => {
+                sink.kill();
+                *sink = start_victim();
+            }
+        }
     }
     // Some load on the last run, then quiet while the sink catches up.
     let before = ledger.lock().expect("ledger").accepted.len();
@@ -186,6 +256,9 @@ async fn the_lake_holds_every_accepted_beacon_exactly_once_across_sigkills() {
         (ledger.accepted.clone(), ledger.sent.clone())
     };
     assert!(accepted.len() > 2000, "enough load to matter: {}", accepted.len());
+    if matches!(shape, Shape::KafkaSinkProcess) {
+        assert_eq!(accepted.len(), sent.len(), "serve stays up, so every batch is accepted");
+    }
 
     let objects = data.join("objects");
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -56,6 +56,11 @@ impl KafkaStream {
         })
     }
 
+    /// The bootstrap brokers.
+    pub fn brokers(&self) -> &str {
+        &self.brokers
+    }
+
     /// Creates `topic` with `partitions` partitions unless it exists.
     ///
     /// # Errors
@@ -108,7 +113,7 @@ impl KafkaStream {
 
 #[async_trait]
 impl StreamProducer for KafkaStream {
-    async fn publish(&self, topic: &str, records: Vec<StreamRecord>) -> Result<Vec<(u32, u64)>, StreamError> {
+    async fn publish(&self, topic: &str, records: Vec<StreamRecord>) -> Result<Vec<(u32, Option<u64>)>, StreamError> {
         let sends = records.iter().map(|record| {
             self.producer.send(
                 FutureRecord::to(topic).key(&record.key).payload(&record.value),
@@ -120,7 +125,7 @@ impl StreamProducer for KafkaStream {
             let delivery = result.map_err(|(e, _)| unavailable("publish", &e))?;
             acks.push((
                 u32::try_from(delivery.partition).unwrap_or_default(),
-                u64::try_from(delivery.offset).unwrap_or_default(),
+                u64::try_from(delivery.offset).ok(),
             ));
         }
         Ok(acks)

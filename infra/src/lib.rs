@@ -5,19 +5,25 @@
 //! - [`postgres`]: the distributed event store (group commit; appends serialized on one head
 //!   row so positions are dense and commit-ordered; LISTEN/NOTIFY for live tailing).
 //!
-//! - [`stream`]: the embedded stream (a durable partitioned log with consumer-group offsets).
+//! - [`stream`]: the embedded stream (a durable partitioned log with consumer-group offsets);
+//!   [`kafka`] and [`kinesis`] the distributed ones; [`streams`] picks one from configuration.
+//! - [`aws`]: the AWS SDK's configuration, shared by the AWS adapters.
 //!
 //! Service-specific errors become the ports' `StoreError` here and never travel further.
 
+pub mod aws;
 mod group;
 pub mod kafka;
+pub mod kinesis;
 mod objects;
 mod plan;
 pub mod postgres;
 pub mod sqlite;
 pub mod stream;
+pub mod streams;
 mod url;
 
 pub use objects::LocalObjectStore;
 pub use stream::{EmbeddedConsumer, EmbeddedLog};
+pub use streams::{StreamUrl, Streams};
 pub use url::{open_event_log, open_object_store, open_view_store, EventLogUrl};

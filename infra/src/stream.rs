@@ -302,7 +302,7 @@ fn write_group(topic: &Topic, jobs: Vec<Job>) {
 
 #[async_trait]
 impl StreamProducer for EmbeddedLog {
-    async fn publish(&self, topic: &str, records: Vec<StreamRecord>) -> Result<Vec<(u32, u64)>, StreamError> {
+    async fn publish(&self, topic: &str, records: Vec<StreamRecord>) -> Result<Vec<(u32, Option<u64>)>, StreamError> {
         if let Some(bad) = records
             .iter()
             .find(|r| r.key.len() > usize::from(u16::MAX) || r.key.len() + r.value.len() > MAX_RECORD_BYTES)
@@ -328,6 +328,7 @@ impl StreamProducer for EmbeddedLog {
         acknowledged
             .await
             .map_err(|_| StreamError::Unavailable("the stream writer stopped".into()))?
+            .map(|acks| acks.into_iter().map(|(p, o)| (p, Some(o))).collect())
     }
 }
 

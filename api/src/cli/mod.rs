@@ -6,6 +6,7 @@ pub mod encoding;
 mod events;
 mod projector;
 mod qoe;
+mod qoe_sink;
 mod replay;
 mod seed;
 pub mod serve;
@@ -57,6 +58,8 @@ enum Command {
     /// QoE analytics: SQL over the lake and the standard metrics report.
     #[command(subcommand)]
     Qoe(qoe::Qoe),
+    /// Run the lake sink (QoE and video-events streams into Parquet) until stopped.
+    QoeSink(qoe_sink::Args),
     /// Show each projection's position, lag and state.
     Projections,
     /// List videos whose encoding failed for good.
@@ -97,6 +100,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Athena(command) => athena::run(&command),
         Command::Transcode(args) => tokio::task::spawn_blocking(move || transcode::run(&config, &args)).await?,
         Command::Qoe(command) => qoe::run(&config, command).await,
+        Command::QoeSink(args) => qoe_sink::run(&config, args).await,
         Command::Projections => status::projections(&config).await,
         Command::DeadLetters => status::dead_letters(&config).await,
         Command::Seed(args) => seed::run(&config, args).await,

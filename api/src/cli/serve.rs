@@ -66,6 +66,9 @@ pub struct Args {
     /// Encoding workers in this process; 0 leaves encoding to `vodsource encoder` processes [default: 1].
     #[arg(long, env = "VODSOURCE_ENCODERS")]
     pub encoders: Option<usize>,
+    /// Do not run the lake sink here (it runs in `vodsource qoe-sink` processes).
+    #[arg(long, env = "VODSOURCE_NO_QOE_SINK")]
+    pub no_qoe_sink: bool,
     /// Flush a lake file when it reaches this many bytes [default: 134217728 (128 MiB)].
     #[arg(long, env = "VODSOURCE_LAKE_FLUSH_BYTES")]
     pub lake_flush_bytes: Option<u64>,
@@ -98,6 +101,7 @@ struct FileSettings {
     signing_secret: Option<String>,
     no_projectors: Option<bool>,
     encoders: Option<usize>,
+    no_qoe_sink: Option<bool>,
     lake_flush_bytes: Option<u64>,
     lake_flush_secs: Option<u64>,
 }
@@ -189,12 +193,17 @@ pub fn settings(config: &Config, args: Args, owner: &str) -> anyhow::Result<(Ser
         idempotency_ttl: Duration::from_secs(24 * 3600),
         run_projectors: !(args.no_projectors || file.no_projectors.unwrap_or(false)),
         grace: Duration::from_secs(30),
-        stream_dir: Some(config.data_dir.join("streams")),
-        lake: Some(lake_settings(
-            config,
-            args.lake_flush_bytes.or(file.lake_flush_bytes),
-            args.lake_flush_secs.or(file.lake_flush_secs),
-        )?),
+        stream: Some(config.stream_url()?),
+        aws: vodsource_infra::aws::AwsSettings::default(),
+        lake: if args.no_qoe_sink || file.no_qoe_sink.unwrap_or(false) {
+            None
+        } else {
+            Some(lake_settings(
+                config,
+                args.lake_flush_bytes.or(file.lake_flush_bytes),
+                args.lake_flush_secs.or(file.lake_flush_secs),
+            )?)
+        },
         workers: args
             .worker
             .configs(config, owner, args.encoders.or(file.encoders).unwrap_or(1))?,
@@ -223,6 +232,8 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
         object_store = %objects.describe(),
         projectors = settings.run_projectors,
         encoders = settings.workers.len(),
+        stream = %config.stream,
+        lake_sink = settings.lake.is_some(),
         "starting"
     );
     let running = start(stores, objects, settings).await?;

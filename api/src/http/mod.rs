@@ -67,9 +67,12 @@ pub struct ServeSettings {
     pub grace: Duration,
     /// Encoding workers to run in this process, one per configuration.
     pub workers: Vec<vodsource_encoder::WorkerConfig>,
-    /// Folder of the embedded QoE stream; `None`: beacons are answered with 503.
-    pub stream_dir: Option<std::path::PathBuf>,
-    /// The lake sink of the QoE and video-events streams (it runs when there is a stream).
+    /// The QoE and video-events stream; `None`: beacons are answered with 503.
+    pub stream: Option<vodsource_infra::StreamUrl>,
+    /// Overrides of the AWS environment (Kinesis).
+    pub aws: vodsource_infra::aws::AwsSettings,
+    /// The lake sink of the QoE and video-events streams, run here when there is a stream;
+    /// `None` leaves it to `vodsource qoe-sink` processes.
     pub lake: Option<vodsource_analytics::sink::SinkSettings>,
 }
 
@@ -245,13 +248,13 @@ pub struct Running {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     control: Option<Arc<Control>>,
     tasks: Tasks,
-    stream: Option<vodsource_infra::EmbeddedLog>,
+    stream: Option<vodsource_infra::Streams>,
 }
 
 impl Running {
     /// The embedded QoE stream this server appends beacons to, if it has one.
     pub fn stream(&self) -> Option<&vodsource_infra::EmbeddedLog> {
-        self.stream.as_ref()
+        self.stream.as_ref().and_then(vodsource_infra::Streams::embedded)
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the grace period), ends live
@@ -315,12 +318,10 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
         .trim_end_matches('/')
         .to_owned();
     let control = settings.run_projectors.then(|| Control::start(stores.clone()));
-    let stream = settings
-        .stream_dir
-        .as_ref()
-        .map(|dir| vodsource_infra::EmbeddedLog::open(dir, 8))
-        .transpose()
-        .context("opening the embedded QoE stream")?;
+    let stream = match &settings.stream {
+        Some(url) => Some(stores.open_stream(url, &settings.aws).await?),
+        None => None,
+    };
     let encoders = Arc::new(vodsource_encoder::EncoderStats::default());
     let mut tasks = Tasks::default();
     tasks.workers(
@@ -335,9 +336,10 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
             .collect(),
     );
     let (stop, stopped) = watch::channel(false);
-    // With a stream: the watch-state consumer group and the video-events relay run here.
-    if let Some(log) = &stream {
-        let consumer = log
+    // With a stream: the watch-state consumer group, the video-events relay and (unless it
+    // runs in its own processes) the lake sink run here.
+    if let Some(streams) = &stream {
+        let consumer = streams
             .consumer(beacons::QOE_TOPIC, "watch-state")
             .context("opening the watch-state consumer group")?;
         let runner = vodsource_projections::WatchStateRunner::new(
@@ -349,7 +351,7 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
         );
         let relay = vodsource_commands::process::Relay::new(
             stores.log.clone(),
-            Arc::new(log.clone()),
+            streams.producer(),
             stores.views.clone(),
             stores.views.clone(),
             stores.clock.clone(),
@@ -358,19 +360,7 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
         tasks.spawn("watch-state", |stopped| runner.run(until(stopped)));
         tasks.spawn("video-events relay", |stopped| relay.run(until(stopped)));
         if let Some(lake) = &settings.lake {
-            for (topic, table) in [
-                (beacons::QOE_TOPIC, &vodsource_analytics::lake::QOE_EVENTS),
-                (
-                    vodsource_commands::process::VIDEO_EVENTS_TOPIC,
-                    &vodsource_analytics::lake::VIDEO_EVENTS,
-                ),
-            ] {
-                let consumer = log
-                    .consumer(topic, vodsource_analytics::sink::SINK_GROUP)
-                    .with_context(|| format!("opening the lake sink of {topic}"))?;
-                let sink =
-                    vodsource_analytics::sink::LakeSink::new(consumer, topic, table, objects.clone(), lake.clone())
-                        .with_context(|| format!("starting the lake sink of {topic}"))?;
+            for sink in crate::roles::lake_sinks(streams, &objects, lake)? {
                 tasks.spawn("lake sink", |stopped| sink.run(until(stopped)));
             }
         }
@@ -392,9 +382,7 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
         clock: stores.clock.clone(),
         shutdown: stopped.clone(),
         encoders,
-        qoe: stream
-            .clone()
-            .map(|s| Arc::new(s) as Arc<dyn vodsource_commands::ports::StreamProducer>),
+        qoe: stream.as_ref().map(vodsource_infra::Streams::producer),
     };
     let endpoint = app(state, gate);
     let grace = settings.grace;

@@ -14,5 +14,7 @@ pub use event_log::{
 };
 pub use idempotency::{IdempotencyStore, Reservation, StoredResponse};
 pub use objects::{check_key, ObjectMeta, ObjectStore, PutError};
-pub use stream::{Delivery, StreamConsumer, StreamError, StreamProducer, StreamRecord};
+pub use stream::{
+    Delivery, ShardCheckpoint, ShardCheckpointStore, StreamConsumer, StreamError, StreamProducer, StreamRecord,
+};
 pub use vodsource_domain::Clock;

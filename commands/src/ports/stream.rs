@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::event_log::StoreError;
+
 /// A record to publish: the key picks the partition, so one key's records stay in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamRecord {
@@ -47,11 +49,14 @@ pub enum StreamError {
 #[async_trait]
 pub trait StreamProducer: Send + Sync + 'static {
     /// Appends `records` to `topic`, each on the partition of its key, and returns once they
-    /// are durable (acknowledged), with each one's (partition, offset) in order.
+    /// are durable (acknowledged), with each one's partition and offset in order. The offset
+    /// is `None` where the stream does not number records densely when it takes them
+    /// (Kinesis: its consumers number a shard's records as they read them).
     ///
     /// # Errors
-    /// `Unavailable` (nothing is acknowledged), `Invalid` for a bad topic name.
-    async fn publish(&self, topic: &str, records: Vec<StreamRecord>) -> Result<Vec<(u32, u64)>, StreamError>;
+    /// `Unavailable` (the batch is not acknowledged; publish it again), `Invalid` for a bad
+    /// topic name.
+    async fn publish(&self, topic: &str, records: Vec<StreamRecord>) -> Result<Vec<(u32, Option<u64>)>, StreamError>;
 }
 
 /// One member of a consumer group on one topic.
@@ -69,4 +74,48 @@ pub trait StreamConsumer: Send + 'static {
     /// # Errors
     /// `Unavailable`, `Invalid` for an offset never delivered.
     async fn commit(&mut self, offsets: &[(u32, u64)]) -> Result<(), StreamError>;
+}
+
+#[async_trait]
+impl StreamConsumer for Box<dyn StreamConsumer> {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, StreamError> {
+        (**self).poll(max, wait).await
+    }
+
+    async fn commit(&mut self, offsets: &[(u32, u64)]) -> Result<(), StreamError> {
+        (**self).commit(offsets).await
+    }
+}
+
+/// Where a consumer group has read a shard to, for streams whose positions are opaque
+/// sequence numbers (Kinesis): the last processed record's sequence number, and the offset the
+/// consumers gave that record (records are numbered 0, 1, 2, … in shard order as read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardCheckpoint {
+    /// The stream's sequence number of the last processed record.
+    pub sequence: String,
+    /// Its offset.
+    pub offset: u64,
+}
+
+/// Shard checkpoints of consumer groups, kept in the view store; a checkpoint is saved only
+/// by the holder of the lease of the same name.
+#[async_trait]
+pub trait ShardCheckpointStore: Send + Sync + 'static {
+    /// The checkpoint `name`, if one was saved.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn load_shard_checkpoint(&self, name: &str) -> Result<Option<ShardCheckpoint>, StoreError>;
+
+    /// Saves the checkpoint `name` if `owner` holds the lease `name`.
+    ///
+    /// # Errors
+    /// `LeaseLost` when another owner holds the lease; `Unavailable`.
+    async fn save_shard_checkpoint(
+        &self,
+        name: &str,
+        owner: &str,
+        checkpoint: &ShardCheckpoint,
+    ) -> Result<(), StoreError>;
 }

@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use vodsource_commands::ports::{
-    CheckpointStore, IdempotencyStore, JobQueue, LeaseStore, Reservation, StoreError, StoredResponse, TimeoutStore,
+    CheckpointStore, IdempotencyStore, JobQueue, LeaseStore, Reservation, ShardCheckpoint, ShardCheckpointStore,
+    StoreError, StoredResponse, TimeoutStore,
 };
 
 use super::connect::{from_micros, signed, to_micros};
@@ -79,6 +80,53 @@ impl CheckpointStore for SqliteViewStore {
                     "INSERT INTO checkpoints (name, position) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
                 )?
                 .execute(params![name, signed(position)])?;
+                tx.commit()?;
+                Ok(Ok(()))
+            })
+            .await?
+    }
+}
+
+#[async_trait]
+impl ShardCheckpointStore for SqliteViewStore {
+    async fn load_shard_checkpoint(&self, name: &str) -> Result<Option<ShardCheckpoint>, StoreError> {
+        let name = name.to_owned();
+        self.db
+            .run(move |conn| {
+                conn.prepare_cached("SELECT sequence, offset FROM shard_checkpoints WHERE name = ?1")?
+                    .query_row([name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                    .optional()
+            })
+            .await?
+            .map(|(sequence, offset)| {
+                u64::try_from(offset)
+                    .map(|offset| ShardCheckpoint { sequence, offset })
+                    .map_err(|_| StoreError::Unexpected(format!("shard checkpoint offset {offset} is negative")))
+            })
+            .transpose()
+    }
+
+    async fn save_shard_checkpoint(
+        &self,
+        name: &str,
+        owner: &str,
+        checkpoint: &ShardCheckpoint,
+    ) -> Result<(), StoreError> {
+        let (name, owner, checkpoint) = (name.to_owned(), owner.to_owned(), checkpoint.clone());
+        self.db
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let holder: Option<String> = tx
+                    .prepare_cached("SELECT owner FROM leases WHERE name = ?1")?
+                    .query_row([&name], |r| r.get(0))
+                    .optional()?;
+                if holder.as_deref() != Some(owner.as_str()) {
+                    return Ok(Err(lease_lost(&name, &owner)));
+                }
+                tx.prepare_cached(
+                    "INSERT INTO shard_checkpoints (name, sequence, offset) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO UPDATE SET sequence = excluded.sequence, offset = excluded.offset",
+                )?
+                .execute(params![name, checkpoint.sequence, signed(checkpoint.offset)])?;
                 tx.commit()?;
                 Ok(Ok(()))
             })

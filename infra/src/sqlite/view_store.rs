@@ -48,6 +48,11 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     name     TEXT PRIMARY KEY,
     position INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS shard_checkpoints (
+    name     TEXT PRIMARY KEY,
+    sequence TEXT NOT NULL,
+    offset   INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS timeouts (
     video_id    TEXT PRIMARY KEY,
     attempt     INTEGER NOT NULL,

@@ -29,7 +29,7 @@ fn beacon(now: i64, i: u64) -> Value {
 async fn good_beacons_are_stored_and_bad_ones_are_rejected_one_by_one() {
     let scratch = TempDir::new();
     let mut config = settings();
-    config.stream_dir = Some(scratch.path().join("streams"));
+    config.stream = Some(vodsource_infra::StreamUrl::Embedded(scratch.path().join("streams")));
     let s = server_with(config).await;
     let viewer = token("bob", "viewer");
     let before = chrono::Utc::now().timestamp_millis();
@@ -150,7 +150,7 @@ fn at(now: i64, video: &str, kind: &str, offset_ms: i64, position: u64, duration
 async fn watch_state_follows_the_newest_event_and_lists_what_to_continue() {
     let scratch = TempDir::new();
     let mut config = settings();
-    config.stream_dir = Some(scratch.path().join("streams"));
+    config.stream = Some(vodsource_infra::StreamUrl::Embedded(scratch.path().join("streams")));
     let s = server_with(config).await;
     let bob = token("bob", "viewer");
     let now = chrono::Utc::now().timestamp_millis();
@@ -234,7 +234,7 @@ async fn watch_state_follows_the_newest_event_and_lists_what_to_continue() {
 async fn the_server_relays_every_event_to_the_video_events_stream() {
     let scratch = TempDir::new();
     let mut config = settings();
-    config.stream_dir = Some(scratch.path().join("streams"));
+    config.stream = Some(vodsource_infra::StreamUrl::Embedded(scratch.path().join("streams")));
     let s = server_with(config).await;
     let (id, _) = s.register("alice", "relayed", 10).await;
     let mut consumer = s
@@ -257,7 +257,7 @@ async fn the_server_relays_every_event_to_the_video_events_stream() {
 async fn beacons_and_video_events_reach_the_lake() {
     let scratch = TempDir::new();
     let mut config = settings();
-    config.stream_dir = Some(scratch.path().join("streams"));
+    config.stream = Some(vodsource_infra::StreamUrl::Embedded(scratch.path().join("streams")));
     let mut lake = vodsource_analytics::sink::SinkSettings::new(scratch.path().join("sink"));
     lake.max_age = Duration::from_millis(200);
     config.lake = Some(lake);
@@ -297,4 +297,97 @@ async fn beacons_and_video_events_reach_the_lake() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Beacons through the given distributed stream reach the lake and the watch state.
+async fn through(stream: vodsource_infra::StreamUrl, aws: vodsource_infra::aws::AwsSettings) {
+    let scratch = TempDir::new();
+    let mut config = settings();
+    config.stream = Some(stream);
+    config.aws = aws;
+    let mut lake = vodsource_analytics::sink::SinkSettings::new(scratch.path().join("sink"));
+    lake.max_age = Duration::from_millis(200);
+    config.lake = Some(lake);
+    let s = server_with(config).await;
+    let viewer = token("bob", "viewer");
+    let now = chrono::Utc::now().timestamp_millis();
+    let sent: Vec<Value> = (0..30).map(|i| beacon(now, i)).collect();
+    let (status, body) = s
+        .send(
+            s.req(Method::POST, "/v1/playback/beacons", &viewer)
+                .json(&json!({ "events": sent })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (StatusCode::OK, Some(30)),
+        "{body}"
+    );
+    let (id, _) = s.register("alice", "through the stream", 10).await;
+
+    let root = s.dir.path().join("objects");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let qoe = vodsource_tests::lake::read(&root, "qoe_events");
+        let videos = vodsource_tests::lake::read(&root, "video_events");
+        let (watch, _) = s
+            .send(s.req(Method::GET, "/v1/viewers/bob/watch-state/video-1", &viewer))
+            .await;
+        let all_beacons = qoe.event_ids.len() == 30 && qoe.event_ids.values().all(|n| *n == 1);
+        if all_beacons && videos.event_ids.len() == 1 && watch == StatusCode::OK {
+            assert_eq!(qoe.misplaced + videos.misplaced, 0);
+            assert!(sent
+                .iter()
+                .all(|b| qoe.event_ids.contains_key(b["event_id"].as_str().unwrap_or_default())));
+            assert!(
+                videos.files[0].path.contains("/video-events-"),
+                "{:?}",
+                videos.files[0].path
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lake has {} beacons and {} video events (video {id}); watch state: {watch}",
+            qoe.event_ids.len(),
+            videos.event_ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_kafka_beacons_reach_the_lake_and_the_watch_state() {
+    let broker = "127.0.0.1:9092";
+    assert!(
+        std::net::TcpStream::connect(broker).is_ok(),
+        "no Kafka broker on {broker}: start one with `scripts/services.sh start kafka`"
+    );
+    through(
+        vodsource_infra::StreamUrl::Kafka {
+            brokers: broker.into(),
+            partitions: 2,
+            prefix: format!("t{}-", uuid::Uuid::now_v7().simple()),
+        },
+        vodsource_infra::aws::AwsSettings::default(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_kinesis_beacons_reach_the_lake_and_the_watch_state() {
+    let endpoint = std::env::var("VODSOURCE_TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    assert!(
+        std::net::TcpStream::connect(endpoint.trim_start_matches("http://")).is_ok(),
+        "no AWS emulator at {endpoint}: start one with `scripts/services.sh start aws`"
+    );
+    through(
+        vodsource_infra::StreamUrl::Kinesis {
+            shards: 2,
+            lease_ttl: Duration::from_secs(5),
+            prefix: format!("t{}-", uuid::Uuid::now_v7().simple()),
+        },
+        vodsource_infra::aws::AwsSettings::emulator(&endpoint),
+    )
+    .await;
 }

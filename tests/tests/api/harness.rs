@@ -47,7 +47,8 @@ pub fn settings() -> ServeSettings {
         run_projectors: true,
         grace: Duration::from_secs(5),
         workers: Vec::new(),
-        stream_dir: None,
+        stream: None,
+        aws: vodsource_infra::aws::AwsSettings::default(),
         lake: None,
     }
 }
@@ -75,6 +76,7 @@ pub async fn stores_in(dir: &TempDir, event_store: Option<String>) -> (Stores, A
         data_dir: dir.path().to_path_buf(),
         event_store,
         view_store: None,
+        stream: "embedded".into(),
     };
     let mut stores = match Stores::open(&config).await {
         Ok(stores) => stores,

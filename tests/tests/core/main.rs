@@ -4,6 +4,7 @@ mod conformance;
 mod faults;
 mod helpers;
 mod kafka;
+mod kinesis;
 mod lake;
 mod pg_ordering;
 mod process;

@@ -28,6 +28,7 @@ impl World {
             data_dir: dir.path().join("data"),
             event_store: None,
             view_store: None,
+            stream: "embedded".into(),
         };
         let mut stores = Stores::open(&config).await.expect("stores open");
         stores.supervision.backoff_base_secs = 0;
