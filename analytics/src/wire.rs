@@ -119,6 +119,15 @@ pub struct WireEvent<'a> {
     pub browser: Option<&'a str>,
 }
 
+/// The QoE stream's record of `event`: keyed by its session (a session's events stay in one
+/// partition, in order), the value [`encode`]d.
+pub fn record(event: &QoeEvent) -> vodsource_commands::ports::StreamRecord {
+    vodsource_commands::ports::StreamRecord {
+        key: event.sid.clone(),
+        value: encode(event),
+    }
+}
+
 /// Encodes an accepted event (strings are validated to far below 64 KiB; longer ones are cut
 /// at a character boundary rather than corrupting the record).
 pub fn encode(event: &QoeEvent) -> Vec<u8> {

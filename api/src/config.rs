@@ -34,6 +34,11 @@ impl Config {
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("events.db").display()))
     }
 
+    /// The object store URL in force: `configured`, or the folder `<data>/objects`.
+    pub fn object_store_url(&self, configured: Option<String>) -> String {
+        configured.unwrap_or_else(|| format!("file://{}", self.data_dir.join("objects").display()))
+    }
+
     /// The stream in force.
     ///
     /// # Errors

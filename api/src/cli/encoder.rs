@@ -29,10 +29,7 @@ pub struct Args {
 /// The stores cannot be opened, the ladder file is invalid, or a worker stopped with an error.
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     let stores = Stores::open(config).await?;
-    let object_store = args
-        .object_store
-        .unwrap_or_else(|| format!("file://{}", config.data_dir.join("objects").display()));
-    let objects = open_object_store(&object_store)
+    let objects = open_object_store(&config.object_store_url(args.object_store))
         .await
         .context("opening the object store")?;
     let configs = args.worker.configs(config, &stores.owner, args.workers.max(1))?;

@@ -56,10 +56,7 @@ pub struct LakeArgs {
 
 impl LakeArgs {
     async fn open(&self, config: &Config) -> anyhow::Result<Lake> {
-        let url = self
-            .object_store
-            .clone()
-            .unwrap_or_else(|| format!("file://{}", config.data_dir.join("objects").display()));
+        let url = config.object_store_url(self.object_store.clone());
         let Some(root) = url.strip_prefix("file://").filter(|p| !p.is_empty()) else {
             anyhow::bail!("the lake must be in a local object store (file:///path) for now, got {url}");
         };

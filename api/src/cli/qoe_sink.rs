@@ -30,10 +30,7 @@ pub struct Args {
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     let stores = Stores::open(config).await?;
     let settings = super::serve::lake_settings(config, args.lake_flush_bytes, args.lake_flush_secs)?;
-    let object_store = args
-        .object_store
-        .unwrap_or_else(|| format!("file://{}", config.data_dir.join("objects").display()));
-    let objects = open_object_store(&object_store)
+    let objects = open_object_store(&config.object_store_url(args.object_store))
         .await
         .context("opening the object store")?;
     let streams = stores

@@ -173,10 +173,7 @@ pub fn settings(config: &Config, args: Args, owner: &str) -> anyhow::Result<(Ser
         Some(path) => read_file(path)?,
         None => FileSettings::default(),
     };
-    let object_store = args
-        .object_store
-        .or(file.object_store)
-        .unwrap_or_else(|| format!("file://{}", config.data_dir.join("objects").display()));
+    let object_store = config.object_store_url(args.object_store.or(file.object_store));
     let settings = ServeSettings {
         listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".into()),
         public_url: args.public_url.or(file.public_url),

@@ -5,7 +5,7 @@
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi, Tags};
 use vodsource_analytics::{judge_batch, BatchError, MAX_BATCH_EVENTS};
-use vodsource_commands::ports::{StreamError, StreamRecord};
+use vodsource_commands::ports::StreamError;
 
 use super::auth::BearerAuth;
 use super::error::ApiError;
@@ -113,10 +113,7 @@ impl BeaconsApi {
         for result in judged {
             let (status, error) = match &result.outcome {
                 Ok(event) => {
-                    records.push(StreamRecord {
-                        key: event.sid.clone(),
-                        value: vodsource_analytics::wire::encode(event),
-                    });
+                    records.push(vodsource_analytics::wire::record(event));
                     (BeaconStatus::Accepted, None)
                 }
                 Err(e) => (

@@ -68,10 +68,7 @@ impl CheckpointStore for SqliteViewStore {
         self.db
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let holder: Option<String> = tx
-                    .prepare_cached("SELECT owner FROM leases WHERE name = ?1")?
-                    .query_row([&name], |r| r.get(0))
-                    .optional()?;
+                let holder = lease_holder(&tx, &name)?;
                 // Only a one-shot caller that never took a lease may write without one.
                 if holder.is_some_and(|h| h != owner) {
                     return Ok(Err(lease_lost(&name, &owner)));
@@ -116,10 +113,7 @@ impl ShardCheckpointStore for SqliteViewStore {
         self.db
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let holder: Option<String> = tx
-                    .prepare_cached("SELECT owner FROM leases WHERE name = ?1")?
-                    .query_row([&name], |r| r.get(0))
-                    .optional()?;
+                let holder = lease_holder(&tx, &name)?;
                 if holder.as_deref() != Some(owner.as_str()) {
                     return Ok(Err(lease_lost(&name, &owner)));
                 }
@@ -132,6 +126,13 @@ impl ShardCheckpointStore for SqliteViewStore {
             })
             .await?
     }
+}
+
+/// Who holds the lease `name`, read inside the transaction that writes under it.
+fn lease_holder(tx: &rusqlite::Transaction<'_>, name: &str) -> rusqlite::Result<Option<String>> {
+    tx.prepare_cached("SELECT owner FROM leases WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()
 }
 
 /// Timeouts and job offers are the same shape: one row per video, (attempt, instant), where an

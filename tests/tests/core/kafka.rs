@@ -113,13 +113,7 @@ async fn the_lake_sink_reads_through_kafka_exactly_once() {
             .expect("event")
         })
         .collect();
-    let records = events
-        .iter()
-        .map(|e| StreamRecord {
-            key: e.sid.clone(),
-            value: vodsource_analytics::wire::encode(e),
-        })
-        .collect();
+    let records = events.iter().map(vodsource_analytics::wire::record).collect();
     kafka.publish(&topic, records).await.expect("published");
 
     let mut settings = SinkSettings::new(dir.path().join("sink"));

@@ -192,13 +192,7 @@ async fn the_lake_sink_reads_through_kinesis_exactly_once() {
             event
         })
         .collect();
-    let records = events
-        .iter()
-        .map(|e| StreamRecord {
-            key: e.sid.clone(),
-            value: vodsource_analytics::wire::encode(e),
-        })
-        .collect();
+    let records = events.iter().map(vodsource_analytics::wire::record).collect();
     kinesis.publish(&stream, records).await.expect("published");
 
     let mut settings = SinkSettings::new(dir.path().join("sink"));

@@ -251,13 +251,7 @@ async fn local_sql_and_the_qoe_report_read_what_the_sink_wrote() {
         with(play("d", T::Heartbeat, 10), &|e| e.br = Some(1000)),
         with(play("d", T::Error, 20), &|e| e.error_code = Some("NETWORK".into())),
     ];
-    let records = events
-        .iter()
-        .map(|e| StreamRecord {
-            key: e.sid.clone(),
-            value: vodsource_analytics::wire::encode(e),
-        })
-        .collect();
+    let records = events.iter().map(vodsource_analytics::wire::record).collect();
     log.publish("qoe-events", records).await.expect("published");
     let consumer = log.consumer("qoe-events", SINK_GROUP).expect("consumer");
     let mut sink = LakeSink::new(consumer, "qoe-events", &QOE_EVENTS, objects, settings(&dir)).expect("sink");
