@@ -137,6 +137,13 @@ impl LakeFileWriter {
         self.writer.bytes_written() as u64 + self.writer.in_progress_size() as u64 + pending
     }
 
+    /// Abandons the file: its rows are not written and the local file is removed.
+    pub fn discard(self) {
+        let path = self.path.clone();
+        drop(self);
+        let _ = std::fs::remove_file(path);
+    }
+
     /// Writes the remaining rows and the footer, syncs, and returns the path and file size.
     ///
     /// # Errors

@@ -11,6 +11,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::columnar;
@@ -45,18 +46,54 @@ impl Lake {
     /// # Errors
     /// The folder cannot be created or read.
     pub async fn open_local(root: &Path) -> Result<Self, QueryError> {
-        let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+        let mut locations = Vec::new();
         for table in TABLES {
             let dir = root.join("lake").join(table.name);
-            std::fs::create_dir_all(&dir).map_err(|e| QueryError::Lake {
+            let lake_error = |e: std::io::Error| QueryError::Lake {
                 path: dir.display().to_string(),
                 message: e.to_string(),
-            })?;
-            let dir = dir.canonicalize().map_err(|e| QueryError::Lake {
-                path: dir.display().to_string(),
-                message: e.to_string(),
-            })?;
-            let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+            };
+            std::fs::create_dir_all(&dir).map_err(lake_error)?;
+            let dir = dir.canonicalize().map_err(lake_error)?;
+            locations.push(ListingTableUrl::parse(format!("{}/", dir.display()))?);
+        }
+        Self::with_tables(SessionContext::new_with_config(Self::config()), locations)
+    }
+
+    /// The lake under `base` (`s3://bucket[/prefix]`, holding `lake/<table>/…`), read through
+    /// `store`, a client rooted at the bucket.
+    ///
+    /// # Errors
+    /// `base` is not a URL with a bucket.
+    pub async fn open_remote(base: &str, store: Arc<dyn object_store::ObjectStore>) -> Result<Self, QueryError> {
+        let lake_error = |message: &str| QueryError::Lake {
+            path: base.to_owned(),
+            message: message.to_owned(),
+        };
+        let (scheme, rest) = base.split_once("://").ok_or_else(|| lake_error("not a URL"))?;
+        let bucket = rest
+            .split('/')
+            .next()
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| lake_error("names no bucket"))?;
+        let ctx = SessionContext::new_with_config(Self::config());
+        let root = ObjectStoreUrl::parse(format!("{scheme}://{bucket}"))?;
+        ctx.register_object_store(root.as_ref(), store);
+        let base = base.trim_end_matches('/');
+        let locations = TABLES
+            .iter()
+            .map(|table| ListingTableUrl::parse(format!("{base}/lake/{}/", table.name)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::with_tables(ctx, locations)
+    }
+
+    fn config() -> SessionConfig {
+        SessionConfig::new().with_information_schema(true)
+    }
+
+    /// Registers each table of [`TABLES`] at its location.
+    fn with_tables(ctx: SessionContext, locations: Vec<ListingTableUrl>) -> Result<Self, QueryError> {
+        for (table, url) in TABLES.iter().zip(locations) {
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                 .with_file_extension(".parquet")
                 .with_table_partition_cols(vec![
@@ -65,7 +102,7 @@ impl Lake {
                 ]);
             let config = ListingTableConfig::new(url)
                 .with_listing_options(options)
-                .with_schema(columnar::schema(&table));
+                .with_schema(columnar::schema(table));
             ctx.register_table(table.name, Arc::new(ListingTable::try_new(config)?))?;
         }
         Ok(Self { ctx })

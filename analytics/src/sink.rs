@@ -224,8 +224,19 @@ impl<C: StreamConsumer> LakeSink<C> {
     /// A stream, store or file failure. Nothing is lost: a flush that failed is retried by
     /// the next call, and records not flushed are still uncommitted on the stream.
     pub async fn step(&mut self, wait: Duration) -> Result<usize, SinkError> {
-        self.finish_flushes().await?;
+        if let Err(e) = self.finish_flushes().await {
+            // A commit the stream refuses may be one the group has moved past (a rebalance):
+            // polling lets the member rejoin and learn what it lost, which drops the flush.
+            if !matches!(e, SinkError::Stream(_)) {
+                return Err(e);
+            }
+            tracing::warn!(stream = %self.stream, error = %e, "a flush could not be committed; polling on");
+        }
         let batch = self.consumer.poll(self.settings.poll_records, wait).await?;
+        let revoked = self.consumer.revoked();
+        if !revoked.is_empty() {
+            self.forget(&revoked);
+        }
         let read = batch.len();
         self.stats.records += read as u64;
         let mut queue = batch;
@@ -266,6 +277,38 @@ impl<C: StreamConsumer> LakeSink<C> {
         }
         self.finish_flushes().await?;
         Ok(read)
+    }
+
+    /// Drops everything read and not committed of `partitions`, which the group gave to
+    /// another member (or will deliver again): open files, planned ranges, and flushes not
+    /// yet committed. A flush whose marker is written is redone by the partition's next
+    /// holder, range for range, into the same objects.
+    fn forget(&mut self, partitions: &[u32]) {
+        let mut dropped = 0;
+        if let Some(open) = self.open.as_mut() {
+            for partition in partitions {
+                if let Some(part) = open.partitions.remove(partition) {
+                    for file in part.files.into_values() {
+                        dropped += file.writer.rows();
+                        file.writer.discard();
+                    }
+                }
+            }
+        }
+        self.flushes.retain(|flush| {
+            let keep = !partitions.contains(&flush.partition);
+            if !keep {
+                for file in &flush.files {
+                    dropped += file.rows;
+                    let _ = std::fs::remove_file(&file.path);
+                }
+            }
+            keep
+        });
+        for partition in partitions {
+            self.planned.remove(partition);
+        }
+        tracing::info!(stream = %self.stream, ?partitions, dropped, "partitions revoked: dropped what was read and not committed");
     }
 
     /// Appends records on a blocking thread until a partition reaches the end of its planned

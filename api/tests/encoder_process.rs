@@ -117,9 +117,12 @@ async fn a_worker_killed_mid_encode_loses_its_lease_and_the_other_worker_finishe
         stream: "embedded".into(),
     };
     let stores = Stores::open(&config).await.expect("stores");
-    let objects = open_object_store(&format!("file://{}", data.join("objects").display()))
-        .await
-        .expect("objects");
+    let objects = open_object_store(
+        &format!("file://{}", data.join("objects").display()),
+        &vodsource_infra::aws::AwsSettings::default(),
+    )
+    .await
+    .expect("objects");
     let mut children = Children(vec![spawn(&data, &["projector", "--encode-backoff-secs", "1"])]);
     for _ in 0..2 {
         children.0.push(spawn(&data, &["encoder", "--encode-lease-secs", "3"]));

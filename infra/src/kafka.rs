@@ -8,15 +8,18 @@
 //!
 //! Consumer: a consumer group member with manual commits; a commit is synchronous, because the
 //! lake sink's exactly-once rests on knowing a range is committed before it plans the next.
+//! A rebalance that takes partitions away is recorded as it happens (librdkafka runs the
+//! callback inside `recv`): `poll` drops what it had read of them in the same call, and
+//! `revoked` tells the caller, whose uncommitted work on them will be read again.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer as RdConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer as RdConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -93,7 +96,7 @@ impl KafkaStream {
     /// # Errors
     /// A configuration librdkafka refuses.
     pub fn consumer(&self, topic: &str, group: &str) -> Result<KafkaConsumer, StreamError> {
-        let consumer: RdConsumer = ClientConfig::new()
+        let consumer: RdConsumer<GroupContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
@@ -101,12 +104,13 @@ impl KafkaStream {
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
             .set("enable.partition.eof", "false")
-            .create()
+            .create_with_context(GroupContext::default())
             .map_err(|e| StreamError::Invalid(format!("kafka consumer: {e}")))?;
         consumer.subscribe(&[topic]).map_err(|e| unavailable("subscribe", &e))?;
         Ok(KafkaConsumer {
             inner: Arc::new(consumer),
             topic: topic.to_owned(),
+            revoked: Vec::new(),
         })
     }
 }
@@ -132,10 +136,35 @@ impl StreamProducer for KafkaStream {
     }
 }
 
+/// Records the partitions each rebalance takes from the member.
+#[derive(Default)]
+pub struct GroupContext {
+    revoked: Mutex<Vec<u32>>,
+}
+
+impl GroupContext {
+    fn take(&self) -> Vec<u32> {
+        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let mut revoked = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
+            revoked.extend(list.elements().iter().filter_map(|e| u32::try_from(e.partition()).ok()));
+        }
+    }
+}
+
 /// One member of a consumer group on one topic.
 pub struct KafkaConsumer {
-    inner: Arc<RdConsumer>,
+    inner: Arc<RdConsumer<GroupContext>>,
     topic: String,
+    /// Revoked partitions not yet reported by `revoked`.
+    revoked: Vec<u32>,
 }
 
 #[async_trait]
@@ -149,6 +178,13 @@ impl StreamConsumer for KafkaConsumer {
                 Ok(Err(e)) => return Err(unavailable("poll", &e)),
                 Ok(Ok(message)) => message,
             };
+            // A rebalance ran inside that `recv`: what was read of the partitions it took
+            // will be read again (by whoever holds them now), so it leaves this batch.
+            let revoked = self.inner.context().take();
+            if !revoked.is_empty() {
+                out.retain(|d: &Delivery| !revoked.contains(&d.partition));
+                self.revoked.extend(revoked);
+            }
             out.push(Delivery {
                 partition: u32::try_from(message.partition()).unwrap_or_default(),
                 offset: u64::try_from(message.offset()).unwrap_or_default(),
@@ -163,6 +199,14 @@ impl StreamConsumer for KafkaConsumer {
             timeout = Duration::from_millis(1);
         }
         Ok(out)
+    }
+
+    fn revoked(&mut self) -> Vec<u32> {
+        let mut revoked = std::mem::take(&mut self.revoked);
+        revoked.extend(self.inner.context().take());
+        revoked.sort_unstable();
+        revoked.dedup();
+        revoked
     }
 
     async fn commit(&mut self, offsets: &[(u32, u64)]) -> Result<(), StreamError> {

@@ -151,6 +151,7 @@ impl KinesisStream {
             held: BTreeMap::new(),
             listed_at: None,
             renewed_at: None,
+            revoked: Vec::new(),
         })
     }
 }
@@ -267,6 +268,8 @@ pub struct KinesisConsumer {
     held: BTreeMap<u32, Held>,
     listed_at: Option<Instant>,
     renewed_at: Option<Instant>,
+    /// Shards lost and not yet reported by `revoked`.
+    revoked: Vec<u32>,
 }
 
 impl KinesisConsumer {
@@ -338,6 +341,7 @@ impl KinesisConsumer {
                 (false, true) => {
                     tracing::warn!(stream = %self.stream, group = %self.group, shard = %shard_id, "lost a shard's lease to another member");
                     self.held.remove(&partition);
+                    self.revoked.push(partition);
                 }
                 _ => {}
             }
@@ -442,6 +446,10 @@ impl StreamConsumer for KinesisConsumer {
             }
             tokio::time::sleep(IDLE_POLL.min(deadline - now)).await;
         }
+    }
+
+    fn revoked(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.revoked)
     }
 
     async fn commit(&mut self, offsets: &[(u32, u64)]) -> Result<(), StreamError> {

@@ -8,6 +8,7 @@
 //! - [`stream`]: the embedded stream (a durable partitioned log with consumer-group offsets);
 //!   [`kafka`] and [`kinesis`] the distributed ones; [`streams`] picks one from configuration.
 //! - [`aws`]: the AWS SDK's configuration, shared by the AWS adapters.
+//! - [`s3`]: the object store on S3; `LocalObjectStore` the embedded one (a folder).
 //!
 //! Service-specific errors become the ports' `StoreError` here and never travel further.
 
@@ -18,6 +19,7 @@ pub mod kinesis;
 mod objects;
 mod plan;
 pub mod postgres;
+pub mod s3;
 pub mod sqlite;
 pub mod stream;
 pub mod streams;

@@ -233,7 +233,9 @@ impl Streams {
         }
     }
 
-    /// A member of consumer group `group` on `topic`.
+    /// A member of consumer group `group` on `topic`. On Kafka, where a group id is
+    /// cluster-wide, the group carries the prefix as topics do, so deployments sharing a
+    /// cluster never rebalance each other's members.
     ///
     /// # Errors
     /// `Invalid` names; the embedded log's `Unavailable` and `Corrupt`.
@@ -241,7 +243,7 @@ impl Streams {
         let topic = self.topic(topic);
         Ok(match &self.kind {
             Kind::Embedded(log) => Box::new(log.consumer(&topic, group)?),
-            Kind::Kafka(kafka, _) => Box::new(kafka.consumer(&topic, group)?),
+            Kind::Kafka(kafka, _) => Box::new(kafka.consumer(&topic, &self.topic(group))?),
             Kind::Kinesis(kinesis, _) => Box::new(kinesis.consumer(&topic, group)?),
         })
     }

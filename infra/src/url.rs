@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use vodsource_commands::ports::{EventLog, ObjectStore, StoreError};
 
+use crate::aws::AwsSettings;
 use crate::objects::LocalObjectStore;
+use crate::s3::S3ObjectStore;
 
 use crate::postgres::PgEventLog;
 use crate::sqlite::{SqliteEventLog, SqliteSettings, SqliteViewStore};
@@ -91,15 +93,20 @@ pub async fn open_view_store(url: &str) -> Result<SqliteViewStore, StoreError> {
     }
 }
 
-/// Opens the object store a URL names (`file://<folder>` today).
+/// Opens the object store a URL names: `file://<folder>` or `s3://bucket[/prefix]` (AWS
+/// settings from `aws`, which defaults to the SDK's standard chain).
 ///
 /// # Errors
-/// `Invalid` for another scheme; `Unavailable` naming the folder when it cannot be created.
-pub async fn open_object_store(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
+/// `Invalid` for another scheme or a bad bucket; `Unavailable` naming the folder when it
+/// cannot be created.
+pub async fn open_object_store(url: &str, aws: &AwsSettings) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    if url.starts_with("s3://") {
+        return Ok(Arc::new(S3ObjectStore::open(url, aws).await?));
+    }
     match url.strip_prefix("file://") {
         Some(path) if !path.is_empty() => Ok(Arc::new(LocalObjectStore::open(path).await?)),
         _ => Err(StoreError::Invalid(format!(
-            "unsupported object store URL {:?}: expected file://<folder> (S3 arrives with the distributed shape)",
+            "unsupported object store URL {:?}: expected file://<folder> or s3://bucket[/prefix]",
             redact(url)
         ))),
     }

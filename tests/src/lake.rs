@@ -66,3 +66,39 @@ pub fn read(root: &Path, table: &str) -> LakeTable {
     );
     serde_json::from_slice(&output.stdout).expect("the reader's JSON")
 }
+
+/// Reads `table` of the lake under `s3://<bucket>/<prefix>` on the S3 emulator at `endpoint`:
+/// pyarrow's own S3 client copies the table's objects to a local folder, which [`read`] reads.
+///
+/// # Panics
+/// As [`read`], or when pyarrow cannot copy the objects.
+pub fn read_s3(endpoint: &str, bucket: &str, prefix: &str, table: &str) -> LakeTable {
+    let local = crate::TempDir::new();
+    let script = r#"
+import sys, pyarrow.fs as fs
+endpoint, source, dest = sys.argv[1], sys.argv[2], sys.argv[3]
+scheme, host = endpoint.split("://", 1)
+s3 = fs.S3FileSystem(endpoint_override=host, scheme=scheme, region="us-east-1",
+                     access_key="vodsource", secret_key="vodsource")
+if s3.get_file_info(source).type == fs.FileType.Directory:
+    fs.copy_files(source, dest, source_filesystem=s3, destination_filesystem=fs.LocalFileSystem())
+"#;
+    let key = [prefix.trim_matches('/'), "lake", table]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join("/");
+    let dest = local.path().join("lake").join(table);
+    let output = Command::new("python3")
+        .args(["-c", script, endpoint, &format!("{bucket}/{key}")])
+        .arg(&dest)
+        .output()
+        .expect("python3 runs; install the readers with `scripts/services.sh start lake-readers`");
+    assert!(
+        output.status.success(),
+        "pyarrow could not copy s3://{bucket}/{key}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    read(local.path(), table)
+}

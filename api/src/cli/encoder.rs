@@ -29,9 +29,12 @@ pub struct Args {
 /// The stores cannot be opened, the ladder file is invalid, or a worker stopped with an error.
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     let stores = Stores::open(config).await?;
-    let objects = open_object_store(&config.object_store_url(args.object_store))
-        .await
-        .context("opening the object store")?;
+    let objects = open_object_store(
+        &config.object_store_url(args.object_store),
+        &vodsource_infra::aws::AwsSettings::default(),
+    )
+    .await
+    .context("opening the object store")?;
     let configs = args.worker.configs(config, &stores.owner, args.workers.max(1))?;
     tracing::info!(
         event_store = %stores.log.describe(),

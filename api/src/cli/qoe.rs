@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use vodsource_analytics::query::{render, Format, Lake};
 use vodsource_analytics::report::{self, ReportFilter};
+use vodsource_infra::aws::AwsSettings;
+use vodsource_infra::s3::S3ObjectStore;
 
 use crate::config::Config;
 
@@ -57,8 +59,12 @@ pub struct LakeArgs {
 impl LakeArgs {
     async fn open(&self, config: &Config) -> anyhow::Result<Lake> {
         let url = config.object_store_url(self.object_store.clone());
+        if url.starts_with("s3://") {
+            let store = S3ObjectStore::open(&url, &AwsSettings::default()).await?;
+            return Ok(Lake::open_remote(&store.location().url(), store.client()).await?);
+        }
         let Some(root) = url.strip_prefix("file://").filter(|p| !p.is_empty()) else {
-            anyhow::bail!("the lake must be in a local object store (file:///path) for now, got {url}");
+            anyhow::bail!("the lake's object store must be file:///path or s3://bucket[/prefix], got {url}");
         };
         Ok(Lake::open_local(&PathBuf::from(root)).await?)
     }

@@ -30,9 +30,12 @@ pub struct Args {
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     let stores = Stores::open(config).await?;
     let settings = super::serve::lake_settings(config, args.lake_flush_bytes, args.lake_flush_secs)?;
-    let objects = open_object_store(&config.object_store_url(args.object_store))
-        .await
-        .context("opening the object store")?;
+    let objects = open_object_store(
+        &config.object_store_url(args.object_store),
+        &vodsource_infra::aws::AwsSettings::default(),
+    )
+    .await
+    .context("opening the object store")?;
     let streams = stores
         .open_stream(&config.stream_url()?, &vodsource_infra::aws::AwsSettings::default())
         .await?;

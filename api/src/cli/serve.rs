@@ -221,7 +221,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     stores.supervision = args.supervision.config();
     let (settings, object_store, max_upload) = settings(config, args, &stores.owner)?;
     stores.policy.max_source_bytes = max_upload;
-    let objects = open_object_store(&object_store)
+    let objects = open_object_store(&object_store, &vodsource_infra::aws::AwsSettings::default())
         .await
         .context("opening the object store")?;
     tracing::info!(

@@ -74,10 +74,22 @@ pub trait StreamConsumer: Send + 'static {
     /// # Errors
     /// `Unavailable`, `Invalid` for an offset never delivered.
     async fn commit(&mut self, offsets: &[(u32, u64)]) -> Result<(), StreamError>;
+
+    /// Partitions taken from this member since the last call (a group rebalance, a lapsed
+    /// lease). Their records that were delivered and not committed will be delivered again,
+    /// here or to another member, so whatever was built from them must be dropped, not
+    /// written. (`poll` already leaves out records it read before a revocation it saw.)
+    fn revoked(&mut self) -> Vec<u32> {
+        Vec::new()
+    }
 }
 
 #[async_trait]
 impl StreamConsumer for Box<dyn StreamConsumer> {
+    fn revoked(&mut self) -> Vec<u32> {
+        (**self).revoked()
+    }
+
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, StreamError> {
         (**self).poll(max, wait).await
     }

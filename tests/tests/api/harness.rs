@@ -86,9 +86,12 @@ pub async fn stores_in(dir: &TempDir, event_store: Option<String>) -> (Stores, A
         ),
     };
     stores.policy.max_source_bytes = 10 * 1024 * 1024;
-    let objects = open_object_store(&format!("file://{}", dir.path().join("objects").display()))
-        .await
-        .expect("objects");
+    let objects = open_object_store(
+        &format!("file://{}", dir.path().join("objects").display()),
+        &vodsource_infra::aws::AwsSettings::default(),
+    )
+    .await
+    .expect("objects");
     (stores, objects)
 }
 

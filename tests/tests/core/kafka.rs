@@ -95,9 +95,12 @@ async fn the_lake_sink_reads_through_kafka_exactly_once() {
     kafka.create_topic(&topic, 2).await.expect("topic");
     let dir = TempDir::new();
     let root = dir.path().join("objects");
-    let objects = open_object_store(&format!("file://{}", root.display()))
-        .await
-        .expect("objects");
+    let objects = open_object_store(
+        &format!("file://{}", root.display()),
+        &vodsource_infra::aws::AwsSettings::default(),
+    )
+    .await
+    .expect("objects");
     let base = 1_795_408_200_000_i64;
     let events: Vec<vodsource_analytics::QoeEvent> = (0..200)
         .map(|i| {
@@ -118,7 +121,9 @@ async fn the_lake_sink_reads_through_kafka_exactly_once() {
 
     let mut settings = SinkSettings::new(dir.path().join("sink"));
     settings.max_age = Duration::from_millis(300);
-    let consumer = kafka.consumer(&topic, SINK_GROUP).expect("consumer");
+    let consumer = kafka
+        .consumer(&topic, &format!("{topic}-{SINK_GROUP}"))
+        .expect("consumer");
     let mut sink = LakeSink::new(consumer, &topic, &QOE_EVENTS, objects.clone(), settings.clone()).expect("sink");
     let deadline = Instant::now() + Duration::from_secs(60);
     while sink.stats().rows < 200 {
@@ -133,6 +138,115 @@ async fn the_lake_sink_reads_through_kafka_exactly_once() {
     assert!(table.files.iter().all(|f| f.path.contains(&format!("/{topic}-"))));
 
     // Everything is committed: a new member of the group gets nothing.
-    let mut again = kafka.consumer(&topic, SINK_GROUP).expect("consumer");
+    let mut again = kafka
+        .consumer(&topic, &format!("{topic}-{SINK_GROUP}"))
+        .expect("consumer");
     assert!(again.poll(10, Duration::from_secs(8)).await.expect("poll").is_empty());
+}
+
+/// Runs `sink` until `stop`, as `serve` does.
+fn run_sink(
+    mut sink: LakeSink<vodsource_infra::kafka::KafkaConsumer>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<vodsource_analytics::sink::SinkStats> {
+    tokio::spawn(async move {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Err(e) = sink.step(Duration::from_millis(100)).await {
+                eprintln!("sink step: {e}");
+            }
+        }
+        sink.flush_all().await.expect("last flush");
+        sink.stats()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sinks_in_one_group_split_the_partitions_and_write_each_record_once() {
+    let kafka = broker().await;
+    let topic = topic();
+    kafka.create_topic(&topic, 4).await.expect("topic");
+    let dir = TempDir::new();
+    let root = dir.path().join("objects");
+    let objects = open_object_store(
+        &format!("file://{}", root.display()),
+        &vodsource_infra::aws::AwsSettings::default(),
+    )
+    .await
+    .expect("objects");
+    let base = 1_795_408_200_000_i64;
+    let publish = |from: i64, n: i64| {
+        let records = (from..from + n)
+            .map(|i| {
+                vodsource_analytics::wire::record(&vodsource_analytics::QoeEvent::new(
+                    uuid::Uuid::now_v7(),
+                    vodsource_analytics::QoeEventType::Heartbeat,
+                    &format!("s-{}", i % 40),
+                    "video-1",
+                    base + i * 1_000,
+                ))
+            })
+            .collect();
+        let kafka = kafka.clone();
+        let topic = topic.clone();
+        async move { kafka.publish(&topic, records).await.expect("published") }
+    };
+    let sink = |name: &str| {
+        let mut settings = SinkSettings::new(dir.path().join(name));
+        settings.max_age = Duration::from_secs(4);
+        let consumer = kafka
+            .consumer(&topic, &format!("{topic}-{SINK_GROUP}"))
+            .expect("consumer");
+        LakeSink::new(consumer, &topic, &QOE_EVENTS, objects.clone(), settings).expect("sink")
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    // One member alone, with records in flight: it has joined (and holds every partition)
+    // once its first files are in the lake …
+    let first = run_sink(sink("a"), stop.clone());
+    let mut sent = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lake::read(&root, "qoe_events").event_ids.is_empty() {
+        assert!(Instant::now() < deadline, "the first sink wrote nothing");
+        publish(sent, 100).await;
+        sent += 100;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // … then a second joins: the group takes partitions from the first, whose unflushed
+    // records of them go to the second.
+    let second = run_sink(sink("b"), stop.clone());
+    for _ in 0..30 {
+        publish(sent, 100).await;
+        sent += 100;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let want = usize::try_from(sent).expect("count");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let table = lake::read(&root, "qoe_events");
+        if table.event_ids.len() == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {want} events in the lake",
+            table.event_ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (a, b) = (first.await.expect("first"), second.await.expect("second"));
+    let table = lake::read(&root, "qoe_events");
+    let doubled = table.event_ids.values().filter(|n| **n > 1).count();
+    assert_eq!(
+        doubled, 0,
+        "events written twice ({} rows by a, {} by b)",
+        a.rows, b.rows
+    );
+    assert_eq!(table.event_ids.len(), want);
+    assert!(
+        a.rows > 0 && b.rows > 0,
+        "both members wrote: {} and {} rows",
+        a.rows,
+        b.rows
+    );
 }

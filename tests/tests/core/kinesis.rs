@@ -174,9 +174,12 @@ async fn the_lake_sink_reads_through_kinesis_exactly_once() {
     let stream = stream_name();
     kinesis.create_stream(&stream, 2).await.expect("stream");
     let root = dir.path().join("objects");
-    let objects = open_object_store(&format!("file://{}", root.display()))
-        .await
-        .expect("objects");
+    let objects = open_object_store(
+        &format!("file://{}", root.display()),
+        &vodsource_infra::aws::AwsSettings::default(),
+    )
+    .await
+    .expect("objects");
     let base = 1_795_408_200_000_i64;
     // More than one PutRecords request holds (500 records).
     let events: Vec<vodsource_analytics::QoeEvent> = (0..1200)

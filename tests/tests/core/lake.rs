@@ -12,9 +12,9 @@ use vodsource_infra::{open_object_store, EmbeddedLog};
 use vodsource_tests::{lake, TempDir};
 
 /// 2026-11-23T04:30:00Z.
-const BASE_MS: i64 = 1_795_408_200_000;
+pub(crate) const BASE_MS: i64 = 1_795_408_200_000;
 
-fn event(i: u64, ts: i64) -> StreamRecord {
+pub(crate) fn event(i: u64, ts: i64) -> StreamRecord {
     let sid = format!("s-{}", i % 7);
     let value = serde_json::json!({
         "event_id": uuid::Uuid::now_v7(),
@@ -36,7 +36,7 @@ fn event(i: u64, ts: i64) -> StreamRecord {
     }
 }
 
-async fn sink_until_committed<C: StreamConsumer>(sink: &mut LakeSink<C>, rows: u64) {
+pub(crate) async fn sink_until_committed<C: StreamConsumer>(sink: &mut LakeSink<C>, rows: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while sink.stats().rows < rows {
         assert!(
@@ -48,7 +48,7 @@ async fn sink_until_committed<C: StreamConsumer>(sink: &mut LakeSink<C>, rows: u
     }
 }
 
-fn settings(dir: &TempDir) -> SinkSettings {
+pub(crate) fn settings(dir: &TempDir) -> SinkSettings {
     let mut settings = SinkSettings::new(dir.path().join("sink"));
     settings.max_age = Duration::from_millis(300);
     settings.poll_records = 100;
@@ -59,9 +59,12 @@ fn settings(dir: &TempDir) -> SinkSettings {
 async fn every_record_lands_once_in_the_hour_of_its_event_time_as_standard_parquet() {
     let dir = TempDir::new();
     let log = EmbeddedLog::open(dir.path().join("streams"), 3).expect("log");
-    let objects = open_object_store(&format!("file://{}", dir.path().join("objects").display()))
-        .await
-        .expect("objects");
+    let objects = open_object_store(
+        &format!("file://{}", dir.path().join("objects").display()),
+        &vodsource_infra::aws::AwsSettings::default(),
+    )
+    .await
+    .expect("objects");
     // 600 events over three UTC hours (04, 05, 06), plus one record that is not an event.
     let records: Vec<StreamRecord> = (0..600).map(|i| event(i, BASE_MS + i as i64 * 15_000)).collect();
     log.publish("qoe-events", records).await.expect("published");
@@ -153,9 +156,12 @@ async fn a_flush_cut_short_is_redone_with_the_same_files_and_no_duplicates() {
     let dir = TempDir::new();
     let log = EmbeddedLog::open(dir.path().join("streams"), 1).expect("log");
     let root = dir.path().join("objects");
-    let objects: Arc<dyn ObjectStore> = open_object_store(&format!("file://{}", root.display()))
-        .await
-        .expect("objects");
+    let objects: Arc<dyn ObjectStore> = open_object_store(
+        &format!("file://{}", root.display()),
+        &vodsource_infra::aws::AwsSettings::default(),
+    )
+    .await
+    .expect("objects");
     let records: Vec<StreamRecord> = (0..300).map(|i| event(i, BASE_MS + i as i64 * 30_000)).collect();
     log.publish("qoe-events", records).await.expect("published");
 
@@ -213,9 +219,12 @@ async fn local_sql_and_the_qoe_report_read_what_the_sink_wrote() {
     let dir = TempDir::new();
     let log = EmbeddedLog::open(dir.path().join("streams"), 2).expect("log");
     let root = dir.path().join("objects");
-    let objects = open_object_store(&format!("file://{}", root.display()))
-        .await
-        .expect("objects");
+    let objects = open_object_store(
+        &format!("file://{}", root.display()),
+        &vodsource_infra::aws::AwsSettings::default(),
+    )
+    .await
+    .expect("objects");
     let with = |mut e: vodsource_analytics::QoeEvent, f: &dyn Fn(&mut vodsource_analytics::QoeEvent)| {
         f(&mut e);
         e

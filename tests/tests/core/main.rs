@@ -10,4 +10,5 @@ mod pg_ordering;
 mod process;
 mod projections;
 mod proxy;
+mod s3;
 mod stream;

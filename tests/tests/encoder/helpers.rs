@@ -32,9 +32,12 @@ impl World {
         };
         let mut stores = Stores::open(&config).await.expect("stores open");
         stores.supervision.backoff_base_secs = 0;
-        let objects = open_object_store(&format!("file://{}", config.data_dir.join("objects").display()))
-            .await
-            .expect("object store opens");
+        let objects = open_object_store(
+            &format!("file://{}", config.data_dir.join("objects").display()),
+            &vodsource_infra::aws::AwsSettings::default(),
+        )
+        .await
+        .expect("object store opens");
         Self { stores, objects, dir }
     }
 

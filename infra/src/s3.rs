@@ -1,0 +1,375 @@
+//! The object store on S3 (`s3://bucket[/prefix]`), through the `object_store` crate: the
+//! same client DataFusion reads the lake with, so `qoe query` and the sink share one
+//! implementation of S3's protocol.
+//!
+//! Credentials and region come from the AWS SDK's standard chain ([`crate::aws::load`]), so
+//! every AWS adapter of a process uses one identity; credentials are cached until five minutes
+//! before they expire. `AWS_ENDPOINT_URL` (or `AwsSettings::endpoint`) points it at an
+//! emulator, path-style.
+//!
+//! A put of up to 8 MiB is one `PutObject`; a larger body streams as a multipart upload (parts
+//! of 8 MiB, a few in flight), aborted if the body fails or passes its limit. Either way the
+//! object appears whole or not at all.
+
+use std::fmt;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_sdk_kinesis::config::{ProvideCredentials, SharedCredentialsProvider};
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AwsCredential};
+use object_store::path::Path;
+use object_store::{CredentialProvider, ObjectStore as _, ObjectStoreExt, PutPayload, WriteMultipart};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Mutex;
+use vodsource_commands::ports::{check_key, ObjectMeta, ObjectStore, PutError, StoreError};
+
+use crate::aws::AwsSettings;
+
+/// Bodies up to this size go in one request; larger ones in parts of this size.
+const PART: usize = 8 * 1024 * 1024;
+/// Parts of one multipart upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// A bucket and a key prefix, parsed from `s3://bucket[/prefix]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// The bucket.
+    pub bucket: String,
+    /// The key prefix without slashes at either end; empty for the whole bucket.
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// Parses `s3://bucket[/prefix]`.
+    ///
+    /// # Errors
+    /// `Invalid` naming the URL when it is not `s3://`, names no bucket, or has a bad prefix.
+    pub fn parse(url: &str) -> Result<Self, StoreError> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| StoreError::Invalid(format!("{url:?} is not an s3://bucket[/prefix] URL")))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let valid_bucket = (3..=63).contains(&bucket.len())
+            && bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        if !valid_bucket {
+            return Err(StoreError::Invalid(format!(
+                "{url:?}: {bucket:?} is not a bucket name (3 to 63 lowercase letters, digits, '-' or '.')"
+            )));
+        }
+        let prefix = prefix.trim_matches('/').to_owned();
+        if !prefix.is_empty() {
+            check_key(&prefix).map_err(|_| StoreError::Invalid(format!("{url:?}: bad key prefix {prefix:?}")))?;
+        }
+        Ok(Self {
+            bucket: bucket.to_owned(),
+            prefix,
+        })
+    }
+
+    /// The location as a URL.
+    pub fn url(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+}
+
+/// A client for one bucket, with credentials and region from the AWS SDK's chain.
+///
+/// # Errors
+/// No region configured; a client `object_store` refuses to build.
+pub async fn s3_client(bucket: &str, settings: &AwsSettings) -> Result<AmazonS3, StoreError> {
+    let config = crate::aws::load(settings).await.map_err(StoreError::Invalid)?;
+    let region = config.region().map(ToString::to_string).unwrap_or_default();
+    let mut builder = AmazonS3Builder::new().with_bucket_name(bucket).with_region(region);
+    if let Some(provider) = config.credentials_provider() {
+        builder = builder.with_credentials(Arc::new(SdkCredentials::new(provider)));
+    }
+    if let Some(endpoint) = config.endpoint_url() {
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_allow_http(endpoint.starts_with("http://"))
+            .with_virtual_hosted_style_request(false);
+    }
+    builder
+        .build()
+        .map_err(|e| StoreError::Invalid(format!("S3 client for bucket {bucket}: {e}")))
+}
+
+/// The SDK's credential chain as `object_store` asks for it, cached until near expiry.
+struct SdkCredentials {
+    provider: SharedCredentialsProvider,
+    cached: Mutex<Option<(Arc<AwsCredential>, Option<SystemTime>)>>,
+}
+
+impl SdkCredentials {
+    fn new(provider: SharedCredentialsProvider) -> Self {
+        Self {
+            provider,
+            cached: Mutex::new(None),
+        }
+    }
+}
+
+impl fmt::Debug for SdkCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SdkCredentials")
+    }
+}
+
+#[async_trait]
+impl CredentialProvider for SdkCredentials {
+    type Credential = AwsCredential;
+
+    async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
+        let mut cached = self.cached.lock().await;
+        if let Some((credential, expiry)) = cached.as_ref() {
+            let fresh = expiry.is_none_or(|at| SystemTime::now() + Duration::from_secs(300) < at);
+            if fresh {
+                return Ok(credential.clone());
+            }
+        }
+        let credentials = self
+            .provider
+            .provide_credentials()
+            .await
+            .map_err(|e| object_store::Error::Generic {
+                store: "S3",
+                source: format!("AWS credentials: {e}").into(),
+            })?;
+        let credential = Arc::new(AwsCredential {
+            key_id: credentials.access_key_id().to_owned(),
+            secret_key: credentials.secret_access_key().to_owned(),
+            token: credentials.session_token().map(ToOwned::to_owned),
+        });
+        *cached = Some((credential.clone(), credentials.expiry()));
+        Ok(credential)
+    }
+}
+
+/// The object store port on an S3 bucket, under a key prefix.
+pub struct S3ObjectStore {
+    client: Arc<AmazonS3>,
+    location: S3Location,
+}
+
+impl S3ObjectStore {
+    /// A store for `s3://bucket[/prefix]`; nothing is sent until it is used
+    /// ([`ObjectStore::check`] asks the bucket).
+    ///
+    /// # Errors
+    /// A bad URL; no region configured.
+    pub async fn open(url: &str, settings: &AwsSettings) -> Result<Self, StoreError> {
+        let location = S3Location::parse(url)?;
+        let client = Arc::new(s3_client(&location.bucket, settings).await?);
+        Ok(Self { client, location })
+    }
+
+    /// The client, rooted at the bucket (for DataFusion, which is given `s3://bucket/…` URLs).
+    pub fn client(&self) -> Arc<AmazonS3> {
+        self.client.clone()
+    }
+
+    /// Where the store is.
+    pub fn location(&self) -> &S3Location {
+        &self.location
+    }
+
+    fn path(&self, key: &str) -> Result<Path, StoreError> {
+        check_key(key)?;
+        let full = if self.location.prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}/{key}", self.location.prefix)
+        };
+        Path::parse(&full).map_err(|e| StoreError::Invalid(format!("invalid object key {key:?}: {e}")))
+    }
+
+    fn error(&self, what: &str, key: &str, e: &object_store::Error) -> StoreError {
+        StoreError::Unavailable(format!("{} {what} {key}: {e}", self.location.url()))
+    }
+}
+
+/// Reads into `buffer` until it is full or the body ends; returns how much was read.
+async fn fill(body: &mut (dyn AsyncRead + Send + Unpin), buffer: &mut [u8]) -> Result<usize, PutError> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        let n = body
+            .read(&mut buffer[filled..])
+            .await
+            .map_err(|e| PutError::Body(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
+
+#[async_trait]
+impl ObjectStore for S3ObjectStore {
+    async fn put(
+        &self,
+        key: &str,
+        mut body: Box<dyn AsyncRead + Send + Unpin>,
+        max_bytes: u64,
+    ) -> Result<u64, PutError> {
+        let path = self.path(key)?;
+        let mut buffer = vec![0u8; PART];
+        let first = fill(&mut *body, &mut buffer).await?;
+        if first as u64 > max_bytes {
+            return Err(PutError::TooLarge { limit: max_bytes });
+        }
+        if first < PART {
+            buffer.truncate(first);
+            self.client
+                .put(&path, PutPayload::from(buffer))
+                .await
+                .map_err(|e| self.error("put", key, &e))?;
+            return Ok(first as u64);
+        }
+        let upload = self
+            .client
+            .put_multipart(&path)
+            .await
+            .map_err(|e| self.error("multipart upload of", key, &e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
+        writer.write(&buffer);
+        let mut written = first as u64;
+        let result = async {
+            loop {
+                let n = fill(&mut *body, &mut buffer).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                written += n as u64;
+                if written > max_bytes {
+                    return Err(PutError::TooLarge { limit: max_bytes });
+                }
+                writer
+                    .wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(|e| self.error("part of", key, &e))?;
+                writer.write(&buffer[..n]);
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                writer
+                    .finish()
+                    .await
+                    .map_err(|e| self.error("multipart upload of", key, &e))?;
+                Ok(written)
+            }
+            Err(e) => {
+                if let Err(abort) = writer.abort().await {
+                    tracing::warn!(key, error = %abort, "could not abort a multipart upload; the bucket's lifecycle rule removes it");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch(&self, key: &str, dest: &FsPath) -> Result<u64, StoreError> {
+        let path = self.path(key)?;
+        let result = match self.client.get(&path).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StoreError::Invalid(format!("no object at {key}")));
+            }
+            Err(e) => return Err(self.error("get", key, &e)),
+        };
+        let local = |e: std::io::Error| StoreError::Unavailable(format!("{}: {e}", dest.display()));
+        let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
+        let mut stream = result.into_stream();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.error("get", key, &e))?;
+            size += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(local)?;
+        }
+        file.flush().await.map_err(local)?;
+        Ok(size)
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        let path = self.path(key)?;
+        match self.client.head(&path).await {
+            Ok(meta) => Ok(Some(ObjectMeta {
+                key: key.to_owned(),
+                size: meta.size,
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error("head", key, &e)),
+        }
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let path = self.path(prefix.trim_end_matches('/'))?;
+        let locations = self.client.list(Some(&path)).map_ok(|meta| meta.location).boxed();
+        let deleted: Vec<Path> = self
+            .client
+            .delete_stream(locations)
+            .try_collect()
+            .await
+            .map_err(|e| self.error("delete under", prefix, &e))?;
+        // A key equal to the prefix is an object too (as a file is for the folder store).
+        let itself = match self.client.head(&path).await {
+            Ok(_) => {
+                self.client
+                    .delete(&path)
+                    .await
+                    .map_err(|e| self.error("delete", prefix, &e))?;
+                1
+            }
+            Err(object_store::Error::NotFound { .. }) => 0,
+            Err(e) => return Err(self.error("head", prefix, &e)),
+        };
+        Ok(deleted.len() as u64 + itself)
+    }
+
+    fn local_path(&self, _key: &str) -> Option<PathBuf> {
+        None
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        let prefix = (!self.location.prefix.is_empty()).then(|| Path::from(self.location.prefix.as_str()));
+        self.client
+            .list_with_delimiter(prefix.as_ref())
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.location.url())))
+    }
+
+    fn describe(&self) -> String {
+        self.location.url()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_a_bucket_and_an_optional_prefix() {
+        let at = S3Location::parse("s3://media-bucket/vod/prod/").expect("valid");
+        assert_eq!(at.bucket, "media-bucket");
+        assert_eq!(at.prefix, "vod/prod");
+        assert_eq!(at.url(), "s3://media-bucket/vod/prod");
+        assert_eq!(S3Location::parse("s3://media-bucket").expect("valid").prefix, "");
+        for bad in ["s3://", "s3://UPPER", "s3://a", "file:///x", "s3://bucket/a/../b"] {
+            let e = S3Location::parse(bad).expect_err(bad);
+            assert!(e
+                .to_string()
+                .contains(bad.trim_start_matches("s3://").split('/').next().unwrap_or("")));
+        }
+    }
+}
