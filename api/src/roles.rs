@@ -14,8 +14,7 @@ use vodsource_domain::{Policy, VideoServices};
 use vodsource_encoder::{Worker, WorkerConfig};
 use vodsource_infra::aws::AwsSettings;
 use vodsource_infra::kinesis::ShardCoordination;
-use vodsource_infra::sqlite::SqliteViewStore;
-use vodsource_infra::{open_event_log, open_view_store, StreamUrl, Streams};
+use vodsource_infra::{open_event_log, open_view_store, StreamUrl, Streams, Views};
 use vodsource_projections::{
     rebuild, CatalogProjector, DeadLetterProjector, Projector, RebuildProgress, Runner, RunnerConfig, RunnerError,
     StatusProjector, PROJECTIONS,
@@ -30,7 +29,7 @@ pub struct Stores {
     /// The event store.
     pub log: Arc<dyn EventLog>,
     /// The view store (also checkpoints, leases and timeouts).
-    pub views: Arc<SqliteViewStore>,
+    pub views: Arc<dyn Views>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// This process's name in leases.
@@ -47,16 +46,24 @@ impl Stores {
     /// # Errors
     /// A store that cannot be opened, with the store's own message.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        Self::open_with(config, &AwsSettings::default()).await
+    }
+
+    /// Opens what `config` names, with `aws` overriding the AWS environment (DynamoDB).
+    ///
+    /// # Errors
+    /// As [`Stores::open`].
+    pub async fn open_with(config: &Config, aws: &AwsSettings) -> anyhow::Result<Self> {
         let log = open_event_log(&config.event_store_url())
             .await
             .context("opening the event store")?;
-        let views = open_view_store(&config.view_store_url())
+        let views = open_view_store(&config.view_store_url(), aws)
             .await
             .context("opening the view store")?;
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
         Ok(Self {
             log,
-            views: Arc::new(views),
+            views,
             clock: Arc::new(SystemClock),
             policy: Policy::default(),
             supervision: SupervisorConfig::default(),

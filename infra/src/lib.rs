@@ -8,11 +8,13 @@
 //! - [`stream`]: the embedded stream (a durable partitioned log with consumer-group offsets);
 //!   [`kafka`] and [`kinesis`] the distributed ones; [`streams`] picks one from configuration.
 //! - [`aws`]: the AWS SDK's configuration, shared by the AWS adapters.
+//! - [`dynamo`]: the view store, leases and checkpoints on DynamoDB.
 //! - [`s3`]: the object store on S3; `LocalObjectStore` the embedded one (a folder).
 //!
 //! Service-specific errors become the ports' `StoreError` here and never travel further.
 
 pub mod aws;
+pub mod dynamo;
 mod group;
 pub mod kafka;
 pub mod kinesis;
@@ -28,4 +30,4 @@ mod url;
 pub use objects::LocalObjectStore;
 pub use stream::{EmbeddedConsumer, EmbeddedLog};
 pub use streams::{StreamUrl, Streams};
-pub use url::{open_event_log, open_object_store, open_view_store, EventLogUrl};
+pub use url::{open_event_log, open_object_store, open_view_store, EventLogUrl, Views};

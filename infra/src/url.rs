@@ -3,7 +3,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use vodsource_commands::ports::{EventLog, ObjectStore, StoreError};
+use vodsource_commands::ports::{
+    CheckpointStore, EventLog, IdempotencyStore, JobQueue, LeaseStore, ObjectStore, ShardCheckpointStore, StoreError,
+    TimeoutStore,
+};
+use vodsource_projections::ViewStore;
+
+use crate::dynamo::DynamoViewStore;
 
 use crate::aws::AwsSettings;
 use crate::objects::LocalObjectStore;
@@ -80,15 +86,59 @@ pub async fn open_event_log(url: &str) -> Result<Arc<dyn EventLog>, StoreError> 
     }
 }
 
-/// Opens the view store a URL names (`sqlite://<file>` today).
+/// Everything a view store keeps: views, leases, checkpoints, deadlines, the job queue and
+/// idempotency keys.
+pub trait Views:
+    ViewStore + LeaseStore + CheckpointStore + ShardCheckpointStore + TimeoutStore + JobQueue + IdempotencyStore
+{
+}
+
+impl<T> Views for T where
+    T: ViewStore + LeaseStore + CheckpointStore + ShardCheckpointStore + TimeoutStore + JobQueue + IdempotencyStore
+{
+}
+
+/// Opens the view store a URL names: `sqlite://<file>` or `dynamodb://[?prefix=P]` (tables
+/// `<P>views` and `<P>state`, created if missing; region, credentials and endpoint from the
+/// AWS environment, overridden by `aws`).
 ///
 /// # Errors
-/// `Invalid` for another scheme; `Unavailable` naming the file when it cannot be opened.
-pub async fn open_view_store(url: &str) -> Result<SqliteViewStore, StoreError> {
+/// `Invalid` for another scheme or option; `Unavailable` naming the file or DynamoDB when it
+/// cannot be opened.
+pub async fn open_view_store(url: &str, aws: &AwsSettings) -> Result<Arc<dyn Views>, StoreError> {
+    if let Some(rest) = url.strip_prefix("dynamodb://") {
+        let (host, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if !host.is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "{url:?}: DynamoDB takes its region and endpoint from the AWS environment (AWS_REGION, AWS_ENDPOINT_URL), not the URL"
+            )));
+        }
+        let mut prefix = String::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("prefix", value))
+                    if value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) =>
+                {
+                    prefix = value.to_owned();
+                }
+                _ => return Err(StoreError::Invalid(format!(
+                    "{url:?}: unknown option {pair:?} (dynamodb://?prefix=P, P of letters, digits, '-', '_' and '.')"
+                ))),
+            }
+        }
+        let config = crate::aws::load(aws).await.map_err(StoreError::Invalid)?;
+        let store = DynamoViewStore::new(&config, &prefix);
+        store.create_tables().await?;
+        return Ok(Arc::new(store));
+    }
     match EventLogUrl::parse(url)? {
-        EventLogUrl::Sqlite { path, query } => SqliteViewStore::open(path, &SqliteSettings::from_query(&query)?).await,
+        EventLogUrl::Sqlite { path, query } => Ok(Arc::new(
+            SqliteViewStore::open(path, &SqliteSettings::from_query(&query)?).await?,
+        )),
         EventLogUrl::Postgres(_) => Err(StoreError::Invalid(
-            "the view store is sqlite://<file> (DynamoDB arrives with the distributed shape)".into(),
+            "the view store is sqlite://<file> or dynamodb://[?prefix=P], not PostgreSQL".into(),
         )),
     }
 }

@@ -1,7 +1,7 @@
 use std::io::Write;
 
 use anyhow::Context;
-use vodsource_projections::{DeadLetterView, ProjectionStatus, ViewStore, PROJECTIONS};
+use vodsource_projections::{DeadLetterView, ProjectionStatus, PROJECTIONS};
 
 use crate::config::Config;
 use crate::roles::Stores;

@@ -19,7 +19,19 @@ fn ids(page: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_catalog_lists_newest_first_with_filters_cursors_and_visibility() {
-    let s = server().await;
+    catalog_listing(server().await).await;
+}
+
+/// The same on PostgreSQL and DynamoDB: commands, projections, the supervisor and the
+/// listing's index partitions and cursors through the distributed stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_listing_on_postgresql_and_dynamodb() {
+    let s = crate::harness::server_distributed().await;
+    assert!(s.stores.log.describe().starts_with("postgres"));
+    catalog_listing(s).await;
+}
+
+async fn catalog_listing(s: crate::harness::Server) {
     let mut alice_ids = Vec::new();
     for i in 0..5 {
         let (id, _) = s.register("alice", &format!("alice {i}"), 5).await;

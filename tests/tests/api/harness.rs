@@ -70,19 +70,48 @@ pub async fn server_on_postgres() -> Server {
     server_on(settings(), Some(url)).await
 }
 
+/// A server in the distributed shape: events on a fresh PostgreSQL schema, views on fresh
+/// DynamoDB tables (the AWS emulator).
+pub async fn server_distributed() -> Server {
+    let base =
+        std::env::var("VODSOURCE_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let id = uuid::Uuid::now_v7().simple();
+    let endpoint = std::env::var("VODSOURCE_TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    let dir = TempDir::new();
+    let (stores, objects) = stores_with(
+        &dir,
+        Some(format!("{base}{sep}schema=t_api_{id}")),
+        Some(format!("dynamodb://?prefix=t-{id}-")),
+        &vodsource_infra::aws::AwsSettings::emulator(&endpoint),
+    )
+    .await;
+    serve(dir, stores, objects, settings()).await
+}
+
 /// The stores of a server over `dir` (and `event_store` when given), as `serve` opens them.
 pub async fn stores_in(dir: &TempDir, event_store: Option<String>) -> (Stores, Arc<dyn ObjectStore>) {
+    stores_with(dir, event_store, None, &vodsource_infra::aws::AwsSettings::default()).await
+}
+
+async fn stores_with(
+    dir: &TempDir,
+    event_store: Option<String>,
+    view_store: Option<String>,
+    aws: &vodsource_infra::aws::AwsSettings,
+) -> (Stores, Arc<dyn ObjectStore>) {
     let config = Config {
         data_dir: dir.path().to_path_buf(),
         event_store,
-        view_store: None,
+        view_store,
         stream: "embedded".into(),
     };
-    let mut stores = match Stores::open(&config).await {
+    let mut stores = match Stores::open_with(&config, aws).await {
         Ok(stores) => stores,
         Err(e) => panic!(
             "the stores did not open ({e:#}); for PostgreSQL start it with `pg_ctlcluster \
-             --skip-systemctl-redirect $(ls /etc/postgresql) main start` or run scripts/test.sh"
+             --skip-systemctl-redirect $(ls /etc/postgresql) main start`, for DynamoDB \
+             `scripts/services.sh start aws`, or run scripts/test.sh"
         ),
     };
     stores.policy.max_source_bytes = 10 * 1024 * 1024;
@@ -98,6 +127,10 @@ pub async fn stores_in(dir: &TempDir, event_store: Option<String>) -> (Stores, A
 pub async fn server_on(settings: ServeSettings, event_store: Option<String>) -> Server {
     let dir = TempDir::new();
     let (stores, objects) = stores_in(&dir, event_store).await;
+    serve(dir, stores, objects, settings).await
+}
+
+async fn serve(dir: TempDir, stores: Stores, objects: Arc<dyn ObjectStore>, settings: ServeSettings) -> Server {
     let running = start(stores.clone(), objects.clone(), settings)
         .await
         .expect("server starts");

@@ -1,6 +1,7 @@
 //! Integration tests of the event-sourced core, against SQLite and a real PostgreSQL.
 
 mod conformance;
+mod dynamo;
 mod faults;
 mod helpers;
 mod kafka;

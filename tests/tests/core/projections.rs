@@ -14,7 +14,7 @@ use vodsource_projections::{
 
 use crate::helpers::{clock, commands, lifecycle, sqlite_log, view_store, TempDir};
 
-fn runner<P: Projector>(
+pub(crate) fn runner<P: Projector>(
     projector: P,
     log: Arc<dyn EventLog>,
     views: Arc<dyn ViewStore>,
@@ -31,7 +31,7 @@ fn runner<P: Projector>(
 }
 
 /// A log with `videos` lifecycles on it.
-async fn seeded(videos: usize) -> (Arc<dyn EventLog>, TempDir) {
+pub(crate) async fn seeded(videos: usize) -> (Arc<dyn EventLog>, TempDir) {
     let (log, dir) = sqlite_log().await;
     let log: Arc<dyn EventLog> = Arc::new(log);
     let commands = commands(log.clone(), clock());
@@ -41,7 +41,7 @@ async fn seeded(videos: usize) -> (Arc<dyn EventLog>, TempDir) {
     (log, dir)
 }
 
-async fn build_fresh<P: Projector + Clone>(
+pub(crate) async fn build_fresh<P: Projector + Clone>(
     projector: P,
     log: &Arc<dyn EventLog>,
     dir: &TempDir,
