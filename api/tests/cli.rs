@@ -76,3 +76,85 @@ fn qoe_commands_name_what_is_wrong_and_an_empty_lake_is_empty() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("--from must be a date"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `vodsource setup` on the distributed stores (PostgreSQL, DynamoDB, S3 and Kafka on
+/// loopback, as `scripts/services.sh` starts them): it creates each, twice without harm, and
+/// names the store that fails.
+#[test]
+fn setup_creates_the_distributed_stores_and_is_safe_to_run_twice() {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let pg =
+        std::env::var("VODSOURCE_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let sep = if pg.contains('?') { '&' } else { '?' };
+    let aws = std::env::var("VODSOURCE_TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    let bucket = format!("setup-{}", &id[..20]);
+    let dir = std::env::temp_dir().join(format!("vodsource-setup-{id}"));
+    let run = |object_store: &str| {
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("setup")
+            .env("VODSOURCE_EVENT_STORE", format!("{pg}{sep}schema=t_setup_{id}"))
+            .env("VODSOURCE_VIEW_STORE", format!("dynamodb://?prefix=t-setup-{id}-"))
+            .env("VODSOURCE_OBJECT_STORE", object_store)
+            .env(
+                "VODSOURCE_STREAM",
+                format!("kafka://127.0.0.1:9092?prefix=t-setup-{id}-"),
+            )
+            .env("AWS_ENDPOINT_URL", &aws)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "vodsource")
+            .env("AWS_SECRET_ACCESS_KEY", "vodsource")
+            .output()
+            .expect("runs")
+    };
+    for round in 0..2 {
+        let output = run(&format!("s3://{bucket}/vod"));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "round {round}: {stdout}{} (start the services with `scripts/services.sh start postgres kafka aws`)",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("event store  postgres"), "{stdout}");
+        assert!(stdout.contains("view store   dynamodb://"), "{stdout}");
+        assert!(
+            stdout.contains(&format!("object store s3://{bucket}/vod: ready")),
+            "{stdout}"
+        );
+        assert!(stdout.contains("topics qoe-events, video-events ready"), "{stdout}");
+    }
+    // The bucket is there for any client.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let settings = vodsource_infra::aws::AwsSettings::emulator(&aws);
+        let store = vodsource_infra::s3::S3ObjectStore::open(&format!("s3://{bucket}"), &settings)
+            .await
+            .expect("store");
+        vodsource_commands::ports::ObjectStore::check(&store)
+            .await
+            .expect("the bucket exists");
+    });
+    // `qoe query` reads the lake where it lies (empty here, not missing).
+    let output = Command::new(BIN)
+        .args([
+            "qoe",
+            "query",
+            "SELECT count(*) AS n FROM qoe_events",
+            "--format",
+            "csv",
+        ])
+        .args(["--object-store", &format!("s3://{bucket}/vod")])
+        .env("AWS_ENDPOINT_URL", &aws)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "vodsource")
+        .env("AWS_SECRET_ACCESS_KEY", "vodsource")
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "n\n0\n");
+    let output = run("s3://Not_A_Bucket");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("Not_A_Bucket"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -172,6 +172,52 @@ impl S3ObjectStore {
         Ok(Self { client, location })
     }
 
+    /// Creates the bucket unless this account already has it (`vodsource setup`). The
+    /// request is `PUT /<bucket>/` presigned by the same client (query-string SigV4, so no
+    /// second S3 library is needed), with the region as location constraint outside
+    /// us-east-1.
+    ///
+    /// # Errors
+    /// `Unavailable` naming the bucket and S3's answer (a name another account owns, say).
+    pub async fn create_bucket(&self, settings: &AwsSettings) -> Result<(), StoreError> {
+        use object_store::signer::Signer;
+        let bucket = &self.location.bucket;
+        let url = self
+            .client
+            .signed_url(reqwest::Method::PUT, &Path::from(""), Duration::from_secs(300))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("signing CreateBucket {bucket}: {e}")))?;
+        let region = crate::aws::load(settings)
+            .await
+            .map_err(StoreError::Invalid)?
+            .region()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let body = if region == "us-east-1" || region.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>{region}</LocationConstraint></CreateBucketConfiguration>"
+            )
+        };
+        let response = reqwest::Client::new()
+            .put(url.as_str())
+            .header(reqwest::header::CONTENT_LENGTH, body.len())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("CreateBucket {bucket}: {e}")))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if status.is_success() || text.contains("BucketAlreadyOwnedByYou") {
+            return Ok(());
+        }
+        Err(StoreError::Unavailable(format!(
+            "CreateBucket {bucket}: {status}: {}",
+            text.chars().take(300).collect::<String>()
+        )))
+    }
+
     /// The client, rooted at the bucket (for DataFusion, which is given `s3://bucket/…` URLs).
     pub fn client(&self) -> Arc<AmazonS3> {
         self.client.clone()

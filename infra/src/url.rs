@@ -123,9 +123,11 @@ pub async fn open_view_store(url: &str, aws: &AwsSettings) -> Result<Arc<dyn Vie
                 {
                     prefix = value.to_owned();
                 }
-                _ => return Err(StoreError::Invalid(format!(
+                _ => {
+                    return Err(StoreError::Invalid(format!(
                     "{url:?}: unknown option {pair:?} (dynamodb://?prefix=P, P of letters, digits, '-', '_' and '.')"
-                ))),
+                )))
+                }
             }
         }
         let config = crate::aws::load(aws).await.map_err(StoreError::Invalid)?;

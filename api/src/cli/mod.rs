@@ -10,6 +10,7 @@ mod qoe_sink;
 mod replay;
 mod seed;
 pub mod serve;
+mod setup;
 mod status;
 mod token;
 mod transcode;
@@ -60,6 +61,8 @@ enum Command {
     Qoe(qoe::Qoe),
     /// Run the lake sink (QoE and video-events streams into Parquet) until stopped.
     QoeSink(qoe_sink::Args),
+    /// Create what the configured stores need (schema, tables, bucket, topics); safe to rerun.
+    Setup(setup::Args),
     /// Show each projection's position, lag and state.
     Projections,
     /// List videos whose encoding failed for good.
@@ -101,6 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Transcode(args) => tokio::task::spawn_blocking(move || transcode::run(&config, &args)).await?,
         Command::Qoe(command) => qoe::run(&config, command).await,
         Command::QoeSink(args) => qoe_sink::run(&config, args).await,
+        Command::Setup(args) => setup::run(&config, args).await,
         Command::Projections => status::projections(&config).await,
         Command::DeadLetters => status::dead_letters(&config).await,
         Command::Seed(args) => seed::run(&config, args).await,

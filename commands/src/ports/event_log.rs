@@ -135,7 +135,7 @@ pub enum StoreError {
     #[error("invalid append: {0}")]
     Invalid(String),
     /// The store cannot be reached or is locked; retrying later may work.
-    #[error("event store unavailable: {0}")]
+    #[error("store unavailable: {0}")]
     Unavailable(String),
     /// A stored row cannot be read.
     #[error("event at position {position} is unreadable: {reason}")]
