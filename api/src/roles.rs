@@ -54,10 +54,22 @@ impl Stores {
     /// # Errors
     /// As [`Stores::open`].
     pub async fn open_with(config: &Config, aws: &AwsSettings) -> anyhow::Result<Self> {
+        Self::open_inner(config, aws, false).await
+    }
+
+    /// Creates what the stores need (the DynamoDB tables) and opens them: `vodsource setup`.
+    ///
+    /// # Errors
+    /// As [`Stores::open`].
+    pub async fn create(config: &Config, aws: &AwsSettings) -> anyhow::Result<Self> {
+        Self::open_inner(config, aws, true).await
+    }
+
+    async fn open_inner(config: &Config, aws: &AwsSettings, create: bool) -> anyhow::Result<Self> {
         let log = open_event_log(&config.event_store_url())
             .await
             .context("opening the event store")?;
-        let views = open_view_store(&config.view_store_url(), aws)
+        let views = open_view_store(&config.view_store_url(), aws, create)
             .await
             .context("opening the view store")?;
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());

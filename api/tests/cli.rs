@@ -108,6 +108,24 @@ fn setup_creates_the_distributed_stores_and_is_safe_to_run_twice() {
             .output()
             .expect("runs")
     };
+    // Before setup, a role finds no tables and says what creates them.
+    let output = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("projections")
+        .env("VODSOURCE_VIEW_STORE", format!("dynamodb://?prefix=t-setup-{id}-"))
+        .env("AWS_ENDPOINT_URL", &aws)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "vodsource")
+        .env("AWS_SECRET_ACCESS_KEY", "vodsource")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("ResourceNotFound") && stderr.contains("vodsource setup"),
+        "{stderr}"
+    );
     for round in 0..2 {
         let output = run(&format!("s3://{bucket}/vod"));
         let stdout = String::from_utf8_lossy(&output.stdout);

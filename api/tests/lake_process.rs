@@ -2,8 +2,10 @@
 //! load and sinks them into Parquet with flushes every few hundred events; it is killed with
 //! SIGKILL at random moments and restarted on the same data folder. At the end the lake, read
 //! by pyarrow and duckdb, holds every accepted event exactly once, and nothing that was not
-//! sent. The same with the distributed roles: `serve --no-qoe-sink` on Kafka stays up while
-//! the `vodsource qoe-sink` process is the one killed.
+//! sent. The same with the distributed roles, each its own process on Kafka: `vodsource api`,
+//! `vodsource projector` and `vodsource relay` stay up while the `vodsource qoe-sink` process
+//! is the one killed; a video registered through the API reaches the catalog (projector) and
+//! the lake's `video_events` (relay, then sink).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -198,14 +200,14 @@ async fn exactly_once_across_sigkills(shape: Shape, kills: usize) {
         uuid::Uuid::now_v7().simple()
     );
     let listen = format!("127.0.0.1:{port}");
-    let serve_args = ["serve", "--listen", listen.as_str(), "--encoders", "0"];
+    let api_args = ["api", "--listen", listen.as_str()];
     let (mut server, start_victim): (Server, Box<dyn Fn() -> Server>) = match shape {
         Shape::Embedded => {
             let data = data.clone();
             (Server::start(&data, port), Box::new(move || Server::start(&data, port)))
         }
         Shape::KafkaSinkProcess => {
-            let server = Server::spawn(&data, &serve_args, &["--no-qoe-sink"], Some(&kafka));
+            let server = Server::spawn(&data, &api_args, &[], Some(&kafka));
             let (data, kafka) = (data.clone(), kafka.clone());
             (
                 server,
@@ -214,10 +216,37 @@ async fn exactly_once_across_sigkills(shape: Shape, kills: usize) {
         }
     };
     wait_ready(&client, &base).await;
-    // With the sink in its own process, `server` stays up and `victim` is the one killed.
+    // With the sink in its own process, `server` stays up and `victim` is the one killed;
+    // the projector and the relay run beside them.
     let mut victim = match shape {
         Shape::Embedded => None,
         Shape::KafkaSinkProcess => Some(start_victim()),
+    };
+    let _roles = match shape {
+        Shape::Embedded => Vec::new(),
+        Shape::KafkaSinkProcess => vec![
+            Server::spawn(&data, &["projector"], &[], Some(&kafka)),
+            Server::spawn(&data, &["relay"], &[], Some(&kafka)),
+        ],
+    };
+    let registered = match shape {
+        Shape::Embedded => None,
+        Shape::KafkaSinkProcess => {
+            let response = client
+                .post(format!("{base}/v1/videos"))
+                .json(&serde_json::json!({
+                    "title": "through the roles",
+                    "filename": "clip.mp4",
+                    "content_type": "video/mp4",
+                    "size_bytes": 1000,
+                }))
+                .send()
+                .await
+                .expect("register");
+            assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+            let body: serde_json::Value = response.json().await.expect("json");
+            Some(body["video_id"].as_str().expect("id").to_owned())
+        }
     };
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -292,6 +321,39 @@ async fn exactly_once_across_sigkills(shape: Shape, kills: usize) {
         String::from_utf8_lossy(&output.stdout),
         format!("n,ids\n{total},{}\n", lake.len())
     );
+    if let Some(id) = registered {
+        // The projector process built the catalog entry the API process serves …
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let response = client.get(format!("{base}/v1/videos/{id}")).send().await.expect("get");
+            if response.status() == reqwest::StatusCode::OK {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the projector never listed {id}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // … and the relay published its registration, which the sink landed in the lake.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let output = Command::new(BIN)
+                .arg("--data-dir")
+                .arg(&data)
+                .args(["qoe", "query", "--format", "csv"])
+                .arg(format!("SELECT event_type FROM video_events WHERE video_id = '{id}'"))
+                .output()
+                .expect("qoe query runs");
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            if String::from_utf8_lossy(&output.stdout) == "event_type\nVideoRegistered\n" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the registration never reached video_events: {}",
+                String::from_utf8_lossy(&output.stdout)
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
     eprintln!(
         "{} accepted, {} sent, {} in the lake (in-doubt ones included at most once)",
         accepted.len(),

@@ -99,13 +99,14 @@ impl<T> Views for T where
 }
 
 /// Opens the view store a URL names: `sqlite://<file>` or `dynamodb://[?prefix=P]` (tables
-/// `<P>views` and `<P>state`, created if missing; region, credentials and endpoint from the
-/// AWS environment, overridden by `aws`).
+/// `<P>views` and `<P>state`, created first when `create` — `vodsource setup` — and otherwise
+/// required to exist, so a role needs no CreateTable permission; region, credentials and
+/// endpoint from the AWS environment, overridden by `aws`).
 ///
 /// # Errors
 /// `Invalid` for another scheme or option; `Unavailable` naming the file or DynamoDB when it
 /// cannot be opened.
-pub async fn open_view_store(url: &str, aws: &AwsSettings) -> Result<Arc<dyn Views>, StoreError> {
+pub async fn open_view_store(url: &str, aws: &AwsSettings, create: bool) -> Result<Arc<dyn Views>, StoreError> {
     if let Some(rest) = url.strip_prefix("dynamodb://") {
         let (host, query) = rest.split_once('?').unwrap_or((rest, ""));
         if !host.is_empty() {
@@ -132,7 +133,13 @@ pub async fn open_view_store(url: &str, aws: &AwsSettings) -> Result<Arc<dyn Vie
         }
         let config = crate::aws::load(aws).await.map_err(StoreError::Invalid)?;
         let store = DynamoViewStore::new(&config, &prefix);
-        store.create_tables().await?;
+        if create {
+            store.create_tables().await?;
+        }
+        store
+            .check()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("{e} (`vodsource setup` creates the tables)")))?;
         return Ok(Arc::new(store));
     }
     match EventLogUrl::parse(url)? {

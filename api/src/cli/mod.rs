@@ -7,6 +7,7 @@ mod events;
 mod projector;
 mod qoe;
 mod qoe_sink;
+mod relay;
 mod replay;
 mod seed;
 pub mod serve;
@@ -47,8 +48,12 @@ enum Command {
     /// Read the global event log.
     #[command(subcommand)]
     Events(events::Events),
+    /// Serve the HTTP API alone (projections, encoding, relay and lake sink run elsewhere).
+    Api(Box<serve::Args>),
     /// Run the projection runners and the encoding supervisor until stopped (Ctrl-C, SIGTERM).
     Projector(projector::Args),
+    /// Publish every event of the store to the video-events stream until stopped.
+    Relay,
     /// Run encoding workers until stopped (Ctrl-C, SIGTERM).
     Encoder(encoder::Args),
     /// Encode one local file into a folder with the ladder (no stores involved).
@@ -95,6 +100,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config;
     match cli.command {
         Command::Serve(args) => serve::run(&config, *args).await,
+        Command::Api(args) => serve::run_api(&config, *args).await,
+        Command::Relay => relay::run(&config).await,
         Command::Token(args) => token::run(&args),
         Command::Replay(args) => replay::run(&config, args).await,
         Command::Events(events) => events::run(&config, events).await,

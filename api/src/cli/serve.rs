@@ -201,6 +201,7 @@ pub fn settings(config: &Config, args: Args, owner: &str) -> anyhow::Result<(Ser
                 args.lake_flush_secs.or(file.lake_flush_secs),
             )?)
         },
+        stream_roles: true,
         workers: args
             .worker
             .configs(config, owner, args.encoders.or(file.encoders).unwrap_or(1))?,
@@ -217,9 +218,30 @@ pub fn settings(config: &Config, args: Args, owner: &str) -> anyhow::Result<(Ser
 /// # Errors
 /// Configuration, stores, or the listener.
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
+    serve(config, args, false).await
+}
+
+/// `vodsource api`: the HTTP API alone (any number of processes behind a load balancer).
+/// Beacons still go to the stream; projections, the supervisor, the watch state and the relay
+/// are `vodsource projector` and `vodsource relay`, encoding is `vodsource encoder`, the lake
+/// sink is `vodsource qoe-sink`.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_api(config: &Config, args: Args) -> anyhow::Result<()> {
+    serve(config, args, true).await
+}
+
+async fn serve(config: &Config, args: Args, api_only: bool) -> anyhow::Result<()> {
     let mut stores = Stores::open(config).await?;
     stores.supervision = args.supervision.config();
-    let (settings, object_store, max_upload) = settings(config, args, &stores.owner)?;
+    let (mut settings, object_store, max_upload) = settings(config, args, &stores.owner)?;
+    if api_only {
+        settings.run_projectors = false;
+        settings.workers.clear();
+        settings.lake = None;
+        settings.stream_roles = false;
+    }
     stores.policy.max_source_bytes = max_upload;
     let objects = open_object_store(&object_store, &vodsource_infra::aws::AwsSettings::default())
         .await

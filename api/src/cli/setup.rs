@@ -25,7 +25,7 @@ pub struct Args {
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     let aws = AwsSettings::default();
     // Opening the stores runs the event store's migrations and creates DynamoDB tables.
-    let stores = Stores::open_with(config, &aws).await?;
+    let stores = Stores::create(config, &aws).await?;
     println!("event store  {}: schema up to date", stores.log.describe());
     println!("view store   {}: tables ready", config.view_store_url());
 

@@ -74,6 +74,9 @@ pub struct ServeSettings {
     /// The lake sink of the QoE and video-events streams, run here when there is a stream;
     /// `None` leaves it to `vodsource qoe-sink` processes.
     pub lake: Option<vodsource_analytics::sink::SinkSettings>,
+    /// Whether the watch-state consumer group and the video-events relay run here when there
+    /// is a stream (`vodsource api` leaves them to `vodsource projector` and `vodsource relay`).
+    pub stream_roles: bool,
 }
 
 /// The OpenAPI service (also used to print the document without a server).
@@ -338,7 +341,7 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
     let (stop, stopped) = watch::channel(false);
     // With a stream: the watch-state consumer group, the video-events relay and (unless it
     // runs in its own processes) the lake sink run here.
-    if let Some(streams) = &stream {
+    if let Some(streams) = stream.as_ref().filter(|_| settings.stream_roles) {
         let consumer = streams
             .consumer(beacons::QOE_TOPIC, "watch-state")
             .context("opening the watch-state consumer group")?;
@@ -359,6 +362,8 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
         );
         tasks.spawn("watch-state", |stopped| runner.run(until(stopped)));
         tasks.spawn("video-events relay", |stopped| relay.run(until(stopped)));
+    }
+    if let Some(streams) = &stream {
         if let Some(lake) = &settings.lake {
             for sink in crate::roles::lake_sinks(streams, &objects, lake)? {
                 tasks.spawn("lake sink", |stopped| sink.run(until(stopped)));

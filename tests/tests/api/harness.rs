@@ -50,6 +50,7 @@ pub fn settings() -> ServeSettings {
         stream: None,
         aws: vodsource_infra::aws::AwsSettings::default(),
         lake: None,
+        stream_roles: true,
     }
 }
 
@@ -79,6 +80,14 @@ pub async fn server_distributed() -> Server {
     let id = uuid::Uuid::now_v7().simple();
     let endpoint = std::env::var("VODSOURCE_TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
     let dir = TempDir::new();
+    // What `vodsource setup` does first: the tables.
+    let aws = vodsource_infra::aws::load(&vodsource_infra::aws::AwsSettings::emulator(&endpoint))
+        .await
+        .expect("AWS config");
+    vodsource_infra::dynamo::DynamoViewStore::new(&aws, &format!("t-{id}-"))
+        .create_tables()
+        .await
+        .expect("DynamoDB tables (start the emulator with `scripts/services.sh start aws`)");
     let (stores, objects) = stores_with(
         &dir,
         Some(format!("{base}{sep}schema=t_api_{id}")),
