@@ -119,6 +119,23 @@ impl ObjectStore for LocalObjectStore {
             .map_err(|e| unavailable(&path, &e))
     }
 
+    async fn read(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.path(key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.len() > max_bytes => Err(StoreError::Invalid(format!(
+                "object {key} is {} bytes, more than {max_bytes}",
+                meta.len()
+            ))),
+            Ok(meta) if meta.is_file() => tokio::fs::read(&path)
+                .await
+                .map(Some)
+                .map_err(|e| unavailable(&path, &e)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(unavailable(&path, &e)),
+        }
+    }
+
     fn local_path(&self, key: &str) -> Option<PathBuf> {
         self.path(key).ok()
     }

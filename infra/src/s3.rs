@@ -24,7 +24,7 @@ use object_store::path::Path;
 use object_store::{CredentialProvider, ObjectStore as _, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
-use vodsource_commands::ports::{check_key, ObjectMeta, ObjectStore, PutError, StoreError};
+use vodsource_commands::ports::{check_key, Access, ObjectMeta, ObjectStore, PutError, StoreError};
 
 use crate::aws::AwsSettings;
 
@@ -380,6 +380,38 @@ impl ObjectStore for S3ObjectStore {
             Err(e) => return Err(self.error("head", prefix, &e)),
         };
         Ok(deleted.len() as u64 + itself)
+    }
+
+    async fn read(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.path(key)?;
+        let result = match self.client.get(&path).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.error("get", key, &e)),
+        };
+        if result.meta.size > max_bytes {
+            return Err(StoreError::Invalid(format!(
+                "object {key} is {} bytes, more than {max_bytes}",
+                result.meta.size
+            )));
+        }
+        let bytes = result.bytes().await.map_err(|e| self.error("get", key, &e))?;
+        Ok(Some(bytes.to_vec()))
+    }
+
+    async fn presign(&self, key: &str, access: Access, ttl: Duration) -> Result<Option<String>, StoreError> {
+        use object_store::signer::Signer;
+        let path = self.path(key)?;
+        let method = match access {
+            Access::Read => reqwest::Method::GET,
+            Access::Write => reqwest::Method::PUT,
+        };
+        let url = self
+            .client
+            .signed_url(method, &path, ttl)
+            .await
+            .map_err(|e| self.error("presign", key, &e))?;
+        Ok(Some(url.to_string()))
     }
 
     fn local_path(&self, _key: &str) -> Option<PathBuf> {

@@ -1,13 +1,19 @@
 //! Embedded mode's stand-in for S3: signed upload URLs (`PUT /uploads/{token}`, streamed to
 //! the object store, never held in memory) and signed media URLs (`GET
 //! /media/{token}/{video_id}/...`, with Range support).
+//!
+//! On S3 the media URLs stay the same, so players resolve a playlist's relative URIs under
+//! the token: playlists and manifests are read from S3 and answered here (a redirect would
+//! make players resolve segments against the presigned URL, whose signature covers one
+//! object), and every other file is a `302` to a presigned S3 `GET` that lasts as long as the
+//! token does.
 
 use poem::error::StaticFileError;
 use poem::http::{header, StatusCode};
 use poem::web::{Data, Path, StaticFileRequest};
 use poem::{handler, Body, IntoResponse, Request, Response};
 use serde_json::json;
-use vodsource_commands::ports::{check_key, PutError};
+use vodsource_commands::ports::{check_key, Access, PutError};
 
 use super::error::ApiError;
 use super::signing::{MediaClaims, TokenError, UploadClaims};
@@ -119,7 +125,7 @@ pub async fn media(
         return not_found();
     }
     let Some(path) = state.objects.local_path(&key) else {
-        return not_found();
+        return remote_media(state, &key, &rest, claims.e).await;
     };
     match file.create_response(&path, false, false) {
         Ok(response) => {
@@ -135,6 +141,45 @@ pub async fn media(
         }
         Err(StaticFileError::NotFound) => not_found(),
         Err(e) => poem::Error::from(e).into_response(),
+    }
+}
+
+/// Largest playlist or manifest answered from memory.
+const MAX_MANIFEST_BYTES: u64 = 8 * 1024 * 1024;
+
+/// A media file of a store without local files (S3): manifests answered, the rest redirected.
+async fn remote_media(state: &AppState, key: &str, rest: &str, expires: i64) -> Response {
+    let not_found = || ApiError::with(404, "NOT_FOUND", format!("no media file {rest:?}"), json!(null)).into_response();
+    let extension = rest
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    if matches!(extension.as_str(), "m3u8" | "mpd" | "vtt") {
+        return match state.objects.read(key, MAX_MANIFEST_BYTES).await {
+            Ok(Some(bytes)) => Response::builder()
+                .header(
+                    header::CONTENT_TYPE,
+                    streaming_type(rest).unwrap_or("application/octet-stream"),
+                )
+                .header(header::CACHE_CONTROL, "private, max-age=3600")
+                .body(bytes),
+            Ok(None) => not_found(),
+            Err(e) => ApiError::store("object store", &e).into_response(),
+        };
+    }
+    let left = u64::try_from(expires - state.now().timestamp()).unwrap_or(0).max(1);
+    match state
+        .objects
+        .presign(key, Access::Read, std::time::Duration::from_secs(left))
+        .await
+    {
+        Ok(Some(url)) => Response::builder()
+            .status(StatusCode::FOUND)
+            .header(header::LOCATION, url)
+            .header(header::CACHE_CONTROL, "private, no-store")
+            .finish(),
+        Ok(None) => not_found(),
+        Err(e) => ApiError::store("object store", &e).into_response(),
     }
 }
 

@@ -6,6 +6,7 @@ use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::{ApiResponse, OpenApi, Tags};
 use serde::Serialize;
+use vodsource_commands::ports::Access;
 use vodsource_domain::VideoCommand;
 use vodsource_projections::{CatalogProjector, CatalogView, StatusProjector, StatusView};
 
@@ -187,21 +188,35 @@ impl VideosApi {
                     content_type: request.content_type.clone(),
                     size_bytes: request.size_bytes,
                 };
-                let outcome = state.execute(&principal, &id, command, Some(0), "register").await?;
                 let expires_at = state.now()
                     + chrono::Duration::from_std(state.settings.url_ttl).unwrap_or(chrono::Duration::hours(1));
-                let token = state.signer.sign(&UploadClaims {
-                    v: id.clone(),
-                    k: source_key(&id, &request.filename),
-                    s: request.size_bytes,
-                    e: expires_at.timestamp(),
-                });
+                let key = source_key(&id, &request.filename);
+                // Straight to the object store where it presigns (S3); else through this API. Signed
+                // before the registration is recorded, so a failure here records nothing.
+                let url = match state
+                    .objects
+                    .presign(&key, Access::Write, state.settings.url_ttl)
+                    .await
+                    .map_err(|e| ApiError::store("object store", &e))?
+                {
+                    Some(url) => url,
+                    None => {
+                        let token = state.signer.sign(&UploadClaims {
+                            v: id.clone(),
+                            k: key,
+                            s: request.size_bytes,
+                            e: expires_at.timestamp(),
+                        });
+                        format!("{}/uploads/{token}", state.settings.public_url)
+                    }
+                };
+                let outcome = state.execute(&principal, &id, command, Some(0), "register").await?;
                 let mut headers = BTreeMap::new();
                 headers.insert("Content-Type".to_owned(), request.content_type.clone());
                 Ok(Registered {
                     upload: UploadTarget {
                         method: "PUT".into(),
-                        url: format!("{}/uploads/{token}", state.settings.public_url),
+                        url,
                         headers,
                         expires_at,
                     },

@@ -13,7 +13,7 @@ pub use event_log::{
     AppendRequest, Appended, EventLog, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent, StoreError,
 };
 pub use idempotency::{IdempotencyStore, Reservation, StoredResponse};
-pub use objects::{check_key, ObjectMeta, ObjectStore, PutError};
+pub use objects::{check_key, Access, ObjectMeta, ObjectStore, PutError};
 pub use stream::{
     Delivery, ShardCheckpoint, ShardCheckpointStore, StreamConsumer, StreamError, StreamProducer, StreamRecord,
 };

@@ -16,6 +16,15 @@ pub struct ObjectMeta {
     pub size: u64,
 }
 
+/// What a presigned URL lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `GET` the object.
+    Read,
+    /// `PUT` the object.
+    Write,
+}
+
 /// Why an object could not be written.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PutError {
@@ -62,6 +71,24 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// # Errors
     /// `Invalid` prefix, `Unavailable`.
     async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError>;
+
+    /// The object at `key` in memory (playlists and manifests), if it exists.
+    ///
+    /// # Errors
+    /// `Invalid` key or an object larger than `max_bytes`; `Unavailable`.
+    async fn read(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// A URL with which anyone may `access` the object at `key` for `ttl`, needing no other
+    /// credentials (S3's presigned URLs); `None` for a store without such URLs (the folder
+    /// store, for which the API stands in).
+    ///
+    /// # Errors
+    /// `Invalid` key, `Unavailable`.
+    async fn presign(&self, key: &str, access: Access, ttl: std::time::Duration) -> Result<Option<String>, StoreError> {
+        check_key(key)?;
+        let _ = (access, ttl);
+        Ok(None)
+    }
 
     /// A local file for `key` when the store is a local folder (embedded media serving).
     fn local_path(&self, key: &str) -> Option<PathBuf>;

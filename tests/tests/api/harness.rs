@@ -98,6 +98,23 @@ pub async fn server_distributed() -> Server {
     serve(dir, stores, objects, settings()).await
 }
 
+/// A server whose object store is a fresh bucket on the S3 emulator (under `media-root/`);
+/// returns it with the emulator's endpoint.
+pub async fn server_on_s3() -> (Server, String) {
+    let endpoint = std::env::var("VODSOURCE_TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    let aws = vodsource_infra::aws::AwsSettings::emulator(&endpoint);
+    let url = format!("s3://t-{}/media-root", &uuid::Uuid::now_v7().simple().to_string()[..24]);
+    let s3 = vodsource_infra::s3::S3ObjectStore::open(&url, &aws)
+        .await
+        .expect("S3 store");
+    s3.create_bucket(&aws)
+        .await
+        .expect("bucket (start the emulator with `scripts/services.sh start aws`)");
+    let dir = TempDir::new();
+    let (stores, _) = stores_in(&dir, None).await;
+    (serve(dir, stores, Arc::new(s3), settings()).await, endpoint)
+}
+
 /// The stores of a server over `dir` (and `event_store` when given), as `serve` opens them.
 pub async fn stores_in(dir: &TempDir, event_store: Option<String>) -> (Stores, Arc<dyn ObjectStore>) {
     stores_with(dir, event_store, None, &vodsource_infra::aws::AwsSettings::default()).await
