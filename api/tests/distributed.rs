@@ -1,0 +1,393 @@
+//! End to end in the distributed shape, each role its own process: events on PostgreSQL, views
+//! on DynamoDB, objects on S3 (moto), streams on Kafka (Tansu). `vodsource setup` creates the
+//! stores; then register → upload through the presigned URL with a plain HTTP PUT →
+//! upload-complete → a `vodsource encoder` process encodes a real clip → publish → the master
+//! playlist, a rendition playlist and a segment through the playback URLs → beacons → the lake
+//! on S3 holds them → `vodsource qoe query` counts them there. Then the projector is killed
+//! with SIGKILL, `vodsource replay --all` rebuilds every DynamoDB view from the events (a new
+//! generation; the old one's items are deleted) and the views equal what they were, item for
+//! item and index entry for index entry; a new projector process carries on.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vodsource");
+
+/// Children are killed when the test ends, whatever happens.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The settings every process of the deployment shares.
+struct Deployment {
+    env: Vec<(String, String)>,
+    data: std::path::PathBuf,
+    prefix: String,
+}
+
+impl Deployment {
+    fn new() -> Self {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let pg = std::env::var("VODSOURCE_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let sep = if pg.contains('?') { '&' } else { '?' };
+        let aws = std::env::var("VODSOURCE_TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+        let env = [
+            ("VODSOURCE_EVENT_STORE", format!("{pg}{sep}schema=t_e2e_{id}")),
+            ("VODSOURCE_VIEW_STORE", format!("dynamodb://?prefix=t-e2e-{id}-")),
+            ("VODSOURCE_OBJECT_STORE", format!("s3://e2e-{}/vod", &id[..24])),
+            (
+                "VODSOURCE_STREAM",
+                format!("kafka://127.0.0.1:9092?partitions=2&prefix=t-e2e-{id}-"),
+            ),
+            ("VODSOURCE_LAKE_FLUSH_SECS", "1".into()),
+            ("VODSOURCE_LOG", "warn".into()),
+            ("AWS_ENDPOINT_URL", aws),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "vodsource".into()),
+            ("AWS_SECRET_ACCESS_KEY", "vodsource".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let data = std::env::temp_dir().join(format!("vodsource-e2e-{id}"));
+        std::fs::create_dir_all(&data).expect("data dir");
+        Self {
+            env,
+            data,
+            prefix: format!("t-e2e-{id}-"),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(args)
+            .envs(self.env.iter().cloned());
+        command
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("vodsource starts")
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        let output = self
+            .command(&["qoe", "query", "--format", "csv", sql])
+            .output()
+            .expect("qoe query runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+async fn until<T>(what: &str, within: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The first URI line of a playlist (`#EXT-X-MAP` URIs included), resolved against `base`.
+fn first_uri(playlist: &str, base: &str) -> String {
+    let uri = playlist
+        .lines()
+        .find_map(|line| {
+            if let Some(rest) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
+                return rest.split('"').next().map(ToOwned::to_owned);
+            }
+            (!line.starts_with('#') && !line.trim().is_empty()).then(|| line.trim().to_owned())
+        })
+        .expect("a URI in the playlist");
+    let dir = base.rsplit_once('/').map_or(base, |(dir, _)| dir);
+    format!("{dir}/{uri}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
+    let deployment = Deployment::new();
+    let setup = deployment.command(&["setup"]).output().expect("setup runs");
+    assert!(
+        setup.status.success(),
+        "vodsource setup: {} (start the services with `scripts/services.sh start postgres kafka aws`)",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut roles = Children(vec![
+        deployment.spawn(&["api", "--listen", &format!("127.0.0.1:{port}")]),
+        deployment.spawn(&["projector"]),
+        deployment.spawn(&["relay"]),
+        deployment.spawn(&["qoe-sink"]),
+        deployment.spawn(&["encoder", "--workers", "1"]),
+    ]);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    until("the API answers", Duration::from_secs(30), async || {
+        let r = client.get(format!("{base}/v1/health/live")).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+
+    // A real clip, uploaded straight to S3 with a plain PUT.
+    let clip = deployment.data.join("clip.mp4");
+    let made = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=25",
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine",
+            "-t",
+            "4",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ])
+        .args(["-c:a", "aac", "-shortest"])
+        .arg(&clip)
+        .status()
+        .expect("ffmpeg runs; install it with `scripts/services.sh start ffmpeg`");
+    assert!(made.success());
+    let bytes = std::fs::read(&clip).expect("clip");
+    let registered: Value = client
+        .post(format!("{base}/v1/videos"))
+        .json(&json!({
+            "title": "end to end",
+            "filename": "clip.mp4",
+            "content_type": "video/mp4",
+            "size_bytes": bytes.len(),
+        }))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("json");
+    let id = registered["video_id"].as_str().expect("id").to_owned();
+    let upload = registered["upload"]["url"].as_str().expect("url").to_owned();
+    assert!(upload.contains("X-Amz-Signature="), "a presigned S3 URL: {upload}");
+    let put = reqwest::Client::new()
+        .put(&upload)
+        .header("Content-Type", "video/mp4")
+        .body(bytes)
+        .send()
+        .await
+        .expect("put");
+    assert!(put.status().is_success(), "PUT: {}", put.status());
+    let done = client
+        .post(format!("{base}/v1/videos/{id}/upload-complete"))
+        .send()
+        .await
+        .expect("upload-complete");
+    assert!(
+        done.status().is_success(),
+        "upload-complete: {}",
+        done.text().await.unwrap_or_default()
+    );
+
+    // The encoder process encodes it; the projector's catalog says so.
+    until("the video is ready", Duration::from_secs(120), async || {
+        let video: Value = client
+            .get(format!("{base}/v1/videos/{id}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        assert_ne!(video["status"], "failed", "{video}");
+        (video["status"] == "ready").then_some(())
+    })
+    .await;
+    let published = client
+        .post(format!("{base}/v1/videos/{id}/publish"))
+        .send()
+        .await
+        .expect("publish");
+    assert!(published.status().is_success());
+    let playback: Value = until("playback URLs", Duration::from_secs(30), async || {
+        let r = client
+            .get(format!("{base}/v1/videos/{id}/playback"))
+            .send()
+            .await
+            .ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        r.json().await.ok()
+    })
+    .await;
+
+    // Master playlist → rendition playlist → a segment, as a player walks them.
+    let master_url = playback["hls_url"].as_str().expect("hls").to_owned();
+    let master = client
+        .get(&master_url)
+        .send()
+        .await
+        .expect("master")
+        .text()
+        .await
+        .expect("text");
+    assert!(master.starts_with("#EXTM3U"), "{master}");
+    let rendition_url = first_uri(&master, &master_url);
+    let rendition = client.get(&rendition_url).send().await.expect("rendition");
+    assert!(
+        rendition.status().is_success(),
+        "{rendition_url}: {}",
+        rendition.status()
+    );
+    let rendition = rendition.text().await.expect("text");
+    let segment_url = first_uri(&rendition, &rendition_url);
+    let segment = client.get(&segment_url).send().await.expect("segment");
+    assert!(segment.status().is_success(), "{segment_url}: {}", segment.status());
+    assert!(!segment.bytes().await.expect("bytes").is_empty());
+
+    // Beacons of one session reach the lake on S3, where local SQL counts them.
+    let now = chrono::Utc::now().timestamp_millis();
+    let events: Vec<Value> = ["session_start", "playing", "heartbeat"]
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| {
+            let mut event = json!({
+                "event_id": uuid::Uuid::now_v7().to_string(),
+                "event_type": kind,
+                "sid": "e2e-session",
+                "cid": id,
+                "viewer_id": "viewer-1",
+                "ts": now - 3000 + i as i64 * 1000,
+                "position_ms": i as u64 * 1000,
+            });
+            if *kind == "playing" {
+                event["startup_ms"] = json!(640);
+            }
+            event
+        })
+        .collect();
+    let sent: Value = client
+        .post(format!("{base}/v1/playback/beacons"))
+        .json(&json!({ "events": events }))
+        .send()
+        .await
+        .expect("beacons")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(sent["accepted"], 3, "{sent}");
+    let query = format!("SELECT count(*) AS n FROM qoe_events WHERE cid = '{id}'");
+    until("the beacons are in the lake", Duration::from_secs(60), async || {
+        (deployment.sql(&query) == "n\n3\n").then_some(())
+    })
+    .await;
+    // The relay's video events land there too: the whole lifecycle, in order.
+    let history = format!("SELECT event_type FROM video_events WHERE video_id = '{id}' ORDER BY version");
+    until(
+        "the lifecycle is in video_events",
+        Duration::from_secs(60),
+        async || deployment.sql(&history).contains("VideoPublished").then_some(()),
+    )
+    .await;
+    assert!(deployment
+        .sql(&history)
+        .starts_with("event_type\nVideoRegistered\nSourceUploaded\n"));
+
+    // Kill the projector, rebuild every view from the events, and compare item by item.
+    let endpoint = std::env::var("VODSOURCE_TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    let aws = vodsource_infra::aws::load(&vodsource_infra::aws::AwsSettings::emulator(&endpoint))
+        .await
+        .expect("AWS config");
+    let views = vodsource_infra::dynamo::DynamoViewStore::new(&aws, &deployment.prefix);
+    let dump = async || {
+        let mut all = Vec::new();
+        for name in vodsource_projections::PROJECTIONS {
+            all.push((name, views.dump(name).await.expect("dump")));
+        }
+        all
+    };
+    let projector = &mut roles.0[1];
+    let _ = projector.kill();
+    let _ = projector.wait();
+    let before = dump().await;
+    assert!(before.iter().any(|(_, docs)| !docs.is_empty()));
+    // The dead projector's leases lapse; until then `replay` is refused, naming the holder.
+    let replayed = until(
+        "replay --all once the leases lapse",
+        Duration::from_secs(60),
+        async || {
+            let output = deployment.command(&["replay", "--all"]).output().expect("replay runs");
+            output
+                .status
+                .success()
+                .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+        },
+    )
+    .await;
+    assert!(replayed.contains("swapped in"), "{replayed}");
+    let after = dump().await;
+    assert_eq!(after, before, "the rebuilt views equal the ones they replace");
+    let state = vodsource_projections::ViewStore::projection(&views, "catalog")
+        .await
+        .expect("state");
+    assert!(state.generation > 1, "a new generation: {state:?}");
+
+    // A new projector carries on from the rebuilt views.
+    roles.0[1] = deployment.spawn(&["projector"]);
+    let renamed = client
+        .post(format!("{base}/v1/videos"))
+        .json(
+            &json!({"title": "after the rebuild", "filename": "b.mp4", "content_type": "video/mp4", "size_bytes": 10}),
+        )
+        .send()
+        .await
+        .expect("register");
+    let second: Value = renamed.json().await.expect("json");
+    let second = second["video_id"].as_str().expect("id").to_owned();
+    until(
+        "the new projector lists the new video",
+        Duration::from_secs(60),
+        async || {
+            let r = client.get(format!("{base}/v1/videos/{second}")).send().await.ok()?;
+            r.status().is_success().then_some(())
+        },
+    )
+    .await;
+}
