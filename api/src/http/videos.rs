@@ -193,12 +193,16 @@ impl VideosApi {
                 let key = source_key(&id, &request.filename);
                 // Straight to the object store where it presigns (S3); else through this API. Signed
                 // before the registration is recorded, so a failure here records nothing.
-                let url = match state
-                    .objects
-                    .presign(&key, Access::Write, state.settings.url_ttl)
-                    .await
-                    .map_err(|e| ApiError::store("object store", &e))?
-                {
+                // A filename that makes no valid key is refused by the command below.
+                let presigned = match vodsource_commands::ports::check_key(&key) {
+                    Ok(()) => state
+                        .objects
+                        .presign(&key, Access::Write, state.settings.url_ttl)
+                        .await
+                        .map_err(|e| ApiError::store("object store", &e))?,
+                    Err(_) => None,
+                };
+                let url = match presigned {
                     Some(url) => url,
                     None => {
                         let token = state.signer.sign(&UploadClaims {
