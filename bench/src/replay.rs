@@ -6,6 +6,7 @@ use anyhow::Context;
 use vodsource_commands::ports::{EventLog, SystemClock};
 use vodsource_commands::{VideoCommands, VideoStore};
 use vodsource_domain::VideoServices;
+use vodsource_infra::dynamo::DynamoViewStore;
 use vodsource_infra::sqlite::{SqliteEventLog, SqliteSettings, SqliteViewStore};
 use vodsource_projections::{
     rebuild, CatalogProjector, DeadLetterProjector, Projector, Runner, RunnerConfig, StatusProjector,
@@ -22,6 +23,10 @@ pub struct Args {
     /// Projections to rebuild.
     #[arg(long, value_delimiter = ',', default_value = "catalog,status,dead_letters")]
     projections: Vec<String>,
+    /// Also replay into DynamoDB views (fresh tables; the AWS environment says where:
+    /// `AWS_ENDPOINT_URL` for an emulator), in the same run as SQLite.
+    #[arg(long)]
+    dynamodb: bool,
 }
 
 impl Default for Args {
@@ -30,6 +35,7 @@ impl Default for Args {
             events: 1_000_000,
             read_only: false,
             projections: vec!["catalog".into(), "status".into(), "dead_letters".into()],
+            dynamodb: false,
         }
     }
 }
@@ -74,13 +80,31 @@ async fn log_with(events: u64) -> anyhow::Result<(Arc<dyn EventLog>, PathBuf)> {
     Ok((log, dir))
 }
 
+/// Where a rebuild writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Sqlite,
+    Dynamodb,
+}
+
 async fn time_rebuild<P: Projector>(
     projector: P,
     log: &Arc<dyn EventLog>,
     dir: &std::path::Path,
+    target: Target,
 ) -> anyhow::Result<(u64, f64)> {
     let path = dir.join(format!("views-{}.db", uuid::Uuid::now_v7().simple()));
-    let views = Arc::new(SqliteViewStore::open(&path, &SqliteSettings::from_query("synchronous=normal")?).await?);
+    let views: Arc<dyn vodsource_infra::Views> = match target {
+        Target::Sqlite => Arc::new(SqliteViewStore::open(&path, &SqliteSettings::from_query("synchronous=normal")?).await?),
+        Target::Dynamodb => {
+            let config = vodsource_infra::aws::load(&vodsource_infra::aws::AwsSettings::default())
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let store = DynamoViewStore::new(&config, &format!("bench-{}-", uuid::Uuid::now_v7().simple()));
+            store.create_tables().await?;
+            Arc::new(store)
+        }
+    };
     let mut runner = Runner::new(
         projector,
         log.clone(),
@@ -126,19 +150,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    println!("## Replay into fresh SQLite views (shadow generation, then swap)");
-    println!("| projection | events | seconds | events/s |");
-    println!("|---|---|---|---|");
-    for name in &args.projections {
-        let (events, seconds) = match name.as_str() {
-            "catalog" => time_rebuild(CatalogProjector, &log, &dir).await?,
-            "status" => time_rebuild(StatusProjector, &log, &dir).await?,
-            "dead_letters" => time_rebuild(DeadLetterProjector, &log, &dir).await?,
-            other => anyhow::bail!("unknown projection {other:?}"),
-        };
-        #[allow(clippy::cast_precision_loss)]
-        let rate = events as f64 / seconds;
-        println!("| {name} | {events} | {seconds:.2} | {rate:.0} |");
+    let mut targets = vec![(Target::Sqlite, "SQLite")];
+    if args.dynamodb {
+        targets.push((Target::Dynamodb, "DynamoDB"));
+    }
+    println!("## Replay into fresh views (shadow generation, then swap)");
+    println!("| store | projection | events | seconds | events/s |");
+    println!("|---|---|---|---|---|");
+    for (target, label) in targets {
+        for name in &args.projections {
+            let (events, seconds) = match name.as_str() {
+                "catalog" => time_rebuild(CatalogProjector, &log, &dir, target).await?,
+                "status" => time_rebuild(StatusProjector, &log, &dir, target).await?,
+                "dead_letters" => time_rebuild(DeadLetterProjector, &log, &dir, target).await?,
+                other => anyhow::bail!("unknown projection {other:?}"),
+            };
+            #[allow(clippy::cast_precision_loss)]
+            let rate = events as f64 / seconds;
+            println!("| {label} | {name} | {events} | {seconds:.2} | {rate:.0} |");
+        }
     }
     Ok(())
 }
