@@ -363,6 +363,49 @@ impl DynamoViewStore {
         }
     }
 
+    /// Runs `items` as one transaction after a check that `owner` holds the lease `name`.
+    /// Returns false when another condition of the items failed (nothing written).
+    ///
+    /// # Errors
+    /// `LeaseLost` when the lease check failed; `Unavailable`.
+    async fn transact_fenced(
+        &self,
+        name: &str,
+        owner: &str,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<bool, StoreError> {
+        let mut all = vec![self.lease_check(name, owner)?];
+        all.extend(items);
+        match self.transact(all).await? {
+            None => Ok(true),
+            Some(reasons) if reasons.first().map(String::as_str) == Some("ConditionalCheckFailed") => {
+                Err(lease_lost(name, owner))
+            }
+            Some(_) => Ok(false),
+        }
+    }
+
+    /// Applies `update` (its key and condition included) to the projection item of `name`,
+    /// fenced by the lease; a failed condition is a `Conflict` on `expected`.
+    async fn update_projection(
+        &self,
+        name: &str,
+        owner: &str,
+        update: Update,
+        expected: u32,
+    ) -> Result<(), StoreError> {
+        let update = TransactWriteItem::builder().update(update).build();
+        if self.transact_fenced(name, owner, vec![update]).await? {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict {
+                stream_id: format!("view:{name}"),
+                expected: u64::from(expected),
+                actual: 0,
+            })
+        }
+    }
+
     /// Writes `requests` to the views table in batches, several in flight, sending
     /// unprocessed items again with backoff.
     async fn batch_write(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
@@ -613,81 +656,90 @@ impl DynamoViewStore {
         owner: &str,
         change: DocChange,
     ) -> Result<bool, StoreError> {
-        let mut items = vec![self.lease_check(view, owner)?];
-        let doc_key = match &change {
-            DocChange::Put(doc) => doc.key.clone(),
-            DocChange::Delete { key, .. } => key.clone(),
-        };
-        let (added, removed): (Vec<IndexKey>, Vec<IndexKey>) = match change {
+        let writes = DocWrites::of(view, generation, change);
+        let put = |item: Item| Put::builder().table_name(&self.views).set_item(Some(item)).build();
+        let delete = |key: Item| Delete::builder().table_name(&self.views).set_key(Some(key)).build();
+        let mut items = Vec::with_capacity(1 + writes.unindex.len() + writes.index.len());
+        items.push(match writes.doc {
+            DocWrite::Put(item, version) => TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&self.views)
+                        .set_item(Some(item))
+                        .condition_expression("attribute_not_exists(pk) OR v < :v")
+                        .expression_attribute_values(":v", n(version))
+                        .build()
+                        .map_err(invalid)?,
+                )
+                .build(),
+            DocWrite::Delete(key) => TransactWriteItem::builder()
+                .delete(delete(key).map_err(invalid)?)
+                .build(),
+        });
+        for key in writes.unindex {
+            items.push(
+                TransactWriteItem::builder()
+                    .delete(delete(key).map_err(invalid)?)
+                    .build(),
+            );
+        }
+        for item in writes.index {
+            items.push(TransactWriteItem::builder().put(put(item).map_err(invalid)?).build());
+        }
+        self.transact_fenced(view, owner, items).await
+    }
+}
+
+/// A document write of a commit.
+enum DocWrite {
+    /// The document's item, and its version (the condition of a live put).
+    Put(Item, u64),
+    /// The document's key.
+    Delete(Item),
+}
+
+/// The items one document change writes: the document, and its index entries to remove
+/// (keys) and to add (items).
+struct DocWrites {
+    doc: DocWrite,
+    unindex: Vec<Item>,
+    index: Vec<Item>,
+}
+
+impl DocWrites {
+    fn of(view: &str, generation: u32, change: DocChange) -> Self {
+        let (doc_key, doc, added, removed) = match change {
             DocChange::Put(doc) => {
                 let mut item = key(doc_pk(view, generation, shard(&doc.key)), Some(doc.key.clone()));
                 item.insert("v".into(), n(doc.version));
                 item.insert("b".into(), s(doc.body));
-                items.push(
-                    TransactWriteItem::builder()
-                        .put(
-                            Put::builder()
-                                .table_name(&self.views)
-                                .set_item(Some(item))
-                                .condition_expression("attribute_not_exists(pk) OR v < :v")
-                                .expression_attribute_values(":v", n(doc.version))
-                                .build()
-                                .map_err(invalid)?,
-                        )
-                        .build(),
-                );
-                (doc.index.unwrap_or_default(), doc.unindex)
+                (
+                    doc.key,
+                    DocWrite::Put(item, doc.version),
+                    doc.index.unwrap_or_default(),
+                    doc.unindex,
+                )
             }
             DocChange::Delete { key: k, unindex } => {
-                items.push(
-                    TransactWriteItem::builder()
-                        .delete(
-                            Delete::builder()
-                                .table_name(&self.views)
-                                .set_key(Some(key(doc_pk(view, generation, shard(&k)), Some(k))))
-                                .build()
-                                .map_err(invalid)?,
-                        )
-                        .build(),
-                );
-                (Vec::new(), unindex)
+                let item = key(doc_pk(view, generation, shard(&k)), Some(k.clone()));
+                (k, DocWrite::Delete(item), Vec::new(), unindex)
             }
         };
-        for entry in removed {
-            items.push(
-                TransactWriteItem::builder()
-                    .delete(
-                        Delete::builder()
-                            .table_name(&self.views)
-                            .set_key(Some(key(
-                                index_pk(view, generation, &entry.partition),
-                                Some(index_sk(&entry.sort, &doc_key)),
-                            )))
-                            .build()
-                            .map_err(invalid)?,
+        Self {
+            doc,
+            unindex: removed
+                .iter()
+                .map(|entry| {
+                    key(
+                        index_pk(view, generation, &entry.partition),
+                        Some(index_sk(&entry.sort, &doc_key)),
                     )
-                    .build(),
-            );
-        }
-        for entry in added {
-            items.push(
-                TransactWriteItem::builder()
-                    .put(
-                        Put::builder()
-                            .table_name(&self.views)
-                            .set_item(Some(index_item(view, generation, &entry, &doc_key)))
-                            .build()
-                            .map_err(invalid)?,
-                    )
-                    .build(),
-            );
-        }
-        match self.transact(items).await? {
-            None => Ok(true),
-            Some(reasons) if reasons.first().map(String::as_str) == Some("ConditionalCheckFailed") => {
-                Err(lease_lost(view, owner))
-            }
-            Some(_) => Ok(false),
+                })
+                .collect(),
+            index: added
+                .iter()
+                .map(|entry| index_item(view, generation, entry, &doc_key))
+                .collect(),
         }
     }
 }
@@ -845,61 +897,33 @@ impl ViewStore for DynamoViewStore {
             if self.lease_holder(view).await?.map(|(holder, _)| holder).as_deref() != Some(owner) {
                 return Err(lease_lost(view, owner));
             }
+            let put = |item: Item| {
+                Ok::<_, StoreError>(
+                    WriteRequest::builder()
+                        .put_request(PutRequest::builder().set_item(Some(item)).build().map_err(invalid)?)
+                        .build(),
+                )
+            };
+            let delete = |key: Item| {
+                Ok::<_, StoreError>(
+                    WriteRequest::builder()
+                        .delete_request(DeleteRequest::builder().set_key(Some(key)).build().map_err(invalid)?)
+                        .build(),
+                )
+            };
             let mut entries = Vec::new();
             let mut docs = Vec::new();
             for change in changes {
-                let (doc_key, added, removed) = match change {
-                    DocChange::Put(doc) => {
-                        let mut item = key(doc_pk(view, generation, shard(&doc.key)), Some(doc.key.clone()));
-                        item.insert("v".into(), n(doc.version));
-                        item.insert("b".into(), s(doc.body));
-                        docs.push(
-                            WriteRequest::builder()
-                                .put_request(PutRequest::builder().set_item(Some(item)).build().map_err(invalid)?)
-                                .build(),
-                        );
-                        (doc.key, doc.index.unwrap_or_default(), doc.unindex)
-                    }
-                    DocChange::Delete { key: k, unindex } => {
-                        docs.push(
-                            WriteRequest::builder()
-                                .delete_request(
-                                    DeleteRequest::builder()
-                                        .set_key(Some(key(doc_pk(view, generation, shard(&k)), Some(k.clone()))))
-                                        .build()
-                                        .map_err(invalid)?,
-                                )
-                                .build(),
-                        );
-                        (k, Vec::new(), unindex)
-                    }
-                };
-                for entry in removed {
-                    entries.push(
-                        WriteRequest::builder()
-                            .delete_request(
-                                DeleteRequest::builder()
-                                    .set_key(Some(key(
-                                        index_pk(view, generation, &entry.partition),
-                                        Some(index_sk(&entry.sort, &doc_key)),
-                                    )))
-                                    .build()
-                                    .map_err(invalid)?,
-                            )
-                            .build(),
-                    );
+                let writes = DocWrites::of(view, generation, change);
+                docs.push(match writes.doc {
+                    DocWrite::Put(item, _) => put(item)?,
+                    DocWrite::Delete(key) => delete(key)?,
+                });
+                for key in writes.unindex {
+                    entries.push(delete(key)?);
                 }
-                for entry in added {
-                    entries.push(
-                        WriteRequest::builder()
-                            .put_request(
-                                PutRequest::builder()
-                                    .set_item(Some(index_item(view, generation, &entry, &doc_key)))
-                                    .build()
-                                    .map_err(invalid)?,
-                            )
-                            .build(),
-                    );
+                for item in writes.index {
+                    entries.push(put(item)?);
                 }
             }
             // Entries first: a crash between the two leaves documents at their old versions,
@@ -918,21 +942,7 @@ impl ViewStore for DynamoViewStore {
             .expression_attribute_values(":g", n(generation))
             .build()
             .map_err(invalid)?;
-        let items = vec![
-            self.lease_check(view, owner)?,
-            TransactWriteItem::builder().update(update).build(),
-        ];
-        match self.transact(items).await? {
-            None => Ok(()),
-            Some(reasons) if reasons.first().map(String::as_str) == Some("ConditionalCheckFailed") => {
-                Err(lease_lost(view, owner))
-            }
-            Some(_) => Err(StoreError::Conflict {
-                stream_id: format!("view:{view}"),
-                expected: u64::from(generation),
-                actual: 0,
-            }),
-        }
+        self.update_projection(view, owner, update, generation).await
     }
 
     async fn record_failure(&self, name: &str, position: u64, error: &str) -> Result<(), StoreError> {
@@ -967,25 +977,7 @@ impl ViewStore for DynamoViewStore {
             .expression_attribute_values(":live", n(live))
             .build()
             .map_err(invalid)?;
-        match self
-            .transact(vec![
-                self.lease_check(name, owner)?,
-                TransactWriteItem::builder().update(update).build(),
-            ])
-            .await?
-        {
-            None => {}
-            Some(reasons) if reasons.first().map(String::as_str) == Some("ConditionalCheckFailed") => {
-                return Err(lease_lost(name, owner));
-            }
-            Some(_) => {
-                return Err(StoreError::Conflict {
-                    stream_id: format!("view:{name}"),
-                    expected: u64::from(live),
-                    actual: 0,
-                })
-            }
-        }
+        self.update_projection(name, owner, update, live).await?;
         // Whatever an unfinished rebuild left behind goes.
         if let Some(old) = shadow {
             self.delete_generation(name, old).await?;
@@ -1009,25 +1001,7 @@ impl ViewStore for DynamoViewStore {
             .expression_attribute_values(":now", n(micros(Utc::now())))
             .build()
             .map_err(invalid)?;
-        match self
-            .transact(vec![
-                self.lease_check(name, owner)?,
-                TransactWriteItem::builder().update(update).build(),
-            ])
-            .await?
-        {
-            None => {}
-            Some(reasons) if reasons.first().map(String::as_str) == Some("ConditionalCheckFailed") => {
-                return Err(lease_lost(name, owner));
-            }
-            Some(_) => {
-                return Err(StoreError::Conflict {
-                    stream_id: format!("view:{name}"),
-                    expected: u64::from(generation),
-                    actual: 0,
-                })
-            }
-        }
+        self.update_projection(name, owner, update, generation).await?;
         if live != generation {
             self.delete_generation(name, live).await?;
         }
@@ -1107,16 +1081,9 @@ impl DynamoViewStore {
                     .set_item(Some(item))
                     .build()
                     .map_err(invalid)?;
-                match self
-                    .transact(vec![
-                        self.lease_check(name, owner)?,
-                        TransactWriteItem::builder().put(put).build(),
-                    ])
-                    .await?
-                {
-                    None => Ok(()),
-                    Some(_) => Err(lease_lost(name, owner)),
-                }
+                self.transact_fenced(name, owner, vec![TransactWriteItem::builder().put(put).build()])
+                    .await
+                    .map(|_| ())
             }
             _ => Err(lease_lost(name, owner)),
         }

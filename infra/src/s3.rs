@@ -86,9 +86,14 @@ impl S3Location {
 /// # Errors
 /// No region configured; a client `object_store` refuses to build.
 pub async fn s3_client(bucket: &str, settings: &AwsSettings) -> Result<AmazonS3, StoreError> {
+    Ok(client_in_region(bucket, settings).await?.0)
+}
+
+/// The client and the region it signs for.
+async fn client_in_region(bucket: &str, settings: &AwsSettings) -> Result<(AmazonS3, String), StoreError> {
     let config = crate::aws::load(settings).await.map_err(StoreError::Invalid)?;
     let region = config.region().map(ToString::to_string).unwrap_or_default();
-    let mut builder = AmazonS3Builder::new().with_bucket_name(bucket).with_region(region);
+    let mut builder = AmazonS3Builder::new().with_bucket_name(bucket).with_region(&region);
     if let Some(provider) = config.credentials_provider() {
         builder = builder.with_credentials(Arc::new(SdkCredentials::new(provider)));
     }
@@ -98,9 +103,10 @@ pub async fn s3_client(bucket: &str, settings: &AwsSettings) -> Result<AmazonS3,
             .with_allow_http(endpoint.starts_with("http://"))
             .with_virtual_hosted_style_request(false);
     }
-    builder
+    let client = builder
         .build()
-        .map_err(|e| StoreError::Invalid(format!("S3 client for bucket {bucket}: {e}")))
+        .map_err(|e| StoreError::Invalid(format!("S3 client for bucket {bucket}: {e}")))?;
+    Ok((client, region))
 }
 
 /// The SDK's credential chain as `object_store` asks for it, cached until near expiry.
@@ -158,6 +164,8 @@ impl CredentialProvider for SdkCredentials {
 pub struct S3ObjectStore {
     client: Arc<AmazonS3>,
     location: S3Location,
+    /// The region the client signs for (CreateBucket's location constraint).
+    region: String,
 }
 
 impl S3ObjectStore {
@@ -168,8 +176,12 @@ impl S3ObjectStore {
     /// A bad URL; no region configured.
     pub async fn open(url: &str, settings: &AwsSettings) -> Result<Self, StoreError> {
         let location = S3Location::parse(url)?;
-        let client = Arc::new(s3_client(&location.bucket, settings).await?);
-        Ok(Self { client, location })
+        let (client, region) = client_in_region(&location.bucket, settings).await?;
+        Ok(Self {
+            client: Arc::new(client),
+            location,
+            region,
+        })
     }
 
     /// Creates the bucket unless this account already has it (`vodsource setup`). The
@@ -179,7 +191,7 @@ impl S3ObjectStore {
     ///
     /// # Errors
     /// `Unavailable` naming the bucket and S3's answer (a name another account owns, say).
-    pub async fn create_bucket(&self, settings: &AwsSettings) -> Result<(), StoreError> {
+    pub async fn create_bucket(&self) -> Result<(), StoreError> {
         use object_store::signer::Signer;
         let bucket = &self.location.bucket;
         let url = self
@@ -187,12 +199,7 @@ impl S3ObjectStore {
             .signed_url(reqwest::Method::PUT, &Path::from(""), Duration::from_secs(300))
             .await
             .map_err(|e| StoreError::Unavailable(format!("signing CreateBucket {bucket}: {e}")))?;
-        let region = crate::aws::load(settings)
-            .await
-            .map_err(StoreError::Invalid)?
-            .region()
-            .map(ToString::to_string)
-            .unwrap_or_default();
+        let region = &self.region;
         let body = if region == "us-east-1" || region.is_empty() {
             String::new()
         } else {

@@ -2,7 +2,10 @@
 //! store's schema, the view store's tables, the object store's bucket or folder, the stream's
 //! topics — and checks each can be reached. Safe to run twice, or from several hosts.
 
+use std::sync::Arc;
+
 use anyhow::Context;
+use vodsource_commands::ports::ObjectStore;
 use vodsource_infra::aws::AwsSettings;
 use vodsource_infra::s3::S3ObjectStore;
 use vodsource_infra::{open_object_store, StreamUrl};
@@ -30,13 +33,15 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     println!("view store   {}: tables ready", config.view_store_url());
 
     let url = config.object_store_url(args.object_store);
-    if url.starts_with("s3://") {
+    let objects: Arc<dyn ObjectStore> = if url.starts_with("s3://") {
         let store = S3ObjectStore::open(&url, &aws).await?;
-        store.create_bucket(&aws).await.context("creating the bucket")?;
-    }
-    let objects = open_object_store(&url, &aws)
-        .await
-        .context("opening the object store")?;
+        store.create_bucket().await.context("creating the bucket")?;
+        Arc::new(store)
+    } else {
+        open_object_store(&url, &aws)
+            .await
+            .context("opening the object store")?
+    };
     objects.check().await.context("checking the object store")?;
     println!("object store {}: ready", objects.describe());
 

@@ -107,7 +107,7 @@ pub async fn server_on_s3() -> (Server, String) {
     let s3 = vodsource_infra::s3::S3ObjectStore::open(&url, &aws)
         .await
         .expect("S3 store");
-    s3.create_bucket(&aws)
+    s3.create_bucket()
         .await
         .expect("bucket (start the emulator with `scripts/services.sh start aws`)");
     let dir = TempDir::new();

@@ -52,6 +52,24 @@ fn doc(key: &str, version: u64, body: &str, index: &[(&str, &str)]) -> Doc {
     }
 }
 
+/// Every entry of a catalog partition, walked in pages of 7.
+async fn all_pages(store: &dyn ViewStore, partition: &str) -> Vec<vodsource_projections::IndexedDoc> {
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .query("catalog", partition, cursor.as_ref(), 7)
+            .await
+            .expect("query");
+        cursor = page.last().map(|d| d.cursor());
+        let done = page.len() < 7;
+        all.extend(page);
+        if done {
+            return all;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_built_on_dynamodb_equal_views_built_on_sqlite() {
     let (log, dir) = seeded(40).await;
@@ -91,33 +109,8 @@ async fn views_built_on_dynamodb_equal_views_built_on_sqlite() {
     // Listing pages through an index the same way on both stores.
     let sqlite = crate::helpers::view_store(dir.path(), "catalog.db").await;
     for partition in ["all", "published:true", "status:ready"] {
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        let mut cursor = None;
-        loop {
-            let page = store
-                .query("catalog", partition, cursor.as_ref(), 7)
-                .await
-                .expect("query");
-            cursor = page.last().map(|d| d.cursor());
-            let done = page.len() < 7;
-            ours.extend(page);
-            if done {
-                break;
-            }
-        }
-        let mut cursor = None;
-        loop {
-            let page = sqlite
-                .query("catalog", partition, cursor.as_ref(), 7)
-                .await
-                .expect("query");
-            cursor = page.last().map(|d| d.cursor());
-            let done = page.len() < 7;
-            theirs.extend(page);
-            if done {
-                break;
-            }
-        }
+        let ours = all_pages(&store, partition).await;
+        let theirs = all_pages(&sqlite, partition).await;
         assert_eq!(ours, theirs, "{partition}");
     }
     let first = store.scan("catalog", None, 5).await.expect("scan");
