@@ -143,6 +143,26 @@ aws() {
     esac
 }
 
+# Headless Chromium (Debian's) and the web app's npm packages: hls.js and dash.js, which the
+# binary embeds, and playwright-core, which drives the browser test.
+browser() {
+    [ "$action" = start ] || return 0
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        echo "installing Node.js and npm ..." >&2
+        apt_install nodejs npm
+    fi
+    if [ ! -x /usr/bin/chromium ]; then
+        echo "installing Chromium ..." >&2
+        apt_install chromium
+    fi
+    local web
+    web="$(cd "$(dirname "$0")/../web" && pwd)"
+    if [ ! -d "$web/node_modules/playwright-core" ] || [ ! -d "$web/node_modules/hls.js" ] || [ ! -d "$web/node_modules/dashjs" ]; then
+        echo "installing the web app's npm packages ..." >&2
+        (cd "$web" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+}
+
 for service in "${services[@]}"; do
     case "$service" in
     postgres) postgres ;;
@@ -152,7 +172,8 @@ for service in "${services[@]}"; do
     lake-readers) lake_readers ;;
     kafka) kafka ;;
     aws) aws ;;
+    browser) browser ;;
     wrk) if [ "$action" = start ] && ! command -v wrk >/dev/null; then apt_install wrk; fi ;;
-    *) echo "error: unknown service $service (known: postgres, python, schemathesis, wrk, ffmpeg, lake-readers, kafka, aws)" >&2; exit 2 ;;
+    *) echo "error: unknown service $service (known: postgres, python, schemathesis, wrk, ffmpeg, lake-readers, kafka, aws, browser)" >&2; exit 2 ;;
     esac
 done

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vodsource/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-scripts/services.sh start postgres python schemathesis ffmpeg lake-readers kafka aws
+scripts/services.sh start postgres python schemathesis ffmpeg lake-readers kafka aws browser
 
 cargo test --workspace --locked "$@"
 # The OpenAPI document against the server it describes (the debug binary the tests built).

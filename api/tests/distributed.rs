@@ -3,17 +3,29 @@
 //! stores; then register → upload through the presigned URL with a plain HTTP PUT →
 //! upload-complete → a `vodsource encoder` process encodes a real clip → publish → the master
 //! playlist, a rendition playlist and a segment through the playback URLs → beacons → the lake
-//! on S3 holds them → `vodsource qoe query` counts them there. Then the projector is killed
-//! with SIGKILL, `vodsource replay --all` rebuilds every DynamoDB view from the events (a new
-//! generation; the old one's items are deleted) and the views equal what they were, item for
-//! item and index entry for index entry; a new projector process carries on.
+//! on S3 holds them → `vodsource qoe query` counts them there.
+//!
+//! Then a second clip is encoding when the encoder holding its claim and the projector running
+//! the encoding supervisor are both killed with SIGKILL: the standby projector takes the
+//! supervisor over, requeues the lapsed claim, the other encoder finishes it, once. Then the
+//! remaining projector is killed too, `vodsource replay --all` rebuilds every DynamoDB view
+//! from the events (a new generation; the old one's items are deleted) and the rebuilt views
+//! equal the ones kept live through the kills, item for item and index entry for index entry;
+//! a new projector process carries on.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use vodsource_commands::codec::Decoder;
+use vodsource_commands::ports::EventLog;
+use vodsource_domain::{EncodeStage, VideoEvent};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vodsource");
+
+// Where each role's process is in `Children` (the API is 0, the relay 3, the sink 4).
+const PROJECTORS: [usize; 2] = [1, 2];
+const ENCODERS: [usize; 2] = [5, 6];
 
 /// Children are killed when the test ends, whatever happens.
 struct Children(Vec<Child>);
@@ -78,6 +90,13 @@ impl Deployment {
         command
     }
 
+    fn var(&self, name: &str) -> &str {
+        self.env
+            .iter()
+            .find_map(|(k, v)| (k == name).then_some(v.as_str()))
+            .unwrap_or_default()
+    }
+
     fn spawn(&self, args: &[&str]) -> Child {
         self.command(args)
             .stdin(Stdio::null())
@@ -128,71 +147,28 @@ fn first_uri(playlist: &str, base: &str) -> String {
     format!("{dir}/{uri}")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
-    let deployment = Deployment::new();
-    let setup = deployment.command(&["setup"]).output().expect("setup runs");
-    assert!(
-        setup.status.success(),
-        "vodsource setup: {} (start the services with `scripts/services.sh start postgres kafka aws`)",
-        String::from_utf8_lossy(&setup.stderr)
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut roles = Children(vec![
-        deployment.spawn(&["api", "--listen", &format!("127.0.0.1:{port}")]),
-        deployment.spawn(&["projector"]),
-        deployment.spawn(&["relay"]),
-        deployment.spawn(&["qoe-sink"]),
-        deployment.spawn(&["encoder", "--workers", "1"]),
-    ]);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
-    until("the API answers", Duration::from_secs(30), async || {
-        let r = client.get(format!("{base}/v1/health/live")).send().await.ok()?;
-        r.status().is_success().then_some(())
-    })
-    .await;
-
-    // A real clip, uploaded straight to S3 with a plain PUT.
-    let clip = deployment.data.join("clip.mp4");
+/// A real clip of `seconds` at `size`, H.264 and AAC.
+fn clip(path: &std::path::Path, seconds: u32, size: &str) {
     let made = Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=25",
-        ])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "sine",
-            "-t",
-            "4",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-        ])
-        .args(["-c:a", "aac", "-shortest"])
-        .arg(&clip)
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={size}:rate=25"))
+        .args(["-f", "lavfi", "-i", "sine", "-t"])
+        .arg(seconds.to_string())
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest"])
+        .arg(path)
         .status()
         .expect("ffmpeg runs; install it with `scripts/services.sh start ffmpeg`");
     assert!(made.success());
-    let bytes = std::fs::read(&clip).expect("clip");
+}
+
+/// Registers `clip`, PUTs it to the presigned S3 URL with a plain HTTP client and completes
+/// the upload: the video's id.
+async fn upload(client: &reqwest::Client, base: &str, title: &str, clip: &std::path::Path) -> String {
+    let bytes = std::fs::read(clip).expect("clip");
     let registered: Value = client
         .post(format!("{base}/v1/videos"))
         .json(&json!({
-            "title": "end to end",
+            "title": title,
             "filename": "clip.mp4",
             "content_type": "video/mp4",
             "size_bytes": bytes.len(),
@@ -224,9 +200,12 @@ async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
         "upload-complete: {}",
         done.text().await.unwrap_or_default()
     );
+    id
+}
 
-    // The encoder process encodes it; the projector's catalog says so.
-    until("the video is ready", Duration::from_secs(120), async || {
+/// Waits until the catalog says the video is ready (failing at once if it says failed).
+async fn ready(client: &reqwest::Client, base: &str, id: &str, within: Duration) {
+    until("the video is ready", within, async || {
         let video: Value = client
             .get(format!("{base}/v1/videos/{id}"))
             .send()
@@ -239,6 +218,71 @@ async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
         (video["status"] == "ready").then_some(())
     })
     .await;
+}
+
+async fn history(log: &dyn EventLog, id: &str) -> Vec<VideoEvent> {
+    let decoder = Decoder::new();
+    log.read_stream(id, 0, 10_000)
+        .await
+        .expect("reads")
+        .iter()
+        .map(|e| decoder.decode(e).expect("decodes"))
+        .collect()
+}
+
+/// The index in `roles` among `candidates` of the process whose lease owner or worker id is
+/// `owner` (both carry the process id between dashes).
+fn process_of(roles: &Children, candidates: &[usize], owner: &str) -> usize {
+    candidates
+        .iter()
+        .copied()
+        .find(|&i| owner.contains(&format!("-{}-", roles.0[i].id())))
+        .unwrap_or_else(|| panic!("no process among {candidates:?} is {owner}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
+    let deployment = Deployment::new();
+    let setup = deployment.command(&["setup"]).output().expect("setup runs");
+    assert!(
+        setup.status.success(),
+        "vodsource setup: {} (start the services with `scripts/services.sh start postgres kafka aws`)",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    // Two of the roles that scale out: projectors stand by for each other's leases, encoders
+    // share the jobs. Short claim leases and backoff, so a killed encoder's job moves on soon.
+    let projector = ["projector", "--encode-backoff-secs", "1"];
+    let encoder = ["encoder", "--workers", "1", "--encode-lease-secs", "3"];
+    let mut roles = Children(vec![
+        deployment.spawn(&["api", "--listen", &format!("127.0.0.1:{port}")]),
+        deployment.spawn(&projector),
+        deployment.spawn(&projector),
+        deployment.spawn(&["relay"]),
+        deployment.spawn(&["qoe-sink"]),
+        deployment.spawn(&encoder),
+        deployment.spawn(&encoder),
+    ]);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    until("the API answers", Duration::from_secs(30), async || {
+        let r = client.get(format!("{base}/v1/health/live")).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+
+    // A real clip, uploaded straight to S3 with a plain PUT; an encoder process encodes it and
+    // the projectors' catalog says so.
+    let first = deployment.data.join("clip.mp4");
+    clip(&first, 4, "640x360");
+    let id = upload(&client, &base, "end to end", &first).await;
+    ready(&client, &base, &id, Duration::from_secs(120)).await;
     let published = client
         .post(format!("{base}/v1/videos/{id}/publish"))
         .send()
@@ -319,23 +363,87 @@ async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
     })
     .await;
     // The relay's video events land there too: the whole lifecycle, in order.
-    let history = format!("SELECT event_type FROM video_events WHERE video_id = '{id}' ORDER BY version");
+    let lifecycle = format!("SELECT event_type FROM video_events WHERE video_id = '{id}' ORDER BY version");
     until(
         "the lifecycle is in video_events",
         Duration::from_secs(60),
-        async || deployment.sql(&history).contains("VideoPublished").then_some(()),
+        async || deployment.sql(&lifecycle).contains("VideoPublished").then_some(()),
     )
     .await;
     assert!(deployment
-        .sql(&history)
+        .sql(&lifecycle)
         .starts_with("event_type\nVideoRegistered\nSourceUploaded\n"));
 
-    // Kill the projector, rebuild every view from the events, and compare item by item.
     let endpoint = std::env::var("VODSOURCE_TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
     let aws = vodsource_infra::aws::load(&vodsource_infra::aws::AwsSettings::emulator(&endpoint))
         .await
         .expect("AWS config");
     let views = vodsource_infra::dynamo::DynamoViewStore::new(&aws, &deployment.prefix);
+    let log = vodsource_infra::open_event_log(deployment.var("VODSOURCE_EVENT_STORE"))
+        .await
+        .expect("the event store");
+
+    // A longer clip. While attempt 1 is encoding, SIGKILL the encoder holding the claim and the
+    // projector holding the supervisor's lease, at once.
+    let long = deployment.data.join("long.mp4");
+    clip(&long, 16, "1280x720");
+    let second = upload(&client, &base, "killed mid-encode", &long).await;
+    let holder = until("attempt 1 encoding", Duration::from_secs(120), async || {
+        history(&*log, &second).await.into_iter().find_map(|e| match e {
+            VideoEvent::EncodingProgressed {
+                attempt: 1,
+                stage: EncodeStage::Encode,
+                worker_id,
+                ..
+            } => Some(worker_id),
+            _ => None,
+        })
+    })
+    .await;
+    let (supervisor, _) = views
+        .lease_holder("encoding-supervisor")
+        .await
+        .expect("reads the lease")
+        .expect("a projector runs the supervisor");
+    let killed = [
+        process_of(&roles, &ENCODERS, &holder),
+        process_of(&roles, &PROJECTORS, &supervisor),
+    ];
+    for i in killed {
+        roles.0[i].kill().expect("SIGKILL");
+        let _ = roles.0[i].wait();
+    }
+    // The standby projector's supervisor requeues the lapsed claim; the other encoder finishes.
+    let (attempt, finisher) = until("the other encoder completes", Duration::from_secs(180), async || {
+        history(&*log, &second).await.into_iter().find_map(|e| match e {
+            VideoEvent::EncodingCompleted { attempt, worker_id, .. } => Some((attempt, worker_id)),
+            _ => None,
+        })
+    })
+    .await;
+    assert_eq!(attempt, 2, "the killed attempt never completes");
+    assert_ne!(finisher, holder);
+    ready(&client, &base, &second, Duration::from_secs(60)).await;
+    let events = history(&*log, &second).await;
+    assert!(
+        events.iter().any(|e| matches!(e,
+            VideoEvent::EncodingRequeued { attempt: 2, reason, .. } if reason.contains("lease expired"))),
+        "the supervisor requeued the lapsed claim: {events:?}"
+    );
+    let completions = events
+        .iter()
+        .filter(|e| matches!(e, VideoEvent::EncodingCompleted { .. }))
+        .count();
+    assert_eq!(completions, 1, "encoded once: {events:?}");
+    let published = client
+        .post(format!("{base}/v1/videos/{second}/publish"))
+        .send()
+        .await
+        .expect("publish");
+    assert!(published.status().is_success());
+
+    // Kill the other projector too, rebuild every view from the events, and compare item by
+    // item with the views kept live through the kills: nothing lost, nothing doubled.
     let dump = async || {
         let mut all = Vec::new();
         for name in vodsource_projections::PROJECTIONS {
@@ -343,9 +451,21 @@ async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
         }
         all
     };
-    let projector = &mut roles.0[1];
-    let _ = projector.kill();
-    let _ = projector.wait();
+    let head = log.head().await.expect("head");
+    until("every projection at the head", Duration::from_secs(60), async || {
+        for name in vodsource_projections::PROJECTIONS {
+            let state = vodsource_projections::ViewStore::projection(&views, name).await.ok()?;
+            if state.position < head {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    for i in PROJECTORS {
+        let _ = roles.0[i].kill();
+        let _ = roles.0[i].wait();
+    }
     let before = dump().await;
     assert!(before.iter().any(|(_, docs)| !docs.is_empty()));
     // The dead projector's leases lapse; until then `replay` is refused, naming the holder.
@@ -370,8 +490,8 @@ async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
     assert!(state.generation > 1, "a new generation: {state:?}");
 
     // A new projector carries on from the rebuilt views.
-    roles.0[1] = deployment.spawn(&["projector"]);
-    let renamed = client
+    roles.0[PROJECTORS[0]] = deployment.spawn(&projector);
+    let third = client
         .post(format!("{base}/v1/videos"))
         .json(
             &json!({"title": "after the rebuild", "filename": "b.mp4", "content_type": "video/mp4", "size_bytes": 10}),
@@ -379,13 +499,13 @@ async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
         .send()
         .await
         .expect("register");
-    let second: Value = renamed.json().await.expect("json");
-    let second = second["video_id"].as_str().expect("id").to_owned();
+    let third: Value = third.json().await.expect("json");
+    let third = third["video_id"].as_str().expect("id").to_owned();
     until(
         "the new projector lists the new video",
         Duration::from_secs(60),
         async || {
-            let r = client.get(format!("{base}/v1/videos/{second}")).send().await.ok()?;
+            let r = client.get(format!("{base}/v1/videos/{third}")).send().await.ok()?;
             r.status().is_success().then_some(())
         },
     )

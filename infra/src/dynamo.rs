@@ -640,7 +640,11 @@ impl DynamoViewStore {
         })
     }
 
-    async fn lease_holder(&self, name: &str) -> Result<Option<(String, i64)>, StoreError> {
+    /// Who holds (or last held) the lease `name`, and until when (Unix microseconds).
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn lease_holder(&self, name: &str) -> Result<Option<(String, i64)>, StoreError> {
         Ok(self
             .get_state(format!("lease#{name}"))
             .await?

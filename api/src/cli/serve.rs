@@ -13,6 +13,7 @@ use vodsource_infra::open_object_store;
 
 use crate::config::Config;
 use crate::http::auth::AuthSettings;
+use crate::http::cdn::{Cdn, CdnError, CloudFrontKey};
 use crate::http::{start, ServeSettings};
 use crate::roles::Stores;
 
@@ -56,6 +57,19 @@ pub struct Args {
     /// How long signed upload and media URLs work, in seconds [default: 3600].
     #[arg(long, env = "VODSOURCE_URL_TTL_SECS")]
     pub url_ttl_secs: Option<u64>,
+    /// The CDN that players fetch media from: a distribution whose origin is the object store,
+    /// so that `<base>/<key>` is the object `<key>` (for S3, the bucket with the store's prefix
+    /// as origin path). Playlists stay with the API; segments, posters and thumbnails go
+    /// there [default: none; media comes from this server or presigned S3 URLs].
+    #[arg(long, env = "VODSOURCE_MEDIA_BASE_URL")]
+    pub media_base_url: Option<String>,
+    /// CloudFront key pair id (the public key's id in the distribution's trusted key group);
+    /// with the private key file, media URLs on the CDN are CloudFront signed URLs.
+    #[arg(long, env = "VODSOURCE_MEDIA_KEY_PAIR_ID")]
+    pub media_key_pair_id: Option<String>,
+    /// The RSA private key (PEM) of that key pair.
+    #[arg(long, env = "VODSOURCE_MEDIA_PRIVATE_KEY_FILE")]
+    pub media_private_key_file: Option<PathBuf>,
     /// Secret of signed URLs [default: generated once into <data dir>/signing.key].
     #[arg(long, env = "VODSOURCE_SIGNING_SECRET", hide_env_values = true)]
     pub signing_secret: Option<String>,
@@ -99,6 +113,9 @@ struct FileSettings {
     max_upload_bytes: Option<u64>,
     url_ttl_secs: Option<u64>,
     signing_secret: Option<String>,
+    media_base_url: Option<String>,
+    media_key_pair_id: Option<String>,
+    media_private_key_file: Option<PathBuf>,
     no_projectors: Option<bool>,
     encoders: Option<usize>,
     no_qoe_sink: Option<bool>,
@@ -141,6 +158,26 @@ fn signing_secret(configured: Option<String>, data_dir: &Path) -> anyhow::Result
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(secret)
+}
+
+/// The CDN of media URLs, if one is configured.
+fn cdn(
+    base: Option<String>,
+    key_pair_id: Option<String>,
+    key_file: Option<PathBuf>,
+) -> anyhow::Result<Option<std::sync::Arc<Cdn>>> {
+    let key = match (key_pair_id, key_file) {
+        (Some(id), Some(path)) => Some(CloudFrontKey::from_file(&id, &path)?),
+        (None, None) => None,
+        _ => return Err(CdnError::HalfKey.into()),
+    };
+    match base {
+        Some(base) => Ok(Some(std::sync::Arc::new(Cdn::new(&base, key)?))),
+        None if key.is_some() => {
+            anyhow::bail!("a CDN signing key is set but no media base URL (VODSOURCE_MEDIA_BASE_URL)")
+        }
+        None => Ok(None),
+    }
 }
 
 /// The lake sink's settings: flush limits, and `<data dir>/sink` for files being written.
@@ -202,6 +239,11 @@ pub fn settings(config: &Config, args: Args, owner: &str) -> anyhow::Result<(Ser
             )?)
         },
         stream_roles: true,
+        cdn: cdn(
+            args.media_base_url.or(file.media_base_url),
+            args.media_key_pair_id.or(file.media_key_pair_id),
+            args.media_private_key_file.or(file.media_private_key_file),
+        )?,
         workers: args
             .worker
             .configs(config, owner, args.encoders.or(file.encoders).unwrap_or(1))?,

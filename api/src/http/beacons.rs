@@ -4,10 +4,10 @@
 
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi, Tags};
-use vodsource_analytics::{judge_batch, BatchError, MAX_BATCH_EVENTS};
+use vodsource_analytics::{judge_batch, BatchError, BeaconError, MAX_BATCH_EVENTS};
 use vodsource_commands::ports::StreamError;
 
-use super::auth::BearerAuth;
+use super::auth::{BearerAuth, Principal, Role};
 use super::error::ApiError;
 use super::state::AppState;
 
@@ -80,15 +80,17 @@ impl BeaconsApi {
     /// behind and 5 min ahead of the server), and optionally `viewer_id`, `position_ms`,
     /// `duration_ms`, CMCD `br`/`bl`/`mtp` (kbit/s, ms, kbit/s), `ot`, `su`, `bs`,
     /// `startup_ms`, `rebuffer_ms`, `error_code` (required on errors), `error_message`,
-    /// `player_name`, `player_version`, `device_type`, `os`, `browser`. Bad events are
-    /// rejected one by one; the good ones in the same batch are stored before the answer.
+    /// `player_name`, `player_version`, `device_type`, `os`, `browser`. `viewer_id` is the
+    /// caller's own (filled in when left out; another viewer's is refused, except from an
+    /// admin). Bad events are rejected one by one; the good ones in the same batch are stored
+    /// before the answer.
     #[oai(
         path = "/playback/beacons",
         method = "post",
         tag = "Tag::Playback",
         operation_id = "sendBeacons"
     )]
-    async fn send(&self, _auth: BearerAuth, body: Json<serde_json::Value>) -> Result<Json<BeaconResults>, ApiError> {
+    async fn send(&self, auth: BearerAuth, body: Json<serde_json::Value>) -> Result<Json<BeaconResults>, ApiError> {
         let now = self.state.now().timestamp_millis();
         let judged = judge_batch(body.0, now).map_err(|e| match e {
             BatchError::TooLarge(_) => ApiError::with(413, "PAYLOAD_TOO_LARGE", e.to_string(), serde_json::Value::Null),
@@ -110,7 +112,12 @@ impl BeaconsApi {
         };
         let mut records = Vec::new();
         let mut results = Vec::with_capacity(judged.len());
-        for result in judged {
+        for mut result in judged {
+            if let Ok(event) = &mut result.outcome {
+                if let Err(fault) = bind_viewer(event, &auth.0) {
+                    result.outcome = Err(fault);
+                }
+            }
             let (status, error) = match &result.outcome {
                 Ok(event) => {
                     records.push(vodsource_analytics::wire::record(event));
@@ -151,5 +158,27 @@ impl BeaconsApi {
             rejected: u32::try_from(results.len()).unwrap_or(u32::MAX) - accepted,
             results,
         }))
+    }
+}
+
+/// Whose watch state an event moves: a viewer's own. An event without `viewer_id` is the
+/// caller's; one naming somebody else is refused, unless an admin (a trusted relay) sends it.
+fn bind_viewer(event: &mut vodsource_analytics::QoeEvent, principal: &Principal) -> Result<(), BeaconError> {
+    if principal.role == Role::Admin {
+        return Ok(());
+    }
+    match &event.viewer_id {
+        None => {
+            event.viewer_id = Some(principal.subject.clone());
+            Ok(())
+        }
+        Some(viewer) if *viewer == principal.subject => Ok(()),
+        Some(viewer) => Err(BeaconError {
+            field: "viewer_id".into(),
+            message: format!(
+                "{viewer:?} is not the caller ({:?}); leave it out or send your own",
+                principal.subject
+            ),
+        }),
     }
 }

@@ -15,6 +15,7 @@ use poem::{handler, Body, IntoResponse, Request, Response};
 use serde_json::json;
 use vodsource_commands::ports::{check_key, Access, PutError};
 
+use super::cdn;
 use super::error::ApiError;
 use super::signing::{MediaClaims, TokenError, UploadClaims};
 use super::state::AppState;
@@ -124,6 +125,9 @@ pub async fn media(
     if check_key(&key).is_err() {
         return not_found();
     }
+    if let Some(cdn) = &state.settings.cdn {
+        return cdn_media(state, cdn.grant(&video_id, claims.e), &key, &rest).await;
+    }
     let Some(path) = state.objects.local_path(&key) else {
         return remote_media(state, &key, &rest, claims.e).await;
     };
@@ -181,6 +185,44 @@ async fn remote_media(state: &AppState, key: &str, rest: &str, expires: i64) -> 
         Ok(None) => not_found(),
         Err(e) => ApiError::store("object store", &e).into_response(),
     }
+}
+
+/// A media file with a CDN in front of the store: manifests answered here with their URIs on
+/// the CDN, the rest redirected there.
+async fn cdn_media(state: &AppState, grant: cdn::Grant, key: &str, rest: &str) -> Response {
+    let not_found = || ApiError::with(404, "NOT_FOUND", format!("no media file {rest:?}"), json!(null)).into_response();
+    let extension = rest
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    let rewrite: fn(&str, &str, &cdn::Grant) -> String = match extension.as_str() {
+        "m3u8" => cdn::rewrite_hls,
+        "mpd" => cdn::rewrite_mpd,
+        "vtt" => cdn::rewrite_vtt,
+        _ => {
+            return Response::builder()
+                .status(StatusCode::FOUND)
+                .header(header::LOCATION, grant.url(rest))
+                .header(header::CACHE_CONTROL, "private, no-store")
+                .finish()
+        }
+    };
+    let bytes = match state.objects.read(key, MAX_MANIFEST_BYTES).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return not_found(),
+        Err(e) => return ApiError::store("object store", &e).into_response(),
+    };
+    let Ok(text) = String::from_utf8(bytes) else {
+        return ApiError::internal("media", &format!("{key} is not UTF-8 text")).into_response();
+    };
+    let dir = rest.rfind('/').map_or("", |at| &rest[..=at]);
+    Response::builder()
+        .header(
+            header::CONTENT_TYPE,
+            streaming_type(rest).unwrap_or("application/octet-stream"),
+        )
+        .header(header::CACHE_CONTROL, "private, no-store")
+        .body(rewrite(&text, dir, &grant))
 }
 
 /// The registered media types of streaming files, where the generic extension table differs

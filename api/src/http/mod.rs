@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod beacons;
+pub mod cdn;
 pub mod control;
 mod document;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod signing;
 pub mod state;
 mod videos;
 mod viewers;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -77,6 +79,9 @@ pub struct ServeSettings {
     /// Whether the watch-state consumer group and the video-events relay run here when there
     /// is a stream (`vodsource api` leaves them to `vodsource projector` and `vodsource relay`).
     pub stream_roles: bool,
+    /// The CDN in front of the object store that players fetch media from; `None` serves
+    /// media from this server (embedded) or redirects to presigned S3 URLs.
+    pub cdn: Option<Arc<cdn::Cdn>>,
 }
 
 /// The OpenAPI service (also used to print the document without a server).
@@ -193,7 +198,10 @@ pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response>
         .nest("/docs", docs)
         .at("/uploads/:token", put(media::upload))
         .at("/media/:token/:video/*rest", get(media::media).with(Cors::new()))
-        .nest("/", api)
+        .at("/", get(web::index))
+        .at("/app/:name", get(web::asset))
+        // Every operation's path starts with /v1 (the prefix is the APIs' own).
+        .nest_no_strip("/v1", api)
         .data(state)
         .data(gate)
         .around(move |ep, mut req: Request| {
@@ -205,6 +213,7 @@ pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response>
                     p if p.starts_with("/uploads/") => "upload",
                     p if p.starts_with("/media/") => "media",
                     p if p.starts_with("/docs") || p == "/openapi.json" => "docs",
+                    p if p == "/" || p.starts_with("/app/") => "web",
                     "/v1/playback/beacons" => "beacons",
                     _ => "other",
                 };
@@ -383,6 +392,7 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
             public_url: public_url.clone(),
             url_ttl: settings.url_ttl,
             idempotency_ttl: settings.idempotency_ttl,
+            cdn: settings.cdn.clone(),
         },
         clock: stores.clock.clone(),
         shutdown: stopped.clone(),

@@ -29,6 +29,8 @@ pub struct HttpSettings {
     pub url_ttl: Duration,
     /// How long an idempotency key is remembered.
     pub idempotency_ttl: Duration,
+    /// The CDN media is fetched from, if any (else from this server or presigned S3 URLs).
+    pub cdn: Option<Arc<super::cdn::Cdn>>,
 }
 
 /// Shared by every handler.

@@ -655,11 +655,21 @@ impl VideosApi {
                 &format!("manifests of {} are outside {prefix}", id.0),
             ));
         };
+        // A poster is one request: straight from the CDN when there is one.
+        let grant = state
+            .settings
+            .cdn
+            .as_ref()
+            .map(|cdn| cdn.grant(&id.0, expires_at.timestamp()));
+        let poster = |key: &str| match &grant {
+            Some(grant) => key.strip_prefix(&prefix).map(|rest| grant.url(rest)),
+            None => url(key),
+        };
         Ok(Json(Playback {
             video_id: id.0.clone(),
             hls_url,
             dash_url,
-            poster_url: view.thumbnail_key.as_deref().and_then(url),
+            poster_url: view.thumbnail_key.as_deref().and_then(poster),
             thumbnails_url: view.thumbnails_vtt_key.as_deref().and_then(url),
             expires_at,
         }))

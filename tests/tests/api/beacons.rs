@@ -114,6 +114,66 @@ async fn good_beacons_are_stored_and_bad_ones_are_rejected_one_by_one() {
     }
 }
 
+/// A viewer moves only their own watch state: an event without `viewer_id` is theirs, one
+/// naming another viewer is refused; an admin (a trusted relay) may name anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beacons_belong_to_the_caller() {
+    let scratch = TempDir::new();
+    let mut config = settings();
+    config.stream = Some(vodsource_infra::StreamUrl::Embedded(scratch.path().join("streams")));
+    let s = server_with(config).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut anonymous = beacon(now, 0);
+    anonymous.as_object_mut().expect("object").remove("viewer_id");
+    let mut someone_else = beacon(now, 1);
+    someone_else["viewer_id"] = json!("alice");
+    let (status, body) = s
+        .send(
+            s.req(Method::POST, "/v1/playback/beacons", &token("bob", "viewer"))
+                .json(&json!({ "events": [anonymous.clone(), someone_else.clone(), beacon(now, 2)] })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let results = body["results"].as_array().expect("results");
+    let statuses: Vec<&str> = results.iter().filter_map(|r| r["status"].as_str()).collect();
+    assert_eq!(statuses, ["accepted", "rejected", "accepted"], "{body}");
+    assert_eq!(results[1]["error"]["field"], "viewer_id");
+    assert!(results[1]["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("\"bob\"")));
+    let (status, body) = s
+        .send(
+            s.req(Method::POST, "/v1/playback/beacons", &token("relay", "admin"))
+                .json(&json!({ "events": [beacon(now, 3)] })),
+        )
+        .await;
+    assert_eq!((status, body["accepted"].as_u64()), (StatusCode::OK, Some(1)), "{body}");
+
+    let running = s.running.as_ref().expect("running");
+    let mut consumer = running
+        .stream()
+        .expect("a stream")
+        .consumer("qoe-events", "test")
+        .expect("consumer");
+    let mut viewers = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while viewers.len() < 3 && std::time::Instant::now() < deadline {
+        for d in consumer.poll(100, Duration::from_millis(100)).await.expect("poll") {
+            let event: QoeEvent = vodsource_analytics::wire::decode_event(&d.value).expect("a QoE event");
+            viewers.push((event.event_id.to_string(), event.viewer_id));
+        }
+    }
+    let of = |b: &Value| {
+        viewers
+            .iter()
+            .find(|(id, _)| b["event_id"] == id.as_str())
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(viewers.len(), 3, "{viewers:?}");
+    assert_eq!(of(&anonymous), Some(Some("bob".to_owned())), "filled in from the token");
+    assert_eq!(of(&someone_else), None, "refused, not stored");
+}
+
 #[tokio::test]
 async fn without_a_stream_beacons_are_refused_rather_than_lost() {
     let s = server().await;

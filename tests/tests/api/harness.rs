@@ -51,6 +51,7 @@ pub fn settings() -> ServeSettings {
         aws: vodsource_infra::aws::AwsSettings::default(),
         lake: None,
         stream_roles: true,
+        cdn: None,
     }
 }
 
@@ -101,10 +102,16 @@ pub async fn server_distributed() -> Server {
 /// A server whose object store is a fresh bucket on the S3 emulator (under `media-root/`);
 /// returns it with the emulator's endpoint.
 pub async fn server_on_s3() -> (Server, String) {
+    server_on_s3_with(|_| settings()).await
+}
+
+/// As [`server_on_s3`], with the settings `settings` makes of the store's plain HTTP URL
+/// (`<endpoint>/<bucket>/media-root`, where a CDN whose origin is the bucket would be).
+pub async fn server_on_s3_with(settings: impl FnOnce(&str) -> ServeSettings) -> (Server, String) {
     let endpoint = std::env::var("VODSOURCE_TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
     let aws = vodsource_infra::aws::AwsSettings::emulator(&endpoint);
-    let url = format!("s3://t-{}/media-root", &uuid::Uuid::now_v7().simple().to_string()[..24]);
-    let s3 = vodsource_infra::s3::S3ObjectStore::open(&url, &aws)
+    let bucket = format!("t-{}", &uuid::Uuid::now_v7().simple().to_string()[..24]);
+    let s3 = vodsource_infra::s3::S3ObjectStore::open(&format!("s3://{bucket}/media-root"), &aws)
         .await
         .expect("S3 store");
     s3.create_bucket()
@@ -112,7 +119,8 @@ pub async fn server_on_s3() -> (Server, String) {
         .expect("bucket (start the emulator with `scripts/services.sh start aws`)");
     let dir = TempDir::new();
     let (stores, _) = stores_in(&dir, None).await;
-    (serve(dir, stores, Arc::new(s3), settings()).await, endpoint)
+    let settings = settings(&format!("{endpoint}/{bucket}/media-root"));
+    (serve(dir, stores, Arc::new(s3), settings).await, endpoint)
 }
 
 /// The stores of a server over `dir` (and `event_store` when given), as `serve` opens them.
@@ -326,7 +334,7 @@ impl Server {
                 hls_master_key: format!("media/{id}/1/master.m3u8"),
                 dash_mpd_key: format!("media/{id}/1/manifest.mpd"),
             },
-            poster_key: None,
+            poster_key: Some(format!("media/{id}/1/poster.jpg")),
             thumbnails_key: None,
             duration_ms: 4000,
             cost: EncodingCost::default(),

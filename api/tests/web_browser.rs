@@ -1,0 +1,292 @@
+//! The web app end to end in a real browser: `vodsource serve` (embedded; authentication on,
+//! and again off) and headless Chromium driven by `web/e2e/play.mjs` (playwright-core): sign in with a
+//! token, upload a generated 12 s clip, wait for ready, publish, play for 5 s, seek, play on
+//! to a heartbeat, close. Then: the video element went past 4 s; the session's QoE events are
+//! in the lake with a startup time and a heartbeat; continue watching has a position > 0 for
+//! the viewer, in the API and on the page. A screenshot of the player is kept at
+//! `$CARGO_TARGET_TMPDIR/web-player.png` (`web-player-no-auth.png` for the run without).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vodsource");
+const SECRET: &str = "browser-test-secret-0123456789";
+
+struct Server {
+    child: Child,
+    data: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+fn vodsource(data: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .arg("--data-dir")
+        .arg(data)
+        .env("VODSOURCE_JWT_SECRET", SECRET)
+        .env("VODSOURCE_LAKE_FLUSH_SECS", "1")
+        .env("VODSOURCE_LOG", "warn");
+    command
+}
+
+/// `vodsource serve`, with authentication or without (loopback only).
+fn serve(data: &Path, port: u16, auth: bool) -> Child {
+    let mut command = vodsource(data);
+    if !auth {
+        command.env_remove("VODSOURCE_JWT_SECRET");
+    }
+    command
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("vodsource serve starts")
+}
+
+fn clip(path: &Path) {
+    let made = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=25",
+        ])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440", "-t", "12"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest"])
+        .arg(path)
+        .status()
+        .expect("ffmpeg runs; install it with `scripts/services.sh start ffmpeg`");
+    assert!(made.success());
+}
+
+fn token(data: &Path, sub: &str, role: &str) -> String {
+    let output = vodsource(data)
+        .args(["token", "--sub", sub, "--role", role])
+        .output()
+        .expect("token");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn sql(data: &Path, query: &str) -> String {
+    let output = vodsource(data)
+        .args(["qoe", "query", "--format", "csv", query])
+        .output()
+        .expect("qoe query runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs `command` to its end, killing it after `within`.
+fn output_within(mut command: Command, within: Duration) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs (install Node.js)");
+    let read = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = read(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = read(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = stderr.join().unwrap_or_default();
+            panic!(
+                "the browser run took over {within:?}: {}",
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
+async fn until<T>(what: &str, within: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_a_creator_uploads_publishes_and_plays_in_chromium_and_the_lake_and_continue_watching_show_it() {
+    in_chromium(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_loopback_without_authentication_the_same_works_as_the_local_admin() {
+    in_chromium(false).await;
+}
+
+/// The whole run, with authentication on (sign in as alice) or off (the local admin).
+async fn in_chromium(auth: bool) {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "no Chromium at {chromium}: install it with `scripts/services.sh start browser`"
+    );
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
+    assert!(
+        web.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: run `npm ci` in {} (scripts/services.sh start browser does)",
+        web.display()
+    );
+    let data = std::env::temp_dir().join(format!("vodsource-web-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&data).expect("data dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let server = Server {
+        child: serve(&data, port, auth),
+        data,
+    };
+    let client = reqwest::Client::new();
+    until("the server answers", Duration::from_secs(30), async || {
+        let r = client.get(format!("{base}/v1/health/live")).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    // The page and its scripts come from the binary, hls.js and dash.js included.
+    for (path, needle) in [
+        ("/", "<video id=\"video\""),
+        ("/app/hls.min.js", "Hls"),
+        ("/app/dash.mediaplayer.min.js", "dashjs"),
+    ] {
+        let r = client.get(format!("{base}{path}")).send().await.expect("get");
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        assert!(r.text().await.expect("text").contains(needle), "{path}");
+    }
+
+    let source = server.data.join("clip.mp4");
+    clip(&source);
+    // Signed in as alice, or the local admin (whose subject is `local`) without a token.
+    let (viewer, bearer) = if auth {
+        ("alice", token(&server.data, "alice", "creator"))
+    } else {
+        ("local", String::new())
+    };
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join(if auth {
+        "web-player.png"
+    } else {
+        "web-player-no-auth.png"
+    });
+    let _ = std::fs::remove_file(&screenshot);
+    let title = format!("browser {}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let mut driver = Command::new("node");
+    driver
+        .arg(web.join("e2e/play.mjs"))
+        .env("BASE", &base)
+        .env("CLIP", &source)
+        .env("TITLE", &title)
+        .env("SCREENSHOT", &screenshot)
+        .env("TOKEN", &bearer)
+        .env("CHROMIUM", &chromium);
+    let output = output_within(driver, Duration::from_secs(400));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let seen: Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no result from the browser run: {stdout}\n{stderr}"));
+    assert!(
+        output.status.success() && seen["error"].is_null(),
+        "the browser run failed: {seen:#}\n{stderr}"
+    );
+
+    // (1) The video element played past 4 s before the seek, and the seek took.
+    let max_time = seen["maxTime"].as_f64().expect("maxTime");
+    assert!(max_time > 4.0, "played to {max_time} s: {seen:#}");
+    assert!(seen["afterSeek"].as_f64().is_some_and(|t| t < 2.0), "{seen:#}");
+    let who = if auth {
+        "alice (creator)"
+    } else {
+        "local (authentication off)"
+    };
+    assert!(seen["who"].as_str().is_some_and(|w| w.contains(who)), "{seen:#}");
+    assert_eq!(
+        seen["steps"][0] == "signed in",
+        auth,
+        "the sign-in form only with authentication on: {seen:#}"
+    );
+    assert_eq!(seen["playerError"], "", "{seen:#}");
+    let screenshot_bytes = std::fs::read(&screenshot).expect("the screenshot was saved");
+    assert!(screenshot_bytes.starts_with(b"\x89PNG"), "a PNG");
+    eprintln!("screenshot of the player: {}", screenshot.display());
+
+    // (2) The session's events are in the lake, with a startup time and a heartbeat.
+    let sid = seen["qoe"]["sid"].as_str().expect("sid").to_owned();
+    let video_id = seen["videoId"].as_str().expect("videoId").to_owned();
+    let query = format!(
+        "SELECT count(*) FILTER (WHERE event_type = 'session_start') AS starts, \
+         count(*) FILTER (WHERE event_type = 'playing' AND startup_ms > 0) AS startups, \
+         count(*) FILTER (WHERE event_type = 'heartbeat') AS heartbeats, \
+         count(*) FILTER (WHERE event_type = 'seek') AS seeks, \
+         count(*) FILTER (WHERE event_type = 'session_end') AS ends \
+         FROM qoe_events WHERE sid = '{sid}' AND cid = '{video_id}' AND viewer_id = '{viewer}'"
+    );
+    let counts = until("the session in the lake", Duration::from_secs(60), async || {
+        let csv = sql(&server.data, &query);
+        let row: Vec<u64> = csv.lines().nth(1)?.split(',').filter_map(|n| n.parse().ok()).collect();
+        (row.len() == 5 && row[0] == 1 && row[1] >= 1 && row[2] >= 1 && row[3] >= 1 && row[4] == 1).then_some(row)
+    })
+    .await;
+    eprintln!("lake: starts, startups, heartbeats, seeks, ends = {counts:?}");
+
+    // (3) Continue watching has a position for the viewer: on the page, and in the API.
+    assert!(seen["resumeMs"].as_u64().is_some_and(|ms| ms > 0), "{seen:#}");
+    let mut request = client.get(format!("{base}/v1/viewers/{viewer}/continue-watching"));
+    if auth {
+        request = request.bearer_auth(&bearer);
+    }
+    let page: Value = request
+        .send()
+        .await
+        .expect("continue watching")
+        .json()
+        .await
+        .expect("json");
+    let item = page["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|i| i["video_id"] == video_id.as_str()))
+        .unwrap_or_else(|| panic!("{video_id} under continue watching: {page}"));
+    assert!(item["position_ms"].as_u64().is_some_and(|ms| ms > 0), "{item}");
+}
