@@ -173,15 +173,25 @@ async function showContinue(titles) {
 // ---- the player ---------------------------------------------------------------------------
 
 let session = null;
+let playing = null;
+const DASH_KEY = 'vodsource.dash';
+$('use-dash').checked = localStorage.getItem(DASH_KEY) === '1';
+// Switching format mid-play starts the other format where this one is.
+$('use-dash').addEventListener('change', () => {
+  localStorage.setItem(DASH_KEY, $('use-dash').checked ? '1' : '0');
+  if (session && playing) play(playing.videoId, playing.title, Math.round($('video').currentTime * 1000));
+});
 
 function closePlayer() {
   if (session) session.stop();
   session = null;
+  playing = null;
   $('player').hidden = true;
 }
 
 async function play(videoId, title, resumeMs) {
   closePlayer();
+  playing = { videoId, title };
   $('player').hidden = false;
   $('player-title').textContent = title;
   $('player-error').textContent = '';
@@ -360,7 +370,7 @@ function stopFollowing() {
 }
 
 function statusText(s) {
-  const stage = s.encode_stage ? ` · ${s.encode_stage}` : '';
+  const stage = s.status === 'encoding' && s.encode_stage ? ` · ${s.encode_stage}` : '';
   const pct = s.status === 'encoding' ? ` · ${Math.round(s.percent)} %` : '';
   const error = s.last_error ? ` · ${s.last_error}` : '';
   return `${s.status}${stage}${pct}${error}`;

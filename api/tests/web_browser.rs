@@ -3,7 +3,8 @@
 //! token, upload a generated 12 s clip, wait for ready, publish, play for 5 s, seek, play on
 //! to a heartbeat, close. Then: the video element went past 4 s; the session's QoE events are
 //! in the lake with a startup time and a heartbeat; continue watching has a position > 0 for
-//! the viewer, in the API and on the page. A screenshot of the player is kept at
+//! the viewer, in the API and on the page; resumed from there with the DASH toggle, dash.js
+//! starts at the saved position and its session reaches the lake. A screenshot of the player is kept at
 //! `$CARGO_TARGET_TMPDIR/web-player.png` (`web-player-no-auth.png` for the run without).
 
 use std::io::Read;
@@ -232,6 +233,7 @@ async fn in_chromium(auth: bool) {
         "the browser run failed: {seen:#}\n{stderr}"
     );
 
+    eprintln!("what the browser saw: {seen}");
     // (1) The video element played past 4 s before the seek, and the seek took.
     let max_time = seen["maxTime"].as_f64().expect("maxTime");
     assert!(max_time > 4.0, "played to {max_time} s: {seen:#}");
@@ -284,6 +286,26 @@ async fn in_chromium(auth: bool) {
         .json()
         .await
         .expect("json");
+    // (4) Resumed from there with the DASH toggle: dash.js started at the saved position and
+    // its session reached the lake as dash.js's.
+    let resume_s = seen["resumeMs"].as_f64().unwrap_or_default() / 1000.0;
+    let dash_start = seen["dashStart"].as_f64().expect("dashStart");
+    assert!(
+        dash_start >= resume_s - 1.0,
+        "DASH resumed at {dash_start} s, saved {resume_s} s: {seen:#}"
+    );
+    assert_eq!(seen["dashError"], "", "{seen:#}");
+    let dash_sid = seen["dashSid"].as_str().expect("dashSid").to_owned();
+    assert_ne!(dash_sid, sid, "a session per play");
+    let dash = format!(
+        "SELECT count(*) AS n FROM qoe_events WHERE sid = '{dash_sid}' AND event_type = 'playing' \
+         AND player_name = 'dash.js' AND startup_ms > 0"
+    );
+    until("the DASH session in the lake", Duration::from_secs(60), async || {
+        (sql(&server.data, &dash) == "n\n1\n").then_some(())
+    })
+    .await;
+
     let item = page["items"]
         .as_array()
         .and_then(|items| items.iter().find(|i| i["video_id"] == video_id.as_str()))

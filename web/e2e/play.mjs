@@ -1,7 +1,8 @@
 // Drives the web app in headless Chromium (Debian's, through playwright-core) as a creator
 // and viewer would: sign in with a token (when BASE wants one), upload CLIP with the progress
 // bar, wait for the encoding to finish (live status), publish, play for 5 s, seek, play on
-// until a heartbeat went out, close the player, and find the video under "continue watching".
+// until a heartbeat went out, close the player, find the video under "continue watching", and
+// resume it from there with the DASH toggle on (dash.js).
 // Prints one JSON line of what it saw; api/tests/web_browser.rs asserts on it and on the lake.
 //
 // Environment: BASE (the server), CLIP (a video file), TITLE, SCREENSHOT (a .png to write),
@@ -78,9 +79,9 @@ try {
   });
   await page.waitForFunction(() => document.getElementById('video').currentTime > 0, null, { timeout: 30_000 });
   const startedAt = Date.now();
-  await page.waitForFunction(() => document.getElementById('video').currentTime >= 4.5, null, { timeout: 30_000 });
+  await page.waitForFunction(() => document.getElementById('video').currentTime >= 5, null, { timeout: 30_000 });
   result.playedMs = Date.now() - startedAt;
-  result.maxTime = await page.evaluate(() => window.maxTime);
+  result.maxTime = await page.evaluate(() => Math.max(window.maxTime, document.getElementById('video').currentTime));
   result.steps.push('played');
 
   // Seek back, as a viewer dragging the playhead would, and play on to the first heartbeat.
@@ -119,6 +120,20 @@ try {
     await page.waitForTimeout(500);
   }
   result.steps.push('continue watching');
+
+  // Resume from there with the DASH toggle on: dash.js plays the MPD from the saved position.
+  await page.check('#use-dash');
+  await page.locator(`#continue-list li[data-video-id="${result.videoId}"] button`).click();
+  await page.locator('#player').waitFor({ state: 'visible' });
+  await page.waitForFunction(() => document.getElementById('video').currentTime > 0, null, { timeout: 30_000 });
+  result.dashStart = await page.evaluate(() => document.getElementById('video').currentTime);
+  const dashFrom = await page.evaluate(() => document.getElementById('video').currentTime);
+  await page.waitForFunction((t) => document.getElementById('video').currentTime > t + 1, dashFrom, { timeout: 30_000 });
+  result.dashError = await page.textContent('#player-error');
+  await page.click('#player-close');
+  await page.waitForFunction(() => (window.vodsourceQoe.sent.session_end || 0) >= 1, null, { timeout: 15_000 });
+  result.dashSid = await page.evaluate(() => window.vodsourceQoe.sid);
+  result.steps.push('dash');
 } catch (e) {
   result.error = String(e && e.stack ? e.stack : e);
 } finally {
