@@ -13,31 +13,18 @@
 //! equal the ones kept live through the kills, item for item and index entry for index entry;
 //! a new projector process carries on.
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{clip, free_port, history, until, Children, BIN};
 use serde_json::{json, Value};
-use vodsource_commands::codec::Decoder;
-use vodsource_commands::ports::EventLog;
 use vodsource_domain::{EncodeStage, VideoEvent};
-
-const BIN: &str = env!("CARGO_BIN_EXE_vodsource");
 
 // Where each role's process is in `Children` (the API is 0, the relay 3, the sink 4).
 const PROJECTORS: [usize; 2] = [1, 2];
 const ENCODERS: [usize; 2] = [5, 6];
-
-/// Children are killed when the test ends, whatever happens.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// The settings every process of the deployment shares.
 struct Deployment {
@@ -121,17 +108,6 @@ impl Drop for Deployment {
     }
 }
 
-async fn until<T>(what: &str, within: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what} within {within:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// The first URI line of a playlist (`#EXT-X-MAP` URIs included), resolved against `base`.
 fn first_uri(playlist: &str, base: &str) -> String {
     let uri = playlist
@@ -145,20 +121,6 @@ fn first_uri(playlist: &str, base: &str) -> String {
         .expect("a URI in the playlist");
     let dir = base.rsplit_once('/').map_or(base, |(dir, _)| dir);
     format!("{dir}/{uri}")
-}
-
-/// A real clip of `seconds` at `size`, H.264 and AAC.
-fn clip(path: &std::path::Path, seconds: u32, size: &str) {
-    let made = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size={size}:rate=25"))
-        .args(["-f", "lavfi", "-i", "sine", "-t"])
-        .arg(seconds.to_string())
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest"])
-        .arg(path)
-        .status()
-        .expect("ffmpeg runs; install it with `scripts/services.sh start ffmpeg`");
-    assert!(made.success());
 }
 
 /// Registers `clip`, PUTs it to the presigned S3 URL with a plain HTTP client and completes
@@ -220,16 +182,6 @@ async fn ready(client: &reqwest::Client, base: &str, id: &str, within: Duration)
     .await;
 }
 
-async fn history(log: &dyn EventLog, id: &str) -> Vec<VideoEvent> {
-    let decoder = Decoder::new();
-    log.read_stream(id, 0, 10_000)
-        .await
-        .expect("reads")
-        .iter()
-        .map(|e| decoder.decode(e).expect("decodes"))
-        .collect()
-}
-
 /// The index in `roles` among `candidates` of the process whose lease owner or worker id is
 /// `owner` (both carry the process id between dashes).
 fn process_of(roles: &Children, candidates: &[usize], owner: &str) -> usize {
@@ -249,10 +201,7 @@ async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
         "vodsource setup: {} (start the services with `scripts/services.sh start postgres kafka aws`)",
         String::from_utf8_lossy(&setup.stderr)
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     // Two of the roles that scale out: projectors stand by for each other's leases, encoders
     // share the jobs. Short claim leases and backoff, so a killed encoder's job moves on soon.

@@ -3,37 +3,24 @@
 //! mid-encode; its lease lapses, the supervisor requeues the job, and the other worker
 //! encodes it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{clip, history, until, Children, BIN};
 use vodsource_api::config::Config;
 use vodsource_api::roles::Stores;
-use vodsource_commands::codec::Decoder;
-use vodsource_commands::ports::EventLog;
 use vodsource_commands::CommandContext;
 use vodsource_domain::{EncodeStage, VideoCommand, VideoEvent};
 use vodsource_infra::open_object_store;
-
-const BIN: &str = env!("CARGO_BIN_EXE_vodsource");
 
 struct TempDir(PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Children are killed when the test ends, whatever happens.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -49,66 +36,13 @@ fn spawn(data: &Path, args: &[&str]) -> Child {
         .expect("vodsource starts")
 }
 
-fn clip(path: &Path) {
-    let status = Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=1280x720:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine",
-        ])
-        .args([
-            "-t",
-            "20",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-c:a",
-            "aac",
-            "-shortest",
-        ])
-        .arg(path)
-        .status()
-        .expect("ffmpeg runs; install it with `scripts/services.sh start ffmpeg`");
-    assert!(status.success());
-}
-
-async fn history(log: &dyn EventLog, id: &str) -> Vec<VideoEvent> {
-    let decoder = Decoder::new();
-    log.read_stream(id, 0, 10_000)
-        .await
-        .expect("reads")
-        .iter()
-        .map(|e| decoder.decode(e).expect("decodes"))
-        .collect()
-}
-
-async fn wait_for<T>(what: &str, deadline: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let until = Instant::now() + deadline;
-    loop {
-        if let Some(found) = check().await {
-            return found;
-        }
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_encode_loses_its_lease_and_the_other_worker_finishes_the_job() {
     let dir = TempDir(std::env::temp_dir().join(format!("vodsource-enc-{}", uuid::Uuid::now_v7().simple())));
     let data = dir.0.join("data");
     std::fs::create_dir_all(&data).expect("data dir");
     let source = dir.0.join("clip.mp4");
-    clip(&source);
+    clip(&source, 20, "1280x720");
 
     let config = Config {
         data_dir: data.clone(),
@@ -153,7 +87,7 @@ async fn a_worker_killed_mid_encode_loses_its_lease_and_the_other_worker_finishe
     commands.execute(&id, complete, &context).await.expect("uploaded");
 
     // Whoever claimed attempt 1 is encoding: find its process (worker ids carry the pid).
-    let holder = wait_for("attempt 1 encoding", Duration::from_secs(60), async || {
+    let holder = until("attempt 1 encoding", Duration::from_secs(60), async || {
         history(&*stores.log, &id).await.into_iter().find_map(|e| match e {
             VideoEvent::EncodingProgressed {
                 attempt: 1,
@@ -173,7 +107,7 @@ async fn a_worker_killed_mid_encode_loses_its_lease_and_the_other_worker_finishe
     children.0[victim].kill().expect("SIGKILL");
     let _ = children.0[victim].wait();
 
-    let (attempt, finisher) = wait_for("the other worker to complete", Duration::from_secs(120), async || {
+    let (attempt, finisher) = until("the other worker to complete", Duration::from_secs(120), async || {
         history(&*stores.log, &id).await.into_iter().find_map(|e| match e {
             VideoEvent::EncodingCompleted { attempt, worker_id, .. } => Some((attempt, worker_id)),
             _ => None,

@@ -7,14 +7,16 @@
 //! starts at the saved position and its session reaches the lake. A screenshot of the player is kept at
 //! `$CARGO_TARGET_TMPDIR/web-player.png` (`web-player-no-auth.png` for the run without).
 
+mod common;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{clip, free_port, until, BIN};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_vodsource");
 const SECRET: &str = "browser-test-secret-0123456789";
 
 struct Server {
@@ -53,25 +55,6 @@ fn serve(data: &Path, port: u16, auth: bool) -> Child {
         .stdout(Stdio::null())
         .spawn()
         .expect("vodsource serve starts")
-}
-
-fn clip(path: &Path) {
-    let made = Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=25",
-        ])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440", "-t", "12"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest"])
-        .arg(path)
-        .status()
-        .expect("ffmpeg runs; install it with `scripts/services.sh start ffmpeg`");
-    assert!(made.success());
 }
 
 fn token(data: &Path, sub: &str, role: &str) -> String {
@@ -134,17 +117,6 @@ fn output_within(mut command: Command, within: Duration) -> std::process::Output
     }
 }
 
-async fn until<T>(what: &str, within: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what} within {within:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_token_a_creator_uploads_publishes_and_plays_in_chromium_and_the_lake_and_continue_watching_show_it() {
     in_chromium(true).await;
@@ -170,10 +142,7 @@ async fn in_chromium(auth: bool) {
     );
     let data = std::env::temp_dir().join(format!("vodsource-web-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&data).expect("data dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let server = Server {
         child: serve(&data, port, auth),
@@ -197,7 +166,7 @@ async fn in_chromium(auth: bool) {
     }
 
     let source = server.data.join("clip.mp4");
-    clip(&source);
+    clip(&source, 12, "640x360");
     // Signed in as alice, or the local admin (whose subject is `local`) without a token.
     let (viewer, bearer) = if auth {
         ("alice", token(&server.data, "alice", "creator"))

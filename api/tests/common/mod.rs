@@ -1,0 +1,71 @@
+//! What the process tests share: the binary, children killed at the end, clips made with
+//! FFmpeg, a video's history, and polling with a deadline.
+#![allow(dead_code)] // each test binary uses its own share of these
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use vodsource_commands::codec::Decoder;
+use vodsource_commands::ports::EventLog;
+use vodsource_domain::VideoEvent;
+
+/// The `vodsource` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_vodsource");
+
+/// Children are killed when the test ends, whatever happens.
+pub struct Children(pub Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A real clip of `seconds` at `size` (`WxH`), H.264 and AAC.
+pub fn clip(path: &Path, seconds: u32, size: &str) {
+    let made = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={size}:rate=25"))
+        .args(["-f", "lavfi", "-i", "sine", "-t"])
+        .arg(seconds.to_string())
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest"])
+        .arg(path)
+        .status()
+        .expect("ffmpeg runs; install it with `scripts/services.sh start ffmpeg`");
+    assert!(made.success());
+}
+
+/// A free port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+}
+
+/// Every event of a video, decoded.
+pub async fn history(log: &dyn EventLog, id: &str) -> Vec<VideoEvent> {
+    let decoder = Decoder::new();
+    log.read_stream(id, 0, 10_000)
+        .await
+        .expect("reads")
+        .iter()
+        .map(|e| decoder.decode(e).expect("decodes"))
+        .collect()
+}
+
+/// Polls `check` until it gives a value, failing with `what` after `within`.
+pub async fn until<T>(what: &str, within: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
