@@ -89,7 +89,7 @@ fn setup_creates_the_distributed_stores_and_is_safe_to_run_twice() {
     let aws = std::env::var("VODSOURCE_TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
     let bucket = format!("setup-{}", &id[..20]);
     let dir = std::env::temp_dir().join(format!("vodsource-setup-{id}"));
-    let run = |object_store: &str| {
+    let run = |object_store: &str, origins: &str| {
         Command::new(BIN)
             .arg("--data-dir")
             .arg(&dir)
@@ -97,6 +97,7 @@ fn setup_creates_the_distributed_stores_and_is_safe_to_run_twice() {
             .env("VODSOURCE_EVENT_STORE", format!("{pg}{sep}schema=t_setup_{id}"))
             .env("VODSOURCE_VIEW_STORE", format!("dynamodb://?prefix=t-setup-{id}-"))
             .env("VODSOURCE_OBJECT_STORE", object_store)
+            .env("VODSOURCE_CORS_ORIGINS", origins)
             .env(
                 "VODSOURCE_STREAM",
                 format!("kafka://127.0.0.1:9092?prefix=t-setup-{id}-"),
@@ -127,7 +128,10 @@ fn setup_creates_the_distributed_stores_and_is_safe_to_run_twice() {
         "{stderr}"
     );
     for round in 0..2 {
-        let output = run(&format!("s3://{bucket}/vod"));
+        let output = run(
+            &format!("s3://{bucket}/vod"),
+            "http://app.example,https://studio.example:8443",
+        );
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             output.status.success(),
@@ -137,7 +141,9 @@ fn setup_creates_the_distributed_stores_and_is_safe_to_run_twice() {
         assert!(stdout.contains("event store  postgres"), "{stdout}");
         assert!(stdout.contains("view store   dynamodb://"), "{stdout}");
         assert!(
-            stdout.contains(&format!("object store s3://{bucket}/vod: ready")),
+            stdout.contains(&format!(
+                "object store s3://{bucket}/vod: ready (browsers from http://app.example, https://studio.example:8443)"
+            )),
             "{stdout}"
         );
         assert!(stdout.contains("topics qoe-events, video-events ready"), "{stdout}");
@@ -152,6 +158,41 @@ fn setup_creates_the_distributed_stores_and_is_safe_to_run_twice() {
         vodsource_commands::ports::ObjectStore::check(&store)
             .await
             .expect("the bucket exists");
+        // A browser on an allowed origin may PUT an upload and GET media there (CORS
+        // preflight); another origin may not.
+        let preflight = |origin: &str, method: &str| {
+            reqwest::Client::new()
+                .request(
+                    reqwest::Method::OPTIONS,
+                    format!("{aws}/{bucket}/vod/sources/v/clip.mp4"),
+                )
+                .header("Origin", origin)
+                .header("Access-Control-Request-Method", method)
+                .header("Access-Control-Request-Headers", "content-type")
+                .send()
+        };
+        for method in ["PUT", "GET"] {
+            let allowed = preflight("https://studio.example:8443", method)
+                .await
+                .expect("preflight");
+            assert_eq!(allowed.status(), reqwest::StatusCode::OK);
+            let header = |name: &str| {
+                allowed
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            assert_eq!(header("access-control-allow-origin"), "https://studio.example:8443");
+            assert!(header("access-control-allow-methods").contains(method));
+            // The rule's own answers (the emulator echoes origins on anything, so these
+            // are what show the bucket's rules are set).
+            assert_eq!(header("access-control-max-age"), "3600");
+            assert!(header("access-control-expose-headers").contains("ETag"));
+        }
+        let refused = preflight("https://elsewhere.example", "PUT").await.expect("preflight");
+        assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN, "an origin not listed");
     });
     // `qoe query` reads the lake where it lies (empty here, not missing).
     let output = Command::new(BIN)
@@ -171,8 +212,15 @@ fn setup_creates_the_distributed_stores_and_is_safe_to_run_twice() {
         .expect("runs");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(String::from_utf8_lossy(&output.stdout), "n\n0\n");
-    let output = run("s3://Not_A_Bucket");
+    let output = run("s3://Not_A_Bucket", "*");
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("Not_A_Bucket"));
+    let output = run(&format!("s3://{bucket}/vod"), "ftp://app.example");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("\"ftp://app.example\" is not * or scheme://host[:port]"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

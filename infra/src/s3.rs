@@ -89,13 +89,19 @@ pub async fn s3_client(bucket: &str, settings: &AwsSettings) -> Result<AmazonS3,
     Ok(client_in_region(bucket, settings).await?.0)
 }
 
-/// The client and the region it signs for.
-async fn client_in_region(bucket: &str, settings: &AwsSettings) -> Result<(AmazonS3, String), StoreError> {
+/// The client, the region it signs for, and its credentials.
+async fn client_in_region(
+    bucket: &str,
+    settings: &AwsSettings,
+) -> Result<(AmazonS3, String, Option<Arc<SdkCredentials>>), StoreError> {
     let config = crate::aws::load(settings).await.map_err(StoreError::Invalid)?;
     let region = config.region().map(ToString::to_string).unwrap_or_default();
     let mut builder = AmazonS3Builder::new().with_bucket_name(bucket).with_region(&region);
-    if let Some(provider) = config.credentials_provider() {
-        builder = builder.with_credentials(Arc::new(SdkCredentials::new(provider)));
+    let credentials = config
+        .credentials_provider()
+        .map(|provider| Arc::new(SdkCredentials::new(provider)));
+    if let Some(credentials) = &credentials {
+        builder = builder.with_credentials(credentials.clone());
     }
     if let Some(endpoint) = config.endpoint_url() {
         builder = builder
@@ -106,7 +112,7 @@ async fn client_in_region(bucket: &str, settings: &AwsSettings) -> Result<(Amazo
     let client = builder
         .build()
         .map_err(|e| StoreError::Invalid(format!("S3 client for bucket {bucket}: {e}")))?;
-    Ok((client, region))
+    Ok((client, region, credentials))
 }
 
 /// The SDK's credential chain as `object_store` asks for it, cached until near expiry.
@@ -166,6 +172,8 @@ pub struct S3ObjectStore {
     location: S3Location,
     /// The region the client signs for (CreateBucket's location constraint).
     region: String,
+    /// What it signs with (bucket configuration requests).
+    credentials: Option<Arc<SdkCredentials>>,
 }
 
 impl S3ObjectStore {
@@ -176,11 +184,12 @@ impl S3ObjectStore {
     /// A bad URL; no region configured.
     pub async fn open(url: &str, settings: &AwsSettings) -> Result<Self, StoreError> {
         let location = S3Location::parse(url)?;
-        let (client, region) = client_in_region(&location.bucket, settings).await?;
+        let (client, region, credentials) = client_in_region(&location.bucket, settings).await?;
         Ok(Self {
             client: Arc::new(client),
             location,
             region,
+            credentials,
         })
     }
 
@@ -221,6 +230,82 @@ impl S3ObjectStore {
         }
         Err(StoreError::Unavailable(format!(
             "CreateBucket {bucket}: {status}: {}",
+            text.chars().take(300).collect::<String>()
+        )))
+    }
+
+    /// Lets web pages on `origins` (`*` for any) use the bucket straight from the browser:
+    /// `PUT` uploads to presigned URLs and `GET`/`HEAD` media (PutBucketCors, replacing the
+    /// bucket's CORS rules). Without it a browser's upload or a player's segment request to
+    /// the bucket fails its CORS check. Presigned URLs are the capability, so any origin is a
+    /// safe default.
+    ///
+    /// # Errors
+    /// `Invalid` for an origin that is not `*` or `scheme://host[:port]`; `Unavailable` with
+    /// S3's answer.
+    pub async fn allow_browsers(&self, origins: &[String]) -> Result<(), StoreError> {
+        use md5::Digest as _;
+        use object_store::client::{HttpRequest, HttpRequestBody};
+        use object_store::signer::Signer;
+        let bucket = &self.location.bucket;
+        for origin in origins {
+            let plain = origin == "*"
+                || (origin.starts_with("https://") || origin.starts_with("http://"))
+                    && !origin.trim_end_matches('/').contains(['?', '#', ' ', '<', '>', '&'])
+                    && origin.matches('/').count() == 2;
+            if !plain {
+                return Err(StoreError::Invalid(format!(
+                    "the CORS origin {origin:?} is not * or scheme://host[:port]"
+                )));
+            }
+        }
+        let rules: String = origins
+            .iter()
+            .map(|o| format!("<AllowedOrigin>{}</AllowedOrigin>", o.trim_end_matches('/')))
+            .collect();
+        let body = format!(
+            "<CORSConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><CORSRule>{rules}\
+             <AllowedMethod>GET</AllowedMethod><AllowedMethod>HEAD</AllowedMethod><AllowedMethod>PUT</AllowedMethod>\
+             <AllowedHeader>*</AllowedHeader><ExposeHeader>ETag</ExposeHeader><ExposeHeader>Content-Length</ExposeHeader>\
+             <ExposeHeader>Content-Range</ExposeHeader><MaxAgeSeconds>3600</MaxAgeSeconds></CORSRule></CORSConfiguration>"
+        );
+        // The bucket's own URL, as the client addresses it (path or virtual-hosted style).
+        let mut url = self
+            .client
+            .signed_url(reqwest::Method::PUT, &Path::from(""), Duration::from_secs(60))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("the URL of bucket {bucket}: {e}")))?;
+        url.set_query(Some("cors"));
+        let md5 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, md5::Md5::digest(&body));
+        let mut request: HttpRequest = http::Request::builder()
+            .method(http::Method::PUT)
+            .uri(url.as_str())
+            .header("content-md5", &md5)
+            .header("content-type", "application/xml")
+            .body(HttpRequestBody::from(body.clone().into_bytes()))
+            .map_err(|e| StoreError::Invalid(format!("PutBucketCors {bucket}: {e}")))?;
+        if let Some(credentials) = &self.credentials {
+            let credential = credentials
+                .get_credential()
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("PutBucketCors {bucket}: {e}")))?;
+            object_store::aws::AwsAuthorizer::new(&credential, "s3", &self.region).authorize(&mut request, None);
+        }
+        let mut send = reqwest::Client::new().put(url.as_str()).body(body);
+        for (name, value) in request.headers() {
+            send = send.header(name.as_str(), value.as_bytes());
+        }
+        let response = send
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("PutBucketCors {bucket}: {e}")))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        Err(StoreError::Unavailable(format!(
+            "PutBucketCors {bucket}: {status}: {}",
             text.chars().take(300).collect::<String>()
         )))
     }

@@ -19,6 +19,10 @@ pub struct Args {
     /// Object store URL [default: file://<data dir>/objects].
     #[arg(long, env = "VODSOURCE_OBJECT_STORE")]
     object_store: Option<String>,
+    /// Origins of the web pages that upload to and play from the bucket directly (its CORS
+    /// rules), comma-separated; `*` for any.
+    #[arg(long, env = "VODSOURCE_CORS_ORIGINS", value_delimiter = ',', default_value = "*")]
+    cors_origins: Vec<String>,
 }
 
 /// Creates and checks every store `config` names, printing one line per store.
@@ -36,6 +40,10 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     let objects: Arc<dyn ObjectStore> = if url.starts_with("s3://") {
         let store = S3ObjectStore::open(&url, &aws).await?;
         store.create_bucket().await.context("creating the bucket")?;
+        store
+            .allow_browsers(&args.cors_origins)
+            .await
+            .context("setting the bucket's CORS rules")?;
         Arc::new(store)
     } else {
         open_object_store(&url, &aws)
@@ -43,7 +51,12 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
             .context("opening the object store")?
     };
     objects.check().await.context("checking the object store")?;
-    println!("object store {}: ready", objects.describe());
+    let cors = if url.starts_with("s3://") {
+        format!(" (browsers from {})", args.cors_origins.join(", "))
+    } else {
+        String::new()
+    };
+    println!("object store {}: ready{cors}", objects.describe());
 
     let stream = config.stream_url()?;
     if !matches!(stream, StreamUrl::Embedded(_)) {
