@@ -204,9 +204,10 @@ async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     // Two of the roles that scale out: projectors stand by for each other's leases, encoders
-    // share the jobs. Short claim leases and backoff, so a killed encoder's job moves on soon.
+    // share the jobs. Short claim leases and backoff, so a killed encoder's job moves on soon
+    // (6 s: progress every 2 s renews it with room to spare on a loaded machine).
     let projector = ["projector", "--encode-backoff-secs", "1"];
-    let encoder = ["encoder", "--workers", "1", "--encode-lease-secs", "3"];
+    let encoder = ["encoder", "--workers", "1", "--encode-lease-secs", "6"];
     let mut roles = Children(vec![
         deployment.spawn(&["api", "--listen", &format!("127.0.0.1:{port}")]),
         deployment.spawn(&projector),
@@ -370,7 +371,8 @@ async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
         })
     })
     .await;
-    assert_eq!(attempt, 2, "the killed attempt never completes");
+    // Attempt 2, unless a loaded machine let that lease lapse too; never the killed one.
+    assert!(attempt >= 2, "the killed attempt never completes");
     assert_ne!(finisher, holder);
     ready(&client, &base, &second, Duration::from_secs(60)).await;
     let events = history(&*log, &second).await;
