@@ -14,7 +14,8 @@ export function uuid4() {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
-function device() {
+/** What the beacons say of this device: read from the user agent once. */
+const DEVICE = (() => {
   const ua = navigator.userAgent;
   const os = /Android/.test(ua) ? 'Android' : /iPhone|iPad/.test(ua) ? 'iOS' : /Windows/.test(ua) ? 'Windows'
     : /Mac OS X/.test(ua) ? 'macOS' : /Linux/.test(ua) ? 'Linux' : 'other';
@@ -22,7 +23,7 @@ function device() {
     : /Safari\//.test(ua) ? 'Safari' : 'other';
   const type = /Mobi|Android|iPhone/.test(ua) ? 'mobile' : /iPad|Tablet/.test(ua) ? 'tablet' : 'desktop';
   return { os, browser, device_type: type };
-}
+})();
 
 /** Counters of what every session of this page sent and the server accepted. */
 const stats = (window.vodsourceQoe = window.vodsourceQoe || { sid: null, sent: {}, accepted: 0, rejected: 0, errors: [] });
@@ -192,7 +193,7 @@ export class Session {
       cid: this.videoId,
       ts: Date.now(),
       position_ms: Math.max(0, Math.round((v.currentTime || 0) * 1000)),
-      ...device(),
+      ...DEVICE,
       player_name: this.player ? this.player.name : (this.dash ? 'dash.js' : 'hls.js'),
       ...extra,
     };

@@ -18,9 +18,9 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{clip, free_port, history, until, Children, BIN};
+use common::{clip, completion, encoding_worker, free_port, history, process_of, until, Children, BIN};
 use serde_json::{json, Value};
-use vodsource_domain::{EncodeStage, VideoEvent};
+use vodsource_domain::VideoEvent;
 
 // Where each role's process is in `Children` (the API is 0, the relay 3, the sink 4).
 const PROJECTORS: [usize; 2] = [1, 2];
@@ -182,16 +182,6 @@ async fn ready(client: &reqwest::Client, base: &str, id: &str, within: Duration)
     .await;
 }
 
-/// The index in `roles` among `candidates` of the process whose lease owner or worker id is
-/// `owner` (both carry the process id between dashes).
-fn process_of(roles: &Children, candidates: &[usize], owner: &str) -> usize {
-    candidates
-        .iter()
-        .copied()
-        .find(|&i| owner.contains(&format!("-{}-", roles.0[i].id())))
-        .unwrap_or_else(|| panic!("no process among {candidates:?} is {owner}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
     let deployment = Deployment::new();
@@ -339,15 +329,7 @@ async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
     clip(&long, 16, "1280x720");
     let second = upload(&client, &base, "killed mid-encode", &long).await;
     let holder = until("attempt 1 encoding", Duration::from_secs(120), async || {
-        history(&*log, &second).await.into_iter().find_map(|e| match e {
-            VideoEvent::EncodingProgressed {
-                attempt: 1,
-                stage: EncodeStage::Encode,
-                worker_id,
-                ..
-            } => Some(worker_id),
-            _ => None,
-        })
+        encoding_worker(&*log, &second, 1).await
     })
     .await;
     let (supervisor, _) = views
@@ -365,10 +347,7 @@ async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
     }
     // The standby projector's supervisor requeues the lapsed claim; the other encoder finishes.
     let (attempt, finisher) = until("the other encoder completes", Duration::from_secs(180), async || {
-        history(&*log, &second).await.into_iter().find_map(|e| match e {
-            VideoEvent::EncodingCompleted { attempt, worker_id, .. } => Some((attempt, worker_id)),
-            _ => None,
-        })
+        completion(&*log, &second).await
     })
     .await;
     // Attempt 2, unless a loaded machine let that lease lapse too; never the killed one.

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{clip, history, until, Children, BIN};
+use common::{clip, completion, encoding_worker, history, process_of, until, Children, BIN};
 use vodsource_api::config::Config;
 use vodsource_api::roles::Stores;
 use vodsource_commands::CommandContext;
-use vodsource_domain::{EncodeStage, VideoCommand, VideoEvent};
+use vodsource_domain::{VideoCommand, VideoEvent};
 use vodsource_infra::open_object_store;
 
 struct TempDir(PathBuf);
@@ -88,30 +88,15 @@ async fn a_worker_killed_mid_encode_loses_its_lease_and_the_other_worker_finishe
 
     // Whoever claimed attempt 1 is encoding: find its process (worker ids carry the pid).
     let holder = until("attempt 1 encoding", Duration::from_secs(60), async || {
-        history(&*stores.log, &id).await.into_iter().find_map(|e| match e {
-            VideoEvent::EncodingProgressed {
-                attempt: 1,
-                stage: EncodeStage::Encode,
-                worker_id,
-                ..
-            } => Some(worker_id),
-            _ => None,
-        })
+        encoding_worker(&*stores.log, &id, 1).await
     })
     .await;
-    let victim = children.0[1..]
-        .iter()
-        .position(|c| holder.contains(&format!("-{}-", c.id())))
-        .map(|i| i + 1)
-        .unwrap_or_else(|| panic!("no encoder process owns {holder}"));
+    let victim = process_of(&children, &[1, 2], &holder);
     children.0[victim].kill().expect("SIGKILL");
     let _ = children.0[victim].wait();
 
     let (attempt, finisher) = until("the other worker to complete", Duration::from_secs(120), async || {
-        history(&*stores.log, &id).await.into_iter().find_map(|e| match e {
-            VideoEvent::EncodingCompleted { attempt, worker_id, .. } => Some((attempt, worker_id)),
-            _ => None,
-        })
+        completion(&*stores.log, &id).await
     })
     .await;
     assert_eq!(attempt, 2);

@@ -37,6 +37,8 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     println!("view store   {}: tables ready", config.view_store_url());
 
     let url = config.object_store_url(args.object_store);
+    // On S3, which browser origins the bucket's CORS rules let in.
+    let mut browsers = String::new();
     let objects: Arc<dyn ObjectStore> = if url.starts_with("s3://") {
         let store = S3ObjectStore::open(&url, &aws).await?;
         store.create_bucket().await.context("creating the bucket")?;
@@ -44,6 +46,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
             .allow_browsers(&args.cors_origins)
             .await
             .context("setting the bucket's CORS rules")?;
+        browsers = format!(" (browsers from {})", args.cors_origins.join(", "));
         Arc::new(store)
     } else {
         open_object_store(&url, &aws)
@@ -51,12 +54,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
             .context("opening the object store")?
     };
     objects.check().await.context("checking the object store")?;
-    let cors = if url.starts_with("s3://") {
-        format!(" (browsers from {})", args.cors_origins.join(", "))
-    } else {
-        String::new()
-    };
-    println!("object store {}: ready{cors}", objects.describe());
+    println!("object store {}: ready{browsers}", objects.describe());
 
     let stream = config.stream_url()?;
     if !matches!(stream, StreamUrl::Embedded(_)) {

@@ -225,7 +225,7 @@ pub fn rewrite_hls(text: &str, dir: &str, grant: &Grant) -> String {
     let mut out = String::with_capacity(text.len() * 2);
     for line in text.lines() {
         if line.starts_with('#') {
-            out.push_str(&rewrite_attribute(line, "URI=\"", '"', dir, grant, true));
+            out.push_str(&rewrite_attribute(line, "URI=\"", dir, grant, true));
         } else if let Some(url) = resolve(line, dir, grant, true) {
             out.push_str(&url);
         } else {
@@ -238,9 +238,10 @@ pub fn rewrite_hls(text: &str, dir: &str, grant: &Grant) -> String {
 
 /// A DASH MPD with `initialization`, `media` and `sourceURL` on the CDN (XML-escaped).
 pub fn rewrite_mpd(text: &str, dir: &str, grant: &Grant) -> String {
+    let grant = xml_grant(grant);
     let mut out = text.to_owned();
     for attribute in [" initialization=\"", " media=\"", " sourceURL=\""] {
-        out = rewrite_attribute(&out, attribute, '"', dir, &xml_grant(grant), false);
+        out = rewrite_attribute(&out, attribute, dir, &grant, false);
     }
     out
 }
@@ -276,13 +277,14 @@ pub fn rewrite_vtt(text: &str, dir: &str, grant: &Grant) -> String {
     out
 }
 
-/// `text` with the value after every `start` (up to `end`) resolved.
-fn rewrite_attribute(text: &str, start: &str, end: char, dir: &str, grant: &Grant, keep_playlists: bool) -> String {
+/// `text` with the value after every `start` (an attribute's `name="`, up to its closing
+/// quote) resolved.
+fn rewrite_attribute(text: &str, start: &str, dir: &str, grant: &Grant, keep_playlists: bool) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find(start) {
         let value_at = at + start.len();
-        let Some(len) = rest[value_at..].find(end) else {
+        let Some(len) = rest[value_at..].find('"') else {
             break;
         };
         out.push_str(&rest[..value_at]);

@@ -121,9 +121,8 @@ pub async fn media(
         return refused("media", &TokenError::Invalid);
     }
     let key = format!("media/{video_id}/{rest}");
-    let not_found = || ApiError::with(404, "NOT_FOUND", format!("no media file {rest:?}"), json!(null)).into_response();
     if check_key(&key).is_err() {
-        return not_found();
+        return not_found(&rest);
     }
     if let Some(cdn) = &state.settings.cdn {
         return cdn_media(state, cdn.grant(&video_id, claims.e), &key, &rest).await;
@@ -143,7 +142,7 @@ pub async fn media(
             }
             response
         }
-        Err(StaticFileError::NotFound) => not_found(),
+        Err(StaticFileError::NotFound) => not_found(&rest),
         Err(e) => poem::Error::from(e).into_response(),
     }
 }
@@ -153,21 +152,10 @@ const MAX_MANIFEST_BYTES: u64 = 8 * 1024 * 1024;
 
 /// A media file of a store without local files (S3): manifests answered, the rest redirected.
 async fn remote_media(state: &AppState, key: &str, rest: &str, expires: i64) -> Response {
-    let not_found = || ApiError::with(404, "NOT_FOUND", format!("no media file {rest:?}"), json!(null)).into_response();
-    let extension = rest
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    if matches!(extension.as_str(), "m3u8" | "mpd" | "vtt") {
+    if is_manifest(rest) {
         return match state.objects.read(key, MAX_MANIFEST_BYTES).await {
-            Ok(Some(bytes)) => Response::builder()
-                .header(
-                    header::CONTENT_TYPE,
-                    streaming_type(rest).unwrap_or("application/octet-stream"),
-                )
-                .header(header::CACHE_CONTROL, "private, max-age=3600")
-                .body(bytes),
-            Ok(None) => not_found(),
+            Ok(Some(bytes)) => manifest(rest, "private, max-age=3600", bytes),
+            Ok(None) => not_found(rest),
             Err(e) => ApiError::store("object store", &e).into_response(),
         };
     }
@@ -177,12 +165,8 @@ async fn remote_media(state: &AppState, key: &str, rest: &str, expires: i64) -> 
         .presign(key, Access::Read, std::time::Duration::from_secs(left))
         .await
     {
-        Ok(Some(url)) => Response::builder()
-            .status(StatusCode::FOUND)
-            .header(header::LOCATION, url)
-            .header(header::CACHE_CONTROL, "private, no-store")
-            .finish(),
-        Ok(None) => not_found(),
+        Ok(Some(url)) => redirect(&url),
+        Ok(None) => not_found(rest),
         Err(e) => ApiError::store("object store", &e).into_response(),
     }
 }
@@ -190,46 +174,63 @@ async fn remote_media(state: &AppState, key: &str, rest: &str, expires: i64) -> 
 /// A media file with a CDN in front of the store: manifests answered here with their URIs on
 /// the CDN, the rest redirected there.
 async fn cdn_media(state: &AppState, grant: cdn::Grant, key: &str, rest: &str) -> Response {
-    let not_found = || ApiError::with(404, "NOT_FOUND", format!("no media file {rest:?}"), json!(null)).into_response();
-    let extension = rest
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    let rewrite: fn(&str, &str, &cdn::Grant) -> String = match extension.as_str() {
+    let rewrite: fn(&str, &str, &cdn::Grant) -> String = match extension(rest).as_str() {
         "m3u8" => cdn::rewrite_hls,
         "mpd" => cdn::rewrite_mpd,
         "vtt" => cdn::rewrite_vtt,
-        _ => {
-            return Response::builder()
-                .status(StatusCode::FOUND)
-                .header(header::LOCATION, grant.url(rest))
-                .header(header::CACHE_CONTROL, "private, no-store")
-                .finish()
-        }
+        _ => return redirect(&grant.url(rest)),
     };
-    let bytes = match state.objects.read(key, MAX_MANIFEST_BYTES).await {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => return not_found(),
+    let text = match state.objects.read(key, MAX_MANIFEST_BYTES).await {
+        Ok(Some(bytes)) => match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(_) => return ApiError::internal("media", &format!("{key} is not UTF-8 text")).into_response(),
+        },
+        Ok(None) => return not_found(rest),
         Err(e) => return ApiError::store("object store", &e).into_response(),
     };
-    let Ok(text) = String::from_utf8(bytes) else {
-        return ApiError::internal("media", &format!("{key} is not UTF-8 text")).into_response();
-    };
     let dir = rest.rfind('/').map_or("", |at| &rest[..=at]);
+    manifest(rest, "private, no-store", rewrite(&text, dir, &grant))
+}
+
+fn not_found(rest: &str) -> Response {
+    ApiError::with(404, "NOT_FOUND", format!("no media file {rest:?}"), json!(null)).into_response()
+}
+
+/// A `302` to where the file is, not to be cached (the URL expires).
+fn redirect(url: &str) -> Response {
+    Response::builder()
+        .status(StatusCode::FOUND)
+        .header(header::LOCATION, url)
+        .header(header::CACHE_CONTROL, "private, no-store")
+        .finish()
+}
+
+/// A playlist, manifest or WebVTT file answered from memory.
+fn manifest(rest: &str, cache: &'static str, body: impl Into<Body>) -> Response {
     Response::builder()
         .header(
             header::CONTENT_TYPE,
             streaming_type(rest).unwrap_or("application/octet-stream"),
         )
-        .header(header::CACHE_CONTROL, "private, no-store")
-        .body(rewrite(&text, dir, &grant))
+        .header(header::CACHE_CONTROL, cache)
+        .body(body)
+}
+
+/// The lowercase extension of a path (empty without one).
+fn extension(path: &str) -> String {
+    path.rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+fn is_manifest(path: &str) -> bool {
+    matches!(extension(path).as_str(), "m3u8" | "mpd" | "vtt")
 }
 
 /// The registered media types of streaming files, where the generic extension table differs
 /// (it calls an `.m3u8` `audio/x-mpegurl`; RFC 8216 registers `application/vnd.apple.mpegurl`).
 fn streaming_type(path: &str) -> Option<&'static str> {
-    let extension = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase())?;
-    Some(match extension.as_str() {
+    Some(match extension(path).as_str() {
         "m3u8" => "application/vnd.apple.mpegurl",
         "mpd" => "application/dash+xml",
         "m4s" => "video/iso.segment",

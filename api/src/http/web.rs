@@ -39,20 +39,16 @@ static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
     ASSETS
         .iter()
         .map(|(_, _, bytes)| {
+            use base64::Engine as _;
             use sha2::Digest as _;
             let digest = sha2::Sha256::digest(bytes);
-            format!("\"{}\"", hex(&digest[..12]))
+            format!(
+                "\"{}\"",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..12])
+            )
         })
         .collect()
 });
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
 
 /// `GET /`: the app's page.
 #[handler]

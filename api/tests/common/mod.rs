@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use vodsource_commands::codec::Decoder;
 use vodsource_commands::ports::EventLog;
-use vodsource_domain::VideoEvent;
+use vodsource_domain::{EncodeStage, VideoEvent};
 
 /// The `vodsource` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_vodsource");
@@ -56,6 +56,37 @@ pub async fn history(log: &dyn EventLog, id: &str) -> Vec<VideoEvent> {
         .iter()
         .map(|e| decoder.decode(e).expect("decodes"))
         .collect()
+}
+
+/// The worker encoding `attempt` of video `id`, once it reports the encode stage.
+pub async fn encoding_worker(log: &dyn EventLog, id: &str, attempt: u32) -> Option<String> {
+    history(log, id).await.into_iter().find_map(|e| match e {
+        VideoEvent::EncodingProgressed {
+            attempt: a,
+            stage: EncodeStage::Encode,
+            worker_id,
+            ..
+        } if a == attempt => Some(worker_id),
+        _ => None,
+    })
+}
+
+/// The attempt that completed video `id`'s encoding, and its worker.
+pub async fn completion(log: &dyn EventLog, id: &str) -> Option<(u32, String)> {
+    history(log, id).await.into_iter().find_map(|e| match e {
+        VideoEvent::EncodingCompleted { attempt, worker_id, .. } => Some((attempt, worker_id)),
+        _ => None,
+    })
+}
+
+/// The index among `candidates` of the child whose lease owner or worker id is `owner`
+/// (both carry the process id between dashes).
+pub fn process_of(children: &Children, candidates: &[usize], owner: &str) -> usize {
+    candidates
+        .iter()
+        .copied()
+        .find(|&i| owner.contains(&format!("-{}-", children.0[i].id())))
+        .unwrap_or_else(|| panic!("no process among {candidates:?} is {owner}"))
 }
 
 /// Polls `check` until it gives a value, failing with `what` after `within`.

@@ -10,6 +10,16 @@ use vodsource_tests::TempDir;
 
 use crate::harness::{server, server_with, settings, token};
 
+/// A server whose QoE stream is the embedded log in a scratch folder; bind them in this
+/// order so the server drops before its folder.
+async fn server_with_embedded_stream() -> (TempDir, crate::harness::Server) {
+    let scratch = TempDir::new();
+    let mut config = settings();
+    config.stream = Some(vodsource_infra::StreamUrl::Embedded(scratch.path().join("streams")));
+    let server = server_with(config).await;
+    (scratch, server)
+}
+
 fn beacon(now: i64, i: u64) -> Value {
     json!({
         "event_id": uuid::Uuid::now_v7().to_string(),
@@ -27,10 +37,7 @@ fn beacon(now: i64, i: u64) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn good_beacons_are_stored_and_bad_ones_are_rejected_one_by_one() {
-    let scratch = TempDir::new();
-    let mut config = settings();
-    config.stream = Some(vodsource_infra::StreamUrl::Embedded(scratch.path().join("streams")));
-    let s = server_with(config).await;
+    let (_scratch, s) = server_with_embedded_stream().await;
     let viewer = token("bob", "viewer");
     let before = chrono::Utc::now().timestamp_millis();
     let mut bad_type = beacon(before, 9);
@@ -118,10 +125,7 @@ async fn good_beacons_are_stored_and_bad_ones_are_rejected_one_by_one() {
 /// naming another viewer is refused; an admin (a trusted relay) may name anyone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beacons_belong_to_the_caller() {
-    let scratch = TempDir::new();
-    let mut config = settings();
-    config.stream = Some(vodsource_infra::StreamUrl::Embedded(scratch.path().join("streams")));
-    let s = server_with(config).await;
+    let (_scratch, s) = server_with_embedded_stream().await;
     let now = chrono::Utc::now().timestamp_millis();
     let mut anonymous = beacon(now, 0);
     anonymous.as_object_mut().expect("object").remove("viewer_id");
@@ -208,10 +212,7 @@ fn at(now: i64, video: &str, kind: &str, offset_ms: i64, position: u64, duration
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_state_follows_the_newest_event_and_lists_what_to_continue() {
-    let scratch = TempDir::new();
-    let mut config = settings();
-    config.stream = Some(vodsource_infra::StreamUrl::Embedded(scratch.path().join("streams")));
-    let s = server_with(config).await;
+    let (_scratch, s) = server_with_embedded_stream().await;
     let bob = token("bob", "viewer");
     let now = chrono::Utc::now().timestamp_millis();
     let first = [
@@ -292,10 +293,7 @@ async fn watch_state_follows_the_newest_event_and_lists_what_to_continue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_relays_every_event_to_the_video_events_stream() {
-    let scratch = TempDir::new();
-    let mut config = settings();
-    config.stream = Some(vodsource_infra::StreamUrl::Embedded(scratch.path().join("streams")));
-    let s = server_with(config).await;
+    let (_scratch, s) = server_with_embedded_stream().await;
     let (id, _) = s.register("alice", "relayed", 10).await;
     let mut consumer = s
         .running

@@ -90,25 +90,11 @@ async fn playback_is_signed_expiring_and_only_for_published_videos() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_s3_uploads_go_straight_to_the_bucket_and_segments_redirect_there() {
     let (s, endpoint) = crate::harness::server_on_s3().await;
-    let alice = token("alice", "creator");
-    let bytes = b"eleven byte".to_vec();
-    let (id, url) = s.register("alice", "on s3", bytes.len() as u64).await;
+    let (id, url) = uploaded_to_s3(&s, "on s3").await;
     assert!(
         url.starts_with(&endpoint) && url.contains("X-Amz-Signature="),
         "a presigned S3 URL: {url}"
     );
-    let put = reqwest::Client::new()
-        .put(&url)
-        .header("Content-Type", "video/mp4")
-        .body(bytes.clone())
-        .send()
-        .await
-        .expect("put");
-    assert!(put.status().is_success(), "PUT to S3: {}", put.status());
-    let (status, body) = s
-        .send(s.req(Method::POST, &format!("/v1/videos/{id}/upload-complete"), &alice))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     s.until_catalog(&id, "queued", |v| v["status"] == "queued").await;
 
     let urls = publish_on_s3(&s, &id).await;
@@ -157,6 +143,30 @@ async fn on_s3_uploads_go_straight_to_the_bucket_and_segments_redirect_there() {
         .expect("get");
     assert_eq!(other.status(), StatusCode::FORBIDDEN);
     s.stop().await;
+}
+
+/// Registers a small video of alice's, PUTs it to its presigned S3 URL with a plain HTTP
+/// client and completes the upload: its id and the upload URL.
+async fn uploaded_to_s3(s: &crate::harness::Server, title: &str) -> (String, String) {
+    let bytes = b"eleven byte".to_vec();
+    let (id, url) = s.register("alice", title, bytes.len() as u64).await;
+    let put = reqwest::Client::new()
+        .put(&url)
+        .header("Content-Type", "video/mp4")
+        .body(bytes)
+        .send()
+        .await
+        .expect("put");
+    assert!(put.status().is_success(), "PUT to S3: {}", put.status());
+    let (status, body) = s
+        .send(s.req(
+            Method::POST,
+            &format!("/v1/videos/{id}/upload-complete"),
+            &token("alice", "creator"),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (id, url)
 }
 
 /// Encodes `id` (a master, a rendition playlist and a segment on S3), publishes it, and
@@ -216,18 +226,7 @@ async fn with_a_cdn_playlists_send_players_to_it_with_signed_urls() {
         settings
     })
     .await;
-    let bytes = b"eleven byte".to_vec();
-    let (id, url) = s.register("alice", "behind a cdn", bytes.len() as u64).await;
-    let put = reqwest::Client::new().put(&url).body(bytes).send().await.expect("put");
-    assert!(put.status().is_success(), "PUT to S3: {}", put.status());
-    let (status, body) = s
-        .send(s.req(
-            Method::POST,
-            &format!("/v1/videos/{id}/upload-complete"),
-            &token("alice", "creator"),
-        ))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let (id, _) = uploaded_to_s3(&s, "behind a cdn").await;
     let urls = publish_on_s3(&s, &id).await;
     let hls = urls["hls_url"].as_str().expect("hls").to_owned();
     assert!(hls.starts_with(&format!("{}/media/", s.base)), "{hls}");
