@@ -282,7 +282,8 @@ impl Server {
 
     /// Plays an encoder's part: claims the queued attempt, encodes one rung, writes
     /// manifests into the object store and completes.
-    pub async fn encode(&self, id: &str) {
+    /// Records a whole successful attempt; returns the global position of its completion.
+    pub async fn encode(&self, id: &str) -> u64 {
         let commands = self.stores.commands();
         let ctx = CommandContext::actor("test-encoder");
         let attempt = self.requested_attempt(id).await;
@@ -339,7 +340,9 @@ impl Server {
             duration_ms: 4000,
             cost: EncodingCost::default(),
         })
-        .await;
+        .await
+        .position
+        .expect("completion recorded")
     }
 
     /// Waits until the catalog shows the video with `check` true (as admin).
