@@ -12,6 +12,9 @@
 //!   partitions at once (`all`, `status:…`, `owner:…`, each tag), which one GSI cannot do.
 //!   NUL sorts below every other character, so the order is (sort key, document key), as the
 //!   port requires.
+//! - a partition of a generation's index: `pk = <view>#<generation>$parts`, `sk = <partition>`,
+//!   written before the first entry under that partition. Removing a generation queries these
+//!   and then each partition, so it costs what the generation holds, never a scan of the table.
 //!
 //! **`<prefix>state`** (partition key `pk`) holds `projection#<name>` (live and shadow
 //! generation and position, failure), `lease#<name>`, `checkpoint#<name>` and `shard#<name>`.
@@ -30,7 +33,8 @@
 //! with exponential backoff and jitter, up to ten attempts; unprocessed batch items are sent
 //! again with backoff.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -106,6 +110,11 @@ fn index_pk(view: &str, generation: u32, partition: &str) -> String {
     format!("{view}#{generation}@{partition}")
 }
 
+/// The partition key of the list of a generation's index partitions.
+fn parts_pk(view: &str, generation: u32) -> String {
+    format!("{view}#{generation}$parts")
+}
+
 fn index_sk(sort: &str, key: &str) -> String {
     format!("{sort}\u{0}{key}")
 }
@@ -134,6 +143,8 @@ pub struct DynamoViewStore {
     client: Client,
     views: String,
     state: String,
+    /// Index partitions (their `pk`) this process knows are listed under their generation.
+    listed: Arc<Mutex<HashSet<String>>>,
 }
 
 impl DynamoViewStore {
@@ -150,6 +161,7 @@ impl DynamoViewStore {
             client: Client::from_conf(config),
             views: format!("{prefix}views"),
             state: format!("{prefix}state"),
+            listed: Arc::default(),
         }
     }
 
@@ -479,44 +491,123 @@ impl DynamoViewStore {
         }
     }
 
-    /// Deletes every item of `generation` of `view`: its documents (sixteen queries) and its
-    /// index entries (a scan, since their partitions are not listed anywhere; rebuilds are rare).
+    /// Lists, before the first entry goes under it, each index partition of `changes` that
+    /// this process has not listed yet (a put of an item that exists changes nothing, so two
+    /// processes listing one partition is harmless).
+    async fn list_partitions(&self, view: &str, generation: u32, changes: &[DocChange]) -> Result<(), StoreError> {
+        let mut new = BTreeSet::new();
+        {
+            let listed = self.listed.lock().map_err(|_| invalid("partition list poisoned"))?;
+            for change in changes {
+                if let DocChange::Put(doc) = change {
+                    for entry in doc.index.iter().flatten() {
+                        if !listed.contains(&index_pk(view, generation, &entry.partition)) {
+                            new.insert(entry.partition.as_str());
+                        }
+                    }
+                }
+            }
+        }
+        if new.is_empty() {
+            return Ok(());
+        }
+        let requests = new
+            .iter()
+            .map(|partition| {
+                let item = key(parts_pk(view, generation), Some((*partition).to_owned()));
+                Ok(WriteRequest::builder()
+                    .put_request(PutRequest::builder().set_item(Some(item)).build().map_err(invalid)?)
+                    .build())
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.batch_write(requests).await?;
+        let mut listed = self.listed.lock().map_err(|_| invalid("partition list poisoned"))?;
+        listed.extend(new.iter().map(|partition| index_pk(view, generation, partition)));
+        Ok(())
+    }
+
+    /// The index partitions listed under `generation` of `view`.
+    async fn partitions(&self, view: &str, generation: u32) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .query_all(parts_pk(view, generation), None, None)
+            .await?
+            .iter()
+            .filter_map(|item| get_s(item, "sk").map(ToOwned::to_owned))
+            .collect())
+    }
+
+    /// Deletes every item of `generation` of `view`: its documents (sixteen queries), the
+    /// entries of each listed index partition, and last the list (so an interrupted delete
+    /// can be run again).
     async fn delete_generation(&self, view: &str, generation: u32) -> Result<(), StoreError> {
         let mut keys: Vec<Item> = Vec::new();
         for shard in 0..SHARDS {
-            for item in self.query_all(doc_pk(view, generation, shard), None, None).await? {
-                keys.push(item_key(&item));
-            }
+            keys.extend(
+                self.query_all(doc_pk(view, generation, shard), None, None)
+                    .await?
+                    .iter()
+                    .map(item_key),
+            );
         }
-        let prefix = format!("{view}#{generation}@");
+        let partitions = self.partitions(view, generation).await?;
+        for partition in &partitions {
+            keys.extend(
+                self.query_all(index_pk(view, generation, partition), None, None)
+                    .await?
+                    .iter()
+                    .map(item_key),
+            );
+        }
+        let delete = |key: Item| {
+            Ok(WriteRequest::builder()
+                .delete_request(DeleteRequest::builder().set_key(Some(key)).build().map_err(invalid)?)
+                .build())
+        };
+        self.batch_write(keys.into_iter().map(delete).collect::<Result<Vec<_>, StoreError>>()?)
+            .await?;
+        self.batch_write(
+            partitions
+                .into_iter()
+                .map(|partition| delete(key(parts_pk(view, generation), Some(partition))))
+                .collect::<Result<Vec<_>, StoreError>>()?,
+        )
+        .await?;
+        if let Ok(mut listed) = self.listed.lock() {
+            let prefix = format!("{view}#{generation}@");
+            listed.retain(|pk| !pk.starts_with(&prefix));
+        }
+        Ok(())
+    }
+
+    /// How many items of `generation` of `view` the table holds — documents, index entries
+    /// and the partition list — by a scan of the whole table (for checks, not for serving).
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn generation_items(&self, view: &str, generation: u32) -> Result<usize, StoreError> {
+        let mut count = 0;
         let mut start: Option<Item> = None;
         loop {
             let page = self
                 .client
                 .scan()
                 .table_name(&self.views)
-                .filter_expression("begins_with(pk, :prefix)")
-                .expression_attribute_values(":prefix", s(prefix.clone()))
-                .projection_expression("pk, sk")
+                .consistent_read(true)
+                .filter_expression("begins_with(pk, :doc) OR begins_with(pk, :index) OR pk = :parts")
+                .expression_attribute_values(":doc", s(format!("{view}#{generation}#")))
+                .expression_attribute_values(":index", s(format!("{view}#{generation}@")))
+                .expression_attribute_values(":parts", s(parts_pk(view, generation)))
+                .projection_expression("pk")
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
                 .map_err(|e| unavailable("Scan", &e))?;
-            keys.extend(page.items.unwrap_or_default().iter().map(item_key));
+            count += page.items.unwrap_or_default().len();
             start = page.last_evaluated_key.filter(|k| !k.is_empty());
             if start.is_none() {
-                break;
+                return Ok(count);
             }
         }
-        let requests = keys
-            .into_iter()
-            .map(|key| {
-                Ok(WriteRequest::builder()
-                    .delete_request(DeleteRequest::builder().set_key(Some(key)).build().map_err(invalid)?)
-                    .build())
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        self.batch_write(requests).await
     }
 
     /// Documents of `generation` of `view` for `keys`.
@@ -584,34 +675,19 @@ impl DynamoViewStore {
             );
         }
         docs.sort_by(|a, b| a.key.cmp(&b.key));
-        let prefix = format!("{view}#{generation}@");
         let mut index: HashMap<String, Vec<IndexKey>> = HashMap::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.views)
-                .consistent_read(true)
-                .filter_expression("begins_with(pk, :prefix)")
-                .expression_attribute_values(":prefix", s(prefix.clone()))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| unavailable("Scan", &e))?;
-            for item in page.items.unwrap_or_default() {
-                let (Some(pk), Some(doc), Some(sort)) = (get_s(&item, "pk"), get_s(&item, "k"), get_s(&item, "s"))
-                else {
+        for partition in self.partitions(view, generation).await? {
+            for item in self
+                .query_all(index_pk(view, generation, &partition), None, None)
+                .await?
+            {
+                let (Some(doc), Some(sort)) = (get_s(&item, "k"), get_s(&item, "s")) else {
                     continue;
                 };
                 index.entry(doc.to_owned()).or_default().push(IndexKey {
-                    partition: pk[prefix.len()..].to_owned(),
+                    partition: partition.clone(),
                     sort: sort.to_owned(),
                 });
-            }
-            start = page.last_evaluated_key.filter(|k| !k.is_empty());
-            if start.is_none() {
-                break;
             }
         }
         for doc in &mut docs {
@@ -891,6 +967,7 @@ impl ViewStore for DynamoViewStore {
         position: u64,
     ) -> Result<(), StoreError> {
         let field = self.generation_field(view, generation).await?;
+        self.list_partitions(view, generation, &changes).await?;
         if field == "gen" {
             stream::iter(changes)
                 .map(|change| self.commit_live(view, generation, owner, change))

@@ -320,12 +320,26 @@ async fn a_rebuild_on_dynamodb_fills_a_shadow_and_swaps_it_in() {
     r.catch_up().await.expect("catch up");
     let before = store.dump("catalog").await.expect("dump");
 
+    let live_items = store.generation_items("catalog", 1).await.expect("count");
+    assert!(
+        live_items > 2 * before.len(),
+        "documents, their index entries and the partition list: {live_items}"
+    );
+
     let shadow = store.begin_rebuild("catalog", "p").await.expect("begin");
     assert_eq!(shadow, 2);
+    // A rebuild that stops here leaves a half-built shadow, index entries included.
     store
-        .commit("catalog", shadow, "p", vec![], 3)
+        .commit(
+            "catalog",
+            shadow,
+            "p",
+            vec![DocChange::Put(doc("half", 1, "{}", &[("all", "1"), ("tag:half", "1")]))],
+            3,
+        )
         .await
         .expect("partial shadow");
+    assert_eq!(store.generation_items("catalog", 2).await.expect("count"), 1 + 2 + 2);
     assert_eq!(
         store.dump("catalog").await.expect("dump"),
         before,
@@ -341,14 +355,13 @@ async fn a_rebuild_on_dynamodb_fills_a_shadow_and_swaps_it_in() {
         before,
         "the rebuilt view equals the old one"
     );
-    assert!(
-        store
-            .get_many("catalog", 1, &[before[0].key.clone()])
-            .await
-            .expect("get")
-            .is_empty(),
-        "the old generation is gone"
-    );
+    for (generation, what) in [(1, "the old generation"), (2, "the abandoned shadow")] {
+        assert_eq!(
+            store.generation_items("catalog", generation).await.expect("count"),
+            0,
+            "{what} is gone, index entries and partition list included"
+        );
+    }
     let commands = commands(log.clone(), clock);
     lifecycle(&commands, "late", 0).await;
     r.catch_up().await.expect("after rebuild");
