@@ -143,7 +143,9 @@ async function showWatch() {
   const titles = new Map();
   for (const v of page.items) {
     titles.set(v.video_id, v.title);
-    list.append(card(v.title, v.duration_ms ? clock(v.duration_ms) : v.status, () => play(v.video_id, v.title, 0)));
+    const li = card(v.title, v.duration_ms ? clock(v.duration_ms) : v.status, () => play(v.video_id, v.title, 0));
+    li.dataset.videoId = v.video_id;
+    list.append(li);
   }
   $('catalog-empty').hidden = page.items.length > 0;
   await showContinue(titles);

@@ -18,7 +18,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{clip, completion, encoding_worker, free_port, history, process_of, until, Children, BIN};
+use common::{clip, completion, encoding_worker, free_port, history, process_of, ready, until, upload, Children, BIN};
 use serde_json::{json, Value};
 use vodsource_domain::VideoEvent;
 
@@ -123,65 +123,6 @@ fn first_uri(playlist: &str, base: &str) -> String {
     format!("{dir}/{uri}")
 }
 
-/// Registers `clip`, PUTs it to the presigned S3 URL with a plain HTTP client and completes
-/// the upload: the video's id.
-async fn upload(client: &reqwest::Client, base: &str, title: &str, clip: &std::path::Path) -> String {
-    let bytes = std::fs::read(clip).expect("clip");
-    let registered: Value = client
-        .post(format!("{base}/v1/videos"))
-        .json(&json!({
-            "title": title,
-            "filename": "clip.mp4",
-            "content_type": "video/mp4",
-            "size_bytes": bytes.len(),
-        }))
-        .send()
-        .await
-        .expect("register")
-        .json()
-        .await
-        .expect("json");
-    let id = registered["video_id"].as_str().expect("id").to_owned();
-    let upload = registered["upload"]["url"].as_str().expect("url").to_owned();
-    assert!(upload.contains("X-Amz-Signature="), "a presigned S3 URL: {upload}");
-    let put = reqwest::Client::new()
-        .put(&upload)
-        .header("Content-Type", "video/mp4")
-        .body(bytes)
-        .send()
-        .await
-        .expect("put");
-    assert!(put.status().is_success(), "PUT: {}", put.status());
-    let done = client
-        .post(format!("{base}/v1/videos/{id}/upload-complete"))
-        .send()
-        .await
-        .expect("upload-complete");
-    assert!(
-        done.status().is_success(),
-        "upload-complete: {}",
-        done.text().await.unwrap_or_default()
-    );
-    id
-}
-
-/// Waits until the catalog says the video is ready (failing at once if it says failed).
-async fn ready(client: &reqwest::Client, base: &str, id: &str, within: Duration) {
-    until("the video is ready", within, async || {
-        let video: Value = client
-            .get(format!("{base}/v1/videos/{id}"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        assert_ne!(video["status"], "failed", "{video}");
-        (video["status"] == "ready").then_some(())
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
     let deployment = Deployment::new();
@@ -221,7 +162,8 @@ async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
     // the projectors' catalog says so.
     let first = deployment.data.join("clip.mp4");
     clip(&first, 4, "640x360");
-    let id = upload(&client, &base, "end to end", &first).await;
+    let (id, url) = upload(&client, &base, "end to end", &first).await;
+    assert!(url.contains("X-Amz-Signature="), "a presigned S3 URL: {url}");
     ready(&client, &base, &id, Duration::from_secs(120)).await;
     let published = client
         .post(format!("{base}/v1/videos/{id}/publish"))
@@ -327,7 +269,7 @@ async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
     // projector holding the supervisor's lease, at once.
     let long = deployment.data.join("long.mp4");
     clip(&long, 16, "1280x720");
-    let second = upload(&client, &base, "killed mid-encode", &long).await;
+    let (second, _) = upload(&client, &base, "killed mid-encode", &long).await;
     let holder = until("attempt 1 encoding", Duration::from_secs(120), async || {
         encoding_worker(&*log, &second, 1).await
     })

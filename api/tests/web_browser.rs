@@ -6,6 +6,9 @@
 //! the viewer, in the API and on the page; resumed from there with the DASH toggle, dash.js
 //! starts at the saved position and its session reaches the lake. A screenshot of the player is kept at
 //! `$CARGO_TARGET_TMPDIR/web-player.png` (`web-player-no-auth.png` for the run without).
+//! A third run (`web/e2e/stall.mjs`) plays a two-rung video on a network shaped through
+//! Chromium's DevTools protocol, so that it stalls and moves down the ladder: the lake has the
+//! stall with its length and the switch.
 
 mod common;
 
@@ -14,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{clip, free_port, until, BIN};
+use common::{clip, free_port, ready, until, upload, BIN};
 use serde_json::Value;
 
 const SECRET: &str = "browser-test-secret-0123456789";
@@ -127,8 +130,64 @@ async fn on_loopback_without_authentication_the_same_works_as_the_local_admin() 
     in_chromium(false).await;
 }
 
-/// The whole run, with authentication on (sign in as alice) or off (the local admin).
-async fn in_chromium(auth: bool) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_shaped_network_the_player_switches_rungs_stalls_and_resumes_and_the_lake_has_each() {
+    let setup = start(false).await;
+    let (data, base, client) = (&setup.server.data, &setup.base, &setup.client);
+    // A 480p source gets two rungs (480p, 360p); 40 s so the buffer cannot hold it all.
+    let source = data.join("long.mp4");
+    clip(&source, 40, "854x480");
+    let (id, _) = upload(client, base, "on a train", &source).await;
+    ready(client, base, &id, Duration::from_secs(240)).await;
+    let published = client
+        .post(format!("{base}/v1/videos/{id}/publish"))
+        .send()
+        .await
+        .expect("publish");
+    assert!(published.status().is_success(), "publish: {}", published.status());
+
+    let seen = drive(&setup, "stall.mjs", &[("VIDEO_ID", id.as_ref())]);
+    assert_eq!(seen["playerError"], "", "{seen:#}");
+    assert!(
+        seen["startedWith"].as_str().is_some_and(|s| s.contains("480p")),
+        "playback started on the upper rung: {seen:#}"
+    );
+    assert!(
+        seen["stalledAt"].as_f64().is_some_and(|t| t > 4.0),
+        "the stall came after the start, not as part of it: {seen:#}"
+    );
+
+    // In the lake: the switch with the rung it went to, and the stall with its length.
+    let sid = seen["qoe"]["sid"].as_str().expect("sid").to_owned();
+    let query = format!(
+        "SELECT count(*) FILTER (WHERE event_type = 'bitrate_change') AS switches, \
+         count(DISTINCT br) AS rungs, \
+         count(*) FILTER (WHERE event_type = 'rebuffer_start') AS stalls, \
+         count(*) FILTER (WHERE event_type = 'rebuffer_end' AND rebuffer_ms > 0) AS resumes, \
+         coalesce(max(rebuffer_ms), 0) AS longest \
+         FROM qoe_events WHERE sid = '{sid}' AND cid = '{id}'"
+    );
+    let row = until("the stall in the lake", Duration::from_secs(60), async || {
+        let csv = sql(data, &query);
+        let row: Vec<u64> = csv.lines().nth(1)?.split(',').filter_map(|n| n.parse().ok()).collect();
+        (row.len() == 5 && row[0] >= 1 && row[2] >= 1 && row[3] >= 1).then_some(row)
+    })
+    .await;
+    eprintln!("lake: switches, rungs, stalls, resumes, longest stall ms = {row:?}");
+    assert!(row[1] >= 2, "the session's events carry both rungs' bitrates: {row:?}");
+    assert!(row[4] >= 100, "a stall lasts while the link is a trickle: {row:?}");
+}
+
+/// What each browser run needs: Chromium, playwright-core, and a `vodsource serve` answering.
+struct Setup {
+    server: Server,
+    base: String,
+    chromium: String,
+    web: PathBuf,
+    client: reqwest::Client,
+}
+
+async fn start(auth: bool) -> Setup {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         Path::new(&chromium).exists(),
@@ -154,6 +213,46 @@ async fn in_chromium(auth: bool) {
         r.status().is_success().then_some(())
     })
     .await;
+    Setup {
+        server,
+        base,
+        chromium,
+        web,
+        client,
+    }
+}
+
+/// Runs `web/e2e/<script>` with `env` to its end: the JSON line it printed last, which must
+/// say it succeeded.
+fn drive(setup: &Setup, script: &str, env: &[(&str, &std::ffi::OsStr)]) -> Value {
+    let mut driver = Command::new("node");
+    driver
+        .arg(setup.web.join("e2e").join(script))
+        .env("BASE", &setup.base)
+        .env("CHROMIUM", &setup.chromium);
+    for (name, value) in env {
+        driver.env(name, value);
+    }
+    let output = output_within(driver, Duration::from_secs(400));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let seen: Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no result from the browser run: {stdout}\n{stderr}"));
+    assert!(
+        output.status.success() && seen["error"].is_null(),
+        "the browser run failed: {seen:#}\n{stderr}"
+    );
+    eprintln!("what the browser saw: {seen}");
+    seen
+}
+
+/// The whole run, with authentication on (sign in as alice) or off (the local admin).
+async fn in_chromium(auth: bool) {
+    let setup = start(auth).await;
+    let (server, base, client) = (&setup.server, &setup.base, &setup.client);
     // The page and its scripts come from the binary, hls.js and dash.js included.
     for (path, needle) in [
         ("/", "<video id=\"video\""),
@@ -180,29 +279,16 @@ async fn in_chromium(auth: bool) {
     });
     let _ = std::fs::remove_file(&screenshot);
     let title = format!("browser {}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
-    let mut driver = Command::new("node");
-    driver
-        .arg(web.join("e2e/play.mjs"))
-        .env("BASE", &base)
-        .env("CLIP", &source)
-        .env("TITLE", &title)
-        .env("SCREENSHOT", &screenshot)
-        .env("TOKEN", &bearer)
-        .env("CHROMIUM", &chromium);
-    let output = output_within(driver, Duration::from_secs(400));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let seen: Value = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no result from the browser run: {stdout}\n{stderr}"));
-    assert!(
-        output.status.success() && seen["error"].is_null(),
-        "the browser run failed: {seen:#}\n{stderr}"
+    let seen = drive(
+        &setup,
+        "play.mjs",
+        &[
+            ("CLIP", source.as_os_str()),
+            ("TITLE", title.as_ref()),
+            ("SCREENSHOT", screenshot.as_os_str()),
+            ("TOKEN", bearer.as_ref()),
+        ],
     );
-
-    eprintln!("what the browser saw: {seen}");
     // (1) The video element played past 4 s before the seek, and the seek took.
     let max_time = seen["maxTime"].as_f64().expect("maxTime");
     assert!(max_time > 4.0, "played to {max_time} s: {seen:#}");

@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
+
 use vodsource_commands::codec::Decoder;
 use vodsource_commands::ports::EventLog;
 use vodsource_domain::{EncodeStage, VideoEvent};
@@ -99,4 +101,63 @@ pub async fn until<T>(what: &str, within: Duration, mut check: impl AsyncFnMut()
         assert!(Instant::now() < deadline, "{what} within {within:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Registers `clip`, PUTs it to the upload URL the API answers with (presigned S3 URL or the
+/// API's own signed link) with a plain HTTP client and completes the upload: the video's id
+/// and the URL it went to.
+pub async fn upload(client: &reqwest::Client, base: &str, title: &str, clip: &std::path::Path) -> (String, String) {
+    let bytes = std::fs::read(clip).expect("clip");
+    let registered: Value = client
+        .post(format!("{base}/v1/videos"))
+        .json(&json!({
+            "title": title,
+            "filename": "clip.mp4",
+            "content_type": "video/mp4",
+            "size_bytes": bytes.len(),
+        }))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("json");
+    let id = registered["video_id"].as_str().expect("id").to_owned();
+    let upload = registered["upload"]["url"].as_str().expect("url").to_owned();
+    let put = reqwest::Client::new()
+        .put(&upload)
+        .header("Content-Type", "video/mp4")
+        .body(bytes)
+        .send()
+        .await
+        .expect("put");
+    assert!(put.status().is_success(), "PUT: {}", put.status());
+    let done = client
+        .post(format!("{base}/v1/videos/{id}/upload-complete"))
+        .send()
+        .await
+        .expect("upload-complete");
+    assert!(
+        done.status().is_success(),
+        "upload-complete: {}",
+        done.text().await.unwrap_or_default()
+    );
+    (id, upload)
+}
+
+/// Waits until the catalog says the video is ready (failing at once if it says failed).
+pub async fn ready(client: &reqwest::Client, base: &str, id: &str, within: Duration) {
+    until("the video is ready", within, async || {
+        let video: Value = client
+            .get(format!("{base}/v1/videos/{id}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        assert_ne!(video["status"], "failed", "{video}");
+        (video["status"] == "ready").then_some(())
+    })
+    .await;
 }
