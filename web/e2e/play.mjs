@@ -8,30 +8,13 @@
 // Environment: BASE (the server), CLIP (a video file), TITLE, SCREENSHOT (a .png to write),
 // TOKEN (optional bearer token), CHROMIUM (default /usr/bin/chromium).
 
-import { chromium } from 'playwright-core';
+import { need, open } from './browser.mjs';
 
-const { BASE, CLIP, TITLE, SCREENSHOT, TOKEN } = process.env;
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-for (const [name, value] of Object.entries({ BASE, CLIP, TITLE, SCREENSHOT })) {
-  if (!value) throw new Error(`${name} is not set`);
-}
-
-const log = (...args) => console.error('[play]', ...args);
-
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--autoplay-policy=no-user-gesture-required',
-  ],
-});
+const { BASE, CLIP, TITLE, SCREENSHOT } = need('BASE', 'CLIP', 'TITLE', 'SCREENSHOT');
+const { TOKEN } = process.env;
+const { browser, page } = await open('play');
 const result = { steps: [] };
 try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  page.on('console', (m) => log(`console.${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => log(`page error: ${e.message}`));
-
   await page.goto(`${BASE}/#/studio`);
   if (TOKEN) {
     await page.locator('#login').waitFor({ state: 'visible' });

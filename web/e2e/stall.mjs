@@ -12,33 +12,15 @@
 // more), CHROMIUM (default /usr/bin/chromium), FAST and SLOW (bytes per second; defaults
 // 300,000 and 8,000).
 
-import { chromium } from 'playwright-core';
+import { need, open } from './browser.mjs';
 
-const { BASE, VIDEO_ID } = process.env;
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const { BASE, VIDEO_ID } = need('BASE', 'VIDEO_ID');
 const FAST = Number(process.env.FAST || 300_000);
 const SLOW = Number(process.env.SLOW || 8_000);
-for (const [name, value] of Object.entries({ BASE, VIDEO_ID })) {
-  if (!value) throw new Error(`${name} is not set`);
-}
-
-const log = (...args) => console.error('[stall]', ...args);
-
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--autoplay-policy=no-user-gesture-required',
-  ],
-});
+const { browser, page } = await open('stall');
 const result = { steps: [] };
 let snapshot = async () => null;
 try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  page.on('console', (m) => log(`console.${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => log(`page error: ${e.message}`));
-  page.on('response', (r) => { if (r.status() >= 400) log(`${r.status()} ${r.url()}`); });
   const cdp = await page.context().newCDPSession(page);
   await cdp.send('Network.enable');
   const shape = (bytesPerSecond) => cdp.send('Network.emulateNetworkConditions', {
