@@ -513,12 +513,7 @@ impl DynamoViewStore {
         }
         let requests = new
             .iter()
-            .map(|partition| {
-                let item = key(parts_pk(view, generation), Some((*partition).to_owned()));
-                Ok(WriteRequest::builder()
-                    .put_request(PutRequest::builder().set_item(Some(item)).build().map_err(invalid)?)
-                    .build())
-            })
+            .map(|partition| put_request(key(parts_pk(view, generation), Some((*partition).to_owned()))))
             .collect::<Result<Vec<_>, StoreError>>()?;
         self.batch_write(requests).await?;
         let mut listed = self.listed.lock().map_err(|_| invalid("partition list poisoned"))?;
@@ -558,17 +553,16 @@ impl DynamoViewStore {
                     .map(item_key),
             );
         }
-        let delete = |key: Item| {
-            Ok(WriteRequest::builder()
-                .delete_request(DeleteRequest::builder().set_key(Some(key)).build().map_err(invalid)?)
-                .build())
-        };
-        self.batch_write(keys.into_iter().map(delete).collect::<Result<Vec<_>, StoreError>>()?)
-            .await?;
+        self.batch_write(
+            keys.into_iter()
+                .map(delete_request)
+                .collect::<Result<Vec<_>, StoreError>>()?,
+        )
+        .await?;
         self.batch_write(
             partitions
                 .into_iter()
-                .map(|partition| delete(key(parts_pk(view, generation), Some(partition))))
+                .map(|partition| delete_request(key(parts_pk(view, generation), Some(partition))))
                 .collect::<Result<Vec<_>, StoreError>>()?,
         )
         .await?;
@@ -829,6 +823,20 @@ fn lease_lost(name: &str, owner: &str) -> StoreError {
     StoreError::LeaseLost(name.to_owned())
 }
 
+/// A put of `item` in a `BatchWriteItem`.
+fn put_request(item: Item) -> Result<WriteRequest, StoreError> {
+    Ok(WriteRequest::builder()
+        .put_request(PutRequest::builder().set_item(Some(item)).build().map_err(invalid)?)
+        .build())
+}
+
+/// A delete of the item at `key` in a `BatchWriteItem`.
+fn delete_request(key: Item) -> Result<WriteRequest, StoreError> {
+    Ok(WriteRequest::builder()
+        .delete_request(DeleteRequest::builder().set_key(Some(key)).build().map_err(invalid)?)
+        .build())
+}
+
 fn item_key(item: &Item) -> Item {
     item.iter()
         .filter(|(name, _)| *name == "pk" || *name == "sk")
@@ -978,33 +986,19 @@ impl ViewStore for DynamoViewStore {
             if self.lease_holder(view).await?.map(|(holder, _)| holder).as_deref() != Some(owner) {
                 return Err(lease_lost(view, owner));
             }
-            let put = |item: Item| {
-                Ok::<_, StoreError>(
-                    WriteRequest::builder()
-                        .put_request(PutRequest::builder().set_item(Some(item)).build().map_err(invalid)?)
-                        .build(),
-                )
-            };
-            let delete = |key: Item| {
-                Ok::<_, StoreError>(
-                    WriteRequest::builder()
-                        .delete_request(DeleteRequest::builder().set_key(Some(key)).build().map_err(invalid)?)
-                        .build(),
-                )
-            };
             let mut entries = Vec::new();
             let mut docs = Vec::new();
             for change in changes {
                 let writes = DocWrites::of(view, generation, change);
                 docs.push(match writes.doc {
-                    DocWrite::Put(item, _) => put(item)?,
-                    DocWrite::Delete(key) => delete(key)?,
+                    DocWrite::Put(item, _) => put_request(item)?,
+                    DocWrite::Delete(key) => delete_request(key)?,
                 });
                 for key in writes.unindex {
-                    entries.push(delete(key)?);
+                    entries.push(delete_request(key)?);
                 }
                 for item in writes.index {
-                    entries.push(put(item)?);
+                    entries.push(put_request(item)?);
                 }
             }
             // Entries first: a crash between the two leaves documents at their old versions,

@@ -38,7 +38,6 @@ try {
       stats: document.getElementById('player-stats').textContent, qoe: window.vodsourceQoe,
     };
   });
-  const sent = (type) => page.evaluate((t) => window.vodsourceQoe.sent[t] || 0, type);
 
   await page.goto(`${BASE}/#/`);
   const card = page.locator(`#catalog li[data-video-id="${VIDEO_ID}"] button`);
@@ -76,7 +75,6 @@ try {
   await page.waitForFunction(() => (window.vodsourceQoe.sent.session_end || 0) >= 1, null, { timeout: 15_000 });
   result.qoe = await page.evaluate(() => window.vodsourceQoe);
   result.playerError = await page.textContent('#player-error');
-  result.sentSwitches = await sent('bitrate_change');
   result.steps.push('closed');
 } catch (e) {
   result.error = String(e && e.stack ? e.stack : e);
