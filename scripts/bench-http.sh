@@ -16,7 +16,7 @@ conns="${VODSOURCE_BENCH_CONNECTIONS:-64}"
 
 data="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-export VODSOURCE_JWT_SECRET="bench-secret-0123456789abcdef"
+export VODSOURCE_JWT_SECRET="bench-secret-0123456789abcdef-0123456789"
 export VODSOURCE_RATE_LIMIT=10000000 VODSOURCE_RATE_BURST=10000000 VODSOURCE_LOG=warn VODSOURCE_ENCODERS=0
 "$bin" --data-dir "$data" seed --videos 2000 >/dev/null
 "$bin" --data-dir "$data" serve --listen "127.0.0.1:$port" >"$data/server.log" 2>&1 &
@@ -32,6 +32,9 @@ for _ in $(seq 1 600); do
     sleep 0.1
 done
 id="$(curl -fsS -H "$auth" "$base/v1/videos?limit=1" | python3 -c 'import sys,json; print(json.load(sys.stdin)["items"][0]["video_id"])')"
+# Beacons name videos that exist (the endpoint checks each event's cid against the catalog).
+videos() { curl -fsS -H "$auth" "$base/v1/videos?limit=7" | python3 -c 'import sys,json; print(",".join(v["video_id"] for v in json.load(sys.stdin)["items"]))'; }
+export VODSOURCE_BENCH_VIDEOS="$(videos)"
 
 run() { # name, wrk args...
     local name="$1"; shift
@@ -55,12 +58,14 @@ run "POST /v1/playback/beacons x100" -s scripts/wrk/beacons.lua "$base"
 # The same beacons with the QoE stream on Kafka (fresh topics under a prefix of this run).
 kill "$server"; wait "$server" 2>/dev/null || true
 mkdir -p "$data.kafka"
-VODSOURCE_STREAM="kafka://127.0.0.1:9092?partitions=8&prefix=bench-$(date +%s)-" \
-    "$bin" --data-dir "$data.kafka" serve --listen "127.0.0.1:$port" >"$data/server-kafka.log" 2>&1 &
+export VODSOURCE_STREAM="kafka://127.0.0.1:9092?partitions=8&prefix=bench-$(date +%s)-"
+"$bin" --data-dir "$data.kafka" seed --videos 20 >/dev/null
+"$bin" --data-dir "$data.kafka" serve --listen "127.0.0.1:$port" >"$data/server-kafka.log" 2>&1 &
 server=$!
 for _ in $(seq 1 300); do
-    curl -fsS "$base/v1/health/ready" >/dev/null 2>&1 && break
+    curl -fsS "$base/v1/health/ready" >/dev/null 2>&1 && [ -n "$(videos 2>/dev/null)" ] && break
     sleep 0.1
 done
+export VODSOURCE_BENCH_VIDEOS="$(videos)"
 echo "the QoE stream on Kafka (Tansu, memory storage, acks=all):"
 run "POST /v1/playback/beacons x100" -s scripts/wrk/beacons.lua "$base"

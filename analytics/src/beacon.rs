@@ -1,4 +1,9 @@
-//! Player beacons: the schema, and validation that judges every event on its own.
+//! Player beacons: the schema, and validation in two steps. The *shape* of a batch (each
+//! event's fields, types, enumerations, lengths and ranges — everything the published JSON
+//! Schema says) is checked for the whole batch: one event out of shape is a broken client,
+//! and the batch is refused naming the event and the field. What depends on the server
+//! (the client clock against the server's, `error_code` on error events, control characters,
+//! and in the API who may report on which video) is judged for every event on its own.
 //!
 //! Field names follow CMCD (CTA-5004) where it has one: `sid` session id, `cid` content id,
 //! `br` encoded bitrate (kbit/s), `bl` buffer length (ms), `mtp` measured throughput (kbit/s),
@@ -18,10 +23,20 @@ pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 const MAX_LAG_MS: i64 = 24 * 3600 * 1000;
 /// How far a client clock may be ahead of the server.
 const MAX_LEAD_MS: i64 = 5 * 60 * 1000;
-const MAX_MEDIA_MS: u64 = 7 * 24 * 3600 * 1000;
-const MAX_WAIT_MS: u32 = 3600 * 1000;
-const MAX_ID_CHARS: usize = 64;
-const MAX_TEXT_CHARS: usize = 256;
+/// Largest `position_ms` and `duration_ms`: a week.
+pub const MAX_MEDIA_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Largest `bl`, `startup_ms` and `rebuffer_ms`: an hour.
+pub const MAX_WAIT_MS: u32 = 3600 * 1000;
+/// Largest `br`, kbit/s.
+pub const MAX_BITRATE_KBPS: u32 = 1_000_000;
+/// Largest `mtp`, kbit/s.
+pub const MAX_THROUGHPUT_KBPS: u32 = 10_000_000;
+/// Longest `sid` and `cid`.
+pub const MAX_ID_CHARS: usize = 64;
+/// Longest `viewer_id`.
+pub const MAX_VIEWER_CHARS: usize = 128;
+/// Longest free text (`error_code`, `error_message`, player and device fields).
+pub const MAX_TEXT_CHARS: usize = 256;
 
 /// What happened in the player.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -220,6 +235,14 @@ pub enum BatchError {
     /// Over [`MAX_BATCH_EVENTS`].
     #[error("the batch has {0} events; at most {MAX_BATCH_EVENTS} are accepted")]
     TooMany(usize),
+    /// An event out of the schema's shape.
+    #[error("event {index}: {fault}")]
+    Shape {
+        /// Its position in the batch.
+        index: usize,
+        /// What is wrong.
+        fault: BeaconError,
+    },
 }
 
 /// The verdict on one event of a batch.
@@ -264,55 +287,44 @@ pub fn judge_batch(body: Value, now_ms: i64) -> Result<Vec<EventResult>, BatchEr
     if batch.events.len() > MAX_BATCH_EVENTS {
         return Err(BatchError::TooMany(batch.events.len()));
     }
-    Ok(batch
-        .events
+    // The shape first, for the whole batch.
+    let mut shaped = Vec::with_capacity(batch.events.len());
+    for (index, raw) in batch.events.into_iter().enumerate() {
+        shaped.push(shape(raw).map_err(|fault| BatchError::Shape { index, fault })?);
+    }
+    Ok(shaped
         .into_iter()
         .enumerate()
-        .map(|(index, raw)| {
-            let event_id = raw
-                .get("event_id")
-                .and_then(Value::as_str)
-                .and_then(|s| Uuid::parse_str(s).ok());
-            EventResult {
-                index,
-                event_id,
-                outcome: validate(raw, now_ms),
-            }
+        .map(|(index, event)| EventResult {
+            index,
+            event_id: Some(event.event_id),
+            outcome: judge(event, now_ms),
         })
         .collect())
 }
 
-/// Checks one event.
-fn validate(raw: Value, now_ms: i64) -> Result<QoeEvent, BeaconError> {
+/// Checks an event against the schema: known fields of their types (null stands for
+/// absent), required ones present, lengths and ranges.
+fn shape(raw: Value) -> Result<QoeEvent, BeaconError> {
     let Some(map) = raw.as_object() else {
         return Err(refuse("event", "must be a JSON object"));
     };
     check_types(map)?;
-    let mut event: QoeEvent = serde_json::from_value(raw).map_err(|e| serde_refusal(&e.to_string()))?;
-    id("sid", &event.sid)?;
-    id("cid", &event.cid)?;
+    let event: QoeEvent = serde_json::from_value(raw).map_err(|e| serde_refusal(&e.to_string()))?;
+    length("sid", &event.sid, 1, MAX_ID_CHARS)?;
+    length("cid", &event.cid, 1, MAX_ID_CHARS)?;
     if let Some(viewer) = &event.viewer_id {
-        text("viewer_id", viewer, 128)?;
-    }
-    if event.ts < now_ms - MAX_LAG_MS || event.ts > now_ms + MAX_LEAD_MS {
-        return Err(refuse(
-            "ts",
-            format!(
-                "client time {} is {} the server's by more than allowed (24 h behind, 5 min ahead)",
-                event.ts,
-                if event.ts < now_ms { "behind" } else { "ahead of" }
-            ),
-        ));
+        length("viewer_id", viewer, 0, MAX_VIEWER_CHARS)?;
     }
     for (field, value) in [("position_ms", event.position_ms), ("duration_ms", event.duration_ms)] {
         if value.is_some_and(|v| v > MAX_MEDIA_MS) {
-            return Err(refuse(field, "must be at most 7 days"));
+            return Err(refuse(field, format!("must be at most {MAX_MEDIA_MS} (7 days)")));
         }
     }
-    if event.br.is_some_and(|b| b > 1_000_000) {
+    if event.br.is_some_and(|b| b > MAX_BITRATE_KBPS) {
         return Err(refuse("br", "encoded bitrate must be at most 1,000,000 kbit/s"));
     }
-    if event.mtp.is_some_and(|b| b > 10_000_000) {
+    if event.mtp.is_some_and(|b| b > MAX_THROUGHPUT_KBPS) {
         return Err(refuse("mtp", "measured throughput must be at most 10,000,000 kbit/s"));
     }
     for (field, value) in [
@@ -324,10 +336,16 @@ fn validate(raw: Value, now_ms: i64) -> Result<QoeEvent, BeaconError> {
             return Err(refuse(field, "must be at most one hour (3600000 ms)"));
         }
     }
-    if event.event_type == QoeEventType::Error && event.error_code.is_none() {
-        return Err(refuse("error_code", "is required on error events"));
+    for (field, value) in texts(&event) {
+        if let Some(value) = value {
+            length(field, value, 0, MAX_TEXT_CHARS)?;
+        }
     }
-    for (field, value) in [
+    Ok(event)
+}
+
+fn texts(event: &QoeEvent) -> [(&'static str, &Option<String>); 7] {
+    [
         ("error_code", &event.error_code),
         ("error_message", &event.error_message),
         ("player_name", &event.player_name),
@@ -335,13 +353,106 @@ fn validate(raw: Value, now_ms: i64) -> Result<QoeEvent, BeaconError> {
         ("device_type", &event.device_type),
         ("os", &event.os),
         ("browser", &event.browser),
-    ] {
+    ]
+}
+
+/// Judges a well-shaped event against the server: its clock, and rules a schema cannot say.
+fn judge(mut event: QoeEvent, now_ms: i64) -> Result<QoeEvent, BeaconError> {
+    if event.ts < now_ms - MAX_LAG_MS || event.ts > now_ms + MAX_LEAD_MS {
+        return Err(refuse(
+            "ts",
+            format!(
+                "client time {} is {} the server's by more than allowed (24 h behind, 5 min ahead)",
+                event.ts,
+                if event.ts < now_ms { "behind" } else { "ahead of" }
+            ),
+        ));
+    }
+    if event.event_type == QoeEventType::Error && event.error_code.is_none() {
+        return Err(refuse("error_code", "is required on error events"));
+    }
+    for (field, value) in [("sid", &event.sid), ("cid", &event.cid)] {
+        plain(field, value)?;
+    }
+    if let Some(viewer) = &event.viewer_id {
+        plain("viewer_id", viewer)?;
+    }
+    for (field, value) in texts(&event) {
         if let Some(value) = value {
-            text(field, value, MAX_TEXT_CHARS)?;
+            plain(field, value)?;
         }
     }
     event.received_at = now_ms;
     Ok(event)
+}
+
+/// The JSON Schema (OpenAPI 3.0 dialect) of a batch, `BeaconBatch`, and of one event,
+/// `BeaconEvent`, as [`judge_batch`] checks the shape: the API publishes these.
+pub fn json_schemas() -> (Value, Value) {
+    let text = |max: usize| serde_json::json!({ "type": "string", "maxLength": max, "nullable": true });
+    let count = |max: u64| serde_json::json!({ "type": "integer", "format": "int64", "minimum": 0, "maximum": max, "nullable": true });
+    let event_types: Vec<&str> = [
+        QoeEventType::SessionStart,
+        QoeEventType::Playing,
+        QoeEventType::Heartbeat,
+        QoeEventType::Pause,
+        QoeEventType::Seek,
+        QoeEventType::RebufferStart,
+        QoeEventType::RebufferEnd,
+        QoeEventType::BitrateChange,
+        QoeEventType::Error,
+        QoeEventType::Ended,
+        QoeEventType::SessionEnd,
+    ]
+    .iter()
+    .map(|t| t.as_str())
+    .collect();
+    let event = serde_json::json!({
+        "type": "object",
+        "description": "One player event; field names follow CMCD (CTA-5004) where it has one. Null stands for absent. Besides its shape, each event must pass the server's own rules, judged one by one: `ts` at most 24 h behind and 5 min ahead of the server's clock, `error_code` present on `error` events, no control characters in text, `cid` a video the caller may play, `viewer_id` the caller's own.",
+        "required": ["event_id", "event_type", "sid", "cid", "ts"],
+        "additionalProperties": false,
+        "properties": {
+            "event_id": { "type": "string", "format": "uuid", "description": "Unique per event: a resent event is stored once." },
+            "event_type": { "type": "string", "enum": event_types },
+            "sid": { "type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS, "description": "Session id." },
+            "cid": { "type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS, "description": "Content id: the video." },
+            "viewer_id": { "type": "string", "maxLength": MAX_VIEWER_CHARS, "nullable": true },
+            "ts": { "type": "integer", "format": "int64", "minimum": i64::MIN, "maximum": i64::MAX, "description": "Client time, ms since the Unix epoch." },
+            "position_ms": count(MAX_MEDIA_MS),
+            "duration_ms": count(MAX_MEDIA_MS),
+            "br": count(u64::from(MAX_BITRATE_KBPS)),
+            "bl": count(u64::from(MAX_WAIT_MS)),
+            "mtp": count(u64::from(MAX_THROUGHPUT_KBPS)),
+            // OpenAPI 3.0: an enumeration that may be null lists null (`nullable` alone does not).
+            "ot": { "type": "string", "enum": ["m", "a", "v", "av", "i", "c", "tt", "k", "o", null], "nullable": true },
+            "su": { "type": "boolean", "nullable": true },
+            "bs": { "type": "boolean", "nullable": true },
+            "startup_ms": count(u64::from(MAX_WAIT_MS)),
+            "rebuffer_ms": count(u64::from(MAX_WAIT_MS)),
+            "error_code": text(MAX_TEXT_CHARS),
+            "error_message": text(MAX_TEXT_CHARS),
+            "player_name": text(MAX_TEXT_CHARS),
+            "player_version": text(MAX_TEXT_CHARS),
+            "device_type": text(MAX_TEXT_CHARS),
+            "os": text(MAX_TEXT_CHARS),
+            "browser": text(MAX_TEXT_CHARS),
+        }
+    });
+    let batch = serde_json::json!({
+        "type": "object",
+        "required": ["events"],
+        "additionalProperties": false,
+        "properties": {
+            "events": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_BATCH_EVENTS,
+                "items": { "$ref": "#/components/schemas/BeaconEvent" }
+            }
+        }
+    });
+    (batch, event)
 }
 
 /// The JSON type each field must have.
@@ -433,18 +544,18 @@ fn serde_refusal(message: &str) -> BeaconError {
     refuse(field, message)
 }
 
-fn id(field: &str, value: &str) -> Result<(), BeaconError> {
-    if value.is_empty() {
+fn length(field: &str, value: &str, min: usize, max: usize) -> Result<(), BeaconError> {
+    let chars = value.chars().count();
+    if chars < min {
         return Err(refuse(field, "must not be empty"));
     }
-    text(field, value, MAX_ID_CHARS)
-}
-
-fn text(field: &str, value: &str, max: usize) -> Result<(), BeaconError> {
-    let chars = value.chars().count();
     if chars > max {
         return Err(refuse(field, format!("must be at most {max} characters, got {chars}")));
     }
+    Ok(())
+}
+
+fn plain(field: &str, value: &str) -> Result<(), BeaconError> {
     if value.chars().any(char::is_control) {
         return Err(refuse(field, "must not contain control characters"));
     }
@@ -490,9 +601,22 @@ mod tests {
         serde_json::to_vec(&json!({ "events": events })).expect("json")
     }
 
+    /// Why a lone event is refused per event (the server's rules).
     fn refused(value: Value) -> BeaconError {
-        let results = parse_batch(&batch(&[value]), NOW).expect("batch");
-        results[0].outcome.clone().expect_err("refused")
+        let results = parse_batch(&batch(&[event(), value]), NOW).expect("batch");
+        assert!(results[0].outcome.is_ok(), "the good event beside it is accepted");
+        results[1].outcome.clone().expect_err("refused")
+    }
+
+    /// Why a batch holding `value` after a good event is refused whole (the schema's rules).
+    fn misshapen(value: Value) -> BeaconError {
+        match parse_batch(&batch(&[event(), value]), NOW) {
+            Err(BatchError::Shape { index, fault }) => {
+                assert_eq!(index, 1);
+                fault
+            }
+            other => panic!("expected a shape fault, got {other:?}"),
+        }
     }
 
     #[test]
@@ -510,79 +634,101 @@ mod tests {
     }
 
     #[test]
-    fn bad_events_are_refused_one_by_one_naming_the_field() {
-        let events = [
-            event(),
-            with(|m| {
-                m.insert("br".into(), json!("fast"));
-            }),
-            with(|m| {
-                m.remove("sid");
-            }),
-            with(|m| {
-                m.insert("event_type".into(), json!("exploded"));
-            }),
-            with(|m| {
-                m.insert("ts".into(), json!(NOW + 3_600_000));
-            }),
-            with(|m| {
-                m.insert("colour".into(), json!("blue"));
-            }),
-            json!(42),
+    fn an_event_out_of_the_schema_refuses_the_batch_naming_event_and_field() {
+        let cases: Vec<(Value, &str)> = vec![
+            (
+                with(|m| {
+                    m.insert("br".into(), json!("fast"));
+                }),
+                "br",
+            ),
+            (
+                with(|m| {
+                    m.remove("sid");
+                }),
+                "sid",
+            ),
+            (
+                with(|m| {
+                    m.insert("event_type".into(), json!("exploded"));
+                }),
+                "event_type",
+            ),
+            (
+                with(|m| {
+                    m.insert("colour".into(), json!("blue"));
+                }),
+                "colour",
+            ),
+            (json!(42), "event"),
+            (
+                with(|m| {
+                    m.insert("bl".into(), json!(4_000_000));
+                }),
+                "bl",
+            ),
+            (
+                with(|m| {
+                    m.insert("br".into(), json!(2_000_000));
+                }),
+                "br",
+            ),
+            (
+                with(|m| {
+                    m.insert("br".into(), json!(-1));
+                }),
+                "br",
+            ),
+            (
+                with(|m| {
+                    m.insert("position_ms".into(), json!(u64::MAX));
+                }),
+                "position_ms",
+            ),
+            (
+                with(|m| {
+                    m.insert("sid".into(), json!(""));
+                }),
+                "sid",
+            ),
+            (
+                with(|m| {
+                    m.insert("cid".into(), json!("x".repeat(65)));
+                }),
+                "cid",
+            ),
+            (
+                with(|m| {
+                    m.insert("error_message".into(), json!("x".repeat(257)));
+                }),
+                "error_message",
+            ),
+            (
+                with(|m| {
+                    m.insert("ot".into(), json!("video"));
+                }),
+                "ot",
+            ),
+            (
+                with(|m| {
+                    m.insert("event_id".into(), json!("not-a-uuid"));
+                }),
+                "event_id",
+            ),
         ];
-        let results = parse_batch(&batch(&events), NOW).expect("batch");
-        let fields: Vec<Option<String>> = results
-            .iter()
-            .map(|r| r.outcome.as_ref().err().map(|e| e.field.clone()))
-            .collect();
-        assert_eq!(
-            fields,
-            [
-                None,
-                Some("br".into()),
-                Some("sid".into()),
-                Some("event_type".into()),
-                Some("ts".into()),
-                Some("colour".into()),
-                Some("event".into())
-            ]
-        );
-        assert_eq!(
-            results[1].event_id, results[0].event_id,
-            "the id is reported even when refused"
-        );
-        assert_eq!(results[6].index, 6);
+        for (value, field) in cases {
+            assert_eq!(misshapen(value).field, field);
+        }
     }
 
     #[test]
-    fn ranges_and_texts_are_checked() {
+    fn the_servers_own_rules_are_judged_event_by_event() {
         assert_eq!(
             refused(with(|m| {
-                m.insert("bl".into(), json!(4_000_000));
+                m.insert("ts".into(), json!(NOW + 3_600_000));
             }))
             .field,
-            "bl"
-        );
-        assert_eq!(
-            refused(with(|m| {
-                m.insert("br".into(), json!(2_000_000));
-            }))
-            .field,
-            "br"
-        );
-        assert_eq!(
-            refused(with(|m| {
-                m.insert("br".into(), json!(-1));
-            }))
-            .field,
-            "br"
-        );
-        assert_eq!(
-            refused(with(|m| {
-                m.insert("position_ms".into(), json!(u64::MAX));
-            }))
-            .field,
-            "position_ms"
+            "ts"
         );
         assert_eq!(
             refused(with(|m| {
@@ -593,43 +739,41 @@ mod tests {
         );
         assert_eq!(
             refused(with(|m| {
-                m.insert("sid".into(), json!(""));
-            }))
-            .field,
-            "sid"
-        );
-        assert_eq!(
-            refused(with(|m| {
-                m.insert("cid".into(), json!("x".repeat(65)));
-            }))
-            .field,
-            "cid"
-        );
-        assert_eq!(
-            refused(with(|m| {
                 m.insert("os".into(), json!("a\u{0}b"));
             }))
             .field,
             "os"
         );
-        assert_eq!(
-            refused(with(|m| {
-                m.insert("ot".into(), json!("video"));
-            }))
-            .field,
-            "ot"
-        );
-        assert_eq!(
-            refused(with(|m| {
-                m.insert("event_id".into(), json!("not-a-uuid"));
-            }))
-            .field,
-            "event_id"
-        );
         let error = with(|m| {
             m.insert("event_type".into(), json!("error"));
         });
         assert_eq!(refused(error).field, "error_code");
+        let results = parse_batch(
+            &batch(&[with(|m| {
+                m.insert("ts".into(), json!(NOW + 3_600_000));
+            })]),
+            NOW,
+        )
+        .expect("batch");
+        assert_eq!(
+            results[0].event_id,
+            event()["event_id"].as_str().and_then(|s| Uuid::parse_str(s).ok())
+        );
+    }
+
+    #[test]
+    fn the_published_schema_names_every_field_and_nothing_else() {
+        let (batch, event) = json_schemas();
+        let mut published: Vec<&str> = event["properties"]
+            .as_object()
+            .map(|p| p.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        published.sort_unstable();
+        let mut known: Vec<&str> = FIELDS.iter().map(|(name, _)| *name).collect();
+        known.sort_unstable();
+        assert_eq!(published, known);
+        assert_eq!(batch["properties"]["events"]["maxItems"], MAX_BATCH_EVENTS);
+        assert_eq!(event["properties"]["cid"]["maxLength"], MAX_ID_CHARS);
     }
 
     #[test]

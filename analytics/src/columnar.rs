@@ -237,6 +237,18 @@ impl<'a> Row<'a> {
         }
     }
 
+    /// Its event id folded to 64 bits (the halves of the UUID xored): what the sink
+    /// de-duplicates by. `None` for an id that is not a UUID.
+    pub fn dedup_key(&self) -> Option<u64> {
+        let id = match self {
+            Self::QoeWire(row) => row.event_id,
+            Self::Qoe(row) => uuid::Uuid::parse_str(&row.event_id).ok()?,
+            Self::Video(row) => uuid::Uuid::parse_str(&row.event_id).ok()?,
+        };
+        let (high, low) = id.as_u64_pair();
+        Some(high ^ low)
+    }
+
     /// Its event time, ms since the epoch (UTC): what picks its lake partition.
     pub fn time(&self) -> i64 {
         match self {

@@ -17,7 +17,7 @@ pub mod watch;
 pub mod wire;
 
 pub use beacon::{
-    judge_batch, parse_batch, BatchError, BeaconError, EventResult, ObjectType, QoeEvent, QoeEventType,
+    json_schemas, judge_batch, parse_batch, BatchError, BeaconError, EventResult, ObjectType, QoeEvent, QoeEventType,
     MAX_BATCH_BYTES, MAX_BATCH_EVENTS,
 };
 pub use watch::WatchState;

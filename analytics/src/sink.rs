@@ -17,6 +17,14 @@
 //! them had been uploaded. Without the marker a restart would cut the range elsewhere (the age
 //! limit is a clock, not a property of the records) and a file from before the crash would
 //! overlap one written after it.
+//!
+//! Records are de-duplicated by event id, per stream partition, over a window of the last
+//! [`SinkSettings::dedup_window`] ids: a player that resends a batch (its first answer was
+//! lost) and a relay that redelivers put one row in the lake, not two. A resent event has
+//! the same key (the session or video id), so it lands in the same partition. The window is
+//! part of the flush's marker twice — as it stood before `first` and after `last` — so a
+//! redone range drops exactly the rows it dropped the first time, and a restart after a
+//! committed flush goes on with the window the flush ended with.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -44,16 +52,19 @@ pub struct SinkSettings {
     pub work_dir: PathBuf,
     /// Records per poll.
     pub poll_records: usize,
+    /// Event ids remembered per stream partition to drop repeats (0: no de-duplication).
+    pub dedup_window: usize,
 }
 
 impl SinkSettings {
-    /// 128 MiB, 60 s, 10,000 records per poll.
+    /// 128 MiB, 60 s, 10,000 records per poll, a window of 16,384 event ids.
     pub fn new(work_dir: PathBuf) -> Self {
         Self {
             max_file_bytes: 128 * 1024 * 1024,
             max_age: Duration::from_secs(60),
             work_dir,
             poll_records: 10_000,
+            dedup_window: 16_384,
         }
     }
 }
@@ -92,11 +103,68 @@ impl From<PutError> for SinkError {
     }
 }
 
-/// What a flush is about to write: kept in the object store before the first upload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What a flush is about to write: kept in the object store before the first upload, with
+/// the de-duplication window as it stood before `first` and after `last` (markers of older
+/// versions have neither: an empty window).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Marker {
     first: u64,
     last: u64,
+    #[serde(default)]
+    before: Window,
+    #[serde(default)]
+    after: Window,
+}
+
+/// The last event ids (folded to 64 bits) of a stream partition, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Window {
+    order: std::collections::VecDeque<u64>,
+    seen: std::collections::HashSet<u64>,
+}
+
+impl Window {
+    /// Whether `key` is among the last `capacity`; remembers it if not.
+    fn repeat(&mut self, key: u64, capacity: usize) -> bool {
+        if capacity == 0 {
+            return false;
+        }
+        if self.seen.contains(&key) {
+            return true;
+        }
+        while self.order.len() >= capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        self.order.push_back(key);
+        self.seen.insert(key);
+        false
+    }
+}
+
+impl Serialize for Window {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        let bytes: Vec<u8> = self.order.iter().flat_map(|k| k.to_le_bytes()).collect();
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes))
+    }
+}
+
+impl<'de> Deserialize<'de> for Window {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use base64::Engine as _;
+        let text = String::deserialize(deserializer)?;
+        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(text)
+            .map_err(serde::de::Error::custom)?;
+        let order: std::collections::VecDeque<u64> = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(<[u8; 8]>::try_from(c).unwrap_or_default()))
+            .collect();
+        let seen = order.iter().copied().collect();
+        Ok(Self { order, seen })
+    }
 }
 
 /// An open file of one lake partition.
@@ -112,6 +180,8 @@ struct Partition {
     last: u64,
     opened: Instant,
     files: BTreeMap<i64, HourFile>,
+    /// The de-duplication window as it stood before `first`.
+    window_before: Window,
 }
 
 /// A closed file waiting for its upload.
@@ -145,13 +215,19 @@ pub struct SinkStats {
     pub bytes: u64,
     /// Commits of offsets.
     pub flushes: u64,
+    /// Records dropped as repeats of an event id already in the window.
+    pub duplicates: u64,
 }
 
 /// The state that moves onto a blocking thread to encode and back.
 #[derive(Default)]
 struct Open {
     partitions: BTreeMap<u32, Partition>,
+    /// Per stream partition, the de-duplication window (restored from the marker when a
+    /// partition is first read).
+    windows: HashMap<u32, Window>,
     skipped: u64,
+    duplicates: u64,
 }
 
 /// Follows one stream into its lake table.
@@ -213,6 +289,7 @@ impl<C: StreamConsumer> LakeSink<C> {
     pub fn stats(&self) -> SinkStats {
         SinkStats {
             skipped: self.open.as_ref().map_or(0, |o| o.skipped),
+            duplicates: self.open.as_ref().map_or(0, |o| o.duplicates),
             ..self.stats
         }
     }
@@ -247,7 +324,24 @@ impl<C: StreamConsumer> LakeSink<C> {
                     let key = marker_key(&self.stream, delivery.partition);
                     let marker = read_marker(self.objects.clone(), key, local).await?;
                     // A marker behind the first record read is one whose flush committed.
-                    let pending = marker.filter(|m| m.last >= delivery.offset && m.first <= delivery.offset);
+                    let (pending, window) = match marker {
+                        Some(m) if m.last >= delivery.offset && m.first <= delivery.offset => {
+                            tracing::warn!(
+                                stream = %self.stream,
+                                partition = delivery.partition,
+                                first = m.first,
+                                last = m.last,
+                                "redoing a flush that was interrupted before its commit"
+                            );
+                            let before = m.before.clone();
+                            (Some(m), before)
+                        }
+                        Some(m) => (None, m.after),
+                        None => (None, Window::default()),
+                    };
+                    if let Some(open) = self.open.as_mut() {
+                        open.windows.insert(delivery.partition, window);
+                    }
                     self.planned.insert(delivery.partition, pending);
                 }
             }
@@ -264,7 +358,7 @@ impl<C: StreamConsumer> LakeSink<C> {
                 .iter()
                 .filter(|(p, part)| {
                     // A planned range is flushed at its end only, to rebuild the same files.
-                    self.planned.get(p).copied().flatten().is_none()
+                    self.planned.get(p).is_none_or(Option::is_none)
                         && (part.opened.elapsed() >= self.settings.max_age
                             || part.files.values().map(|f| f.writer.estimated_size()).sum::<u64>()
                                 >= self.settings.max_file_bytes)
@@ -287,6 +381,8 @@ impl<C: StreamConsumer> LakeSink<C> {
         let mut dropped = 0;
         if let Some(open) = self.open.as_mut() {
             for partition in partitions {
+                // The next holder restores the window from the marker.
+                open.windows.remove(partition);
                 if let Some(part) = open.partitions.remove(partition) {
                     for file in part.files.into_values() {
                         dropped += file.writer.rows();
@@ -322,12 +418,13 @@ impl<C: StreamConsumer> LakeSink<C> {
         let ends: HashMap<u32, u64> = self
             .planned
             .iter()
-            .filter_map(|(p, m)| m.map(|m| (*p, m.last)))
+            .filter_map(|(p, m)| m.as_ref().map(|m| (*p, m.last)))
             .collect();
         let at = Target {
             table: self.table,
             dir: self.dir.clone(),
             stream: self.stream.clone(),
+            window: self.settings.dedup_window,
         };
         let result = tokio::task::spawn_blocking(move || {
             let outcome = open.append(&at, queue, &ends);
@@ -345,9 +442,17 @@ impl<C: StreamConsumer> LakeSink<C> {
             return Ok(());
         };
         let (table, stream) = (self.table, self.stream.clone());
+        let after = self
+            .open
+            .as_ref()
+            .and_then(|o| o.windows.get(&partition))
+            .cloned()
+            .unwrap_or_default();
         let marker = Marker {
             first: part.first,
             last: part.last,
+            before: part.window_before,
+            after,
         };
         let files = tokio::task::spawn_blocking(move || -> Result<Vec<Ready>, LakeFileError> {
             part.files
@@ -384,7 +489,7 @@ impl<C: StreamConsumer> LakeSink<C> {
                 let body = serde_json::to_vec(&flush.marker).map_err(|e| SinkError::Task(e.to_string()))?;
                 let key = marker_key(&self.stream, flush.partition);
                 self.objects
-                    .put(&key, Box::new(std::io::Cursor::new(body)), 4096)
+                    .put(&key, Box::new(std::io::Cursor::new(body)), MAX_MARKER_BYTES)
                     .await?;
                 flush.marked = true;
             }
@@ -403,6 +508,11 @@ impl<C: StreamConsumer> LakeSink<C> {
                 let _ = std::fs::remove_file(&file.path);
                 flush.files.pop();
             }
+            if failpoint_before_commit() {
+                // Tests prove the redo path runs: the files are up, the offsets are not.
+                tracing::error!(stream = %self.stream, "failpoint sink-before-commit: exiting before the commit");
+                std::process::abort();
+            }
             self.consumer.commit(&[(flush.partition, flush.marker.last)]).await?;
             self.stats.flushes += 1;
             self.flushes.remove(0);
@@ -420,7 +530,7 @@ impl<C: StreamConsumer> LakeSink<C> {
             .as_ref()
             .map_or_else(Vec::new, |o| o.partitions.keys().copied().collect());
         for partition in partitions {
-            if self.planned.get(&partition).copied().flatten().is_none() {
+            if self.planned.get(&partition).is_none_or(Option::is_none) {
                 self.seal(partition).await?;
             }
         }
@@ -457,7 +567,12 @@ struct Target {
     table: &'static Table,
     dir: PathBuf,
     stream: String,
+    /// Event ids remembered per partition.
+    window: usize,
 }
+
+/// A marker holds two windows of at most a few hundred thousand ids.
+const MAX_MARKER_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Open {
     fn append(
@@ -477,14 +592,19 @@ impl Open {
                 left.extend(rest);
                 return Ok((left, due));
             }
+            let window = self.windows.entry(partition).or_default();
             let part = self.partitions.entry(partition).or_insert_with(|| Partition {
                 first: delivery.offset,
                 last: delivery.offset,
                 opened: Instant::now(),
                 files: BTreeMap::new(),
+                window_before: window.clone(),
             });
             part.last = delivery.offset;
             match Row::parse(at.table, &delivery.value) {
+                Ok(row) if row.dedup_key().is_some_and(|key| window.repeat(key, at.window)) => {
+                    self.duplicates += 1;
+                }
                 Ok(row) => {
                     let hour = lake::hour_of(row.time());
                     let file = match part.files.entry(hour) {
@@ -514,6 +634,13 @@ impl Open {
     }
 }
 
+/// Whether `VODSOURCE_FAILPOINT=sink-before-commit` asks the process to die between a
+/// flush's uploads and its commit (the crash the marker exists for), for tests.
+fn failpoint_before_commit() -> bool {
+    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| std::env::var("VODSOURCE_FAILPOINT").is_ok_and(|v| v == "sink-before-commit"))
+}
+
 /// Where a flush of `stream`'s `partition` records its range.
 fn marker_key(stream: &str, partition: u32) -> String {
     format!("lake/_sink/{SINK_GROUP}/{stream}-{partition}.json")
@@ -523,7 +650,7 @@ async fn read_marker(objects: Arc<dyn ObjectStore>, key: String, local: PathBuf)
     if objects.head(&key).await?.is_none() {
         return Ok(None);
     }
-    objects.fetch(&key, &local).await?;
+    objects.fetch(&key, &local, None).await?;
     let text = std::fs::read(&local).map_err(|source| SinkError::WorkDir {
         path: local.clone(),
         source,

@@ -18,7 +18,10 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{clip, completion, encoding_worker, free_port, history, process_of, ready, until, upload, Children, BIN};
+use common::{
+    clip, completion, encoding_worker, history, process_of, ready, serve_on_any_port, until, upload, Children, BIN,
+    LOG_WITH_ADDRESS,
+};
 use serde_json::{json, Value};
 use vodsource_domain::VideoEvent;
 
@@ -132,15 +135,16 @@ async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
         "vodsource setup: {} (start the services with `scripts/services.sh start postgres kafka aws`)",
         String::from_utf8_lossy(&setup.stderr)
     );
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
+    let mut api = deployment.command(&["--log-json", "api", "--listen", "127.0.0.1:0"]);
+    api.env("VODSOURCE_LOG", LOG_WITH_ADDRESS);
+    let (api, base) = serve_on_any_port(api);
     // Two of the roles that scale out: projectors stand by for each other's leases, encoders
     // share the jobs. Short claim leases and backoff, so a killed encoder's job moves on soon
     // (6 s: progress every 2 s renews it with room to spare on a loaded machine).
     let projector = ["projector", "--encode-backoff-secs", "1"];
     let encoder = ["encoder", "--workers", "1", "--encode-lease-secs", "6"];
     let mut roles = Children(vec![
-        deployment.spawn(&["api", "--listen", &format!("127.0.0.1:{port}")]),
+        api,
         deployment.spawn(&projector),
         deployment.spawn(&projector),
         deployment.spawn(&["relay"]),

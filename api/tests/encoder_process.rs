@@ -58,8 +58,9 @@ async fn a_worker_killed_mid_encode_loses_its_lease_and_the_other_worker_finishe
     .await
     .expect("objects");
     let mut children = Children(vec![spawn(&data, &["projector", "--encode-backoff-secs", "1"])]);
+    // 6 s leases: progress every 2 s renews them with room to spare on a loaded machine.
     for _ in 0..2 {
-        children.0.push(spawn(&data, &["encoder", "--encode-lease-secs", "3"]));
+        children.0.push(spawn(&data, &["encoder", "--encode-lease-secs", "6"]));
     }
 
     let id = uuid::Uuid::now_v7().to_string();
@@ -99,7 +100,8 @@ async fn a_worker_killed_mid_encode_loses_its_lease_and_the_other_worker_finishe
         completion(&*stores.log, &id).await
     })
     .await;
-    assert_eq!(attempt, 2);
+    // Attempt 2, unless a loaded machine let that lease lapse too; never the killed one.
+    assert!(attempt >= 2, "the killed attempt never completes");
     assert_ne!(finisher, holder);
     let events = history(&*stores.log, &id).await;
     assert!(
@@ -111,7 +113,7 @@ async fn a_worker_killed_mid_encode_loses_its_lease_and_the_other_worker_finishe
         .iter()
         .any(|e| matches!(e, VideoEvent::EncodingCompleted { attempt: 1, .. })));
     assert!(objects
-        .head(&format!("media/{id}/2/master.m3u8"))
+        .head(&format!("media/{id}/{attempt}/master.m3u8"))
         .await
         .expect("head")
         .is_some());

@@ -26,41 +26,100 @@ impl Drop for TempDir {
     }
 }
 
-struct Server(Option<Child>);
+/// A `vodsource` process whose log (JSON lines) goes to a file of its own.
+struct Server {
+    child: Option<Child>,
+    log: PathBuf,
+}
 
 const FLUSH: [&str; 4] = ["--lake-flush-secs", "1", "--lake-flush-bytes", "20000"];
 
+/// What the processes log: warnings, plus the line saying where the API listens.
+const LOG_FILTER: &str = "warn,vodsource_api::http=info";
+
 impl Server {
-    fn start(data: &Path, port: u16) -> Self {
+    /// `vodsource serve` on a port of its own choosing, with the sink inside.
+    fn start(data: &Path, env: &[(&str, &str)]) -> Self {
         Self::spawn(
             data,
-            &["serve", "--listen", &format!("127.0.0.1:{port}"), "--encoders", "0"],
+            &["serve", "--listen", "127.0.0.1:0", "--encoders", "0"],
             &FLUSH,
             None,
+            env,
         )
     }
 
     /// `vodsource <args> <extra>` on `data`, with the stream `stream` (default embedded).
-    fn spawn(data: &Path, args: &[&str], extra: &[&str], stream: Option<&str>) -> Self {
+    fn spawn(data: &Path, args: &[&str], extra: &[&str], stream: Option<&str>, env: &[(&str, &str)]) -> Self {
+        let log = data.join(format!("process-{}.log", uuid::Uuid::now_v7().simple()));
         let mut command = Command::new(BIN);
         command
             .arg("--data-dir")
             .arg(data)
+            .arg("--log-json")
             .args(args)
             .args(extra)
-            .env("VODSOURCE_LOG", "warn")
+            .env("VODSOURCE_LOG", LOG_FILTER)
             .env("VODSOURCE_RATE_LIMIT", "1000000")
             .env("VODSOURCE_RATE_BURST", "1000000")
             .stdin(Stdio::null())
-            .stdout(Stdio::null());
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        for (name, value) in env {
+            command.env(name, value);
+        }
         if let Some(stream) = stream {
             command.env("VODSOURCE_STREAM", stream);
         }
-        Self(Some(command.spawn().expect("vodsource starts")))
+        Self {
+            child: Some(command.spawn().expect("vodsource starts")),
+            log,
+        }
+    }
+
+    /// The process's log so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `http://<address>` the API listens on, from its log line (it picked the port itself).
+    async fn base(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = self.log().lines().find_map(|line| {
+                let json: serde_json::Value = serde_json::from_str(line).ok()?;
+                let message = json["fields"]["message"].as_str()?;
+                message
+                    .starts_with("serving the API")
+                    .then(|| json["fields"]["addr"].as_str().map(|a| format!("http://{a}")))?
+            });
+            if let Some(base) = found {
+                return base;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the API never said where it listens: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the process exits by itself; its exit status.
+    async fn exited(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the process did not exit: {}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     fn kill(&mut self) {
-        if let Some(mut child) = self.0.take() {
+        if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -71,13 +130,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 async fn wait_ready(client: &reqwest::Client, base: &str) {
@@ -102,12 +154,14 @@ struct Ledger {
 /// Sends batches until `stop`; every id goes in `sent`, and in `accepted` once a 200 says so.
 async fn load(
     client: reqwest::Client,
-    base: String,
+    base: Arc<Mutex<String>>,
+    cid: String,
     ledger: Arc<Mutex<Ledger>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut n = 0u64;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let base = base.lock().expect("base").clone();
         let now = chrono::Utc::now().timestamp_millis();
         let events: Vec<serde_json::Value> = (0..BATCH)
             .map(|i| {
@@ -116,7 +170,7 @@ async fn load(
                     "event_id": uuid::Uuid::now_v7(),
                     "event_type": "heartbeat",
                     "sid": format!("s-{}", n % 11),
-                    "cid": "video-1",
+                    "cid": cid,
                     "ts": now - i as i64,
                     "position_ms": n * 10,
                 })
@@ -188,8 +242,6 @@ async fn exactly_once_across_sigkills(shape: Shape, kills: usize) {
     let dir = TempDir(std::env::temp_dir().join(format!("vodsource-lake-{}", uuid::Uuid::now_v7().simple())));
     let data = dir.0.join("data");
     std::fs::create_dir_all(&data).expect("data dir");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -199,60 +251,127 @@ async fn exactly_once_across_sigkills(shape: Shape, kills: usize) {
         "kafka://127.0.0.1:9092?partitions=3&prefix=t{}-",
         uuid::Uuid::now_v7().simple()
     );
-    let listen = format!("127.0.0.1:{port}");
-    let api_args = ["api", "--listen", listen.as_str()];
-    let (mut server, start_victim): (Server, Box<dyn Fn() -> Server>) = match shape {
+    let api_args = ["api", "--listen", "127.0.0.1:0"];
+    type Start = Box<dyn Fn(&[(&str, &str)]) -> Server>;
+    let (mut server, start_victim): (Server, Start) = match shape {
         Shape::Embedded => {
             let data = data.clone();
-            (Server::start(&data, port), Box::new(move || Server::start(&data, port)))
+            (
+                Server::start(&data, &[]),
+                Box::new(move |env| Server::start(&data, env)),
+            )
         }
         Shape::KafkaSinkProcess => {
-            let server = Server::spawn(&data, &api_args, &[], Some(&kafka));
+            let server = Server::spawn(&data, &api_args, &[], Some(&kafka), &[]);
             let (data, kafka) = (data.clone(), kafka.clone());
             (
                 server,
-                Box::new(move || Server::spawn(&data, &["qoe-sink"], &FLUSH, Some(&kafka))),
+                Box::new(move |env| Server::spawn(&data, &["qoe-sink"], &FLUSH, Some(&kafka), env)),
             )
         }
     };
-    wait_ready(&client, &base).await;
+    let base = Arc::new(Mutex::new(server.base().await));
+    let current = |base: &Arc<Mutex<String>>| base.lock().expect("base").clone();
+    wait_ready(&client, &current(&base)).await;
     // With the sink in its own process, `server` stays up and `victim` is the one killed;
     // the projector and the relay run beside them.
     let mut victim = match shape {
         Shape::Embedded => None,
-        Shape::KafkaSinkProcess => Some(start_victim()),
+        Shape::KafkaSinkProcess => Some(start_victim(&[])),
     };
     let _roles = match shape {
         Shape::Embedded => Vec::new(),
         Shape::KafkaSinkProcess => vec![
-            Server::spawn(&data, &["projector"], &[], Some(&kafka)),
-            Server::spawn(&data, &["relay"], &[], Some(&kafka)),
+            Server::spawn(&data, &["projector"], &[], Some(&kafka), &[]),
+            Server::spawn(&data, &["relay"], &[], Some(&kafka), &[]),
         ],
     };
-    let registered = match shape {
-        Shape::Embedded => None,
-        Shape::KafkaSinkProcess => {
-            let response = client
-                .post(format!("{base}/v1/videos"))
-                .json(&serde_json::json!({
-                    "title": "through the roles",
-                    "filename": "clip.mp4",
-                    "content_type": "video/mp4",
-                    "size_bytes": 1000,
-                }))
-                .send()
-                .await
-                .expect("register");
-            assert_eq!(response.status(), reqwest::StatusCode::CREATED);
-            let body: serde_json::Value = response.json().await.expect("json");
-            Some(body["video_id"].as_str().expect("id").to_owned())
+    // The video the beacons are about: beacons name a video the caller may play.
+    let response = client
+        .post(format!("{}/v1/videos", current(&base)))
+        .json(&serde_json::json!({
+            "title": "through the roles",
+            "filename": "clip.mp4",
+            "content_type": "video/mp4",
+            "size_bytes": 1000,
+        }))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    let body: serde_json::Value = response.json().await.expect("json");
+    let video = body["video_id"].as_str().expect("id").to_owned();
+    // The catalog (this process's projector, or the projector process) lists it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = client
+            .get(format!("{}/v1/videos/{video}", current(&base)))
+            .send()
+            .await
+            .expect("get");
+        if response.status() == reqwest::StatusCode::OK {
+            break;
         }
-    };
+        assert!(Instant::now() < deadline, "the projector never listed {video}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let registered = matches!(shape, Shape::KafkaSinkProcess).then(|| video.clone());
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let senders: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(load(client.clone(), base.clone(), ledger.clone(), stop.clone())))
+        .map(|_| {
+            tokio::spawn(load(
+                client.clone(),
+                base.clone(),
+                video.clone(),
+                ledger.clone(),
+                stop.clone(),
+            ))
+        })
         .collect();
+
+    // First a crash at the worst moment, on purpose: a sink that dies after a flush's files
+    // are up and before its offsets are committed. The next run must redo that range.
+    let failpoint = [("VODSOURCE_FAILPOINT", "sink-before-commit")];
+    let redone = match victim.as_mut() {
+        None => {
+            server.kill();
+            server = start_victim(&failpoint);
+            *base.lock().expect("base") = server.base().await;
+            let status = server.exited().await;
+            assert!(!status.success(), "the failpoint aborts the process: {status}");
+            assert!(
+                server.log().contains("failpoint sink-before-commit"),
+                "{}",
+                server.log()
+            );
+            server = start_victim(&[]);
+            *base.lock().expect("base") = server.base().await;
+            wait_ready(&client, &current(&base)).await;
+            &server
+        }
+        Some(sink) => {
+            sink.kill();
+            *sink = start_victim(&failpoint);
+            let status = sink.exited().await;
+            assert!(!status.success(), "the failpoint aborts the process: {status}");
+            assert!(sink.log().contains("failpoint sink-before-commit"), "{}", sink.log());
+            *sink = start_victim(&[]);
+            &*sink
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !redone
+        .log()
+        .contains("redoing a flush that was interrupted before its commit")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the next run never redid the flush: {}",
+            redone.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     for _ in 0..kills {
         let pause = rand::thread_rng().gen_range(200..1000);
@@ -260,12 +379,13 @@ async fn exactly_once_across_sigkills(shape: Shape, kills: usize) {
         match victim.as_mut() {
             None => {
                 server.kill();
-                server = start_victim();
-                wait_ready(&client, &base).await;
+                server = start_victim(&[]);
+                *base.lock().expect("base") = server.base().await;
+                wait_ready(&client, &current(&base)).await;
             }
             Some(sink) => {
                 sink.kill();
-                *sink = start_victim();
+                *sink = start_victim(&[]);
             }
         }
     }
@@ -322,17 +442,8 @@ async fn exactly_once_across_sigkills(shape: Shape, kills: usize) {
         format!("n,ids\n{total},{}\n", lake.len())
     );
     if let Some(id) = registered {
-        // The projector process built the catalog entry the API process serves …
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let response = client.get(format!("{base}/v1/videos/{id}")).send().await.expect("get");
-            if response.status() == reqwest::StatusCode::OK {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the projector never listed {id}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        // … and the relay published its registration, which the sink landed in the lake.
+        // The projector process built the catalog entry the API process serves (above), and
+        // the relay published its registration, which the sink landed in the lake.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let output = Command::new(BIN)

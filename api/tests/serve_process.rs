@@ -60,14 +60,20 @@ async fn sigterm_finishes_in_flight_requests_and_checkpoints_the_runners() {
             break json["fields"]["addr"].as_str().expect("addr").to_owned();
         }
     };
-    // Keep draining the log so the server never blocks on a full pipe.
-    let drained = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    // The log, line by line, read on a thread so the server never blocks on a full pipe.
+    let (log_tx, log_rx) = std::sync::mpsc::channel::<String>();
+    let drained = std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = log_tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
 
     let register = br#"{"title":"in flight","filename":"clip.mp4","content_type":"video/mp4","size_bytes":8}"#;
     let (status, body) = exchange(
         &addr,
         &format!(
-            "POST /v1/videos HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "POST /v1/videos HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             register.len()
         ),
         register,
@@ -82,17 +88,34 @@ async fn sigterm_finishes_in_flight_requests_and_checkpoints_the_runners() {
     upload.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
     upload
         .write_all(
-            format!("PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\nConnection: close\r\n\r\nfirst").as_bytes(),
+            format!("PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 8\r\nConnection: close\r\n\r\nfirst")
+                .as_bytes(),
         )
         .expect("first half");
     upload.flush().expect("flush");
-    std::thread::sleep(Duration::from_millis(200));
+    // The server is writing the upload once its temporary file exists.
+    let incoming = dir.0.join("objects/.incoming");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&incoming).map_or(0, Iterator::count) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the upload never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(term.success());
-    std::thread::sleep(Duration::from_millis(200));
+    // SIGTERM is handled once the server says it is shutting down.
+    loop {
+        let line = log_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server logged its shutdown");
+        let handled = line.contains("shutting down");
+        log.push(line);
+        if handled {
+            break;
+        }
+    }
     upload.write_all(b"!!!").expect("second half");
     let mut response = String::new();
     upload.read_to_string(&mut response).expect("response");
@@ -100,10 +123,11 @@ async fn sigterm_finishes_in_flight_requests_and_checkpoints_the_runners() {
 
     let status = child.wait().expect("wait");
     assert!(status.success(), "serve exited with {status}");
-    let log = drained.join().expect("log");
+    drained.join().expect("log");
+    log.extend(log_rx.try_iter());
     assert!(log.iter().any(|l| l.contains("shutting down")), "{log:?}");
     let id = registered["video_id"].as_str().expect("id");
-    let stored = std::fs::read(dir.0.join(format!("objects/sources/{id}/clip.mp4"))).expect("upload stored");
+    let stored = std::fs::read(dir.0.join(format!("objects/sources/{id}/source.mp4"))).expect("upload stored");
     assert_eq!(stored, b"first!!!");
 
     let log_store = SqliteEventLog::open(dir.0.join("events.db"), &SqliteSettings::default())

@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{clip, free_port, ready, until, upload, BIN};
+use common::{clip, ready, serve_on_any_port, until, upload, BIN, LOG_WITH_ADDRESS};
 use serde_json::Value;
 
-const SECRET: &str = "browser-test-secret-0123456789";
+const SECRET: &str = "browser-test-secret-0123456789-0123456789";
 
 struct Server {
     child: Child,
@@ -46,18 +46,17 @@ fn vodsource(data: &Path) -> Command {
     command
 }
 
-/// `vodsource serve`, with authentication or without (loopback only).
-fn serve(data: &Path, port: u16, auth: bool) -> Child {
+/// `vodsource serve`, with authentication or without (loopback only), on a port of its own
+/// choosing: the child and its base URL.
+fn serve(data: &Path, auth: bool) -> (Child, String) {
     let mut command = vodsource(data);
     if !auth {
         command.env_remove("VODSOURCE_JWT_SECRET");
     }
     command
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("vodsource serve starts")
+        .env("VODSOURCE_LOG", LOG_WITH_ADDRESS)
+        .args(["--log-json", "serve", "--listen", "127.0.0.1:0"]);
+    serve_on_any_port(command)
 }
 
 fn token(data: &Path, sub: &str, role: &str) -> String {
@@ -201,12 +200,8 @@ async fn start(auth: bool) -> Setup {
     );
     let data = std::env::temp_dir().join(format!("vodsource-web-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&data).expect("data dir");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let server = Server {
-        child: serve(&data, port, auth),
-        data,
-    };
+    let (child, base) = serve(&data, auth);
+    let server = Server { child, data };
     let client = reqwest::Client::new();
     until("the server answers", Duration::from_secs(30), async || {
         let r = client.get(format!("{base}/v1/health/live")).send().await.ok()?;

@@ -52,6 +52,10 @@ pub struct Video {
     pub declared_size: u64,
     /// Object key of the uploaded source.
     pub source_key: Option<String>,
+    /// The object store's tag of the uploaded source's bytes (S3's ETag), when it keeps one:
+    /// workers read exactly that version.
+    #[serde(default)]
+    pub source_checksum: Option<String>,
     /// Current attempt number (0 before the first request).
     pub attempt: u32,
     /// The attempt that started the current round of retries.
@@ -447,9 +451,12 @@ impl Video {
                 self.content_type = content_type;
                 self.declared_size = size_bytes;
             }
-            VideoEvent::SourceUploaded { object_key, .. } => {
+            VideoEvent::SourceUploaded {
+                object_key, checksum, ..
+            } => {
                 self.stage = Stage::Uploaded;
                 self.source_key = Some(object_key);
+                self.source_checksum = checksum;
             }
             VideoEvent::EncodingRequested { attempt } => {
                 self.start_attempt(attempt, None);

@@ -21,7 +21,8 @@ pub enum VideoEvent {
         content_type: String,
         size_bytes: u64,
     },
-    /// The source bytes are in the object store.
+    /// The source bytes are in the object store. `checksum` is the store's tag of exactly
+    /// these bytes (S3's ETag), when it keeps one.
     SourceUploaded {
         object_key: String,
         size_bytes: u64,

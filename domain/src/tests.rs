@@ -1058,3 +1058,23 @@ fn event_type_names_match_the_serialized_tag() {
         assert!(VideoEvent::TYPES.contains(&event.type_name()));
     }
 }
+
+#[test]
+fn failure_reasons_lose_their_server_paths() {
+    use crate::redact_paths;
+    assert_eq!(
+        redact_paths("/var/lib/vodsource/work/abc-1-w/source: No such file or directory"),
+        "source: No such file or directory"
+    );
+    assert_eq!(
+        redact_paths("uploading media/v/1/720p/seg.m4s: object store folder /data/objects/.incoming/x: disk full"),
+        "uploading media/v/1/720p/seg.m4s: object store folder x: disk full"
+    );
+    assert_eq!(
+        redact_paths("cannot open \"/tmp/scratch/v-1/out/360p/init.mp4\"."),
+        "cannot open \"init.mp4\"."
+    );
+    for kept in ["content type video/mp4 is fine", "ratio 16/9", "a / b", "no paths here"] {
+        assert_eq!(redact_paths(kept), kept);
+    }
+}

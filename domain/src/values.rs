@@ -10,7 +10,7 @@ pub const MAX_DESCRIPTION_CHARS: usize = 5000;
 pub const MAX_TAGS: usize = 20;
 /// The longest tag, in characters.
 pub const MAX_TAG_CHARS: usize = 40;
-const MAX_FILENAME_BYTES: usize = 255;
+const MAX_FILENAME_CHARS: usize = 255;
 
 /// Where a video is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -89,6 +89,10 @@ pub struct Metadata {
 /// # Errors
 /// `InvalidMetadata` naming the title when it is empty, too long or holds control characters.
 pub fn validate_title(title: &str) -> Result<String, VideoError> {
+    // Anywhere, trimmed off or not: one rule a published schema can state.
+    if title.chars().any(char::is_control) {
+        return Err(invalid("title", "must not contain control characters".into()));
+    }
     let title = title.trim();
     let chars = title.chars().count();
     if chars == 0 || chars > MAX_TITLE_CHARS {
@@ -126,6 +130,9 @@ pub fn validate_description(description: &str) -> Result<String, VideoError> {
 pub fn validate_tags(tags: &[String]) -> Result<Vec<String>, VideoError> {
     let mut out: Vec<String> = Vec::with_capacity(tags.len());
     for tag in tags {
+        if tag.chars().any(char::is_control) {
+            return Err(invalid("tags", "tags must not contain control characters".into()));
+        }
         let tag = tag.trim();
         let chars = tag.chars().count();
         if chars == 0 || chars > MAX_TAG_CHARS {
@@ -152,9 +159,9 @@ pub fn validate_tags(tags: &[String]) -> Result<Vec<String>, VideoError> {
 /// # Errors
 /// `InvalidSource` naming the problem.
 pub fn validate_filename(filename: &str) -> Result<(), VideoError> {
-    if filename.is_empty() || filename.len() > MAX_FILENAME_BYTES {
+    if filename.is_empty() || filename.chars().count() > MAX_FILENAME_CHARS {
         return Err(VideoError::InvalidSource(format!(
-            "filename must be 1 to {MAX_FILENAME_BYTES} bytes"
+            "filename must be 1 to {MAX_FILENAME_CHARS} characters"
         )));
     }
     if filename.contains(['/', '\\']) || filename == "." || filename == ".." {
@@ -246,4 +253,35 @@ pub struct EncodingCost {
     pub wall_seconds: f64,
     /// Bytes written to the object store.
     pub bytes_out: u64,
+}
+
+/// A failure reason as its owner may see it: every absolute path (`/var/lib/.../x`) becomes
+/// its last component, so no server folder layout reaches a client.
+pub fn redact_paths(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    let mut rest = reason;
+    while let Some(at) = rest.find('/') {
+        let starts_token = rest[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '(' | '[' | '=' | ':' | ','));
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ')' | ']' | ',' | ';'))
+            .unwrap_or(rest.len());
+        let token = &rest[..end];
+        // A path has a folder in it; a lone "/" or "video/mp4" (not at a token start) is text.
+        if starts_token && token.len() > 1 && token[1..].contains('/') {
+            let trimmed = token.trim_end_matches(['.', ':']);
+            let tail = &token[trimmed.len()..];
+            out.push_str(trimmed.rsplit('/').find(|s| !s.is_empty()).unwrap_or("…"));
+            out.push_str(tail);
+        } else {
+            out.push_str(token);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }

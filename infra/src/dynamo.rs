@@ -684,12 +684,15 @@ impl DynamoViewStore {
                 });
             }
         }
-        for doc in &mut docs {
-            doc.index = index.remove(&doc.key).map(|mut entries| {
-                entries.sort_by(|a, b| (&a.partition, &a.sort).cmp(&(&b.partition, &b.sort)));
-                entries
-            });
+        for entries in index.values_mut() {
+            entries.sort_by(|a, b| (&a.partition, &a.sort).cmp(&(&b.partition, &b.sort)));
         }
+        for doc in &mut docs {
+            doc.index = index.remove(&doc.key);
+        }
+        // Entries whose document is gone show as a document without a body.
+        docs.extend(crate::sqlite::orphans(index));
+        docs.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(docs)
     }
 

@@ -22,6 +22,7 @@ mod objects;
 mod plan;
 pub mod postgres;
 pub mod s3;
+mod sigv4;
 pub mod sqlite;
 pub mod stream;
 pub mod streams;

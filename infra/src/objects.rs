@@ -88,8 +88,20 @@ impl ObjectStore for LocalObjectStore {
         result
     }
 
-    async fn fetch(&self, key: &str, dest: &Path) -> Result<u64, StoreError> {
+    async fn fetch(&self, key: &str, dest: &Path, expect: Option<&ObjectMeta>) -> Result<u64, StoreError> {
         let path = self.path(key)?;
+        if let Some(expect) = expect {
+            match tokio::fs::metadata(&path).await {
+                Ok(meta) if meta.len() != expect.size => {
+                    return Err(StoreError::Invalid(format!(
+                        "object {key} is {} bytes, not the {} expected",
+                        meta.len(),
+                        expect.size
+                    )))
+                }
+                _ => {}
+            }
+        }
         match tokio::fs::copy(&path, dest).await {
             Ok(n) => Ok(n),
             Err(e) if e.kind() == ErrorKind::NotFound => Err(StoreError::Invalid(format!("no object at {key}"))),
@@ -103,6 +115,7 @@ impl ObjectStore for LocalObjectStore {
             Ok(meta) if meta.is_file() => Ok(Some(ObjectMeta {
                 key: key.to_owned(),
                 size: meta.len(),
+                etag: None,
             })),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),

@@ -416,15 +416,33 @@ impl ObjectStore for S3ObjectStore {
         }
     }
 
-    async fn fetch(&self, key: &str, dest: &FsPath) -> Result<u64, StoreError> {
+    async fn fetch(&self, key: &str, dest: &FsPath, expect: Option<&ObjectMeta>) -> Result<u64, StoreError> {
         let path = self.path(key)?;
-        let result = match self.client.get(&path).await {
+        let options = object_store::GetOptions {
+            if_match: expect.and_then(|e| e.etag.clone()),
+            ..Default::default()
+        };
+        let result = match self.client.get_opts(&path, options).await {
             Ok(result) => result,
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(StoreError::Invalid(format!("no object at {key}")));
             }
+            Err(object_store::Error::Precondition { .. }) => {
+                return Err(StoreError::Invalid(format!(
+                    "object {key} was replaced after it was recorded (its ETag changed)"
+                )));
+            }
             Err(e) => return Err(self.error("get", key, &e)),
         };
+        let limit = expect.map_or(u64::MAX, |e| e.size);
+        if let Some(expect) = expect {
+            if result.meta.size != expect.size {
+                return Err(StoreError::Invalid(format!(
+                    "object {key} is {} bytes, not the {} expected",
+                    result.meta.size, expect.size
+                )));
+            }
+        }
         let local = |e: std::io::Error| StoreError::Unavailable(format!("{}: {e}", dest.display()));
         let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
         let mut stream = result.into_stream();
@@ -432,6 +450,12 @@ impl ObjectStore for S3ObjectStore {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| self.error("get", key, &e))?;
             size += chunk.len() as u64;
+            // The store's own length can lie (a proxy, a changed object): the bound is ours.
+            if size > limit {
+                return Err(StoreError::Invalid(format!(
+                    "object {key} runs past the {limit} bytes expected"
+                )));
+            }
             file.write_all(&chunk).await.map_err(local)?;
         }
         file.flush().await.map_err(local)?;
@@ -444,6 +468,7 @@ impl ObjectStore for S3ObjectStore {
             Ok(meta) => Ok(Some(ObjectMeta {
                 key: key.to_owned(),
                 size: meta.size,
+                etag: meta.e_tag,
             })),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.error("head", key, &e)),
@@ -496,14 +521,41 @@ impl ObjectStore for S3ObjectStore {
         let path = self.path(key)?;
         let method = match access {
             Access::Read => reqwest::Method::GET,
-            Access::Write => reqwest::Method::PUT,
+            Access::Write { .. } => reqwest::Method::PUT,
         };
         let url = self
             .client
             .signed_url(method, &path, ttl)
             .await
             .map_err(|e| self.error("presign", key, &e))?;
-        Ok(Some(url.to_string()))
+        let Access::Write { length } = access else {
+            return Ok(Some(url.to_string()));
+        };
+        // An upload URL signs its length too (object_store's signs the host only).
+        let Some(credentials) = &self.credentials else {
+            return Err(StoreError::Invalid(format!(
+                "presigning an upload to {} needs AWS credentials",
+                self.location.url()
+            )));
+        };
+        let credential = credentials
+            .get_credential()
+            .await
+            .map_err(|e| self.error("presign", key, &e))?;
+        let signer = crate::sigv4::Presigner {
+            key_id: &credential.key_id,
+            secret: &credential.secret_key,
+            token: credential.token.as_deref(),
+            region: &self.region,
+        };
+        let signed = signer.presign(
+            "PUT",
+            &url,
+            &[("content-length", length.to_string())],
+            ttl.as_secs().clamp(1, 7 * 24 * 3600),
+            chrono::Utc::now(),
+        );
+        Ok(Some(signed.to_string()))
     }
 
     fn local_path(&self, _key: &str) -> Option<PathBuf> {
@@ -535,11 +587,16 @@ mod tests {
         assert_eq!(at.prefix, "vod/prod");
         assert_eq!(at.url(), "s3://media-bucket/vod/prod");
         assert_eq!(S3Location::parse("s3://media-bucket").expect("valid").prefix, "");
-        for bad in ["s3://", "s3://UPPER", "s3://a", "file:///x", "s3://bucket/a/../b"] {
+        // Each refusal names what it refused.
+        for (bad, named) in [
+            ("s3://", "s3://"),
+            ("s3://UPPER", "UPPER"),
+            ("s3://a", "\"a\""),
+            ("file:///x", "file:///x"),
+            ("s3://bucket/a/../b", "a/../b"),
+        ] {
             let e = S3Location::parse(bad).expect_err(bad);
-            assert!(e
-                .to_string()
-                .contains(bad.trim_start_matches("s3://").split('/').next().unwrap_or("")));
+            assert!(e.to_string().contains(named), "{bad}: {e}");
         }
     }
 }

@@ -45,6 +45,22 @@ pub struct WorkerArgs {
     /// Scratch folder of encodes [default: <data dir>/work].
     #[arg(long, env = "VODSOURCE_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
+    /// Largest source picture, in pixels per frame [default: 33177600 (8K, 7680x4320)].
+    #[arg(long, env = "VODSOURCE_MAX_SOURCE_PIXELS")]
+    pub max_source_pixels: Option<u64>,
+    /// Highest source frame rate, fps [default: 120].
+    #[arg(long, env = "VODSOURCE_MAX_SOURCE_FPS")]
+    pub max_source_fps: Option<f64>,
+    /// Longest source, in seconds [default: 21600 (6 h)].
+    #[arg(long, env = "VODSOURCE_MAX_SOURCE_DURATION_SECS")]
+    pub max_source_duration_secs: Option<u64>,
+    /// An attempt may run this many times the source's duration, plus the floor below
+    /// [default: 8].
+    #[arg(long, env = "VODSOURCE_ENCODE_TIME_FACTOR")]
+    pub encode_time_factor: Option<f64>,
+    /// ... plus this many seconds (the whole allowance before the probe) [default: 600].
+    #[arg(long, env = "VODSOURCE_ENCODE_TIME_FLOOR_SECS")]
+    pub encode_time_floor_secs: Option<u64>,
 }
 
 impl WorkerArgs {
@@ -64,10 +80,12 @@ impl WorkerArgs {
         vodsource_encoder::ladder::plan(&ladder, 1920, 1080, 30.0)
             .map_err(|e| anyhow::anyhow!("the ladder cannot encode a 1080p source: {e}"))?;
         let work_dir = self.work_dir.clone().unwrap_or_else(|| config.data_dir.join("work"));
+        let limits = self.limits()?;
         Ok((0..count)
             .map(|i| {
                 let mut worker = WorkerConfig::new(format!("{owner}-enc{i}"), work_dir.clone());
                 worker.ladder = ladder.clone();
+                worker.limits = limits.clone();
                 if let Some(lease) = self.encode_lease_secs {
                     worker.lease_secs = lease.max(3);
                     worker.progress_every = worker
@@ -77,5 +95,36 @@ impl WorkerArgs {
                 worker
             })
             .collect())
+    }
+
+    /// The source limits, defaults where unset.
+    ///
+    /// # Errors
+    /// A limit of zero or a negative factor.
+    pub fn limits(&self) -> anyhow::Result<vodsource_encoder::SourceLimits> {
+        let mut limits = vodsource_encoder::SourceLimits::default();
+        if let Some(pixels) = self.max_source_pixels {
+            anyhow::ensure!(pixels > 0, "max_source_pixels must be at least 1");
+            limits.max_pixels = pixels;
+        }
+        if let Some(fps) = self.max_source_fps {
+            anyhow::ensure!(fps > 0.0 && fps.is_finite(), "max_source_fps must be more than 0");
+            limits.max_frame_rate = fps;
+        }
+        if let Some(secs) = self.max_source_duration_secs {
+            anyhow::ensure!(secs > 0, "max_source_duration_secs must be at least 1");
+            limits.max_duration = std::time::Duration::from_secs(secs);
+        }
+        if let Some(factor) = self.encode_time_factor {
+            anyhow::ensure!(
+                factor >= 0.0 && factor.is_finite(),
+                "encode_time_factor must be 0 or more"
+            );
+            limits.wall_time_factor = factor;
+        }
+        if let Some(secs) = self.encode_time_floor_secs {
+            limits.wall_time_floor = std::time::Duration::from_secs(secs);
+        }
+        Ok(limits)
     }
 }

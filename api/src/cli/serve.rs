@@ -14,6 +14,7 @@ use vodsource_infra::open_object_store;
 use crate::config::Config;
 use crate::http::auth::AuthSettings;
 use crate::http::cdn::{Cdn, CdnError, CloudFrontKey};
+use crate::http::limits::HttpLimits;
 use crate::http::{start, ServeSettings};
 use crate::roles::Stores;
 
@@ -45,6 +46,10 @@ pub struct Args {
     /// Required token audience (`aud`).
     #[arg(long, env = "VODSOURCE_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+    /// Longest token lifetime accepted (`exp - iat`, which then must be present), in seconds
+    /// [default: any].
+    #[arg(long, env = "VODSOURCE_JWT_MAX_LIFETIME_SECS")]
+    pub jwt_max_lifetime_secs: Option<u64>,
     /// Sustained requests per second per principal [default: 100].
     #[arg(long, env = "VODSOURCE_RATE_LIMIT")]
     pub rate_limit: Option<u32>,
@@ -63,6 +68,11 @@ pub struct Args {
     /// there [default: none; media comes from this server or presigned S3 URLs].
     #[arg(long, env = "VODSOURCE_MEDIA_BASE_URL")]
     pub media_base_url: Option<String>,
+    /// Serve media through the CDN with plain, unsigned URLs. Only for a distribution whose
+    /// origin is the store's `media/` prefix alone and whose media may be public; refused
+    /// without this flag, since unsigned URLs would publish every object behind the origin.
+    #[arg(long, env = "VODSOURCE_MEDIA_ALLOW_UNSIGNED")]
+    pub media_allow_unsigned: bool,
     /// CloudFront key pair id (the public key's id in the distribution's trusted key group);
     /// with the private key file, media URLs on the CDN are CloudFront signed URLs.
     #[arg(long, env = "VODSOURCE_MEDIA_KEY_PAIR_ID")]
@@ -89,6 +99,24 @@ pub struct Args {
     /// Flush a lake file when its oldest record is this many seconds old [default: 60].
     #[arg(long, env = "VODSOURCE_LAKE_FLUSH_SECS")]
     pub lake_flush_secs: Option<u64>,
+    /// Also serve `/metrics`, `/livez` and `/readyz` here, without authentication (a private
+    /// address for a scraper); `/metrics` on the API's own address is for admins only
+    /// [default: none].
+    #[arg(long, env = "VODSOURCE_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Seconds a request's head (line and headers) may take to arrive [default: 10].
+    #[arg(long, env = "VODSOURCE_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds a body may pause between bytes; a JSON body must be whole within it
+    /// [default: 30].
+    #[arg(long, env = "VODSOURCE_BODY_TIMEOUT_SECS")]
+    pub body_timeout_secs: Option<u64>,
+    /// Live event streams one caller may hold open [default: 16].
+    #[arg(long, env = "VODSOURCE_MAX_STREAMS_PER_CALLER")]
+    pub max_streams_per_caller: Option<usize>,
+    /// Live event streams the server holds open in all [default: 1000].
+    #[arg(long, env = "VODSOURCE_MAX_STREAMS")]
+    pub max_streams: Option<usize>,
     /// Retry policy of the encoding supervisor.
     #[command(flatten)]
     pub supervision: super::encoding::SupervisionArgs,
@@ -108,6 +136,7 @@ struct FileSettings {
     jwks_file: Option<PathBuf>,
     jwt_issuer: Option<String>,
     jwt_audience: Option<String>,
+    jwt_max_lifetime_secs: Option<u64>,
     rate_limit: Option<u32>,
     rate_burst: Option<u32>,
     max_upload_bytes: Option<u64>,
@@ -116,11 +145,17 @@ struct FileSettings {
     media_base_url: Option<String>,
     media_key_pair_id: Option<String>,
     media_private_key_file: Option<PathBuf>,
+    media_allow_unsigned: Option<bool>,
     no_projectors: Option<bool>,
     encoders: Option<usize>,
     no_qoe_sink: Option<bool>,
     lake_flush_bytes: Option<u64>,
     lake_flush_secs: Option<u64>,
+    metrics_listen: Option<String>,
+    header_timeout_secs: Option<u64>,
+    body_timeout_secs: Option<u64>,
+    max_streams_per_caller: Option<usize>,
+    max_streams: Option<usize>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
@@ -161,16 +196,29 @@ fn signing_secret(configured: Option<String>, data_dir: &Path) -> anyhow::Result
 }
 
 /// The CDN of media URLs, if one is configured.
-fn cdn(
+///
+/// # Errors
+/// Half a key pair, an unreadable key, or a CDN without a key unless `allow_unsigned`.
+pub fn cdn(
     base: Option<String>,
     key_pair_id: Option<String>,
     key_file: Option<PathBuf>,
+    allow_unsigned: bool,
 ) -> anyhow::Result<Option<std::sync::Arc<Cdn>>> {
     let key = match (key_pair_id, key_file) {
         (Some(id), Some(path)) => Some(CloudFrontKey::from_file(&id, &path)?),
         (None, None) => None,
         _ => return Err(CdnError::HalfKey.into()),
     };
+    if base.is_some() && key.is_none() && !allow_unsigned {
+        anyhow::bail!(
+            "VODSOURCE_MEDIA_BASE_URL is set without a signing key (VODSOURCE_MEDIA_KEY_PAIR_ID and \
+             VODSOURCE_MEDIA_PRIVATE_KEY_FILE): plain URLs would make every object behind the CDN's \
+             origin public, unpublished media included. Configure the key pair, or, for a distribution \
+             whose origin is the media/ prefix alone and whose media may be public, set \
+             VODSOURCE_MEDIA_ALLOW_UNSIGNED=true"
+        );
+    }
     match base {
         Some(base) => Ok(Some(std::sync::Arc::new(Cdn::new(&base, key)?))),
         None if key.is_some() => {
@@ -219,6 +267,10 @@ pub fn settings(config: &Config, args: Args, owner: &str) -> anyhow::Result<(Ser
             jwks_file: args.jwks_file.or(file.jwks_file),
             issuer: args.jwt_issuer.or(file.jwt_issuer),
             audience: args.jwt_audience.or(file.jwt_audience),
+            max_lifetime: args
+                .jwt_max_lifetime_secs
+                .or(file.jwt_max_lifetime_secs)
+                .map(Duration::from_secs),
             rate_per_second: args.rate_limit.or(file.rate_limit).unwrap_or(100),
             burst: args.rate_burst.or(file.rate_burst).unwrap_or(200),
         },
@@ -243,7 +295,26 @@ pub fn settings(config: &Config, args: Args, owner: &str) -> anyhow::Result<(Ser
             args.media_base_url.or(file.media_base_url),
             args.media_key_pair_id.or(file.media_key_pair_id),
             args.media_private_key_file.or(file.media_private_key_file),
+            args.media_allow_unsigned || file.media_allow_unsigned.unwrap_or(false),
         )?,
+        limits: {
+            let defaults = HttpLimits::default();
+            let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
+            HttpLimits {
+                header_timeout: secs(
+                    args.header_timeout_secs.or(file.header_timeout_secs),
+                    defaults.header_timeout,
+                ),
+                body_timeout: secs(args.body_timeout_secs.or(file.body_timeout_secs), defaults.body_timeout),
+                streams_per_principal: args
+                    .max_streams_per_caller
+                    .or(file.max_streams_per_caller)
+                    .unwrap_or(defaults.streams_per_principal),
+                streams_total: args.max_streams.or(file.max_streams).unwrap_or(defaults.streams_total),
+                ..defaults
+            }
+        },
+        metrics_listen: args.metrics_listen.or(file.metrics_listen),
         workers: args
             .worker
             .configs(config, owner, args.encoders.or(file.encoders).unwrap_or(1))?,
@@ -299,4 +370,21 @@ async fn serve(config: &Config, args: Args, api_only: bool) -> anyhow::Result<()
     );
     let running = start(stores, objects, settings).await?;
     running.until_stopped_or(crate::cli::shutdown_signal()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cdn_without_a_signing_key_is_refused_unless_media_may_be_public() {
+        let refused = cdn(Some("https://cdn.example".into()), None, None, false);
+        let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message.contains("without a signing key") && message.contains("VODSOURCE_MEDIA_ALLOW_UNSIGNED"),
+            "{message}"
+        );
+        assert!(cdn(Some("https://cdn.example".into()), None, None, true).is_ok_and(|c| c.is_some()));
+        assert!(cdn(None, None, None, false).is_ok_and(|c| c.is_none()));
+    }
 }

@@ -24,13 +24,21 @@ pub struct Args {
 /// Prints the token.
 ///
 /// # Errors
-/// A secret shorter than 16 bytes.
+/// A secret shorter than the server accepts.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    anyhow::ensure!(args.jwt_secret.len() >= 16, "the JWT secret must be at least 16 bytes");
+    let min = crate::http::auth::MIN_SECRET_BYTES;
+    anyhow::ensure!(
+        args.jwt_secret.len() >= min,
+        "the JWT secret is {} bytes; the server accepts {min} or more",
+        args.jwt_secret.len()
+    );
+    anyhow::ensure!(args.ttl_secs > 0, "the lifetime must be at least 1 second");
+    let now = chrono::Utc::now().timestamp();
     let claims = serde_json::json!({
         "sub": args.sub,
         "role": args.role,
-        "exp": chrono::Utc::now().timestamp() + args.ttl_secs,
+        "iat": now,
+        "exp": now + args.ttl_secs,
     });
     let token = encode(
         &Header::default(),

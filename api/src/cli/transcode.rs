@@ -48,6 +48,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
         probed: &probed,
         out_dir: &args.out_dir,
         config: &ladder,
+        limits: &vodsource_encoder::SourceLimits::default(),
         cancel: &AtomicBool::new(false),
         progress: &Progress::default(),
     })

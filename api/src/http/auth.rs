@@ -80,6 +80,8 @@ struct Claims {
     sub: String,
     exp: i64,
     #[serde(default)]
+    iat: Option<i64>,
+    #[serde(default)]
     role: Option<String>,
     #[serde(default)]
     roles: Vec<String>,
@@ -97,6 +99,7 @@ pub struct Gate {
     keys: Keys,
     issuer: Option<String>,
     audience: Option<String>,
+    max_lifetime: Option<std::time::Duration>,
     limiter: DefaultKeyedRateLimiter<String>,
     burst: u32,
     /// Tokens already verified, with their expiry: a client sends the same token with every
@@ -107,10 +110,16 @@ pub struct Gate {
 /// Verified tokens remembered at most.
 const VERIFIED_CAPACITY: usize = 10_000;
 
+/// The shortest HS256 secret accepted: as many bytes as the hash's output (RFC 7518 3.2).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds.
+const LEEWAY_SECS: i64 = 60;
+
 /// How the gate is configured.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct AuthSettings {
-    /// HS256 shared secret.
+    /// HS256 shared secret (at least [`MIN_SECRET_BYTES`]).
     pub hs256_secret: Option<String>,
     /// A JWKS file with the public keys of RS/ES/PS/EdDSA-signed tokens.
     pub jwks_file: Option<std::path::PathBuf>,
@@ -118,10 +127,26 @@ pub struct AuthSettings {
     pub issuer: Option<String>,
     /// Required `aud`.
     pub audience: Option<String>,
+    /// When set, tokens must carry `iat` and live at most this long (`exp - iat`).
+    pub max_lifetime: Option<std::time::Duration>,
     /// Sustained requests per second per principal.
     pub rate_per_second: u32,
     /// Burst size per principal.
     pub burst: u32,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("hs256_secret", &self.hs256_secret.as_ref().map(|_| "<redacted>"))
+            .field("jwks_file", &self.jwks_file)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("rate_per_second", &self.rate_per_second)
+            .field("burst", &self.burst)
+            .finish()
+    }
 }
 
 impl Gate {
@@ -133,7 +158,12 @@ impl Gate {
         let keys = match (&settings.hs256_secret, &settings.jwks_file) {
             (Some(_), Some(_)) => anyhow::bail!("configure either a JWT secret or a JWKS file, not both"),
             (Some(secret), None) => {
-                anyhow::ensure!(secret.len() >= 16, "the JWT secret must be at least 16 bytes");
+                anyhow::ensure!(
+                    secret.len() >= MIN_SECRET_BYTES,
+                    "the JWT secret (VODSOURCE_JWT_SECRET) is {} bytes; HS256 needs at least {MIN_SECRET_BYTES} \
+                     (for example `openssl rand -base64 48`)",
+                    secret.len()
+                );
                 Keys::Secret(DecodingKey::from_secret(secret.as_bytes()))
             }
             (None, Some(path)) => Keys::Jwks(read_jwks(path)?),
@@ -145,6 +175,7 @@ impl Gate {
             keys,
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
+            max_lifetime: settings.max_lifetime,
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
             burst: burst.get(),
             verified: Mutex::new(HashMap::new()),
@@ -156,16 +187,47 @@ impl Gate {
         !matches!(self.keys, Keys::Off)
     }
 
+    /// What a token must satisfy: a configured issuer or audience is *required* (the library
+    /// checks them only when present), `nbf` is honoured, and the leeway is one minute.
     fn validation(&self, algorithm: Algorithm) -> Validation {
         let mut validation = Validation::new(algorithm);
+        let mut required = vec!["exp", "sub"];
         if let Some(issuer) = &self.issuer {
             validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
         match &self.audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECS.unsigned_abs();
         validation
+    }
+
+    /// Refuses a token that lives longer than the configured maximum.
+    fn check_lifetime(&self, claims: &Claims) -> Result<(), String> {
+        let Some(max) = self.max_lifetime else {
+            return Ok(());
+        };
+        let Some(iat) = claims.iat else {
+            return Err("it has no iat (issued-at), which tokens with a maximum lifetime need".into());
+        };
+        if iat > chrono::Utc::now().timestamp() + LEEWAY_SECS {
+            return Err("it was issued in the future (iat)".into());
+        }
+        let lifetime = claims.exp.saturating_sub(iat);
+        let max_secs = i64::try_from(max.as_secs()).unwrap_or(i64::MAX);
+        if lifetime > max_secs {
+            return Err(format!(
+                "it lives {lifetime} s (exp - iat), more than the allowed {max_secs} s"
+            ));
+        }
+        Ok(())
     }
 
     /// The principal a bearer token names.
@@ -219,6 +281,7 @@ impl Gate {
                     .claims
             }
         };
+        self.check_lifetime(&claims).map_err(refuse)?;
         let role = claims
             .role
             .iter()
@@ -239,6 +302,31 @@ impl Gate {
         }
         verified.insert(token.to_owned(), (principal.clone(), claims.exp));
         Ok(principal)
+    }
+
+    /// The principal of a request's `Authorization: Bearer …` header (the local admin with
+    /// authentication off), rate limited like any operation.
+    ///
+    /// # Errors
+    /// UNAUTHORIZED without a valid token; RATE_LIMITED.
+    pub fn principal_of(&self, headers: &poem::http::HeaderMap) -> Result<Principal, ApiError> {
+        let token = headers
+            .get(poem::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        let principal = match (token, self.enabled()) {
+            (Some(token), _) => self.authenticate(token)?,
+            (None, false) => self.authenticate(LOCAL_TOKEN)?,
+            (None, true) => return Err(ApiError::unauthorized("this needs a bearer token")),
+        };
+        self.admit(&principal)?;
+        Ok(principal)
+    }
+
+    /// Whether a request carries an admin's valid token (quietly false otherwise).
+    pub fn is_admin(&self, headers: &poem::http::HeaderMap) -> bool {
+        self.principal_of(headers).is_ok_and(|p| p.role == Role::Admin)
     }
 
     /// Takes one request from the principal's bucket.

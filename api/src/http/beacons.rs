@@ -73,17 +73,15 @@ pub struct BeaconResults {
 impl BeaconsApi {
     /// Send player beacons
     ///
-    /// A batch `{"events": [...]}` of at most 500 events and 1 MiB. Each event: `event_id`
-    /// (UUID, for de-duplication), `event_type` (session_start, playing, heartbeat, pause,
-    /// seek, rebuffer_start, rebuffer_end, bitrate_change, error, ended, session_end), `sid`
-    /// (session id), `cid` (video id), `ts` (client time, ms since the epoch, at most 24 h
-    /// behind and 5 min ahead of the server), and optionally `viewer_id`, `position_ms`,
-    /// `duration_ms`, CMCD `br`/`bl`/`mtp` (kbit/s, ms, kbit/s), `ot`, `su`, `bs`,
-    /// `startup_ms`, `rebuffer_ms`, `error_code` (required on errors), `error_message`,
-    /// `player_name`, `player_version`, `device_type`, `os`, `browser`. `viewer_id` is the
-    /// caller's own (filled in when left out; another viewer's is refused, except from an
-    /// admin). Bad events are rejected one by one; the good ones in the same batch are stored
-    /// before the answer.
+    /// A batch `{"events": [...]}` of at most 500 events and 1 MiB (`BeaconBatch`). A batch
+    /// with an event out of the `BeaconEvent` schema is refused whole (400, naming the event's
+    /// index and the field). The rest is judged event by event: `ts` at most 24 h behind and
+    /// 5 min ahead of the server, `error_code` required on errors, no control characters,
+    /// `cid` a video the caller may play (a published one, their own, or any for an admin),
+    /// `viewer_id` the caller's own (filled in when left out; another viewer's is refused,
+    /// except from an admin). Events that pass are stored before the answer; the others are
+    /// listed as rejected with the field and the reason. An event sent again (same
+    /// `event_id`) lands in the lake once.
     #[oai(
         path = "/playback/beacons",
         method = "post",
@@ -99,6 +97,12 @@ impl BeaconsApi {
                 "TOO_MANY_EVENTS",
                 e.to_string(),
                 serde_json::json!({ "events": n, "limit": MAX_BATCH_EVENTS }),
+            ),
+            BatchError::Shape { index, ref fault } => ApiError::with(
+                400,
+                "VALIDATION_FAILED",
+                e.to_string(),
+                serde_json::json!({ "index": index, "field": fault.field }),
             ),
             BatchError::Empty | BatchError::Malformed(_) => ApiError::invalid("events", e.to_string()),
         })?;
@@ -116,6 +120,11 @@ impl BeaconsApi {
             if let Ok(event) = &mut result.outcome {
                 if let Err(fault) = bind_viewer(event, &auth.0) {
                     result.outcome = Err(fault);
+                } else if !self.state.may_play(&auth.0, &event.cid).await? {
+                    result.outcome = Err(BeaconError {
+                        field: "cid".into(),
+                        message: format!("{:?} is not a video the caller may play", event.cid),
+                    });
                 }
             }
             let (status, error) = match &result.outcome {

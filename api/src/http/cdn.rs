@@ -1,12 +1,13 @@
 //! Media through a CDN: segments, posters and thumbnails are fetched from the CDN's base URL
-//! (`VODSOURCE_MEDIA_BASE_URL`, a distribution whose origin is the object store), never
-//! through the API. Playlists and manifests stay with the API, under the media token, and are
+//! (`VODSOURCE_MEDIA_BASE_URL`, a distribution whose origin is the object store's `media/`
+//! prefix and nothing else, so sources and the lake are never behind it), never through the
+//! API. Playlists and manifests stay with the API, under the media token, and are
 //! rewritten on the way out: every file they name that is not itself a playlist becomes an
 //! absolute CDN URL.
 //!
 //! With a CloudFront key (`VODSOURCE_MEDIA_KEY_PAIR_ID` and
 //! `VODSOURCE_MEDIA_PRIVATE_KEY_FILE`), those URLs are CloudFront signed URLs with a custom
-//! policy: one wildcard resource, `<base>/media/<video>/*`, until the media token expires, and
+//! policy: one wildcard resource, `<base>/<video>/*`, until the media token expires, and
 //! an RSA-SHA256 signature (`Hash-Algorithm=SHA256`). Players drop a playlist's query string
 //! when they resolve relative URIs, which is why the rewritten playlists carry the signature
 //! on every URI rather than relying on the player to pass it along.
@@ -138,7 +139,8 @@ pub struct Cdn {
 }
 
 impl Cdn {
-    /// A CDN at `base` (its origin is the object store: `<base>/<key>` is the object `<key>`).
+    /// A CDN at `base`, whose origin is the store's `media/` prefix: `<base>/<video>/<path>`
+    /// is the object `media/<video>/<path>` (for S3, origin path `/<prefix>/media`).
     ///
     /// # Errors
     /// A base that is not an absolute http(s) URL.
@@ -159,7 +161,7 @@ impl Cdn {
 
     /// What lets a client fetch the media of `video_id` until `expires` (Unix seconds).
     pub fn grant(&self, video_id: &str, expires: i64) -> Grant {
-        let base = format!("{}/media/{video_id}/", self.base);
+        let base = format!("{}/{video_id}/", self.base);
         let Some(key) = &self.key else {
             return Grant {
                 base,
@@ -183,7 +185,7 @@ impl Cdn {
 /// The URLs of one video's media on the CDN.
 #[derive(Debug, Clone)]
 pub struct Grant {
-    /// `<cdn>/media/<video>/`.
+    /// `<cdn>/<video>/`.
     base: String,
     /// The signature's query (empty when unsigned).
     query: String,
@@ -340,7 +342,7 @@ mod tests {
         let cdn = Cdn::new("https://d111111abcdef8.cloudfront.net/vod/", Some(key)).expect("cdn");
         let url = cdn.grant("v1", 1_767_290_400).url("2/720p/seg_00001.m4s");
         assert!(
-            url.starts_with("https://d111111abcdef8.cloudfront.net/vod/media/v1/2/720p/seg_00001.m4s?Policy="),
+            url.starts_with("https://d111111abcdef8.cloudfront.net/vod/v1/2/720p/seg_00001.m4s?Policy="),
             "{url}"
         );
         let params = params(&url);
@@ -350,10 +352,7 @@ mod tests {
         let policy = decode(&params["Policy"]);
         let json: serde_json::Value = serde_json::from_slice(&policy).expect("policy is JSON");
         let statement = &json["Statement"][0];
-        assert_eq!(
-            statement["Resource"],
-            "https://d111111abcdef8.cloudfront.net/vod/media/v1/*"
-        );
+        assert_eq!(statement["Resource"], "https://d111111abcdef8.cloudfront.net/vod/v1/*");
         assert_eq!(statement["Condition"]["DateLessThan"]["AWS:EpochTime"], 1_767_290_400);
         let signature = decode(&params["Signature"]);
         let verifier = UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &public);
@@ -412,7 +411,7 @@ mod tests {
         let media = "#EXTM3U\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:4.0,\nseg_00001.m4s\n#EXTINF:4.0,\nhttps://elsewhere/x.m4s\n#EXT-X-ENDLIST\n";
         assert_eq!(
             rewrite_hls(media, "2/360p/", &grant),
-            "#EXTM3U\n#EXT-X-MAP:URI=\"https://cdn.example/media/v1/2/360p/init.mp4\"\n#EXTINF:4.0,\nhttps://cdn.example/media/v1/2/360p/seg_00001.m4s\n#EXTINF:4.0,\nhttps://elsewhere/x.m4s\n#EXT-X-ENDLIST\n"
+            "#EXTM3U\n#EXT-X-MAP:URI=\"https://cdn.example/v1/2/360p/init.mp4\"\n#EXTINF:4.0,\nhttps://cdn.example/v1/2/360p/seg_00001.m4s\n#EXTINF:4.0,\nhttps://elsewhere/x.m4s\n#EXT-X-ENDLIST\n"
         );
     }
 
@@ -439,10 +438,7 @@ mod tests {
         let vtt = "WEBVTT\n\n00:00:00.000 --> 00:00:05.000\nsprite.jpg#xywh=0,0,160,90\n\n00:00:05.000 --> 00:00:10.000\nsprite.jpg#xywh=160,0,160,90\n";
         let rewritten = rewrite_vtt(vtt, "2/", &grant);
         let cue = rewritten.lines().nth(3).expect("cue payload");
-        assert!(
-            cue.starts_with("https://cdn.example/media/v1/2/sprite.jpg?Policy="),
-            "{cue}"
-        );
+        assert!(cue.starts_with("https://cdn.example/v1/2/sprite.jpg?Policy="), "{cue}");
         assert!(cue.ends_with("#xywh=0,0,160,90"), "{cue}");
         assert!(rewritten.starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:05.000\n"));
     }

@@ -20,11 +20,149 @@ fn extra_statuses(operation_id: &str) -> Option<&'static [&'static str]> {
         "completeUpload" | "publishVideo" | "unpublishVideo" | "retryEncoding" | "deleteVideo" => {
             &["404", "409", "412", "422"]
         }
-        "getVideo" | "getStatus" | "getHistory" | "videoEvents" => &["404"],
+        "getVideo" | "getStatus" => &["404", "409"],
+        "getHistory" | "videoEvents" => &["404"],
         "getPlayback" | "rebuildProjection" => &["404", "409"],
-        "listVideos" | "listProjections" | "listDeadLetters" => &[],
+        "listVideos" => &["409"],
+        "listProjections" | "listDeadLetters" => &[],
         _ => return None,
     })
+}
+
+/// Request bodies whose unknown fields the server refuses.
+const CLOSED: &[&str] = &["RegisterVideo", "UpdateVideo"];
+
+/// No control characters anywhere, and something besides white space (a title, a tag):
+/// the domain's rule, by hand on the server, as a pattern here.
+const TEXT_PATTERN: &str =
+    "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$";
+
+/// A file name: no folders, no control characters, not `.` or `..`.
+const FILENAME_PATTERN: &str = "^(?!\\.\\.?$)[^/\\\\\\u0000-\\u001F\\u007F-\\u009F]+$";
+
+/// What the document says of the API beyond what poem-openapi writes: every constraint the
+/// server enforces by hand (the forms of ids, `If-Match`, cursors and content types; closed
+/// request bodies; the beacon batch's full schema; the largest source), and, with
+/// authentication off, no security requirement (there is none).
+pub fn describe(document: &mut Value, facts: &Facts) {
+    let string = |min: usize, max: usize, pattern: Option<&str>| {
+        let mut schema = serde_json::json!({ "type": "string", "minLength": min, "maxLength": max });
+        if let Some(pattern) = pattern {
+            schema["pattern"] = Value::String(pattern.to_owned());
+        }
+        schema
+    };
+    if let Some(schemas) = document
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        for name in CLOSED {
+            if let Some(schema) = schemas.get_mut(*name).and_then(Value::as_object_mut) {
+                schema.insert("additionalProperties".into(), Value::Bool(false));
+            }
+        }
+        let (batch, event) = vodsource_analytics::json_schemas();
+        schemas.insert("BeaconBatch".into(), batch);
+        schemas.insert("BeaconEvent".into(), event);
+        for body in ["RegisterVideo", "UpdateVideo"] {
+            let Some(properties) = schemas.get_mut(body).and_then(|s| s.get_mut("properties")) else {
+                continue;
+            };
+            if let Some(title) = properties.get_mut("title") {
+                title["pattern"] = TEXT_PATTERN.into();
+            }
+            if let Some(tags) = properties.get_mut("tags") {
+                tags["items"] = string(1, 40, Some(TEXT_PATTERN));
+            }
+        }
+        if let Some(register) = schemas.get_mut("RegisterVideo").and_then(|s| s.get_mut("properties")) {
+            register["content_type"]["pattern"] = super::videos::VIDEO_TYPE_PATTERN.into();
+            register["filename"]["pattern"] = FILENAME_PATTERN.into();
+            register["size_bytes"]["maximum"] = facts.max_source_bytes.into();
+        }
+        if let Some(update) = schemas.get_mut("UpdateVideo") {
+            update["minProperties"] = 1.into();
+        }
+    }
+    let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(methods) = item.as_object_mut() else {
+            continue;
+        };
+        for operation in methods.values_mut() {
+            if !facts.authentication {
+                if let Some(op) = operation.as_object_mut() {
+                    op.remove("security");
+                }
+                if let Some(responses) = operation.get_mut("responses").and_then(Value::as_object_mut) {
+                    responses.remove("401");
+                }
+            }
+            if let Some(content) = operation
+                .pointer_mut("/requestBody/content")
+                .and_then(Value::as_object_mut)
+            {
+                if path == "/v1/playback/beacons" {
+                    for media in content.values_mut() {
+                        media["schema"] = serde_json::json!({ "$ref": "#/components/schemas/BeaconBatch" });
+                    }
+                }
+            }
+            let Some(parameters) = operation.get_mut("parameters").and_then(Value::as_array_mut) else {
+                continue;
+            };
+            for parameter in parameters {
+                let name = parameter["name"].as_str().unwrap_or_default().to_owned();
+                let place = parameter["in"].as_str().unwrap_or_default().to_owned();
+                let schema = &mut parameter["schema"];
+                match (place.as_str(), name.as_str()) {
+                    ("path", "id") => *schema = string(1, 64, Some(super::videos::ID_PATTERN)),
+                    ("path", "viewer_id") => *schema = string(1, 128, None),
+                    ("path", "name") if path.contains("/admin/projections/") => {
+                        *schema = serde_json::json!({ "type": "string", "enum": vodsource_projections::PROJECTIONS });
+                    }
+                    ("header", "If-Match") => *schema = string(1, 43, Some(super::state::IF_MATCH_PATTERN)),
+                    ("header", "Idempotency-Key") => *schema = string(1, 255, None),
+                    ("query", "cursor") => {
+                        *schema = string(
+                            0,
+                            super::listing::MAX_CURSOR_CHARS,
+                            Some(super::listing::CURSOR_PATTERN),
+                        );
+                    }
+                    _ => {}
+                }
+                // Unsigned numbers say so, and how large they go.
+                let format = schema["format"].as_str().unwrap_or_default().to_owned();
+                if format.starts_with("uint") && schema.get("minimum").is_none() {
+                    schema["minimum"] = 0.into();
+                }
+                if schema.get("maximum").is_none() {
+                    match format.as_str() {
+                        "uint64" => schema["maximum"] = u64::MAX.into(),
+                        "uint32" => schema["maximum"] = u32::MAX.into(),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    if !facts.authentication {
+        if let Some(components) = document.get_mut("components").and_then(Value::as_object_mut) {
+            components.remove("securitySchemes");
+        }
+    }
+}
+
+/// What the document depends on, of this server.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts {
+    /// Whether bearer tokens are checked.
+    pub authentication: bool,
+    /// The largest source a registration may declare.
+    pub max_source_bytes: u64,
 }
 
 /// Drops the error responses an operation cannot give.
@@ -47,6 +185,7 @@ pub fn prune(document: &mut Value) {
             if let Some(responses) = operation.get_mut("responses").and_then(Value::as_object_mut) {
                 responses.retain(|status, _| {
                     status.starts_with('2')
+                        || status.starts_with('3')
                         || AUTHENTICATED.contains(&status.as_str())
                         || extra.contains(&status.as_str())
                 });

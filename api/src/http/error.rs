@@ -40,11 +40,14 @@ pub enum ApiError {
     /// FORBIDDEN: the principal may not do this.
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
-    /// VIDEO_NOT_FOUND, NOT_FOUND: no such resource.
+    /// VIDEO_NOT_FOUND, NOT_FOUND: no such resource (or one the caller may not see).
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// REQUEST_TIMEOUT: the body arrived too slowly.
+    #[oai(status = 408)]
+    RequestTimeout(Json<ErrorBody>),
     /// INVALID_STATE, VERSION_CONFLICT, NOT_PUBLISHED, UPLOAD_MISSING, REBUILD_RUNNING,
-    /// IDEMPOTENCY_KEY_IN_USE.
+    /// IDEMPOTENCY_KEY_IN_USE, UPLOAD_IN_PROGRESS, UPLOAD_COMPLETED.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
     /// PRECONDITION_FAILED: `If-Match` names another version.
@@ -95,6 +98,7 @@ impl ApiError {
             401 => Self::Unauthorized(b, "Bearer".into()),
             403 => Self::Forbidden(b),
             404 => Self::NotFound(b),
+            408 => Self::RequestTimeout(b),
             409 => Self::Conflict(b),
             412 => Self::PreconditionFailed(b),
             413 => Self::PayloadTooLarge(b),
@@ -165,6 +169,7 @@ impl ApiError {
             Self::Unauthorized(..) => 401,
             Self::Forbidden(_) => 403,
             Self::NotFound(_) => 404,
+            Self::RequestTimeout(_) => 408,
             Self::Conflict(_) => 409,
             Self::PreconditionFailed(_) => 412,
             Self::PayloadTooLarge(_) => 413,
@@ -183,6 +188,7 @@ impl ApiError {
             | Self::Unauthorized(b, _)
             | Self::Forbidden(b)
             | Self::NotFound(b)
+            | Self::RequestTimeout(b)
             | Self::Conflict(b)
             | Self::PreconditionFailed(b)
             | Self::PayloadTooLarge(b)

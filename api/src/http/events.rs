@@ -13,6 +13,7 @@ use poem_openapi::types::ToJSON;
 use tokio::sync::watch;
 use vodsource_commands::ports::{EventLog, RecordedEvent};
 
+use super::limits::StreamSlot;
 use super::model::HistoryEvent;
 use super::state::AppState;
 
@@ -35,6 +36,9 @@ pub fn history_event(event: &RecordedEvent) -> HistoryEvent {
 }
 
 struct Follow {
+    /// Held while the stream lives; dropped (freeing the caller's slot) when it ends or the
+    /// client goes.
+    _slot: StreamSlot,
     log: Arc<dyn EventLog>,
     id: String,
     after_version: u64,
@@ -43,6 +47,7 @@ struct Follow {
     head: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
     done: bool,
+    resumed: bool,
 }
 
 impl Follow {
@@ -62,6 +67,18 @@ impl Follow {
             }
             if self.done || *self.shutdown.borrow() {
                 return None;
+            }
+            if !self.resumed {
+                // Where `Last-Event-ID` left off, without reading the stream from its start.
+                self.resumed = true;
+                if self.after_position > 0 {
+                    match self.log.stream_version_at(&self.id, self.after_position).await {
+                        Ok(version) => self.after_version = version,
+                        Err(e) => {
+                            tracing::warn!(video_id = %self.id, error = %e, "resuming an event stream failed; reading it whole")
+                        }
+                    }
+                }
             }
             // Mark the head as seen before reading, so an append in between wakes us.
             self.head.borrow_and_update();
@@ -84,9 +101,16 @@ impl Follow {
     }
 }
 
-/// The live event stream of video `id`, after global position `after_position`.
-pub fn video_events(state: &AppState, id: String, after_position: u64) -> EventStream<EventItemStream> {
+/// The live event stream of video `id`, after global position `after_position`, holding
+/// `slot` while it lives.
+pub fn video_events(
+    state: &AppState,
+    id: String,
+    after_position: u64,
+    slot: StreamSlot,
+) -> EventStream<EventItemStream> {
     let follow = Follow {
+        _slot: slot,
         log: state.log.clone(),
         head: state.log.watch_head(),
         shutdown: state.shutdown.clone(),
@@ -95,6 +119,7 @@ pub fn video_events(state: &AppState, id: String, after_position: u64) -> EventS
         after_position,
         buffered: VecDeque::new(),
         done: false,
+        resumed: false,
     };
     let stream = futures::stream::unfold(follow, Follow::next).boxed();
     EventStream::new(stream)

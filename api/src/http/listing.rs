@@ -72,23 +72,43 @@ pub fn encode_cursor(cursor: &IndexCursor) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}\n{}", cursor.sort, cursor.key))
 }
 
-/// The place a cursor this API returned names.
+/// The place a cursor names. Any string of the cursor's form ([`CURSOR_PATTERN`], at most
+/// [`MAX_CURSOR_CHARS`]) names a place in the listing — one this API returned, or another:
+/// the page simply starts after it.
 ///
 /// # Errors
-/// VALIDATION_FAILED for anything else.
+/// VALIDATION_FAILED for a string that is not of the form.
 pub fn decode_cursor(cursor: &str) -> Result<IndexCursor, ApiError> {
-    URL_SAFE_NO_PAD
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        GeneralPurposeConfig::new()
+            .with_encode_padding(false)
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::RequireNone),
+    );
+    if cursor.len() > MAX_CURSOR_CHARS {
+        return Err(ApiError::invalid(
+            "cursor",
+            format!("a cursor is at most {MAX_CURSOR_CHARS} characters"),
+        ));
+    }
+    let bytes = LENIENT
         .decode(cursor)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| {
-            text.split_once('\n').map(|(sort, key)| IndexCursor {
-                sort: sort.to_owned(),
-                key: key.to_owned(),
-            })
-        })
-        .ok_or_else(|| ApiError::invalid("cursor", "the cursor is not one this API returned"))
+        .map_err(|_| ApiError::invalid("cursor", "a cursor is base64url without padding, as next_cursor is"))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let (sort, key) = text.split_once('\n').unwrap_or((&text, ""));
+    Ok(IndexCursor {
+        sort: sort.to_owned(),
+        key: key.to_owned(),
+    })
 }
+
+/// Longest cursor.
+pub const MAX_CURSOR_CHARS: usize = 1024;
+
+/// The form of a cursor (base64url, no padding), for the OpenAPI document.
+pub const CURSOR_PATTERN: &str = "^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$";
 
 /// One page of the catalog, newest first, starting after `cursor`.
 ///
@@ -207,14 +227,24 @@ mod tests {
     }
 
     #[test]
-    fn cursors_round_trip_and_foreign_ones_are_refused() {
+    fn cursors_round_trip_and_strings_of_another_form_are_refused() {
         let place = IndexCursor {
             sort: "2026-11-23T01:07:32.949718Z".into(),
             key: "01a205f1".into(),
         };
         assert_eq!(decode_cursor(&encode_cursor(&place)).ok(), Some(place));
-        assert!(decode_cursor(&URL_SAFE_NO_PAD.encode("no separator")).is_err());
-        assert!(decode_cursor("%%%").is_err());
-        assert!(decode_cursor(&URL_SAFE_NO_PAD.encode([0xff, 0xfe])).is_err());
+        // Any string of the form names a place: the page starts after it.
+        assert_eq!(
+            decode_cursor(&URL_SAFE_NO_PAD.encode("no separator"))
+                .ok()
+                .map(|c| c.sort),
+            Some("no separator".to_owned())
+        );
+        assert!(decode_cursor(&URL_SAFE_NO_PAD.encode([0xff, 0xfe])).is_ok());
+        assert!(decode_cursor("AB").is_ok(), "trailing bits are allowed");
+        for bad in ["%%%", "A", "AAAAA", "a=="] {
+            assert!(decode_cursor(bad).is_err(), "{bad}");
+        }
+        assert!(decode_cursor(&"A".repeat(MAX_CURSOR_CHARS + 4)).is_err());
     }
 }

@@ -15,6 +15,7 @@ use poem::{handler, Body, IntoResponse, Request, Response};
 use serde_json::json;
 use vodsource_commands::ports::{check_key, Access, PutError};
 
+use super::body::{body_fault, BodyFault, Exact};
 use super::cdn;
 use super::error::ApiError;
 use super::signing::{MediaClaims, TokenError, UploadClaims};
@@ -54,46 +55,69 @@ async fn store_upload(req: &Request, token: &str, body: Body, state: &AppState) 
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(length) = declared {
-        if length > claims.s {
-            return too_large(claims.s);
-        }
+    match declared {
+        Some(length) if length > claims.s => return too_large(claims.s),
+        Some(length) if length < claims.s => return size_mismatch(claims.s, length),
+        _ => {}
     }
+    // One upload of a video at a time; upload-complete waits its turn too.
+    let _turn = match state.uploads.begin(&claims.v) {
+        Ok(turn) => turn,
+        Err(e) => return e.into_response(),
+    };
     match state.commands.store().load(&claims.v).await {
-        Ok(loaded) if loaded.version > 0 && !loaded.video.deleted => {}
-        Ok(_) => return ApiError::video_not_found(&claims.v).into_response(),
+        Ok(loaded) if loaded.version == 0 || loaded.video.deleted => {
+            return ApiError::video_not_found(&claims.v).into_response()
+        }
+        // The source is recorded: the token is spent, whatever its expiry says.
+        Ok(loaded) if loaded.video.source_key.is_some() => {
+            return ApiError::with(
+                409,
+                "UPLOAD_COMPLETED",
+                "this video's source is already recorded; its upload link no longer works",
+                json!({ "video_id": claims.v }),
+            )
+            .into_response()
+        }
+        Ok(_) => {}
         Err(e) => return ApiError::store("loading a video", &e).into_response(),
     }
-    let written = match state
-        .objects
-        .put(&claims.k, Box::new(body.into_async_read()), claims.s)
-        .await
-    {
+    // Exactly the declared size or nothing: a short body is a failed read, which the store
+    // discards without touching an object already there.
+    let body = Exact::new(body.into_async_read(), claims.s);
+    let written = match state.objects.put(&claims.k, Box::new(body), claims.s).await {
         Ok(written) => written,
         Err(PutError::TooLarge { .. }) => return too_large(claims.s),
         Err(PutError::Body(message)) => {
-            return ApiError::invalid("body", format!("the upload was cut short: {message}")).into_response()
+            return match body_fault(&message) {
+                BodyFault::Short => ApiError::with(
+                    422,
+                    "SIZE_MISMATCH",
+                    format!("{message}; the video was registered with {} bytes", claims.s),
+                    json!({ "declared": claims.s }),
+                ),
+                BodyFault::Slow => ApiError::with(408, "REQUEST_TIMEOUT", message, json!(null)),
+                BodyFault::Other => ApiError::invalid("body", format!("the upload was cut short: {message}")),
+            }
+            .into_response()
         }
         Err(PutError::Store(e)) => return ApiError::store("storing an upload", &e).into_response(),
     };
-    if written != claims.s {
-        let _ = state.objects.delete_prefix(&claims.k).await;
-        return ApiError::with(
-            422,
-            "SIZE_MISMATCH",
-            format!(
-                "the body had {written} bytes; the video was registered with {}",
-                claims.s
-            ),
-            json!({ "declared": claims.s, "actual": written }),
-        )
-        .into_response();
-    }
     (
         StatusCode::OK,
         poem::web::Json(json!({ "video_id": claims.v, "object_key": claims.k, "size_bytes": written })),
     )
         .into_response()
+}
+
+fn size_mismatch(declared: u64, actual: u64) -> Response {
+    ApiError::with(
+        422,
+        "SIZE_MISMATCH",
+        format!("the body has {actual} bytes; the video was registered with {declared}"),
+        json!({ "declared": declared, "actual": actual }),
+    )
+    .into_response()
 }
 
 fn too_large(limit: u64) -> Response {

@@ -3,16 +3,20 @@
 
 pub mod auth;
 pub mod beacons;
+mod body;
 pub mod cdn;
 pub mod control;
 mod document;
 pub mod error;
 mod events;
+mod guard;
+pub mod limits;
 mod listing;
 mod media;
 pub mod metrics;
 pub mod model;
 mod ops;
+mod server;
 pub mod signing;
 pub mod state;
 mod videos;
@@ -25,7 +29,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use poem::http::{header, HeaderValue, Method, StatusCode};
-use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::middleware::Cors;
 use poem::{get, put, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use poem_openapi::{OpenApiService, OperationId};
@@ -35,8 +38,11 @@ use vodsource_commands::ports::ObjectStore;
 
 use self::auth::{AuthSettings, Gate, LOCAL_TOKEN};
 use self::beacons::BeaconsApi;
+use self::body::{Pace, Paced};
 use self::control::{until, Control, Tasks};
 use self::error::Rejection;
+use self::guard::LocalGuard;
+use self::limits::{HttpLimits, PlayableCache, StreamSlots, Uploads};
 use self::metrics::Metrics;
 use self::ops::OpsApi;
 use self::signing::Signer;
@@ -82,6 +88,11 @@ pub struct ServeSettings {
     /// The CDN in front of the object store that players fetch media from; `None` serves
     /// media from this server (embedded) or redirects to presigned S3 URLs.
     pub cdn: Option<Arc<cdn::Cdn>>,
+    /// Timeouts and caps of the HTTP layer.
+    pub limits: HttpLimits,
+    /// A second address serving `/metrics` and the probes without authentication (for a
+    /// scraper on a private network); `None`: `/metrics` is on the API's address, admin only.
+    pub metrics_listen: Option<String>,
 }
 
 /// The OpenAPI service (also used to print the document without a server).
@@ -117,8 +128,9 @@ fn method_name(method: &Method) -> &'static str {
     }
 }
 
-/// Any error that escaped a handler, in the API's error shape.
-fn error_response(error: poem::Error) -> Response {
+/// Any error that escaped a handler, in the API's error shape; a 405 says which methods the
+/// path has (`Allow`, RFC 9110 15.5.6).
+fn error_response(error: poem::Error, allow: Option<&str>) -> Response {
     if error.is_from_response() {
         // An operation's own answer (an `ApiError`), already in shape.
         return error.into_response();
@@ -153,6 +165,11 @@ fn error_response(error: poem::Error) -> Response {
             }
         }
     }
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        if let Some(value) = allow.and_then(|a| HeaderValue::from_str(a).ok()) {
+            fresh.headers_mut().insert(header::ALLOW, value);
+        }
+    }
     fresh
 }
 
@@ -165,15 +182,116 @@ fn bound_body(req: &mut Request, limit: usize) -> Option<Response> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match length {
-        Some(length) if length > limit as u64 => {
-            Some(error_response(poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE)))
-        }
-        Some(_) => None,
-        None => {
+        Some(length) if length > limit as u64 => Some(error_response(
+            poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE),
+            None,
+        )),
+        _ => {
             let body = req.take_body().into_async_read().take(limit as u64 + 1);
             req.set_body(poem::Body::from_async_read(body));
             None
         }
+    }
+}
+
+/// Makes a request body fail once it breaks `pace` (a trickling client's request ends with
+/// an error instead of holding its task).
+fn pace_body(req: &mut Request, pace: Pace) {
+    let body = Paced::new(req.take_body().into_async_read(), pace);
+    req.set_body(poem::Body::from_async_read(body));
+}
+
+/// The headers of the web app's page: scripts from this server only (hls.js runs its
+/// transmuxer in a worker made from a blob), media and their requests from wherever the
+/// store or CDN is, no framing, no sniffing.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; worker-src 'self' blob:; \
+     style-src 'self'; img-src 'self' data: blob: http: https:; media-src 'self' blob: http: https:; \
+     connect-src 'self' http: https:; object-src 'none'; base-uri 'none'; form-action 'self'; \
+     frame-ancestors 'none'";
+
+fn harden(response: &mut Response, page: bool) {
+    let headers = response.headers_mut();
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    if page {
+        headers.insert(
+            "content-security-policy",
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        );
+        headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    } else {
+        headers.insert(
+            "content-security-policy",
+            HeaderValue::from_static("frame-ancestors 'none'"),
+        );
+    }
+}
+
+/// The methods each path answers, from the OpenAPI document and the routes outside it, for
+/// the `Allow` header of a 405.
+struct Methods(Vec<(Vec<String>, Vec<&'static str>)>);
+
+impl Methods {
+    fn new(document: &serde_json::Value) -> Self {
+        let mut table: Vec<(Vec<String>, Vec<&'static str>)> = Vec::new();
+        let mut add = |path: &str, method: &'static str| {
+            let segments: Vec<String> = path.trim_matches('/').split('/').map(str::to_owned).collect();
+            match table.iter_mut().find(|(s, _)| *s == segments) {
+                Some((_, methods)) => methods.push(method),
+                None => table.push((segments, vec![method])),
+            }
+        };
+        if let Some(paths) = document.get("paths").and_then(serde_json::Value::as_object) {
+            for (path, item) in paths {
+                for (method, name) in [
+                    ("get", "GET"),
+                    ("post", "POST"),
+                    ("put", "PUT"),
+                    ("patch", "PATCH"),
+                    ("delete", "DELETE"),
+                ] {
+                    if item.get(method).is_some() {
+                        add(path, name);
+                    }
+                }
+            }
+        }
+        add("/uploads/{token}", "PUT");
+        for path in [
+            "/",
+            "/app/{name}",
+            "/openapi.json",
+            "/metrics",
+            "/livez",
+            "/readyz",
+            "/healthz",
+        ] {
+            add(path, "GET");
+        }
+        for (_, methods) in &mut table {
+            if methods.contains(&"GET") {
+                methods.push("HEAD");
+            }
+        }
+        Self(table)
+    }
+
+    /// `Allow` for `path`, if a route has it.
+    fn allow(&self, path: &str) -> Option<String> {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if segments.first() == Some(&"media") || segments.first() == Some(&"docs") {
+            return Some("GET, HEAD".into());
+        }
+        self.0
+            .iter()
+            .find(|(pattern, _)| {
+                pattern.len() == segments.len()
+                    && pattern
+                        .iter()
+                        .zip(&segments)
+                        .all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()))
+            })
+            .map(|(_, methods)| methods.join(", "))
     }
 }
 
@@ -182,6 +300,14 @@ pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response>
     let api = openapi(&state);
     let mut document: serde_json::Value = serde_json::from_str(&api.spec()).unwrap_or_default();
     document::prune(&mut document);
+    document::describe(
+        &mut document,
+        &document::Facts {
+            authentication: gate.enabled(),
+            max_source_bytes: state.commands.services().policy.max_source_bytes,
+        },
+    );
+    let methods = Arc::new(Methods::new(&document));
     let pruned = document.to_string();
     // Swagger UI embeds the document it shows: the pruned one, as served.
     let ui = document::embed(&api.swagger_ui_html(), &pruned);
@@ -192,6 +318,8 @@ pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response>
     });
     let docs = poem::endpoint::make_sync(move |_| poem::web::Html(ui.clone()));
     let metrics = state.metrics.clone();
+    let limits = state.limits.clone();
+    let guard = (!gate.enabled()).then(|| LocalGuard::new(&state.settings.public_url));
     let auth_off = !gate.enabled();
     Route::new()
         .at("/openapi.json", spec)
@@ -200,12 +328,19 @@ pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response>
         .at("/media/:token/:video/*rest", get(media::media).with(Cors::new()))
         .at("/", get(web::index))
         .at("/app/:name", get(web::asset))
+        .at("/metrics", get(ops::metrics_admin))
+        .at("/livez", get(ops::livez))
+        .at("/healthz", get(ops::livez))
+        .at("/readyz", get(ops::readyz))
         // Every operation's path starts with /v1 (the prefix is the APIs' own).
         .nest_no_strip("/v1", api)
         .data(state)
         .data(gate)
         .around(move |ep, mut req: Request| {
             let metrics = metrics.clone();
+            let methods = methods.clone();
+            let limits = limits.clone();
+            let guard = guard.clone();
             async move {
                 let started = Instant::now();
                 let method = method_name(req.method());
@@ -214,16 +349,38 @@ pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response>
                     p if p.starts_with("/media/") => "media",
                     p if p.starts_with("/docs") || p == "/openapi.json" => "docs",
                     p if p == "/" || p.starts_with("/app/") => "web",
+                    "/metrics" => "metrics",
+                    "/livez" | "/readyz" | "/healthz" => "probe",
                     "/v1/playback/beacons" => "beacons",
                     _ => "other",
                 };
+                let page = fallback == "web";
+                if let Some(guard) = &guard {
+                    if let Err(refused) = guard.check(&req) {
+                        let mut response = refused.into_response();
+                        harden(&mut response, page);
+                        metrics.request(method, fallback, 403, started.elapsed());
+                        return Ok(response);
+                    }
+                }
                 if auth_off && !req.headers().contains_key(header::AUTHORIZATION) {
                     // No tokens without authentication: the security scheme still wants one.
                     if let Ok(value) = HeaderValue::from_str(&format!("Bearer {LOCAL_TOKEN}")) {
                         req.headers_mut().insert(header::AUTHORIZATION, value);
                     }
                 }
-                if fallback != "upload" {
+                if fallback == "upload" {
+                    // Uploads may take hours, but not at a trickle.
+                    pace_body(
+                        &mut req,
+                        Pace {
+                            idle: limits.body_timeout,
+                            total: None,
+                            min_bytes_per_window: limits.upload_min_bytes_per_minute,
+                            window: Duration::from_secs(60),
+                        },
+                    );
+                } else {
                     let limit = if fallback == "beacons" {
                         vodsource_analytics::MAX_BATCH_BYTES
                     } else {
@@ -233,27 +390,57 @@ pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response>
                         metrics.request(method, fallback, 413, started.elapsed());
                         return Ok(refused);
                     }
+                    pace_body(
+                        &mut req,
+                        Pace {
+                            idle: limits.body_timeout,
+                            total: Some(limits.body_timeout),
+                            min_bytes_per_window: 0,
+                            window: limits.body_timeout,
+                        },
+                    );
                 }
-                let (response, operation) = match ep.call(req).await {
+                let allow = methods.allow(req.uri().path());
+                let (mut response, operation) = match ep.call(req).await {
                     Ok(response) => {
                         let operation = response.data::<OperationId>().map_or(fallback, |id| id.0);
                         (response, operation)
                     }
                     Err(error) => {
                         let operation = error.data::<OperationId>().map_or(fallback, |id| id.0);
-                        (error_response(error), operation)
+                        (error_response(error, allow.as_deref()), operation)
                     }
                 };
+                if response.status() == StatusCode::METHOD_NOT_ALLOWED
+                    && !response.headers().contains_key(header::ALLOW)
+                {
+                    if let Some(value) = allow.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
+                        response.headers_mut().insert(header::ALLOW, value);
+                    }
+                }
+                harden(&mut response, page);
                 metrics.request(method, operation, response.status().as_u16(), started.elapsed());
                 Ok::<Response, poem::Error>(response)
             }
         })
 }
 
+/// The second listener's application: `/metrics` and the probes, no authentication.
+fn ops_app(state: AppState) -> impl Endpoint<Output = Response> {
+    Route::new()
+        .at("/metrics", get(ops::metrics_open))
+        .at("/livez", get(ops::livez))
+        .at("/healthz", get(ops::livez))
+        .at("/readyz", get(ops::readyz))
+        .data(state)
+}
+
 /// A running server.
 pub struct Running {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where `/metrics` and the probes listen without authentication, when configured.
+    pub metrics_addr: Option<SocketAddr>,
     /// The base URL it hands out.
     pub public_url: String,
     stop: watch::Sender<bool>,
@@ -307,15 +494,18 @@ impl Running {
 /// bad auth configuration.
 pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: ServeSettings) -> anyhow::Result<Running> {
     let gate = Arc::new(Gate::new(&settings.auth)?);
-    let acceptor = TcpListener::bind(settings.listen.clone())
-        .into_acceptor()
+    let listener = tokio::net::TcpListener::bind(settings.listen.as_str())
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
-    let addr = acceptor
-        .local_addr()
-        .first()
-        .and_then(|a| a.as_socket_addr().copied())
-        .context("the listener has no socket address")?;
+    let addr = listener.local_addr().context("the listener has no socket address")?;
+    let ops_listener = match &settings.metrics_listen {
+        Some(listen) => Some(
+            tokio::net::TcpListener::bind(listen.as_str())
+                .await
+                .with_context(|| format!("listening for metrics on {listen}"))?,
+        ),
+        None => None,
+    };
     if !gate.enabled() {
         anyhow::ensure!(
             addr.ip().is_loopback(),
@@ -398,24 +588,30 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
         shutdown: stopped.clone(),
         encoders,
         qoe: stream.as_ref().map(vodsource_infra::Streams::producer),
+        uploads: Uploads::default(),
+        streams: StreamSlots::new(settings.limits.streams_per_principal, settings.limits.streams_total),
+        playable: Arc::new(PlayableCache::new(Duration::from_secs(10), 100_000)),
+        limits: settings.limits.clone(),
+    };
+    let grace = settings.grace;
+    let header_timeout = settings.limits.header_timeout;
+    let metrics_addr = match ops_listener {
+        Some(listener) => {
+            let addr = listener.local_addr().ok();
+            let endpoint = ops_app(state.clone());
+            tasks.spawn("metrics listener", move |stop| {
+                server::run(listener, endpoint, header_timeout, stop, grace)
+            });
+            addr
+        }
+        None => None,
     };
     let endpoint = app(state, gate);
-    let grace = settings.grace;
-    let mut signal = stopped;
-    let server = tokio::spawn(async move {
-        poem::Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(
-                endpoint,
-                async move {
-                    let _ = signal.wait_for(|stop| *stop).await;
-                },
-                Some(grace),
-            )
-            .await
-    });
-    tracing::info!(%addr, %public_url, "serving the API; OpenAPI at /openapi.json, Swagger UI at /docs");
+    let server = tokio::spawn(server::run(listener, endpoint, header_timeout, stopped, grace));
+    tracing::info!(%addr, %public_url, metrics = ?metrics_addr, "serving the API; OpenAPI at /openapi.json, Swagger UI at /docs");
     Ok(Running {
         addr,
+        metrics_addr,
         public_url,
         stop,
         server,

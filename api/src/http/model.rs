@@ -57,24 +57,79 @@ impl VideoStatus {
     }
 }
 
+/// A JSON string and nothing else: poem-openapi's `String` also takes a number or a boolean
+/// (`"title": false` became the title "false"), which the document does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Text(pub String);
+
+impl std::ops::Deref for Text {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl poem_openapi::types::Type for Text {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = String;
+    type RawElementValueType = String;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        String::name()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        String::schema_ref()
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+}
+
+impl poem_openapi::types::ParseFromJSON for Text {
+    fn parse_from_json(value: Option<serde_json::Value>) -> poem_openapi::types::ParseResult<Self> {
+        match value {
+            Some(serde_json::Value::String(text)) => Ok(Self(text)),
+            other => Err(poem_openapi::types::ParseError::expected_type(
+                other.unwrap_or_default(),
+            )),
+        }
+    }
+}
+
+impl poem_openapi::types::ToJSON for Text {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(serde_json::Value::String(self.0.clone()))
+    }
+}
+
 /// `POST /videos`.
 #[derive(Debug, Clone, Object, Serialize)]
 #[oai(deny_unknown_fields)]
 pub struct RegisterVideo {
     /// 1 to 200 characters.
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub title: String,
+    pub title: Text,
     /// Up to 5000 characters.
     #[oai(validator(max_length = 5000))]
-    pub description: Option<String>,
+    pub description: Option<Text>,
     /// Up to 20 tags of 1 to 40 characters.
     #[oai(validator(max_items = 20))]
-    pub tags: Option<Vec<String>>,
-    /// The source's file name, without folders.
+    pub tags: Option<Vec<Text>>,
+    /// The source's file name, without folders: 1 to 255 characters, no `/`, `\\` or
+    /// control characters, not `.` or `..`.
     #[oai(validator(min_length = 1, max_length = 255))]
-    pub filename: String,
-    /// `video/*`.
-    pub content_type: String,
+    pub filename: Text,
+    /// `video/<subtype>`, parameters allowed.
+    #[oai(validator(max_length = 255))]
+    pub content_type: Text,
     /// Exact size of the source in bytes.
     #[oai(validator(minimum(value = "1")))]
     pub size_bytes: u64,
@@ -86,13 +141,13 @@ pub struct RegisterVideo {
 pub struct UpdateVideo {
     /// 1 to 200 characters.
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub title: Option<String>,
+    pub title: Option<Text>,
     /// Up to 5000 characters.
     #[oai(validator(max_length = 5000))]
-    pub description: Option<String>,
+    pub description: Option<Text>,
     /// Replaces all tags.
     #[oai(validator(max_items = 20))]
-    pub tags: Option<Vec<String>>,
+    pub tags: Option<Vec<Text>>,
 }
 
 /// How to send the source bytes.
@@ -270,7 +325,7 @@ impl From<StatusView> for EncodingStatus {
             fps: v.fps,
             eta_seconds: v.eta_seconds,
             last_error_retryable: v.last_error.as_ref().map(|f| f.retryable),
-            last_error: v.last_error.map(|f| f.reason),
+            last_error: v.last_error.map(|f| vodsource_domain::redact_paths(&f.reason)),
             not_before: v.not_before,
             updated_at: v.updated_at,
             version: v.version,
@@ -401,11 +456,11 @@ pub struct DeadLetterPage {
 pub struct Check {
     /// Which.
     pub name: String,
-    /// Where (no secrets).
-    pub target: String,
+    /// Where (no secrets); for admins only.
+    pub target: Option<String>,
     /// `up` or `down`.
     pub state: String,
-    /// Why it is down.
+    /// Why it is down; for admins only.
     pub error: Option<String>,
 }
 

@@ -1,7 +1,11 @@
 //! Health, metrics and the admin endpoints.
 
+use std::fmt::Write as _;
+
+use poem::web::Data;
+use poem::IntoResponse as _;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi, Tags};
 use vodsource_projections::{DeadLetterProjector, DeadLetterView, ProjectionStatus, PROJECTIONS};
 
@@ -13,7 +17,7 @@ use super::state::AppState;
 
 #[derive(Tags)]
 enum Tag {
-    /// Liveness, readiness and metrics.
+    /// Liveness and readiness (Prometheus metrics are at `/metrics`, outside this document).
     Health,
     /// Projections and dead letters.
     Admin,
@@ -41,33 +45,133 @@ enum RebuildResponse {
     Accepted(Json<ProjectionInfo>),
 }
 
-fn check(name: &str, target: String, result: Result<(), String>) -> Check {
+fn check(name: &str, target: String, result: Result<(), String>, details: bool) -> Check {
     Check {
         name: name.to_owned(),
-        target,
+        target: details.then_some(target),
         state: if result.is_ok() { "up" } else { "down" }.to_owned(),
-        error: result.err(),
+        error: result.err().filter(|_| details),
     }
 }
 
-impl OpsApi {
-    async fn projections(&self) -> Result<Projections, ApiError> {
-        let head = self
-            .state
+/// Each dependency's state; where it is and why it is down only with `details` (admins).
+async fn readiness(state: &AppState, details: bool) -> ReadyResponse {
+    let (log, views, objects) = tokio::join!(
+        state.log.head(),
+        state.views.projection(vodsource_projections::CatalogProjector::NAME),
+        state.objects.check(),
+    );
+    let checks = vec![
+        check(
+            "event_store",
+            state.log.describe(),
+            log.map(|_| ()).map_err(|e| e.to_string()),
+            details,
+        ),
+        check(
+            "view_store",
+            "views".into(),
+            views.map(|_| ()).map_err(|e| e.to_string()),
+            details,
+        ),
+        check(
+            "object_store",
+            state.objects.describe(),
+            objects.map_err(|e| e.to_string()),
+            details,
+        ),
+    ];
+    if checks.iter().all(|c| c.state == "up") {
+        ReadyResponse::Ready(Json(Readiness {
+            status: "ready".into(),
+            checks,
+        }))
+    } else {
+        ReadyResponse::Unavailable(Json(Readiness {
+            status: "unavailable".into(),
+            checks,
+        }))
+    }
+}
+
+/// The Prometheus text of this process.
+async fn metrics_text(state: &AppState) -> Result<String, ApiError> {
+    let projections = projections(state).await?;
+    let gauges: Vec<_> = projections
+        .projections
+        .iter()
+        .map(|p| (p.name.clone(), p.position, p.lag))
+        .collect();
+    let mut text = state.metrics.render(&gauges, projections.head);
+    state.encoders.render(&mut text);
+    let _ = writeln!(
+        text,
+        "# HELP vodsource_live_streams Live event streams open.\n# TYPE vodsource_live_streams gauge\nvodsource_live_streams {}",
+        state.streams.open()
+    );
+    Ok(text)
+}
+
+fn prometheus(result: Result<String, ApiError>) -> poem::Response {
+    match result {
+        Ok(text) => poem::Response::builder()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(text),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /metrics` on the API's address: admins only (the counters describe the whole
+/// platform's traffic).
+#[poem::handler]
+pub async fn metrics_admin(req: &poem::Request, Data(state): Data<&AppState>) -> poem::Response {
+    let gate = req.data::<std::sync::Arc<super::auth::Gate>>();
+    match gate.map(|g| g.principal_of(req.headers())) {
+        Some(Ok(principal)) => match principal.require(Role::Admin) {
+            Ok(()) => prometheus(metrics_text(state).await),
+            Err(e) => e.into_response(),
+        },
+        Some(Err(e)) => e.into_response(),
+        None => ApiError::internal("metrics", &"no gate installed").into_response(),
+    }
+}
+
+/// `GET /metrics` on the separate metrics address: open to whoever reaches that address.
+#[poem::handler]
+pub async fn metrics_open(Data(state): Data<&AppState>) -> poem::Response {
+    prometheus(metrics_text(state).await)
+}
+
+/// `GET /livez` (and `/healthz`): the process answers.
+#[poem::handler]
+pub fn livez() -> poem::Response {
+    poem::Response::builder()
+        .content_type("text/plain; charset=utf-8")
+        .body("ok\n")
+}
+
+/// `GET /readyz`: as `/v1/health/ready` without details.
+#[poem::handler]
+pub async fn readyz(Data(state): Data<&AppState>) -> poem::Response {
+    readiness(state, false).await.into_response()
+}
+
+async fn projections(state: &AppState) -> Result<Projections, ApiError> {
+    {
+        let head = state
             .log
             .head()
             .await
             .map_err(|e| ApiError::store("reading the log head", &e))?;
         let mut projections = Vec::with_capacity(PROJECTIONS.len());
         for name in PROJECTIONS {
-            let p = self
-                .state
+            let p = state
                 .views
                 .projection(name)
                 .await
                 .map_err(|e| ApiError::store("reading a projection", &e))?;
-            let rebuild = self.state.control.as_ref().and_then(|c| c.rebuild_state(name));
-            let rebuilding = self.state.control.as_ref().is_some_and(|c| c.rebuilding(name));
+            let rebuild = state.control.as_ref().and_then(|c| c.rebuild_state(name));
+            let rebuilding = state.control.as_ref().is_some_and(|c| c.rebuilding(name));
             let (state, error) = match p.status {
                 _ if rebuilding => ("rebuilding".to_owned(), None),
                 ProjectionStatus::Running => ("running".to_owned(), None),
@@ -103,57 +207,14 @@ impl OpsApi {
 
     /// Readiness
     ///
-    /// Each configured dependency and its state.
+    /// Each dependency's name and state (`up` or `down`); 503 when one is down. An admin's
+    /// bearer token also gets where each dependency is and why it is down.
     #[oai(path = "/health/ready", method = "get", tag = "Tag::Health", operation_id = "ready")]
-    async fn ready(&self) -> ReadyResponse {
-        let state = &self.state;
-        let (log, views, objects) = tokio::join!(
-            state.log.head(),
-            state.views.projection(vodsource_projections::CatalogProjector::NAME),
-            state.objects.check(),
-        );
-        let checks = vec![
-            check(
-                "event_store",
-                state.log.describe(),
-                log.map(|_| ()).map_err(|e| e.to_string()),
-            ),
-            check(
-                "view_store",
-                "views".into(),
-                views.map(|_| ()).map_err(|e| e.to_string()),
-            ),
-            check(
-                "object_store",
-                state.objects.describe(),
-                objects.map_err(|e| e.to_string()),
-            ),
-        ];
-        if checks.iter().all(|c| c.error.is_none()) {
-            ReadyResponse::Ready(Json(Readiness {
-                status: "ready".into(),
-                checks,
-            }))
-        } else {
-            ReadyResponse::Unavailable(Json(Readiness {
-                status: "unavailable".into(),
-                checks,
-            }))
-        }
-    }
-
-    /// Prometheus metrics
-    #[oai(path = "/metrics", method = "get", tag = "Tag::Health", operation_id = "metrics")]
-    async fn metrics(&self) -> Result<PlainText<String>, ApiError> {
-        let projections = self.projections().await?;
-        let gauges: Vec<_> = projections
-            .projections
-            .iter()
-            .map(|p| (p.name.clone(), p.position, p.lag))
-            .collect();
-        let mut text = self.state.metrics.render(&gauges, projections.head);
-        self.state.encoders.render(&mut text);
-        Ok(PlainText(text))
+    async fn ready(&self, req: &poem::Request) -> ReadyResponse {
+        let admin = req
+            .data::<std::sync::Arc<super::auth::Gate>>()
+            .is_some_and(|gate| gate.is_admin(req.headers()));
+        readiness(&self.state, admin).await
     }
 
     /// Projections
@@ -167,7 +228,7 @@ impl OpsApi {
     )]
     async fn list_projections(&self, auth: BearerAuth) -> Result<Json<Projections>, ApiError> {
         auth.0.require(Role::Admin)?;
-        Ok(Json(self.projections().await?))
+        Ok(Json(projections(&self.state).await?))
     }
 
     /// Rebuild a projection
@@ -209,7 +270,7 @@ impl OpsApi {
                 ))
             }
         }
-        let projections = self.projections().await?;
+        let projections = projections(&self.state).await?;
         projections
             .projections
             .into_iter()
@@ -235,10 +296,17 @@ impl OpsApi {
     ) -> Result<Json<DeadLetterPage>, ApiError> {
         auth.0.require(Role::Admin)?;
         let limit = limit.0.unwrap_or(50) as usize;
+        // Cursors have one form across the API; this one's place is a video id.
+        let after = cursor
+            .0
+            .as_deref()
+            .map(super::listing::decode_cursor)
+            .transpose()?
+            .map(|place| place.sort);
         let docs = self
             .state
             .views
-            .scan(DeadLetterProjector::NAME, cursor.0.as_deref(), limit + 1)
+            .scan(DeadLetterProjector::NAME, after.as_deref(), limit + 1)
             .await
             .map_err(|e| ApiError::store("reading dead letters", &e))?;
         let more = docs.len() > limit;
@@ -249,12 +317,17 @@ impl OpsApi {
             items.push(DeadLetter {
                 video_id: v.video_id,
                 attempt: v.attempt,
-                reason: v.reason,
+                reason: vodsource_domain::redact_paths(&v.reason),
                 failed_at: v.failed_at,
             });
         }
         let next_cursor = if more {
-            items.last().map(|d| d.video_id.clone())
+            items.last().map(|d| {
+                super::listing::encode_cursor(&vodsource_projections::IndexCursor {
+                    sort: d.video_id.clone(),
+                    key: String::new(),
+                })
+            })
         } else {
             None
         };

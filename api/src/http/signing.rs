@@ -1,6 +1,8 @@
 //! Signed, expiring URLs served by this process in embedded mode: uploads (`PUT
 //! /uploads/{token}`) and media (`/media/{token}/{video_id}/...`). A token is
-//! `base64url(claims).base64url(HMAC-SHA256(secret, claims))`.
+//! `base64url(claims).base64url(HMAC-SHA256(key, claims))`, where the key is derived from the
+//! secret per kind of token (`HMAC-SHA256(secret, "vodsource token/<kind>")`): an upload
+//! token is not a media token, however alike their claims look.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -45,40 +47,73 @@ pub enum TokenError {
     Expired(DateTime<Utc>),
 }
 
+/// The kinds of token; each signs with a key of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// `PUT /uploads/{token}`.
+    Upload,
+    /// `GET /media/{token}/...`.
+    Media,
+}
+
+impl TokenKind {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Self::Upload => b"vodsource token/upload",
+            Self::Media => b"vodsource token/media",
+        }
+    }
+}
+
 /// Makes and checks tokens with one secret.
 #[derive(Clone)]
 pub struct Signer {
-    secret: Vec<u8>,
+    upload: Vec<u8>,
+    media: Vec<u8>,
+}
+
+fn hmac(key: &[u8], payload: &[u8]) -> HmacSha256 {
+    #[allow(clippy::expect_used)]
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(payload);
+    mac
 }
 
 impl Signer {
     /// A signer with `secret` (at least 32 bytes of randomness).
     pub fn new(secret: Vec<u8>) -> Self {
-        Self { secret }
+        let derive = |kind: TokenKind| hmac(&secret, kind.label()).finalize().into_bytes().to_vec();
+        Self {
+            upload: derive(TokenKind::Upload),
+            media: derive(TokenKind::Media),
+        }
     }
 
-    fn mac(&self, payload: &[u8]) -> HmacSha256 {
-        #[allow(clippy::expect_used)]
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.secret).expect("HMAC takes keys of any length");
-        mac.update(payload);
-        mac
+    fn mac(&self, kind: TokenKind, payload: &[u8]) -> HmacSha256 {
+        hmac(
+            match kind {
+                TokenKind::Upload => &self.upload,
+                TokenKind::Media => &self.media,
+            },
+            payload,
+        )
     }
 
     /// A token for `claims`.
-    pub fn sign<T: Serialize>(&self, claims: &T) -> String {
+    pub fn sign<T: Serialize + Expiring>(&self, claims: &T) -> String {
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
-        let signature = URL_SAFE_NO_PAD.encode(self.mac(payload.as_bytes()).finalize().into_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(self.mac(T::KIND, payload.as_bytes()).finalize().into_bytes());
         format!("{payload}.{signature}")
     }
 
-    /// The claims of a token this signer made, if it has not expired by `now`.
+    /// The claims of a token of `T`'s kind this signer made, if it has not expired by `now`.
     ///
     /// # Errors
-    /// `Invalid` or `Expired`.
+    /// `Invalid` (another kind's token included) or `Expired`.
     pub fn verify<T: DeserializeOwned + Expiring>(&self, token: &str, now: DateTime<Utc>) -> Result<T, TokenError> {
         let (payload, signature) = token.split_once('.').ok_or(TokenError::Invalid)?;
         let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| TokenError::Invalid)?;
-        self.mac(payload.as_bytes())
+        self.mac(T::KIND, payload.as_bytes())
             .verify_slice(&signature)
             .map_err(|_| TokenError::Invalid)?;
         let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Invalid)?;
@@ -91,19 +126,26 @@ impl Signer {
     }
 }
 
-/// Claims that expire.
+/// Claims of a kind of token, which expire.
 pub trait Expiring {
+    /// The kind of token these claims are signed as.
+    const KIND: TokenKind;
+
     /// Expiry, Unix seconds.
     fn expiry(&self) -> i64;
 }
 
 impl Expiring for UploadClaims {
+    const KIND: TokenKind = TokenKind::Upload;
+
     fn expiry(&self) -> i64 {
         self.e
     }
 }
 
 impl Expiring for MediaClaims {
+    const KIND: TokenKind = TokenKind::Media;
+
     fn expiry(&self) -> i64 {
         self.e
     }
@@ -147,5 +189,24 @@ mod tests {
         let other = Signer::new(b"another secret of thirty-two bytes".to_vec());
         assert_eq!(other.verify::<MediaClaims>(&token, now()), Err(TokenError::Invalid));
         assert_eq!(signer.verify::<MediaClaims>("garbage", now()), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn an_upload_token_is_not_a_media_token() {
+        let signer = Signer::new(b"0123456789abcdef0123456789abcdef".to_vec());
+        let upload = signer.sign(&UploadClaims {
+            v: "v1".into(),
+            k: "sources/v1/a.mp4".into(),
+            s: 10,
+            e: now().timestamp() + 60,
+        });
+        // Its claims read as media claims (serde ignores the extra fields); the key does not.
+        assert_eq!(signer.verify::<MediaClaims>(&upload, now()), Err(TokenError::Invalid));
+        let media = signer.sign(&MediaClaims {
+            v: "v1".into(),
+            e: now().timestamp() + 60,
+        });
+        assert_eq!(signer.verify::<UploadClaims>(&media, now()), Err(TokenError::Invalid));
+        assert!(signer.verify::<UploadClaims>(&upload, now()).is_ok());
     }
 }

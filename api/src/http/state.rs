@@ -17,6 +17,7 @@ use vodsource_projections::ViewStore;
 use super::auth::{Principal, Role};
 use super::control::Control;
 use super::error::{command_error, ApiError, ErrorBody};
+use super::limits::{HttpLimits, Playable, PlayableCache, StreamSlots, Uploads};
 use super::metrics::Metrics;
 use super::signing::Signer;
 
@@ -62,23 +63,49 @@ pub struct AppState {
     pub encoders: Arc<vodsource_encoder::EncoderStats>,
     /// Where accepted QoE beacons go; `None` answers beacons with 503.
     pub qoe: Option<Arc<dyn vodsource_commands::ports::StreamProducer>>,
+    /// Videos whose source a request of this process is writing or recording.
+    pub uploads: Uploads,
+    /// Live event stream slots.
+    pub streams: Arc<StreamSlots>,
+    /// Who may play which video, for beacons.
+    pub playable: Arc<PlayableCache>,
+    /// Timeouts and caps.
+    pub limits: HttpLimits,
 }
 
-/// `If-Match` as a version: `3` or the ETag form `"3"`.
+/// `If-Match` as a version: `*` (any), the ETag this API sends (`"3"`, or weak `W/"3"`), or
+/// the bare version `3` — exactly what [`IF_MATCH_PATTERN`] says.
 ///
 /// # Errors
 /// VALIDATION_FAILED for anything else.
 pub fn if_match(header: Option<&str>) -> Result<Option<u64>, ApiError> {
-    match header.map(str::trim) {
-        None | Some("*") => Ok(None),
-        Some(value) => value
-            .trim_start_matches("W/")
-            .trim_matches('"')
-            .parse()
-            .map(Some)
-            .map_err(|_| ApiError::invalid("If-Match", format!("If-Match must be a version number, got {value:?}"))),
+    let Some(value) = header else {
+        return Ok(None);
+    };
+    if value == "*" {
+        return Ok(None);
     }
+    let tag = value.strip_prefix("W/").unwrap_or(value);
+    let digits = match tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(quoted) => quoted,
+        None if tag.len() == value.len() => tag,
+        // A weak tag is always quoted.
+        None => "",
+    };
+    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::invalid(
+            "If-Match",
+            format!("If-Match must be *, a version (3) or its ETag (\"3\"), got {value:?}"),
+        ));
+    }
+    digits
+        .parse()
+        .map(Some)
+        .map_err(|_| ApiError::invalid("If-Match", format!("If-Match is out of range: {value:?}")))
 }
+
+/// The form [`if_match`] accepts, for the OpenAPI document.
+pub const IF_MATCH_PATTERN: &str = r#"^(\*|(W/)?"[0-9]{1,19}"|[0-9]{1,19})$"#;
 
 impl AppState {
     /// Now, by the configured clock.
@@ -87,26 +114,22 @@ impl AppState {
     }
 
     /// The video's current state from the event log (aggregate cache), refusing callers
-    /// that may not change it.
+    /// that may not change it: below the creator role FORBIDDEN (whatever the id), another
+    /// creator's video VIDEO_NOT_FOUND.
     ///
     /// # Errors
     /// VIDEO_NOT_FOUND, FORBIDDEN, UNAVAILABLE.
     pub async fn writable(&self, principal: &Principal, id: &str) -> Result<VideoContext, ApiError> {
         principal.require(Role::Creator)?;
-        self.owned(principal, id, || format!("video {id:?} belongs to another creator"))
-            .await
+        self.owned(principal, id).await
     }
 
-    /// The video's current state, for its owner or an admin only (`refusal` says why not).
+    /// The video's current state, for its owner or an admin only. Another owner's video is
+    /// VIDEO_NOT_FOUND, exactly as an unknown id is: the answer tells nothing of its existence.
     ///
     /// # Errors
-    /// VIDEO_NOT_FOUND, FORBIDDEN, UNAVAILABLE.
-    pub async fn owned(
-        &self,
-        principal: &Principal,
-        id: &str,
-        refusal: impl FnOnce() -> String,
-    ) -> Result<VideoContext, ApiError> {
+    /// VIDEO_NOT_FOUND, UNAVAILABLE.
+    pub async fn owned(&self, principal: &Principal, id: &str) -> Result<VideoContext, ApiError> {
         let loaded = self
             .commands
             .store()
@@ -117,7 +140,7 @@ impl AppState {
             return Err(ApiError::video_not_found(id));
         }
         if !principal.owns_or_admin(&loaded.video.owner) {
-            return Err(ApiError::forbidden(refusal()));
+            return Err(ApiError::video_not_found(id));
         }
         Ok(loaded)
     }
@@ -126,8 +149,8 @@ impl AppState {
     /// a client passes the position a command answered with). Returns at once without one.
     ///
     /// # Errors
-    /// VALIDATION_FAILED for a position past the log head; VIEW_BEHIND (503) when the view
-    /// has not got there within 5 s.
+    /// POSITION_AHEAD_OF_LOG (409) for a position past the log head; VIEW_BEHIND (503) when
+    /// the view has not got there within 5 s.
     pub async fn caught_up(&self, name: &str, position: Option<u64>) -> Result<(), ApiError> {
         let Some(position) = position else {
             return Ok(());
@@ -139,8 +162,8 @@ impl AppState {
             .map_err(|e| ApiError::store("reading the log head", &e))?;
         if position > head {
             return Err(ApiError::with(
-                400,
-                "VALIDATION_FAILED",
+                409,
+                "POSITION_AHEAD_OF_LOG",
                 format!("min_position {position} is beyond the last recorded event ({head})"),
                 serde_json::json!({ "field": "min_position", "head": head }),
             ));
@@ -170,6 +193,38 @@ impl AppState {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(50));
         }
+    }
+
+    /// Whether `principal` may play video `id` (and so send beacons about it): a published
+    /// video, or one of the principal's own, or any existing video for an admin. Answers come
+    /// from the catalog through a short-lived cache.
+    ///
+    /// # Errors
+    /// UNAVAILABLE when the catalog cannot be read.
+    pub async fn may_play(&self, principal: &Principal, id: &str) -> Result<bool, ApiError> {
+        let answer = match self.playable.get(id) {
+            Some(answer) => answer,
+            None => {
+                let doc = self
+                    .views
+                    .get(vodsource_projections::CatalogProjector::NAME, id)
+                    .await
+                    .map_err(|e| ApiError::store("reading the catalog", &e))?;
+                let answer = doc
+                    .map(|d| serde_json::from_str::<vodsource_projections::CatalogView>(&d.body))
+                    .transpose()
+                    .map_err(|e| ApiError::internal("a catalog document", &e))?
+                    .map(|view| Playable {
+                        owner: view.owner,
+                        published: view.published,
+                    });
+                self.playable.put(id, answer.clone());
+                answer
+            }
+        };
+        Ok(answer.is_some_and(|video| {
+            video.published || principal.role == Role::Admin || principal.owns_or_admin(&video.owner)
+        }))
     }
 
     /// Runs a command as `principal` and times it.
@@ -216,7 +271,7 @@ impl AppState {
         let Some(key) = key else {
             return work.await;
         };
-        if key.is_empty() || key.len() > 255 {
+        if key.is_empty() || key.chars().count() > 255 {
             return Err(ApiError::invalid(
                 "Idempotency-Key",
                 "Idempotency-Key must be 1 to 255 characters",

@@ -53,6 +53,31 @@ enum VideoResponse {
 
 const MAX_ID: usize = 64;
 
+/// The form of a video id, for the OpenAPI document ([`check_id`] checks it by hand).
+pub const ID_PATTERN: &str = "^[A-Za-z0-9_-]+$";
+
+/// The form of `content_type`, for the OpenAPI document ([`is_video_type`] checks it by hand):
+/// `video/<subtype>` (the type's name in any case, RFC 9110 8.3.1), parameters allowed.
+pub const VIDEO_TYPE_PATTERN: &str =
+    "^[Vv][Ii][Dd][Ee][Oo]/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(;[^\\u0000-\\u001F]*)?$";
+
+/// Whether `content_type` is of [`VIDEO_TYPE_PATTERN`]'s form.
+fn is_video_type(content_type: &str) -> bool {
+    let (essence, params) = content_type
+        .split_once(';')
+        .map_or((content_type, None), |(e, p)| (e, Some(p)));
+    let Some((kind, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("video")
+        && (1..=127).contains(&sub.len())
+        && sub.as_bytes()[0].is_ascii_alphanumeric()
+        && sub
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+        && params.is_none_or(|p| !p.chars().any(|c| c < '\u{20}'))
+}
+
 fn check_id(id: &str) -> Result<(), ApiError> {
     if id.is_empty() || id.len() > MAX_ID || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return Err(ApiError::invalid(
@@ -120,15 +145,17 @@ impl VideosApi {
             .transpose()
     }
 
-    /// The video as its owner or an admin sees it (status, history, events).
+    /// The video as its owner or an admin sees it (status, history, events). The catalog
+    /// knows the owner without replaying the stream, so a page of a long stream's history
+    /// costs what the page does; a video it does not list yet (just registered) is judged
+    /// on its events.
     async fn private(&self, principal: &Principal, id: &str) -> Result<(), ApiError> {
         check_id(id)?;
-        self.state
-            .owned(principal, id, || {
-                format!("only the owner or an admin may see the state of video {id:?}")
-            })
-            .await
-            .map(|_| ())
+        match self.catalog_doc(id).await? {
+            Some(view) if principal.owns_or_admin(&view.owner) => Ok(()),
+            Some(_) => Err(ApiError::video_not_found(id)),
+            None => self.state.owned(principal, id).await.map(|_| ()),
+        }
     }
 }
 
@@ -152,7 +179,7 @@ impl VideosApi {
         let principal = auth.0;
         principal.require(Role::Creator)?;
         let request = body.0;
-        if !request.content_type.starts_with("video/") {
+        if !is_video_type(&request.content_type) {
             return Err(ApiError::with(
                 415,
                 "UNSUPPORTED_MEDIA_TYPE",
@@ -181,11 +208,11 @@ impl VideosApi {
                 let id = uuid::Uuid::now_v7().to_string();
                 let command = VideoCommand::Register {
                     owner: principal.subject.clone(),
-                    title: request.title.clone(),
-                    description: request.description.clone().unwrap_or_default(),
-                    tags: request.tags.clone().unwrap_or_default(),
-                    filename: request.filename.clone(),
-                    content_type: request.content_type.clone(),
+                    title: request.title.0.clone(),
+                    description: request.description.clone().map(|d| d.0).unwrap_or_default(),
+                    tags: request.tags.iter().flatten().map(|t| t.0.clone()).collect(),
+                    filename: request.filename.0.clone(),
+                    content_type: request.content_type.0.clone(),
                     size_bytes: request.size_bytes,
                 };
                 let expires_at = state.now()
@@ -197,7 +224,13 @@ impl VideosApi {
                 let presigned = match vodsource_commands::ports::check_key(&key) {
                     Ok(()) => state
                         .objects
-                        .presign(&key, Access::Write, state.settings.url_ttl)
+                        .presign(
+                            &key,
+                            Access::Write {
+                                length: request.size_bytes,
+                            },
+                            state.settings.url_ttl,
+                        )
                         .await
                         .map_err(|e| ApiError::store("object store", &e))?,
                     Err(_) => None,
@@ -216,7 +249,7 @@ impl VideosApi {
                 };
                 let outcome = state.execute(&principal, &id, command, Some(0), "register").await?;
                 let mut headers = BTreeMap::new();
-                headers.insert("Content-Type".to_owned(), request.content_type.clone());
+                headers.insert("Content-Type".to_owned(), request.content_type.0.clone());
                 Ok(Registered {
                     upload: UploadTarget {
                         method: "PUT".into(),
@@ -254,13 +287,23 @@ impl VideosApi {
         check_id(&id)?;
         let loaded = self.state.writable(&principal, &id).await?;
         let key = source_key(&id, &loaded.video.filename);
-        let object = self
-            .state
-            .objects
-            .head(&key)
-            .await
-            .map_err(|e| ApiError::store("checking an upload", &e))?;
-        let Some(object) = object else {
+        // Not while this server is still writing an upload of it (it would record the bytes
+        // the upload is about to replace).
+        let _upload = self.state.uploads.begin(&id)?;
+        let head = |key: String| async move {
+            self.state
+                .objects
+                .head(&key)
+                .await
+                .map_err(|e| ApiError::store("checking an upload", &e))
+                .map(|object| object.map(|o| (key, o)))
+        };
+        let mut found = head(key.clone()).await?;
+        let legacy = legacy_source_key(&id, &loaded.video.filename);
+        if found.is_none() && vodsource_commands::ports::check_key(&legacy).is_ok() {
+            found = head(legacy).await?;
+        }
+        let Some((key, object)) = found else {
             if loaded.video.deleted {
                 return Err(ApiError::video_not_found(&id));
             }
@@ -281,7 +324,7 @@ impl VideosApi {
             VideoCommand::CompleteUpload {
                 object_key: key,
                 size_bytes: size,
-                checksum: None,
+                checksum: object.etag,
             },
         )
         .await
@@ -316,9 +359,9 @@ impl VideosApi {
             "updateVideo",
             &change,
             VideoCommand::UpdateMetadata {
-                title: change.title.clone(),
-                description: change.description.clone(),
-                tags: change.tags.clone(),
+                title: change.title.clone().map(|t| t.0),
+                description: change.description.clone().map(|d| d.0),
+                tags: change.tags.clone().map(|tags| tags.into_iter().map(|t| t.0).collect()),
             },
         )
         .await
@@ -580,7 +623,8 @@ impl VideosApi {
     ///
     /// Server-Sent Events of the video's events as they are recorded; each event's id is
     /// its global position, so a reconnect with `Last-Event-ID` resumes after it. The
-    /// stream ends when the video is deleted. Owner or admin.
+    /// stream ends when the video is deleted. Owner or admin. A caller may hold 16 streams
+    /// open (the server 1,000 in all); past that the answer is 429 with `Retry-After`.
     #[oai(
         path = "/videos/:id/events",
         method = "get",
@@ -594,7 +638,8 @@ impl VideosApi {
         #[oai(name = "Last-Event-ID")] last_event_id: Header<Option<u64>>,
     ) -> Result<EventStream<EventItemStream>, ApiError> {
         self.private(&auth.0, &id).await?;
-        Ok(video_events(&self.state, id.0, last_event_id.0.unwrap_or(0)))
+        let slot = self.state.streams.take(&auth.0.subject)?;
+        Ok(video_events(&self.state, id.0, last_event_id.0.unwrap_or(0), slot))
     }
 
     /// Playback URLs
@@ -676,7 +721,21 @@ impl VideosApi {
     }
 }
 
-/// Where a video's source is stored.
+/// Where a video's source is stored: under the video's id, named `source`, with the declared
+/// file's extension when it is a plain one (`source.mp4`): nothing a client sends becomes a
+/// path.
 pub fn source_key(id: &str, filename: &str) -> String {
+    let extension = filename
+        .rsplit_once('.')
+        .map(|(_, e)| e)
+        .filter(|e| !e.is_empty() && e.len() <= 8 && e.bytes().all(|b| b.is_ascii_alphanumeric()));
+    match extension {
+        Some(e) => format!("sources/{id}/source.{}", e.to_ascii_lowercase()),
+        None => format!("sources/{id}/source"),
+    }
+}
+
+/// Where sources registered before [`source_key`] were stored: the declared name.
+fn legacy_source_key(id: &str, filename: &str) -> String {
     format!("sources/{id}/{filename}")
 }

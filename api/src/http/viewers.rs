@@ -70,8 +70,8 @@ fn parse(text: &str) -> Result<WatchState, ApiError> {
 
 impl ViewersApi {
     fn check(auth: &BearerAuth, viewer_id: &str) -> Result<(), ApiError> {
-        if viewer_id.is_empty() || viewer_id.len() > 128 {
-            return Err(ApiError::invalid("viewer_id", "must be 1 to 128 bytes"));
+        if viewer_id.is_empty() || viewer_id.chars().count() > 128 {
+            return Err(ApiError::invalid("viewer_id", "must be 1 to 128 characters"));
         }
         if auth.0.subject == viewer_id || auth.0.role == Role::Admin {
             Ok(())
@@ -98,6 +98,7 @@ impl ViewersApi {
         auth: BearerAuth,
         viewer_id: Path<String>,
         /// At most this many (1 to 100, default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
         /// From a previous page's `next_cursor`.
         cursor: Query<Option<String>>,

@@ -41,12 +41,37 @@ pub fn clip(path: &Path, seconds: u32, size: &str) {
     assert!(made.success());
 }
 
-/// A free port on loopback.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
+/// The log filter of processes whose API address a test reads from their log.
+pub const LOG_WITH_ADDRESS: &str = "warn,vodsource_api::http=info";
+
+/// Starts `command` (a `vodsource --log-json … --listen 127.0.0.1:0` serving the API, with
+/// [`LOG_WITH_ADDRESS`] or more as its log filter): the child and the base URL it says it
+/// listens on. The server picks its own port, so no other process can take it in between;
+/// the rest of its log is drained on a thread.
+pub fn serve_on_any_port(mut command: Command) -> (Child, String) {
+    use std::io::BufRead as _;
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("vodsource starts");
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let base = loop {
+        let line = lines
+            .next()
+            .expect("the server exited before it listened")
+            .expect("a log line");
+        let json: Value = serde_json::from_str(&line).unwrap_or_default();
+        if json["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("serving the API"))
+        {
+            break format!("http://{}", json["fields"]["addr"].as_str().expect("addr"));
+        }
+    };
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    (child, base)
 }
 
 /// Every event of a video, decoded.

@@ -174,7 +174,8 @@ pub trait EventLog: Send + Sync + 'static {
         Ok(out)
     }
 
-    /// Up to `limit` events of one stream with a version above `after_version`, in order.
+    /// Up to `limit` events of one stream with a version above `after_version`, in order, in
+    /// time proportional to `limit` (not to the stream's length).
     ///
     /// # Errors
     /// `Unavailable` or `Corrupt`.
@@ -184,6 +185,15 @@ pub trait EventLog: Send + Sync + 'static {
         after_version: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The version of `stream_id`'s last event at or before global `position` (0 when it
+    /// has none): where a reader that saw the log up to `position` resumes in the stream.
+    /// Stores answer in time proportional to the stream's events after `position`, never to
+    /// the whole stream.
+    ///
+    /// # Errors
+    /// `Unavailable` or `Corrupt`.
+    async fn stream_version_at(&self, stream_id: &str, position: u64) -> Result<u64, StoreError>;
 
     /// Up to `limit` events with a position above `after`, in global order. A reader that
     /// pages through with the last position it saw never skips an event.

@@ -14,6 +14,9 @@ pub struct ObjectMeta {
     pub key: String,
     /// Its size in bytes.
     pub size: u64,
+    /// The store's tag of this version of the object (S3's ETag), when it keeps one: a
+    /// reader that names it gets these bytes or nothing.
+    pub etag: Option<String>,
 }
 
 /// What a presigned URL lets its holder do.
@@ -21,8 +24,12 @@ pub struct ObjectMeta {
 pub enum Access {
     /// `GET` the object.
     Read,
-    /// `PUT` the object.
-    Write,
+    /// `PUT` the object, with a body of exactly `length` bytes (the signature covers the
+    /// length, so the store refuses any other).
+    Write {
+        /// The body's length in bytes.
+        length: u64,
+    },
 }
 
 /// Why an object could not be written.
@@ -54,11 +61,14 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn put(&self, key: &str, body: Box<dyn AsyncRead + Send + Unpin>, max_bytes: u64) -> Result<u64, PutError>;
 
     /// Copies the object at `key` into the local file `dest` (created or replaced); returns
-    /// its size. Workers use it when [`ObjectStore::local_path`] has nothing.
+    /// its size. Workers use it when [`ObjectStore::local_path`] has nothing. With `expect`,
+    /// the object must be exactly that size (and that version, when it names an ETag): no
+    /// more than `expect.size` bytes are read.
     ///
     /// # Errors
-    /// `NotFound`, `Invalid` key, `Unavailable`.
-    async fn fetch(&self, key: &str, dest: &std::path::Path) -> Result<u64, StoreError>;
+    /// `Invalid` for a missing object, or one of another size or version than expected
+    /// (the message says which); `Invalid` key, `Unavailable`.
+    async fn fetch(&self, key: &str, dest: &std::path::Path, expect: Option<&ObjectMeta>) -> Result<u64, StoreError>;
 
     /// The object at `key`, if any.
     ///

@@ -27,6 +27,7 @@ pub use probe::{probe, Probed};
 pub use progress::{Progress, ProgressSnapshot};
 
 use crate::ladder::{plan, Fps, LadderConfig, RungPlan, Segmenter};
+use crate::limits::SourceLimits;
 use crate::manifest::Track;
 
 /// How many pictures may wait between two stages of the pipeline.
@@ -42,6 +43,8 @@ pub struct Job<'a> {
     pub out_dir: &'a Path,
     /// The ladder and encoder settings.
     pub config: &'a LadderConfig,
+    /// What the worker agrees to decode.
+    pub limits: &'a SourceLimits,
     /// Set to stop early; the transcode then fails with `Cancelled`.
     pub cancel: &'a AtomicBool,
     /// Updated as rungs advance.
@@ -76,6 +79,7 @@ pub struct Packaged {
 /// failures another attempt may not meet, `Cancelled` when `job.cancel` was set.
 pub fn transcode(job: &Job<'_>) -> Result<Packaged, MediaError> {
     init()?;
+    job.limits.check_probe(&job.probed.probe)?;
     let config = job.config;
     let fps = Fps::choose(job.probed.probe.frame_rate, config.max_fps);
     let rungs = plan(
@@ -100,7 +104,7 @@ pub fn transcode(job: &Job<'_>) -> Result<Packaged, MediaError> {
         .has_audio
         .then(|| input.streams().best(MediaType::Audio).map(|s| s.index()))
         .flatten();
-    let mut decode = video::Decode::new(&input, video_index, job.probed, &rungs[0], fps)?;
+    let mut decode = video::Decode::new(&input, video_index, job.probed, &rungs[0], fps, job.limits)?;
     let mut audio_decode = match audio_index {
         Some(index) => audio::Decode::new(&input, index, decode.start_seconds()).ok(),
         None => None,
@@ -156,6 +160,7 @@ pub fn transcode(job: &Job<'_>) -> Result<Packaged, MediaError> {
             &mut thumbnails,
             &first_tx,
             job.cancel,
+            (job.limits.max_frames(fps.as_f64()), job.limits),
         );
         drop(first_tx);
         drop(audio_tx);
@@ -229,9 +234,14 @@ fn feed(
     thumbnails: &mut thumbs::Thumbnailer,
     out: &SyncSender<Arc<frame::Video>>,
     cancel: &AtomicBool,
+    (max_frames, limits): (u64, &SourceLimits),
 ) -> Result<u64, MediaError> {
     let mut produced = 0u64;
     let mut emit = |mut picture: frame::Video| -> Result<(), MediaError> {
+        // The probe's duration can lie (or be absent): the limit holds on what decodes.
+        if produced >= max_frames {
+            return Err(limits.past_duration());
+        }
         picture.set_pts(Some(i64::try_from(produced).unwrap_or(i64::MAX)));
         picture.set_kind(if segmenter.is_boundary(produced) {
             picture::Type::I

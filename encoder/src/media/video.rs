@@ -14,6 +14,7 @@ use ffmpeg_next as ffmpeg;
 use super::probe::Probed;
 use super::{track, MediaError};
 use crate::ladder::{Fps, RungPlan};
+use crate::limits::SourceLimits;
 
 /// Decoder plus the filter graph that makes the top rung's pictures: constant frame rate,
 /// rotation applied, scaled to the top rung, 8-bit 4:2:0.
@@ -26,6 +27,7 @@ pub(super) struct Decode {
     /// The last decoded frame's time and duration (stream time base): the stream ends at
     /// their sum, so the rate conversion keeps the last frame.
     last: Option<(i64, i64)>,
+    limits: SourceLimits,
 }
 
 impl Decode {
@@ -35,6 +37,7 @@ impl Decode {
         probed: &Probed,
         top: &RungPlan,
         fps: Fps,
+        limits: &SourceLimits,
     ) -> Result<Self, MediaError> {
         let stream = input
             .stream(index)
@@ -105,6 +108,7 @@ impl Decode {
             errors: 0,
             decoded: 0,
             last: None,
+            limits: limits.clone(),
         })
     }
 
@@ -155,6 +159,7 @@ impl Decode {
         let mut decoded = frame::Video::empty();
         while self.decoder.receive_frame(&mut decoded).is_ok() {
             self.decoded += 1;
+            self.limits.check_picture(decoded.width(), decoded.height())?;
             let timestamp = decoded.timestamp();
             decoded.set_pts(timestamp);
             if let Some(pts) = timestamp {

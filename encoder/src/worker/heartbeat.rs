@@ -30,6 +30,10 @@ pub(super) struct Shared {
     pub(super) cancel: AtomicBool,
     /// Why the heartbeat cancelled (deleted, lease lost).
     pub(super) stopped_because: std::sync::Mutex<Option<String>>,
+    /// When the attempt must be done by, and the reason it fails with after that.
+    pub(super) deadline: std::sync::Mutex<(Instant, String)>,
+    /// Set (with the reason) once the heartbeat found the attempt past its deadline.
+    pub(super) past: std::sync::Mutex<Option<String>>,
 }
 
 impl Worker {
@@ -41,6 +45,9 @@ impl Worker {
         let mut last: Option<(Instant, u64)> = None;
         loop {
             ticker.tick().await;
+            if shared.check_deadline() {
+                return;
+            }
             let snapshot = shared.progress.snapshot();
             let now = Instant::now();
             let fps = last.map(|(at, frames)| {
@@ -85,6 +92,46 @@ impl Worker {
 }
 
 impl Shared {
+    /// State for an attempt started at `started` that may run `allowed` before its probe.
+    pub(super) fn new(started: Instant, allowed: Duration, reason: String) -> Self {
+        Self {
+            progress: Progress::default(),
+            stage: AtomicU8::new(stage_index(EncodeStage::Probe)),
+            cancel: AtomicBool::new(false),
+            stopped_because: std::sync::Mutex::new(None),
+            deadline: std::sync::Mutex::new((started + allowed, reason)),
+            past: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Moves the deadline to `started + allowed` (once the probe knows the duration).
+    pub(super) fn set_deadline(&self, started: Instant, allowed: Duration, reason: String) {
+        *self.deadline.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = (started + allowed, reason);
+    }
+
+    /// Cancels the attempt if it is past its deadline; says whether it did.
+    pub(super) fn check_deadline(&self) -> bool {
+        let (at, reason) = self
+            .deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if Instant::now() < at {
+            return false;
+        }
+        *self.past.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
+        self.cancel.store(true, Ordering::Relaxed);
+        true
+    }
+
+    /// Why the attempt was stopped for running too long, if it was.
+    pub(super) fn past_deadline(&self) -> Option<String> {
+        self.past
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     pub(super) fn set_stopped(&self, reason: String) {
         let mut slot = self
             .stopped_because

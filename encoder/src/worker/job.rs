@@ -1,16 +1,16 @@
 //! One claimed attempt, from the source to the recorded ladder (or its failure).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use vodsource_commands::ports::{PutError, StoreError};
+use vodsource_commands::ports::{ObjectMeta, PutError, StoreError};
 use vodsource_domain::{EncodeStage, EncodingCost, Manifests, Rendition, VideoCommand, VideoError};
 
 use super::heartbeat::{stage_index, Shared, StopWatch};
 use super::{JobOutcome, Worker, WorkerError};
-use crate::media::{probe, transcode, Job, MediaError, MediaErrorKind, Packaged, Progress};
+use crate::media::{probe, transcode, Job, MediaError, MediaErrorKind, Packaged};
 use crate::stats::{EncoderStats, Step};
 
 impl Worker {
@@ -28,12 +28,12 @@ impl Worker {
             .config
             .work_dir
             .join(format!("{id}-{attempt}-{}", self.config.worker_id));
-        let shared = Arc::new(Shared {
-            progress: Progress::default(),
-            stage: AtomicU8::new(stage_index(EncodeStage::Probe)),
-            cancel: AtomicBool::new(false),
-            stopped_because: std::sync::Mutex::new(None),
-        });
+        let limits = &self.config.limits;
+        let shared = Arc::new(Shared::new(
+            Instant::now(),
+            limits.wall_time_floor,
+            limits.past_wall_time(limits.wall_time_floor),
+        ));
         let heartbeat = self.heartbeat(id, attempt, shared.clone());
         let job = self.attempt(id, attempt, &scratch, &shared, stop);
         tokio::pin!(job);
@@ -55,6 +55,12 @@ impl Worker {
         let prefix = format!("media/{id}/{attempt}");
         match result {
             Ok(packaged_cost) => self.finish(id, attempt, packaged_cost).await,
+            // The attempt ran past its wall time: for good, whatever stage it was in.
+            Err(error) if error.kind == MediaErrorKind::Cancelled && shared.past_deadline().is_some() => {
+                self.objects.delete_prefix(&prefix).await?;
+                let reason = shared.past_deadline().unwrap_or_default();
+                self.fail(id, attempt, reason, false).await
+            }
             Err(error) if error.kind == MediaErrorKind::Cancelled && !stop.load(Ordering::Relaxed) => {
                 self.objects.delete_prefix(&prefix).await?;
                 let reason = reason.unwrap_or_else(|| "cancelled".into());
@@ -78,6 +84,8 @@ impl Worker {
     }
 
     async fn fail(&self, id: &str, attempt: u32, reason: String, retryable: bool) -> Result<JobOutcome, WorkerError> {
+        // Reasons are shown to the video's owner: no server paths.
+        let reason = vodsource_domain::redact_paths(&reason);
         tracing::warn!(worker = %self.config.worker_id, video_id = id, attempt, %reason, retryable, "encoding failed");
         let command = VideoCommand::FailEncoding {
             worker_id: self.config.worker_id.clone(),
@@ -125,15 +133,38 @@ impl Worker {
             .ok_or_else(|| MediaError::bad("the video has no uploaded source"))?;
         tokio::fs::create_dir_all(scratch.join("out"))
             .await
-            .map_err(|e| MediaError::io(format!("{}: {e}", scratch.display())))?;
+            .map_err(|e| MediaError::io(format!("creating the scratch folder: {}", e.kind())))?;
+        // Exactly what `SourceUploaded` recorded: its size (and its ETag where the store keeps
+        // one), read with that bound. An upload URL still in a client's hands cannot swap in
+        // other bytes.
+        let recorded = ObjectMeta {
+            key: key.clone(),
+            size: loaded.video.declared_size,
+            etag: loaded.video.source_checksum.clone(),
+        };
         let source = match self.objects.local_path(&key).filter(|p| p.is_file()) {
-            Some(path) => path,
+            Some(path) => {
+                let size = tokio::fs::metadata(&path)
+                    .await
+                    .map_err(|e| MediaError::io(format!("reading the source's size: {}", e.kind())))?
+                    .len();
+                if size != recorded.size {
+                    return Err(MediaError::bad(format!(
+                        "the stored source is {size} bytes, not the {} recorded at upload",
+                        recorded.size
+                    )));
+                }
+                path
+            }
             None => {
                 let path = scratch.join("source");
-                self.objects.fetch(&key, &path).await.map_err(|e| match e {
-                    StoreError::Invalid(m) => MediaError::bad(format!("the uploaded source is gone: {m}")),
-                    other => MediaError::io(format!("fetching the source: {other}")),
-                })?;
+                self.objects
+                    .fetch(&key, &path, Some(&recorded))
+                    .await
+                    .map_err(|e| match e {
+                        StoreError::Invalid(m) => MediaError::bad(format!("the uploaded source is refused: {m}")),
+                        other => MediaError::io(format!("fetching the source: {other}")),
+                    })?;
                 path
             }
         };
@@ -159,6 +190,14 @@ impl Worker {
             shared.set_stopped(refusal.to_string());
             return Err(MediaError::cancelled(refusal.to_string()));
         }
+        let limits = &self.config.limits;
+        limits.check_probe(&probed.probe)?;
+        let allowed = limits.wall_time(std::time::Duration::from_millis(probed.probe.duration_ms));
+        shared.set_deadline(started, allowed, limits.past_wall_time(allowed));
+        // The heartbeat checks between beats; the stages check as they go.
+        if shared.check_deadline() {
+            return Err(MediaError::cancelled("past its time limit"));
+        }
         shared.stage.store(stage_index(EncodeStage::Encode), Ordering::Relaxed);
         let packaged = {
             let _timer = self.timer(Step::Transcode);
@@ -166,18 +205,23 @@ impl Worker {
             let shared = shared.clone();
             let out = scratch.join("out");
             let ladder = self.config.ladder.clone();
+            let limits = limits.clone();
             let handle = tokio::task::spawn_blocking(move || {
                 transcode(&Job {
                     source: &source,
                     probed: &probed,
                     out_dir: &out,
                     config: &ladder,
+                    limits: &limits,
                     cancel: &shared.cancel,
                     progress: &shared.progress,
                 })
             });
             stop_watch.watch(handle).await?
         };
+        if shared.check_deadline() {
+            return Err(MediaError::cancelled("past its time limit"));
+        }
         shared.stage.store(stage_index(EncodeStage::Upload), Ordering::Relaxed);
         let bytes_out = {
             let _timer = self.timer(Step::Upload);

@@ -17,6 +17,7 @@ use vodsource_commands::{CommandContext, CommandError, VideoCommands};
 use vodsource_domain::{VideoCommand, VideoError};
 
 use crate::ladder::LadderConfig;
+use crate::limits::SourceLimits;
 use crate::stats::EncoderStats;
 pub use job::process_cpu_seconds;
 
@@ -35,6 +36,8 @@ pub struct WorkerConfig {
     pub poll_every: Duration,
     /// Scratch space: each job gets a folder here, removed when the job ends.
     pub work_dir: PathBuf,
+    /// What the worker agrees to encode, and for how long.
+    pub limits: SourceLimits,
 }
 
 impl WorkerConfig {
@@ -47,6 +50,7 @@ impl WorkerConfig {
             progress_every: Duration::from_secs(2),
             poll_every: Duration::from_millis(500),
             work_dir: work_dir.into(),
+            limits: SourceLimits::default(),
         }
     }
 }

@@ -421,6 +421,19 @@ impl EventLog for PgEventLog {
         rows.iter().map(decode).collect()
     }
 
+    async fn stream_version_at(&self, stream_id: &str, position: u64) -> Result<u64, StoreError> {
+        // Backwards along (stream_id, version) until the first event at or before `position`.
+        let version: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM events WHERE stream_id = $1 AND position <= $2 ORDER BY version DESC LIMIT 1",
+        )
+        .bind(stream_id)
+        .bind(i64::try_from(position).unwrap_or(i64::MAX))
+        .fetch_optional(&self.inner.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(version.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
+    }
+
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"

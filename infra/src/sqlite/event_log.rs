@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
@@ -33,7 +34,18 @@ CREATE TABLE IF NOT EXISTS streams (
     version       INTEGER NOT NULL,
     last_position INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stream_marks (
+    stream_id TEXT    NOT NULL,
+    version   INTEGER NOT NULL,
+    position  INTEGER NOT NULL,
+    PRIMARY KEY (stream_id, version)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS stream_marks_by_position ON stream_marks (stream_id, position);
 ";
+
+/// Every this many versions a stream's event is also recorded in `stream_marks`, so a read
+/// anywhere in a long stream walks at most this many links past what it returns.
+const MARK_EVERY: u64 = 64;
 
 const COLUMNS: &str =
     "position, stream_id, stream_type, version, event_id, event_type, schema_version, occurred_at_us, metadata, payload";
@@ -48,8 +60,11 @@ const COLUMNS: &str =
 /// previous event and `streams` holds the last one. An index on (stream, version) would
 /// dirty one scattered leaf page per active stream in every commit — and SQLite's WAL writes
 /// whole pages — which cost two thirds of the append throughput with 64 busy streams. The
-/// chain keeps every write sequential; reading a stream is a walk of rowid lookups. Version
-/// uniqueness is checked against `streams` under the write lock.
+/// chain keeps every write sequential; reading a stream is a walk of rowid lookups. Every
+/// 64th event of a stream is also a *mark* (`stream_marks`): a read of `limit` events after
+/// version v starts its walk at the first mark at or past v + limit, so it costs O(limit + 64)
+/// lookups however long the stream is (a mark dirties one page per 64 events of a stream).
+/// Version uniqueness is checked against `streams` under the write lock.
 #[derive(Clone)]
 pub struct SqliteEventLog {
     inner: Arc<Inner>,
@@ -59,6 +74,8 @@ struct Inner {
     db: Db,
     writer: GroupCommit,
     head: watch::Receiver<u64>,
+    /// Event rows visited by stream reads (walks), for tests and metrics.
+    rows_read: Arc<AtomicU64>,
 }
 
 impl SqliteEventLog {
@@ -72,6 +89,7 @@ impl SqliteEventLog {
         let (conn, head) = tokio::task::spawn_blocking(move || {
             let conn = writer_db.connect()?;
             let head = read_head(&conn).map_err(|e| writer_db.error(&e))?;
+            backfill_marks(&conn).map_err(|e| writer_db.error(&e))?;
             Ok::<_, StoreError>((conn, head))
         })
         .await
@@ -89,6 +107,7 @@ impl SqliteEventLog {
                 db,
                 writer,
                 head: head_rx,
+                rows_read: Arc::new(AtomicU64::new(0)),
             }),
         })
     }
@@ -96,6 +115,11 @@ impl SqliteEventLog {
     /// The file.
     pub fn path(&self) -> &Path {
         self.inner.db.path()
+    }
+
+    /// Event rows stream reads have visited so far: what a read costs, counted.
+    pub fn rows_read(&self) -> u64 {
+        self.inner.rows_read.load(Ordering::Relaxed)
     }
 }
 
@@ -196,6 +220,10 @@ fn write_batch(conn: &mut Connection, batch: &[&AppendRequest]) -> rusqlite::Res
                 prev,
             ])?;
             last.insert(row.stream_id, (row.stream_type, row.version, signed(row.position)));
+            if row.version % MARK_EVERY == 0 {
+                tx.prepare_cached("INSERT INTO stream_marks (stream_id, version, position) VALUES (?1, ?2, ?3)")?
+                    .execute(params![row.stream_id, signed(row.version), signed(row.position)])?;
+            }
         }
         let mut upsert = tx.prepare_cached(
             "INSERT INTO streams (stream_id, stream_type, version, last_position) VALUES (?1, ?2, ?3, ?4)
@@ -261,24 +289,43 @@ fn query_events(
     Ok(Ok(out))
 }
 
-/// Follows the stream's chain back from its last event to `after_version`, then returns the
-/// first `max` events after it, oldest first.
+/// Where a backward walk of `stream_id` starts: the position of its first mark matching
+/// `mark_sql`'s condition on `bound`, else its last event.
+fn walk_start(conn: &Connection, stream_id: &str, mark_sql: &str, bound: i64) -> rusqlite::Result<Option<i64>> {
+    let mark: Option<i64> = conn
+        .prepare_cached(mark_sql)?
+        .query_row(params![stream_id, bound], |r| r.get(0))
+        .optional()?;
+    if mark.is_some() {
+        return Ok(mark);
+    }
+    conn.prepare_cached("SELECT last_position FROM streams WHERE stream_id = ?1")?
+        .query_row([stream_id], |r| r.get(0))
+        .optional()
+}
+
+/// The first `max` events after `after_version`: a walk back along the chain from the first
+/// mark at or past `after_version + max` (or the last event), oldest first.
 fn walk_stream(
     conn: &Connection,
     stream_id: &str,
     after_version: u64,
     max: usize,
+    visited: &AtomicU64,
 ) -> rusqlite::Result<Result<Vec<RecordedEvent>, StoreError>> {
-    let last: Option<i64> = conn
-        .prepare_cached("SELECT last_position FROM streams WHERE stream_id = ?1")?
-        .query_row([stream_id], |r| r.get(0))
-        .optional()?;
-    let mut next = last;
+    let target = signed(after_version.saturating_add(max as u64));
+    let mut next = walk_start(
+        conn,
+        stream_id,
+        "SELECT position FROM stream_marks WHERE stream_id = ?1 AND version >= ?2 ORDER BY version LIMIT 1",
+        target,
+    )?;
     let mut step = conn.prepare_cached(&format!(
         "SELECT {COLUMNS}, prev_position FROM events WHERE position = ?1"
     ))?;
     let mut newest_first = Vec::new();
     while let Some(position) = next {
+        visited.fetch_add(1, Ordering::Relaxed);
         let (event, prev) = step.query_row([position], |row| Ok((decode(row)?, row.get::<_, Option<i64>>(10)?)))?;
         let event = match event {
             Ok(event) => event,
@@ -293,6 +340,41 @@ fn walk_stream(
     newest_first.reverse();
     newest_first.truncate(max);
     Ok(Ok(newest_first))
+}
+
+/// The version of `stream_id`'s last event at or before `position`: a walk back from the
+/// first mark after it (or the last event), at most [`MARK_EVERY`] links.
+fn version_at(conn: &Connection, stream_id: &str, position: u64, visited: &AtomicU64) -> rusqlite::Result<u64> {
+    let mut next = walk_start(
+        conn,
+        stream_id,
+        "SELECT position FROM stream_marks WHERE stream_id = ?1 AND position > ?2 ORDER BY position LIMIT 1",
+        signed(position),
+    )?;
+    let mut step = conn.prepare_cached("SELECT version, position, prev_position FROM events WHERE position = ?1")?;
+    while let Some(at) = next {
+        visited.fetch_add(1, Ordering::Relaxed);
+        let (version, found, prev): (i64, i64, Option<i64>) =
+            step.query_row([at], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        if u64::try_from(found).unwrap_or(0) <= position {
+            return Ok(u64::try_from(version).unwrap_or(0));
+        }
+        next = prev;
+    }
+    Ok(0)
+}
+
+/// Marks the streams of a store written before marks existed (one pass, at open).
+fn backfill_marks(conn: &Connection) -> rusqlite::Result<()> {
+    let marked: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM stream_marks)", [], |r| r.get(0))?;
+    let written: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM events)", [], |r| r.get(0))?;
+    if !marked && written {
+        conn.execute(
+            &format!("INSERT OR IGNORE INTO stream_marks SELECT stream_id, version, position FROM events WHERE version % {MARK_EVERY} = 0"),
+            [],
+        )?;
+    }
+    Ok(())
 }
 
 fn limit(limit: usize) -> i64 {
@@ -316,10 +398,20 @@ impl EventLog for SqliteEventLog {
         max: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let stream_id = stream_id.to_owned();
+        let visited = self.inner.rows_read.clone();
         self.inner
             .db
-            .run(move |conn| walk_stream(conn, &stream_id, after_version, max))
+            .run(move |conn| walk_stream(conn, &stream_id, after_version, max, &visited))
             .await?
+    }
+
+    async fn stream_version_at(&self, stream_id: &str, position: u64) -> Result<u64, StoreError> {
+        let stream_id = stream_id.to_owned();
+        let visited = self.inner.rows_read.clone();
+        self.inner
+            .db
+            .run(move |conn| version_at(conn, &stream_id, position, &visited))
+            .await
     }
 
     async fn read_all(&self, after: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {

@@ -8,4 +8,5 @@ mod view_store;
 
 pub use connect::{SqliteSettings, Synchronous};
 pub use event_log::SqliteEventLog;
+pub(crate) use view_store::orphans;
 pub use view_store::SqliteViewStore;

@@ -100,7 +100,8 @@ impl SqliteViewStore {
     }
 
     /// Every document of the live generation of `view`, in key order, with its index
-    /// entries (for comparisons).
+    /// entries (for comparisons). Index entries whose document is gone appear too, as a
+    /// document with that key, version 0 and no body, so a comparison sees them.
     ///
     /// # Errors
     /// `Unavailable`.
@@ -134,10 +135,23 @@ impl SqliteViewStore {
                 doc
             }));
             if done {
+                out.extend(orphans(index));
+                out.sort_by(|a, b| a.key.cmp(&b.key));
                 return Ok(out);
             }
         }
     }
+}
+
+/// Index entries left without their document, as [`SqliteViewStore::dump`] shows them.
+pub(crate) fn orphans(index: HashMap<String, Vec<IndexKey>>) -> impl Iterator<Item = Doc> {
+    index.into_iter().map(|(key, entries)| Doc {
+        key,
+        version: 0,
+        body: String::new(),
+        index: Some(entries),
+        unindex: Vec::new(),
+    })
 }
 
 fn ensure_projection(conn: &Connection, name: &str) -> rusqlite::Result<()> {

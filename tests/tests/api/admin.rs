@@ -9,6 +9,7 @@ async fn health_and_metrics() {
     let s = server().await;
     let (status, live) = s.send(s.client.get(s.url("/v1/health/live"))).await;
     assert_eq!((status, live["status"].as_str()), (StatusCode::OK, Some("live")));
+    // Anyone may ask whether the server is ready; only names and states are told.
     let (status, ready) = s.send(s.client.get(s.url("/v1/health/ready"))).await;
     assert_eq!(status, StatusCode::OK, "{ready}");
     let names: Vec<_> = ready["checks"]
@@ -27,6 +28,34 @@ async fn health_and_metrics() {
         [("event_store", "up"), ("view_store", "up"), ("object_store", "up")]
             .map(|(a, b)| (a.to_owned(), b.to_owned()))
     );
+    let store_path = s.dir.path().display().to_string();
+    assert!(
+        !ready.to_string().contains(&store_path),
+        "no paths for strangers: {ready}"
+    );
+    assert!(ready["checks"][0]["target"].is_null());
+    for probe in ["/livez", "/healthz", "/readyz"] {
+        let response = s.client.get(s.url(probe)).send().await.expect("probe");
+        assert_eq!(response.status(), StatusCode::OK, "{probe}");
+        assert!(!response.text().await.expect("text").contains(&store_path), "{probe}");
+    }
+    // An admin gets where each dependency is.
+    let (_, detailed) = s
+        .send(s.req(Method::GET, "/v1/health/ready", &token("root", "admin")))
+        .await;
+    assert!(
+        detailed["checks"][0]["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("sqlite://")),
+        "{detailed}"
+    );
+    // Metrics are for admins on the API's address.
+    let (status, _) = s.send(s.client.get(s.url("/metrics"))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = s.send(s.req(Method::GET, "/metrics", &token("alice", "creator"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = s.send(s.client.get(s.url("/v1/metrics"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "the old public path is gone");
     let id = s.uploaded("alice", "measured").await;
     let _ = s.until_catalog(&id, "queued", |v| v["status"] == "queued").await;
     let (status, _) = s
@@ -34,8 +63,7 @@ async fn health_and_metrics() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let metrics = s
-        .client
-        .get(s.url("/v1/metrics"))
+        .req(Method::GET, "/metrics", &token("root", "admin"))
         .send()
         .await
         .expect("metrics")
@@ -52,11 +80,17 @@ async fn health_and_metrics() {
     ] {
         assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
     }
-    // Once the objects folder is gone, readiness says which dependency is down.
+    // Once the objects folder is gone, readiness says which dependency is down; why, to
+    // admins only.
     std::fs::remove_dir_all(s.dir.path().join("objects")).expect("remove");
     let (status, ready) = s.send(s.client.get(s.url("/v1/health/ready"))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready["checks"][2]["state"], "down");
+    assert!(ready["checks"][2]["error"].is_null(), "{ready}");
+    let (status, ready) = s
+        .send(s.req(Method::GET, "/v1/health/ready", &token("root", "admin")))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(ready["checks"][2]["error"].is_string());
     s.stop().await;
 }

@@ -20,12 +20,12 @@ async fn server_with_embedded_stream() -> (TempDir, crate::harness::Server) {
     (scratch, server)
 }
 
-fn beacon(now: i64, i: u64) -> Value {
+fn beacon(now: i64, i: u64, video: &str) -> Value {
     json!({
         "event_id": uuid::Uuid::now_v7().to_string(),
         "event_type": "heartbeat",
         "sid": format!("session-{}", i % 3),
-        "cid": "video-1",
+        "cid": video,
         "viewer_id": "bob",
         "ts": now - 1000,
         "position_ms": i * 1000,
@@ -35,19 +35,29 @@ fn beacon(now: i64, i: u64) -> Value {
     })
 }
 
+fn results(body: &Value) -> Vec<(&str, Option<&str>)> {
+    body["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| (r["status"].as_str().unwrap_or(""), r["error"]["field"].as_str()))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn good_beacons_are_stored_and_bad_ones_are_rejected_one_by_one() {
+async fn good_beacons_are_stored_and_the_servers_rules_reject_events_one_by_one() {
     let (_scratch, s) = server_with_embedded_stream().await;
+    let video = s.published("carol", "watched").await;
     let viewer = token("bob", "viewer");
     let before = chrono::Utc::now().timestamp_millis();
-    let mut bad_type = beacon(before, 9);
-    bad_type["br"] = json!("fast");
+    let mut from_the_future = beacon(before, 9, &video);
+    from_the_future["ts"] = json!(before + 3_600_000);
     let sent = [
-        beacon(before, 0),
-        bad_type,
-        beacon(before, 1),
-        json!(7),
-        beacon(before, 2),
+        beacon(before, 0, &video),
+        from_the_future,
+        beacon(before, 1, &video),
+        beacon(before, 3, "no-such-video"),
+        beacon(before, 2, &video),
     ];
     let (status, body) = s
         .send(
@@ -62,14 +72,44 @@ async fn good_beacons_are_stored_and_bad_ones_are_rejected_one_by_one() {
         (Some(3), Some(2)),
         "{body}"
     );
-    let results = body["results"].as_array().expect("results");
-    let statuses: Vec<&str> = results.iter().filter_map(|r| r["status"].as_str()).collect();
-    assert_eq!(statuses, ["accepted", "rejected", "accepted", "rejected", "accepted"]);
-    assert_eq!(results[1]["error"]["field"], "br");
-    assert_eq!(results[1]["event_id"], sent[1]["event_id"]);
-    assert_eq!(results[3]["error"]["field"], "event");
+    assert_eq!(
+        results(&body),
+        [
+            ("accepted", None),
+            ("rejected", Some("ts")),
+            ("accepted", None),
+            ("rejected", Some("cid")),
+            ("accepted", None)
+        ]
+    );
+    assert_eq!(body["results"][1]["event_id"], sent[1]["event_id"]);
 
-    // Acknowledged means stored: the three good ones are on the stream, keyed by session.
+    // A batch with an event out of the published schema is refused whole, naming it.
+    let mut bad_type = beacon(before, 5, &video);
+    bad_type["br"] = json!("fast");
+    for (odd, field) in [(bad_type, "br"), (json!(7), "event")] {
+        let (status, body) = s
+            .send(
+                s.req(Method::POST, "/v1/playback/beacons", &viewer)
+                    .json(&json!({ "events": [beacon(before, 4, &video), odd] })),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("VALIDATION_FAILED")),
+            "{body}"
+        );
+        assert_eq!(
+            (
+                body["error"]["details"]["index"].as_u64(),
+                body["error"]["details"]["field"].as_str()
+            ),
+            (Some(1), Some(field))
+        );
+    }
+
+    // Acknowledged means stored: the three good ones are on the stream, keyed by session;
+    // nothing of the refused batches is.
     let running = s.running.as_ref().expect("running");
     let mut consumer = running
         .stream()
@@ -95,7 +135,7 @@ async fn good_beacons_are_stored_and_bad_ones_are_rejected_one_by_one() {
         (status, body["error"]["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("VALIDATION_FAILED"))
     );
-    let many: Vec<Value> = (0..501).map(|i| beacon(before, i)).collect();
+    let many: Vec<Value> = (0..501).map(|i| beacon(before, i, &video)).collect();
     let (status, body) = s
         .send(
             s.req(Method::POST, "/v1/playback/beacons", &viewer)
@@ -121,20 +161,65 @@ async fn good_beacons_are_stored_and_bad_ones_are_rejected_one_by_one() {
     }
 }
 
+/// Beacons are about videos the caller may play: a published one; an unpublished one only
+/// for its owner (or an admin); never an unknown id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beacons_name_a_video_the_caller_may_play() {
+    let (_scratch, s) = server_with_embedded_stream().await;
+    let public = s.published("carol", "public").await;
+    let (private, _) = s.register("carol", "private", 10).await;
+    s.until_catalog(&private, "listed", |_| true).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let send = |who: String, events: Vec<Value>| {
+        s.req(Method::POST, "/v1/playback/beacons", &who)
+            .json(&json!({ "events": events }))
+    };
+    let anonymous = |i: u64, video: &str| {
+        let mut b = beacon(now, i, video);
+        b.as_object_mut().expect("object").remove("viewer_id");
+        b
+    };
+    let events = |i: u64| {
+        vec![
+            anonymous(i, &public),
+            anonymous(i + 1, &private),
+            anonymous(i + 2, "nobody-knows"),
+        ]
+    };
+    let (status, bob) = s.send(send(token("bob", "viewer"), events(0))).await;
+    assert_eq!(status, StatusCode::OK, "{bob}");
+    assert_eq!(
+        results(&bob),
+        [("accepted", None), ("rejected", Some("cid")), ("rejected", Some("cid"))]
+    );
+    let (_, carol) = s.send(send(token("carol", "creator"), events(3))).await;
+    assert_eq!(
+        results(&carol),
+        [("accepted", None), ("accepted", None), ("rejected", Some("cid"))],
+        "the owner plays her own unpublished video"
+    );
+    let (_, root) = s.send(send(token("root", "admin"), events(6))).await;
+    assert_eq!(
+        results(&root),
+        [("accepted", None), ("accepted", None), ("rejected", Some("cid"))]
+    );
+}
+
 /// A viewer moves only their own watch state: an event without `viewer_id` is theirs, one
 /// naming another viewer is refused; an admin (a trusted relay) may name anyone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beacons_belong_to_the_caller() {
     let (_scratch, s) = server_with_embedded_stream().await;
+    let video = s.published("carol", "watched").await;
     let now = chrono::Utc::now().timestamp_millis();
-    let mut anonymous = beacon(now, 0);
+    let mut anonymous = beacon(now, 0, &video);
     anonymous.as_object_mut().expect("object").remove("viewer_id");
-    let mut someone_else = beacon(now, 1);
+    let mut someone_else = beacon(now, 1, &video);
     someone_else["viewer_id"] = json!("alice");
     let (status, body) = s
         .send(
             s.req(Method::POST, "/v1/playback/beacons", &token("bob", "viewer"))
-                .json(&json!({ "events": [anonymous.clone(), someone_else.clone(), beacon(now, 2)] })),
+                .json(&json!({ "events": [anonymous.clone(), someone_else.clone(), beacon(now, 2, &video)] })),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -148,7 +233,7 @@ async fn beacons_belong_to_the_caller() {
     let (status, body) = s
         .send(
             s.req(Method::POST, "/v1/playback/beacons", &token("relay", "admin"))
-                .json(&json!({ "events": [beacon(now, 3)] })),
+                .json(&json!({ "events": [beacon(now, 3, &video)] })),
         )
         .await;
     assert_eq!((status, body["accepted"].as_u64()), (StatusCode::OK, Some(1)), "{body}");
@@ -185,7 +270,7 @@ async fn without_a_stream_beacons_are_refused_rather_than_lost() {
     let (status, body) = s
         .send(
             s.req(Method::POST, "/v1/playback/beacons", &token("bob", "viewer"))
-                .json(&json!({ "events": [beacon(now, 0)] })),
+                .json(&json!({ "events": [beacon(now, 0, "video-1")] })),
         )
         .await;
     assert_eq!(
@@ -213,12 +298,17 @@ fn at(now: i64, video: &str, kind: &str, offset_ms: i64, position: u64, duration
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_state_follows_the_newest_event_and_lists_what_to_continue() {
     let (_scratch, s) = server_with_embedded_stream().await;
+    let (a, b, c) = (
+        s.published("carol", "a").await,
+        s.published("carol", "b").await,
+        s.published("carol", "c").await,
+    );
     let bob = token("bob", "viewer");
     let now = chrono::Utc::now().timestamp_millis();
     let first = [
-        at(now, "video-a", "session_start", 0, 0, Some(600_000)),
-        at(now, "video-a", "heartbeat", 3_000, 120_000, None),
-        at(now, "video-b", "heartbeat", 1_000, 30_000, Some(300_000)),
+        at(now, &a, "session_start", 0, 0, Some(600_000)),
+        at(now, &a, "heartbeat", 3_000, 120_000, None),
+        at(now, &b, "heartbeat", 1_000, 30_000, Some(300_000)),
     ];
     let post = |events: Vec<Value>| {
         s.req(Method::POST, "/v1/playback/beacons", &bob)
@@ -226,11 +316,11 @@ async fn watch_state_follows_the_newest_event_and_lists_what_to_continue() {
     };
     let (status, body) = s.send(post(first.to_vec())).await;
     assert_eq!((status, body["accepted"].as_u64()), (StatusCode::OK, Some(3)), "{body}");
-    // A late event for video-a, then video-c played to its end; one session, so one
-    // partition: once video-c is seen, the late event has been folded too.
+    // A late event for video a, then video c played to its end; one session, so one
+    // partition: once c is seen, the late event has been folded too.
     let second = vec![
-        at(now, "video-a", "heartbeat", 2_000, 60_000, None),
-        at(now, "video-c", "ended", 4_000, 90_000, Some(90_000)),
+        at(now, &a, "heartbeat", 2_000, 60_000, None),
+        at(now, &c, "ended", 4_000, 90_000, Some(90_000)),
     ];
     let (status, _) = s.send(post(second)).await;
     assert_eq!(status, StatusCode::OK);
@@ -238,7 +328,7 @@ async fn watch_state_follows_the_newest_event_and_lists_what_to_continue() {
     let until = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let (status, _) = s
-            .send(s.req(Method::GET, "/v1/viewers/bob/watch-state/video-c", &bob))
+            .send(s.req(Method::GET, &format!("/v1/viewers/bob/watch-state/{c}"), &bob))
             .await;
         if status == StatusCode::OK {
             break;
@@ -250,16 +340,19 @@ async fn watch_state_follows_the_newest_event_and_lists_what_to_continue() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (status, a) = s
-        .send(s.req(Method::GET, "/v1/viewers/bob/watch-state/video-a", &bob))
+    let (status, state) = s
+        .send(s.req(Method::GET, &format!("/v1/viewers/bob/watch-state/{a}"), &bob))
         .await;
-    assert_eq!(status, StatusCode::OK, "{a}");
-    assert_eq!(a["position_ms"], 120_000, "the late event did not move bob back: {a}");
+    assert_eq!(status, StatusCode::OK, "{state}");
     assert_eq!(
-        (a["duration_ms"].as_u64(), a["percent_watched"].as_f64()),
+        state["position_ms"], 120_000,
+        "the late event did not move bob back: {state}"
+    );
+    assert_eq!(
+        (state["duration_ms"].as_u64(), state["percent_watched"].as_f64()),
         (Some(600_000), Some(20.0))
     );
-    assert_eq!(a["completed"], false);
+    assert_eq!(state["completed"], false);
 
     let (status, list) = s
         .send(s.req(Method::GET, "/v1/viewers/bob/continue-watching", &bob))
@@ -273,8 +366,8 @@ async fn watch_state_follows_the_newest_event_and_lists_what_to_continue() {
         .collect();
     assert_eq!(
         videos,
-        ["video-a", "video-b"],
-        "newest first, the finished video-c left out"
+        [a.as_str(), b.as_str()],
+        "newest first, the finished c left out"
     );
 
     let (status, _) = s
@@ -320,17 +413,26 @@ async fn beacons_and_video_events_reach_the_lake() {
     lake.max_age = Duration::from_millis(200);
     config.lake = Some(lake);
     let s = server_with(config).await;
+    let video = s.published("carol", "watched").await;
     let viewer = token("bob", "viewer");
     let now = chrono::Utc::now().timestamp_millis();
-    let sent: Vec<Value> = (0..20).map(|i| beacon(now, i)).collect();
-    let (status, _) = s
-        .send(
-            s.req(Method::POST, "/v1/playback/beacons", &viewer)
-                .json(&json!({ "events": sent })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let sent: Vec<Value> = (0..20).map(|i| beacon(now, i, &video)).collect();
+    // The same batch twice, as a player does when the first answer is lost: one row each.
+    for _ in 0..2 {
+        let (status, body) = s
+            .send(
+                s.req(Method::POST, "/v1/playback/beacons", &viewer)
+                    .json(&json!({ "events": sent })),
+            )
+            .await;
+        assert_eq!(
+            (status, body["accepted"].as_u64()),
+            (StatusCode::OK, Some(20)),
+            "{body}"
+        );
+    }
     let (id, _) = s.register("alice", "to the lake", 10).await;
+    let events = s.stores.log.head().await.expect("head") as usize;
 
     let root = s.dir.path().join("objects");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -339,8 +441,11 @@ async fn beacons_and_video_events_reach_the_lake() {
         let videos = vodsource_tests::lake::read(&root, "video_events");
         let all_beacons = sent
             .iter()
-            .all(|b| qoe.event_ids.get(b["event_id"].as_str().unwrap_or_default()) == Some(&1));
-        if all_beacons && videos.event_ids.len() == 1 {
+            .all(|b| qoe.event_ids.contains_key(b["event_id"].as_str().unwrap_or_default()));
+        if all_beacons && videos.event_ids.len() == events {
+            let repeated: Vec<_> = qoe.event_ids.iter().filter(|(_, n)| **n != 1).collect();
+            assert!(repeated.is_empty(), "one row per event id: {repeated:?}");
+            assert_eq!(qoe.event_ids.len(), 20);
             assert_eq!(videos.misplaced, 0);
             assert!(videos.files[0].path.contains("video-events-"));
             let names: Vec<&str> = videos.files[0].schema.iter().map(|(n, _)| n.as_str()).collect();
@@ -367,9 +472,10 @@ async fn through(stream: vodsource_infra::StreamUrl, aws: vodsource_infra::aws::
     lake.max_age = Duration::from_millis(200);
     config.lake = Some(lake);
     let s = server_with(config).await;
+    let video = s.published("carol", "watched").await;
     let viewer = token("bob", "viewer");
     let now = chrono::Utc::now().timestamp_millis();
-    let sent: Vec<Value> = (0..30).map(|i| beacon(now, i)).collect();
+    let sent: Vec<Value> = (0..30).map(|i| beacon(now, i, &video)).collect();
     let (status, body) = s
         .send(
             s.req(Method::POST, "/v1/playback/beacons", &viewer)
@@ -382,6 +488,7 @@ async fn through(stream: vodsource_infra::StreamUrl, aws: vodsource_infra::aws::
         "{body}"
     );
     let (id, _) = s.register("alice", "through the stream", 10).await;
+    let events = s.stores.log.head().await.expect("head") as usize;
 
     let root = s.dir.path().join("objects");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -389,10 +496,10 @@ async fn through(stream: vodsource_infra::StreamUrl, aws: vodsource_infra::aws::
         let qoe = vodsource_tests::lake::read(&root, "qoe_events");
         let videos = vodsource_tests::lake::read(&root, "video_events");
         let (watch, _) = s
-            .send(s.req(Method::GET, "/v1/viewers/bob/watch-state/video-1", &viewer))
+            .send(s.req(Method::GET, &format!("/v1/viewers/bob/watch-state/{video}"), &viewer))
             .await;
         let all_beacons = qoe.event_ids.len() == 30 && qoe.event_ids.values().all(|n| *n == 1);
-        if all_beacons && videos.event_ids.len() == 1 && watch == StatusCode::OK {
+        if all_beacons && videos.event_ids.len() == events && watch == StatusCode::OK {
             assert_eq!(qoe.misplaced + videos.misplaced, 0);
             assert!(sent
                 .iter()

@@ -40,7 +40,7 @@ async fn a_creator_registers_uploads_and_the_video_is_queued_for_encoding() {
 
     let put = s.client.put(url).body("hello world").send().await.expect("put");
     assert_eq!(put.status(), StatusCode::OK);
-    let stored = std::fs::read(s.dir.path().join(format!("objects/sources/{id}/clip.mp4"))).expect("stored");
+    let stored = std::fs::read(s.dir.path().join(format!("objects/sources/{id}/source.mp4"))).expect("stored");
     assert_eq!(stored, b"hello world");
 
     let (status, done) = s
@@ -180,7 +180,7 @@ async fn uploads_are_checked_against_the_signed_link_and_the_declared_size() {
     );
     assert!(s
         .objects
-        .head(&format!("sources/{id}/clip.mp4"))
+        .head(&format!("sources/{id}/source.mp4"))
         .await
         .expect("head")
         .is_none());
@@ -204,13 +204,27 @@ async fn owners_change_their_videos_and_others_cannot() {
     let s = server().await;
     let id = s.uploaded("alice", "mine").await;
     let path = format!("/v1/videos/{id}");
+    // Another creator learns nothing: not found, exactly as for an unknown id, for every
+    // command.
     let (status, err) = s
         .send(
             s.req(Method::PATCH, &path, &token("bob", "creator"))
                 .json(&json!({"title": "stolen"})),
         )
         .await;
-    assert_eq!((status, code(&err)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
+    assert_eq!((status, code(&err)), (StatusCode::NOT_FOUND, "VIDEO_NOT_FOUND"));
+    for command in ["upload-complete", "publish", "unpublish", "retry"] {
+        let (status, err) = s
+            .send(s.req(Method::POST, &format!("{path}/{command}"), &token("bob", "creator")))
+            .await;
+        assert_eq!(
+            (status, code(&err)),
+            (StatusCode::NOT_FOUND, "VIDEO_NOT_FOUND"),
+            "{command}"
+        );
+    }
+    let (status, err) = s.send(s.req(Method::DELETE, &path, &token("bob", "creator"))).await;
+    assert_eq!((status, code(&err)), (StatusCode::NOT_FOUND, "VIDEO_NOT_FOUND"));
     let (status, err) = s
         .send(
             s.req(Method::PATCH, &path, &token("carol", "viewer"))

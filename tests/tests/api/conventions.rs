@@ -216,11 +216,35 @@ async fn errors_have_one_shape_and_the_document_describes_every_operation() {
         .send(s.req(Method::GET, "/v1/nothing-here", &token("a", "admin")))
         .await;
     assert_eq!((status, code(&err)), (StatusCode::NOT_FOUND, "NOT_FOUND"));
-    let (status, err) = s.send(s.req(Method::PUT, "/v1/videos", &token("a", "admin"))).await;
-    assert_eq!(
-        (status, code(&err)),
-        (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
-    );
+    // A 405 says which methods the path has (RFC 9110 15.5.6), on every kind of route.
+    for (method, path, allow) in [
+        (Method::PUT, "/v1/videos", "GET, POST, HEAD"),
+        (Method::POST, "/v1/videos/some-id/status", "GET, HEAD"),
+        (Method::PUT, "/v1/videos/some-id", "GET, PATCH, DELETE, HEAD"),
+        (Method::GET, "/uploads/some-token", "PUT"),
+        (Method::POST, "/metrics", "GET, HEAD"),
+    ] {
+        let response = s
+            .req(method.clone(), path, &token("a", "admin"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        let mut got: Vec<String> = response
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .split(", ")
+            .map(str::to_owned)
+            .collect();
+        got.sort();
+        let mut want: Vec<&str> = allow.split(", ").collect();
+        want.sort_unstable();
+        assert_eq!(got, want, "Allow of {path}");
+        let (_, err) = crate::harness::parts(response).await;
+        assert_eq!(code(&err), "METHOD_NOT_ALLOWED");
+    }
     let (status, doc) = s.send(s.client.get(s.url("/openapi.json"))).await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
@@ -247,7 +271,6 @@ async fn errors_have_one_shape_and_the_document_describes_every_operation() {
         "getPlayback",
         "live",
         "ready",
-        "metrics",
         "listProjections",
         "rebuildProjection",
         "listDeadLetters",
@@ -407,6 +430,13 @@ impl vodsource_commands::ports::EventLog for Contended {
         limit: usize,
     ) -> Result<Vec<vodsource_commands::ports::RecordedEvent>, vodsource_commands::ports::StoreError> {
         self.inner.read_stream(stream_id, after_version, limit).await
+    }
+    async fn stream_version_at(
+        &self,
+        stream_id: &str,
+        position: u64,
+    ) -> Result<u64, vodsource_commands::ports::StoreError> {
+        self.inner.stream_version_at(stream_id, position).await
     }
     async fn read_all(
         &self,

@@ -133,7 +133,11 @@ async fn an_uploaded_clip_is_encoded_published_and_played_through_signed_urls() 
     assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(part.bytes().await.expect("bytes").len(), 100);
 
-    let metrics = s.client.get(s.url("/v1/metrics")).send().await.expect("metrics");
+    let metrics = s
+        .req(Method::GET, "/metrics", &token("root", "admin"))
+        .send()
+        .await
+        .expect("metrics");
     let metrics = metrics.text().await.expect("text");
     assert!(
         metrics.contains("vodsource_encode_jobs_total{outcome=\"completed\"} 1\n"),

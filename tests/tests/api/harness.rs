@@ -16,7 +16,7 @@ use vodsource_commands::CommandContext;
 use vodsource_domain::{EncodeStage, EncodingCost, Manifests, Rendition, VideoCommand};
 use vodsource_infra::open_object_store;
 
-pub const SECRET: &str = "test-secret-0123456789abcdef";
+pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
 
 pub use vodsource_tests::TempDir;
 
@@ -38,6 +38,7 @@ pub fn settings() -> ServeSettings {
             jwks_file: None,
             issuer: None,
             audience: None,
+            max_lifetime: None,
             rate_per_second: 10_000,
             burst: 10_000,
         },
@@ -52,6 +53,8 @@ pub fn settings() -> ServeSettings {
         lake: None,
         stream_roles: true,
         cdn: None,
+        limits: vodsource_api::http::limits::HttpLimits::default(),
+        metrics_listen: None,
     }
 }
 
@@ -106,7 +109,8 @@ pub async fn server_on_s3() -> (Server, String) {
 }
 
 /// As [`server_on_s3`], with the settings `settings` makes of the store's plain HTTP URL
-/// (`<endpoint>/<bucket>/media-root`, where a CDN whose origin is the bucket would be).
+/// (`<endpoint>/<bucket>/media-root/media`, where a CDN whose origin is the store's media
+/// prefix would be).
 pub async fn server_on_s3_with(settings: impl FnOnce(&str) -> ServeSettings) -> (Server, String) {
     let endpoint = std::env::var("VODSOURCE_TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
     let aws = vodsource_infra::aws::AwsSettings::emulator(&endpoint);
@@ -119,7 +123,7 @@ pub async fn server_on_s3_with(settings: impl FnOnce(&str) -> ServeSettings) -> 
         .expect("bucket (start the emulator with `scripts/services.sh start aws`)");
     let dir = TempDir::new();
     let (stores, _) = stores_in(&dir, None).await;
-    let settings = settings(&format!("{endpoint}/{bucket}/media-root"));
+    let settings = settings(&format!("{endpoint}/{bucket}/media-root/media"));
     (serve(dir, stores, Arc::new(s3), settings).await, endpoint)
 }
 
@@ -260,6 +264,24 @@ impl Server {
             ))
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
+        id
+    }
+
+    /// A video of `owner`, encoded (as [`Server::encode`] does) and published, once the
+    /// catalog says so.
+    pub async fn published(&self, owner: &str, title: &str) -> String {
+        let id = self.uploaded(owner, title).await;
+        self.encode(&id).await;
+        self.until_catalog(&id, "ready", |v| v["status"] == "ready").await;
+        let (status, body) = self
+            .send(self.req(
+                Method::POST,
+                &format!("/v1/videos/{id}/publish"),
+                &token(owner, "creator"),
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        self.until_catalog(&id, "published", |v| v["published"] == true).await;
         id
     }
 

@@ -8,4 +8,5 @@ mod conventions;
 mod encoding;
 mod harness;
 mod media;
+mod security;
 mod stream;

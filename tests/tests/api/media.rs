@@ -233,7 +233,7 @@ async fn with_a_cdn_playlists_send_players_to_it_with_signed_urls() {
     // The poster is one request: straight to the CDN, signed.
     let poster = urls["poster_url"].as_str().expect("poster");
     assert!(
-        poster.starts_with(&format!("{cdn_base}/media/{id}/1/poster.jpg?Policy=")),
+        poster.starts_with(&format!("{cdn_base}/{id}/1/poster.jpg?Policy=")),
         "{poster}"
     );
 
@@ -257,14 +257,14 @@ async fn with_a_cdn_playlists_send_players_to_it_with_signed_urls() {
         .find(|l| l.contains("seg-1.m4s"))
         .expect("segment line")
         .to_owned();
-    let prefix = format!("{cdn_base}/media/{id}/1/seg-1.m4s?Policy=");
+    let prefix = format!("{cdn_base}/{id}/1/seg-1.m4s?Policy=");
     assert!(segment.starts_with(&prefix), "{segment}");
     assert!(
         segment.contains("&Signature=") && segment.ends_with("&Key-Pair-Id=KTESTKEY&Hash-Algorithm=SHA256"),
         "{segment}"
     );
     assert!(
-        rendition.contains(&format!("#EXT-X-MAP:URI=\"{cdn_base}/media/{id}/1/init.mp4?Policy=")),
+        rendition.contains(&format!("#EXT-X-MAP:URI=\"{cdn_base}/{id}/1/init.mp4?Policy=")),
         "{rendition}"
     );
     // The "CDN" serves it (the emulator ignores CloudFront's query).

@@ -442,6 +442,60 @@ pub async fn the_store_is_usable_by_cqrs_es(log: Arc<dyn EventLog>) {
     assert_eq!(ids.len(), 1);
 }
 
+/// Reads anywhere in a long stream (interleaved with another) find their place, by version
+/// and by global position, past the marks SQLite keeps every 64 versions.
+pub async fn reads_in_a_long_stream_find_their_place_by_version_and_position(log: Arc<dyn EventLog>) {
+    let mut positions = Vec::new();
+    for chunk in 0..10 {
+        let appended = log
+            .append(append(
+                "long",
+                ExpectedVersion::Exact(chunk * 30),
+                (0..30).map(|_| published()).collect(),
+            ))
+            .await
+            .expect("append long");
+        positions.extend(appended.first_position..=appended.last_position);
+        log.append(append("other", ExpectedVersion::Any, vec![published()]))
+            .await
+            .expect("append other");
+    }
+    assert_eq!(positions.len(), 300);
+    for (after, limit) in [
+        (0, 1),
+        (0, 300),
+        (63, 2),
+        (64, 64),
+        (127, 1),
+        (250, 100),
+        (299, 5),
+        (300, 5),
+    ] {
+        let read = log.read_stream("long", after, limit).await.expect("read");
+        let versions: Vec<u64> = read.iter().map(|e| e.version).collect();
+        let expected: Vec<u64> = (after + 1..=300).take(limit).collect();
+        assert_eq!(versions, expected, "after {after}, limit {limit}");
+        assert!(read.iter().all(|e| positions[(e.version - 1) as usize] == e.position));
+    }
+    assert_eq!(log.stream_version_at("long", 0).await.expect("version"), 0);
+    assert_eq!(log.stream_version_at("nothing", 10).await.expect("version"), 0);
+    for (i, position) in positions.iter().enumerate() {
+        let version = i as u64 + 1;
+        assert_eq!(
+            log.stream_version_at("long", *position).await.expect("version"),
+            version
+        );
+        // A position of another stream's event answers the version before it.
+        if !positions.contains(&(position + 1)) {
+            assert_eq!(
+                log.stream_version_at("long", position + 1).await.expect("version"),
+                version
+            );
+        }
+    }
+    assert_eq!(log.stream_version_at("long", u64::MAX / 2).await.expect("version"), 300);
+}
+
 macro_rules! conformance {
     ($module:ident, $open:expr) => {
         mod $module {
@@ -460,6 +514,7 @@ macro_rules! conformance {
                 a_subscription_catches_up_then_follows_live_appends,
                 old_schema_versions_are_upcast_on_read,
                 the_store_is_usable_by_cqrs_es,
+                reads_in_a_long_stream_find_their_place_by_version_and_position,
             );
         }
     };
@@ -483,3 +538,40 @@ conformance!(postgres, {
     let log = crate::helpers::pg_log().await;
     (Arc::new(log) as Arc<dyn EventLog>, ())
 });
+
+/// On SQLite a stream is a chain of rows: a read of a few events of a 50,000-event stream
+/// visits a few rows (its walk starts at the nearest mark), not the stream. Counted, not timed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_reads_of_a_50000_event_stream_visit_rows_in_proportion_to_the_answer() {
+    let (log, _dir) = crate::helpers::sqlite_log().await;
+    let mut last = 0;
+    for chunk in 0..50u64 {
+        let appended = log
+            .append(append(
+                "huge",
+                ExpectedVersion::Exact(chunk * 1000),
+                (0..1000).map(|_| published()).collect(),
+            ))
+            .await
+            .expect("append");
+        last = appended.last_position;
+    }
+    let cost = |before: u64| log.rows_read() - before;
+    let before = log.rows_read();
+    let first = log.read_stream("huge", 0, 1).await.expect("read");
+    assert_eq!(first.iter().map(|e| e.version).collect::<Vec<_>>(), [1]);
+    assert!(cost(before) <= 65, "history?limit=1 visited {} rows", cost(before));
+    let before = log.rows_read();
+    let page = log.read_stream("huge", 25_000, 100).await.expect("read");
+    assert_eq!(page.first().map(|e| e.version), Some(25_001));
+    assert_eq!(page.len(), 100);
+    assert!(cost(before) <= 100 + 64, "a page of 100 visited {} rows", cost(before));
+    // Resuming a live stream from a position near the end.
+    let before = log.rows_read();
+    assert_eq!(log.stream_version_at("huge", last - 10).await.expect("version"), 49_990);
+    assert!(cost(before) <= 64, "finding a position visited {} rows", cost(before));
+    let before = log.rows_read();
+    let tail = log.read_stream("huge", 49_990, 100).await.expect("read");
+    assert_eq!(tail.len(), 10);
+    assert!(cost(before) <= 11, "the tail visited {} rows", cost(before));
+}

@@ -446,3 +446,56 @@ async fn deadlines_jobs_and_idempotency_keys_on_dynamodb() {
         Reservation::Fresh
     );
 }
+
+/// A buggy delete that leaves its document's index entries behind.
+async fn orphaning_delete(store: &(impl ViewStore + LeaseStore)) {
+    let now = chrono::Utc::now();
+    assert!(store
+        .acquire_lease("catalog", "one", now, now + chrono::Duration::seconds(30))
+        .await
+        .expect("lease"));
+    store.projection("catalog").await.expect("state");
+    store
+        .commit(
+            "catalog",
+            1,
+            "one",
+            vec![
+                DocChange::Put(doc("kept", 1, "{}", &[("all", "t1")])),
+                DocChange::Put(doc("gone", 1, "{}", &[("all", "t2"), ("status:ready", "t2")])),
+            ],
+            1,
+        )
+        .await
+        .expect("commit");
+    store
+        .commit(
+            "catalog",
+            1,
+            "one",
+            vec![DocChange::Delete {
+                key: "gone".into(),
+                unindex: Vec::new(),
+            }],
+            2,
+        )
+        .await
+        .expect("commit");
+}
+
+/// A comparison of dumps must see index entries whose document is gone (a projector that
+/// forgets to unindex): both stores show them as a document without a body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dumps_show_index_entries_left_without_their_document() {
+    let dir = vodsource_tests::TempDir::new();
+    let sqlite = crate::helpers::view_store(dir.path(), "views.db").await;
+    let dynamo = store().await;
+    let expected = vec![
+        doc("gone", 0, "", &[("all", "t2"), ("status:ready", "t2")]),
+        doc("kept", 1, "{}", &[("all", "t1")]),
+    ];
+    orphaning_delete(&sqlite).await;
+    assert_eq!(sqlite.dump("catalog").await.expect("dump"), expected, "SQLite");
+    orphaning_delete(&dynamo).await;
+    assert_eq!(dynamo.dump("catalog").await.expect("dump"), expected, "DynamoDB");
+}

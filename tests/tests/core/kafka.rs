@@ -137,11 +137,24 @@ async fn the_lake_sink_reads_through_kafka_exactly_once() {
     assert_eq!(table.misplaced, 0);
     assert!(table.files.iter().all(|f| f.path.contains(&format!("/{topic}-"))));
 
-    // Everything is committed: a new member of the group gets nothing.
+    // Everything is committed: a new member of the group gets nothing of it. An empty poll
+    // alone would also pass for a member that never joined, so a record sent now must be the
+    // first (and only) thing it gets.
     let mut again = kafka
         .consumer(&topic, &format!("{topic}-{SINK_GROUP}"))
         .expect("consumer");
     assert!(again.poll(10, Duration::from_secs(8)).await.expect("poll").is_empty());
+    let marker = StreamRecord {
+        key: "s-marker".into(),
+        value: b"after everything".to_vec(),
+    };
+    kafka.publish(&topic, vec![marker.clone()]).await.expect("published");
+    let after = drain(&mut again, 1).await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(
+        (after[0].key.as_str(), after[0].value.as_slice()),
+        ("s-marker", marker.value.as_slice())
+    );
 }
 
 /// Runs `sink` until `stop`, as `serve` does.

@@ -162,7 +162,10 @@ async fn a_flush_cut_short_is_redone_with_the_same_files_and_no_duplicates() {
     )
     .await
     .expect("objects");
-    let records: Vec<StreamRecord> = (0..300).map(|i| event(i, BASE_MS + i as i64 * 30_000)).collect();
+    let mut records: Vec<StreamRecord> = (0..300).map(|i| event(i, BASE_MS + i as i64 * 30_000)).collect();
+    // Resends among them: a redone range must drop exactly what the first run dropped.
+    let resent: Vec<StreamRecord> = records[100..150].to_vec();
+    records.extend(resent);
     log.publish("qoe-events", records).await.expect("published");
 
     // A first run reads everything and flushes it at once (one range, files in three hours),
@@ -173,7 +176,7 @@ async fn a_flush_cut_short_is_redone_with_the_same_files_and_no_duplicates() {
     settings_first.max_age = Duration::from_secs(3600);
     settings_first.poll_records = 1000;
     let mut first = LakeSink::new(consumer, "qoe-events", &QOE_EVENTS, objects.clone(), settings_first).expect("sink");
-    assert_eq!(first.step(Duration::from_secs(1)).await.expect("step"), 300);
+    assert_eq!(first.step(Duration::from_secs(1)).await.expect("step"), 350);
     first.flush_all().await.expect("flush");
     drop(first);
     let before = lake::read(&root, "qoe_events");
@@ -198,6 +201,61 @@ async fn a_flush_cut_short_is_redone_with_the_same_files_and_no_duplicates() {
     assert_eq!(names(&after), names(&before), "the same files, replaced");
     assert_eq!(after.event_ids.len(), 300);
     assert!(after.event_ids.values().all(|n| *n == 1), "no duplicates");
+}
+
+/// A resent event is the same record again (same id, same session, so the same partition):
+/// the lake holds it once — within a flush, and across a committed flush and a restart (the
+/// window comes back from the marker). The redo test below resends too.
+#[tokio::test]
+async fn resent_events_land_once_within_a_flush_and_across_a_restart() {
+    let dir = TempDir::new();
+    let log = EmbeddedLog::open(dir.path().join("streams"), 1).expect("log");
+    let root = dir.path().join("objects");
+    let objects: Arc<dyn ObjectStore> = open_object_store(
+        &format!("file://{}", root.display()),
+        &vodsource_infra::aws::AwsSettings::default(),
+    )
+    .await
+    .expect("objects");
+    let first: Vec<StreamRecord> = (0..100).map(|i| event(i, BASE_MS + i as i64 * 1_000)).collect();
+    // The batch, and its first half again (a player whose answer was lost).
+    let mut sent = first.clone();
+    sent.extend(first[..50].iter().cloned());
+    log.publish("qoe-events", sent).await.expect("published");
+    let consumer = log.consumer("qoe-events", SINK_GROUP).expect("consumer");
+    let mut sink = LakeSink::new(consumer, "qoe-events", &QOE_EVENTS, objects.clone(), settings(&dir)).expect("sink");
+    sink_until_committed(&mut sink, 100).await;
+    sink.flush_all().await.expect("flush");
+    assert_eq!(sink.stats().duplicates, 50);
+    drop(sink);
+    let once = |what: &str| {
+        let table = lake::read(&root, "qoe_events");
+        assert_eq!(table.event_ids.len(), 100, "{what}");
+        assert!(
+            table.event_ids.values().all(|n| *n == 1),
+            "{what}: {:?}",
+            table.event_ids
+        );
+    };
+    once("within a flush");
+
+    // After the commit, a restarted sink gets the rest of the resends: its window comes from
+    // the marker of the committed flush.
+    log.publish("qoe-events", first[50..].to_vec())
+        .await
+        .expect("published");
+    let consumer = log.consumer("qoe-events", SINK_GROUP).expect("consumer");
+    let mut restarted =
+        LakeSink::new(consumer, "qoe-events", &QOE_EVENTS, objects.clone(), settings(&dir)).expect("sink");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while restarted.stats().records < 50 {
+        assert!(Instant::now() < deadline, "{:?}", restarted.stats());
+        restarted.step(Duration::from_millis(50)).await.expect("step");
+    }
+    restarted.flush_all().await.expect("flush");
+    assert_eq!(restarted.stats().duplicates, 50, "{:?}", restarted.stats());
+    drop(restarted);
+    once("across a restart");
 }
 
 /// One player event for the report's sessions.

@@ -86,11 +86,18 @@ async fn an_upload_starts_encoding() {
     w.supervisor.catch_up().await.expect("catch up");
     let video = w.video("v").await;
     assert_eq!((video.stage, video.attempt), (Stage::Queued, 1));
-    // Delivered again (a restart before the checkpoint): nothing more happens.
+    // The upload delivered again (a restart before the checkpoint): nothing more happens,
+    // no second attempt is requested.
     let events_before = w.log.head().await.expect("head");
-    let again = w.supervisor.handle(&w.log.read_all(2, 1).await.expect("read")[0]).await;
+    let uploaded = w.log.read_all(1, 1).await.expect("read").remove(0);
+    assert_eq!(
+        uploaded.event_type, "SourceUploaded",
+        "the event the supervisor acts on"
+    );
+    let again = w.supervisor.handle(&uploaded).await;
     again.expect("redelivery is harmless");
     assert_eq!(w.log.head().await.expect("head"), events_before);
+    assert_eq!(w.video("v").await.attempt, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

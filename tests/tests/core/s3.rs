@@ -8,7 +8,7 @@ use tokio::io::AsyncRead;
 use vodsource_analytics::lake::QOE_EVENTS;
 use vodsource_analytics::query::Lake;
 use vodsource_analytics::sink::{LakeSink, SINK_GROUP};
-use vodsource_commands::ports::{ObjectStore, PutError, StoreError, StreamProducer, StreamRecord};
+use vodsource_commands::ports::{Access, ObjectStore, PutError, StoreError, StreamProducer, StreamRecord};
 use vodsource_infra::aws::AwsSettings;
 use vodsource_infra::s3::{s3_client, S3ObjectStore};
 use vodsource_infra::EmbeddedLog;
@@ -90,7 +90,7 @@ async fn objects_go_to_s3_whole_or_not_at_all_under_the_prefix() {
     assert_eq!(size, large.len() as u64);
     let local = TempDir::new();
     let dest = local.path().join("b.bin");
-    assert_eq!(store.fetch("sources/v1/b.bin", &dest).await.expect("fetch"), size);
+    assert_eq!(store.fetch("sources/v1/b.bin", &dest, None).await.expect("fetch"), size);
     assert!(std::fs::read(&dest).expect("read") == large, "the fetched bytes differ");
 
     // Past the limit, nothing is stored, in one request or in parts.
@@ -115,7 +115,7 @@ async fn objects_go_to_s3_whole_or_not_at_all_under_the_prefix() {
         matches!(&bad, Err(StoreError::Invalid(m)) if m.contains("../escape")),
         "{bad:?}"
     );
-    let missing = store.fetch("sources/v1/none.bin", &dest).await;
+    let missing = store.fetch("sources/v1/none.bin", &dest, None).await;
     assert!(
         matches!(&missing, Err(StoreError::Invalid(m)) if m.contains("none.bin")),
         "{missing:?}"
@@ -192,4 +192,110 @@ async fn the_lake_sink_uploads_to_s3_and_local_sql_reads_it_there() {
         .await
         .expect("explain");
     assert!(!plan.contains("event_hour=04"), "another hour's file is read: {plan}");
+}
+
+/// Runs botocore's SigV4 signer (an independent implementation) over `url` as sent with
+/// `content-length: length`: whether S3 would take it.
+fn botocore_accepts(url: &str, length: u64) -> bool {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/src/verify_presigned.py");
+    let output = std::process::Command::new("python3")
+        .args([script, url, "PUT", "vodsource", "vodsource", "us-east-1"])
+        .arg(format!("content-length={length}"))
+        .output()
+        .expect("python3 runs; botocore comes with `scripts/services.sh start aws`");
+    assert!(
+        output.status.success(),
+        "the verifier failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    match String::from_utf8_lossy(&output.stdout).trim() {
+        "valid" => true,
+        "invalid" => false,
+        other => panic!("the verifier said {other:?}"),
+    }
+}
+
+/// An upload URL fixes its length: its signature covers `content-length`, so S3 refuses a
+/// body of any other size (checked by botocore's signer; the emulator checks no signatures).
+#[tokio::test]
+async fn an_upload_url_signs_its_length() {
+    let (endpoint, bucket) = bucket().await;
+    let store = S3ObjectStore::open(&format!("s3://{bucket}/vod"), &AwsSettings::emulator(&endpoint))
+        .await
+        .expect("store");
+    let url = store
+        .presign(
+            "sources/v1/clip one.mp4",
+            Access::Write { length: 10 },
+            std::time::Duration::from_secs(600),
+        )
+        .await
+        .expect("presign")
+        .expect("S3 presigns");
+    assert!(url.contains("X-Amz-SignedHeaders=content-length%3Bhost"), "{url}");
+    assert!(botocore_accepts(&url, 10), "{url}");
+    for other in [9, 11, 5 * 1024 * 1024 * 1024] {
+        assert!(
+            !botocore_accepts(&url, other),
+            "a {other}-byte body would be taken: {url}"
+        );
+    }
+    // And it is the URL S3 is given: the emulator stores the object under the prefix.
+    let put = reqwest::Client::new()
+        .put(&url)
+        .body(vec![1u8; 10])
+        .send()
+        .await
+        .expect("put");
+    assert!(put.status().is_success(), "{}", put.status());
+    assert_eq!(
+        store
+            .head("sources/v1/clip one.mp4")
+            .await
+            .expect("head")
+            .map(|m| m.size),
+        Some(10)
+    );
+}
+
+/// A worker reads a source exactly as recorded: its size, its version (ETag), no more bytes.
+#[tokio::test]
+async fn a_fetch_reads_exactly_the_recorded_object() {
+    let (endpoint, bucket) = bucket().await;
+    let store = S3ObjectStore::open(&format!("s3://{bucket}/vod"), &AwsSettings::emulator(&endpoint))
+        .await
+        .expect("store");
+    store.put("sources/v/a.bin", body(bytes(100)), 1000).await.expect("put");
+    let recorded = store.head("sources/v/a.bin").await.expect("head").expect("exists");
+    assert!(recorded.etag.is_some(), "S3 keeps an ETag");
+    let local = TempDir::new();
+    let dest = local.path().join("a.bin");
+    assert_eq!(
+        store
+            .fetch("sources/v/a.bin", &dest, Some(&recorded))
+            .await
+            .expect("fetch"),
+        100
+    );
+    // Replaced by other bytes of the same size: another ETag.
+    store
+        .put("sources/v/a.bin", body(vec![9u8; 100]), 1000)
+        .await
+        .expect("put");
+    let replaced = store.fetch("sources/v/a.bin", &dest, Some(&recorded)).await;
+    assert!(
+        matches!(&replaced, Err(StoreError::Invalid(m)) if m.contains("replaced")),
+        "{replaced:?}"
+    );
+    // Of another size, and the version not pinned: refused before a byte past the size.
+    store
+        .put("sources/v/a.bin", body(bytes(5000)), 10_000)
+        .await
+        .expect("put");
+    let unpinned = vodsource_commands::ports::ObjectMeta { etag: None, ..recorded };
+    let bigger = store.fetch("sources/v/a.bin", &dest, Some(&unpinned)).await;
+    assert!(
+        matches!(&bigger, Err(StoreError::Invalid(m)) if m.contains("5000 bytes, not the 100 expected")),
+        "{bigger:?}"
+    );
 }

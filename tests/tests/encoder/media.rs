@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicBool;
 use vodsource_encoder::ladder::LadderConfig;
 use vodsource_encoder::manifest::parse_media_playlist;
 use vodsource_encoder::media::{probe, transcode, Job, MediaError, MediaErrorKind, Packaged, Progress};
+use vodsource_encoder::SourceLimits;
 use vodsource_tests::TempDir;
 
 use crate::helpers::{clip, ffprobe, pattern, rotate_90, video_packets};
@@ -18,6 +19,7 @@ fn encode(source: &Path, out: &Path) -> Result<Packaged, MediaError> {
         probed: &probed,
         out_dir: out,
         config: &LadderConfig::default(),
+        limits: &SourceLimits::default(),
         cancel: &AtomicBool::new(false),
         progress: &Progress::default(),
     })
@@ -397,4 +399,49 @@ fn bad_sources_end_in_a_failure_whose_reason_a_person_understands() {
         &["-f", "lavfi", "-i", "color=size=2x2:rate=10", "-t", "1", "-c:v", "ffv1"],
     );
     refused(encode(&tiny, &out), "2×2");
+}
+
+/// A source whose container lies (a short declared duration, a small declared picture) is
+/// still held to the limits while it decodes.
+#[test]
+fn the_limits_hold_while_decoding_whatever_the_probe_was_told() {
+    let dir = TempDir::new();
+    let source = pattern(dir.path(), "liar.mp4", "320x240", 30, 3);
+    let mut probed = probe(&source).expect("probe");
+    let transcode_with = |probed: &vodsource_encoder::media::Probed, limits: &SourceLimits, out: &str| {
+        let out = dir.path().join(out);
+        std::fs::create_dir_all(&out).expect("out dir");
+        transcode(&Job {
+            source: &source,
+            probed,
+            out_dir: &out,
+            config: &LadderConfig::default(),
+            limits,
+            cancel: &AtomicBool::new(false),
+            progress: &Progress::default(),
+        })
+    };
+    // It says it lasts half a second; it runs three, past a one-second limit.
+    probed.probe.duration_ms = 500;
+    let short = SourceLimits {
+        max_duration: std::time::Duration::from_secs(1),
+        ..SourceLimits::default()
+    };
+    let error = transcode_with(&probed, &short, "long").expect_err("past the limit");
+    assert_eq!(error.kind, MediaErrorKind::Source);
+    assert!(error.message.contains("max_source_duration_secs"), "{}", error.message);
+    // It says it is 160x120; its pictures are 320x240, above a 200x200 limit.
+    let mut probed = probe(&source).expect("probe");
+    probed.probe.width = 160;
+    probed.probe.height = 120;
+    let small = SourceLimits {
+        max_pixels: 200 * 200,
+        ..SourceLimits::default()
+    };
+    let error = transcode_with(&probed, &small, "big").expect_err("past the limit");
+    assert!(
+        error.message.contains("a picture of the source is 320x240"),
+        "{}",
+        error.message
+    );
 }

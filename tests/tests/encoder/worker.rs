@@ -275,3 +275,84 @@ async fn a_worker_stopped_mid_encode_fails_the_attempt_as_retryable_and_another_
         .is_some());
     assert_eq!(walk(&world.dir.path().join(format!("data/objects/media/{id}/1"))), 0);
 }
+
+/// The failure `outcome` must be: terminal, with a reason containing `needle`.
+fn terminal(outcome: Option<JobOutcome>, needle: &str) -> String {
+    match outcome {
+        Some(JobOutcome::Failed {
+            retryable: false,
+            reason,
+            ..
+        }) => {
+            assert!(reason.contains(needle), "{reason}");
+            reason
+        }
+        other => panic!("expected a terminal failure naming {needle}, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_past_a_limit_fails_for_good_naming_the_limit() {
+    let world = World::new().await;
+    let source = pattern(world.dir.path(), "two.mp4", "320x240", 30, 2);
+    for (limit, configure) in [
+        (
+            "max_source_duration_secs",
+            Box::new(|c: &mut WorkerConfig| c.limits.max_duration = Duration::from_secs(1))
+                as Box<dyn Fn(&mut WorkerConfig)>,
+        ),
+        (
+            "max_source_pixels",
+            Box::new(|c: &mut WorkerConfig| c.limits.max_pixels = 320 * 200),
+        ),
+        (
+            "max_source_fps",
+            Box::new(|c: &mut WorkerConfig| c.limits.max_frame_rate = 25.0),
+        ),
+        // No time at all: the heartbeat stops the attempt at its first beat.
+        (
+            "encode_time_factor",
+            Box::new(|c: &mut WorkerConfig| {
+                c.limits.wall_time_factor = 0.0;
+                c.limits.wall_time_floor = Duration::ZERO;
+            }),
+        ),
+    ] {
+        let id = world.uploaded(&source).await;
+        let mut config = WorkerConfig::new("limited", world.work_dir());
+        config.progress_every = Duration::from_millis(100);
+        configure(&mut config);
+        let outcome = world
+            .stores
+            .worker(world.objects.clone(), config)
+            .run_one()
+            .await
+            .expect("no store failure");
+        let reason = terminal(outcome, limit);
+        world.supervise().await;
+        let video = world.stores.commands().store().load(&id).await.expect("loads").video;
+        assert_eq!((video.stage, video.attempt), (Stage::Failed, 1), "{limit}: not retried");
+        assert_eq!(
+            walk(&world.dir.path().join(format!("data/objects/media/{id}/1"))),
+            0,
+            "{limit}: nothing left behind ({reason})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_replaced_after_its_upload_was_recorded_is_refused() {
+    let world = World::new().await;
+    let source = pattern(world.dir.path(), "short.mp4", "320x240", 30, 1);
+    let id = world.uploaded(&source).await;
+    // The bytes behind the recorded source change size (an upload link used again).
+    let key = format!("sources/{id}/clip.mp4");
+    let bigger = [std::fs::read(&source).expect("source"), vec![0u8; 4096]].concat();
+    world
+        .objects
+        .put(&key, Box::new(std::io::Cursor::new(bigger)), u64::MAX)
+        .await
+        .expect("replaced");
+    let outcome = worker(&world, "w1").run_one().await.expect("no store failure");
+    terminal(outcome, "not the");
+}
