@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vodsource/target}"
 bin="${1:-$CARGO_TARGET_DIR/debug/vodsource}"
-[ -x "$bin" ] || { echo "error: $bin not built; run cargo build -p vodsource-api" >&2; exit 1; }
+[ -x "$bin" ] || { echo "error: $bin not built; run cargo build --locked --bin vodsource" >&2; exit 1; }
 
 config="$PWD/scripts/schemathesis.toml"
 scratch="$(mktemp -d)"

@@ -9,7 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh start wrk python kafka
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vodsource/target}"
-cargo build --release --locked -p vodsource-api
+# The same package and feature selection as scripts/run.sh and the other benchmarks: one
+# build serves all (`-p vodsource-api` resolves features differently and rebuilds half the tree).
+cargo build --release --locked --bin vodsource
 bin="$CARGO_TARGET_DIR/release/vodsource"
 secs="${1:-10}"
 conns="${VODSOURCE_BENCH_CONNECTIONS:-64}"
@@ -36,6 +38,21 @@ id="$(curl -fsS -H "$auth" "$base/v1/videos?limit=1" | python3 -c 'import sys,js
 videos() { curl -fsS -H "$auth" "$base/v1/videos?limit=7" | python3 -c 'import sys,json; print(",".join(v["video_id"] for v in json.load(sys.stdin)["items"]))'; }
 export VODSOURCE_BENCH_VIDEOS="$(videos)"
 
+# One batch by hand first: every event of it must be accepted, or the figures mean nothing.
+accepted() {
+    lua_body="$(VODSOURCE_BENCH_VIDEOS="$VODSOURCE_BENCH_VIDEOS" python3 - <<'PY'
+import json, os, time
+videos = os.environ["VODSOURCE_BENCH_VIDEOS"].split(",")
+now = int(time.time() * 1000)
+events = [{"event_id": "01a20000-0000-7000-8000-%012d" % (900000 + i), "event_type": "heartbeat",
+           "sid": "check-%d" % (i % 10), "cid": videos[i % len(videos)], "ts": now - 1000} for i in range(100)]
+print(json.dumps({"events": events}))
+PY
+)"
+    curl -fsS -H "$auth" -H 'Content-Type: application/json' -d "$lua_body" "$base/v1/playback/beacons" \
+        | python3 -c 'import sys, json; a = json.load(sys.stdin)["accepted"]; assert a == 100, f"only {a} of 100 beacons accepted"'
+}
+
 run() { # name, wrk args...
     local name="$1"; shift
     local out
@@ -53,6 +70,7 @@ run "GET /v1/videos/{id}" -H "$auth" "$base/v1/videos/$id"
 run "GET /v1/videos?limit=20" -H "$auth" "$base/v1/videos?limit=20"
 run "POST /v1/videos" -s scripts/wrk/register.lua "$base"
 # 100 events per request: accepted events/s is 100 x requests/s (every event is valid).
+accepted
 run "POST /v1/playback/beacons x100" -s scripts/wrk/beacons.lua "$base"
 
 # The same beacons with the QoE stream on Kafka (fresh topics under a prefix of this run).
@@ -68,4 +86,5 @@ for _ in $(seq 1 300); do
 done
 export VODSOURCE_BENCH_VIDEOS="$(videos)"
 echo "the QoE stream on Kafka (Tansu, memory storage, acks=all):"
+accepted
 run "POST /v1/playback/beacons x100" -s scripts/wrk/beacons.lua "$base"
