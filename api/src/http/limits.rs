@@ -171,7 +171,8 @@ pub struct Playable {
 }
 
 /// Catalog answers for beacons' `cid`, kept briefly: a batch of 500 events about one video
-/// costs one read, and a video published or unpublished is seen within seconds.
+/// costs one read. A published video is kept for the whole TTL; an unpublished or unknown one
+/// for a fifth of it, so viewers of a video just published are heard within seconds.
 #[derive(Debug)]
 pub struct PlayableCache {
     entries: Mutex<HashMap<String, (Instant, Option<Playable>)>>,
@@ -194,10 +195,18 @@ impl PlayableCache {
     /// The cached answer for `video`, if fresh.
     pub fn get(&self, video: &str) -> Option<Option<Playable>> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries.get(video).and_then(|(at, answer)| {
-            let ttl = if answer.is_some() { self.ttl } else { self.miss_ttl };
-            (at.elapsed() < ttl).then(|| answer.clone())
-        })
+        entries
+            .get(video)
+            .and_then(|(at, answer)| (at.elapsed() < self.ttl_of(answer.as_ref())).then(|| answer.clone()))
+    }
+
+    /// How long an answer is kept: the TTL for a published video, a fifth of it otherwise.
+    fn ttl_of(&self, answer: Option<&Playable>) -> Duration {
+        if answer.is_some_and(|p| p.published) {
+            self.ttl
+        } else {
+            self.miss_ttl
+        }
     }
 
     /// Remembers the catalog's answer for `video`.
@@ -205,7 +214,14 @@ impl PlayableCache {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if entries.len() >= self.capacity {
             let (ttl, miss) = (self.ttl, self.miss_ttl);
-            entries.retain(|_, (at, a)| at.elapsed() < if a.is_some() { ttl } else { miss });
+            entries.retain(|_, (at, a)| {
+                at.elapsed()
+                    < if a.as_ref().is_some_and(|p| p.published) {
+                        ttl
+                    } else {
+                        miss
+                    }
+            });
             if entries.len() >= self.capacity {
                 entries.clear();
             }
@@ -233,6 +249,29 @@ mod tests {
         drop(a1);
         assert_eq!(slots.open(), 2);
         assert!(slots.take("c").is_ok(), "a freed slot is taken again");
+    }
+
+    #[test]
+    fn only_published_videos_are_remembered_for_the_whole_ttl() {
+        let cache = PlayableCache::new(Duration::from_secs(10), 10);
+        let published = Playable {
+            owner: "a".into(),
+            published: true,
+        };
+        let private = Playable {
+            owner: "a".into(),
+            published: false,
+        };
+        assert_eq!(cache.ttl_of(Some(&published)), Duration::from_secs(10));
+        assert_eq!(
+            cache.ttl_of(Some(&private)),
+            Duration::from_secs(2),
+            "a video about to be published"
+        );
+        assert_eq!(cache.ttl_of(None), Duration::from_secs(2));
+        cache.put("v", Some(published.clone()));
+        assert_eq!(cache.get("v"), Some(Some(published)));
+        assert_eq!(cache.get("w"), None);
     }
 
     #[test]
