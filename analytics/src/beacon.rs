@@ -504,9 +504,10 @@ fn check_types(map: &serde_json::Map<String, Value>) -> Result<(), BeaconError> 
             continue;
         }
         let (ok, expected) = match kind {
+            // The hyphenated form only, as JSON Schema's `uuid` format says.
             Kind::Uuid => (
-                value.as_str().is_some_and(|s| Uuid::parse_str(s).is_ok()),
-                "a UUID string",
+                value.as_str().is_some_and(|s| s.len() == 36 && Uuid::parse_str(s).is_ok()),
+                "a UUID string in the hyphenated form",
             ),
             Kind::EventType => (
                 serde_json::from_value::<QoeEventType>(value.clone()).is_ok(),
@@ -816,5 +817,22 @@ mod tests {
         assert_eq!(parse_batch(&batch(&many), NOW), Err(BatchError::TooMany(501)));
         let huge = vec![b' '; MAX_BATCH_BYTES + 1];
         assert_eq!(parse_batch(&huge, NOW), Err(BatchError::TooLarge(MAX_BATCH_BYTES + 1)));
+    }
+
+    #[test]
+    fn an_event_id_is_a_uuid_in_the_hyphenated_form_only() {
+        for other in [
+            "01a2065eef087151b48f431b78c26bdb",
+            "{01a2065e-ef08-7151-b48f-431b78c26bdb}",
+        ] {
+            assert_eq!(
+                misshapen(with(|m| {
+                    m.insert("event_id".into(), json!(other));
+                }))
+                .field,
+                "event_id",
+                "{other}"
+            );
+        }
     }
 }

@@ -40,7 +40,7 @@ use self::auth::{AuthSettings, Gate, LOCAL_TOKEN};
 use self::beacons::BeaconsApi;
 use self::body::{Pace, Paced};
 use self::control::{until, Control, Tasks};
-use self::error::Rejection;
+use self::error::{ApiError, Rejection};
 use self::guard::LocalGuard;
 use self::limits::{HttpLimits, PlayableCache, StreamSlots, Uploads};
 use self::metrics::Metrics;
@@ -399,6 +399,18 @@ pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response>
                             window: limits.body_timeout,
                         },
                     );
+                }
+                // A header the document gives a form must be text to have one: poem reads a value
+                // that is not visible ASCII as absent, which would let `If-Match: ×ø` through as
+                // no condition at all.
+                for name in ["if-match", "last-event-id"] {
+                    if req.headers().get(name).is_some_and(|v| v.to_str().is_err()) {
+                        let refused = ApiError::invalid(name, format!("{name} must be visible ASCII text"));
+                        metrics.request(method, fallback, 400, started.elapsed());
+                        let mut response = refused.into_response();
+                        harden(&mut response, page);
+                        return Ok(response);
+                    }
                 }
                 let allow = methods.allow(req.uri().path());
                 let (mut response, operation) = match ep.call(req).await {

@@ -121,7 +121,7 @@ pub struct RegisterVideo {
     #[oai(validator(max_length = 5000))]
     pub description: Option<Text>,
     /// Up to 20 tags of 1 to 40 characters.
-    #[oai(validator(max_items = 20))]
+    #[oai(validator(max_items = 20, min_length = 1, max_length = 40))]
     pub tags: Option<Vec<Text>>,
     /// The source's file name, without folders: 1 to 255 characters, no `/`, `\\` or
     /// control characters, not `.` or `..`.
@@ -146,7 +146,7 @@ pub struct UpdateVideo {
     #[oai(validator(max_length = 5000))]
     pub description: Option<Text>,
     /// Replaces all tags.
-    #[oai(validator(max_items = 20))]
+    #[oai(validator(max_items = 20, min_length = 1, max_length = 40))]
     pub tags: Option<Vec<Text>>,
 }
 

@@ -436,3 +436,59 @@ async fn failure_reasons_shown_to_owners_carry_no_server_paths() {
     assert_eq!(status["last_error"], "cannot open init.mp4: disk full");
     s.stop().await;
 }
+
+/// A condition that is not text is refused, not dropped: poem reads a header value that is not
+/// visible ASCII as absent, which made `If-Match: ×ø` an unconditional write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_condition_that_is_not_text_is_refused_not_ignored() {
+    let s = crate::harness::server().await;
+    let id = s.uploaded("alice", "conditional").await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let mut request = format!(
+        "POST /v1/videos/{id}/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nConnection: close\r\nIf-Match: ",
+        token("alice", "creator")
+    )
+    .into_bytes();
+    request.extend_from_slice(&[0xd7, 0xf8, 0x9b]);
+    request.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+    stream.write_all(&request).expect("write");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(
+        response.contains("VALIDATION_FAILED") && response.contains("if-match"),
+        "{response}"
+    );
+    s.stop().await;
+}
+
+/// The document's lengths are the raw text's: a tag of 41 characters is refused even when
+/// trimming would shorten it (the schema cannot trim).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_are_as_long_as_the_document_says() {
+    let s = crate::harness::server().await;
+    let mut body = crate::harness::register_body("tagged", 10);
+    body["tags"] = json!([format!(" {}", "x".repeat(40))]);
+    let (status, err) = s
+        .send(
+            s.req(Method::POST, "/v1/videos", &token("alice", "creator"))
+                .json(&body),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::BAD_REQUEST, "VALIDATION_FAILED"),
+        "{err}"
+    );
+    body["tags"] = json!(["x".repeat(40)]);
+    let (status, err) = s
+        .send(
+            s.req(Method::POST, "/v1/videos", &token("alice", "creator"))
+                .json(&body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{err}");
+    s.stop().await;
+}
