@@ -195,6 +195,18 @@ mod tests {
 
     // These clients are slow on purpose: their pauses are what is under test.
 
+    /// A client writing `byte` every 20 ms until the reader goes away.
+    fn trickle(mut tx: tokio::io::DuplexStream, byte: &'static [u8]) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            for _ in 0..500 {
+                if tokio::io::AsyncWriteExt::write_all(&mut tx, byte).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    }
+
     #[tokio::test]
     async fn a_body_that_stops_arriving_times_out() {
         let (mut tx, rx) = tokio::io::duplex(64);
@@ -219,7 +231,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_trickle_below_the_minimum_rate_times_out() {
-        let (mut tx, rx) = tokio::io::duplex(64);
+        let (tx, rx) = tokio::io::duplex(64);
         let pace = Pace {
             idle: Duration::from_secs(30),
             total: None,
@@ -227,15 +239,8 @@ mod tests {
             window: Duration::from_millis(300),
         };
         let mut body = Paced::new(rx, pace);
-        let writer = tokio::spawn(async move {
-            // A byte every 20 ms: never idle, far below 100 bytes per 300 ms.
-            for _ in 0..500 {
-                if tokio::io::AsyncWriteExt::write_all(&mut tx, b"x").await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        });
+        // A byte every 20 ms: never idle, far below 100 bytes per 300 ms.
+        let writer = trickle(tx, b"x");
         let error = body.read_to_end(&mut Vec::new()).await.expect_err("too slow");
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         assert!(error.to_string().contains(RATE), "{error}");
@@ -244,7 +249,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_json_body_must_be_whole_within_its_deadline() {
-        let (mut tx, rx) = tokio::io::duplex(64);
+        let (tx, rx) = tokio::io::duplex(64);
         let pace = Pace {
             idle: Duration::from_secs(30),
             total: Some(Duration::from_millis(300)),
@@ -252,14 +257,7 @@ mod tests {
             window: Duration::from_secs(60),
         };
         let mut body = Paced::new(rx, pace);
-        let writer = tokio::spawn(async move {
-            for _ in 0..500 {
-                if tokio::io::AsyncWriteExt::write_all(&mut tx, b"{").await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        });
+        let writer = trickle(tx, b"{");
         let error = body.read_to_end(&mut Vec::new()).await.expect_err("too long");
         assert!(error.to_string().contains(TOTAL), "{error}");
         writer.abort();
