@@ -4,8 +4,6 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use vodsource_analytics::lake;
-use vodsource_analytics::sink::{LakeSink, SinkSettings, SINK_GROUP};
 use vodsource_commands::ports::{Clock, EventLog, ObjectStore, StreamConsumer, SystemClock};
 use vodsource_commands::process::VIDEO_EVENTS_TOPIC;
 use vodsource_commands::process::{EncodingSupervisor, SupervisorConfig};
@@ -13,8 +11,10 @@ use vodsource_commands::{VideoCommands, VideoStore};
 use vodsource_domain::{Policy, VideoServices};
 use vodsource_encoder::{Worker, WorkerConfig};
 use vodsource_infra::aws::AwsSettings;
-use vodsource_infra::kinesis::ShardCoordination;
+use vodsource_infra::ShardCoordination;
 use vodsource_infra::{open_event_log, open_view_store, StreamUrl, Streams, Views};
+use vodsource_lake::sink::{LakeSink, SinkSettings, SINK_GROUP};
+use vodsource_lake::tables;
 use vodsource_projections::{
     rebuild, CatalogProjector, DeadLetterProjector, Projector, RebuildProgress, Runner, RunnerConfig, RunnerError,
     StatusProjector, PROJECTIONS,
@@ -168,8 +168,8 @@ pub fn lake_sinks(
     settings: &SinkSettings,
 ) -> anyhow::Result<Vec<LakeSink<Box<dyn StreamConsumer>>>> {
     [
-        (QOE_TOPIC, &lake::QOE_EVENTS),
-        (VIDEO_EVENTS_TOPIC, &lake::VIDEO_EVENTS),
+        (QOE_TOPIC, &tables::QOE_EVENTS),
+        (VIDEO_EVENTS_TOPIC, &tables::VIDEO_EVENTS),
     ]
     .into_iter()
     .map(|(topic, table)| {

@@ -35,6 +35,7 @@ fn athena_ddl_prints_both_tables_and_refuses_a_bad_location() {
     }
 }
 
+#[cfg(feature = "lake-sql")]
 #[test]
 fn qoe_commands_name_what_is_wrong_and_an_empty_lake_is_empty() {
     let dir = std::env::temp_dir().join(format!("vodsource-cli-{}", std::process::id()));
@@ -77,6 +78,13 @@ fn qoe_commands_name_what_is_wrong_and_an_empty_lake_is_empty() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[cfg(all(
+    feature = "postgres",
+    feature = "dynamodb",
+    feature = "kafka",
+    feature = "s3",
+    feature = "lake-sql"
+))]
 /// `vodsource setup` on the distributed stores (PostgreSQL, DynamoDB, S3 and Kafka on
 /// loopback, as `scripts/services.sh` starts them): it creates each, twice without harm, and
 /// names the store that fails.

@@ -12,6 +12,13 @@
 //! from the events (a new generation; the old one's items are deleted) and the rebuilt views
 //! equal the ones kept live through the kills, item for item and index entry for index entry;
 //! a new projector process carries on.
+#![cfg(all(
+    feature = "postgres",
+    feature = "dynamodb",
+    feature = "kafka",
+    feature = "s3",
+    feature = "lake-sql"
+))]
 
 mod common;
 
@@ -264,7 +271,7 @@ async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
     let aws = vodsource_infra::aws::load(&vodsource_infra::aws::AwsSettings::emulator(&endpoint))
         .await
         .expect("AWS config");
-    let views = vodsource_infra::dynamo::DynamoViewStore::new(&aws, &deployment.prefix);
+    let views = vodsource_infra::dynamodb::DynamoViewStore::new(&aws, &deployment.prefix);
     let log = vodsource_infra::open_event_log(deployment.var("VODSOURCE_EVENT_STORE"))
         .await
         .expect("the event store");

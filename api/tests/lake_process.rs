@@ -221,6 +221,7 @@ enum Shape {
     /// `serve` with the embedded stream and the sink inside.
     Embedded,
     /// `serve --no-qoe-sink` on Kafka stays up; `qoe-sink` processes are killed.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     KafkaSinkProcess,
 }
 
@@ -229,6 +230,7 @@ async fn the_lake_holds_every_accepted_beacon_exactly_once_across_sigkills() {
     exactly_once_across_sigkills(Shape::Embedded, 8).await;
 }
 
+#[cfg(feature = "kafka")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_qoe_sink_process_on_kafka_writes_every_beacon_once_across_sigkills() {
     assert!(

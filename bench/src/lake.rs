@@ -12,9 +12,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
-use vodsource_analytics::columnar::Row;
-use vodsource_analytics::lake::{self, QOE_EVENTS};
-use vodsource_analytics::lakefile::LakeFileWriter;
+use vodsource_lake::columnar::Row;
+use vodsource_lake::tables::{self, QOE_EVENTS};
+use vodsource_lake::writer::LakeFileWriter;
 
 /// `lake` options.
 #[derive(clap::Args)]
@@ -185,14 +185,14 @@ fn events(count: usize) -> Vec<u8> {
 }
 
 /// The events as the QoE stream carries them: each NDJSON line as the beacon endpoint encodes
-/// it ([`vodsource_analytics::wire`]).
+/// it ([`vodsource_qoe::wire`]).
 fn stream_records(ndjson: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
     ndjson
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .map(|line| {
-            let event: vodsource_analytics::QoeEvent = serde_json::from_slice(line)?;
-            Ok(vodsource_analytics::wire::encode(&event))
+            let event: vodsource_qoe::QoeEvent = serde_json::from_slice(line)?;
+            Ok(vodsource_qoe::wire::encode(&event))
         })
         .collect()
 }
@@ -203,7 +203,7 @@ fn vodsource<'a>(records: impl Iterator<Item = &'a [u8]>, dir: &Path) -> anyhow:
     let mut files: BTreeMap<i64, LakeFileWriter> = BTreeMap::new();
     for record in records {
         let row = Row::parse(&QOE_EVENTS, record)?;
-        let hour = lake::hour_of(row.time());
+        let hour = tables::hour_of(row.time());
         let file = match files.entry(hour) {
             std::collections::btree_map::Entry::Occupied(file) => file.into_mut(),
             std::collections::btree_map::Entry::Vacant(slot) => {
@@ -284,7 +284,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         println!("phase: parse only {:.3} s ({sum})", started.elapsed().as_secs_f64());
         let started = Instant::now();
-        let mut rows = vodsource_analytics::columnar::Rows::new(&QOE_EVENTS, 8192);
+        let mut rows = vodsource_lake::columnar::Rows::new(&QOE_EVENTS, 8192);
         for line in &records {
             rows.push(&Row::parse(&QOE_EVENTS, line)?)?;
             if rows.len() == 8192 {

@@ -6,7 +6,7 @@ use anyhow::Context;
 use vodsource_commands::ports::{EventLog, SystemClock};
 use vodsource_commands::{VideoCommands, VideoStore};
 use vodsource_domain::VideoServices;
-use vodsource_infra::dynamo::DynamoViewStore;
+use vodsource_infra::dynamodb::DynamoViewStore;
 use vodsource_infra::sqlite::{SqliteEventLog, SqliteSettings, SqliteViewStore};
 use vodsource_projections::{
     rebuild, CatalogProjector, DeadLetterProjector, Projector, Runner, RunnerConfig, StatusProjector,

@@ -3,8 +3,11 @@
 //! over ring), and `AWS_ENDPOINT_URL` (or [`AwsSettings::endpoint`]) to point every client at
 //! an emulator.
 
+#[cfg(feature = "aws")]
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_kinesis::config::Credentials;
+#[cfg(feature = "aws")]
+use aws_credential_types::Credentials;
+#[cfg(feature = "aws")]
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
 /// Overrides of the standard chain, for tests and emulators; `Default` takes everything from
@@ -31,6 +34,7 @@ impl AwsSettings {
 }
 
 /// Loads the SDK configuration.
+#[cfg(feature = "aws")]
 ///
 /// # Errors
 /// No region is configured (the message says which variable to set).

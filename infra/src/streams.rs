@@ -5,12 +5,27 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vodsource_commands::ports::{StreamConsumer, StreamError, StreamProducer};
+use vodsource_commands::ports::{Clock, LeaseStore, ShardCheckpointStore, StreamConsumer, StreamError, StreamProducer};
 
 use crate::aws::AwsSettings;
+use crate::embedded_log::EmbeddedLog;
+#[cfg(feature = "kafka")]
 use crate::kafka::KafkaStream;
-use crate::kinesis::{KinesisStream, ShardCoordination};
-use crate::stream::EmbeddedLog;
+#[cfg(feature = "kinesis")]
+use crate::kinesis::KinesisStream;
+
+/// What consumers keep their leases and checkpoints in, and who they are.
+#[derive(Clone)]
+pub struct ShardCoordination {
+    /// Shard checkpoints (the view store).
+    pub checkpoints: Arc<dyn ShardCheckpointStore>,
+    /// Shard leases (the view store).
+    pub leases: Arc<dyn LeaseStore>,
+    /// The clock of lease expiry.
+    pub clock: Arc<dyn Clock>,
+    /// This process's name in leases.
+    pub owner: String,
+}
 
 /// Partitions of the embedded log's topics.
 pub const EMBEDDED_PARTITIONS: u32 = 8;
@@ -150,8 +165,18 @@ pub struct Streams {
 #[derive(Clone)]
 enum Kind {
     Embedded(EmbeddedLog),
+    #[cfg(feature = "kafka")]
     Kafka(KafkaStream, u32),
+    #[cfg(feature = "kinesis")]
     Kinesis(KinesisStream, u32),
+}
+
+/// The error of a URL whose service this build leaves out.
+#[cfg(not(all(feature = "kafka", feature = "kinesis")))]
+fn not_built(service: &str, feature: &str) -> StreamError {
+    StreamError::Invalid(format!(
+        "this vodsource was built without {service} (Cargo feature `{feature}`); rebuild with it, or use another stream"
+    ))
 }
 
 impl Streams {
@@ -168,6 +193,7 @@ impl Streams {
     ) -> Result<Self, StreamError> {
         let (kind, prefix) = match url {
             StreamUrl::Embedded(dir) => (Kind::Embedded(EmbeddedLog::open(dir, EMBEDDED_PARTITIONS)?), ""),
+            #[cfg(feature = "kafka")]
             StreamUrl::Kafka {
                 brokers,
                 partitions,
@@ -176,6 +202,9 @@ impl Streams {
                 Kind::Kafka(KafkaStream::connect(brokers)?, *partitions),
                 prefix.as_str(),
             ),
+            #[cfg(not(feature = "kafka"))]
+            StreamUrl::Kafka { .. } => return Err(not_built("Kafka", "kafka")),
+            #[cfg(feature = "kinesis")]
             StreamUrl::Kinesis {
                 shards,
                 lease_ttl,
@@ -186,6 +215,11 @@ impl Streams {
                     Kind::Kinesis(KinesisStream::new(&config, coordination, *lease_ttl), *shards),
                     prefix.as_str(),
                 )
+            }
+            #[cfg(not(feature = "kinesis"))]
+            StreamUrl::Kinesis { .. } => {
+                let _ = (coordination, aws);
+                return Err(not_built("Kinesis", "kinesis"));
             }
         };
         Ok(Self {
@@ -206,12 +240,17 @@ impl Streams {
     pub async fn ensure_topic(&self, topic: &str) -> Result<(), StreamError> {
         let topic = self.topic(topic);
         match &self.kind {
-            Kind::Embedded(_) => Ok(()),
+            Kind::Embedded(_) => {
+                let _ = topic;
+                Ok(())
+            }
+            #[cfg(feature = "kafka")]
             Kind::Kafka(kafka, partitions) => {
                 kafka
                     .create_topic(&topic, i32::try_from(*partitions).unwrap_or(i32::MAX))
                     .await
             }
+            #[cfg(feature = "kinesis")]
             Kind::Kinesis(kinesis, shards) => kinesis.create_stream(&topic, *shards).await,
         }
     }
@@ -220,7 +259,9 @@ impl Streams {
     pub fn producer(&self) -> Arc<dyn StreamProducer> {
         let inner: Arc<dyn StreamProducer> = match &self.kind {
             Kind::Embedded(log) => Arc::new(log.clone()),
+            #[cfg(feature = "kafka")]
             Kind::Kafka(kafka, _) => Arc::new(kafka.clone()),
+            #[cfg(feature = "kinesis")]
             Kind::Kinesis(kinesis, _) => Arc::new(kinesis.clone()),
         };
         if self.prefix.is_empty() {
@@ -243,16 +284,20 @@ impl Streams {
         let topic = self.topic(topic);
         Ok(match &self.kind {
             Kind::Embedded(log) => Box::new(log.consumer(&topic, group)?),
+            #[cfg(feature = "kafka")]
             Kind::Kafka(kafka, _) => Box::new(kafka.consumer(&topic, &self.topic(group))?),
+            #[cfg(feature = "kinesis")]
             Kind::Kinesis(kinesis, _) => Box::new(kinesis.consumer(&topic, group)?),
         })
     }
 
     /// The embedded log, when that is the stream.
     pub fn embedded(&self) -> Option<&EmbeddedLog> {
-        match &self.kind {
-            Kind::Embedded(log) => Some(log),
-            _ => None,
+        #[allow(irrefutable_let_patterns)]
+        if let Kind::Embedded(log) = &self.kind {
+            Some(log)
+        } else {
+            None
         }
     }
 
@@ -263,9 +308,13 @@ impl Streams {
         } else {
             format!(" (topics {}*)", self.prefix)
         };
+        #[cfg(not(any(feature = "kafka", feature = "kinesis")))]
+        let _ = prefix;
         match &self.kind {
             Kind::Embedded(_) => "embedded".into(),
+            #[cfg(feature = "kafka")]
             Kind::Kafka(kafka, _) => format!("kafka://{}{prefix}", kafka.brokers()),
+            #[cfg(feature = "kinesis")]
             Kind::Kinesis(..) => format!("kinesis://{prefix}"),
         }
     }

@@ -25,6 +25,21 @@ pub struct Doc {
     pub unindex: Vec<IndexKey>,
 }
 
+impl Doc {
+    /// Index entries left without their document, as a store's `dump` shows them: version 0,
+    /// no body, the entries in `index`.
+    #[must_use]
+    pub fn orphan(key: String, entries: Vec<IndexKey>) -> Self {
+        Self {
+            key,
+            version: 0,
+            body: String::new(),
+            index: Some(entries),
+            unindex: Vec::new(),
+        }
+    }
+}
+
 /// A document found through a secondary index, with its sort key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexedDoc {

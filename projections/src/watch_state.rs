@@ -9,8 +9,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vodsource_analytics::WatchState;
 use vodsource_commands::ports::{Clock, LeaseKeeper, LeaseStore, StoreError, StreamConsumer, StreamError};
+use vodsource_qoe::WatchState;
 
 use crate::projector::IndexKey;
 use crate::view_store::{Doc, DocChange, ViewStore};
@@ -89,7 +89,7 @@ impl<C: StreamConsumer> WatchStateRunner<C> {
                 .entry(delivery.partition)
                 .and_modify(|o| *o = (*o).max(delivery.offset))
                 .or_insert(delivery.offset);
-            match vodsource_analytics::wire::decode_event(&delivery.value) {
+            match vodsource_qoe::wire::decode_event(&delivery.value) {
                 Ok(event) => events.push(event),
                 Err(e) => {
                     tracing::warn!(partition = delivery.partition, offset = delivery.offset, error = %e, "skipping an unreadable QoE record")

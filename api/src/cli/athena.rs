@@ -27,7 +27,7 @@ pub fn run(command: &Athena) -> anyhow::Result<()> {
         Athena::Ddl { location, from } => {
             chrono::NaiveDate::parse_from_str(from, "%Y-%m-%d")
                 .with_context(|| format!("--from must be a date like 2024-01-01, got {from:?}"))?;
-            print!("{}", vodsource_analytics::lake::athena_ddl(location, from)?);
+            print!("{}", vodsource_lake::tables::athena_ddl(location, from)?);
             Ok(())
         }
     }

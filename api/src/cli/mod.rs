@@ -5,6 +5,7 @@ mod encoder;
 pub mod encoding;
 mod events;
 mod projector;
+#[cfg(feature = "lake-sql")]
 mod qoe;
 mod qoe_sink;
 mod relay;
@@ -62,6 +63,7 @@ enum Command {
     #[command(subcommand)]
     Athena(athena::Athena),
     /// QoE analytics: SQL over the lake and the standard metrics report.
+    #[cfg(feature = "lake-sql")]
     #[command(subcommand)]
     Qoe(qoe::Qoe),
     /// Run the lake sink (QoE and video-events streams into Parquet) until stopped.
@@ -109,6 +111,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Encoder(args) => encoder::run(&config, args).await,
         Command::Athena(command) => athena::run(&command),
         Command::Transcode(args) => tokio::task::spawn_blocking(move || transcode::run(&config, &args)).await?,
+        #[cfg(feature = "lake-sql")]
         Command::Qoe(command) => qoe::run(&config, command).await,
         Command::QoeSink(args) => qoe_sink::run(&config, args).await,
         Command::Setup(args) => setup::run(&config, args).await,

@@ -4,10 +4,12 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use vodsource_analytics::query::{render, Format, Lake};
-use vodsource_analytics::report::{self, ReportFilter};
+#[cfg(feature = "s3")]
 use vodsource_infra::aws::AwsSettings;
+#[cfg(feature = "s3")]
 use vodsource_infra::s3::S3ObjectStore;
+use vodsource_lake::query::{render, Format, Lake};
+use vodsource_lake::report::{self, ReportFilter};
 
 use crate::config::Config;
 
@@ -60,8 +62,13 @@ impl LakeArgs {
     async fn open(&self, config: &Config) -> anyhow::Result<Lake> {
         let url = config.object_store_url(self.object_store.clone());
         if url.starts_with("s3://") {
-            let store = S3ObjectStore::open(&url, &AwsSettings::default()).await?;
-            return Ok(Lake::open_remote(&store.location().url(), store.client()).await?);
+            #[cfg(feature = "s3")]
+            {
+                let store = S3ObjectStore::open(&url, &AwsSettings::default()).await?;
+                return Ok(Lake::open_remote(&store.location().url(), store.client()).await?);
+            }
+            #[cfg(not(feature = "s3"))]
+            anyhow::bail!("this vodsource was built without S3 (Cargo feature `s3`): the lake at {url} cannot be read");
         }
         let Some(root) = url.strip_prefix("file://").filter(|p| !p.is_empty()) else {
             anyhow::bail!("the lake's object store must be file:///path or s3://bucket[/prefix], got {url}");
@@ -124,7 +131,7 @@ pub async fn run(config: &Config, command: Qoe) -> anyhow::Result<()> {
             let metrics = report::metrics(&lake, &filter).await?;
             println!("{}", report::render(&metrics));
             let points = report::hourly(&lake, &filter).await?;
-            vodsource_analytics::chart::draw(&points, &chart)
+            vodsource_lake::chart::draw(&points, &chart)
                 .with_context(|| format!("drawing the chart {}", chart.display()))?;
             println!("chart                          {}", chart.display());
             Ok(())

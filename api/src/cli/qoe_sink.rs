@@ -1,7 +1,7 @@
 //! `vodsource qoe-sink`: the lake sink of the QoE and video-events streams in its own process
 //! (the distributed shape; `serve --no-qoe-sink` leaves it to these), until SIGTERM or Ctrl-C.
 //! Members of one consumer group share the partitions; a member killed at any moment loses
-//! nothing and duplicates nothing (see `vodsource_analytics::sink`).
+//! nothing and duplicates nothing (see `vodsource_lake::sink`).
 
 use anyhow::Context;
 use vodsource_infra::open_object_store;

@@ -236,8 +236,8 @@ pub fn lake_settings(
     config: &Config,
     bytes: Option<u64>,
     secs: Option<u64>,
-) -> anyhow::Result<vodsource_analytics::sink::SinkSettings> {
-    let mut lake = vodsource_analytics::sink::SinkSettings::new(config.data_dir.join("sink"));
+) -> anyhow::Result<vodsource_lake::sink::SinkSettings> {
+    let mut lake = vodsource_lake::sink::SinkSettings::new(config.data_dir.join("sink"));
     if let Some(bytes) = bytes {
         anyhow::ensure!(bytes > 0, "the lake flush size must be more than 0 bytes");
         lake.max_file_bytes = bytes;

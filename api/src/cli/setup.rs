@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use vodsource_commands::ports::ObjectStore;
 use vodsource_infra::aws::AwsSettings;
+#[cfg(feature = "s3")]
 use vodsource_infra::s3::S3ObjectStore;
 use vodsource_infra::{open_object_store, StreamUrl};
 
@@ -37,21 +38,15 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     println!("view store   {}: tables ready", config.view_store_url());
 
     let url = config.object_store_url(args.object_store);
-    // On S3, which browser origins the bucket's CORS rules let in.
-    let mut browsers = String::new();
-    let objects: Arc<dyn ObjectStore> = if url.starts_with("s3://") {
-        let store = S3ObjectStore::open(&url, &aws).await?;
-        store.create_bucket().await.context("creating the bucket")?;
-        store
-            .allow_browsers(&args.cors_origins)
-            .await
-            .context("setting the bucket's CORS rules")?;
-        browsers = format!(" (browsers from {})", args.cors_origins.join(", "));
-        Arc::new(store)
-    } else {
-        open_object_store(&url, &aws)
-            .await
-            .context("opening the object store")?
+    // On S3: the bucket, and which browser origins its CORS rules let in.
+    let (objects, browsers) = match bucket(&url, &aws, &args.cors_origins).await? {
+        Some(prepared) => prepared,
+        None => (
+            open_object_store(&url, &aws)
+                .await
+                .context("opening the object store")?,
+            String::new(),
+        ),
     };
     objects.check().await.context("checking the object store")?;
     println!("object store {}: ready{browsers}", objects.describe());
@@ -67,4 +62,37 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
         println!("stream       embedded: nothing to create");
     }
     Ok(())
+}
+
+/// The bucket `url` names, created, with CORS rules for `origins`; `None` for another store.
+#[cfg(feature = "s3")]
+async fn bucket(
+    url: &str,
+    aws: &AwsSettings,
+    origins: &[String],
+) -> anyhow::Result<Option<(Arc<dyn ObjectStore>, String)>> {
+    if !url.starts_with("s3://") {
+        return Ok(None);
+    }
+    let store = S3ObjectStore::open(url, aws).await?;
+    store.create_bucket().await.context("creating the bucket")?;
+    store
+        .allow_browsers(origins)
+        .await
+        .context("setting the bucket's CORS rules")?;
+    Ok(Some((
+        Arc::new(store),
+        format!(" (browsers from {})", origins.join(", ")),
+    )))
+}
+
+/// Without S3 in this build there is no bucket: opening an `s3://` URL names the feature.
+#[cfg(not(feature = "s3"))]
+#[allow(clippy::unused_async)]
+async fn bucket(
+    _url: &str,
+    _aws: &AwsSettings,
+    _origins: &[String],
+) -> anyhow::Result<Option<(Arc<dyn ObjectStore>, String)>> {
+    Ok(None)
 }

@@ -4,8 +4,8 @@
 
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi, Tags};
-use vodsource_analytics::{judge_batch, BatchError, BeaconError, MAX_BATCH_EVENTS};
 use vodsource_commands::ports::StreamError;
+use vodsource_qoe::{judge_batch, BatchError, BeaconError, MAX_BATCH_EVENTS};
 
 use super::auth::{BearerAuth, Principal, Role};
 use super::error::ApiError;
@@ -129,7 +129,7 @@ impl BeaconsApi {
             }
             let (status, error) = match &result.outcome {
                 Ok(event) => {
-                    records.push(vodsource_analytics::wire::record(event));
+                    records.push(vodsource_qoe::wire::record(event));
                     (BeaconStatus::Accepted, None)
                 }
                 Err(e) => (
@@ -172,7 +172,7 @@ impl BeaconsApi {
 
 /// Whose watch state an event moves: a viewer's own. An event without `viewer_id` is the
 /// caller's; one naming somebody else is refused, unless an admin (a trusted relay) sends it.
-fn bind_viewer(event: &mut vodsource_analytics::QoeEvent, principal: &Principal) -> Result<(), BeaconError> {
+fn bind_viewer(event: &mut vodsource_qoe::QoeEvent, principal: &Principal) -> Result<(), BeaconError> {
     if principal.role == Role::Admin {
         return Ok(());
     }

@@ -61,7 +61,7 @@ pub fn describe(document: &mut Value, facts: &Facts) {
                 schema.insert("additionalProperties".into(), Value::Bool(false));
             }
         }
-        let (batch, event) = vodsource_analytics::json_schemas();
+        let (batch, event) = vodsource_qoe::json_schemas();
         schemas.insert("BeaconBatch".into(), batch);
         schemas.insert("BeaconEvent".into(), event);
         for body in ["RegisterVideo", "UpdateVideo"] {

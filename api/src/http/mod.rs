@@ -81,7 +81,7 @@ pub struct ServeSettings {
     pub aws: vodsource_infra::aws::AwsSettings,
     /// The lake sink of the QoE and video-events streams, run here when there is a stream;
     /// `None` leaves it to `vodsource qoe-sink` processes.
-    pub lake: Option<vodsource_analytics::sink::SinkSettings>,
+    pub lake: Option<vodsource_lake::sink::SinkSettings>,
     /// Whether the watch-state consumer group and the video-events relay run here when there
     /// is a stream (`vodsource api` leaves them to `vodsource projector` and `vodsource relay`).
     pub stream_roles: bool,
@@ -382,7 +382,7 @@ pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response>
                     );
                 } else {
                     let limit = if fallback == "beacons" {
-                        vodsource_analytics::MAX_BATCH_BYTES
+                        vodsource_qoe::MAX_BATCH_BYTES
                     } else {
                         MAX_JSON_BODY
                     };

@@ -6,8 +6,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
-use vodsource_analytics::WatchState;
 use vodsource_projections::{viewer_partition, WATCH_STATE};
+use vodsource_qoe::WatchState;
 
 use super::auth::{BearerAuth, Role};
 use super::error::ApiError;

@@ -13,8 +13,8 @@ use uuid::Uuid;
 use vodsource_commands::ports::{AppendRequest, Appended, EventLog, EventMetadata, RecordedEvent, StoreError};
 
 use super::schema::migrate;
-use crate::group::{BatchWriter, GroupCommit, Outcomes};
-use crate::plan::{plan, Existing};
+use crate::append::group::{BatchWriter, GroupCommit, Outcomes};
+use crate::append::plan::{plan, Existing};
 
 const COLUMNS: &str = "position, stream_id, stream_type, version, event_id, event_type, schema_version, occurred_at, metadata::text, payload::text";
 

@@ -11,8 +11,8 @@ use vodsource_commands::ports::{AppendRequest, Appended, EventLog, EventMetadata
 
 use super::connect::{from_micros, signed, to_micros, SqliteSettings};
 use super::db::{map_err, Db};
-use crate::group::{BatchWriter, GroupCommit, Outcomes};
-use crate::plan::{plan, Existing};
+use crate::append::group::{BatchWriter, GroupCommit, Outcomes};
+use crate::append::plan::{plan, Existing};
 
 const SCHEMA: &str = r"
 CREATE TABLE IF NOT EXISTS events (

@@ -8,5 +8,4 @@ mod view_store;
 
 pub use connect::{SqliteSettings, Synchronous};
 pub use event_log::SqliteEventLog;
-pub(crate) use view_store::orphans;
 pub use view_store::SqliteViewStore;

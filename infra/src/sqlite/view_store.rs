@@ -135,23 +135,12 @@ impl SqliteViewStore {
                 doc
             }));
             if done {
-                out.extend(orphans(index));
+                out.extend(index.into_iter().map(|(key, entries)| Doc::orphan(key, entries)));
                 out.sort_by(|a, b| a.key.cmp(&b.key));
                 return Ok(out);
             }
         }
     }
-}
-
-/// Index entries left without their document, as [`SqliteViewStore::dump`] shows them.
-pub(crate) fn orphans(index: HashMap<String, Vec<IndexKey>>) -> impl Iterator<Item = Doc> {
-    index.into_iter().map(|(key, entries)| Doc {
-        key,
-        version: 0,
-        body: String::new(),
-        index: Some(entries),
-        unindex: Vec::new(),
-    })
 }
 
 fn ensure_projection(conn: &Connection, name: &str) -> rusqlite::Result<()> {

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use vodsource_analytics::QoeEvent;
 use vodsource_commands::ports::StreamConsumer;
+use vodsource_qoe::QoeEvent;
 use vodsource_tests::TempDir;
 
 use crate::harness::{server, server_with, settings, token};
@@ -119,7 +119,7 @@ async fn good_beacons_are_stored_and_the_servers_rules_reject_events_one_by_one(
     let delivered = consumer.poll(100, Duration::from_millis(100)).await.expect("poll");
     assert_eq!(delivered.len(), 3);
     for d in &delivered {
-        let event: QoeEvent = vodsource_analytics::wire::decode_event(&d.value).expect("a QoE event");
+        let event: QoeEvent = vodsource_qoe::wire::decode_event(&d.value).expect("a QoE event");
         assert_eq!(d.key, event.sid);
         assert!((before..=after).contains(&event.received_at), "stamped on receipt");
         assert!(sent.iter().any(|b| b["event_id"] == event.event_id.to_string()));
@@ -248,7 +248,7 @@ async fn beacons_belong_to_the_caller() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while viewers.len() < 3 && std::time::Instant::now() < deadline {
         for d in consumer.poll(100, Duration::from_millis(100)).await.expect("poll") {
-            let event: QoeEvent = vodsource_analytics::wire::decode_event(&d.value).expect("a QoE event");
+            let event: QoeEvent = vodsource_qoe::wire::decode_event(&d.value).expect("a QoE event");
             viewers.push((event.event_id.to_string(), event.viewer_id));
         }
     }
@@ -409,7 +409,7 @@ async fn beacons_and_video_events_reach_the_lake() {
     let scratch = TempDir::new();
     let mut config = settings();
     config.stream = Some(vodsource_infra::StreamUrl::Embedded(scratch.path().join("streams")));
-    let mut lake = vodsource_analytics::sink::SinkSettings::new(scratch.path().join("sink"));
+    let mut lake = vodsource_lake::sink::SinkSettings::new(scratch.path().join("sink"));
     lake.max_age = Duration::from_millis(200);
     config.lake = Some(lake);
     let s = server_with(config).await;
@@ -462,13 +462,14 @@ async fn beacons_and_video_events_reach_the_lake() {
     }
 }
 
+#[cfg(feature = "distributed")]
 /// Beacons through the given distributed stream reach the lake and the watch state.
 async fn through(stream: vodsource_infra::StreamUrl, aws: vodsource_infra::aws::AwsSettings) {
     let scratch = TempDir::new();
     let mut config = settings();
     config.stream = Some(stream);
     config.aws = aws;
-    let mut lake = vodsource_analytics::sink::SinkSettings::new(scratch.path().join("sink"));
+    let mut lake = vodsource_lake::sink::SinkSettings::new(scratch.path().join("sink"));
     lake.max_age = Duration::from_millis(200);
     config.lake = Some(lake);
     let s = server_with(config).await;
@@ -521,6 +522,7 @@ async fn through(stream: vodsource_infra::StreamUrl, aws: vodsource_infra::aws::
     }
 }
 
+#[cfg(feature = "distributed")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_kafka_beacons_reach_the_lake_and_the_watch_state() {
     let broker = "127.0.0.1:9092";
@@ -539,6 +541,7 @@ async fn through_kafka_beacons_reach_the_lake_and_the_watch_state() {
     .await;
 }
 
+#[cfg(feature = "distributed")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_kinesis_beacons_reach_the_lake_and_the_watch_state() {
     let endpoint = std::env::var("VODSOURCE_TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());

@@ -22,6 +22,7 @@ async fn the_catalog_lists_newest_first_with_filters_cursors_and_visibility() {
     catalog_listing(server().await).await;
 }
 
+#[cfg(feature = "distributed")]
 /// The same on PostgreSQL and DynamoDB: commands, projections, the supervisor and the
 /// listing's index partitions and cursors through the distributed stores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

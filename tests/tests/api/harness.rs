@@ -66,6 +66,7 @@ pub async fn server_with(settings: ServeSettings) -> Server {
     server_on(settings, None).await
 }
 
+#[cfg(feature = "distributed")]
 /// A server whose event store is a fresh schema on the test PostgreSQL server.
 pub async fn server_on_postgres() -> Server {
     let base =
@@ -75,6 +76,7 @@ pub async fn server_on_postgres() -> Server {
     server_on(settings(), Some(url)).await
 }
 
+#[cfg(feature = "distributed")]
 /// A server in the distributed shape: events on a fresh PostgreSQL schema, views on fresh
 /// DynamoDB tables (the AWS emulator).
 pub async fn server_distributed() -> Server {
@@ -88,7 +90,7 @@ pub async fn server_distributed() -> Server {
     let aws = vodsource_infra::aws::load(&vodsource_infra::aws::AwsSettings::emulator(&endpoint))
         .await
         .expect("AWS config");
-    vodsource_infra::dynamo::DynamoViewStore::new(&aws, &format!("t-{id}-"))
+    vodsource_infra::dynamodb::DynamoViewStore::new(&aws, &format!("t-{id}-"))
         .create_tables()
         .await
         .expect("DynamoDB tables (start the emulator with `scripts/services.sh start aws`)");
@@ -102,12 +104,14 @@ pub async fn server_distributed() -> Server {
     serve(dir, stores, objects, settings()).await
 }
 
+#[cfg(feature = "distributed")]
 /// A server whose object store is a fresh bucket on the S3 emulator (under `media-root/`);
 /// returns it with the emulator's endpoint.
 pub async fn server_on_s3() -> (Server, String) {
     server_on_s3_with(|_| settings()).await
 }
 
+#[cfg(feature = "distributed")]
 /// As [`server_on_s3`], with the settings `settings` makes of the store's plain HTTP URL
 /// (`<endpoint>/<bucket>/media-root/media`, where a CDN whose origin is the store's media
 /// prefix would be).

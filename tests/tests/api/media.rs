@@ -2,6 +2,7 @@
 
 use reqwest::{Method, StatusCode};
 
+#[cfg(feature = "distributed")]
 use vodsource_api::http::cdn::{Cdn, CloudFrontKey};
 
 use crate::harness::{code, server, token, MASTER};
@@ -84,6 +85,7 @@ async fn playback_is_signed_expiring_and_only_for_published_videos() {
     s.stop().await;
 }
 
+#[cfg(feature = "distributed")]
 /// With the object store on S3: the upload URL is a presigned S3 `PUT` that a plain HTTP
 /// client uses directly, upload-complete checks the object there, playlists are answered by
 /// the API under the media token, and segments redirect to presigned S3 `GET`s.
@@ -145,6 +147,7 @@ async fn on_s3_uploads_go_straight_to_the_bucket_and_segments_redirect_there() {
     s.stop().await;
 }
 
+#[cfg(feature = "distributed")]
 /// Registers a small video of alice's, PUTs it to its presigned S3 URL with a plain HTTP
 /// client and completes the upload: its id and the upload URL.
 async fn uploaded_to_s3(s: &crate::harness::Server, title: &str) -> (String, String) {
@@ -169,6 +172,7 @@ async fn uploaded_to_s3(s: &crate::harness::Server, title: &str) -> (String, Str
     (id, url)
 }
 
+#[cfg(feature = "distributed")]
 /// Encodes `id` (a master, a rendition playlist and a segment on S3), publishes it, and
 /// returns its playback URLs.
 async fn publish_on_s3(s: &crate::harness::Server, id: &str) -> serde_json::Value {
@@ -207,6 +211,7 @@ async fn publish_on_s3(s: &crate::harness::Server, id: &str) -> serde_json::Valu
     urls
 }
 
+#[cfg(feature = "distributed")]
 /// With a CDN in front of the bucket (here the emulator's plain bucket URL stands in for
 /// CloudFront, and a test key signs): playlists still come from the API under the media
 /// token, but every segment they name is an absolute CloudFront-signed URL on the CDN, the

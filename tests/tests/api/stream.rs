@@ -146,6 +146,7 @@ async fn shutdown_ends_open_streams_and_checkpoints_the_runners() {
     }
 }
 
+#[cfg(feature = "distributed")]
 /// The same lifecycle with the event store on PostgreSQL: commands, the supervisor, the views
 /// and the live stream all work through the distributed store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

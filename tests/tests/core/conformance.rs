@@ -534,6 +534,7 @@ conformance!(sqlite, {
     (Arc::new(log) as Arc<dyn EventLog>, dir)
 });
 
+#[cfg(feature = "distributed")]
 conformance!(postgres, {
     let log = crate::helpers::pg_log().await;
     (Arc::new(log) as Arc<dyn EventLog>, ())

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use vodsource_commands::ports::{CheckpointStore, LeaseStore, ShardCheckpoint, ShardCheckpointStore, StoreError};
 use vodsource_infra::aws::AwsSettings;
-use vodsource_infra::dynamo::DynamoViewStore;
+use vodsource_infra::dynamodb::DynamoViewStore;
 use vodsource_projections::{rebuild, CatalogProjector, Doc, DocChange, IndexKey, StatusProjector, ViewStore};
 
 use crate::helpers::{clock, commands, lifecycle};

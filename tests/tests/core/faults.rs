@@ -4,10 +4,12 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+#[cfg(feature = "distributed")]
 use std::time::Duration;
 
 use serde_json::json;
 use vodsource_commands::ports::{EventLog, ExpectedVersion, StoreError};
+#[cfg(feature = "distributed")]
 use vodsource_infra::postgres::PgEventLog;
 use vodsource_infra::sqlite::{SqliteEventLog, SqliteSettings};
 use vodsource_projections::{
@@ -16,7 +18,10 @@ use vodsource_projections::{
 };
 
 use crate::conformance::{append, event};
-use crate::helpers::{clock, commands, eventually, lifecycle, pg_base_url, sqlite_log, view_store};
+use crate::helpers::{clock, commands, lifecycle, sqlite_log, view_store};
+#[cfg(feature = "distributed")]
+use crate::helpers::{eventually, pg_base_url};
+#[cfg(feature = "distributed")]
 use crate::proxy::Proxy;
 
 async fn run_all(
@@ -209,6 +214,7 @@ async fn a_sqlite_file_locked_by_another_process_is_named_in_the_error() {
     drop(dir);
 }
 
+#[cfg(feature = "distributed")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_postgres_is_named_by_host_and_port() {
     let err = match PgEventLog::connect("postgres://postgres@127.0.0.1:1/postgres").await {
@@ -222,6 +228,7 @@ async fn an_unreachable_postgres_is_named_by_host_and_port() {
     );
 }
 
+#[cfg(feature = "distributed")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_rides_out_a_postgres_outage_and_resumes_from_its_checkpoint() {
     let base = pg_base_url();

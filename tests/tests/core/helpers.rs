@@ -2,23 +2,27 @@
 
 use std::path::Path;
 use std::sync::Arc;
+#[cfg(feature = "distributed")]
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use vodsource_commands::ports::{EventLog, ManualClock};
 use vodsource_commands::{VideoCommands, VideoStore};
 use vodsource_domain::{Clock, VideoServices};
+#[cfg(feature = "distributed")]
 use vodsource_infra::postgres::PgEventLog;
 use vodsource_infra::sqlite::{SqliteEventLog, SqliteSettings, SqliteViewStore};
 
 /// A folder removed when dropped.
 pub use vodsource_tests::TempDir;
 
+#[cfg(feature = "distributed")]
 /// The PostgreSQL server the tests use.
 pub fn pg_base_url() -> String {
     std::env::var("VODSOURCE_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+#[cfg(feature = "distributed")]
 /// A fresh schema on the test server.
 pub fn pg_url() -> String {
     let base = pg_base_url();
@@ -27,6 +31,7 @@ pub fn pg_url() -> String {
     format!("{base}{sep}schema={schema}")
 }
 
+#[cfg(feature = "distributed")]
 /// Connects to a fresh schema, or fails saying how to start PostgreSQL.
 pub async fn pg_log() -> PgEventLog {
     let url = pg_url();
@@ -77,6 +82,7 @@ pub async fn lifecycle(commands: &VideoCommands, id: &str, i: usize) -> usize {
         .expect("lifecycle command")
 }
 
+#[cfg(feature = "distributed")]
 /// Polls `check` until it holds or `deadline` passes.
 pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
 where
@@ -93,6 +99,7 @@ where
     }
 }
 
+#[cfg(feature = "distributed")]
 /// Connects to a given URL, or fails saying how to start PostgreSQL.
 pub async fn pg_log_at(url: &str) -> PgEventLog {
     PgEventLog::connect(url).await.unwrap_or_else(|e| {

@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use vodsource_analytics::lake::QOE_EVENTS;
-use vodsource_analytics::sink::{LakeSink, SinkSettings, SINK_GROUP};
 use vodsource_commands::ports::{Delivery, StreamConsumer, StreamProducer, StreamRecord};
 use vodsource_infra::kafka::KafkaStream;
 use vodsource_infra::open_object_store;
+use vodsource_lake::sink::{LakeSink, SinkSettings, SINK_GROUP};
+use vodsource_lake::tables::QOE_EVENTS;
 use vodsource_tests::{lake, TempDir};
 
 const BROKER: &str = "127.0.0.1:9092";
@@ -102,7 +102,7 @@ async fn the_lake_sink_reads_through_kafka_exactly_once() {
     .await
     .expect("objects");
     let base = 1_795_408_200_000_i64;
-    let events: Vec<vodsource_analytics::QoeEvent> = (0..200)
+    let events: Vec<vodsource_qoe::QoeEvent> = (0..200)
         .map(|i| {
             serde_json::from_value(serde_json::json!({
                 "event_id": uuid::Uuid::now_v7(),
@@ -116,7 +116,7 @@ async fn the_lake_sink_reads_through_kafka_exactly_once() {
             .expect("event")
         })
         .collect();
-    let records = events.iter().map(vodsource_analytics::wire::record).collect();
+    let records = events.iter().map(vodsource_qoe::wire::record).collect();
     kafka.publish(&topic, records).await.expect("published");
 
     let mut settings = SinkSettings::new(dir.path().join("sink"));
@@ -161,7 +161,7 @@ async fn the_lake_sink_reads_through_kafka_exactly_once() {
 fn run_sink(
     mut sink: LakeSink<vodsource_infra::kafka::KafkaConsumer>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> tokio::task::JoinHandle<vodsource_analytics::sink::SinkStats> {
+) -> tokio::task::JoinHandle<vodsource_lake::sink::SinkStats> {
     tokio::spawn(async move {
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             if let Err(e) = sink.step(Duration::from_millis(100)).await {
@@ -190,9 +190,9 @@ async fn two_sinks_in_one_group_split_the_partitions_and_write_each_record_once(
     let publish = |from: i64, n: i64| {
         let records = (from..from + n)
             .map(|i| {
-                vodsource_analytics::wire::record(&vodsource_analytics::QoeEvent::new(
+                vodsource_qoe::wire::record(&vodsource_qoe::QoeEvent::new(
                     uuid::Uuid::now_v7(),
-                    vodsource_analytics::QoeEventType::Heartbeat,
+                    vodsource_qoe::QoeEventType::Heartbeat,
                     &format!("s-{}", i % 40),
                     "video-1",
                     base + i * 1_000,

@@ -7,12 +7,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vodsource_analytics::lake::QOE_EVENTS;
-use vodsource_analytics::sink::{LakeSink, SinkSettings, SINK_GROUP};
 use vodsource_commands::ports::{Delivery, ManualClock, StreamConsumer, StreamError, StreamProducer, StreamRecord};
 use vodsource_infra::aws::AwsSettings;
-use vodsource_infra::kinesis::{KinesisStream, ShardCoordination};
+use vodsource_infra::kinesis::KinesisStream;
 use vodsource_infra::open_object_store;
+use vodsource_infra::ShardCoordination;
+use vodsource_lake::sink::{LakeSink, SinkSettings, SINK_GROUP};
+use vodsource_lake::tables::QOE_EVENTS;
 use vodsource_tests::{lake, TempDir};
 
 use crate::helpers::{clock, view_store};
@@ -182,11 +183,11 @@ async fn the_lake_sink_reads_through_kinesis_exactly_once() {
     .expect("objects");
     let base = 1_795_408_200_000_i64;
     // More than one PutRecords request holds (500 records).
-    let events: Vec<vodsource_analytics::QoeEvent> = (0..1200)
+    let events: Vec<vodsource_qoe::QoeEvent> = (0..1200)
         .map(|i| {
-            let mut event = vodsource_analytics::QoeEvent::new(
+            let mut event = vodsource_qoe::QoeEvent::new(
                 uuid::Uuid::now_v7(),
-                vodsource_analytics::QoeEventType::Heartbeat,
+                vodsource_qoe::QoeEventType::Heartbeat,
                 &format!("s-{}", i % 50),
                 "video-1",
                 base + i * 3_000,
@@ -195,7 +196,7 @@ async fn the_lake_sink_reads_through_kinesis_exactly_once() {
             event
         })
         .collect();
-    let records = events.iter().map(vodsource_analytics::wire::record).collect();
+    let records = events.iter().map(vodsource_qoe::wire::record).collect();
     kinesis.publish(&stream, records).await.expect("published");
 
     let mut settings = SinkSettings::new(dir.path().join("sink"));

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vodsource_analytics::lake::QOE_EVENTS;
-use vodsource_analytics::sink::{LakeSink, SinkSettings, SINK_GROUP};
 use vodsource_commands::ports::{ObjectStore, StreamConsumer, StreamProducer, StreamRecord};
 use vodsource_infra::{open_object_store, EmbeddedLog};
+use vodsource_lake::sink::{LakeSink, SinkSettings, SINK_GROUP};
+use vodsource_lake::tables::QOE_EVENTS;
 use vodsource_tests::{lake, TempDir};
 
 /// 2026-11-23T04:30:00Z.
@@ -258,21 +258,23 @@ async fn resent_events_land_once_within_a_flush_and_across_a_restart() {
     once("across a restart");
 }
 
+#[cfg(feature = "lake-sql")]
 /// One player event for the report's sessions.
-fn play(sid: &str, kind: vodsource_analytics::QoeEventType, at_s: i64) -> vodsource_analytics::QoeEvent {
+fn play(sid: &str, kind: vodsource_qoe::QoeEventType, at_s: i64) -> vodsource_qoe::QoeEvent {
     let ts = BASE_MS + at_s * 1000;
-    vodsource_analytics::QoeEvent {
+    vodsource_qoe::QoeEvent {
         viewer_id: Some("ann".into()),
         received_at: ts + 50,
-        ..vodsource_analytics::QoeEvent::new(uuid::Uuid::now_v7(), kind, sid, "video-9", ts)
+        ..vodsource_qoe::QoeEvent::new(uuid::Uuid::now_v7(), kind, sid, "video-9", ts)
     }
 }
 
+#[cfg(feature = "lake-sql")]
 #[tokio::test]
 async fn local_sql_and_the_qoe_report_read_what_the_sink_wrote() {
-    use vodsource_analytics::query::Lake;
-    use vodsource_analytics::report::{self, ReportFilter};
-    use vodsource_analytics::QoeEventType as T;
+    use vodsource_lake::query::Lake;
+    use vodsource_lake::report::{self, ReportFilter};
+    use vodsource_qoe::QoeEventType as T;
 
     let dir = TempDir::new();
     let log = EmbeddedLog::open(dir.path().join("streams"), 2).expect("log");
@@ -283,7 +285,7 @@ async fn local_sql_and_the_qoe_report_read_what_the_sink_wrote() {
     )
     .await
     .expect("objects");
-    let with = |mut e: vodsource_analytics::QoeEvent, f: &dyn Fn(&mut vodsource_analytics::QoeEvent)| {
+    let with = |mut e: vodsource_qoe::QoeEvent, f: &dyn Fn(&mut vodsource_qoe::QoeEvent)| {
         f(&mut e);
         e
     };
@@ -318,7 +320,7 @@ async fn local_sql_and_the_qoe_report_read_what_the_sink_wrote() {
         with(play("d", T::Heartbeat, 10), &|e| e.br = Some(1000)),
         with(play("d", T::Error, 20), &|e| e.error_code = Some("NETWORK".into())),
     ];
-    let records = events.iter().map(vodsource_analytics::wire::record).collect();
+    let records = events.iter().map(vodsource_qoe::wire::record).collect();
     log.publish("qoe-events", records).await.expect("published");
     let consumer = log.consumer("qoe-events", SINK_GROUP).expect("consumer");
     let mut sink = LakeSink::new(consumer, "qoe-events", &QOE_EVENTS, objects, settings(&dir)).expect("sink");
@@ -329,7 +331,7 @@ async fn local_sql_and_the_qoe_report_read_what_the_sink_wrote() {
         .sql("SELECT event_type, count(*) AS n FROM qoe_events WHERE event_date = '2026-11-23' GROUP BY event_type ORDER BY event_type")
         .await
         .expect("query");
-    let text = vodsource_analytics::query::render(&batches, vodsource_analytics::query::Format::Csv).expect("csv");
+    let text = vodsource_lake::query::render(&batches, vodsource_lake::query::Format::Csv).expect("csv");
     assert!(
         text.starts_with("event_type,n\nbitrate_change,1\nerror,2\nheartbeat,4\n"),
         "{text}"
@@ -388,7 +390,7 @@ async fn local_sql_and_the_qoe_report_read_what_the_sink_wrote() {
     assert_eq!(hours[0].hour, "2026-11-23 04");
     assert_eq!(hours[0].plays, 4);
     let chart = dir.path().join("chart.png");
-    vodsource_analytics::chart::draw(&hours, &chart).expect("chart");
+    vodsource_lake::chart::draw(&hours, &chart).expect("chart");
     let png = std::fs::read(&chart).expect("png");
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     assert_eq!(u32::from_be_bytes([png[16], png[17], png[18], png[19]]), 1200, "width");

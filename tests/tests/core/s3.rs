@@ -5,13 +5,13 @@
 
 use object_store::signer::Signer;
 use tokio::io::AsyncRead;
-use vodsource_analytics::lake::QOE_EVENTS;
-use vodsource_analytics::query::Lake;
-use vodsource_analytics::sink::{LakeSink, SINK_GROUP};
 use vodsource_commands::ports::{Access, ObjectStore, PutError, StoreError, StreamProducer, StreamRecord};
 use vodsource_infra::aws::AwsSettings;
 use vodsource_infra::s3::{s3_client, S3ObjectStore};
 use vodsource_infra::EmbeddedLog;
+use vodsource_lake::query::Lake;
+use vodsource_lake::sink::{LakeSink, SINK_GROUP};
+use vodsource_lake::tables::QOE_EVENTS;
 use vodsource_tests::{lake, TempDir};
 
 use crate::lake::{event, settings, sink_until_committed, BASE_MS};
@@ -175,14 +175,14 @@ async fn the_lake_sink_uploads_to_s3_and_local_sql_reads_it_there() {
         .sql("SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM qoe_events WHERE event_date = '2026-11-23'")
         .await
         .expect("query");
-    let text = vodsource_analytics::query::render(&batches, vodsource_analytics::query::Format::Csv).expect("csv");
+    let text = vodsource_lake::query::render(&batches, vodsource_lake::query::Format::Csv).expect("csv");
     assert_eq!(text, "n,ids\n1500,1500\n");
     // The partition filter prunes on S3 as on a folder: one hour reads only that hour.
     let batches = lake
         .sql("SELECT count(*) AS n FROM qoe_events WHERE event_hour = '05'")
         .await
         .expect("query");
-    let text = vodsource_analytics::query::render(&batches, vodsource_analytics::query::Format::Csv).expect("csv");
+    let text = vodsource_lake::query::render(&batches, vodsource_lake::query::Format::Csv).expect("csv");
     let in_hour = (0..1500_i64)
         .filter(|i| (BASE_MS + i * 7_000) / 3_600_000 % 24 == 5)
         .count();

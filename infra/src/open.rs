@@ -9,14 +9,23 @@ use vodsource_commands::ports::{
 };
 use vodsource_projections::ViewStore;
 
-use crate::dynamo::DynamoViewStore;
-
 use crate::aws::AwsSettings;
-use crate::objects::LocalObjectStore;
-use crate::s3::S3ObjectStore;
-
+#[cfg(feature = "dynamodb")]
+use crate::dynamodb::DynamoViewStore;
+use crate::local::LocalObjectStore;
+#[cfg(feature = "postgres")]
 use crate::postgres::PgEventLog;
+#[cfg(feature = "s3")]
+use crate::s3::S3ObjectStore;
 use crate::sqlite::{SqliteEventLog, SqliteSettings, SqliteViewStore};
+
+/// The error of a URL whose service this build leaves out.
+#[cfg(not(all(feature = "postgres", feature = "dynamodb", feature = "s3")))]
+fn not_built(service: &str, feature: &str) -> StoreError {
+    StoreError::Invalid(format!(
+        "this vodsource was built without {service} (Cargo feature `{feature}`); rebuild with it, or use another store"
+    ))
+}
 
 /// A parsed event store URL.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +91,10 @@ pub async fn open_event_log(url: &str) -> Result<Arc<dyn EventLog>, StoreError> 
             let settings = SqliteSettings::from_query(&query)?;
             Ok(Arc::new(SqliteEventLog::open(path, &settings).await?))
         }
+        #[cfg(feature = "postgres")]
         EventLogUrl::Postgres(url) => Ok(Arc::new(PgEventLog::connect(&url).await?)),
+        #[cfg(not(feature = "postgres"))]
+        EventLogUrl::Postgres(_) => Err(not_built("PostgreSQL", "postgres")),
     }
 }
 
@@ -131,16 +143,24 @@ pub async fn open_view_store(url: &str, aws: &AwsSettings, create: bool) -> Resu
                 }
             }
         }
-        let config = crate::aws::load(aws).await.map_err(StoreError::Invalid)?;
-        let store = DynamoViewStore::new(&config, &prefix);
-        if create {
-            store.create_tables().await?;
+        #[cfg(feature = "dynamodb")]
+        {
+            let config = crate::aws::load(aws).await.map_err(StoreError::Invalid)?;
+            let store = DynamoViewStore::new(&config, &prefix);
+            if create {
+                store.create_tables().await?;
+            }
+            store
+                .check()
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("{e} (`vodsource setup` creates the tables)")))?;
+            return Ok(Arc::new(store));
         }
-        store
-            .check()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("{e} (`vodsource setup` creates the tables)")))?;
-        return Ok(Arc::new(store));
+        #[cfg(not(feature = "dynamodb"))]
+        {
+            let _ = (aws, create, prefix);
+            return Err(not_built("DynamoDB", "dynamodb"));
+        }
     }
     match EventLogUrl::parse(url)? {
         EventLogUrl::Sqlite { path, query } => Ok(Arc::new(
@@ -160,8 +180,13 @@ pub async fn open_view_store(url: &str, aws: &AwsSettings, create: bool) -> Resu
 /// cannot be created.
 pub async fn open_object_store(url: &str, aws: &AwsSettings) -> Result<Arc<dyn ObjectStore>, StoreError> {
     if url.starts_with("s3://") {
+        #[cfg(feature = "s3")]
         return Ok(Arc::new(S3ObjectStore::open(url, aws).await?));
+        #[cfg(not(feature = "s3"))]
+        return Err(not_built("S3", "s3"));
     }
+    #[cfg(not(feature = "s3"))]
+    let _ = aws;
     match url.strip_prefix("file://") {
         Some(path) if !path.is_empty() => Ok(Arc::new(LocalObjectStore::open(path).await?)),
         _ => Err(StoreError::Invalid(format!(

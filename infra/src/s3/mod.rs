@@ -11,22 +11,26 @@
 //! of 8 MiB, a few in flight), aborted if the body fails or passes its limit. Either way the
 //! object appears whole or not at all.
 
-use std::fmt;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_kinesis::config::{ProvideCredentials, SharedCredentialsProvider};
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder, AwsCredential};
+use object_store::aws::AmazonS3;
 use object_store::path::Path;
 use object_store::{CredentialProvider, ObjectStore as _, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Mutex;
 use vodsource_commands::ports::{check_key, Access, ObjectMeta, ObjectStore, PutError, StoreError};
 
 use crate::aws::AwsSettings;
+
+mod client;
+mod presign;
+mod setup;
+
+pub use client::s3_client;
+use client::{client_in_region, SdkCredentials};
 
 /// Bodies up to this size go in one request; larger ones in parts of this size.
 const PART: usize = 8 * 1024 * 1024;
@@ -81,91 +85,6 @@ impl S3Location {
     }
 }
 
-/// A client for one bucket, with credentials and region from the AWS SDK's chain.
-///
-/// # Errors
-/// No region configured; a client `object_store` refuses to build.
-pub async fn s3_client(bucket: &str, settings: &AwsSettings) -> Result<AmazonS3, StoreError> {
-    Ok(client_in_region(bucket, settings).await?.0)
-}
-
-/// The client, the region it signs for, and its credentials.
-async fn client_in_region(
-    bucket: &str,
-    settings: &AwsSettings,
-) -> Result<(AmazonS3, String, Option<Arc<SdkCredentials>>), StoreError> {
-    let config = crate::aws::load(settings).await.map_err(StoreError::Invalid)?;
-    let region = config.region().map(ToString::to_string).unwrap_or_default();
-    let mut builder = AmazonS3Builder::new().with_bucket_name(bucket).with_region(&region);
-    let credentials = config
-        .credentials_provider()
-        .map(|provider| Arc::new(SdkCredentials::new(provider)));
-    if let Some(credentials) = &credentials {
-        builder = builder.with_credentials(credentials.clone());
-    }
-    if let Some(endpoint) = config.endpoint_url() {
-        builder = builder
-            .with_endpoint(endpoint)
-            .with_allow_http(endpoint.starts_with("http://"))
-            .with_virtual_hosted_style_request(false);
-    }
-    let client = builder
-        .build()
-        .map_err(|e| StoreError::Invalid(format!("S3 client for bucket {bucket}: {e}")))?;
-    Ok((client, region, credentials))
-}
-
-/// The SDK's credential chain as `object_store` asks for it, cached until near expiry.
-struct SdkCredentials {
-    provider: SharedCredentialsProvider,
-    cached: Mutex<Option<(Arc<AwsCredential>, Option<SystemTime>)>>,
-}
-
-impl SdkCredentials {
-    fn new(provider: SharedCredentialsProvider) -> Self {
-        Self {
-            provider,
-            cached: Mutex::new(None),
-        }
-    }
-}
-
-impl fmt::Debug for SdkCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SdkCredentials")
-    }
-}
-
-#[async_trait]
-impl CredentialProvider for SdkCredentials {
-    type Credential = AwsCredential;
-
-    async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
-        let mut cached = self.cached.lock().await;
-        if let Some((credential, expiry)) = cached.as_ref() {
-            let fresh = expiry.is_none_or(|at| SystemTime::now() + Duration::from_secs(300) < at);
-            if fresh {
-                return Ok(credential.clone());
-            }
-        }
-        let credentials = self
-            .provider
-            .provide_credentials()
-            .await
-            .map_err(|e| object_store::Error::Generic {
-                store: "S3",
-                source: format!("AWS credentials: {e}").into(),
-            })?;
-        let credential = Arc::new(AwsCredential {
-            key_id: credentials.access_key_id().to_owned(),
-            secret_key: credentials.secret_access_key().to_owned(),
-            token: credentials.session_token().map(ToOwned::to_owned),
-        });
-        *cached = Some((credential.clone(), credentials.expiry()));
-        Ok(credential)
-    }
-}
-
 /// The object store port on an S3 bucket, under a key prefix.
 pub struct S3ObjectStore {
     client: Arc<AmazonS3>,
@@ -191,123 +110,6 @@ impl S3ObjectStore {
             region,
             credentials,
         })
-    }
-
-    /// Creates the bucket unless this account already has it (`vodsource setup`). The
-    /// request is `PUT /<bucket>/` presigned by the same client (query-string SigV4, so no
-    /// second S3 library is needed), with the region as location constraint outside
-    /// us-east-1.
-    ///
-    /// # Errors
-    /// `Unavailable` naming the bucket and S3's answer (a name another account owns, say).
-    pub async fn create_bucket(&self) -> Result<(), StoreError> {
-        use object_store::signer::Signer;
-        let bucket = &self.location.bucket;
-        let url = self
-            .client
-            .signed_url(reqwest::Method::PUT, &Path::from(""), Duration::from_secs(300))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("signing CreateBucket {bucket}: {e}")))?;
-        let region = &self.region;
-        let body = if region == "us-east-1" || region.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>{region}</LocationConstraint></CreateBucketConfiguration>"
-            )
-        };
-        let response = reqwest::Client::new()
-            .put(url.as_str())
-            .header(reqwest::header::CONTENT_LENGTH, body.len())
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("CreateBucket {bucket}: {e}")))?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        if status.is_success() || text.contains("BucketAlreadyOwnedByYou") {
-            return Ok(());
-        }
-        Err(StoreError::Unavailable(format!(
-            "CreateBucket {bucket}: {status}: {}",
-            text.chars().take(300).collect::<String>()
-        )))
-    }
-
-    /// Lets web pages on `origins` (`*` for any) use the bucket straight from the browser:
-    /// `PUT` uploads to presigned URLs and `GET`/`HEAD` media (PutBucketCors, replacing the
-    /// bucket's CORS rules). Without it a browser's upload or a player's segment request to
-    /// the bucket fails its CORS check. Presigned URLs are the capability, so any origin is a
-    /// safe default.
-    ///
-    /// # Errors
-    /// `Invalid` for an origin that is not `*` or `scheme://host[:port]`; `Unavailable` with
-    /// S3's answer.
-    pub async fn allow_browsers(&self, origins: &[String]) -> Result<(), StoreError> {
-        use md5::Digest as _;
-        use object_store::client::{HttpRequest, HttpRequestBody};
-        use object_store::signer::Signer;
-        let bucket = &self.location.bucket;
-        for origin in origins {
-            let plain = origin == "*"
-                || (origin.starts_with("https://") || origin.starts_with("http://"))
-                    && !origin.trim_end_matches('/').contains(['?', '#', ' ', '<', '>', '&'])
-                    && origin.matches('/').count() == 2;
-            if !plain {
-                return Err(StoreError::Invalid(format!(
-                    "the CORS origin {origin:?} is not * or scheme://host[:port]"
-                )));
-            }
-        }
-        let rules: String = origins
-            .iter()
-            .map(|o| format!("<AllowedOrigin>{}</AllowedOrigin>", o.trim_end_matches('/')))
-            .collect();
-        let body = format!(
-            "<CORSConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><CORSRule>{rules}\
-             <AllowedMethod>GET</AllowedMethod><AllowedMethod>HEAD</AllowedMethod><AllowedMethod>PUT</AllowedMethod>\
-             <AllowedHeader>*</AllowedHeader><ExposeHeader>ETag</ExposeHeader><ExposeHeader>Content-Length</ExposeHeader>\
-             <ExposeHeader>Content-Range</ExposeHeader><MaxAgeSeconds>3600</MaxAgeSeconds></CORSRule></CORSConfiguration>"
-        );
-        // The bucket's own URL, as the client addresses it (path or virtual-hosted style).
-        let mut url = self
-            .client
-            .signed_url(reqwest::Method::PUT, &Path::from(""), Duration::from_secs(60))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("the URL of bucket {bucket}: {e}")))?;
-        url.set_query(Some("cors"));
-        let md5 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, md5::Md5::digest(&body));
-        let mut request: HttpRequest = http::Request::builder()
-            .method(http::Method::PUT)
-            .uri(url.as_str())
-            .header("content-md5", &md5)
-            .header("content-type", "application/xml")
-            .body(HttpRequestBody::from(body.clone().into_bytes()))
-            .map_err(|e| StoreError::Invalid(format!("PutBucketCors {bucket}: {e}")))?;
-        if let Some(credentials) = &self.credentials {
-            let credential = credentials
-                .get_credential()
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("PutBucketCors {bucket}: {e}")))?;
-            object_store::aws::AwsAuthorizer::new(&credential, "s3", &self.region).authorize(&mut request, None);
-        }
-        let mut send = reqwest::Client::new().put(url.as_str()).body(body);
-        for (name, value) in request.headers() {
-            send = send.header(name.as_str(), value.as_bytes());
-        }
-        let response = send
-            .send()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("PutBucketCors {bucket}: {e}")))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let text = response.text().await.unwrap_or_default();
-        Err(StoreError::Unavailable(format!(
-            "PutBucketCors {bucket}: {status}: {}",
-            text.chars().take(300).collect::<String>()
-        )))
     }
 
     /// The client, rooted at the bucket (for DataFusion, which is given `s3://bucket/…` URLs).
@@ -542,7 +344,7 @@ impl ObjectStore for S3ObjectStore {
             .get_credential()
             .await
             .map_err(|e| self.error("presign", key, &e))?;
-        let signer = crate::sigv4::Presigner {
+        let signer = presign::Presigner {
             key_id: &credential.key_id,
             secret: &credential.secret_key,
             token: credential.token.as_deref(),

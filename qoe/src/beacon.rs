@@ -479,6 +479,12 @@ pub(crate) const FIELDS: [(&str, Kind); 23] = [
     ("browser", Kind::Text),
 ];
 
+/// The name of every field a beacon event may carry, in the schema's order (the lake's
+/// `qoe_events` table has a column for each).
+pub fn field_names() -> impl Iterator<Item = &'static str> {
+    FIELDS.iter().map(|(name, _)| *name)
+}
+
 /// Every field known and of its type (null stands for absent), so a refusal names the field.
 fn check_types(map: &serde_json::Map<String, Value>) -> Result<(), BeaconError> {
     for (key, value) in map {

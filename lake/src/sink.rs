@@ -35,8 +35,8 @@ use serde::{Deserialize, Serialize};
 use vodsource_commands::ports::{Delivery, ObjectStore, PutError, StoreError, StreamConsumer, StreamError};
 
 use crate::columnar::Row;
-use crate::lake::{self, Table};
-use crate::lakefile::{LakeFileError, LakeFileWriter};
+use crate::tables::{self, Table};
+use crate::writer::{LakeFileError, LakeFileWriter};
 
 /// The sink's consumer group.
 pub const SINK_GROUP: &str = "qoe-sink";
@@ -462,7 +462,7 @@ impl<C: StreamConsumer> LakeSink<C> {
                     let (path, bytes) = file.writer.close()?;
                     Ok(Ready {
                         path,
-                        key: lake::file_key(table, hour, &stream, partition, file.first, file.last),
+                        key: tables::file_key(table, hour, &stream, partition, file.first, file.last),
                         rows,
                         bytes,
                     })
@@ -606,7 +606,7 @@ impl Open {
                     self.duplicates += 1;
                 }
                 Ok(row) => {
-                    let hour = lake::hour_of(row.time());
+                    let hour = tables::hour_of(row.time());
                     let file = match part.files.entry(hour) {
                         std::collections::btree_map::Entry::Occupied(file) => file.into_mut(),
                         std::collections::btree_map::Entry::Vacant(slot) => {

@@ -1,7 +1,7 @@
-//! Stream records to Arrow columns: the lake tables' Arrow schemas (from [`crate::lake`]'s one
+//! Stream records to Arrow columns: the lake tables' Arrow schemas (from [`crate::tables`]'s one
 //! column list) and builders that take a record as it travels on its stream (JSON) straight
 //! into column builders, borrowing strings from the record instead of building a
-//! [`crate::QoeEvent`] per row.
+//! [`vodsource_qoe::QoeEvent`] per row.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -11,8 +11,8 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::Deserialize;
 
-use crate::lake::{ColumnType, Table, QOE_EVENTS, VIDEO_EVENTS};
-use crate::wire::WireEvent;
+use crate::tables::{ColumnType, Table, QOE_EVENTS, VIDEO_EVENTS};
+use vodsource_qoe::wire::WireEvent;
 
 /// Why a record could not become a row.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -188,7 +188,7 @@ impl Rows {
 
 /// One record of a lake table, parsed from its stream JSON with strings borrowed from it.
 pub enum Row<'a> {
-    /// A QoE event in the stream's binary format ([`crate::wire`]).
+    /// A QoE event in the stream's binary format ([`vodsource_qoe::wire`]).
     QoeWire(Box<WireEvent<'a>>),
     /// A QoE event as JSON (records written before the binary format, or by other producers).
     Qoe(Box<QoeRow<'a>>),
@@ -207,7 +207,7 @@ impl<'a> Row<'a> {
             message: e.to_string(),
         };
         if table.name == QOE_EVENTS.name && record.first() != Some(&b'{') {
-            crate::wire::decode(record)
+            vodsource_qoe::wire::decode(record)
                 .map(|r| Self::QoeWire(Box::new(r)))
                 .map_err(|e| RowError::Malformed {
                     table: table.name,
@@ -310,7 +310,7 @@ impl<'c> Cells<'c> {
 }
 
 /// A QoE event as the beacon endpoint puts it on the stream (the fields of
-/// [`crate::QoeEvent`], already validated), with borrowed strings.
+/// [`vodsource_qoe::QoeEvent`], already validated), with borrowed strings.
 #[derive(Deserialize)]
 #[doc(hidden)]
 pub struct QoeRow<'a> {
@@ -410,7 +410,7 @@ fn append_wire(e: &WireEvent<'_>, cells: &mut Cells<'_>) {
     cells.i32(i32_of(e.br));
     cells.i32(i32_of(e.bl));
     cells.i32(i32_of(e.mtp));
-    cells.str(e.ot.map(crate::ObjectType::as_str));
+    cells.str(e.ot.map(vodsource_qoe::ObjectType::as_str));
     cells.bool(e.su);
     cells.bool(e.bs);
     cells.i32(i32_of(e.startup_ms));
@@ -520,11 +520,13 @@ mod tests {
 
     #[test]
     fn binary_and_json_records_make_the_same_rows() {
-        let event: crate::QoeEvent = serde_json::from_str(QOE).expect("event");
+        let event: vodsource_qoe::QoeEvent = serde_json::from_str(QOE).expect("event");
         let mut json = Rows::new(&QOE_EVENTS, 1);
         json.push_json(QOE.as_bytes()).expect("json row");
         let mut binary = Rows::new(&QOE_EVENTS, 1);
-        binary.push_json(&crate::wire::encode(&event)).expect("binary row");
+        binary
+            .push_json(&vodsource_qoe::wire::encode(&event))
+            .expect("binary row");
         assert_eq!(json.finish().expect("batch"), binary.finish().expect("batch"));
     }
 

@@ -15,7 +15,7 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::columnar;
-use crate::lake::TABLES;
+use crate::tables::TABLES;
 
 /// Why a query failed.
 #[derive(Debug, thiserror::Error)]

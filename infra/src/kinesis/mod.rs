@@ -17,7 +17,6 @@
 //! holder may), and a member that takes a shard resumes after that sequence number.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -26,10 +25,9 @@ use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus};
 use aws_sdk_kinesis::Client;
-use vodsource_commands::ports::{
-    Clock, Delivery, LeaseStore, ShardCheckpoint, ShardCheckpointStore, StreamConsumer, StreamError, StreamProducer,
-    StreamRecord,
-};
+use vodsource_commands::ports::{Delivery, ShardCheckpoint, StreamConsumer, StreamError, StreamProducer, StreamRecord};
+
+use crate::streams::ShardCoordination;
 
 /// Records per `PutRecords` request (the service's limit).
 const MAX_PUT_RECORDS: usize = 500;
@@ -58,19 +56,6 @@ fn shard_number(shard_id: &str) -> Result<u32, StreamError> {
         .next()
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| StreamError::Corrupt(format!("unexpected Kinesis shard id {shard_id:?}")))
-}
-
-/// What consumers keep their leases and checkpoints in, and who they are.
-#[derive(Clone)]
-pub struct ShardCoordination {
-    /// Shard checkpoints (the view store).
-    pub checkpoints: Arc<dyn ShardCheckpointStore>,
-    /// Shard leases (the view store).
-    pub leases: Arc<dyn LeaseStore>,
-    /// The clock of lease expiry.
-    pub clock: Arc<dyn Clock>,
-    /// This process's name in leases.
-    pub owner: String,
 }
 
 /// Kinesis Data Streams: the producer, and the factory of streams and consumers.
