@@ -5,9 +5,10 @@
 //! idempotent retries on conflicts, the catch-up [`Subscription`], the event codec with its
 //! upcasting hook, and the process managers that move a video from upload to encoding and
 //! recover lapsed or failed attempts. It defines the ports infra implements and knows nothing
-//! of SQL, HTTP or AWS.
+//! of SQL, HTTP or AWS. [`layout`] makes every object key.
 
 pub mod codec;
+pub mod layout;
 pub mod ports;
 pub mod process;
 mod service;

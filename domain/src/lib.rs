@@ -20,8 +20,8 @@ pub use error::VideoError;
 pub use event::{VideoEvent, EVENT_SCHEMA_VERSION};
 pub use services::{Clock, Policy, VideoServices};
 pub use values::{
-    redact_paths, EncodeStage, EncodingCost, Manifests, Metadata, Rendition, SourceProbe, Stage, MAX_DESCRIPTION_CHARS,
-    MAX_TAGS, MAX_TAG_CHARS, MAX_TITLE_CHARS,
+    is_video_type, redact_paths, EncodeStage, EncodingCost, Manifests, Metadata, Rendition, SourceProbe, Stage,
+    MAX_DESCRIPTION_CHARS, MAX_TAGS, MAX_TAG_CHARS, MAX_TITLE_CHARS, VIDEO_TYPE_PATTERN,
 };
 
 /// The stream type of every video stream in the event store.

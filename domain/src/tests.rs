@@ -1078,3 +1078,31 @@ fn failure_reasons_lose_their_server_paths() {
         assert_eq!(redact_paths(kept), kept);
     }
 }
+
+/// One rule for a declared content type, here and in the API (which publishes its pattern):
+/// the type's name in any case, a subtype of token characters, parameters without control
+/// characters.
+#[test]
+fn content_types_follow_the_one_published_rule() {
+    for good in [
+        "video/mp4",
+        "VIDEO/MP4",
+        "Video/x-matroska",
+        "video/mp4; codecs=\"avc1.64001f\"",
+    ] {
+        assert!(is_video_type(good), "{good}");
+        assert_eq!(crate::values::validate_content_type(good), Ok(()), "{good}");
+    }
+    for bad in [
+        "video/",
+        "video",
+        "video/mp4/x",
+        "video/ mp4",
+        "video/mp4;\u{7}",
+        "audio/mp4",
+        "videos/mp4",
+    ] {
+        assert!(!is_video_type(bad), "{bad}");
+        assert!(crate::values::validate_content_type(bad).is_err(), "{bad}");
+    }
+}

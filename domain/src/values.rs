@@ -177,17 +177,41 @@ pub fn validate_filename(filename: &str) -> Result<(), VideoError> {
     Ok(())
 }
 
-/// Checks a declared content type: `video/<subtype>`.
+/// The form of a declared content type, as a regular expression (the OpenAPI document
+/// publishes it; [`is_video_type`] is the same rule by hand): `video/<subtype>`, the type's
+/// name in any case (RFC 9110 8.3.1), parameters allowed.
+pub const VIDEO_TYPE_PATTERN: &str =
+    "^[Vv][Ii][Dd][Ee][Oo]/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(;[^\\u0000-\\u001F]*)?$";
+
+/// Whether `content_type` is of [`VIDEO_TYPE_PATTERN`]'s form.
+#[must_use]
+pub fn is_video_type(content_type: &str) -> bool {
+    let (essence, params) = content_type
+        .split_once(';')
+        .map_or((content_type, None), |(e, p)| (e, Some(p)));
+    let Some((kind, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("video")
+        && (1..=127).contains(&sub.len())
+        && sub.as_bytes()[0].is_ascii_alphanumeric()
+        && sub
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+        && params.is_none_or(|p| !p.chars().any(|c| c < '\u{20}'))
+}
+
+/// Checks a declared content type: [`is_video_type`].
 ///
 /// # Errors
 /// `InvalidSource` when it is not a video type.
 pub fn validate_content_type(content_type: &str) -> Result<(), VideoError> {
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    match essence.split_once('/') {
-        Some((kind, sub)) if kind.eq_ignore_ascii_case("video") && !sub.is_empty() && !sub.contains('/') => Ok(()),
-        _ => Err(VideoError::InvalidSource(format!(
+    if is_video_type(content_type) {
+        Ok(())
+    } else {
+        Err(VideoError::InvalidSource(format!(
             "content type must be video/*, got {content_type:?}"
-        ))),
+        )))
     }
 }
 

@@ -76,7 +76,7 @@ pub fn describe(document: &mut Value, facts: &Facts) {
             }
         }
         if let Some(register) = schemas.get_mut("RegisterVideo").and_then(|s| s.get_mut("properties")) {
-            register["content_type"]["pattern"] = super::videos::VIDEO_TYPE_PATTERN.into();
+            register["content_type"]["pattern"] = vodsource_domain::VIDEO_TYPE_PATTERN.into();
             register["filename"]["pattern"] = FILENAME_PATTERN.into();
             register["size_bytes"]["maximum"] = facts.max_source_bytes.into();
         }

@@ -144,7 +144,7 @@ pub async fn media(
     if claims.v != video_id {
         return refused("media", &TokenError::Invalid);
     }
-    let key = format!("media/{video_id}/{rest}");
+    let key = vodsource_commands::layout::media_key(&video_id, &rest);
     if check_key(&key).is_err() {
         return not_found(&rest);
     }

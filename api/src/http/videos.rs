@@ -6,6 +6,7 @@ use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::{ApiResponse, OpenApi, Tags};
 use serde::Serialize;
+use vodsource_commands::layout;
 use vodsource_commands::ports::Access;
 use vodsource_domain::VideoCommand;
 use vodsource_projections::{CatalogProjector, CatalogView, StatusProjector, StatusView};
@@ -55,28 +56,6 @@ const MAX_ID: usize = 64;
 
 /// The form of a video id, for the OpenAPI document ([`check_id`] checks it by hand).
 pub const ID_PATTERN: &str = "^[A-Za-z0-9_-]+$";
-
-/// The form of `content_type`, for the OpenAPI document ([`is_video_type`] checks it by hand):
-/// `video/<subtype>` (the type's name in any case, RFC 9110 8.3.1), parameters allowed.
-pub const VIDEO_TYPE_PATTERN: &str =
-    "^[Vv][Ii][Dd][Ee][Oo]/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(;[^\\u0000-\\u001F]*)?$";
-
-/// Whether `content_type` is of [`VIDEO_TYPE_PATTERN`]'s form.
-fn is_video_type(content_type: &str) -> bool {
-    let (essence, params) = content_type
-        .split_once(';')
-        .map_or((content_type, None), |(e, p)| (e, Some(p)));
-    let Some((kind, sub)) = essence.split_once('/') else {
-        return false;
-    };
-    kind.eq_ignore_ascii_case("video")
-        && (1..=127).contains(&sub.len())
-        && sub.as_bytes()[0].is_ascii_alphanumeric()
-        && sub
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
-        && params.is_none_or(|p| !p.chars().any(|c| c < '\u{20}'))
-}
 
 fn check_id(id: &str) -> Result<(), ApiError> {
     if id.is_empty() || id.len() > MAX_ID || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
@@ -179,7 +158,7 @@ impl VideosApi {
         let principal = auth.0;
         principal.require(Role::Creator)?;
         let request = body.0;
-        if !is_video_type(&request.content_type) {
+        if !vodsource_domain::is_video_type(&request.content_type) {
             return Err(ApiError::with(
                 415,
                 "UNSUPPORTED_MEDIA_TYPE",
@@ -217,7 +196,7 @@ impl VideosApi {
                 };
                 let expires_at = state.now()
                     + chrono::Duration::from_std(state.settings.url_ttl).unwrap_or(chrono::Duration::hours(1));
-                let key = source_key(&id, &request.filename);
+                let key = layout::source_key(&id, &request.filename);
                 // Straight to the object store where it presigns (S3); else through this API. Signed
                 // before the registration is recorded, so a failure here records nothing.
                 // A filename that makes no valid key is refused by the command below.
@@ -286,7 +265,7 @@ impl VideosApi {
         let principal = auth.0;
         check_id(&id)?;
         let loaded = self.state.writable(&principal, &id).await?;
-        let key = source_key(&id, &loaded.video.filename);
+        let key = layout::source_key(&id, &loaded.video.filename);
         // Not while this server is still writing an upload of it (it would record the bytes
         // the upload is about to replace).
         let _upload = self.state.uploads.begin(&id)?;
@@ -299,7 +278,7 @@ impl VideosApi {
                 .map(|object| object.map(|o| (key, o)))
         };
         let mut found = head(key.clone()).await?;
-        let legacy = legacy_source_key(&id, &loaded.video.filename);
+        let legacy = layout::legacy_source_key(&id, &loaded.video.filename);
         if found.is_none() && vodsource_commands::ports::check_key(&legacy).is_ok() {
             found = head(legacy).await?;
         }
@@ -474,7 +453,7 @@ impl VideosApi {
             .await?;
         // The event is the truth; media goes after it (a failure here leaves files to sweep,
         // never a live video without media).
-        for prefix in [format!("sources/{}", id.0), format!("media/{}", id.0)] {
+        for prefix in layout::video_prefixes(&id.0) {
             if let Err(e) = self.state.objects.delete_prefix(&prefix).await {
                 tracing::warn!(video_id = %id.0, prefix, error = %e, "could not remove media of a deleted video");
             }
@@ -689,7 +668,7 @@ impl VideosApi {
             v: id.0.clone(),
             e: expires_at.timestamp(),
         });
-        let prefix = format!("media/{}/", id.0);
+        let prefix = layout::media_prefix(&id.0);
         let url = |key: &str| {
             key.strip_prefix(&prefix)
                 .map(|rest| format!("{}/media/{token}/{}/{rest}", state.settings.public_url, id.0))
@@ -719,23 +698,4 @@ impl VideosApi {
             expires_at,
         }))
     }
-}
-
-/// Where a video's source is stored: under the video's id, named `source`, with the declared
-/// file's extension when it is a plain one (`source.mp4`): nothing a client sends becomes a
-/// path.
-pub fn source_key(id: &str, filename: &str) -> String {
-    let extension = filename
-        .rsplit_once('.')
-        .map(|(_, e)| e)
-        .filter(|e| !e.is_empty() && e.len() <= 8 && e.bytes().all(|b| b.is_ascii_alphanumeric()));
-    match extension {
-        Some(e) => format!("sources/{id}/source.{}", e.to_ascii_lowercase()),
-        None => format!("sources/{id}/source"),
-    }
-}
-
-/// Where sources registered before [`source_key`] were stored: the declared name.
-fn legacy_source_key(id: &str, filename: &str) -> String {
-    format!("sources/{id}/{filename}")
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use vodsource_commands::layout;
 use vodsource_commands::ports::{ObjectMeta, PutError, StoreError};
 use vodsource_domain::{EncodeStage, EncodingCost, Manifests, Rendition, VideoCommand, VideoError};
 
@@ -52,7 +53,7 @@ impl Worker {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let prefix = format!("media/{id}/{attempt}");
+        let prefix = layout::attempt_prefix(id, attempt);
         match result {
             Ok(packaged_cost) => self.finish(id, attempt, packaged_cost).await,
             // The attempt ran past its wall time: for good, whatever stage it was in.
@@ -267,7 +268,7 @@ impl Worker {
             let body = tokio::fs::File::open(dir.join(file))
                 .await
                 .map_err(|e| MediaError::io(format!("{file}: {e}")))?;
-            let key = format!("media/{id}/{attempt}/{file}");
+            let key = layout::attempt_key(id, attempt, file);
             bytes += self
                 .objects
                 .put(&key, Box::new(body), u64::MAX)
@@ -287,7 +288,7 @@ impl Worker {
         attempt: u32,
         (packaged, cost): (Packaged, EncodingCost),
     ) -> Result<JobOutcome, WorkerError> {
-        let base = format!("media/{id}/{attempt}");
+        let base = layout::attempt_prefix(id, attempt);
         let audio_codecs = packaged.audio.as_ref().map(|a| a.codecs.clone());
         for (plan, track) in &packaged.rungs {
             let codecs = match &audio_codecs {
@@ -334,7 +335,7 @@ impl Worker {
     }
 
     async fn abandon_after(&self, id: &str, attempt: u32, refusal: VideoError) -> Result<JobOutcome, WorkerError> {
-        self.objects.delete_prefix(&format!("media/{id}/{attempt}")).await?;
+        self.objects.delete_prefix(&layout::attempt_prefix(id, attempt)).await?;
         Ok(JobOutcome::Abandoned {
             video_id: id.to_owned(),
             attempt,
