@@ -234,7 +234,7 @@ pub(crate) fn metadata_from_map(map: HashMap<String, String>) -> EventMetadata {
 pub(crate) fn to_aggregate_error(error: StoreError) -> AggregateError<VideoError> {
     match error {
         StoreError::Conflict { .. } => AggregateError::AggregateConflict,
-        StoreError::Unavailable(_) => AggregateError::DatabaseConnectionError(Box::new(error)),
+        StoreError::Unavailable { .. } => AggregateError::DatabaseConnectionError(Box::new(error)),
         StoreError::Corrupt { .. } => AggregateError::DeserializationError(Box::new(error)),
         other => AggregateError::UnexpectedError(Box::new(other)),
     }

@@ -153,7 +153,7 @@ pub async fn open_view_store(url: &str, aws: &AwsSettings, create: bool) -> Resu
             store
                 .check()
                 .await
-                .map_err(|e| StoreError::Unavailable(format!("{e} (`vodsource setup` creates the tables)")))?;
+                .map_err(|e| StoreError::unavailable(format!("{e} (`vodsource setup` creates the tables)")))?;
             return Ok(Arc::new(store));
         }
         #[cfg(not(feature = "dynamodb"))]

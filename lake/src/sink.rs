@@ -98,7 +98,7 @@ impl From<PutError> for SinkError {
     fn from(e: PutError) -> Self {
         match e {
             PutError::Store(e) => Self::Store(e),
-            other => Self::Store(StoreError::Unavailable(other.to_string())),
+            other => Self::Store(StoreError::unavailable(other.to_string())),
         }
     }
 }

@@ -65,7 +65,7 @@ pub async fn rebuild<P: Projector>(
         }
         let (batch, decoded) = task
             .await
-            .map_err(|e| StoreError::Unexpected(format!("reader failed: {e}")))??;
+            .map_err(|e| StoreError::unexpected(format!("reader failed: {e}")))??;
         let Some(last) = batch.last().map(|e| e.position) else {
             break;
         };
@@ -80,7 +80,7 @@ pub async fn rebuild<P: Projector>(
             if let Some(previous) = writing.take() {
                 previous
                     .await
-                    .map_err(|e| StoreError::Unexpected(format!("writer failed: {e}")))??;
+                    .map_err(|e| StoreError::unexpected(format!("writer failed: {e}")))??;
             }
             writing = runner.flush_in_background(generation)?;
         }
@@ -93,7 +93,7 @@ pub async fn rebuild<P: Projector>(
     if let Some(previous) = writing.take() {
         previous
             .await
-            .map_err(|e| StoreError::Unexpected(format!("writer failed: {e}")))??;
+            .map_err(|e| StoreError::unexpected(format!("writer failed: {e}")))??;
     }
     runner.flush(generation).await?;
     runner.acquire().await?;

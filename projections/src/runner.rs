@@ -318,7 +318,7 @@ impl<P: Projector> Runner<P> {
         if let Some(commit) = self.flush_in_background(generation)? {
             let result = match commit.await {
                 Ok(result) => result,
-                Err(e) => Err(StoreError::Unexpected(format!("view commit task failed: {e}")).into()),
+                Err(e) => Err(StoreError::unexpected(format!("view commit task failed: {e}")).into()),
             };
             if let Err(e) = result {
                 self.reset_cache(generation, true);
@@ -349,7 +349,7 @@ impl<P: Projector> Runner<P> {
             changes.push(match &slot.view {
                 Some(view) => {
                     let body = serde_json::to_string(view)
-                        .map_err(|e| StoreError::Unexpected(format!("view does not serialize: {e}")))?;
+                        .map_err(|e| StoreError::unexpected(format!("view does not serialize: {e}")))?;
                     let (index, unindex) = match self.projector.index(view) {
                         Some(keys) => {
                             let added = keys.iter().filter(|k| !slot.indexed.contains(k)).cloned().collect();
@@ -427,7 +427,7 @@ impl<P: Projector> Runner<P> {
                 let cached = match docs.remove(key) {
                     Some(doc) => {
                         let view: P::View = serde_json::from_str(&doc.body).map_err(|e| {
-                            StoreError::Unexpected(format!("{} document {key} is unreadable: {e}", self.name()))
+                            StoreError::unexpected(format!("{} document {key} is unreadable: {e}", self.name()))
                         })?;
                         Cached {
                             version: doc.version,

@@ -92,11 +92,30 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             ExitCode::FAILURE
         }
     }
 }
+
+/// The error and its causes, outermost first, joined by `: `; a cause whose words an outer
+/// message already quotes (store errors name their cause and keep it as the source) is said
+/// once.
+fn report(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config;
@@ -153,5 +172,21 @@ pub(crate) async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_names_every_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let store = vodsource_commands::ports::StoreError::unavailable_from("PostgreSQL at db:5432 is unreachable", io);
+        let error = anyhow::Error::new(store).context("opening the event store");
+        assert_eq!(
+            report(&error),
+            "opening the event store: store unavailable: PostgreSQL at db:5432 is unreachable: connection refused"
+        );
     }
 }

@@ -149,7 +149,7 @@ impl ApiError {
     /// The store error as an answer.
     pub fn store(what: &str, error: &StoreError) -> Self {
         match error {
-            StoreError::Unavailable(message) => {
+            StoreError::Unavailable { message, .. } => {
                 tracing::warn!(error = %message, "{what}");
                 Self::with(
                     503,

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::error::StoreError;
+
 /// Who and what caused an event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventMetadata {
@@ -107,47 +109,6 @@ pub struct Appended {
     pub version: u64,
     /// True when every event was already stored (a re-send): nothing new was written.
     pub duplicate: bool,
-}
-
-/// What an event store can fail with. Adapters map their own errors into these.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum StoreError {
-    /// The stream's version is not the expected one.
-    #[error("stream {stream_id}: expected version {expected}, found {actual}")]
-    Conflict {
-        /// The stream.
-        stream_id: String,
-        /// What the writer expected.
-        expected: u64,
-        /// What the stream holds.
-        actual: u64,
-    },
-    /// An event id already stored with other content or elsewhere.
-    #[error("event {event_id} is already stored at another place in the log")]
-    DuplicateEventId {
-        /// The id.
-        event_id: Uuid,
-    },
-    /// The caller no longer holds the lease that fences its writes.
-    #[error("the lease on {0} is held by another owner")]
-    LeaseLost(String),
-    /// The request itself is malformed.
-    #[error("invalid append: {0}")]
-    Invalid(String),
-    /// The store cannot be reached or is locked; retrying later may work.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// A stored row cannot be read.
-    #[error("event at position {position} is unreadable: {reason}")]
-    Corrupt {
-        /// Its global position.
-        position: u64,
-        /// What is wrong.
-        reason: String,
-    },
-    /// Anything else.
-    #[error("event store error: {0}")]
-    Unexpected(String),
 }
 
 /// An append-only event store with per-stream versions and a global order.

@@ -2,6 +2,7 @@
 
 mod clock;
 mod coordination;
+mod error;
 mod event_log;
 mod idempotency;
 mod objects;
@@ -9,9 +10,8 @@ mod stream;
 
 pub use clock::{ManualClock, SystemClock};
 pub use coordination::{CheckpointStore, JobQueue, LeaseKeeper, LeaseStore, TimeoutStore};
-pub use event_log::{
-    AppendRequest, Appended, EventLog, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent, StoreError,
-};
+pub use error::{Cause, StoreError};
+pub use event_log::{AppendRequest, Appended, EventLog, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent};
 pub use idempotency::{IdempotencyStore, Reservation, StoredResponse};
 pub use objects::{check_key, Access, ObjectMeta, ObjectStore, PutError};
 pub use stream::{

@@ -66,8 +66,8 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// more than `expect.size` bytes are read.
     ///
     /// # Errors
-    /// `Invalid` for a missing object, or one of another size or version than expected
-    /// (the message says which); `Invalid` key, `Unavailable`.
+    /// `NotFound` for a missing object; `Invalid` for one of another size or version than
+    /// expected (the message says which), or a bad key; `Unavailable`.
     async fn fetch(&self, key: &str, dest: &std::path::Path, expect: Option<&ObjectMeta>) -> Result<u64, StoreError>;
 
     /// The object at `key`, if any.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::event_log::StoreError;
+use super::error::StoreError;
 
 /// A record to publish: the key picks the partition, so one key's records stay in order.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -163,7 +163,9 @@ impl Worker {
                     .fetch(&key, &path, Some(&recorded))
                     .await
                     .map_err(|e| match e {
-                        StoreError::Invalid(m) => MediaError::bad(format!("the uploaded source is refused: {m}")),
+                        StoreError::Invalid(m) | StoreError::NotFound(m) => {
+                            MediaError::bad(format!("the uploaded source is refused: {m}"))
+                        }
                         other => MediaError::io(format!("fetching the source: {other}")),
                     })?;
                 path

@@ -85,10 +85,10 @@ impl GroupCommit {
         self.queue
             .send(Pending { requests, reply })
             .await
-            .map_err(|_| StoreError::Unavailable("the event store writer has stopped".into()))?;
+            .map_err(|_| StoreError::unavailable("the event store writer has stopped"))?;
         outcome
             .await
-            .map_err(|_| StoreError::Unavailable("the event store writer has stopped".into()))?
+            .map_err(|_| StoreError::unavailable("the event store writer has stopped"))?
     }
 
     /// Queues one request.
@@ -96,6 +96,6 @@ impl GroupCommit {
         self.submit(vec![request])
             .await?
             .pop()
-            .unwrap_or_else(|| Err(StoreError::Unexpected("the writer returned no outcome".into())))
+            .unwrap_or_else(|| Err(StoreError::unexpected("the writer returned no outcome")))
     }
 }

@@ -70,7 +70,7 @@ impl LeaseStore for DynamoViewStore {
         match put {
             Ok(_) => Ok(true),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
-            Err(e) => Err(unavailable("PutItem (lease)", &e)),
+            Err(e) => Err(unavailable("PutItem (lease)", e)),
         }
     }
 
@@ -88,7 +88,7 @@ impl LeaseStore for DynamoViewStore {
         match deleted {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(()),
-            Err(e) => Err(unavailable("DeleteItem (lease)", &e)),
+            Err(e) => Err(unavailable("DeleteItem (lease)", e)),
         }
     }
 }
@@ -106,7 +106,7 @@ impl DynamoViewStore {
                     .set_item(Some(item))
                     .send()
                     .await
-                    .map_err(|e| unavailable("PutItem", &e))?;
+                    .map_err(|e| unavailable("PutItem", e))?;
                 Ok(())
             }
             Some((holder, _)) if holder == owner => {
@@ -191,7 +191,7 @@ impl DynamoViewStore {
         match put {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(()),
-            Err(e) => Err(unavailable("PutItem", &e)),
+            Err(e) => Err(unavailable("PutItem", e)),
         }
     }
 
@@ -208,7 +208,7 @@ impl DynamoViewStore {
         match deleted {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(()),
-            Err(e) => Err(unavailable("DeleteItem", &e)),
+            Err(e) => Err(unavailable("DeleteItem", e)),
         }
     }
 
@@ -230,7 +230,7 @@ impl DynamoViewStore {
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))
             .send()
             .await
-            .map_err(|e| unavailable("Query (due)", &e))?;
+            .map_err(|e| unavailable("Query (due)", e))?;
         Ok(page
             .items
             .unwrap_or_default()

@@ -3,22 +3,28 @@
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use vodsource_commands::ports::StoreError;
 
-pub(super) fn unavailable<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
-    what: &str,
-    e: &SdkError<E, R>,
-) -> StoreError {
-    let detail = match e {
+/// A request DynamoDB refused or could not be sent: the operation, the service's code and
+/// message (or the transport's failure), and the SDK's error kept as the cause.
+pub(super) fn unavailable<E, R>(what: &str, e: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let detail = match &e {
         SdkError::ServiceError(service) => {
             let err = service.err();
             format!("{}: {}", err.code().unwrap_or("error"), err.message().unwrap_or(""))
         }
         other => format!("{other:?}"),
     };
-    StoreError::Unavailable(format!("DynamoDB {what}: {detail}"))
+    StoreError::Unavailable {
+        message: format!("DynamoDB {what}: {detail}"),
+        source: Some(std::sync::Arc::new(e)),
+    }
 }
 
 pub(super) fn invalid(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unexpected(format!("DynamoDB request: {e}"))
+    StoreError::unexpected(format!("DynamoDB request: {e}"))
 }
 
 pub(super) fn lease_lost(name: &str, owner: &str) -> StoreError {

@@ -120,7 +120,7 @@ impl DynamoViewStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| unavailable("Scan", &e))?;
+                .map_err(|e| unavailable("Scan", e))?;
             count += page.items.unwrap_or_default().len();
             start = page.last_evaluated_key.filter(|k| !k.is_empty());
             if start.is_none() {
@@ -183,10 +183,10 @@ impl DynamoViewStore {
         if get_n::<u32>(&item, "shadow_gen") == Some(generation) {
             return Ok("shadow_gen");
         }
-        Err(StoreError::Conflict {
-            stream_id: format!("view:{view}"),
-            expected: u64::from(generation),
-            actual: u64::from(live),
+        Err(StoreError::GenerationConflict {
+            view: view.to_owned(),
+            generation,
+            live: Some(live),
         })
     }
 }

@@ -64,7 +64,7 @@ impl IdempotencyStore for DynamoViewStore {
             match put.send().await {
                 Ok(_) => return Ok(Reservation::Fresh),
                 Err(e) if e.code() == Some("ConditionalCheckFailedException") => continue,
-                Err(e) => return Err(unavailable("PutItem (idempotency)", &e)),
+                Err(e) => return Err(unavailable("PutItem (idempotency)", e)),
             }
         }
         Ok(Reservation::InFlight)
@@ -85,7 +85,7 @@ impl IdempotencyStore for DynamoViewStore {
         match updated {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(()),
-            Err(e) => Err(unavailable("UpdateItem (idempotency)", &e)),
+            Err(e) => Err(unavailable("UpdateItem (idempotency)", e)),
         }
     }
 
@@ -101,7 +101,7 @@ impl IdempotencyStore for DynamoViewStore {
         match deleted {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(()),
-            Err(e) => Err(unavailable("DeleteItem (idempotency)", &e)),
+            Err(e) => Err(unavailable("DeleteItem (idempotency)", e)),
         }
     }
 }

@@ -106,7 +106,7 @@ impl DynamoViewStore {
                 .table_name(table)
                 .send()
                 .await
-                .map_err(|e| unavailable(&format!("table {table}"), &e))?;
+                .map_err(|e| unavailable(&format!("table {table}"), e))?;
         }
         Ok(())
     }
@@ -120,7 +120,7 @@ impl DynamoViewStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| unavailable("GetItem", &e))?
+            .map_err(|e| unavailable("GetItem", e))?
             .item)
     }
 
@@ -145,7 +145,7 @@ impl DynamoViewStore {
                         return Ok(Some(reasons));
                     }
                 }
-                Err(unavailable("TransactWriteItems", &e))
+                Err(unavailable("TransactWriteItems", e))
             }
         }
     }
@@ -193,7 +193,7 @@ impl DynamoViewStore {
                 .request_items(&self.views, chunk)
                 .send()
                 .await
-                .map_err(|e| unavailable("BatchWriteItem", &e))?;
+                .map_err(|e| unavailable("BatchWriteItem", e))?;
             chunk = out
                 .unprocessed_items
                 .and_then(|mut left| left.remove(&self.views))
@@ -204,7 +204,7 @@ impl DynamoViewStore {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
-        Err(StoreError::Unavailable(format!(
+        Err(StoreError::unavailable(format!(
             "DynamoDB BatchWriteItem: {} items still unprocessed after 12 attempts (throttled)",
             chunk.len()
         )))
@@ -236,7 +236,7 @@ impl DynamoViewStore {
             if let Some(limit) = limit {
                 request = request.limit(i32::try_from(limit - out.len()).unwrap_or(i32::MAX));
             }
-            let page = request.send().await.map_err(|e| unavailable("Query", &e))?;
+            let page = request.send().await.map_err(|e| unavailable("Query", e))?;
             out.extend(page.items.unwrap_or_default());
             start = page.last_evaluated_key.filter(|k| !k.is_empty());
             if start.is_none() || limit.is_some_and(|l| out.len() >= l) {

@@ -73,7 +73,7 @@ impl DynamoViewStore {
             match request.send().await {
                 Ok(_) => tracing::info!(table = %table, "DynamoDB table created"),
                 Err(e) if e.code() == Some("ResourceInUseException") => {}
-                Err(e) => return Err(unavailable(&format!("CreateTable {table}"), &e)),
+                Err(e) => return Err(unavailable(&format!("CreateTable {table}"), e)),
             }
             let deadline = std::time::Instant::now() + Duration::from_secs(120);
             loop {
@@ -83,13 +83,13 @@ impl DynamoViewStore {
                     .table_name(table.as_str())
                     .send()
                     .await
-                    .map_err(|e| unavailable(&format!("DescribeTable {table}"), &e))?;
+                    .map_err(|e| unavailable(&format!("DescribeTable {table}"), e))?;
                 let status = described.table().and_then(|t| t.table_status()).cloned();
                 if status == Some(TableStatus::Active) {
                     break;
                 }
                 if std::time::Instant::now() > deadline {
-                    return Err(StoreError::Unavailable(format!(
+                    return Err(StoreError::unavailable(format!(
                         "DynamoDB table {table} is still {status:?} after 120 s"
                     )));
                 }
@@ -114,7 +114,7 @@ impl DynamoViewStore {
             Ok(_) => Ok(()),
             // Already on (DynamoDB refuses to set it twice).
             Err(e) if e.code() == Some("ValidationException") => Ok(()),
-            Err(e) => Err(unavailable(&format!("UpdateTimeToLive {}", self.state), &e)),
+            Err(e) => Err(unavailable(&format!("UpdateTimeToLive {}", self.state), e)),
         }
     }
 }

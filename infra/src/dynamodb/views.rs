@@ -38,11 +38,11 @@ impl DynamoViewStore {
         match put {
             Ok(_) => {}
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {}
-            Err(e) => return Err(unavailable("PutItem", &e)),
+            Err(e) => return Err(unavailable("PutItem", e)),
         }
         self.get_state(pk)
             .await?
-            .ok_or_else(|| StoreError::Unexpected(format!("projection {name} vanished as it was created")))
+            .ok_or_else(|| StoreError::unexpected(format!("projection {name} vanished as it was created")))
     }
 
     pub(super) async fn live_generation(&self, view: &str) -> Result<u32, StoreError> {
@@ -62,10 +62,10 @@ impl DynamoViewStore {
         if self.transact_fenced(name, owner, vec![update]).await? {
             Ok(())
         } else {
-            Err(StoreError::Conflict {
-                stream_id: format!("view:{name}"),
-                expected: u64::from(expected),
-                actual: 0,
+            Err(StoreError::GenerationConflict {
+                view: name.to_owned(),
+                generation: expected,
+                live: None,
             })
         }
     }
@@ -102,7 +102,7 @@ impl DynamoViewStore {
                 )
                 .send()
                 .await
-                .map_err(|e| unavailable("BatchGetItem", &e))?;
+                .map_err(|e| unavailable("BatchGetItem", e))?;
             for item in page
                 .responses
                 .and_then(|mut r| r.remove(&self.views))
@@ -221,7 +221,7 @@ impl ViewStore for DynamoViewStore {
                     .expression_attribute_values(":below", s(below.clone())),
                 None => request.key_condition_expression("pk = :pk"),
             };
-            let page = request.send().await.map_err(|e| unavailable("Query", &e))?;
+            let page = request.send().await.map_err(|e| unavailable("Query", e))?;
             let entries = page.items.unwrap_or_default();
             let exhausted = page.last_evaluated_key.is_none_or(|k| k.is_empty());
             let Some(last) = entries.last() else { break };
@@ -331,7 +331,7 @@ impl ViewStore for DynamoViewStore {
             .expression_attribute_values(":now", n(micros(Utc::now())))
             .send()
             .await
-            .map_err(|e| unavailable("UpdateItem", &e))?;
+            .map_err(|e| unavailable("UpdateItem", e))?;
         Ok(())
     }
 

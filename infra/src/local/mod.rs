@@ -23,7 +23,7 @@ impl LocalObjectStore {
         let root = root.into();
         tokio::fs::create_dir_all(root.join(".incoming"))
             .await
-            .map_err(|e| unavailable(&root, &e))?;
+            .map_err(|e| unavailable(&root, e))?;
         Ok(Self { root })
     }
 
@@ -33,8 +33,9 @@ impl LocalObjectStore {
     }
 }
 
-fn unavailable(path: &Path, e: &std::io::Error) -> StoreError {
-    StoreError::Unavailable(format!("object store folder {}: {e}", path.display()))
+/// I/O errors as the port's, in one place: the file named, the error kept as the cause.
+fn unavailable(path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::unavailable_from(format_args!("object store folder {}", path.display()), e)
 }
 
 #[async_trait]
@@ -52,7 +53,7 @@ impl ObjectStore for LocalObjectStore {
             .join(uuid::Uuid::now_v7().simple().to_string());
         let mut file = tokio::fs::File::create(&temp)
             .await
-            .map_err(|e| unavailable(&temp, &e))?;
+            .map_err(|e| unavailable(&temp, e))?;
         let result = async {
             let mut buffer = vec![0u8; 256 * 1024];
             let mut written = 0u64;
@@ -68,17 +69,17 @@ impl ObjectStore for LocalObjectStore {
                 if written > max_bytes {
                     return Err(PutError::TooLarge { limit: max_bytes });
                 }
-                file.write_all(&buffer[..n]).await.map_err(|e| unavailable(&temp, &e))?;
+                file.write_all(&buffer[..n]).await.map_err(|e| unavailable(&temp, e))?;
             }
-            file.sync_all().await.map_err(|e| unavailable(&temp, &e))?;
+            file.sync_all().await.map_err(|e| unavailable(&temp, e))?;
             if let Some(parent) = target.parent() {
                 tokio::fs::create_dir_all(parent)
                     .await
-                    .map_err(|e| unavailable(parent, &e))?;
+                    .map_err(|e| unavailable(parent, e))?;
             }
             tokio::fs::rename(&temp, &target)
                 .await
-                .map_err(|e| unavailable(&target, &e))?;
+                .map_err(|e| unavailable(&target, e))?;
             Ok(written)
         }
         .await;
@@ -104,8 +105,8 @@ impl ObjectStore for LocalObjectStore {
         }
         match tokio::fs::copy(&path, dest).await {
             Ok(n) => Ok(n),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(StoreError::Invalid(format!("no object at {key}"))),
-            Err(e) => Err(unavailable(&path, &e)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(StoreError::NotFound(format!("no object at {key}"))),
+            Err(e) => Err(unavailable(&path, e)),
         }
     }
 
@@ -119,7 +120,7 @@ impl ObjectStore for LocalObjectStore {
             })),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(unavailable(&path, &e)),
+            Err(e) => Err(unavailable(&path, e)),
         }
     }
 
@@ -128,8 +129,8 @@ impl ObjectStore for LocalObjectStore {
         let root = path.clone();
         tokio::task::spawn_blocking(move || count_and_remove(&root))
             .await
-            .map_err(|e| StoreError::Unexpected(format!("object store worker failed: {e}")))?
-            .map_err(|e| unavailable(&path, &e))
+            .map_err(|e| StoreError::unexpected(format!("object store worker failed: {e}")))?
+            .map_err(|e| unavailable(&path, e))
     }
 
     async fn read(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, StoreError> {
@@ -142,10 +143,10 @@ impl ObjectStore for LocalObjectStore {
             Ok(meta) if meta.is_file() => tokio::fs::read(&path)
                 .await
                 .map(Some)
-                .map_err(|e| unavailable(&path, &e)),
+                .map_err(|e| unavailable(&path, e)),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(unavailable(&path, &e)),
+            Err(e) => Err(unavailable(&path, e)),
         }
     }
 
@@ -156,11 +157,11 @@ impl ObjectStore for LocalObjectStore {
     async fn check(&self) -> Result<(), StoreError> {
         match tokio::fs::metadata(self.root.join(".incoming")).await {
             Ok(meta) if meta.is_dir() => Ok(()),
-            Ok(_) => Err(StoreError::Unavailable(format!(
+            Ok(_) => Err(StoreError::unavailable(format!(
                 "object store folder {} is not a folder",
                 self.root.display()
             ))),
-            Err(e) => Err(unavailable(&self.root, &e)),
+            Err(e) => Err(unavailable(&self.root, e)),
         }
     }
 

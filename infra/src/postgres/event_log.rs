@@ -50,20 +50,31 @@ fn endpoint(options: &PgConnectOptions) -> String {
     format!("{}:{}", options.get_host(), options.get_port())
 }
 
+/// sqlx's errors as the port's, in one place: connection trouble (I/O, pool, TLS, the
+/// server's connection and shutdown codes 08xxx and 57Pxx) is `Unavailable`, anything else
+/// `Unexpected`; the host and port named, sqlx's error kept as the cause.
 fn map_err(endpoint: &str, error: sqlx::Error) -> StoreError {
-    match error {
-        sqlx::Error::Io(e) => StoreError::Unavailable(format!("PostgreSQL at {endpoint} is unreachable: {e}")),
-        sqlx::Error::PoolTimedOut => StoreError::Unavailable(format!(
+    let transient = match &error {
+        sqlx::Error::Io(e) => Some(format!("PostgreSQL at {endpoint} is unreachable: {e}")),
+        sqlx::Error::PoolTimedOut => Some(format!(
             "PostgreSQL at {endpoint} is unreachable: timed out waiting for a connection"
         )),
-        sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
-            StoreError::Unavailable(format!("PostgreSQL at {endpoint}: {error}"))
-        }
-        sqlx::Error::Tls(e) => StoreError::Unavailable(format!("PostgreSQL at {endpoint}: TLS: {e}")),
+        sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => Some(format!("PostgreSQL at {endpoint}: {error}")),
+        sqlx::Error::Tls(e) => Some(format!("PostgreSQL at {endpoint}: TLS: {e}")),
         sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) => {
-            StoreError::Unavailable(format!("PostgreSQL at {endpoint}: {}", db.message()))
+            Some(format!("PostgreSQL at {endpoint}: {}", db.message()))
         }
-        other => StoreError::Unexpected(format!("PostgreSQL at {endpoint}: {other}")),
+        _ => None,
+    };
+    match transient {
+        Some(message) => StoreError::Unavailable {
+            message,
+            source: Some(Arc::new(error)),
+        },
+        None => StoreError::Unexpected {
+            message: format!("PostgreSQL at {endpoint}: {error}"),
+            source: Some(Arc::new(error)),
+        },
     }
 }
 
@@ -174,7 +185,7 @@ impl PgEventLog {
         });
         outcomes
             .pop()
-            .unwrap_or_else(|| Err(StoreError::Unexpected("no outcome".into())))
+            .unwrap_or_else(|| Err(StoreError::unexpected("no outcome")))
     }
 }
 

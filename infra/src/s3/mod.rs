@@ -132,8 +132,10 @@ impl S3ObjectStore {
         Path::parse(&full).map_err(|e| StoreError::Invalid(format!("invalid object key {key:?}: {e}")))
     }
 
-    fn error(&self, what: &str, key: &str, e: &object_store::Error) -> StoreError {
-        StoreError::Unavailable(format!("{} {what} {key}: {e}", self.location.url()))
+    /// object_store's errors as the port's, in one place: the bucket, the operation and the
+    /// key named, object_store's error kept as the cause.
+    fn error(&self, what: &str, key: &str, e: object_store::Error) -> StoreError {
+        StoreError::unavailable_from(format_args!("{} {what} {key}", self.location.url()), e)
     }
 }
 
@@ -172,14 +174,14 @@ impl ObjectStore for S3ObjectStore {
             self.client
                 .put(&path, PutPayload::from(buffer))
                 .await
-                .map_err(|e| self.error("put", key, &e))?;
+                .map_err(|e| self.error("put", key, e))?;
             return Ok(first as u64);
         }
         let upload = self
             .client
             .put_multipart(&path)
             .await
-            .map_err(|e| self.error("multipart upload of", key, &e))?;
+            .map_err(|e| self.error("multipart upload of", key, e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
         writer.write(&buffer);
         let mut written = first as u64;
@@ -196,7 +198,7 @@ impl ObjectStore for S3ObjectStore {
                 writer
                     .wait_for_capacity(PARTS_IN_FLIGHT)
                     .await
-                    .map_err(|e| self.error("part of", key, &e))?;
+                    .map_err(|e| self.error("part of", key, e))?;
                 writer.write(&buffer[..n]);
             }
         }
@@ -206,7 +208,7 @@ impl ObjectStore for S3ObjectStore {
                 writer
                     .finish()
                     .await
-                    .map_err(|e| self.error("multipart upload of", key, &e))?;
+                    .map_err(|e| self.error("multipart upload of", key, e))?;
                 Ok(written)
             }
             Err(e) => {
@@ -227,14 +229,14 @@ impl ObjectStore for S3ObjectStore {
         let result = match self.client.get_opts(&path, options).await {
             Ok(result) => result,
             Err(object_store::Error::NotFound { .. }) => {
-                return Err(StoreError::Invalid(format!("no object at {key}")));
+                return Err(StoreError::NotFound(format!("no object at {key}")));
             }
             Err(object_store::Error::Precondition { .. }) => {
                 return Err(StoreError::Invalid(format!(
                     "object {key} was replaced after it was recorded (its ETag changed)"
                 )));
             }
-            Err(e) => return Err(self.error("get", key, &e)),
+            Err(e) => return Err(self.error("get", key, e)),
         };
         let limit = expect.map_or(u64::MAX, |e| e.size);
         if let Some(expect) = expect {
@@ -245,12 +247,12 @@ impl ObjectStore for S3ObjectStore {
                 )));
             }
         }
-        let local = |e: std::io::Error| StoreError::Unavailable(format!("{}: {e}", dest.display()));
+        let local = |e: std::io::Error| StoreError::unavailable(format!("{}: {e}", dest.display()));
         let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
         let mut stream = result.into_stream();
         let mut size = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.error("get", key, &e))?;
+            let chunk = chunk.map_err(|e| self.error("get", key, e))?;
             size += chunk.len() as u64;
             // The store's own length can lie (a proxy, a changed object): the bound is ours.
             if size > limit {
@@ -273,7 +275,7 @@ impl ObjectStore for S3ObjectStore {
                 etag: meta.e_tag,
             })),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.error("head", key, &e)),
+            Err(e) => Err(self.error("head", key, e)),
         }
     }
 
@@ -285,18 +287,18 @@ impl ObjectStore for S3ObjectStore {
             .delete_stream(locations)
             .try_collect()
             .await
-            .map_err(|e| self.error("delete under", prefix, &e))?;
+            .map_err(|e| self.error("delete under", prefix, e))?;
         // A key equal to the prefix is an object too (as a file is for the folder store).
         let itself = match self.client.head(&path).await {
             Ok(_) => {
                 self.client
                     .delete(&path)
                     .await
-                    .map_err(|e| self.error("delete", prefix, &e))?;
+                    .map_err(|e| self.error("delete", prefix, e))?;
                 1
             }
             Err(object_store::Error::NotFound { .. }) => 0,
-            Err(e) => return Err(self.error("head", prefix, &e)),
+            Err(e) => return Err(self.error("head", prefix, e)),
         };
         Ok(deleted.len() as u64 + itself)
     }
@@ -306,7 +308,7 @@ impl ObjectStore for S3ObjectStore {
         let result = match self.client.get(&path).await {
             Ok(result) => result,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(self.error("get", key, &e)),
+            Err(e) => return Err(self.error("get", key, e)),
         };
         if result.meta.size > max_bytes {
             return Err(StoreError::Invalid(format!(
@@ -314,7 +316,7 @@ impl ObjectStore for S3ObjectStore {
                 result.meta.size
             )));
         }
-        let bytes = result.bytes().await.map_err(|e| self.error("get", key, &e))?;
+        let bytes = result.bytes().await.map_err(|e| self.error("get", key, e))?;
         Ok(Some(bytes.to_vec()))
     }
 
@@ -329,7 +331,7 @@ impl ObjectStore for S3ObjectStore {
             .client
             .signed_url(method, &path, ttl)
             .await
-            .map_err(|e| self.error("presign", key, &e))?;
+            .map_err(|e| self.error("presign", key, e))?;
         let Access::Write { length } = access else {
             return Ok(Some(url.to_string()));
         };
@@ -343,7 +345,7 @@ impl ObjectStore for S3ObjectStore {
         let credential = credentials
             .get_credential()
             .await
-            .map_err(|e| self.error("presign", key, &e))?;
+            .map_err(|e| self.error("presign", key, e))?;
         let signer = presign::Presigner {
             key_id: &credential.key_id,
             secret: &credential.secret_key,
@@ -370,7 +372,7 @@ impl ObjectStore for S3ObjectStore {
             .list_with_delimiter(prefix.as_ref())
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.location.url())))
+            .map_err(|e| StoreError::unavailable(format!("{}: {e}", self.location.url())))
     }
 
     fn describe(&self) -> String {

@@ -24,7 +24,7 @@ impl S3ObjectStore {
             .client
             .signed_url(reqwest::Method::PUT, &Path::from(""), Duration::from_secs(300))
             .await
-            .map_err(|e| StoreError::Unavailable(format!("signing CreateBucket {bucket}: {e}")))?;
+            .map_err(|e| StoreError::unavailable(format!("signing CreateBucket {bucket}: {e}")))?;
         let region = &self.region;
         let body = if region == "us-east-1" || region.is_empty() {
             String::new()
@@ -39,13 +39,13 @@ impl S3ObjectStore {
             .body(body)
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(format!("CreateBucket {bucket}: {e}")))?;
+            .map_err(|e| StoreError::unavailable(format!("CreateBucket {bucket}: {e}")))?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         if status.is_success() || text.contains("BucketAlreadyOwnedByYou") {
             return Ok(());
         }
-        Err(StoreError::Unavailable(format!(
+        Err(StoreError::unavailable(format!(
             "CreateBucket {bucket}: {status}: {}",
             text.chars().take(300).collect::<String>()
         )))
@@ -91,7 +91,7 @@ impl S3ObjectStore {
             .client
             .signed_url(reqwest::Method::PUT, &Path::from(""), Duration::from_secs(60))
             .await
-            .map_err(|e| StoreError::Unavailable(format!("the URL of bucket {bucket}: {e}")))?;
+            .map_err(|e| StoreError::unavailable(format!("the URL of bucket {bucket}: {e}")))?;
         url.set_query(Some("cors"));
         let md5 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, md5::Md5::digest(&body));
         let mut request: HttpRequest = http::Request::builder()
@@ -105,7 +105,7 @@ impl S3ObjectStore {
             let credential = credentials
                 .get_credential()
                 .await
-                .map_err(|e| StoreError::Unavailable(format!("PutBucketCors {bucket}: {e}")))?;
+                .map_err(|e| StoreError::unavailable(format!("PutBucketCors {bucket}: {e}")))?;
             object_store::aws::AwsAuthorizer::new(&credential, "s3", &self.region).authorize(&mut request, None);
         }
         let mut send = reqwest::Client::new().put(url.as_str()).body(body);
@@ -115,13 +115,13 @@ impl S3ObjectStore {
         let response = send
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(format!("PutBucketCors {bucket}: {e}")))?;
+            .map_err(|e| StoreError::unavailable(format!("PutBucketCors {bucket}: {e}")))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
         }
         let text = response.text().await.unwrap_or_default();
-        Err(StoreError::Unavailable(format!(
+        Err(StoreError::unavailable(format!(
             "PutBucketCors {bucket}: {status}: {}",
             text.chars().take(300).collect::<String>()
         )))

@@ -75,7 +75,7 @@ impl SqliteSettings {
 pub(crate) fn prepare(path: &Path) -> Result<PathBuf, StoreError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create the folder {} for SQLite: {e}", parent.display()))
+            StoreError::unavailable(format!("cannot create the folder {} for SQLite: {e}", parent.display()))
         })?;
     }
     Ok(path.to_path_buf())

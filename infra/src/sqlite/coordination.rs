@@ -98,7 +98,7 @@ impl ShardCheckpointStore for SqliteViewStore {
             .map(|(sequence, offset)| {
                 u64::try_from(offset)
                     .map(|offset| ShardCheckpoint { sequence, offset })
-                    .map_err(|_| StoreError::Unexpected(format!("shard checkpoint offset {offset} is negative")))
+                    .map_err(|_| StoreError::unexpected(format!("shard checkpoint offset {offset} is negative")))
             })
             .transpose()
     }

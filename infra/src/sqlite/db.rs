@@ -50,14 +50,14 @@ impl Db {
     pub(crate) fn connect(&self) -> Result<Connection, StoreError> {
         let path = &self.inner.path;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| self.error(&e))?;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| self.error(e))?;
         conn.busy_timeout(self.inner.settings.busy_timeout)
-            .map_err(|e| self.error(&e))?;
+            .map_err(|e| self.error(e))?;
         let pragmas = format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;",
             self.inner.settings.synchronous_pragma()
         );
-        conn.execute_batch(&pragmas).map_err(|e| self.error(&e))?;
+        conn.execute_batch(&pragmas).map_err(|e| self.error(e))?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
     }
@@ -72,7 +72,7 @@ impl Db {
         let permit = self.inner.permits.acquire().await.ok();
         let result = tokio::task::spawn_blocking(move || db.with_connection(work)).await;
         drop(permit);
-        result.map_err(|e| StoreError::Unexpected(format!("SQLite worker failed: {e}")))?
+        result.map_err(|e| StoreError::unexpected(format!("SQLite worker failed: {e}")))?
     }
 
     /// Names the file in every error, and says "locked" when another process holds it.
@@ -94,7 +94,7 @@ impl Db {
             Some(conn) => conn,
             None => self.connect()?,
         };
-        let result = work(&mut conn).map_err(|e| self.error(&e));
+        let result = work(&mut conn).map_err(|e| self.error(e));
         // A connection is only reused when no transaction was left open on it.
         if conn.is_autocommit() {
             let mut idle = self.inner.idle.lock().unwrap_or_else(PoisonError::into_inner);
@@ -105,18 +105,34 @@ impl Db {
         result
     }
 
-    pub(crate) fn error(&self, error: &rusqlite::Error) -> StoreError {
+    pub(crate) fn error(&self, error: rusqlite::Error) -> StoreError {
         map_err(&self.inner.path, error)
     }
 }
 
-/// Names the file in every error, and says "locked" when another process holds it.
-pub(crate) fn map_err(path: &Path, error: &rusqlite::Error) -> StoreError {
+/// rusqlite's errors as the port's, in one place: the file named in every error, "locked"
+/// when another process holds it; rusqlite's error kept as the cause.
+pub(crate) fn map_err(path: &Path, error: rusqlite::Error) -> StoreError {
+    let mapped = map_kind(path, &error);
+    match mapped {
+        StoreError::Unavailable { message, .. } => StoreError::Unavailable {
+            message,
+            source: Some(std::sync::Arc::new(error)),
+        },
+        StoreError::Unexpected { message, .. } => StoreError::Unexpected {
+            message,
+            source: Some(std::sync::Arc::new(error)),
+        },
+        other => other,
+    }
+}
+
+fn map_kind(path: &Path, error: &rusqlite::Error) -> StoreError {
     match error {
         rusqlite::Error::SqliteFailure(e, message)
             if matches!(e.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) =>
         {
-            StoreError::Unavailable(format!(
+            StoreError::unavailable(format!(
                 "SQLite database {} is locked by another process: {}",
                 path.display(),
                 message.as_deref().unwrap_or("database is locked")
@@ -128,8 +144,8 @@ pub(crate) fn map_err(path: &Path, error: &rusqlite::Error) -> StoreError {
                 ErrorCode::CannotOpen | ErrorCode::SystemIoFailure | ErrorCode::DiskFull | ErrorCode::ReadOnly
             ) =>
         {
-            StoreError::Unavailable(format!("SQLite database {}: {error}", path.display()))
+            StoreError::unavailable(format!("SQLite database {}: {error}", path.display()))
         }
-        other => StoreError::Unexpected(format!("SQLite database {}: {other}", path.display())),
+        other => StoreError::unexpected(format!("SQLite database {}: {other}", path.display())),
     }
 }

@@ -88,12 +88,12 @@ impl SqliteEventLog {
         let writer_db = db.clone();
         let (conn, head) = tokio::task::spawn_blocking(move || {
             let conn = writer_db.connect()?;
-            let head = read_head(&conn).map_err(|e| writer_db.error(&e))?;
-            backfill_marks(&conn).map_err(|e| writer_db.error(&e))?;
+            let head = read_head(&conn).map_err(|e| writer_db.error(e))?;
+            backfill_marks(&conn).map_err(|e| writer_db.error(e))?;
             Ok::<_, StoreError>((conn, head))
         })
         .await
-        .map_err(|e| StoreError::Unexpected(format!("SQLite worker failed: {e}")))??;
+        .map_err(|e| StoreError::unexpected(format!("SQLite worker failed: {e}")))??;
         let (head_tx, head_rx) = watch::channel(head);
         let writer = GroupCommit::spawn(
             Writer {
@@ -140,7 +140,7 @@ impl BatchWriter for Writer {
         tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
             let refs: Vec<&AppendRequest> = batch.iter().collect();
-            let result = write_batch(&mut conn, &refs).map_err(|e| map_err(&path, &e));
+            let result = write_batch(&mut conn, &refs).map_err(|e| map_err(&path, e));
             if !conn.is_autocommit() {
                 // A failed commit left the transaction open: roll it back before the next group.
                 let _ = conn.execute_batch("ROLLBACK");
@@ -148,7 +148,7 @@ impl BatchWriter for Writer {
             result
         })
         .await
-        .map_err(|e| StoreError::Unexpected(format!("SQLite writer failed: {e}")))?
+        .map_err(|e| StoreError::unexpected(format!("SQLite writer failed: {e}")))?
     }
 }
 

@@ -198,10 +198,10 @@ fn commit_changes(
     } else if shadow == Some(generation) {
         "shadow_position"
     } else {
-        return Ok(Err(StoreError::Conflict {
-            stream_id: format!("view:{view}"),
-            expected: u64::try_from(generation).unwrap_or(0),
-            actual: u64::try_from(live).unwrap_or(0),
+        return Ok(Err(StoreError::GenerationConflict {
+            view: view.to_owned(),
+            generation: u32::try_from(generation).unwrap_or(u32::MAX),
+            live: u32::try_from(live).ok(),
         }));
     };
     {
@@ -457,10 +457,10 @@ impl ViewStore for SqliteViewStore {
                     params![to_micros(Utc::now()), name, i64::from(generation)],
                 )?;
                 if swapped != 1 {
-                    return Ok(Err(StoreError::Conflict {
-                        stream_id: format!("view:{name}"),
-                        expected: u64::from(generation),
-                        actual: 0,
+                    return Ok(Err(StoreError::GenerationConflict {
+                        view: name.clone(),
+                        generation,
+                        live: None,
                     }));
                 }
                 for table in ["view_docs", "view_index"] {

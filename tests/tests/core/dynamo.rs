@@ -242,7 +242,17 @@ async fn writes_are_conditional_on_versions_and_fenced_by_leases() {
     assert!(matches!(fenced, Err(StoreError::LeaseLost(_))), "{fenced:?}");
     assert_eq!(store.get("catalog", "v1").await.expect("get").expect("doc").version, 4);
     let stale = store.commit("catalog", 7, "one", vec![], 13).await;
-    assert!(matches!(stale, Err(StoreError::Conflict { .. })), "{stale:?}");
+    assert!(
+        matches!(
+            stale,
+            Err(StoreError::GenerationConflict {
+                generation: 7,
+                live: Some(1),
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
 
     // Checkpoints: fenced by the lease of the same name when one is held.
     store

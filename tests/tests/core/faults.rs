@@ -206,7 +206,7 @@ async fn a_sqlite_file_locked_by_another_process_is_named_in_the_error() {
     drop(holder.stdin.take());
     let _ = holder.wait();
     let message = err.to_string();
-    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
     assert!(
         message.contains(&path.display().to_string()) && message.contains("locked by another process"),
         "{message}"
@@ -221,7 +221,7 @@ async fn an_unreachable_postgres_is_named_by_host_and_port() {
         Err(e) => e,
         Ok(_) => panic!("nothing listens on port 1"),
     };
-    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
     assert!(
         err.to_string().contains("PostgreSQL at 127.0.0.1:1 is unreachable"),
         "{err}"

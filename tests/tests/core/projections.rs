@@ -233,7 +233,7 @@ impl ViewStore for Killer {
                 let commit = self.inner.commit(view, generation, owner, changes, position);
                 let _ = tokio::time::timeout(Duration::ZERO, commit).await;
             }
-            return Err(StoreError::Unavailable("killed".into()));
+            return Err(StoreError::unavailable("killed"));
         }
         self.inner.commit(view, generation, owner, changes, position).await
     }
@@ -279,7 +279,7 @@ async fn killed_and_restarted_equals_a_fresh_replay<P: Projector + Clone>(projec
             13,
         );
         match r.catch_up().await {
-            Err(RunnerError::Store(StoreError::Unavailable(m))) if m == "killed" => restarts += 1,
+            Err(RunnerError::Store(StoreError::Unavailable { message: m, .. })) if m == "killed" => restarts += 1,
             Ok(_) => {}
             Err(e) => panic!("unexpected {e}"),
         }
