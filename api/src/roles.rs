@@ -21,7 +21,7 @@ use vodsource_projections::{
 };
 
 use crate::config::Config;
-use crate::http::beacons::QOE_TOPIC;
+use vodsource_qoe::QOE_TOPIC;
 
 /// The opened stores of one process.
 #[derive(Clone)]

@@ -8,13 +8,13 @@
 //! It knows the domain and the commands' ports, never SQL, HTTP or a particular object store.
 
 pub mod ladder;
-pub mod limits;
 pub mod manifest;
 pub mod media;
+pub mod outcome;
 pub mod stats;
 pub mod worker;
 
 pub use ladder::LadderConfig;
-pub use limits::SourceLimits;
+pub use media::limits::SourceLimits;
 pub use stats::EncoderStats;
 pub use worker::{JobOutcome, Worker, WorkerConfig, WorkerError};

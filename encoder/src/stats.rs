@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::worker::JobOutcome;
+use crate::outcome::JobOutcome;
 
 /// The steps whose time is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

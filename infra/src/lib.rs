@@ -45,4 +45,5 @@ pub mod streams;
 pub use embedded_log::{EmbeddedConsumer, EmbeddedLog};
 pub use local::LocalObjectStore;
 pub use open::{open_event_log, open_object_store, open_view_store, EventLogUrl, Views};
-pub use streams::{ShardCoordination, StreamUrl, Streams};
+pub use streams::{StreamUrl, Streams};
+pub use vodsource_commands::ports::ShardCoordination;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vodsource_commands::ports::{Clock, LeaseStore, ShardCheckpointStore, StreamConsumer, StreamError, StreamProducer};
+use vodsource_commands::ports::{ShardCoordination, StreamConsumer, StreamError, StreamProducer};
 
 use crate::aws::AwsSettings;
 use crate::embedded_log::EmbeddedLog;
@@ -13,19 +13,6 @@ use crate::embedded_log::EmbeddedLog;
 use crate::kafka::KafkaStream;
 #[cfg(feature = "kinesis")]
 use crate::kinesis::KinesisStream;
-
-/// What consumers keep their leases and checkpoints in, and who they are.
-#[derive(Clone)]
-pub struct ShardCoordination {
-    /// Shard checkpoints (the view store).
-    pub checkpoints: Arc<dyn ShardCheckpointStore>,
-    /// Shard leases (the view store).
-    pub leases: Arc<dyn LeaseStore>,
-    /// The clock of lease expiry.
-    pub clock: Arc<dyn Clock>,
-    /// This process's name in leases.
-    pub owner: String,
-}
 
 /// Partitions of the embedded log's topics.
 pub const EMBEDDED_PARTITIONS: u32 = 8;

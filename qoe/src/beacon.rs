@@ -67,6 +67,22 @@ pub enum QoeEventType {
 }
 
 impl QoeEventType {
+    /// Every event type, in the order they were added. Append only: the stream's binary
+    /// format ([`crate::wire`]) stores an event type as its index here.
+    pub const ALL: [QoeEventType; 11] = [
+        Self::SessionStart,
+        Self::Playing,
+        Self::Heartbeat,
+        Self::Pause,
+        Self::Seek,
+        Self::RebufferStart,
+        Self::RebufferEnd,
+        Self::BitrateChange,
+        Self::Error,
+        Self::Ended,
+        Self::SessionEnd,
+    ];
+
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -391,7 +407,7 @@ fn judge(mut event: QoeEvent, now_ms: i64) -> Result<QoeEvent, BeaconError> {
 pub fn json_schemas() -> (Value, Value) {
     let text = |max: usize| serde_json::json!({ "type": "string", "maxLength": max, "nullable": true });
     let count = |max: u64| serde_json::json!({ "type": "integer", "format": "int64", "minimum": 0, "maximum": max, "nullable": true });
-    let event_types: Vec<&str> = crate::wire::EVENT_TYPES.iter().map(|t| t.as_str()).collect();
+    let event_types: Vec<&str> = QoeEventType::ALL.iter().map(|t| t.as_str()).collect();
     let event = serde_json::json!({
         "type": "object",
         "description": "One player event; field names follow CMCD (CTA-5004) where it has one. Null stands for absent. Besides its shape, each event must pass the server's own rules, judged one by one: `ts` at most 24 h behind and 5 min ahead of the server's clock, `error_code` present on `error` events, no control characters in text, `cid` a video the caller may play, `viewer_id` the caller's own.",

@@ -19,3 +19,7 @@ pub use beacon::{
     MAX_BATCH_BYTES, MAX_BATCH_EVENTS,
 };
 pub use watch::WatchState;
+
+/// The stream topic QoE events travel on (the beacon endpoint publishes, the lake sink and the
+/// watch-state projection consume).
+pub const QOE_TOPIC: &str = "qoe-events";

@@ -27,20 +27,8 @@ use crate::beacon::{ObjectType, QoeEvent, QoeEventType};
 /// The current version byte.
 pub const VERSION: u8 = 1;
 
-/// Event types by their wire index (append only).
-pub const EVENT_TYPES: [QoeEventType; 11] = [
-    QoeEventType::SessionStart,
-    QoeEventType::Playing,
-    QoeEventType::Heartbeat,
-    QoeEventType::Pause,
-    QoeEventType::Seek,
-    QoeEventType::RebufferStart,
-    QoeEventType::RebufferEnd,
-    QoeEventType::BitrateChange,
-    QoeEventType::Error,
-    QoeEventType::Ended,
-    QoeEventType::SessionEnd,
-];
+/// Event types by their wire index: [`QoeEventType::ALL`], which is append only.
+pub const EVENT_TYPES: [QoeEventType; 11] = QoeEventType::ALL;
 
 /// CMCD object types by their wire index (append only).
 pub const OBJECT_TYPES: [ObjectType; 9] = [

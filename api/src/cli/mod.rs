@@ -116,7 +116,6 @@ fn report(error: &anyhow::Error) -> String {
     out
 }
 
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config;
     match cli.command {

@@ -7,9 +7,9 @@ use vodsource_infra::aws::AwsSettings;
 use vodsource_infra::StreamUrl;
 
 use crate::config::Config;
-use crate::http::beacons::QOE_TOPIC;
 use crate::http::control::Control;
 use crate::roles::Stores;
+use vodsource_qoe::QOE_TOPIC;
 
 /// `vodsource projector` flags.
 #[derive(Debug, clap::Args)]

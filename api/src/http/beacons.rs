@@ -11,9 +11,6 @@ use super::auth::{BearerAuth, Principal, Role};
 use super::error::ApiError;
 use super::state::AppState;
 
-/// The topic of accepted QoE events.
-pub const QOE_TOPIC: &str = "qoe-events";
-
 #[derive(Tags)]
 enum Tag {
     /// Player quality-of-experience beacons.
@@ -149,18 +146,21 @@ impl BeaconsApi {
         }
         let accepted = u32::try_from(records.len()).unwrap_or(u32::MAX);
         if !records.is_empty() {
-            stream.publish(QOE_TOPIC, records).await.map_err(|e| match e {
-                StreamError::Unavailable(message) => {
-                    tracing::warn!(error = %message, "the QoE stream refused a batch");
-                    ApiError::with(
-                        503,
-                        "UNAVAILABLE",
-                        "the QoE stream is unavailable; nothing of this batch was stored, send it again",
-                        serde_json::Value::Null,
-                    )
-                }
-                other => ApiError::internal("publishing beacons", &other),
-            })?;
+            stream
+                .publish(vodsource_qoe::QOE_TOPIC, records)
+                .await
+                .map_err(|e| match e {
+                    StreamError::Unavailable(message) => {
+                        tracing::warn!(error = %message, "the QoE stream refused a batch");
+                        ApiError::with(
+                            503,
+                            "UNAVAILABLE",
+                            "the QoE stream is unavailable; nothing of this batch was stored, send it again",
+                            serde_json::Value::Null,
+                        )
+                    }
+                    other => ApiError::internal("publishing beacons", &other),
+                })?;
         }
         Ok(Json(BeaconResults {
             accepted,

@@ -554,7 +554,7 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
     // runs in its own processes) the lake sink run here.
     if let Some(streams) = stream.as_ref().filter(|_| settings.stream_roles) {
         let consumer = streams
-            .consumer(beacons::QOE_TOPIC, "watch-state")
+            .consumer(vodsource_qoe::QOE_TOPIC, "watch-state")
             .context("opening the watch-state consumer group")?;
         let runner = vodsource_projections::WatchStateRunner::new(
             consumer,

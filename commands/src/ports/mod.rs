@@ -15,6 +15,7 @@ pub use event_log::{AppendRequest, Appended, EventLog, EventMetadata, ExpectedVe
 pub use idempotency::{IdempotencyStore, Reservation, StoredResponse};
 pub use objects::{check_key, Access, ObjectMeta, ObjectStore, PutError};
 pub use stream::{
-    Delivery, ShardCheckpoint, ShardCheckpointStore, StreamConsumer, StreamError, StreamProducer, StreamRecord,
+    Delivery, ShardCheckpoint, ShardCheckpointStore, ShardCoordination, StreamConsumer, StreamError, StreamProducer,
+    StreamRecord,
 };
 pub use vodsource_domain::Clock;

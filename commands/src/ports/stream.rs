@@ -1,6 +1,7 @@
 //! Streams of records with partitions, offsets and consumer groups: the QoE stream and the
 //! `video-events` relay. Adapters: the embedded log, Kafka, Kinesis.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -130,4 +131,17 @@ pub trait ShardCheckpointStore: Send + Sync + 'static {
         owner: &str,
         checkpoint: &ShardCheckpoint,
     ) -> Result<(), StoreError>;
+}
+
+/// What consumers keep their leases and checkpoints in, and who they are.
+#[derive(Clone)]
+pub struct ShardCoordination {
+    /// Shard checkpoints (the view store).
+    pub checkpoints: Arc<dyn ShardCheckpointStore>,
+    /// Shard leases (the view store).
+    pub leases: Arc<dyn crate::ports::LeaseStore>,
+    /// The clock of lease expiry.
+    pub clock: Arc<dyn crate::ports::Clock>,
+    /// This process's name in leases.
+    pub owner: String,
 }

@@ -6,6 +6,7 @@
 
 mod audio;
 mod error;
+pub mod limits;
 mod package;
 pub mod probe;
 mod progress;
@@ -27,8 +28,8 @@ pub use probe::{probe, Probed};
 pub use progress::{Progress, ProgressSnapshot};
 
 use crate::ladder::{plan, Fps, LadderConfig, RungPlan, Segmenter};
-use crate::limits::SourceLimits;
 use crate::manifest::Track;
+use limits::SourceLimits;
 
 /// How many pictures may wait between two stages of the pipeline.
 const QUEUE: usize = 8;

@@ -14,7 +14,7 @@ use ffmpeg_next as ffmpeg;
 use super::probe::Probed;
 use super::{track, MediaError};
 use crate::ladder::{Fps, RungPlan};
-use crate::limits::SourceLimits;
+use crate::media::limits::SourceLimits;
 
 /// Decoder plus the filter graph that makes the top rung's pictures: constant frame rate,
 /// rotation applied, scaled to the top rung, 8-bit 4:2:0.

@@ -17,7 +17,8 @@ use vodsource_commands::{CommandContext, CommandError, VideoCommands};
 use vodsource_domain::{VideoCommand, VideoError};
 
 use crate::ladder::LadderConfig;
-use crate::limits::SourceLimits;
+use crate::media::limits::SourceLimits;
+pub use crate::outcome::JobOutcome;
 use crate::stats::EncoderStats;
 pub use job::process_cpu_seconds;
 
@@ -53,38 +54,6 @@ impl WorkerConfig {
             limits: SourceLimits::default(),
         }
     }
-}
-
-/// How one job ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum JobOutcome {
-    /// The ladder is recorded.
-    Completed {
-        /// The video.
-        video_id: String,
-        /// The attempt.
-        attempt: u32,
-    },
-    /// The attempt is recorded as failed.
-    Failed {
-        /// The video.
-        video_id: String,
-        /// The attempt.
-        attempt: u32,
-        /// Why.
-        reason: String,
-        /// Whether it will be tried again.
-        retryable: bool,
-    },
-    /// The video was deleted or the lease was lost; partial outputs were removed.
-    Abandoned {
-        /// The video.
-        video_id: String,
-        /// The attempt.
-        attempt: u32,
-        /// Why.
-        reason: String,
-    },
 }
 
 /// A failure of the worker itself (not of a job).

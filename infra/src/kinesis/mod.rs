@@ -27,7 +27,7 @@ use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamSt
 use aws_sdk_kinesis::Client;
 use vodsource_commands::ports::{Delivery, ShardCheckpoint, StreamConsumer, StreamError, StreamProducer, StreamRecord};
 
-use crate::streams::ShardCoordination;
+use vodsource_commands::ports::ShardCoordination;
 
 /// Records per `PutRecords` request (the service's limit).
 const MAX_PUT_RECORDS: usize = 500;

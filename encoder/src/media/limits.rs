@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use vodsource_domain::SourceProbe;
 
-use crate::media::MediaError;
+use super::MediaError;
 
 /// The bounds. Defaults are what a platform would choose: up to 8K (7680×4320), 120 fps,
 /// 6 hours, and an attempt may run 8× the source's duration plus 10 minutes.
