@@ -13,6 +13,9 @@ python3 scripts/module-cycles.py domain/src commands/src qoe/src projections/src
 scripts/services.sh start postgres python schemathesis ffmpeg lake-readers kafka aws browser
 
 cargo test --workspace --locked "$@"
+# The embedded shape alone (no PostgreSQL, DynamoDB, Kafka, Kinesis, S3 or lake SQL) still
+# builds, tests included.
+cargo check --workspace --all-targets --locked --no-default-features
 # The benchmarks are a workspace of their own: one that no longer builds fails here.
 cargo check --locked --manifest-path bench/Cargo.toml --all-targets
 # The OpenAPI document against the server it describes (the debug binary the tests built).
