@@ -89,11 +89,23 @@ impl VideoCommands {
         &self.services
     }
 
-    /// Runs `command` against video `id`.
+    /// Runs `command` against video `id`, in a `command` span that carries the video id, the
+    /// command's name, its actor and correlation id, so everything logged on its way (the
+    /// append included) names the flow it belongs to.
     ///
     /// # Errors
     /// The domain's refusal, a version mismatch when `context.expected_version` is set, a
     /// conflict when concurrent writers kept winning, or a store failure.
+    #[tracing::instrument(
+        name = "command",
+        skip_all,
+        fields(
+            video_id = %id,
+            command = command.name(),
+            actor = context.actor.as_deref(),
+            correlation_id = context.correlation_id.map(tracing::field::display),
+        )
+    )]
     pub async fn execute(
         &self,
         id: &str,
@@ -147,11 +159,17 @@ impl VideoCommands {
                     })
                 }
                 Ok(Some(appended)) => {
+                    tracing::debug!(
+                        version = appended.version,
+                        position = appended.last_position,
+                        events = events.len(),
+                        "recorded"
+                    );
                     return Ok(CommandOutcome {
                         version: appended.version,
                         events,
                         position: Some(appended.last_position),
-                    })
+                    });
                 }
                 Err(StoreError::Conflict { actual, .. }) => {
                     if let Some(expected) = context.expected_version {

@@ -143,3 +143,27 @@ pub enum VideoCommand {
         reason: Option<String>,
     },
 }
+
+impl VideoCommand {
+    /// The command's name in logs, spans and metrics (`register`, `claim_encoding`, …).
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Register { .. } => "register",
+            Self::CompleteUpload { .. } => "complete_upload",
+            Self::RequestEncoding => "request_encoding",
+            Self::RetryEncoding => "retry_encoding",
+            Self::ClaimEncoding { .. } => "claim_encoding",
+            Self::RecordProbe { .. } => "record_probe",
+            Self::RecordProgress { .. } => "record_progress",
+            Self::RecordRendition { .. } => "record_rendition",
+            Self::CompleteEncoding { .. } => "complete_encoding",
+            Self::FailEncoding { .. } => "fail_encoding",
+            Self::RequeueEncoding { .. } => "requeue_encoding",
+            Self::UpdateMetadata { .. } => "update_metadata",
+            Self::Publish => "publish",
+            Self::Unpublish => "unpublish",
+            Self::Delete { .. } => "delete",
+        }
+    }
+}

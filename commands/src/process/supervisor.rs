@@ -107,6 +107,16 @@ impl EncodingSupervisor {
     ///
     /// # Errors
     /// A video event that does not decode, or a store failure.
+    #[tracing::instrument(
+        name = "supervise",
+        skip_all,
+        fields(
+            video_id = %event.stream_id,
+            position = event.position,
+            event_type = %event.event_type,
+            correlation_id = event.metadata.correlation_id.map(tracing::field::display),
+        )
+    )]
     pub async fn handle(&self, event: &RecordedEvent) -> Result<(), ProcessError> {
         if event.stream_type != VIDEO_STREAM_TYPE {
             return Ok(());

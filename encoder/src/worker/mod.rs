@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument as _;
+use uuid::Uuid;
 use vodsource_commands::ports::{Clock, JobQueue, ObjectStore, StoreError};
 use vodsource_commands::{CommandContext, CommandError, VideoCommands};
 use vodsource_domain::{VideoCommand, VideoError};
@@ -21,6 +23,11 @@ use crate::media::limits::SourceLimits;
 pub use crate::outcome::JobOutcome;
 use crate::stats::EncoderStats;
 pub use job::process_cpu_seconds;
+
+tokio::task_local! {
+    /// The correlation id of the job this task is running, for the commands it sends.
+    static JOB_CORRELATION: Option<Uuid>;
+}
 
 /// How a worker behaves.
 #[derive(Debug, Clone)]
@@ -108,8 +115,24 @@ impl Worker {
         &self.config.worker_id
     }
 
+    /// The context of the worker's commands: the worker as actor, and the correlation id of
+    /// the flow the job in progress belongs to.
     fn context(&self) -> CommandContext {
-        CommandContext::actor(format!("encoder:{}", self.config.worker_id))
+        CommandContext {
+            actor: Some(format!("encoder:{}", self.config.worker_id)),
+            correlation_id: JOB_CORRELATION.try_with(|c| *c).ok().flatten(),
+            ..CommandContext::default()
+        }
+    }
+
+    /// The correlation id of the flow that asked for the video's encoding: the newest one among
+    /// its last events (the request or requeue the supervisor recorded). Best effort: `None`
+    /// when the stream cannot be read.
+    async fn correlation_of(&self, id: &str) -> Option<Uuid> {
+        let store = self.commands.store();
+        let version = store.load(id).await.ok()?.version;
+        let recent = store.log().read_stream(id, version.saturating_sub(8), 8).await.ok()?;
+        recent.iter().rev().find_map(|e| e.metadata.correlation_id)
     }
 
     /// Runs jobs until `shutdown` completes. A job in progress at shutdown is failed as
@@ -168,7 +191,16 @@ impl Worker {
         let ready = self.jobs.ready_jobs(self.clock.now(), 16).await?;
         for (video_id, attempt, _) in ready {
             if self.claim(&video_id, attempt).await? {
-                return self.work(&video_id, attempt, stop).await.map(Some);
+                let correlation = self.correlation_of(&video_id).await;
+                let span = tracing::info_span!(
+                    "encode",
+                    video_id = %video_id,
+                    attempt,
+                    worker = %self.config.worker_id,
+                    correlation_id = correlation.map(tracing::field::display),
+                );
+                let job = self.work(&video_id, attempt, stop).instrument(span);
+                return JOB_CORRELATION.scope(correlation, job).await.map(Some);
             }
         }
         Ok(None)
