@@ -11,10 +11,9 @@ use uuid::Uuid;
 pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What a store can fail with.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone)]
 pub enum StoreError {
     /// The stream's version is not the expected one (optimistic concurrency on the log).
-    #[error("stream {stream_id}: expected version {expected}, found {actual}")]
     Conflict {
         /// The stream.
         stream_id: String,
@@ -25,7 +24,6 @@ pub enum StoreError {
     },
     /// A write to a view named a generation that is neither its live one nor the one being
     /// rebuilt (a rebuild began, finished or was abandoned meanwhile).
-    #[error("view {view}: generation {generation} is neither live nor being rebuilt{}", live.map(|l| format!(" (live: {l})")).unwrap_or_default())]
     GenerationConflict {
         /// The view.
         view: String,
@@ -35,31 +33,24 @@ pub enum StoreError {
         live: Option<u32>,
     },
     /// An event id already stored with other content or elsewhere.
-    #[error("event {event_id} is already stored at another place in the log")]
     DuplicateEventId {
         /// The id.
         event_id: Uuid,
     },
     /// The caller no longer holds the lease that fences its writes.
-    #[error("the lease on {0} is held by another owner")]
     LeaseLost(String),
     /// What was asked for does not exist (an object).
-    #[error("not found: {0}")]
     NotFound(String),
     /// The request itself is malformed, or refused by the store's rules.
-    #[error("invalid append: {0}")]
     Invalid(String),
     /// The store cannot be reached, is locked or throttles; retrying later may work.
-    #[error("store unavailable: {message}")]
     Unavailable {
         /// What failed, and the cause's own words.
         message: String,
         /// The client's error.
-        #[source]
         source: Option<Cause>,
     },
     /// A stored row cannot be read.
-    #[error("event at position {position} is unreadable: {reason}")]
     Corrupt {
         /// Its global position.
         position: u64,
@@ -67,14 +58,58 @@ pub enum StoreError {
         reason: String,
     },
     /// Anything else: a bug, or a failure no caller can act on.
-    #[error("store error: {message}")]
     Unexpected {
         /// What failed, and the cause's own words.
         message: String,
         /// The client's error.
-        #[source]
         source: Option<Cause>,
     },
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Conflict {
+                stream_id,
+                expected,
+                actual,
+            } => write!(f, "stream {stream_id}: expected version {expected}, found {actual}"),
+            Self::GenerationConflict { view, generation, live } => {
+                write!(
+                    f,
+                    "view {view}: generation {generation} is neither live nor being rebuilt"
+                )?;
+                match live {
+                    Some(live) => write!(f, " (live: {live})"),
+                    None => Ok(()),
+                }
+            }
+            Self::DuplicateEventId { event_id } => {
+                write!(f, "event {event_id} is already stored at another place in the log")
+            }
+            Self::LeaseLost(name) => write!(f, "the lease on {name} is held by another owner"),
+            Self::NotFound(what) => write!(f, "not found: {what}"),
+            Self::Invalid(why) => write!(f, "invalid append: {why}"),
+            Self::Unavailable { message, .. } => write!(f, "store unavailable: {message}"),
+            Self::Corrupt { position, reason } => write!(f, "event at position {position} is unreadable: {reason}"),
+            Self::Unexpected { message, .. } => write!(f, "store error: {message}"),
+        }
+    }
+}
+
+/// The source is the client's own error (not the `Arc` holding it), so callers can downcast.
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Unavailable {
+                source: Some(cause), ..
+            }
+            | Self::Unexpected {
+                source: Some(cause), ..
+            } => Some(cause.as_ref()),
+            _ => None,
+        }
+    }
 }
 
 impl StoreError {
