@@ -188,3 +188,26 @@ fn count_and_remove(path: &Path) -> std::io::Result<u64> {
     std::fs::remove_dir(path)?;
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_object_is_not_found_and_a_fetched_one_arrives_whole() {
+        let root = std::env::temp_dir().join(format!("vodsource-local-{}", uuid::Uuid::now_v7()));
+        let store = LocalObjectStore::open(&root).await.expect("opens");
+        let dest = root.join("fetched");
+        let missing = store.fetch("sources/v1/none.bin", &dest, None).await;
+        assert!(
+            matches!(&missing, Err(StoreError::NotFound(m)) if m.contains("none.bin")),
+            "{missing:?}"
+        );
+        store
+            .put("sources/v1/a.bin", Box::new(std::io::Cursor::new(vec![7u8; 100])), 100)
+            .await
+            .expect("put");
+        assert_eq!(store.fetch("sources/v1/a.bin", &dest, None).await.expect("fetch"), 100);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}

@@ -117,7 +117,7 @@ async fn objects_go_to_s3_whole_or_not_at_all_under_the_prefix() {
     );
     let missing = store.fetch("sources/v1/none.bin", &dest, None).await;
     assert!(
-        matches!(&missing, Err(StoreError::Invalid(m)) if m.contains("none.bin")),
+        matches!(&missing, Err(StoreError::NotFound(m)) if m.contains("none.bin")),
         "{missing:?}"
     );
 
