@@ -450,7 +450,7 @@ async fn a_request_s_correlation_id_follows_the_flow_through_supervisor_and_work
     let video = format!("video_id={id}");
     let flow = format!("correlation_id={correlation}");
     assert!(
-        has(&["command{", &video, "command=register", &flow, "recorded"]),
+        has(&["command{", &video, "command=\"register\"", &flow, "recorded"]),
         "the request's command: {lines:#?}"
     );
     assert!(
@@ -460,7 +460,7 @@ async fn a_request_s_correlation_id_follows_the_flow_through_supervisor_and_work
             "event_type=SourceUploaded",
             &flow,
             "command{",
-            "command=request_encoding",
+            "command=\"request_encoding\"",
             "recorded"
         ]),
         "the supervisor's command, inside its span: {lines:#?}"
@@ -473,7 +473,7 @@ async fn a_request_s_correlation_id_follows_the_flow_through_supervisor_and_work
             "worker=w1",
             &flow,
             "command{",
-            "command=fail_encoding",
+            "command=\"fail_encoding\"",
             "recorded"
         ]),
         "the worker's command, inside its span: {lines:#?}"
