@@ -566,7 +566,8 @@ impl VideosApi {
 
     /// History
     ///
-    /// The video's events, oldest first. Owner or admin.
+    /// The video's events, oldest first. Owner or admin. A deleted video's history stays
+    /// (the audit trail; it ends with `VideoDeleted`).
     #[oai(
         path = "/videos/:id/history",
         method = "get",
