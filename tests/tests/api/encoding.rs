@@ -52,10 +52,11 @@ async fn an_uploaded_clip_is_encoded_published_and_played_through_signed_urls() 
     assert_eq!(status["status"], "ready", "{status}");
     assert_eq!(status["percent"], 100.0, "{status}");
 
-    let (code, video) = s
-        .send(s.req(Method::GET, &format!("/v1/videos/{id}?min_position=1"), &alice))
+    // The catalog is another projection than the status view, and may be behind it: wait
+    // for it to say ready too.
+    let video = s
+        .until_catalog(&id, "the catalog to say ready", |v| v["status"] == "ready")
         .await;
-    assert_eq!(code, StatusCode::OK);
     let names: Vec<&str> = video["renditions"]
         .as_array()
         .expect("renditions")
