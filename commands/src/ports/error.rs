@@ -140,17 +140,6 @@ impl StoreError {
         }
     }
 
-    /// `Unexpected`: `context`, then `cause`'s own words; `cause` kept as the source.
-    pub fn unexpected_from(
-        context: impl std::fmt::Display,
-        cause: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        Self::Unexpected {
-            message: format!("{context}: {cause}"),
-            source: Some(Arc::new(cause)),
-        }
-    }
-
     /// Whether retrying the same request later may succeed.
     #[must_use]
     pub fn is_transient(&self) -> bool {

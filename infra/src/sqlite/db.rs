@@ -113,26 +113,11 @@ impl Db {
 /// rusqlite's errors as the port's, in one place: the file named in every error, "locked"
 /// when another process holds it; rusqlite's error kept as the cause.
 pub(crate) fn map_err(path: &Path, error: rusqlite::Error) -> StoreError {
-    let mapped = map_kind(path, &error);
-    match mapped {
-        StoreError::Unavailable { message, .. } => StoreError::Unavailable {
-            message,
-            source: Some(std::sync::Arc::new(error)),
-        },
-        StoreError::Unexpected { message, .. } => StoreError::Unexpected {
-            message,
-            source: Some(std::sync::Arc::new(error)),
-        },
-        other => other,
-    }
-}
-
-fn map_kind(path: &Path, error: &rusqlite::Error) -> StoreError {
-    match error {
+    let transient = match &error {
         rusqlite::Error::SqliteFailure(e, message)
             if matches!(e.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) =>
         {
-            StoreError::unavailable(format!(
+            Some(format!(
                 "SQLite database {} is locked by another process: {}",
                 path.display(),
                 message.as_deref().unwrap_or("database is locked")
@@ -144,8 +129,18 @@ fn map_kind(path: &Path, error: &rusqlite::Error) -> StoreError {
                 ErrorCode::CannotOpen | ErrorCode::SystemIoFailure | ErrorCode::DiskFull | ErrorCode::ReadOnly
             ) =>
         {
-            StoreError::unavailable(format!("SQLite database {}: {error}", path.display()))
+            Some(format!("SQLite database {}: {error}", path.display()))
         }
-        other => StoreError::unexpected(format!("SQLite database {}: {other}", path.display())),
+        _ => None,
+    };
+    match transient {
+        Some(message) => StoreError::Unavailable {
+            message,
+            source: Some(std::sync::Arc::new(error)),
+        },
+        None => StoreError::Unexpected {
+            message: format!("SQLite database {}: {error}", path.display()),
+            source: Some(std::sync::Arc::new(error)),
+        },
     }
 }
