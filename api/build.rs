@@ -12,7 +12,12 @@ const VENDORED: [&str; 2] = [
 ];
 
 fn main() {
-    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
+    // Read when the script runs, not baked in when it is compiled: cargo reuses a compiled
+    // build script for a checkout at another path that shares the target folder.
+    let Some(manifest_dir) = std::env::var_os("CARGO_MANIFEST_DIR") else {
+        panic!("cargo sets CARGO_MANIFEST_DIR for build scripts");
+    };
+    let web = Path::new(&manifest_dir).join("../web");
     println!("cargo:rerun-if-changed={}", web.join("package-lock.json").display());
     for file in VENDORED {
         println!("cargo:rerun-if-changed={}", web.join(file).display());
