@@ -566,10 +566,12 @@ impl VideosApi {
 
     /// History
     ///
-    /// The video's events, oldest first. Owner or admin. A deleted video's history stays
-    /// (the audit trail; it ends with `VideoDeleted`).
+    /// The video's events, oldest first. Owner or admin. The history is the audit trail and
+    /// outlives the video: it is a resource of its own, not under `/v1/videos/{id}` (which a
+    /// DELETE removes with everything beneath it), and a deleted video's history ends with
+    /// `VideoDeleted`.
     #[oai(
-        path = "/videos/:id/history",
+        path = "/history/:id",
         method = "get",
         tag = "Tag::Catalog",
         operation_id = "getHistory"

@@ -157,7 +157,7 @@ async fn one_video_its_status_and_history() {
     assert_eq!(st["renditions"]["360p"], 100.0);
 
     let (status, first) = s
-        .send(s.req(Method::GET, &format!("/v1/videos/{id}/history?limit=2"), &alice))
+        .send(s.req(Method::GET, &format!("/v1/history/{id}?limit=2"), &alice))
         .await;
     assert_eq!(status, StatusCode::OK);
     let events = first["events"].as_array().expect("events");
@@ -169,14 +169,14 @@ async fn one_video_its_status_and_history() {
     let (_, rest) = s
         .send(s.req(
             Method::GET,
-            &format!("/v1/videos/{id}/history?after_version={next}&limit=1000"),
+            &format!("/v1/history/{id}?after_version={next}&limit=1000"),
             &alice,
         ))
         .await;
     let rest = rest["events"].as_array().expect("events");
     assert_eq!(rest[0]["version"], 3);
     assert_eq!(rest.last().map(|e| e["type"].clone()), Some(json!("EncodingCompleted")));
-    let (status, err) = s.send(s.req(Method::GET, "/v1/videos/missing/history", &alice)).await;
+    let (status, err) = s.send(s.req(Method::GET, "/v1/history/missing", &alice)).await;
     assert_eq!((status, code(&err)), (StatusCode::NOT_FOUND, "VIDEO_NOT_FOUND"));
     let (status, err) = s.send(s.req(Method::GET, "/v1/videos/missing", &alice)).await;
     assert_eq!((status, code(&err)), (StatusCode::NOT_FOUND, "VIDEO_NOT_FOUND"));
