@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vodsource/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 # No import cycle between the modules of any crate (crates themselves cannot have one).
-python3 scripts/module-cycles.py domain/src commands/src qoe/src projections/src infra/src encoder/src lake/src \
+python3 scripts/module-cycles.py domain/src commands/src qoe/src projections/src app/src infra/src encoder/src lake/src \
     api/src tests/src bench/src
 
 scripts/services.sh start postgres python schemathesis ffmpeg lake-readers kafka aws browser

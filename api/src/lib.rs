@@ -5,4 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod roles;
+pub mod runtime;
 pub mod seed;
+pub mod settings;
+pub mod supervisor;

@@ -232,3 +232,86 @@ fn setup_creates_the_distributed_stores_and_is_safe_to_run_twice() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn config_prints_the_layers_in_order_with_secrets_redacted_and_refuses_unknown_keys() {
+    let dir = std::env::temp_dir().join(format!("vodsource-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("vodsource.toml");
+    std::fs::write(
+        &file,
+        "listen = \"0.0.0.0:1\"\nrate_limit = 7\nencoders = 3\nsigning_secret = \"from-the-file-0123456789abcdef-0123\"\n",
+    )
+    .expect("file");
+    let output = Command::new(BIN)
+        .args(["--encoders", "5", "config"])
+        .env("VODSOURCE_CONFIG", &file)
+        .env("VODSOURCE_LISTEN", "0.0.0.0:2")
+        .env("VODSOURCE_ENCODERS", "4")
+        .env("VODSOURCE_JWT_SECRET", "from-the-environment-0123456789abcdef")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for line in [
+        "listen = \"0.0.0.0:2\"",
+        "rate_limit = 7",
+        "encoders = 5",
+        "rate_burst = 200",
+        "jwt_secret = \"<redacted>\"",
+        "signing_secret = \"<redacted>\"",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line:?} in\n{stdout}");
+    }
+    assert!(!stdout.contains("from-the-"), "{stdout}");
+
+    std::fs::write(&file, "listen = \"0.0.0.0:1\"\nlisten_adress = \"typo\"\n").expect("file");
+    let output = Command::new(BIN)
+        .args(["--config", &file.display().to_string(), "config"])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("listen_adress") && stderr.contains("vodsource.toml"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_minted_token_carries_the_configured_issuer_and_audience() {
+    use base64::Engine as _;
+    let mint = |issuer: Option<&str>| {
+        let mut command = Command::new(BIN);
+        command
+            .args(["token", "--sub", "alice", "--role", "creator"])
+            .env("VODSOURCE_JWT_SECRET", "a-secret-of-thirty-two-bytes-0123456789");
+        if let Some(issuer) = issuer {
+            command
+                .env("VODSOURCE_JWT_ISSUER", issuer)
+                .env("VODSOURCE_JWT_AUDIENCE", "vodsource");
+        }
+        let output = command.output().expect("runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let token = String::from_utf8(output.stdout).expect("utf8");
+        let payload = token.trim().split('.').nth(1).expect("payload").to_owned();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url");
+        serde_json::from_slice::<serde_json::Value>(&bytes).expect("claims")
+    };
+    let claims = mint(Some("https://id.example"));
+    assert_eq!(claims["iss"], "https://id.example");
+    assert_eq!(claims["aud"], "vodsource");
+    assert_eq!(claims["sub"], "alice");
+    assert!(mint(None).get("iss").is_none());
+
+    let output = Command::new(BIN)
+        .args(["token", "--sub", "alice", "--role", "creator"])
+        .env_remove("VODSOURCE_JWT_SECRET")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("VODSOURCE_JWT_SECRET"));
+}

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{clip, completion, encoding_worker, history, process_of, until, Children, BIN};
-use vodsource_api::config::Config;
+use vodsource_api::config::{Config, Options};
 use vodsource_api::roles::Stores;
 use vodsource_commands::CommandContext;
 use vodsource_domain::{VideoCommand, VideoEvent};
@@ -44,12 +44,10 @@ async fn a_worker_killed_mid_encode_loses_its_lease_and_the_other_worker_finishe
     let source = dir.0.join("clip.mp4");
     clip(&source, 20, "1280x720");
 
-    let config = Config {
-        data_dir: data.clone(),
-        event_store: None,
-        view_store: None,
-        stream: "embedded".into(),
-    };
+    let config = Config::resolve(Options {
+        data_dir: Some(data.clone()),
+        ..Options::default()
+    });
     let stores = Stores::open(&config).await.expect("stores");
     let objects = open_object_store(
         &format!("file://{}", data.join("objects").display()),

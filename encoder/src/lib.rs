@@ -16,5 +16,5 @@ pub mod worker;
 
 pub use ladder::LadderConfig;
 pub use media::limits::SourceLimits;
-pub use stats::EncoderStats;
+pub use stats::{EncoderStats, StatsSnapshot};
 pub use worker::{JobOutcome, Worker, WorkerConfig, WorkerError};

@@ -1,7 +1,6 @@
-//! Counters of the workers of one process, rendered in the Prometheus text format by whoever
-//! serves `/metrics`.
+//! Counters of the workers of one process, read as a [`StatsSnapshot`] by whoever serves
+//! `/metrics`.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -23,6 +22,24 @@ const STEPS: [(Step, &str); 3] = [
     (Step::Transcode, "transcode"),
     (Step::Upload, "upload"),
 ];
+
+/// The counters at one moment, for whoever serves `/metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsSnapshot {
+    /// Jobs by how they ended: `completed`, `failed_terminal`, `failed_retryable`,
+    /// `abandoned`.
+    pub jobs: [(&'static str, u64); 4],
+    /// Workers encoding now.
+    pub busy: i64,
+    /// Seconds spent in each step: `probe`, `transcode`, `upload`.
+    pub steps: [(&'static str, f64); 3],
+    /// CPU seconds of encodes.
+    pub cpu_seconds: f64,
+    /// Seconds of media encoded.
+    pub media_seconds: f64,
+    /// Bytes of encoded media written.
+    pub bytes_out: u64,
+}
 
 /// Job outcomes, times and volumes of this process's workers.
 #[derive(Debug, Default)]
@@ -82,33 +99,16 @@ impl EncoderStats {
         }
     }
 
-    /// Appends the Prometheus text of these counters to `out`.
-    pub fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# TYPE vodsource_encode_jobs_total counter");
-        for outcome in ["completed", "failed_terminal", "failed_retryable", "abandoned"] {
-            let _ = writeln!(
-                out,
-                "vodsource_encode_jobs_total{{outcome=\"{outcome}\"}} {}",
-                self.jobs(outcome)
-            );
-        }
-        let _ = writeln!(out, "# TYPE vodsource_encoders_busy gauge");
-        let _ = writeln!(out, "vodsource_encoders_busy {}", self.busy.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# TYPE vodsource_encode_step_seconds_total counter");
-        for (i, (_, name)) in STEPS.iter().enumerate() {
-            let seconds = self.step_us[i].load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(out, "vodsource_encode_step_seconds_total{{step=\"{name}\"}} {seconds}");
-        }
+    /// The counters as they are now.
+    pub fn snapshot(&self) -> StatsSnapshot {
         let seconds = |v: &AtomicU64| v.load(Ordering::Relaxed) as f64 / 1000.0;
-        let _ = writeln!(out, "# TYPE vodsource_encode_cpu_seconds_total counter");
-        let _ = writeln!(out, "vodsource_encode_cpu_seconds_total {}", seconds(&self.cpu_ms));
-        let _ = writeln!(out, "# TYPE vodsource_encode_media_seconds_total counter");
-        let _ = writeln!(out, "vodsource_encode_media_seconds_total {}", seconds(&self.media_ms));
-        let _ = writeln!(out, "# TYPE vodsource_encode_bytes_out_total counter");
-        let _ = writeln!(
-            out,
-            "vodsource_encode_bytes_out_total {}",
-            self.bytes_out.load(Ordering::Relaxed)
-        );
+        StatsSnapshot {
+            jobs: ["completed", "failed_terminal", "failed_retryable", "abandoned"].map(|o| (o, self.jobs(o))),
+            busy: self.busy.load(Ordering::Relaxed),
+            steps: [0, 1, 2].map(|i| (STEPS[i].1, self.step_us[i].load(Ordering::Relaxed) as f64 / 1e6)),
+            cpu_seconds: seconds(&self.cpu_ms),
+            media_seconds: seconds(&self.media_ms),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+        }
     }
 }

@@ -1,14 +1,9 @@
 //! The command line: `vodsource <command>`.
 
 mod athena;
-mod encoder;
-pub mod encoding;
 mod events;
-mod projector;
 #[cfg(feature = "lake-sql")]
 mod qoe;
-mod qoe_sink;
-mod relay;
 mod replay;
 mod seed;
 pub mod serve;
@@ -21,18 +16,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, Options};
 
 /// vodsource: an event-sourced backend for video on demand.
 #[derive(Debug, Parser)]
 #[command(name = "vodsource", version, about)]
 pub struct Cli {
+    /// Every setting, by flag or `VODSOURCE_*` variable, over the TOML file and the defaults.
     #[command(flatten)]
-    config: Config,
-
-    /// Log as JSON lines (for production log shippers).
-    #[arg(long, env = "VODSOURCE_LOG_JSON", global = true)]
-    log_json: bool,
+    options: Options,
 
     #[command(subcommand)]
     command: Command,
@@ -41,7 +33,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the HTTP API (and, by default, run the projections and process managers).
-    Serve(Box<serve::Args>),
+    Serve,
+    /// Print the configuration in force (defaults, file, environment, flags) as TOML, secrets
+    /// redacted.
+    Config,
     /// Print a signed bearer token (HS256, with VODSOURCE_JWT_SECRET) for a subject and role.
     Token(token::Args),
     /// Rebuild projections from position 0 into a shadow copy and swap it in atomically.
@@ -50,13 +45,13 @@ enum Command {
     #[command(subcommand)]
     Events(events::Events),
     /// Serve the HTTP API alone (projections, encoding, relay and lake sink run elsewhere).
-    Api(Box<serve::Args>),
+    Api,
     /// Run the projection runners and the encoding supervisor until stopped (Ctrl-C, SIGTERM).
-    Projector(projector::Args),
+    Projector,
     /// Publish every event of the store to the video-events stream until stopped.
     Relay,
     /// Run encoding workers until stopped (Ctrl-C, SIGTERM).
-    Encoder(encoder::Args),
+    Encoder,
     /// Encode one local file into a folder with the ladder (no stores involved).
     Transcode(transcode::Args),
     /// Athena: the DDL of the QoE data lake.
@@ -67,9 +62,9 @@ enum Command {
     #[command(subcommand)]
     Qoe(qoe::Qoe),
     /// Run the lake sink (QoE and video-events streams into Parquet) until stopped.
-    QoeSink(qoe_sink::Args),
+    QoeSink,
     /// Create what the configured stores need (schema, tables, bucket, topics); safe to rerun.
-    Setup(setup::Args),
+    Setup,
     /// Show each projection's position, lag and state.
     Projections,
     /// List videos whose encoding failed for good.
@@ -81,7 +76,18 @@ enum Command {
 /// Parses arguments, runs the command, and turns its error into a message and exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_json);
+    let config = match Config::load(cli.options) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {}", report(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    init_tracing(config.options().log_json.unwrap_or(false));
+    let unknown = crate::config::unknown_variables(std::env::vars().map(|(name, _)| name));
+    if !unknown.is_empty() {
+        tracing::warn!(variables = ?unknown, "these VODSOURCE_* variables name no setting and are ignored; see `vodsource --help`");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -89,7 +95,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(config, cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", report(&e));
@@ -116,23 +122,26 @@ fn report(error: &anyhow::Error) -> String {
     out
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = cli.config;
-    match cli.command {
-        Command::Serve(args) => serve::run(&config, *args).await,
-        Command::Api(args) => serve::run_api(&config, *args).await,
-        Command::Relay => relay::run(&config).await,
-        Command::Token(args) => token::run(&args),
+async fn run(config: Config, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve::run(&config).await,
+        Command::Config => {
+            print!("{}", config.to_toml()?);
+            Ok(())
+        }
+        Command::Api => serve::run_api(&config).await,
+        Command::Relay => serve::run_relay(&config).await,
+        Command::Token(args) => token::run(&config, &args),
         Command::Replay(args) => replay::run(&config, args).await,
         Command::Events(events) => events::run(&config, events).await,
-        Command::Projector(args) => projector::run(&config, args).await,
-        Command::Encoder(args) => encoder::run(&config, args).await,
+        Command::Projector => serve::run_projector(&config).await,
+        Command::Encoder => serve::run_encoder(&config).await,
         Command::Athena(command) => athena::run(&command),
         Command::Transcode(args) => tokio::task::spawn_blocking(move || transcode::run(&config, &args)).await?,
         #[cfg(feature = "lake-sql")]
         Command::Qoe(command) => qoe::run(&config, command).await,
-        Command::QoeSink(args) => qoe_sink::run(&config, args).await,
-        Command::Setup(args) => setup::run(&config, args).await,
+        Command::QoeSink => serve::run_qoe_sink(&config).await,
+        Command::Setup => setup::run(&config).await,
         Command::Projections => status::projections(&config).await,
         Command::DeadLetters => status::dead_letters(&config).await,
         Command::Seed(args) => seed::run(&config, args).await,

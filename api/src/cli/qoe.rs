@@ -27,8 +27,6 @@ pub enum Qoe {
         /// Print the plan (with the files it reads) instead of running it.
         #[arg(long)]
         explain: bool,
-        #[command(flatten)]
-        lake: LakeArgs,
     },
     /// Print the standard QoE metrics (as Mux Data defines them) and chart startup time and
     /// rebuffer percentage per hour as a PNG.
@@ -45,22 +43,13 @@ pub enum Qoe {
         /// Where to write the chart [default: qoe-report.png].
         #[arg(long, default_value = "qoe-report.png")]
         chart: PathBuf,
-        #[command(flatten)]
-        lake: LakeArgs,
     },
 }
 
-/// Where the lake is.
-#[derive(Debug, clap::Args)]
-pub struct LakeArgs {
-    /// The object store holding `lake/` [default: file://<data dir>/objects].
-    #[arg(long, env = "VODSOURCE_OBJECT_STORE")]
-    object_store: Option<String>,
-}
-
-impl LakeArgs {
-    async fn open(&self, config: &Config) -> anyhow::Result<Lake> {
-        let url = config.object_store_url(self.object_store.clone());
+/// The lake in the configured object store (`lake/`).
+async fn open_lake(config: &Config) -> anyhow::Result<Lake> {
+    {
+        let url = config.object_store_url();
         if url.starts_with("s3://") {
             #[cfg(feature = "s3")]
             {
@@ -100,13 +89,8 @@ fn date(flag: &str, value: Option<String>) -> anyhow::Result<Option<String>> {
 /// A bad argument, an unreadable lake, SQL that does not plan or run.
 pub async fn run(config: &Config, command: Qoe) -> anyhow::Result<()> {
     match command {
-        Qoe::Query {
-            sql,
-            format,
-            explain,
-            lake,
-        } => {
-            let lake = lake.open(config).await?;
+        Qoe::Query { sql, format, explain } => {
+            let lake = open_lake(config).await?;
             if explain {
                 println!("{}", lake.explain(&sql).await?);
             } else {
@@ -115,19 +99,13 @@ pub async fn run(config: &Config, command: Qoe) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Qoe::Report {
-            from,
-            to,
-            video,
-            chart,
-            lake,
-        } => {
+        Qoe::Report { from, to, video, chart } => {
             let filter = ReportFilter {
                 from: date("--from", from)?,
                 to: date("--to", to)?,
                 video,
             };
-            let lake = lake.open(config).await?;
+            let lake = open_lake(config).await?;
             let metrics = report::metrics(&lake, &filter).await?;
             println!("{}", report::render(&metrics));
             let points = report::hourly(&lake, &filter).await?;

@@ -14,32 +14,29 @@ use vodsource_infra::{open_object_store, StreamUrl};
 use crate::config::Config;
 use crate::roles::Stores;
 
-/// `vodsource setup` flags.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Object store URL [default: file://<data dir>/objects].
-    #[arg(long, env = "VODSOURCE_OBJECT_STORE")]
-    object_store: Option<String>,
-    /// Origins of the web pages that upload to and play from the bucket directly (its CORS
-    /// rules), comma-separated; `*` for any.
-    #[arg(long, env = "VODSOURCE_CORS_ORIGINS", value_delimiter = ',', default_value = "*")]
-    cors_origins: Vec<String>,
-}
-
 /// Creates and checks every store `config` names, printing one line per store.
 ///
 /// # Errors
 /// The first store that cannot be created or reached, with its own message.
-pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
+pub async fn run(config: &Config) -> anyhow::Result<()> {
     let aws = AwsSettings::default();
     // Opening the stores runs the event store's migrations and creates DynamoDB tables.
     let stores = Stores::create(config, &aws).await?;
     println!("event store  {}: schema up to date", stores.log.describe());
     println!("view store   {}: tables ready", config.view_store_url());
 
-    let url = config.object_store_url(args.object_store);
+    let url = config.object_store_url();
     // On S3: the bucket, and which browser origins its CORS rules let in.
-    let (objects, browsers) = match bucket(&url, &aws, &args.cors_origins).await? {
+    let origins: Vec<String> = config
+        .options()
+        .cors_origins
+        .as_deref()
+        .unwrap_or("*")
+        .split(',')
+        .map(|o| o.trim().to_owned())
+        .filter(|o| !o.is_empty())
+        .collect();
+    let (objects, browsers) = match bucket(&url, &aws, &origins).await? {
         Some(prepared) => prepared,
         None => (
             open_object_store(&url, &aws)

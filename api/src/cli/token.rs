@@ -4,6 +4,8 @@
 use anyhow::Context;
 use jsonwebtoken::{encode, EncodingKey, Header};
 
+use crate::config::{Config, Secret};
+
 /// `vodsource token` flags.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -16,34 +18,42 @@ pub struct Args {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     pub ttl_secs: i64,
-    /// The HS256 secret the server checks tokens with.
-    #[arg(long, env = "VODSOURCE_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: String,
 }
 
-/// Prints the token.
+/// Prints the token, signed with the configured `jwt_secret` and carrying the configured
+/// issuer and audience, which the server then requires.
 ///
 /// # Errors
-/// A secret shorter than the server accepts.
-pub fn run(args: &Args) -> anyhow::Result<()> {
+/// No secret, or one shorter than the server accepts.
+pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
+    let o = config.options();
+    let Some(secret) = o.jwt_secret.as_ref().map(Secret::expose) else {
+        anyhow::bail!("no JWT secret to sign with: set VODSOURCE_JWT_SECRET (or jwt_secret in the configuration file)");
+    };
     let min = crate::http::auth::MIN_SECRET_BYTES;
     anyhow::ensure!(
-        args.jwt_secret.len() >= min,
+        secret.len() >= min,
         "the JWT secret is {} bytes; the server accepts {min} or more",
-        args.jwt_secret.len()
+        secret.len()
     );
     anyhow::ensure!(args.ttl_secs > 0, "the lifetime must be at least 1 second");
     let now = chrono::Utc::now().timestamp();
-    let claims = serde_json::json!({
+    let mut claims = serde_json::json!({
         "sub": args.sub,
         "role": args.role,
         "iat": now,
         "exp": now + args.ttl_secs,
     });
+    if let Some(issuer) = &o.jwt_issuer {
+        claims["iss"] = issuer.clone().into();
+    }
+    if let Some(audience) = &o.jwt_audience {
+        claims["aud"] = audience.clone().into();
+    }
     let token = encode(
         &Header::default(),
         &claims,
-        &EncodingKey::from_secret(args.jwt_secret.as_bytes()),
+        &EncodingKey::from_secret(secret.as_bytes()),
     )
     .context("signing the token")?;
     println!("{token}");

@@ -9,7 +9,6 @@ use anyhow::Context;
 use vodsource_encoder::media::{probe, transcode, Job, Progress};
 use vodsource_encoder::worker::process_cpu_seconds;
 
-use super::encoding::WorkerArgs;
 use crate::config::Config;
 
 /// `vodsource transcode` arguments.
@@ -19,9 +18,6 @@ pub struct Args {
     pub source: PathBuf,
     /// The folder that receives the ladder (created; must be empty or absent).
     pub out_dir: PathBuf,
-    /// The ladder file and x264 settings, as for `serve` and `encoder`.
-    #[command(flatten)]
-    pub worker: WorkerArgs,
 }
 
 /// Probes and transcodes; prints what it made and what it cost.
@@ -29,12 +25,8 @@ pub struct Args {
 /// # Errors
 /// An unreadable source or ladder file, a non-empty output folder, or the transcode's reason.
 pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
-    let ladder = args
-        .worker
-        .configs(config, "transcode", 1)?
-        .pop()
-        .map(|w| w.ladder)
-        .context("no worker configuration")?;
+    // The configured ladder file and x264 settings, as for `serve` and `encoder`.
+    let ladder = crate::settings::ladder(config)?;
     if args.out_dir.read_dir().is_ok_and(|mut d| d.next().is_some()) {
         anyhow::bail!("{} is not empty", args.out_dir.display());
     }

@@ -18,62 +18,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 
-/// What a principal may do; each role includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    /// Reads published videos and plays them.
-    Viewer,
-    /// Also registers videos and changes their own.
-    Creator,
-    /// Also changes any video and uses the admin endpoints.
-    Admin,
-}
-
-impl Role {
-    fn parse(name: &str) -> Option<Self> {
-        match name {
-            "viewer" => Some(Self::Viewer),
-            "creator" => Some(Self::Creator),
-            "admin" => Some(Self::Admin),
-            _ => None,
-        }
-    }
-}
-
-/// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// The token's subject.
-    pub subject: String,
-    /// The highest role the token carries.
-    pub role: Role,
-}
-
-impl Principal {
-    /// Whether this principal may change or see the private state of a video owned by `owner`.
-    pub fn owns_or_admin(&self, owner: &str) -> bool {
-        self.role == Role::Admin || (self.role == Role::Creator && self.subject == owner)
-    }
-
-    /// Refuses principals below `role`.
-    ///
-    /// # Errors
-    /// FORBIDDEN.
-    pub fn require(&self, role: Role) -> Result<(), ApiError> {
-        if self.role >= role {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!(
-                "this needs the {} role",
-                match role {
-                    Role::Viewer => "viewer",
-                    Role::Creator => "creator",
-                    Role::Admin => "admin",
-                }
-            )))
-        }
-    }
-}
+pub use vodsource_app::{Principal, Role};
 
 #[derive(Debug, Deserialize)]
 struct Claims {
@@ -286,7 +231,7 @@ impl Gate {
             .role
             .iter()
             .chain(&claims.roles)
-            .filter_map(|r| Role::parse(r))
+            .filter_map(|r| Role::from_name(r))
             .max()
             .ok_or_else(|| refuse("it carries no role (viewer, creator or admin)".into()))?;
         if claims.sub.is_empty() {

@@ -4,10 +4,8 @@
 
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi, Tags};
-use vodsource_commands::ports::StreamError;
-use vodsource_qoe::{judge_batch, BatchError, BeaconError, MAX_BATCH_EVENTS};
 
-use super::auth::{BearerAuth, Principal, Role};
+use super::auth::BearerAuth;
 use super::error::ApiError;
 use super::state::AppState;
 
@@ -86,108 +84,36 @@ impl BeaconsApi {
         operation_id = "sendBeacons"
     )]
     async fn send(&self, auth: BearerAuth, body: Json<serde_json::Value>) -> Result<Json<BeaconResults>, ApiError> {
-        let now = self.state.now().timestamp_millis();
-        let judged = judge_batch(body.0, now).map_err(|e| match e {
-            BatchError::TooLarge(_) => ApiError::with(413, "PAYLOAD_TOO_LARGE", e.to_string(), serde_json::Value::Null),
-            BatchError::TooMany(n) => ApiError::with(
-                422,
-                "TOO_MANY_EVENTS",
-                e.to_string(),
-                serde_json::json!({ "events": n, "limit": MAX_BATCH_EVENTS }),
-            ),
-            BatchError::Shape { index, ref fault } => ApiError::with(
-                400,
-                "VALIDATION_FAILED",
-                e.to_string(),
-                serde_json::json!({ "index": index, "field": fault.field }),
-            ),
-            BatchError::Empty | BatchError::Malformed(_) => ApiError::invalid("events", e.to_string()),
-        })?;
-        let Some(stream) = &self.state.qoe else {
-            return Err(ApiError::with(
-                503,
-                "UNAVAILABLE",
-                "this server has no QoE stream",
-                serde_json::Value::Null,
-            ));
-        };
-        let mut records = Vec::new();
-        let mut results = Vec::with_capacity(judged.len());
-        for mut result in judged {
-            if let Ok(event) = &mut result.outcome {
-                if let Err(fault) = bind_viewer(event, &auth.0) {
-                    result.outcome = Err(fault);
-                } else if !self.state.may_play(&auth.0, &event.cid).await? {
-                    result.outcome = Err(BeaconError {
-                        field: "cid".into(),
-                        message: format!("{:?} is not a video the caller may play", event.cid),
-                    });
-                }
-            }
-            let (status, error) = match &result.outcome {
-                Ok(event) => {
-                    records.push(vodsource_qoe::wire::record(event));
-                    (BeaconStatus::Accepted, None)
-                }
-                Err(e) => (
-                    BeaconStatus::Rejected,
-                    Some(BeaconFault {
-                        field: e.field.clone(),
-                        message: e.message.clone(),
-                    }),
-                ),
-            };
-            results.push(BeaconResult {
-                index: u32::try_from(result.index).unwrap_or(u32::MAX),
-                event_id: result.event_id.map(|id| id.to_string()),
-                status,
-                error,
-            });
-        }
-        let accepted = u32::try_from(records.len()).unwrap_or(u32::MAX);
-        if !records.is_empty() {
-            stream
-                .publish(vodsource_qoe::QOE_TOPIC, records)
-                .await
-                .map_err(|e| match e {
-                    StreamError::Unavailable(message) => {
-                        tracing::warn!(error = %message, "the QoE stream refused a batch");
-                        ApiError::with(
-                            503,
-                            "UNAVAILABLE",
-                            "the QoE stream is unavailable; nothing of this batch was stored, send it again",
-                            serde_json::Value::Null,
-                        )
+        let verdicts = self.state.app.beacons().send(&auth.0, body.0).await?;
+        let mut accepted = 0;
+        let results: Vec<BeaconResult> = verdicts
+            .into_iter()
+            .map(|verdict| {
+                let (status, error) = match verdict.outcome {
+                    Ok(()) => {
+                        accepted += 1;
+                        (BeaconStatus::Accepted, None)
                     }
-                    other => ApiError::internal("publishing beacons", &other),
-                })?;
-        }
+                    Err(e) => (
+                        BeaconStatus::Rejected,
+                        Some(BeaconFault {
+                            field: e.field,
+                            message: e.message,
+                        }),
+                    ),
+                };
+                BeaconResult {
+                    index: u32::try_from(verdict.index).unwrap_or(u32::MAX),
+                    event_id: verdict.event_id,
+                    status,
+                    error,
+                }
+            })
+            .collect();
         Ok(Json(BeaconResults {
             accepted,
             rejected: u32::try_from(results.len()).unwrap_or(u32::MAX) - accepted,
             results,
         }))
-    }
-}
-
-/// Whose watch state an event moves: a viewer's own. An event without `viewer_id` is the
-/// caller's; one naming somebody else is refused, unless an admin (a trusted relay) sends it.
-fn bind_viewer(event: &mut vodsource_qoe::QoeEvent, principal: &Principal) -> Result<(), BeaconError> {
-    if principal.role == Role::Admin {
-        return Ok(());
-    }
-    match &event.viewer_id {
-        None => {
-            event.viewer_id = Some(principal.subject.clone());
-            Ok(())
-        }
-        Some(viewer) if *viewer == principal.subject => Ok(()),
-        Some(viewer) => Err(BeaconError {
-            field: "viewer_id".into(),
-            message: format!(
-                "{viewer:?} is not the caller ({:?}); leave it out or send your own",
-                principal.subject
-            ),
-        }),
     }
 }

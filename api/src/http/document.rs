@@ -128,8 +128,8 @@ pub fn describe(document: &mut Value, facts: &Facts) {
                     ("query", "cursor") => {
                         *schema = string(
                             0,
-                            super::listing::MAX_CURSOR_CHARS,
-                            Some(super::listing::CURSOR_PATTERN),
+                            vodsource_app::listing::MAX_CURSOR_CHARS,
+                            Some(vodsource_app::listing::CURSOR_PATTERN),
                         );
                     }
                     _ => {}

@@ -1,13 +1,12 @@
 //! The one error shape of the API: `{"error": {"code", "message", "details"}}` with a stable
-//! code, and the mapping from domain, command and store errors to it. Internal error text is
-//! logged, never sent.
+//! code, and the mapping from the application's refusals (and store errors) to it. Internal
+//! error text is logged, never sent.
 
 use poem::http::StatusCode;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
+use vodsource_app::AppError;
 use vodsource_commands::ports::StoreError;
-use vodsource_commands::CommandError;
-use vodsource_domain::VideoError;
 
 /// An error answer.
 #[derive(Debug, Clone, Object)]
@@ -112,22 +111,17 @@ impl ApiError {
 
     /// VALIDATION_FAILED about `field`.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
-        Self::with(400, "VALIDATION_FAILED", message, serde_json::json!({ "field": field }))
+        AppError::invalid(field, message).into()
     }
 
     /// VIDEO_NOT_FOUND.
     pub fn video_not_found(id: &str) -> Self {
-        Self::with(
-            404,
-            "VIDEO_NOT_FOUND",
-            format!("no video {id:?}"),
-            serde_json::json!({ "video_id": id }),
-        )
+        AppError::video_not_found(id).into()
     }
 
     /// FORBIDDEN.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::with(403, "FORBIDDEN", message, serde_json::Value::Null)
+        AppError::forbidden(message).into()
     }
 
     /// UNAUTHORIZED.
@@ -137,29 +131,12 @@ impl ApiError {
 
     /// INTERNAL, logging what happened.
     pub fn internal(what: &str, error: &dyn std::fmt::Display) -> Self {
-        tracing::error!(error = %error, "{what}");
-        Self::with(
-            500,
-            "INTERNAL",
-            "internal error; see the server log",
-            serde_json::Value::Null,
-        )
+        AppError::internal(what, error).into()
     }
 
-    /// The store error as an answer.
+    /// The store error as an answer: UNAVAILABLE when it may pass, else INTERNAL.
     pub fn store(what: &str, error: &StoreError) -> Self {
-        match error {
-            StoreError::Unavailable { message, .. } => {
-                tracing::warn!(error = %message, "{what}");
-                Self::with(
-                    503,
-                    "UNAVAILABLE",
-                    "a dependency is unavailable; try again",
-                    serde_json::Value::Null,
-                )
-            }
-            other => Self::internal(what, other),
-        }
+        AppError::store(what, error).into()
     }
 
     /// The HTTP status.
@@ -245,42 +222,9 @@ pub fn from_poem_error(error: poem::Error) -> ApiError {
     }
 }
 
-/// What a command error means to a client.
-pub fn command_error(id: &str, error: CommandError) -> ApiError {
-    let state = |message: String| ApiError::with(409, "INVALID_STATE", message, serde_json::Value::Null);
-    match error {
-        CommandError::Domain(e) => match e {
-            VideoError::NotRegistered => ApiError::video_not_found(id),
-            VideoError::Deleted => ApiError::with(
-                404,
-                "VIDEO_NOT_FOUND",
-                format!("video {id:?} was deleted"),
-                serde_json::json!({ "video_id": id, "deleted": true }),
-            ),
-            VideoError::InvalidMetadata { field, reason } => {
-                ApiError::invalid(field, format!("invalid {field}: {reason}"))
-            }
-            VideoError::InvalidSource(reason) => ApiError::invalid("source", reason),
-            VideoError::SizeMismatch { declared, actual } => ApiError::with(
-                422,
-                "SIZE_MISMATCH",
-                e.to_string(),
-                serde_json::json!({ "declared": declared, "actual": actual }),
-            ),
-            other => state(other.to_string()),
-        },
-        CommandError::VersionMismatch { expected, actual } => ApiError::with(
-            412,
-            "PRECONDITION_FAILED",
-            format!("If-Match names version {expected}; the video is at version {actual}"),
-            serde_json::json!({ "expected": expected, "actual": actual }),
-        ),
-        CommandError::Conflict => ApiError::with(
-            409,
-            "VERSION_CONFLICT",
-            "the video changed concurrently; read it again and retry",
-            serde_json::Value::Null,
-        ),
-        CommandError::Store(e) => ApiError::store("command failed", &e),
+/// A use case's refusal, with the status of its kind.
+impl From<AppError> for ApiError {
+    fn from(error: AppError) -> Self {
+        Self::with(error.kind.status(), &error.code, error.message, error.details)
     }
 }

@@ -2,9 +2,9 @@
 //! woken by every append), uploads in flight per video, and the cache that lets beacons be
 //! checked against the catalog without a read per event.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::error::ApiError;
 
@@ -119,117 +119,6 @@ impl Drop for StreamSlot {
     }
 }
 
-/// Videos whose source this process is writing (a local upload) or recording.
-#[derive(Debug, Clone, Default)]
-pub struct Uploads(Arc<Mutex<HashSet<String>>>);
-
-/// The right to write or record one video's source, until dropped.
-pub struct UploadTurn {
-    uploads: Uploads,
-    video: String,
-}
-
-impl Uploads {
-    /// Takes `video`'s turn.
-    ///
-    /// # Errors
-    /// UPLOAD_IN_PROGRESS (409) while another request holds it.
-    pub fn begin(&self, video: &str) -> Result<UploadTurn, ApiError> {
-        let mut busy = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if !busy.insert(video.to_owned()) {
-            return Err(ApiError::with(
-                409,
-                "UPLOAD_IN_PROGRESS",
-                "another upload of this video's source is in progress; wait for it to end",
-                serde_json::json!({ "video_id": video }),
-            ));
-        }
-        Ok(UploadTurn {
-            uploads: self.clone(),
-            video: video.to_owned(),
-        })
-    }
-}
-
-impl Drop for UploadTurn {
-    fn drop(&mut self) {
-        self.uploads
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.video);
-    }
-}
-
-/// Who may play a video, as the catalog says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Playable {
-    /// Its owner.
-    pub owner: String,
-    /// Published to every viewer.
-    pub published: bool,
-}
-
-/// Catalog answers for beacons' `cid`, kept briefly: a batch of 500 events about one video
-/// costs one read. A published video is kept for the whole TTL; an unpublished or unknown one
-/// for a fifth of it, so viewers of a video just published are heard within seconds.
-#[derive(Debug)]
-pub struct PlayableCache {
-    entries: Mutex<HashMap<String, (Instant, Option<Playable>)>>,
-    ttl: Duration,
-    miss_ttl: Duration,
-    capacity: usize,
-}
-
-impl PlayableCache {
-    /// A cache keeping answers for `ttl` (unknown videos for a fifth of it).
-    pub fn new(ttl: Duration, capacity: usize) -> Self {
-        Self {
-            entries: Mutex::new(HashMap::new()),
-            ttl,
-            miss_ttl: ttl / 5,
-            capacity,
-        }
-    }
-
-    /// The cached answer for `video`, if fresh.
-    pub fn get(&self, video: &str) -> Option<Option<Playable>> {
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries
-            .get(video)
-            .and_then(|(at, answer)| (at.elapsed() < self.ttl_of(answer.as_ref())).then(|| answer.clone()))
-    }
-
-    /// How long an answer is kept: the TTL for a published video, a fifth of it otherwise.
-    fn ttl_of(&self, answer: Option<&Playable>) -> Duration {
-        if answer.is_some_and(|p| p.published) {
-            self.ttl
-        } else {
-            self.miss_ttl
-        }
-    }
-
-    /// Remembers the catalog's answer for `video`.
-    pub fn put(&self, video: &str, answer: Option<Playable>) {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= self.capacity {
-            let (ttl, miss) = (self.ttl, self.miss_ttl);
-            entries.retain(|_, (at, a)| {
-                at.elapsed()
-                    < if a.as_ref().is_some_and(|p| p.published) {
-                        ttl
-                    } else {
-                        miss
-                    }
-            });
-            if entries.len() >= self.capacity {
-                entries.clear();
-            }
-        }
-        entries.insert(video.to_owned(), (Instant::now(), answer));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,38 +138,5 @@ mod tests {
         drop(a1);
         assert_eq!(slots.open(), 2);
         assert!(slots.take("c").is_ok(), "a freed slot is taken again");
-    }
-
-    #[test]
-    fn only_published_videos_are_remembered_for_the_whole_ttl() {
-        let cache = PlayableCache::new(Duration::from_secs(10), 10);
-        let published = Playable {
-            owner: "a".into(),
-            published: true,
-        };
-        let private = Playable {
-            owner: "a".into(),
-            published: false,
-        };
-        assert_eq!(cache.ttl_of(Some(&published)), Duration::from_secs(10));
-        assert_eq!(
-            cache.ttl_of(Some(&private)),
-            Duration::from_secs(2),
-            "a video about to be published"
-        );
-        assert_eq!(cache.ttl_of(None), Duration::from_secs(2));
-        cache.put("v", Some(published.clone()));
-        assert_eq!(cache.get("v"), Some(Some(published)));
-        assert_eq!(cache.get("w"), None);
-    }
-
-    #[test]
-    fn one_upload_per_video_at_a_time() {
-        let uploads = Uploads::default();
-        let turn = uploads.begin("v1").expect("first");
-        assert_eq!(uploads.begin("v1").err().map(|e| e.status()), Some(409));
-        assert!(uploads.begin("v2").is_ok());
-        drop(turn);
-        assert!(uploads.begin("v1").is_ok());
     }
 }

@@ -13,12 +13,13 @@ use poem::http::{header, StatusCode};
 use poem::web::{Data, Path, StaticFileRequest};
 use poem::{handler, Body, IntoResponse, Request, Response};
 use serde_json::json;
-use vodsource_commands::ports::{check_key, Access, PutError};
+use vodsource_commands::ports::PutError;
+
+use vodsource_app::media::{extension, MediaFile, MediaRefusal};
+use vodsource_app::signing::TokenError;
 
 use super::body::{body_fault, BodyFault, Exact};
-use super::cdn;
 use super::error::ApiError;
-use super::signing::{MediaClaims, TokenError, UploadClaims};
 use super::state::AppState;
 
 fn refused(what: &str, error: &TokenError) -> Response {
@@ -46,55 +47,40 @@ pub async fn upload(req: &Request, Path(token): Path<String>, body: Body, Data(s
 }
 
 async fn store_upload(req: &Request, token: &str, body: Body, state: &AppState) -> Response {
-    let claims: UploadClaims = match state.signer.verify(token, state.now()) {
+    let videos = state.app.videos();
+    let claims = match videos.upload_grant(token) {
         Ok(claims) => claims,
         Err(e) => return refused("upload", &e),
     };
+    let granted = claims.s;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
-        Some(length) if length > claims.s => return too_large(claims.s),
-        Some(length) if length < claims.s => return size_mismatch(claims.s, length),
+        Some(length) if length > granted => return too_large(granted),
+        Some(length) if length < granted => return size_mismatch(granted, length),
         _ => {}
     }
     // One upload of a video at a time; upload-complete waits its turn too.
-    let _turn = match state.uploads.begin(&claims.v) {
-        Ok(turn) => turn,
-        Err(e) => return e.into_response(),
+    let slot = match videos.open_upload(claims).await {
+        Ok(slot) => slot,
+        Err(e) => return ApiError::from(e).into_response(),
     };
-    match state.commands.store().load(&claims.v).await {
-        Ok(loaded) if loaded.version == 0 || loaded.video.deleted => {
-            return ApiError::video_not_found(&claims.v).into_response()
-        }
-        // The source is recorded: the token is spent, whatever its expiry says.
-        Ok(loaded) if loaded.video.source_key.is_some() => {
-            return ApiError::with(
-                409,
-                "UPLOAD_COMPLETED",
-                "this video's source is already recorded; its upload link no longer works",
-                json!({ "video_id": claims.v }),
-            )
-            .into_response()
-        }
-        Ok(_) => {}
-        Err(e) => return ApiError::store("loading a video", &e).into_response(),
-    }
     // Exactly the declared size or nothing: a short body is a failed read, which the store
     // discards without touching an object already there.
-    let body = Exact::new(body.into_async_read(), claims.s);
-    let written = match state.objects.put(&claims.k, Box::new(body), claims.s).await {
+    let body = Exact::new(body.into_async_read(), granted);
+    let written = match videos.write_upload(&slot, Box::new(body)).await {
         Ok(written) => written,
-        Err(PutError::TooLarge { .. }) => return too_large(claims.s),
+        Err(PutError::TooLarge { .. }) => return too_large(granted),
         Err(PutError::Body(message)) => {
             return match body_fault(&message) {
                 BodyFault::Short => ApiError::with(
                     422,
                     "SIZE_MISMATCH",
-                    format!("{message}; the video was registered with {} bytes", claims.s),
-                    json!({ "declared": claims.s }),
+                    format!("{message}; the video was registered with {granted} bytes"),
+                    json!({ "declared": granted }),
                 ),
                 BodyFault::Slow => ApiError::with(408, "REQUEST_TIMEOUT", message, json!(null)),
                 BodyFault::Other => ApiError::invalid("body", format!("the upload was cut short: {message}")),
@@ -105,7 +91,7 @@ async fn store_upload(req: &Request, token: &str, body: Body, state: &AppState) 
     };
     (
         StatusCode::OK,
-        poem::web::Json(json!({ "video_id": claims.v, "object_key": claims.k, "size_bytes": written })),
+        poem::web::Json(json!({ "video_id": slot.claims.v, "object_key": slot.claims.k, "size_bytes": written })),
     )
         .into_response()
 }
@@ -137,22 +123,20 @@ pub async fn media(
     file: StaticFileRequest,
     Data(state): Data<&AppState>,
 ) -> Response {
-    let claims: MediaClaims = match state.signer.verify(&token, state.now()) {
-        Ok(claims) => claims,
-        Err(e) => return refused("media", &e),
-    };
-    if claims.v != video_id {
-        return refused("media", &TokenError::Invalid);
-    }
-    let key = vodsource_commands::layout::media_key(&video_id, &rest);
-    if check_key(&key).is_err() {
-        return not_found(&rest);
-    }
-    if let Some(cdn) = &state.settings.cdn {
-        return cdn_media(state, cdn.grant(&video_id, claims.e), &key, &rest).await;
-    }
-    let Some(path) = state.objects.local_path(&key) else {
-        return remote_media(state, &key, &rest, claims.e).await;
+    let path = match state.app.media().open(&token, &video_id, &rest).await {
+        Ok(MediaFile::Local(path)) => path,
+        Ok(MediaFile::Text { body, cacheable }) => {
+            let cache = if cacheable {
+                "private, max-age=3600"
+            } else {
+                "private, no-store"
+            };
+            return manifest(&rest, cache, body);
+        }
+        Ok(MediaFile::Redirect(url)) => return redirect(&url),
+        Ok(MediaFile::NotFound) => return not_found(&rest),
+        Err(MediaRefusal::Token(e)) => return refused("media", &e),
+        Err(MediaRefusal::Failed(e)) => return ApiError::from(e).into_response(),
     };
     match file.create_response(&path, false, false) {
         Ok(response) => {
@@ -169,51 +153,6 @@ pub async fn media(
         Err(StaticFileError::NotFound) => not_found(&rest),
         Err(e) => poem::Error::from(e).into_response(),
     }
-}
-
-/// Largest playlist or manifest answered from memory.
-const MAX_MANIFEST_BYTES: u64 = 8 * 1024 * 1024;
-
-/// A media file of a store without local files (S3): manifests answered, the rest redirected.
-async fn remote_media(state: &AppState, key: &str, rest: &str, expires: i64) -> Response {
-    if is_manifest(rest) {
-        return match state.objects.read(key, MAX_MANIFEST_BYTES).await {
-            Ok(Some(bytes)) => manifest(rest, "private, max-age=3600", bytes),
-            Ok(None) => not_found(rest),
-            Err(e) => ApiError::store("object store", &e).into_response(),
-        };
-    }
-    let left = u64::try_from(expires - state.now().timestamp()).unwrap_or(0).max(1);
-    match state
-        .objects
-        .presign(key, Access::Read, std::time::Duration::from_secs(left))
-        .await
-    {
-        Ok(Some(url)) => redirect(&url),
-        Ok(None) => not_found(rest),
-        Err(e) => ApiError::store("object store", &e).into_response(),
-    }
-}
-
-/// A media file with a CDN in front of the store: manifests answered here with their URIs on
-/// the CDN, the rest redirected there.
-async fn cdn_media(state: &AppState, grant: cdn::Grant, key: &str, rest: &str) -> Response {
-    let rewrite: fn(&str, &str, &cdn::Grant) -> String = match extension(rest).as_str() {
-        "m3u8" => cdn::rewrite_hls,
-        "mpd" => cdn::rewrite_mpd,
-        "vtt" => cdn::rewrite_vtt,
-        _ => return redirect(&grant.url(rest)),
-    };
-    let text = match state.objects.read(key, MAX_MANIFEST_BYTES).await {
-        Ok(Some(bytes)) => match String::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(_) => return ApiError::internal("media", &format!("{key} is not UTF-8 text")).into_response(),
-        },
-        Ok(None) => return not_found(rest),
-        Err(e) => return ApiError::store("object store", &e).into_response(),
-    };
-    let dir = rest.rfind('/').map_or("", |at| &rest[..=at]);
-    manifest(rest, "private, no-store", rewrite(&text, dir, &grant))
 }
 
 fn not_found(rest: &str) -> Response {
@@ -241,16 +180,6 @@ fn manifest(rest: &str, cache: &'static str, body: impl Into<Body>) -> Response 
 }
 
 /// The lowercase extension of a path (empty without one).
-fn extension(path: &str) -> String {
-    path.rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default()
-}
-
-fn is_manifest(path: &str) -> bool {
-    matches!(extension(path).as_str(), "m3u8" | "mpd" | "vtt")
-}
-
 /// The registered media types of streaming files, where the generic extension table differs
 /// (it calls an `.m3u8` `audio/x-mpegurl`; RFC 8216 registers `application/vnd.apple.mpegurl`).
 fn streaming_type(path: &str) -> Option<&'static str> {

@@ -1,127 +1,230 @@
-//! Prometheus metrics: requests by operation and status with latency histograms, command
-//! (append) latency, and projection lag read at scrape time.
+//! `/metrics` through the Prometheus project's client library (OpenMetrics text): requests by
+//! operation and status with latency histograms, command (append) latency, the log head and
+//! each projection's position and lag read at scrape time, live streams, and the counters of
+//! this process's encoding workers.
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// The exposition's content type.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A latency histogram of atomics.
-#[derive(Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_ns: AtomicU64,
+fn latency() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
-impl Histogram {
-    /// Records one observation.
-    pub fn observe(&self, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_ns
-            .fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {cumulative}");
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
-        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
-        let trimmed = labels.trim_end_matches(',');
-        let _ = writeln!(out, "{name}_sum{{{trimmed}}} {sum}");
-        let _ = writeln!(out, "{name}_count{{{trimmed}}} {count}");
-    }
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    operation: &'static str,
+    status: u16,
 }
 
-/// Records into the histogram of `key`: a shared lock for the common case, the exclusive one
-/// only to add a key.
-fn observe<K: std::hash::Hash + Eq>(map: &RwLock<HashMap<K, Histogram>>, key: K, elapsed: Duration) {
-    if let Some(h) = map.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
-        h.observe(elapsed);
-        return;
-    }
-    let mut map = map.write().unwrap_or_else(PoisonError::into_inner);
-    map.entry(key).or_default().observe(elapsed);
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CommandLabels {
+    command: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProjectionLabels {
+    projection: String,
+}
+
+type Latencies<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// What a scrape reads from elsewhere.
+pub struct Scrape<'a> {
+    /// Position of the last committed event.
+    pub head: u64,
+    /// Each projection's name, position and lag.
+    pub projections: &'a [(String, u64, u64)],
+    /// Live event streams open.
+    pub live_streams: usize,
 }
 
 /// The process's metrics.
-#[derive(Default)]
 pub struct Metrics {
-    requests: RwLock<HashMap<(&'static str, &'static str, u16), Histogram>>,
-    commands: RwLock<HashMap<&'static str, Histogram>>,
+    registry: Registry,
+    requests: Latencies<RequestLabels>,
+    commands: Latencies<CommandLabels>,
+    head: Gauge,
+    positions: Family<ProjectionLabels, Gauge>,
+    lag: Family<ProjectionLabels, Gauge>,
+    live_streams: Gauge,
 }
 
 impl Metrics {
+    /// Metrics of a process whose encoding workers count into `encoders`.
+    pub fn new(encoders: Arc<vodsource_encoder::EncoderStats>) -> Self {
+        let mut registry = Registry::default();
+        let requests = Latencies::<RequestLabels>::new_with_constructor(latency as fn() -> Histogram);
+        registry.register(
+            "vodsource_http_request_duration_seconds",
+            "HTTP requests by operation and status",
+            requests.clone(),
+        );
+        let commands = Latencies::<CommandLabels>::new_with_constructor(latency as fn() -> Histogram);
+        registry.register(
+            "vodsource_command_duration_seconds",
+            "Commands from load to durable append",
+            commands.clone(),
+        );
+        let head = Gauge::default();
+        registry.register(
+            "vodsource_event_log_head",
+            "Position of the last committed event",
+            head.clone(),
+        );
+        let positions = Family::<ProjectionLabels, Gauge>::default();
+        registry.register(
+            "vodsource_projection_position",
+            "Position each projection has applied",
+            positions.clone(),
+        );
+        let lag = Family::<ProjectionLabels, Gauge>::default();
+        registry.register(
+            "vodsource_projection_lag_events",
+            "Events a projection is behind the log head",
+            lag.clone(),
+        );
+        let live_streams = Gauge::default();
+        registry.register(
+            "vodsource_live_streams",
+            "Live event streams open",
+            live_streams.clone(),
+        );
+        registry.register_collector(Box::new(Encoders(encoders)));
+        Self {
+            registry,
+            requests,
+            commands,
+            head,
+            positions,
+            lag,
+            live_streams,
+        }
+    }
+
     /// Records a finished request.
     pub fn request(&self, method: &'static str, operation: &'static str, status: u16, elapsed: Duration) {
-        observe(&self.requests, (method, operation, status), elapsed);
+        self.requests
+            .get_or_create(&RequestLabels {
+                method,
+                operation,
+                status,
+            })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Records a command's time from load to durable append.
     pub fn command(&self, command: &'static str, elapsed: Duration) {
-        observe(&self.commands, command, elapsed);
+        self.commands
+            .get_or_create(&CommandLabels { command })
+            .observe(elapsed.as_secs_f64());
     }
 
-    /// The Prometheus text exposition, with the projection gauges given.
-    pub fn render(&self, projections: &[(String, u64, u64)], head: u64) -> String {
+    /// The exposition, with what the scrape read.
+    ///
+    /// # Errors
+    /// None in practice (writing to a string).
+    pub fn render(&self, scrape: &Scrape<'_>) -> Result<String, std::fmt::Error> {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.head.set(gauge(scrape.head));
+        for (name, position, lag) in scrape.projections {
+            let labels = ProjectionLabels {
+                projection: name.clone(),
+            };
+            self.positions.get_or_create(&labels).set(gauge(*position));
+            self.lag.get_or_create(&labels).set(gauge(*lag));
+        }
+        self.live_streams.set(gauge(scrape.live_streams as u64));
         let mut out = String::new();
-        out.push_str("# HELP vodsource_http_request_duration_seconds HTTP requests by operation and status.\n");
-        out.push_str("# TYPE vodsource_http_request_duration_seconds histogram\n");
-        {
-            let map = self.requests.read().unwrap_or_else(PoisonError::into_inner);
-            let mut keys: Vec<_> = map.keys().collect();
-            keys.sort();
-            for key @ (method, operation, status) in keys {
-                let labels = format!("method=\"{method}\",operation=\"{operation}\",status=\"{status}\",");
-                if let Some(h) = map.get(key) {
-                    h.render(&mut out, "vodsource_http_request_duration_seconds", &labels);
-                }
-            }
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+impl vodsource_app::Observer for Metrics {
+    fn command(&self, name: &'static str, elapsed: Duration) {
+        Metrics::command(self, name, elapsed);
+    }
+}
+
+/// The counters of this process's encoding workers, read at each scrape.
+#[derive(Debug)]
+struct Encoders(Arc<vodsource_encoder::EncoderStats>);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    step: &'static str,
+}
+
+impl Collector for Encoders {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.0.snapshot();
+        let jobs = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "vodsource_encode_jobs",
+            "Encoding jobs by how they ended",
+            None,
+            jobs.metric_type(),
+        )?;
+        for (outcome, count) in stats.jobs {
+            ConstCounter::new(count).encode(family.encode_family(&OutcomeLabels { outcome })?)?;
         }
-        out.push_str("# HELP vodsource_command_duration_seconds Commands from load to durable append.\n");
-        out.push_str("# TYPE vodsource_command_duration_seconds histogram\n");
-        {
-            let map = self.commands.read().unwrap_or_else(PoisonError::into_inner);
-            let mut keys: Vec<_> = map.keys().collect();
-            keys.sort();
-            for key in keys {
-                if let Some(h) = map.get(key) {
-                    h.render(
-                        &mut out,
-                        "vodsource_command_duration_seconds",
-                        &format!("command=\"{key}\","),
-                    );
-                }
-            }
+        let busy = ConstGauge::new(stats.busy);
+        busy.encode(encoder.encode_descriptor(
+            "vodsource_encoders_busy",
+            "Workers encoding now",
+            None,
+            busy.metric_type(),
+        )?)?;
+        let mut family = encoder.encode_descriptor(
+            "vodsource_encode_step_seconds",
+            "Time spent in each step of encoding",
+            None,
+            jobs.metric_type(),
+        )?;
+        for (step, seconds) in stats.steps {
+            ConstCounter::new(seconds).encode(family.encode_family(&StepLabels { step })?)?;
         }
-        out.push_str("# HELP vodsource_event_log_head Position of the last committed event.\n");
-        out.push_str("# TYPE vodsource_event_log_head gauge\n");
-        let _ = writeln!(out, "vodsource_event_log_head {head}");
-        out.push_str("# HELP vodsource_projection_position Position each projection has applied.\n");
-        out.push_str("# TYPE vodsource_projection_position gauge\n");
-        for (name, position, _) in projections {
-            let _ = writeln!(out, "vodsource_projection_position{{projection=\"{name}\"}} {position}");
+        for (name, help, value) in [
+            ("vodsource_encode_cpu_seconds", "CPU time of encodes", stats.cpu_seconds),
+            (
+                "vodsource_encode_media_seconds",
+                "Media duration encoded",
+                stats.media_seconds,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
         }
-        out.push_str("# HELP vodsource_projection_lag_events Events a projection is behind the log head.\n");
-        out.push_str("# TYPE vodsource_projection_lag_events gauge\n");
-        for (name, _, lag) in projections {
-            let _ = writeln!(out, "vodsource_projection_lag_events{{projection=\"{name}\"}} {lag}");
-        }
-        out
+        let bytes = ConstCounter::new(stats.bytes_out);
+        bytes.encode(encoder.encode_descriptor(
+            "vodsource_encode_bytes_out",
+            "Bytes of encoded media written",
+            None,
+            bytes.metric_type(),
+        )?)?;
+        Ok(())
     }
 }
 
@@ -130,21 +233,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_are_cumulative_and_counted() {
-        let metrics = Metrics::default();
+    fn buckets_are_cumulative_counted_and_the_scrape_is_openmetrics() {
+        let metrics = Metrics::new(Arc::default());
         metrics.request("GET", "getVideo", 200, Duration::from_micros(300));
         metrics.request("GET", "getVideo", 200, Duration::from_millis(3));
         metrics.request("GET", "getVideo", 404, Duration::from_millis(30));
-        let text = metrics.render(&[("catalog".into(), 7, 3)], 10);
-        assert!(text.contains(
-            "vodsource_http_request_duration_seconds_bucket{method=\"GET\",operation=\"getVideo\",status=\"200\",le=\"0.0005\"} 1"
-        ));
-        assert!(text.contains(
-            "vodsource_http_request_duration_seconds_bucket{method=\"GET\",operation=\"getVideo\",status=\"200\",le=\"0.005\"} 2"
-        ));
-        assert!(text.contains(
-            "vodsource_http_request_duration_seconds_count{method=\"GET\",operation=\"getVideo\",status=\"404\"} 1"
-        ));
-        assert!(text.contains("vodsource_projection_lag_events{projection=\"catalog\"} 3"));
+        let text = metrics
+            .render(&Scrape {
+                head: 10,
+                projections: &[("catalog".into(), 7, 3)],
+                live_streams: 2,
+            })
+            .expect("render");
+        for needle in [
+            "vodsource_http_request_duration_seconds_bucket{le=\"0.0005\",method=\"GET\",operation=\"getVideo\",status=\"200\"} 1",
+            "vodsource_http_request_duration_seconds_bucket{le=\"0.005\",method=\"GET\",operation=\"getVideo\",status=\"200\"} 2",
+            "vodsource_http_request_duration_seconds_count{method=\"GET\",operation=\"getVideo\",status=\"404\"} 1",
+            "vodsource_projection_lag_events{projection=\"catalog\"} 3",
+            "vodsource_event_log_head 10",
+            "vodsource_live_streams 2",
+            "vodsource_encode_jobs_total{outcome=\"completed\"} 0",
+            "vodsource_encoders_busy 0",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

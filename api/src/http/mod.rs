@@ -4,20 +4,16 @@
 pub mod auth;
 pub mod beacons;
 mod body;
-pub mod cdn;
-pub mod control;
 mod document;
 pub mod error;
 mod events;
 mod guard;
 pub mod limits;
-mod listing;
 mod media;
 pub mod metrics;
 pub mod model;
 mod ops;
 mod server;
-pub mod signing;
 pub mod state;
 mod videos;
 mod viewers;
@@ -34,66 +30,23 @@ use poem::{get, put, Endpoint, EndpointExt, IntoResponse, Request, Response, Rou
 use poem_openapi::{OpenApiService, OperationId};
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::watch;
-use vodsource_commands::ports::ObjectStore;
+use vodsource_app::App;
 
 use self::auth::{AuthSettings, Gate, LOCAL_TOKEN};
 use self::beacons::BeaconsApi;
 use self::body::{Pace, Paced};
-use self::control::{until, Control, Tasks};
 use self::error::{ApiError, Rejection};
 use self::guard::LocalGuard;
-use self::limits::{HttpLimits, PlayableCache, StreamSlots, Uploads};
+use self::limits::{HttpLimits, StreamSlots};
 use self::metrics::Metrics;
 use self::ops::OpsApi;
-use self::signing::Signer;
-use self::state::{AppState, HttpSettings};
+use self::state::AppState;
 use self::videos::VideosApi;
 use self::viewers::ViewersApi;
-use crate::roles::Stores;
+use crate::supervisor::{Stage, Supervisor};
 
 /// The largest JSON request body.
 const MAX_JSON_BODY: usize = 256 * 1024;
-
-/// How a server is set up.
-#[derive(Debug, Clone)]
-pub struct ServeSettings {
-    /// Address to listen on (`127.0.0.1:0` picks a port).
-    pub listen: String,
-    /// The URL clients reach the server at; `http://<bound address>` when unset.
-    pub public_url: Option<String>,
-    /// Tokens and rate limits.
-    pub auth: AuthSettings,
-    /// Secret for signed upload and media URLs.
-    pub signing_secret: Vec<u8>,
-    /// How long signed URLs work.
-    pub url_ttl: Duration,
-    /// How long idempotency keys are remembered.
-    pub idempotency_ttl: Duration,
-    /// Run the projection runners and the encoding supervisor in this process.
-    pub run_projectors: bool,
-    /// How long in-flight requests get at shutdown.
-    pub grace: Duration,
-    /// Encoding workers to run in this process, one per configuration.
-    pub workers: Vec<vodsource_encoder::WorkerConfig>,
-    /// The QoE and video-events stream; `None`: beacons are answered with 503.
-    pub stream: Option<vodsource_infra::StreamUrl>,
-    /// Overrides of the AWS environment (Kinesis).
-    pub aws: vodsource_infra::aws::AwsSettings,
-    /// The lake sink of the QoE and video-events streams, run here when there is a stream;
-    /// `None` leaves it to `vodsource qoe-sink` processes.
-    pub lake: Option<vodsource_lake::sink::SinkSettings>,
-    /// Whether the watch-state consumer group and the video-events relay run here when there
-    /// is a stream (`vodsource api` leaves them to `vodsource projector` and `vodsource relay`).
-    pub stream_roles: bool,
-    /// The CDN in front of the object store that players fetch media from; `None` serves
-    /// media from this server (embedded) or redirects to presigned S3 URLs.
-    pub cdn: Option<Arc<cdn::Cdn>>,
-    /// Timeouts and caps of the HTTP layer.
-    pub limits: HttpLimits,
-    /// A second address serving `/metrics` and the probes without authentication (for a
-    /// scraper on a private network); `None`: `/metrics` is on the API's address, admin only.
-    pub metrics_listen: Option<String>,
-}
 
 /// The OpenAPI service (also used to print the document without a server).
 pub fn openapi(state: &AppState) -> OpenApiService<(VideosApi, BeaconsApi, ViewersApi, OpsApi), ()> {
@@ -112,7 +65,7 @@ pub fn openapi(state: &AppState) -> OpenApiService<(VideosApi, BeaconsApi, Viewe
          Every write returns the video's new stream version; send it back as If-Match to write \
          conditionally, and an Idempotency-Key to retry safely.",
     )
-    .server(state.settings.public_url.clone())
+    .server(state.app.settings().public_url.clone())
 }
 
 fn method_name(method: &Method) -> &'static str {
@@ -304,7 +257,7 @@ pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response>
         &mut document,
         &document::Facts {
             authentication: gate.enabled(),
-            max_source_bytes: state.commands.services().policy.max_source_bytes,
+            max_source_bytes: state.app.videos().max_source_bytes(),
         },
     );
     let methods = Arc::new(Methods::new(&document));
@@ -319,7 +272,7 @@ pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response>
     let docs = poem::endpoint::make_sync(move |_| poem::web::Html(ui.clone()));
     let metrics = state.metrics.clone();
     let limits = state.limits.clone();
-    let guard = (!gate.enabled()).then(|| LocalGuard::new(&state.settings.public_url));
+    let guard = (!gate.enabled()).then(|| LocalGuard::new(&state.app.settings().public_url));
     let auth_off = !gate.enabled();
     Route::new()
         .at("/openapi.json", spec)
@@ -447,72 +400,48 @@ fn ops_app(state: AppState) -> impl Endpoint<Output = Response> {
         .data(state)
 }
 
-/// A running server.
-pub struct Running {
+/// The bound listeners of the API, before it serves.
+pub struct Listeners {
+    api: tokio::net::TcpListener,
+    ops: Option<tokio::net::TcpListener>,
+    gate: Arc<Gate>,
+    /// Where the API listens.
+    pub addr: SocketAddr,
+    /// The base URL it hands out.
+    pub public_url: String,
+}
+
+/// Where a serving API is.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
     /// Where it listens.
     pub addr: SocketAddr,
     /// Where `/metrics` and the probes listen without authentication, when configured.
     pub metrics_addr: Option<SocketAddr>,
     /// The base URL it hands out.
     pub public_url: String,
-    stop: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-    control: Option<Arc<Control>>,
-    tasks: Tasks,
-    stream: Option<vodsource_infra::Streams>,
 }
 
-impl Running {
-    /// The embedded QoE stream this server appends beacons to, if it has one.
-    pub fn stream(&self) -> Option<&vodsource_infra::EmbeddedLog> {
-        self.stream.as_ref().and_then(vodsource_infra::Streams::embedded)
-    }
-
-    /// Stops accepting, lets in-flight requests finish (up to the grace period), ends live
-    /// streams, then stops the runners (which checkpoint) and the supervisor.
-    ///
-    /// # Errors
-    /// The server's I/O error.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
-        let served = self.server.await.context("the server task failed")?;
-        if self.tasks.shutdown().await > 0 {
-            tracing::error!("components stopped with errors");
-        }
-        if let Some(control) = &self.control {
-            let failures = control.shutdown().await;
-            if failures > 0 {
-                tracing::error!(failures, "components stopped with errors; see `vodsource projections`");
-            }
-        }
-        served.context("serving HTTP")
-    }
-
-    /// Waits for `signal`, then shuts down as [`Running::shutdown`] does.
-    ///
-    /// # Errors
-    /// The server's I/O error.
-    pub async fn until_stopped_or(self, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-        signal.await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        self.shutdown().await
-    }
-}
-
-/// Binds, builds the application over `stores` and `objects`, and serves in the background.
+/// Binds the API's address (and the metrics address, when there is one) and checks that
+/// authentication is on unless the address is a loopback one.
 ///
 /// # Errors
-/// A listen address that cannot be bound; authentication off on a non-loopback address; a
-/// bad auth configuration.
-pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: ServeSettings) -> anyhow::Result<Running> {
-    let gate = Arc::new(Gate::new(&settings.auth)?);
-    let listener = tokio::net::TcpListener::bind(settings.listen.as_str())
+/// An address that cannot be bound; authentication off on a non-loopback address; a bad
+/// auth configuration.
+pub async fn bind(
+    listen: &str,
+    metrics_listen: Option<&str>,
+    public_url: Option<&str>,
+    auth: &AuthSettings,
+) -> anyhow::Result<Listeners> {
+    let gate = Arc::new(Gate::new(auth)?);
+    let api = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("listening on {}", settings.listen))?;
-    let addr = listener.local_addr().context("the listener has no socket address")?;
-    let ops_listener = match &settings.metrics_listen {
+        .with_context(|| format!("listening on {listen}"))?;
+    let addr = api.local_addr().context("the listener has no socket address")?;
+    let ops = match metrics_listen {
         Some(listen) => Some(
-            tokio::net::TcpListener::bind(listen.as_str())
+            tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("listening for metrics on {listen}"))?,
         ),
@@ -525,110 +454,66 @@ pub async fn start(stores: Stores, objects: Arc<dyn ObjectStore>, settings: Serv
         );
         tracing::warn!(%addr, "authentication is OFF: every caller is the local admin (loopback only)");
     }
-    let public_url = settings
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"))
+    let public_url = public_url
+        .map_or_else(|| format!("http://{addr}"), str::to_owned)
         .trim_end_matches('/')
         .to_owned();
-    let control = settings.run_projectors.then(|| Control::start(stores.clone()));
-    let stream = match &settings.stream {
-        Some(url) => Some(stores.open_stream(url, &settings.aws).await?),
-        None => None,
-    };
-    let encoders = Arc::new(vodsource_encoder::EncoderStats::default());
-    let mut tasks = Tasks::default();
-    tasks.workers(
-        settings
-            .workers
-            .iter()
-            .map(|config| {
-                stores
-                    .worker(objects.clone(), config.clone())
-                    .with_stats(encoders.clone())
-            })
-            .collect(),
-    );
-    let (stop, stopped) = watch::channel(false);
-    // With a stream: the watch-state consumer group, the video-events relay and (unless it
-    // runs in its own processes) the lake sink run here.
-    if let Some(streams) = stream.as_ref().filter(|_| settings.stream_roles) {
-        let consumer = streams
-            .consumer(vodsource_qoe::QOE_TOPIC, "watch-state")
-            .context("opening the watch-state consumer group")?;
-        let runner = vodsource_projections::WatchStateRunner::new(
-            consumer,
-            stores.views.clone(),
-            stores.views.clone(),
-            stores.clock.clone(),
-            stores.owner.clone(),
-        );
-        let relay = vodsource_commands::process::Relay::new(
-            stores.log.clone(),
-            streams.producer(),
-            stores.views.clone(),
-            stores.views.clone(),
-            stores.clock.clone(),
-            stores.owner.clone(),
-        );
-        tasks.spawn("watch-state", |stopped| runner.run(until(stopped)));
-        tasks.spawn("video-events relay", |stopped| relay.run(until(stopped)));
-    }
-    if let Some(streams) = &stream {
-        if let Some(lake) = &settings.lake {
-            for sink in crate::roles::lake_sinks(streams, &objects, lake)? {
-                tasks.spawn("lake sink", |stopped| sink.run(until(stopped)));
-            }
-        }
-    }
-    let state = AppState {
-        commands: stores.commands(),
-        log: stores.log.clone(),
-        views: stores.views.clone(),
-        idempotency: stores.views.clone(),
-        objects,
-        signer: Signer::new(settings.signing_secret.clone()),
-        metrics: Arc::new(Metrics::default()),
-        control: control.clone(),
-        settings: HttpSettings {
-            public_url: public_url.clone(),
-            url_ttl: settings.url_ttl,
-            idempotency_ttl: settings.idempotency_ttl,
-            cdn: settings.cdn.clone(),
-        },
-        clock: stores.clock.clone(),
-        shutdown: stopped.clone(),
-        encoders,
-        qoe: stream.as_ref().map(vodsource_infra::Streams::producer),
-        uploads: Uploads::default(),
-        streams: StreamSlots::new(settings.limits.streams_per_principal, settings.limits.streams_total),
-        playable: Arc::new(PlayableCache::new(Duration::from_secs(10), 100_000)),
-        limits: settings.limits.clone(),
-    };
-    let grace = settings.grace;
-    let header_timeout = settings.limits.header_timeout;
-    let metrics_addr = match ops_listener {
-        Some(listener) => {
+    Ok(Listeners {
+        api,
+        ops,
+        gate,
+        addr,
+        public_url,
+    })
+}
+
+/// What serving needs besides the application.
+pub struct Serving {
+    /// Metrics, also the application's observer.
+    pub metrics: Arc<Metrics>,
+    /// Timeouts and caps.
+    pub limits: HttpLimits,
+    /// How long in-flight requests get at shutdown.
+    pub grace: Duration,
+}
+
+impl Listeners {
+    /// Serves `app` on the listeners as components of `supervisor`, until it shuts them down
+    /// (live event streams end then too).
+    pub fn serve(self, application: App, serving: Serving, supervisor: &mut Supervisor) -> Endpoints {
+        let Serving { metrics, limits, grace } = serving;
+        let (ending, shutdown) = watch::channel(false);
+        let state = AppState {
+            app: application,
+            metrics,
+            shutdown,
+            streams: StreamSlots::new(limits.streams_per_principal, limits.streams_total),
+            limits,
+        };
+        let header_timeout = state.limits.header_timeout;
+        let metrics_addr = self.ops.map(|listener| {
             let addr = listener.local_addr().ok();
             let endpoint = ops_app(state.clone());
-            tasks.spawn("metrics listener", move |stop| {
+            supervisor.spawn("metrics listener", Stage::Serve, move |stop| {
                 server::run(listener, endpoint, header_timeout, stop, grace)
             });
             addr
+        });
+        let endpoint = app(state, self.gate);
+        supervisor.spawn("http", Stage::Serve, move |stop| async move {
+            // Live streams end when the server starts shutting down, not after its grace.
+            let mut signal = stop.clone();
+            tokio::spawn(async move {
+                let _ = signal.wait_for(|stop| *stop).await;
+                let _ = ending.send(true);
+            });
+            server::run(self.api, endpoint, header_timeout, stop, grace).await
+        });
+        tracing::info!(addr = %self.addr, public_url = %self.public_url, metrics = ?metrics_addr.flatten(), "serving the API; OpenAPI at /openapi.json, Swagger UI at /docs");
+        Endpoints {
+            addr: self.addr,
+            metrics_addr: metrics_addr.flatten(),
+            public_url: self.public_url,
         }
-        None => None,
-    };
-    let endpoint = app(state, gate);
-    let server = tokio::spawn(server::run(listener, endpoint, header_timeout, stopped, grace));
-    tracing::info!(%addr, %public_url, metrics = ?metrics_addr, "serving the API; OpenAPI at /openapi.json, Swagger UI at /docs");
-    Ok(Running {
-        addr,
-        metrics_addr,
-        public_url,
-        stop,
-        server,
-        control,
-        tasks,
-        stream,
-    })
+    }
 }

@@ -3,59 +3,14 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use poem_openapi::{Enum, Object};
+use poem_openapi::Object;
 use serde::{Deserialize, Serialize};
-use vodsource_domain::Stage;
 use vodsource_projections::{CatalogView, StatusView};
 
-/// Where a video is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize, Deserialize)]
-#[oai(rename_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
-pub enum VideoStatus {
-    /// Registered; waiting for the source upload.
-    AwaitingUpload,
-    /// The source is stored.
-    Uploaded,
-    /// Waiting for an encoder.
-    Queued,
-    /// An encoder is working on it.
-    Encoding,
-    /// The last attempt failed; another will follow.
-    Retrying,
-    /// Encoded; can be published.
-    Ready,
-    /// Encoding failed for good (retry with `POST /videos/{id}/retry`).
-    Failed,
-}
-
-impl VideoStatus {
-    /// From the domain's stage.
-    pub fn from_stage(stage: Stage) -> Self {
-        match stage {
-            Stage::Unregistered | Stage::AwaitingUpload => Self::AwaitingUpload,
-            Stage::Uploaded => Self::Uploaded,
-            Stage::Queued => Self::Queued,
-            Stage::Encoding => Self::Encoding,
-            Stage::Retrying => Self::Retrying,
-            Stage::Ready => Self::Ready,
-            Stage::Failed => Self::Failed,
-        }
-    }
-
-    /// The stage's stable name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::AwaitingUpload => "awaiting_upload",
-            Self::Uploaded => "uploaded",
-            Self::Queued => "queued",
-            Self::Encoding => "encoding",
-            Self::Retrying => "retrying",
-            Self::Ready => "ready",
-            Self::Failed => "failed",
-        }
-    }
-}
+pub use vodsource_app::admin::{DeadLetter, DeadLetterPage, ProjectionInfo, Projections, RebuildInfo};
+pub use vodsource_app::catalog::Playback;
+pub use vodsource_app::videos::{Accepted, Registered, UploadTarget};
+pub use vodsource_app::VideoStatus;
 
 /// A JSON string and nothing else: poem-openapi's `String` also takes a number or a boolean
 /// (`"title": false` became the title "false"), which the document does not allow.
@@ -148,46 +103,6 @@ pub struct UpdateVideo {
     /// Replaces all tags.
     #[oai(validator(max_items = 20, min_length = 1, max_length = 40))]
     pub tags: Option<Vec<Text>>,
-}
-
-/// How to send the source bytes.
-#[derive(Debug, Clone, Object, Serialize, Deserialize)]
-#[oai(skip_serializing_if_is_none)]
-pub struct UploadTarget {
-    /// HTTP method (`PUT`).
-    pub method: String,
-    /// Where to send the bytes.
-    pub url: String,
-    /// Headers to send with them.
-    pub headers: BTreeMap<String, String>,
-    /// The URL stops working at this time.
-    pub expires_at: DateTime<Utc>,
-}
-
-/// `POST /videos` answer.
-#[derive(Debug, Clone, Object, Serialize, Deserialize)]
-#[oai(skip_serializing_if_is_none)]
-pub struct Registered {
-    /// The new video's id.
-    pub video_id: String,
-    /// Stream version after the command.
-    pub version: u64,
-    /// Global log position of the command's last event (for read-your-writes).
-    pub position: u64,
-    /// Where to upload the source.
-    pub upload: UploadTarget,
-}
-
-/// A command's answer.
-#[derive(Debug, Clone, Object, Serialize, Deserialize)]
-#[oai(skip_serializing_if_is_none)]
-pub struct Accepted {
-    /// Video id.
-    pub video_id: String,
-    /// Stream version after the command.
-    pub version: u64,
-    /// Global log position of the command's last event (0 when it changed nothing).
-    pub position: u64,
 }
 
 /// A rung of the encoded ladder.
@@ -360,94 +275,6 @@ pub struct HistoryPage {
     pub events: Vec<HistoryEvent>,
     /// Pass as `after_version` for the next page; absent on the last.
     pub next_after_version: Option<u64>,
-}
-
-/// Where to play a published video.
-#[derive(Debug, Clone, Object)]
-#[oai(skip_serializing_if_is_none)]
-pub struct Playback {
-    /// Id.
-    pub video_id: String,
-    /// HLS master playlist.
-    pub hls_url: String,
-    /// DASH manifest.
-    pub dash_url: String,
-    /// Poster image.
-    pub poster_url: Option<String>,
-    /// WebVTT index of thumbnail sprites for scrubbing (`sprite.jpg#xywh=x,y,w,h` cues).
-    pub thumbnails_url: Option<String>,
-    /// The URLs stop working at this time.
-    pub expires_at: DateTime<Utc>,
-}
-
-/// A projection's state.
-#[derive(Debug, Clone, Object)]
-#[oai(skip_serializing_if_is_none)]
-pub struct ProjectionInfo {
-    /// Name.
-    pub name: String,
-    /// Position applied.
-    pub position: u64,
-    /// Events behind the log head.
-    pub lag: u64,
-    /// Live generation.
-    pub generation: u32,
-    /// `running`, `failed` or `rebuilding`.
-    pub state: String,
-    /// Why it stopped, when failed.
-    pub error: Option<String>,
-    /// The last rebuild started through the API, if any.
-    pub rebuild: Option<RebuildInfo>,
-}
-
-/// A rebuild's progress.
-#[derive(Debug, Clone, Object)]
-#[oai(skip_serializing_if_is_none)]
-pub struct RebuildInfo {
-    /// When it started.
-    pub started_at: DateTime<Utc>,
-    /// Position reached.
-    pub position: u64,
-    /// The log head it is catching up to.
-    pub head: u64,
-    /// When it finished.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// Why it failed.
-    pub error: Option<String>,
-}
-
-/// The projections.
-#[derive(Debug, Clone, Object)]
-#[oai(skip_serializing_if_is_none)]
-pub struct Projections {
-    /// Position of the last committed event.
-    pub head: u64,
-    /// Each projection.
-    pub projections: Vec<ProjectionInfo>,
-}
-
-/// A video whose encoding failed for good.
-#[derive(Debug, Clone, Object)]
-#[oai(skip_serializing_if_is_none)]
-pub struct DeadLetter {
-    /// Id.
-    pub video_id: String,
-    /// The attempt that failed last.
-    pub attempt: u32,
-    /// Why.
-    pub reason: String,
-    /// When.
-    pub failed_at: DateTime<Utc>,
-}
-
-/// A page of dead letters.
-#[derive(Debug, Clone, Object)]
-#[oai(skip_serializing_if_is_none)]
-pub struct DeadLetterPage {
-    /// In video id order.
-    pub items: Vec<DeadLetter>,
-    /// Pass as `cursor` for the next page.
-    pub next_cursor: Option<String>,
 }
 
 /// One dependency's health.

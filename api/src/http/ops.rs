@@ -1,18 +1,15 @@
 //! Health, metrics and the admin endpoints.
 
-use std::fmt::Write as _;
-
 use poem::web::Data;
 use poem::IntoResponse as _;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi, Tags};
-use vodsource_projections::{DeadLetterProjector, DeadLetterView, ProjectionStatus, PROJECTIONS};
 
 use super::auth::{BearerAuth, Role};
-use super::control::RebuildError;
 use super::error::ApiError;
-use super::model::{Check, DeadLetter, DeadLetterPage, Liveness, ProjectionInfo, Projections, Readiness, RebuildInfo};
+use super::metrics::{Scrape, CONTENT_TYPE};
+use super::model::{Check, DeadLetterPage, Liveness, ProjectionInfo, Projections, Readiness};
 use super::state::AppState;
 
 #[derive(Tags)]
@@ -45,42 +42,21 @@ enum RebuildResponse {
     Accepted(Json<ProjectionInfo>),
 }
 
-fn check(name: &str, target: String, result: Result<(), String>, details: bool) -> Check {
-    Check {
-        name: name.to_owned(),
-        target: details.then_some(target),
-        state: if result.is_ok() { "up" } else { "down" }.to_owned(),
-        error: result.err().filter(|_| details),
-    }
-}
-
 /// Each dependency's state; where it is and why it is down only with `details` (admins).
 async fn readiness(state: &AppState, details: bool) -> ReadyResponse {
-    let (log, views, objects) = tokio::join!(
-        state.log.head(),
-        state.views.projection(vodsource_projections::CatalogProjector::NAME),
-        state.objects.check(),
-    );
-    let checks = vec![
-        check(
-            "event_store",
-            state.log.describe(),
-            log.map(|_| ()).map_err(|e| e.to_string()),
-            details,
-        ),
-        check(
-            "view_store",
-            "views".into(),
-            views.map(|_| ()).map_err(|e| e.to_string()),
-            details,
-        ),
-        check(
-            "object_store",
-            state.objects.describe(),
-            objects.map_err(|e| e.to_string()),
-            details,
-        ),
-    ];
+    let checks: Vec<Check> = state
+        .app
+        .admin()
+        .readiness()
+        .await
+        .into_iter()
+        .map(|d| Check {
+            name: d.name.to_owned(),
+            target: details.then_some(d.target),
+            state: if d.error.is_none() { "up" } else { "down" }.to_owned(),
+            error: d.error.filter(|_| details),
+        })
+        .collect();
     if checks.iter().all(|c| c.state == "up") {
         ReadyResponse::Ready(Json(Readiness {
             status: "ready".into(),
@@ -94,29 +70,27 @@ async fn readiness(state: &AppState, details: bool) -> ReadyResponse {
     }
 }
 
-/// The Prometheus text of this process.
+/// The metrics of this process, with what a scrape reads from the stores.
 async fn metrics_text(state: &AppState) -> Result<String, ApiError> {
-    let projections = projections(state).await?;
+    let projections = state.app.admin().gauges().await?;
     let gauges: Vec<_> = projections
         .projections
         .iter()
         .map(|p| (p.name.clone(), p.position, p.lag))
         .collect();
-    let mut text = state.metrics.render(&gauges, projections.head);
-    state.encoders.render(&mut text);
-    let _ = writeln!(
-        text,
-        "# HELP vodsource_live_streams Live event streams open.\n# TYPE vodsource_live_streams gauge\nvodsource_live_streams {}",
-        state.streams.open()
-    );
-    Ok(text)
+    state
+        .metrics
+        .render(&Scrape {
+            head: projections.head,
+            projections: &gauges,
+            live_streams: state.streams.open(),
+        })
+        .map_err(|e| ApiError::internal("rendering metrics", &e))
 }
 
 fn prometheus(result: Result<String, ApiError>) -> poem::Response {
     match result {
-        Ok(text) => poem::Response::builder()
-            .content_type("text/plain; version=0.0.4; charset=utf-8")
-            .body(text),
+        Ok(text) => poem::Response::builder().content_type(CONTENT_TYPE).body(text),
         Err(e) => e.into_response(),
     }
 }
@@ -129,7 +103,7 @@ pub async fn metrics_admin(req: &poem::Request, Data(state): Data<&AppState>) ->
     match gate.map(|g| g.principal_of(req.headers())) {
         Some(Ok(principal)) => match principal.require(Role::Admin) {
             Ok(()) => prometheus(metrics_text(state).await),
-            Err(e) => e.into_response(),
+            Err(e) => ApiError::from(e).into_response(),
         },
         Some(Err(e)) => e.into_response(),
         None => ApiError::internal("metrics", &"no gate installed").into_response(),
@@ -154,47 +128,6 @@ pub fn livez() -> poem::Response {
 #[poem::handler]
 pub async fn readyz(Data(state): Data<&AppState>) -> poem::Response {
     readiness(state, false).await.into_response()
-}
-
-async fn projections(state: &AppState) -> Result<Projections, ApiError> {
-    {
-        let head = state
-            .log
-            .head()
-            .await
-            .map_err(|e| ApiError::store("reading the log head", &e))?;
-        let mut projections = Vec::with_capacity(PROJECTIONS.len());
-        for name in PROJECTIONS {
-            let p = state
-                .views
-                .projection(name)
-                .await
-                .map_err(|e| ApiError::store("reading a projection", &e))?;
-            let rebuild = state.control.as_ref().and_then(|c| c.rebuild_state(name));
-            let rebuilding = state.control.as_ref().is_some_and(|c| c.rebuilding(name));
-            let (state, error) = match p.status {
-                _ if rebuilding => ("rebuilding".to_owned(), None),
-                ProjectionStatus::Running => ("running".to_owned(), None),
-                ProjectionStatus::Failed { error, .. } => ("failed".to_owned(), Some(error)),
-            };
-            projections.push(ProjectionInfo {
-                name: name.to_owned(),
-                position: p.position,
-                lag: head.saturating_sub(p.position),
-                generation: p.generation,
-                state,
-                error,
-                rebuild: rebuild.map(|r| RebuildInfo {
-                    started_at: r.started_at,
-                    position: r.position,
-                    head: r.head,
-                    finished_at: r.finished_at,
-                    error: r.error,
-                }),
-            });
-        }
-        Ok(Projections { head, projections })
-    }
 }
 
 #[OpenApi(prefix_path = "/v1")]
@@ -227,8 +160,7 @@ impl OpsApi {
         operation_id = "listProjections"
     )]
     async fn list_projections(&self, auth: BearerAuth) -> Result<Json<Projections>, ApiError> {
-        auth.0.require(Role::Admin)?;
-        Ok(Json(projections(&self.state).await?))
+        Ok(Json(self.state.app.admin().projections(&auth.0).await?))
     }
 
     /// Rebuild a projection
@@ -242,41 +174,8 @@ impl OpsApi {
         operation_id = "rebuildProjection"
     )]
     async fn rebuild(&self, auth: BearerAuth, name: Path<String>) -> Result<RebuildResponse, ApiError> {
-        auth.0.require(Role::Admin)?;
-        let Some(control) = &self.state.control else {
-            return Err(ApiError::with(
-                409,
-                "NOT_RUNNING_HERE",
-                "this server does not run the projections; use `vodsource replay` where they run",
-                serde_json::Value::Null,
-            ));
-        };
-        match control.rebuild(&name) {
-            Ok(_) => {}
-            Err(RebuildError::Unknown(_)) => {
-                return Err(ApiError::with(
-                    404,
-                    "PROJECTION_NOT_FOUND",
-                    format!("no projection named {:?}; they are {}", name.0, PROJECTIONS.join(", ")),
-                    serde_json::Value::Null,
-                ))
-            }
-            Err(e @ RebuildError::Running(_)) => {
-                return Err(ApiError::with(
-                    409,
-                    "REBUILD_RUNNING",
-                    e.to_string(),
-                    serde_json::Value::Null,
-                ))
-            }
-        }
-        let projections = projections(&self.state).await?;
-        projections
-            .projections
-            .into_iter()
-            .find(|p| p.name == name.0)
-            .map(|p| RebuildResponse::Accepted(Json(p)))
-            .ok_or_else(|| ApiError::internal("rebuild", &"the projection vanished"))
+        let projection = self.state.app.admin().rebuild(&auth.0, &name).await?;
+        Ok(RebuildResponse::Accepted(Json(projection)))
     }
 
     /// Dead letters
@@ -294,43 +193,13 @@ impl OpsApi {
         cursor: Query<Option<String>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))] limit: Query<Option<u32>>,
     ) -> Result<Json<DeadLetterPage>, ApiError> {
-        auth.0.require(Role::Admin)?;
         let limit = limit.0.unwrap_or(50) as usize;
-        // Cursors have one form across the API; this one's place is a video id.
-        let after = cursor
-            .0
-            .as_deref()
-            .map(super::listing::decode_cursor)
-            .transpose()?
-            .map(|place| place.sort);
-        let docs = self
+        let page = self
             .state
-            .views
-            .scan(DeadLetterProjector::NAME, after.as_deref(), limit + 1)
-            .await
-            .map_err(|e| ApiError::store("reading dead letters", &e))?;
-        let more = docs.len() > limit;
-        let mut items = Vec::with_capacity(limit);
-        for doc in docs.into_iter().take(limit) {
-            let v: DeadLetterView =
-                serde_json::from_str(&doc.body).map_err(|e| ApiError::internal("a dead letter", &e))?;
-            items.push(DeadLetter {
-                video_id: v.video_id,
-                attempt: v.attempt,
-                reason: vodsource_domain::redact_paths(&v.reason),
-                failed_at: v.failed_at,
-            });
-        }
-        let next_cursor = if more {
-            items.last().map(|d| {
-                super::listing::encode_cursor(&vodsource_projections::IndexCursor {
-                    sort: d.video_id.clone(),
-                    key: String::new(),
-                })
-            })
-        } else {
-            None
-        };
-        Ok(Json(DeadLetterPage { items, next_cursor }))
+            .app
+            .admin()
+            .dead_letters(&auth.0, cursor.0.as_deref(), limit)
+            .await?;
+        Ok(Json(page))
     }
 }

@@ -6,12 +6,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
-use vodsource_projections::{viewer_partition, WATCH_STATE};
 use vodsource_qoe::WatchState;
 
-use super::auth::{BearerAuth, Role};
+use super::auth::BearerAuth;
 use super::error::ApiError;
-use super::listing::{decode_cursor, encode_cursor};
 use super::state::AppState;
 
 #[derive(Tags)]
@@ -64,23 +62,6 @@ fn body(state: WatchState) -> WatchStateBody {
     }
 }
 
-fn parse(text: &str) -> Result<WatchState, ApiError> {
-    serde_json::from_str(text).map_err(|e| ApiError::internal("reading a watch state", &e))
-}
-
-impl ViewersApi {
-    fn check(auth: &BearerAuth, viewer_id: &str) -> Result<(), ApiError> {
-        if viewer_id.is_empty() || viewer_id.chars().count() > 128 {
-            return Err(ApiError::invalid("viewer_id", "must be 1 to 128 characters"));
-        }
-        if auth.0.subject == viewer_id || auth.0.role == Role::Admin {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden("viewers see their own watch state only"))
-        }
-    }
-}
-
 #[OpenApi(prefix_path = "/v1")]
 impl ViewersApi {
     /// Continue watching
@@ -103,34 +84,17 @@ impl ViewersApi {
         /// From a previous page's `next_cursor`.
         cursor: Query<Option<String>>,
     ) -> Result<Json<ContinueWatching>, ApiError> {
-        Self::check(&auth, &viewer_id)?;
-        let limit = limit.0.unwrap_or(20);
-        if !(1..=100).contains(&limit) {
-            return Err(ApiError::invalid("limit", "must be 1 to 100"));
-        }
-        let before = cursor.0.as_deref().map(decode_cursor).transpose()?;
+        let limit = limit.0.unwrap_or(20) as usize;
         let page = self
             .state
-            .views
-            .query(
-                WATCH_STATE,
-                &viewer_partition(&viewer_id),
-                before.as_ref(),
-                limit as usize,
-            )
-            .await
-            .map_err(|e| ApiError::store("listing watch state", &e))?;
-        let next_cursor = (page.len() == limit as usize)
-            .then(|| page.last().map(|entry| encode_cursor(&entry.cursor())))
-            .flatten();
-        let mut items = Vec::with_capacity(page.len());
-        for entry in page {
-            let state = parse(&entry.doc.body)?;
-            if !state.completed {
-                items.push(body(state));
-            }
-        }
-        Ok(Json(ContinueWatching { items, next_cursor }))
+            .app
+            .viewers()
+            .continue_watching(&auth.0, &viewer_id, cursor.0.as_deref(), limit)
+            .await?;
+        Ok(Json(ContinueWatching {
+            items: page.items.into_iter().map(body).collect(),
+            next_cursor: page.next_cursor,
+        }))
     }
 
     /// Watch state
@@ -148,22 +112,12 @@ impl ViewersApi {
         viewer_id: Path<String>,
         video_id: Path<String>,
     ) -> Result<Json<WatchStateBody>, ApiError> {
-        Self::check(&auth, &viewer_id)?;
-        let key = WatchState::key(&viewer_id, &video_id);
-        match self
+        let state = self
             .state
-            .views
-            .get(WATCH_STATE, &key)
-            .await
-            .map_err(|e| ApiError::store("reading watch state", &e))?
-        {
-            Some(doc) => Ok(Json(body(parse(&doc.body)?))),
-            None => Err(ApiError::with(
-                404,
-                "NOT_FOUND",
-                format!("no watch state of {:?} in {:?}", viewer_id.0, video_id.0),
-                serde_json::Value::Null,
-            )),
-        }
+            .app
+            .viewers()
+            .watch_state(&auth.0, &viewer_id, &video_id)
+            .await?;
+        Ok(Json(body(state)))
     }
 }

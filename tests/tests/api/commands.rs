@@ -376,9 +376,7 @@ async fn deleting_removes_media_and_keeps_the_history() {
         "source removed"
     );
     s.until_status(&format!("/v1/videos/{id}"), StatusCode::NOT_FOUND).await;
-    let (status, history) = s
-        .send(s.req(Method::GET, &format!("/v1/history/{id}"), &alice))
-        .await;
+    let (status, history) = s.send(s.req(Method::GET, &format!("/v1/history/{id}"), &alice)).await;
     assert_eq!(status, StatusCode::OK);
     let types: Vec<_> = history["events"]
         .as_array()

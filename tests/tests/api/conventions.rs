@@ -193,7 +193,7 @@ async fn authentication_may_be_off_only_on_loopback() {
     open.listen = "0.0.0.0:0".into();
     let dir = crate::harness::TempDir::new();
     let (stores, objects) = crate::harness::stores_in(&dir, None).await;
-    let refused = vodsource_api::http::start(stores, objects, open).await;
+    let refused = vodsource_api::runtime::start(stores, objects, open, vodsource_api::runtime::Roles::SERVE).await;
     let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(message.contains("only allowed on a loopback address"), "{message}");
 
@@ -465,13 +465,13 @@ async fn writes_that_keep_losing_the_race_are_a_version_conflict() {
         stream: std::sync::Mutex::new(None),
     });
     stores.log = contended.clone();
-    let running = vodsource_api::http::start(stores, objects, settings())
+    let running = vodsource_api::runtime::start(stores, objects, settings(), vodsource_api::runtime::Roles::SERVE)
         .await
         .expect("start");
     let client = reqwest::Client::new();
     let alice = token("alice", "creator");
     let created: serde_json::Value = client
-        .post(format!("{}/v1/videos", running.public_url))
+        .post(format!("{}/v1/videos", running.endpoints().public_url))
         .bearer_auth(&alice)
         .json(&register_body("contended", 5))
         .send()
@@ -485,7 +485,7 @@ async fn writes_that_keep_losing_the_race_are_a_version_conflict() {
         *stream = Some(id.clone());
     }
     let response = client
-        .patch(format!("{}/v1/videos/{id}", running.public_url))
+        .patch(format!("{}/v1/videos/{id}", running.endpoints().public_url))
         .bearer_auth(&alice)
         .json(&json!({"title": "mine"}))
         .send()

@@ -145,7 +145,7 @@ async fn an_uploaded_clip_is_encoded_published_and_played_through_signed_urls() 
         "{metrics}"
     );
     assert!(
-        metrics.contains("vodsource_encode_media_seconds_total 5\n"),
+        metrics.contains("vodsource_encode_media_seconds_total 5.0\n"),
         "{metrics}"
     );
     assert!(metrics.contains("vodsource_encoders_busy 0\n"), "{metrics}");

@@ -7,10 +7,11 @@ use std::time::Duration;
 use jsonwebtoken::{encode, EncodingKey, Header};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
-use vodsource_api::config::Config;
+use vodsource_api::config::{Config, Options};
 use vodsource_api::http::auth::AuthSettings;
-use vodsource_api::http::{start, Running, ServeSettings};
 use vodsource_api::roles::Stores;
+use vodsource_api::runtime::{Roles, Running};
+use vodsource_api::settings::Settings as ServeSettings;
 use vodsource_commands::ports::ObjectStore;
 use vodsource_commands::CommandContext;
 use vodsource_domain::{EncodeStage, EncodingCost, Manifests, Rendition, VideoCommand};
@@ -45,13 +46,11 @@ pub fn settings() -> ServeSettings {
         signing_secret: b"signing-secret-0123456789abcdef-0123".to_vec(),
         url_ttl: Duration::from_secs(600),
         idempotency_ttl: Duration::from_secs(3600),
-        run_projectors: true,
         grace: Duration::from_secs(5),
         workers: Vec::new(),
         stream: None,
         aws: vodsource_infra::aws::AwsSettings::default(),
         lake: None,
-        stream_roles: true,
         cdn: None,
         limits: vodsource_api::http::limits::HttpLimits::default(),
         metrics_listen: None,
@@ -142,12 +141,12 @@ async fn stores_with(
     view_store: Option<String>,
     aws: &vodsource_infra::aws::AwsSettings,
 ) -> (Stores, Arc<dyn ObjectStore>) {
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
+    let config = Config::resolve(Options {
+        data_dir: Some(dir.path().to_path_buf()),
         event_store,
         view_store,
-        stream: "embedded".into(),
-    };
+        ..Options::default()
+    });
     let mut stores = match Stores::open_with(&config, aws).await {
         Ok(stores) => stores,
         Err(e) => panic!(
@@ -173,11 +172,11 @@ pub async fn server_on(settings: ServeSettings, event_store: Option<String>) -> 
 }
 
 async fn serve(dir: TempDir, stores: Stores, objects: Arc<dyn ObjectStore>, settings: ServeSettings) -> Server {
-    let running = start(stores.clone(), objects.clone(), settings)
+    let running = vodsource_api::runtime::start(stores.clone(), objects.clone(), settings, Roles::SERVE)
         .await
         .expect("server starts");
     Server {
-        base: running.public_url.clone(),
+        base: running.endpoints().public_url.clone(),
         stores,
         objects,
         running: Some(running),

@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 
 #[cfg(feature = "distributed")]
-use vodsource_api::http::cdn::{Cdn, CloudFrontKey};
+use vodsource_app::cdn::{Cdn, CloudFrontKey};
 
 use crate::harness::{code, server, token, MASTER};
 
@@ -220,7 +220,7 @@ async fn publish_on_s3(s: &crate::harness::Server, id: &str) -> serde_json::Valu
 async fn with_a_cdn_playlists_send_players_to_it_with_signed_urls() {
     let key = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../api/src/http/testdata/cloudfront-test-key.pem"
+        "/../app/src/testdata/cloudfront-test-key.pem"
     );
     let mut cdn_base = String::new();
     let (s, _) = crate::harness::server_on_s3_with(|base| {

@@ -65,7 +65,7 @@ async fn a_short_hs256_secret_is_refused_at_start_up() {
     config.auth.hs256_secret = Some("only-twenty-bytes-xx".into());
     let dir = crate::harness::TempDir::new();
     let (stores, objects) = crate::harness::stores_in(&dir, None).await;
-    let refused = vodsource_api::http::start(stores, objects, config).await;
+    let refused = vodsource_api::runtime::start(stores, objects, config, vodsource_api::runtime::Roles::SERVE).await;
     let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(message.contains("is 20 bytes; HS256 needs at least 32"), "{message}");
 }
@@ -391,7 +391,7 @@ async fn metrics_on_their_own_address_need_no_token() {
     let addr = s
         .running
         .as_ref()
-        .and_then(|r| r.metrics_addr)
+        .and_then(|r| r.endpoints().metrics_addr)
         .expect("metrics address");
     let metrics = reqwest::get(format!("http://{addr}/metrics")).await.expect("metrics");
     assert_eq!(metrics.status(), StatusCode::OK);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vodsource_api::config::Config;
+use vodsource_api::config::{Config, Options};
 use vodsource_api::roles::Stores;
 use vodsource_commands::ports::ObjectStore;
 use vodsource_commands::CommandContext;
@@ -24,12 +24,10 @@ pub struct World {
 impl World {
     pub async fn new() -> Self {
         let dir = TempDir::new();
-        let config = Config {
-            data_dir: dir.path().join("data"),
-            event_store: None,
-            view_store: None,
-            stream: "embedded".into(),
-        };
+        let config = Config::resolve(Options {
+            data_dir: Some(dir.path().join("data")),
+            ..Options::default()
+        });
         let mut stores = Stores::open(&config).await.expect("stores open");
         stores.supervision.backoff_base_secs = 0;
         let objects = open_object_store(

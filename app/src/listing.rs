@@ -5,9 +5,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use vodsource_projections::{CatalogProjector, CatalogView, IndexCursor, ViewStore, CATALOG_ALL};
 
-use super::auth::{Principal, Role};
-use super::error::ApiError;
-use super::model::{Video, VideoPage, VideoStatus};
+use crate::error::AppError;
+use crate::principal::{Principal, Role};
+use crate::status::VideoStatus;
 
 /// Partitions read at most per request: past them a page may come back short, with a cursor.
 const ROUNDS: usize = 10;
@@ -78,7 +78,7 @@ pub fn encode_cursor(cursor: &IndexCursor) -> String {
 ///
 /// # Errors
 /// VALIDATION_FAILED for a string that is not of the form.
-pub fn decode_cursor(cursor: &str) -> Result<IndexCursor, ApiError> {
+pub fn decode_cursor(cursor: &str) -> Result<IndexCursor, AppError> {
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     const LENIENT: GeneralPurpose = GeneralPurpose::new(
         &base64::alphabet::URL_SAFE,
@@ -88,14 +88,14 @@ pub fn decode_cursor(cursor: &str) -> Result<IndexCursor, ApiError> {
             .with_decode_padding_mode(DecodePaddingMode::RequireNone),
     );
     if cursor.len() > MAX_CURSOR_CHARS {
-        return Err(ApiError::invalid(
+        return Err(AppError::invalid(
             "cursor",
             format!("a cursor is at most {MAX_CURSOR_CHARS} characters"),
         ));
     }
     let bytes = LENIENT
         .decode(cursor)
-        .map_err(|_| ApiError::invalid("cursor", "a cursor is base64url without padding, as next_cursor is"))?;
+        .map_err(|_| AppError::invalid("cursor", "a cursor is base64url without padding, as next_cursor is"))?;
     let text = String::from_utf8_lossy(&bytes);
     let (sort, key) = text.split_once('\n').unwrap_or((&text, ""));
     Ok(IndexCursor {
@@ -110,6 +110,15 @@ pub const MAX_CURSOR_CHARS: usize = 1024;
 /// The form of a cursor (base64url, no padding), for the OpenAPI document.
 pub const CURSOR_PATTERN: &str = "^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$";
 
+/// One page of the catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogPage {
+    /// The videos, newest first.
+    pub items: Vec<CatalogView>,
+    /// Where the next page starts, when there is one.
+    pub next_cursor: Option<String>,
+}
+
 /// One page of the catalog, newest first, starting after `cursor`.
 ///
 /// # Errors
@@ -119,7 +128,7 @@ pub async fn page(
     filter: &CatalogFilter,
     cursor: Option<&str>,
     limit: usize,
-) -> Result<VideoPage, ApiError> {
+) -> Result<CatalogPage, AppError> {
     let partition = filter.partition();
     let mut before = cursor.map(decode_cursor).transpose()?;
     let mut items = Vec::with_capacity(limit);
@@ -130,11 +139,11 @@ pub async fn page(
         let page = views
             .query(CatalogProjector::NAME, &partition, before.as_ref(), fetch)
             .await
-            .map_err(|e| ApiError::store("listing the catalog", &e))?;
+            .map_err(|e| AppError::store("listing the catalog", &e))?;
         let exhausted = page.len() < fetch;
         for entry in page {
             let view: CatalogView =
-                serde_json::from_str(&entry.doc.body).map_err(|e| ApiError::internal("a catalog document", &e))?;
+                serde_json::from_str(&entry.doc.body).map_err(|e| AppError::internal("a catalog document", &e))?;
             if filter.keeps(&view) {
                 if items.len() == limit {
                     // One more exists: the next page starts after the last one given.
@@ -142,7 +151,7 @@ pub async fn page(
                     break 'pages;
                 }
                 last_included = Some(entry.cursor());
-                items.push(Video::from(view));
+                items.push(view);
             }
             before = Some(entry.cursor());
         }
@@ -154,24 +163,19 @@ pub async fn page(
             next_cursor = before.as_ref().map(encode_cursor);
         }
     }
-    Ok(VideoPage { items, next_cursor })
+    Ok(CatalogPage { items, next_cursor })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn who(subject: &str, role: Role) -> Principal {
-        Principal {
-            subject: subject.into(),
-            role,
-        }
-    }
+    use Principal as P;
 
     #[test]
     fn others_see_published_videos_only() {
         let everything = CatalogFilter::default();
-        let viewer = who("v", Role::Viewer);
+        let viewer = P::new("v", Role::Viewer);
         let narrowed = everything.clone().for_principal(&viewer).unwrap_or_default();
         assert_eq!(narrowed.published, Some(true));
         assert_eq!(narrowed.partition(), "published:true");
@@ -180,15 +184,18 @@ mod tests {
             ..CatalogFilter::default()
         };
         assert_eq!(unpublished.clone().for_principal(&viewer), None);
-        let admin = who("a", Role::Admin);
+        let admin = P::new("a", Role::Admin);
         assert_eq!(everything.clone().for_principal(&admin), Some(everything));
         let own = CatalogFilter {
             owner: Some("c".into()),
             published: Some(false),
             ..CatalogFilter::default()
         };
-        assert_eq!(own.clone().for_principal(&who("c", Role::Creator)), Some(own.clone()));
-        assert_eq!(own.for_principal(&who("d", Role::Creator)), None);
+        assert_eq!(
+            own.clone().for_principal(&P::new("c", Role::Creator)),
+            Some(own.clone())
+        );
+        assert_eq!(own.for_principal(&P::new("d", Role::Creator)), None);
     }
 
     #[test]
@@ -199,7 +206,7 @@ mod tests {
             tag: Some("Music".into()),
             owner: None,
         }
-        .for_principal(&who("a", Role::Admin))
+        .for_principal(&P::new("a", Role::Admin))
         .unwrap_or_default();
         assert_eq!(filter.partition(), "tag:music");
         let view = |status, published, tags: &[&str]| CatalogView {

@@ -1,38 +1,26 @@
 //! The projection runners and the encoding supervisor of a process (`serve`, `projector`),
-//! and rebuilds through them: a rebuild stops that projection's runner (its lease is released), fills a
+//! one component of its supervisor, and rebuilds through them: a rebuild stops that projection's runner (its lease is released), fills a
 //! shadow generation, swaps it in, and starts the runner again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use vodsource_projections::{CatalogProjector, DeadLetterProjector, Projector, StatusProjector, PROJECTIONS};
 
+use vodsource_app::admin::{RebuildError, RebuildInfo, Rebuilds};
+
 use crate::roles::{rebuild_named, Stores};
+use crate::supervisor::{reported, until};
 
 type Task = JoinHandle<Result<(), String>>;
-
-/// A rebuild's progress as the admin API shows it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RebuildState {
-    /// When it started.
-    pub started_at: DateTime<Utc>,
-    /// Position reached.
-    pub position: u64,
-    /// Head when last reported.
-    pub head: u64,
-    /// Set when it finished.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// Set when it failed.
-    pub error: Option<String>,
-}
 
 struct Slot {
     stop: watch::Sender<bool>,
     task: Option<Task>,
-    rebuild: Option<Arc<Mutex<RebuildState>>>,
+    rebuild: Option<Arc<Mutex<RebuildInfo>>>,
     rebuilding: bool,
 }
 
@@ -43,17 +31,21 @@ pub struct Control {
     supervisor: Mutex<Option<(watch::Sender<bool>, Task)>>,
 }
 
-/// Completes when `stopped` turns true.
-pub(crate) async fn until(mut stopped: watch::Receiver<bool>) {
-    let _ = stopped.wait_for(|stop| *stop).await;
-}
+/// The runners of a [`Control`] as the application's port for rebuilds.
+pub struct Runners(pub Arc<Control>);
 
-/// A component's result, reported when it stops with an error (the others go on).
-fn reported<E: std::fmt::Display>(component: &str, result: Result<(), E>) -> Result<(), String> {
-    result.map_err(|e| {
-        tracing::error!(component, error = %e, "a component stopped; the others go on");
-        e.to_string()
-    })
+impl Rebuilds for Runners {
+    fn last(&self, name: &str) -> Option<RebuildInfo> {
+        self.0.rebuild_state(name)
+    }
+
+    fn running(&self, name: &str) -> bool {
+        self.0.rebuilding(name)
+    }
+
+    fn start(&self, name: &str) -> Result<RebuildInfo, RebuildError> {
+        self.0.rebuild(name)
+    }
 }
 
 fn spawn_runner<P: Projector>(stores: &Stores, projector: P, stopped: watch::Receiver<bool>) -> Task {
@@ -72,17 +64,6 @@ fn start(stores: &Stores, name: &str) -> (watch::Sender<bool>, Task) {
         _ => spawn_runner(stores, DeadLetterProjector, stopped),
     };
     (stop, task)
-}
-
-/// Why a rebuild was not started.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RebuildError {
-    /// No such projection.
-    #[error("no projection named {0:?}")]
-    Unknown(String),
-    /// One is running.
-    #[error("a rebuild of {0} is already running")]
-    Running(String),
 }
 
 impl Control {
@@ -112,7 +93,7 @@ impl Control {
     }
 
     /// The last rebuild of `name`, if any.
-    pub fn rebuild_state(&self, name: &str) -> Option<RebuildState> {
+    pub fn rebuild_state(&self, name: &str) -> Option<RebuildInfo> {
         let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         slots
             .get(name)
@@ -124,7 +105,7 @@ impl Control {
     ///
     /// # Errors
     /// `Unknown` or `Running`.
-    pub fn rebuild(self: &Arc<Self>, name: &str) -> Result<RebuildState, RebuildError> {
+    pub fn rebuild(self: &Arc<Self>, name: &str) -> Result<RebuildInfo, RebuildError> {
         let name: &'static str = PROJECTIONS
             .iter()
             .find(|p| **p == name)
@@ -139,7 +120,7 @@ impl Control {
                 return Err(RebuildError::Running(name.to_owned()));
             }
             slot.rebuilding = true;
-            let state = Arc::new(Mutex::new(RebuildState {
+            let state = Arc::new(Mutex::new(RebuildInfo {
                 started_at: Utc::now(),
                 position: 0,
                 head: 0,
@@ -219,58 +200,6 @@ impl Control {
                 Ok(Err(_)) => failures += 1,
                 Err(e) => {
                     tracing::error!(component = name, error = %e, "task failed");
-                    failures += 1;
-                }
-            }
-        }
-        failures
-    }
-}
-
-/// Long-running components of a process besides the runners and the supervisor (encoding
-/// workers, the watch-state consumer, the relay), each on its own task with its own stop.
-#[derive(Default)]
-pub struct Tasks {
-    tasks: Vec<(String, watch::Sender<bool>, Task)>,
-}
-
-impl Tasks {
-    /// Starts the component `start` makes from its stop signal.
-    pub fn spawn<F, E>(&mut self, name: impl Into<String>, start: impl FnOnce(watch::Receiver<bool>) -> F)
-    where
-        F: std::future::Future<Output = Result<(), E>> + Send + 'static,
-        E: std::fmt::Display,
-    {
-        let name = name.into();
-        let (stop, stopped) = watch::channel(false);
-        let component = start(stopped);
-        let label = name.clone();
-        let task = tokio::spawn(async move { reported(&label, component.await) });
-        self.tasks.push((name, stop, task));
-    }
-
-    /// Starts each encoding worker (named by its id).
-    pub fn workers(&mut self, workers: Vec<vodsource_encoder::Worker>) {
-        for worker in workers {
-            self.spawn(worker.id().to_owned(), |stopped| worker.run(until(stopped)));
-        }
-    }
-
-    /// Stops every component (an encoding worker fails its job in progress as retryable so
-    /// another worker takes it at once) and waits for them. Returns how many stopped with an
-    /// error.
-    pub async fn shutdown(self) -> usize {
-        for (_, stop, _) in &self.tasks {
-            let _ = stop.send(true);
-        }
-        let mut failures = 0;
-        for (name, _, task) in self.tasks {
-            match task.await {
-                Ok(Ok(())) => tracing::info!(component = %name, "stopped"),
-                // Reported when it happened.
-                Ok(Err(_)) => failures += 1,
-                Err(e) => {
-                    tracing::error!(component = %name, error = %e, "task failed");
                     failures += 1;
                 }
             }
