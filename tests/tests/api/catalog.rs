@@ -130,10 +130,12 @@ async fn one_video_its_status_and_history() {
         let (status, err) = s.send(s.req(Method::GET, &format!("/v1/videos/{id}"), &other)).await;
         assert_eq!((status, code(&err)), (StatusCode::NOT_FOUND, "VIDEO_NOT_FOUND"));
         // Another owner's video is not found, exactly as an unknown one is.
-        for read in ["status", "history", "events"] {
-            let (status, err) = s
-                .send(s.req(Method::GET, &format!("/v1/videos/{id}/{read}"), &other))
-                .await;
+        for read in [
+            format!("/v1/videos/{id}/status"),
+            format!("/v1/history/{id}"),
+            format!("/v1/videos/{id}/events"),
+        ] {
+            let (status, err) = s.send(s.req(Method::GET, &read, &other)).await;
             assert_eq!(
                 (status, code(&err)),
                 (StatusCode::NOT_FOUND, "VIDEO_NOT_FOUND"),
