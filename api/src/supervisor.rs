@@ -1,9 +1,9 @@
 //! One supervisor for every long-running component of a process: each runs on its own task
 //! with its own stop signal; one that stops with an error is reported and does not stop the
-//! others, but makes the process's exit a failure. Shutdown is one path: the components that
-//! serve requests stop first (letting requests in flight finish), then every other one at
-//! once, each finishing its part (runners checkpoint, workers hand their job back, sinks
-//! flush).
+//! others, but makes the process's exit a failure. Shutdown is one path, in stages: the
+//! components that serve requests stop first (letting requests in flight finish), then the
+//! workers, relay and sinks at once (workers hand their job back, sinks flush), then the
+//! projection runners (which checkpoint).
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -28,6 +28,9 @@ pub enum Stage {
     Serve,
     /// Does the work requests cause: stopped after the servers, all at once.
     Work,
+    /// Folds what the others recorded (the projection runners): stopped last, so they see
+    /// the others' last events.
+    Fold,
 }
 
 struct Component {
@@ -104,7 +107,7 @@ impl Supervisor {
     pub async fn shutdown(self) -> usize {
         let mut failures = 0;
         let mut components = self.components;
-        for stage in [Stage::Serve, Stage::Work] {
+        for stage in [Stage::Serve, Stage::Work, Stage::Fold] {
             let (now, later): (Vec<_>, Vec<_>) = components.into_iter().partition(|c| c.stage == stage);
             components = later;
             for component in &now {
@@ -133,10 +136,14 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn servers_stop_before_workers_and_failures_are_counted() {
+    async fn servers_stop_first_runners_last_and_failures_are_counted() {
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut supervisor = Supervisor::default();
-        for (name, stage) in [("worker", Stage::Work), ("http", Stage::Serve)] {
+        for (name, stage) in [
+            ("runners", Stage::Fold),
+            ("worker", Stage::Work),
+            ("http", Stage::Serve),
+        ] {
             let order = order.clone();
             supervisor.spawn(name, stage, move |stopped| async move {
                 until(stopped).await;
@@ -149,7 +156,7 @@ mod tests {
             });
         }
         assert_eq!(supervisor.shutdown().await, 1);
-        assert_eq!(*order.lock().expect("order"), vec!["http", "worker"]);
+        assert_eq!(*order.lock().expect("order"), vec!["http", "worker", "runners"]);
     }
 
     #[tokio::test]

@@ -112,7 +112,7 @@ pub async fn start(
     let control = roles.projectors.then(|| Control::start(stores.clone()));
     if let Some(control) = &control {
         let control = control.clone();
-        supervisor.spawn("projections", Stage::Work, move |stopped| async move {
+        supervisor.spawn("projections", Stage::Fold, move |stopped| async move {
             until(stopped).await;
             match control.shutdown().await {
                 0 => Ok(()),
