@@ -248,17 +248,23 @@ impl Options {
     /// The defaults: the one place they are written. Those that follow from another setting
     /// (stores in the data folder) are filled in by [`Config::resolve`].
     pub fn defaults() -> Self {
+        // Where a component owns a default, it is taken from there, not written again.
+        let http = crate::http::limits::HttpLimits::default();
+        let supervision = vodsource_commands::process::SupervisorConfig::default();
+        let source = vodsource_encoder::SourceLimits::default();
+        let worker = vodsource_encoder::WorkerConfig::new(String::new(), PathBuf::new());
+        let lake = vodsource_lake::sink::SinkSettings::new(PathBuf::new());
         Self {
             log_json: Some(false),
             data_dir: Some(PathBuf::from("./data")),
             stream: Some("embedded".into()),
             cors_origins: Some("*".into()),
             listen: Some("127.0.0.1:8080".into()),
-            header_timeout_secs: Some(10),
-            body_timeout_secs: Some(30),
-            max_streams_per_caller: Some(16),
-            max_streams: Some(1000),
-            max_upload_bytes: Some(5 * 1024 * 1024 * 1024),
+            header_timeout_secs: Some(http.header_timeout.as_secs()),
+            body_timeout_secs: Some(http.body_timeout.as_secs()),
+            max_streams_per_caller: Some(http.streams_per_principal),
+            max_streams: Some(http.streams_total),
+            max_upload_bytes: Some(vodsource_domain::Policy::default().max_source_bytes),
             url_ttl_secs: Some(3600),
             rate_limit: Some(100),
             rate_burst: Some(200),
@@ -266,16 +272,16 @@ impl Options {
             no_projectors: Some(false),
             encoders: Some(1),
             no_qoe_sink: Some(false),
-            lake_flush_bytes: Some(128 * 1024 * 1024),
-            lake_flush_secs: Some(60),
-            encode_attempts: Some(3),
-            encode_backoff_secs: Some(10),
-            encode_lease_secs: Some(30),
-            max_source_pixels: Some(7680 * 4320),
-            max_source_fps: Some(120.0),
-            max_source_duration_secs: Some(6 * 3600),
-            encode_time_factor: Some(8.0),
-            encode_time_floor_secs: Some(600),
+            lake_flush_bytes: Some(lake.max_file_bytes),
+            lake_flush_secs: Some(lake.max_age.as_secs()),
+            encode_attempts: Some(supervision.max_attempts),
+            encode_backoff_secs: Some(supervision.backoff_base_secs),
+            encode_lease_secs: Some(worker.lease_secs),
+            max_source_pixels: Some(source.max_pixels),
+            max_source_fps: Some(source.max_frame_rate),
+            max_source_duration_secs: Some(source.max_duration.as_secs()),
+            encode_time_factor: Some(source.wall_time_factor),
+            encode_time_floor_secs: Some(source.wall_time_floor.as_secs()),
             ..Self::default()
         }
     }
@@ -332,7 +338,7 @@ impl Config {
         Self { options, data_dir }
     }
 
-    /// Every setting in force.
+    /// Every setting in force: each one [`Options::defaults`] gives is `Some`.
     pub fn options(&self) -> &Options {
         &self.options
     }

@@ -123,9 +123,13 @@ impl Settings {
     /// A bad secret, CDN, ladder, limit or lake setting, with the setting's name.
     pub fn from_config(config: &Config, owner: &str, roles: Roles) -> anyhow::Result<Self> {
         let o = config.options();
+        // `Config::resolve` filled every setting that has a default.
         let secs = |v: Option<u64>| Duration::from_secs(v.unwrap_or_default());
-        let defaults = HttpLimits::default();
-        let encoders = if roles.encoders { o.encoders.unwrap_or(1) } else { 0 };
+        let encoders = if roles.encoders {
+            o.encoders.unwrap_or_default()
+        } else {
+            0
+        };
         Ok(Self {
             listen: o.listen.clone().unwrap_or_default(),
             public_url: o.public_url.clone(),
@@ -135,8 +139,8 @@ impl Settings {
                 issuer: o.jwt_issuer.clone(),
                 audience: o.jwt_audience.clone(),
                 max_lifetime: o.jwt_max_lifetime_secs.map(Duration::from_secs),
-                rate_per_second: o.rate_limit.unwrap_or(100),
-                burst: o.rate_burst.unwrap_or(200),
+                rate_per_second: o.rate_limit.unwrap_or_default(),
+                burst: o.rate_burst.unwrap_or_default(),
             },
             signing_secret: if roles.api {
                 signing_secret(o.signing_secret.as_ref(), &config.data_dir)?
@@ -158,14 +162,14 @@ impl Settings {
                 o.media_base_url.clone(),
                 o.media_key_pair_id.clone(),
                 o.media_private_key_file.clone(),
-                o.media_allow_unsigned.unwrap_or(false),
+                o.media_allow_unsigned.unwrap_or_default(),
             )?,
             limits: HttpLimits {
                 header_timeout: secs(o.header_timeout_secs),
                 body_timeout: secs(o.body_timeout_secs),
-                streams_per_principal: o.max_streams_per_caller.unwrap_or(defaults.streams_per_principal),
-                streams_total: o.max_streams.unwrap_or(defaults.streams_total),
-                ..defaults
+                streams_per_principal: o.max_streams_per_caller.unwrap_or_default(),
+                streams_total: o.max_streams.unwrap_or_default(),
+                ..HttpLimits::default()
             },
             metrics_listen: o.metrics_listen.clone(),
         })
@@ -211,7 +215,7 @@ pub fn worker_configs(config: &Config, owner: &str, count: usize) -> anyhow::Res
     let ladder = ladder(config)?;
     let limits = source_limits(config)?;
     let o = config.options();
-    let work_dir = o.work_dir.clone().unwrap_or_else(|| config.data_dir.join("work"));
+    let work_dir = o.work_dir.clone().unwrap_or_default();
     Ok((0..count)
         .map(|i| {
             let mut worker = WorkerConfig::new(format!("{owner}-enc{i}"), work_dir.clone());

@@ -81,16 +81,6 @@ impl Supervisor {
         });
     }
 
-    /// How many components it runs.
-    pub fn len(&self) -> usize {
-        self.components.len()
-    }
-
-    /// Whether it runs nothing.
-    pub fn is_empty(&self) -> bool {
-        self.components.is_empty()
-    }
-
     /// Completes once every component has stopped by itself (a process whose only component
     /// failed has nothing left to wait for); never when there are none.
     pub async fn all_stopped(&self) {

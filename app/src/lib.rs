@@ -98,14 +98,6 @@ pub trait Observer: Send + Sync {
     fn command(&self, name: &'static str, elapsed: Duration);
 }
 
-/// An observer that keeps nothing.
-#[derive(Debug, Default)]
-pub struct Unobserved;
-
-impl Observer for Unobserved {
-    fn command(&self, _: &'static str, _: Duration) {}
-}
-
 /// What every service shares.
 pub(crate) struct Core {
     ports: Ports,

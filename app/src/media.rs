@@ -137,6 +137,6 @@ pub fn extension(path: &str) -> String {
 }
 
 /// Whether `path` is a playlist, manifest or WebVTT index.
-pub fn is_manifest(path: &str) -> bool {
+fn is_manifest(path: &str) -> bool {
     matches!(extension(path).as_str(), "m3u8" | "mpd" | "vtt")
 }

@@ -20,7 +20,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let o = config.options();
     let roles = Roles {
         projectors: !o.no_projectors.unwrap_or(false),
-        encoders: o.encoders.unwrap_or(1) > 0,
+        encoders: o.encoders.unwrap_or_default() > 0,
         lake_sink: !o.no_qoe_sink.unwrap_or(false),
         ..Roles::SERVE
     };
@@ -54,7 +54,7 @@ pub async fn run_projector(config: &Config) -> anyhow::Result<()> {
 /// As [`run`]; `encoders = 0`.
 pub async fn run_encoder(config: &Config) -> anyhow::Result<()> {
     anyhow::ensure!(
-        config.options().encoders.unwrap_or(1) > 0,
+        config.options().encoders.unwrap_or_default() > 0,
         "`vodsource encoder` runs at least one worker; encoders is 0"
     );
     play(config, "encoder", Roles::ENCODER).await

@@ -118,13 +118,15 @@ pub fn describe(document: &mut Value, facts: &Facts) {
                 let place = parameter["in"].as_str().unwrap_or_default().to_owned();
                 let schema = &mut parameter["schema"];
                 match (place.as_str(), name.as_str()) {
-                    ("path", "id") => *schema = string(1, 64, Some(super::videos::ID_PATTERN)),
-                    ("path", "viewer_id") => *schema = string(1, 128, None),
+                    ("path", "id") => {
+                        *schema = string(1, vodsource_app::videos::MAX_ID, Some(super::videos::ID_PATTERN))
+                    }
+                    ("path", "viewer_id") => *schema = string(1, vodsource_app::viewers::MAX_VIEWER_ID_CHARS, None),
                     ("path", "name") if path.contains("/admin/projections/") => {
                         *schema = serde_json::json!({ "type": "string", "enum": vodsource_projections::PROJECTIONS });
                     }
                     ("header", "If-Match") => *schema = string(1, 43, Some(super::state::IF_MATCH_PATTERN)),
-                    ("header", "Idempotency-Key") => *schema = string(1, 255, None),
+                    ("header", "Idempotency-Key") => *schema = string(1, vodsource_app::MAX_KEY_CHARS, None),
                     ("query", "cursor") => {
                         *schema = string(
                             0,
