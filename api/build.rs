@@ -6,8 +6,9 @@ use std::path::Path;
 use std::process::Command;
 
 /// The npm files the binary embeds.
-const VENDORED: [&str; 2] = [
+const VENDORED: [&str; 3] = [
     "node_modules/hls.js/dist/hls.min.js",
+    "node_modules/tus-js-client/dist/tus.min.js",
     "node_modules/dashjs/dist/modern/umd/dash.mediaplayer.min.js",
 ];
 
@@ -32,12 +33,12 @@ fn main() {
     match status {
         Ok(status) if status.success() => {}
         Ok(status) => panic!(
-            "`npm ci` in {} failed ({status}); the web app's hls.js and dash.js come from npm",
+            "`npm ci` in {} failed ({status}); the web app's JavaScript dependencies come from npm",
             web.display()
         ),
         Err(e) => panic!(
             "cannot run npm ({e}): install Node.js and npm (apt-get install nodejs npm) so that \
-             `npm ci` in {} can fetch the web app's hls.js and dash.js",
+             `npm ci` in {} can fetch the web app's JavaScript dependencies",
             web.display()
         ),
     }

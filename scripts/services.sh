@@ -67,6 +67,18 @@ python() {
     if [ "$action" = start ] && ! command -v python3 >/dev/null; then apt_install python3 python3-pip; fi
 }
 
+# tuspy, a published tus client in Python, for the resumable-upload tests.
+TUSPY_VERSION=1.1.0
+tus_clients() {
+    python
+    if [ "$action" = start ] && [ "$(python3 -c 'import importlib.metadata as m; print(m.version("tuspy"))' 2>/dev/null)" != "$TUSPY_VERSION" ]; then
+        echo "installing tuspy $TUSPY_VERSION ..." >&2
+        pip_install "tuspy==$TUSPY_VERSION"
+        python3 -c "from tusclient import client"
+    fi
+    browser
+}
+
 # FFmpeg's libraries (the encoder links them; ffmpeg-next builds their bindings with clang)
 # and its CLI (tests make clips with lavfi and check outputs with ffprobe); and cmake, which
 # builds rdkafka's bundled librdkafka (whose sources include curl.h even without curl).
@@ -159,7 +171,8 @@ aws() {
 }
 
 # Headless Chromium (Debian's) and the web app's npm packages: hls.js and dash.js, which the
-# binary embeds, and playwright-core, which drives the browser test.
+# binary embeds, playwright-core, which drives the browser test, and tus-js-client, the tus
+# client of the resumable-upload tests.
 browser() {
     [ "$action" = start ] || return 0
     if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
@@ -172,7 +185,8 @@ browser() {
     fi
     local web
     web="$(cd "$(dirname "$0")/../web" && pwd)"
-    if [ ! -d "$web/node_modules/playwright-core" ] || [ ! -d "$web/node_modules/hls.js" ] || [ ! -d "$web/node_modules/dashjs" ]; then
+    if [ ! -d "$web/node_modules/playwright-core" ] || [ ! -d "$web/node_modules/hls.js" ] || [ ! -d "$web/node_modules/dashjs" ] \
+        || [ ! -d "$web/node_modules/tus-js-client" ]; then
         echo "installing the web app's npm packages ..." >&2
         (cd "$web" && npm ci --no-audit --no-fund --loglevel=error)
     fi
@@ -188,7 +202,8 @@ for service in "${services[@]}"; do
     kafka) kafka ;;
     aws) aws ;;
     browser) browser ;;
+    tus-clients) tus_clients ;;
     wrk) if [ "$action" = start ] && ! command -v wrk >/dev/null; then apt_install wrk; fi ;;
-    *) echo "error: unknown service $service (known: postgres, python, schemathesis, wrk, ffmpeg, lake-readers, kafka, aws, browser)" >&2; exit 2 ;;
+    *) echo "error: unknown service $service (known: postgres, python, schemathesis, wrk, ffmpeg, lake-readers, kafka, aws, browser, tus-clients)" >&2; exit 2 ;;
     esac
 done

@@ -232,23 +232,72 @@ window.addEventListener('pagehide', () => {
 
 // ---- the studio: upload, encoding status, publish -----------------------------------------
 
-/** PUTs `file` to the upload target, reporting progress (fetch cannot, XHR can). */
-function put(target, file, progress) {
+// Uploads are resumable (tus, with tus-js-client): bytes go to /v1/uploads, and what the
+// server acknowledged survives a broken connection, a pause and a page reload. The upload in
+// progress is remembered in localStorage (its video, its URL, how far it got), so after a
+// reload the bar shows where it stopped and choosing the same file carries on from there.
+const UPLOAD_KEY = 'vodsource.upload';
+/** The tus upload running now, if any (pause and resume act on it). */
+let running = null;
+
+function savedUpload() {
+  try {
+    return JSON.parse(localStorage.getItem(UPLOAD_KEY) || 'null');
+  } catch {
+    return null;
+  }
+}
+
+function showUploadProgress(sent, total, note) {
+  const percent = total > 0 ? Math.floor((sent / total) * 100) : 0;
+  $('upload-progress').hidden = false;
+  $('upload-bar').value = percent;
+  $('upload-text').textContent = `${percent} % of ${(total / 1e6).toFixed(1)} MB${note ? ` — ${note}` : ''}`;
+}
+
+/** After a reload: where the remembered upload stopped. */
+function showSavedUpload() {
+  const saved = savedUpload();
+  if (!saved || running) return;
+  $('upload-title').value = saved.title;
+  showUploadProgress(saved.sent, saved.size, `choose "${saved.name}" again and Upload to resume`);
+}
+
+/** Sends `file` as the source of `videoId` with tus, from `url` when it was begun before. */
+function sendResumable(file, videoId, url, record) {
   return new Promise((resolve, reject) => {
-    const xhr = new XMLHttpRequest();
-    xhr.open(target.method || 'PUT', target.url);
-    for (const [k, v] of Object.entries(target.headers || {})) xhr.setRequestHeader(k, v);
-    xhr.upload.addEventListener('progress', (e) => {
-      if (e.lengthComputable) progress(e.loaded, e.total);
+    const upload = new tus.Upload(file, {
+      endpoint: '/v1/uploads',
+      uploadUrl: url || null,
+      retryDelays: [0, 1000, 3000, 5000, 10000],
+      metadata: { video_id: videoId, filename: file.name, filetype: file.type || '' },
+      headers: api.token ? { Authorization: `Bearer ${api.token}` } : {},
+      storeFingerprintForResuming: false,
+      onProgress: (sent, total) => {
+        showUploadProgress(sent, total);
+        record.url = upload.url;
+        record.sent = sent;
+        localStorage.setItem(UPLOAD_KEY, JSON.stringify(record));
+      },
+      onSuccess: () => resolve(),
+      onError: (e) => reject(new Error(`the upload failed: ${e.message}`)),
     });
-    xhr.addEventListener('load', () => {
-      if (xhr.status >= 200 && xhr.status < 300) resolve();
-      else reject(new Error(`the upload was refused (HTTP ${xhr.status}): ${xhr.responseText.slice(0, 200)}`));
-    });
-    xhr.addEventListener('error', () => reject(new Error('the upload failed (network)')));
-    xhr.send(file);
+    running = upload;
+    upload.start();
   });
 }
+
+$('upload-pause').addEventListener('click', () => {
+  if (!running) return;
+  const button = $('upload-pause');
+  if (button.textContent === 'Pause') {
+    running.abort();
+    button.textContent = 'Resume';
+  } else {
+    running.start();
+    button.textContent = 'Pause';
+  }
+});
 
 $('upload-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
@@ -256,31 +305,42 @@ $('upload-form').addEventListener('submit', async (ev) => {
   if (!file) return;
   $('upload-error').textContent = '';
   $('upload-button').disabled = true;
-  $('upload-progress').hidden = false;
-  const bar = $('upload-bar');
-  const text = $('upload-text');
+  $('upload-pause').hidden = false;
+  $('upload-pause').textContent = 'Pause';
+  showUploadProgress(0, file.size);
   try {
-    const registered = await api.post('/v1/videos', {
-      title: $('upload-title').value,
-      filename: file.name,
-      content_type: file.type || 'application/octet-stream',
-      size_bytes: file.size,
-    });
-    const id = registered.video_id;
-    await put(registered.upload, file, (sent, total) => {
-      bar.value = Math.round((sent / total) * 100);
-      text.textContent = `${Math.round((sent / total) * 100)} % of ${(total / 1e6).toFixed(1)} MB`;
-    });
-    bar.value = 100;
-    text.textContent = 'uploaded; checking…';
-    const done = await api.post(`/v1/videos/${id}/upload-complete`);
-    text.textContent = 'uploaded';
+    const saved = savedUpload();
+    const same = saved && saved.name === file.name && saved.size === file.size
+      && saved.lastModified === file.lastModified;
+    let record;
+    if (same) {
+      record = saved;
+    } else {
+      const registered = await api.post('/v1/videos', {
+        title: $('upload-title').value,
+        filename: file.name,
+        content_type: file.type || 'application/octet-stream',
+        size_bytes: file.size,
+      });
+      record = {
+        video_id: registered.video_id, title: $('upload-title').value, name: file.name,
+        size: file.size, lastModified: file.lastModified, url: null, sent: 0,
+      };
+      localStorage.setItem(UPLOAD_KEY, JSON.stringify(record));
+    }
+    await sendResumable(file, record.video_id, record.url, record);
+    localStorage.removeItem(UPLOAD_KEY);
+    // The last byte recorded the source; list the video once the catalog has that.
+    const history = await api.get(`/v1/history/${record.video_id}`);
+    const last = history.events[history.events.length - 1];
+    showUploadProgress(file.size, file.size, 'uploaded');
     $('upload-form').reset();
-    // List it once the catalog has it (read your own write).
-    await showStudio(done.position);
+    await showStudio(last ? last.position : undefined);
   } catch (e) {
     $('upload-error').textContent = e.message;
   } finally {
+    running = null;
+    $('upload-pause').hidden = true;
     $('upload-button').disabled = false;
   }
 });
@@ -379,6 +439,7 @@ function statusText(s) {
 }
 
 async function showStudio(minPosition) {
+  showSavedUpload();
   // The rows are made anew: the old rows' watchers stop.
   view += 1;
   stopFollowing();

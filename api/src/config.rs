@@ -141,6 +141,10 @@ options! {
         /// How long signed upload and media URLs work, in seconds [default: 3600].
         #[arg(long, env = "VODSOURCE_URL_TTL_SECS", global = true, help_heading = "HTTP")]
         pub url_ttl_secs: Option<u64>,
+        /// How long a resumable (tus) upload lives after its last request, in seconds
+        /// [default: 86400].
+        #[arg(long, env = "VODSOURCE_UPLOAD_EXPIRY_SECS", global = true, help_heading = "HTTP")]
+        pub upload_expiry_secs: Option<u64>,
 
         /// HS256 secret of bearer tokens (at least 32 bytes). Without it or a JWKS file,
         /// authentication is off, which is allowed on loopback only.
@@ -266,6 +270,7 @@ impl Options {
             max_streams: Some(http.streams_total),
             max_upload_bytes: Some(vodsource_domain::Policy::default().max_source_bytes),
             url_ttl_secs: Some(3600),
+            upload_expiry_secs: Some(24 * 3600),
             rate_limit: Some(100),
             rate_burst: Some(200),
             media_allow_unsigned: Some(false),

@@ -94,6 +94,8 @@ pub struct Settings {
     pub url_ttl: Duration,
     /// How long idempotency keys are remembered.
     pub idempotency_ttl: Duration,
+    /// How long a resumable upload lives after its last request.
+    pub upload_expiry: Duration,
     /// How long in-flight requests get at shutdown.
     pub grace: Duration,
     /// Encoding workers to run in this process, one per configuration.
@@ -149,6 +151,7 @@ impl Settings {
             },
             url_ttl: secs(o.url_ttl_secs),
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            upload_expiry: secs(o.upload_expiry_secs),
             grace: Duration::from_secs(30),
             workers: worker_configs(config, owner, encoders)?,
             stream: Some(config.stream_url()?),

@@ -9,6 +9,9 @@
 //! A third run (`web/e2e/stall.mjs`) plays a two-rung video on a network shaped through
 //! Chromium's DevTools protocol, so that it stalls and moves down the ladder: the lake has the
 //! stall with its length and the switch.
+//! A fourth run (`web/e2e/resume.mjs`) uploads on a shaped link and reloads the page a third of
+//! the way: the bar survives the reload, choosing the same file resumes from the offset the
+//! server acknowledged (tus-js-client in the page), and the video encodes.
 
 mod common;
 
@@ -175,6 +178,34 @@ async fn on_a_shaped_network_the_player_switches_rungs_stalls_and_resumes_and_th
     eprintln!("lake: switches, rungs, stalls, resumes, longest stall ms = {row:?}");
     assert!(row[1] >= 2, "the session's events carry both rungs' bitrates: {row:?}");
     assert!(row[4] >= 100, "a stall lasts while the link is a trickle: {row:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_survives_a_page_reload_and_resumes_where_the_server_got_to() {
+    let setup = start(false).await;
+    let (data, base, client) = (&setup.server.data, &setup.base, &setup.client);
+    let source = data.join("resumed.mp4");
+    clip(&source, 6, "1280x720");
+    let size = std::fs::metadata(&source).expect("clip").len();
+    let seen = drive(
+        &setup,
+        "resume.mjs",
+        &[("CLIP", source.as_os_str()), ("TITLE", "reloaded mid-way".as_ref())],
+    );
+    // The bar was kept across the reload, and the upload carried on from the server's offset.
+    let before = seen["beforeReload"].as_u64().unwrap_or(0);
+    let after = seen["afterReload"].as_u64().unwrap_or(0);
+    assert!(before >= 35 && after > 0 && after <= before, "{seen:#}");
+    let resumed_from = seen["offsets"]
+        .as_array()
+        .and_then(|o| o.iter().filter_map(Value::as_u64).max())
+        .unwrap_or(0);
+    assert!(
+        resumed_from > 0 && resumed_from < size,
+        "resumed from {resumed_from} of {size}: {seen:#}"
+    );
+    let id = seen["videoId"].as_str().expect("the video is listed").to_owned();
+    ready(client, base, &id, Duration::from_secs(240)).await;
 }
 
 /// What each browser run needs: Chromium, playwright-core, and a `vodsource serve` answering.

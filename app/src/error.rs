@@ -25,6 +25,10 @@ pub enum ErrorKind {
     UnsupportedType,
     /// Well-formed, but it contradicts what is recorded (sizes, reused keys).
     Unprocessable,
+    /// The resource existed and is gone for good (an expired upload).
+    Gone,
+    /// A body's checksum is not the one its request named (tus's 460); nothing was kept.
+    ChecksumMismatch,
     /// A dependency cannot be reached; retry.
     Unavailable,
     /// A fault of the service (details in its log).
@@ -44,6 +48,8 @@ impl ErrorKind {
             Self::TooLarge => 413,
             Self::UnsupportedType => 415,
             Self::Unprocessable => 422,
+            Self::Gone => 410,
+            Self::ChecksumMismatch => 460,
             Self::Unavailable => 503,
             Self::Internal => 500,
         }
@@ -60,6 +66,8 @@ impl ErrorKind {
             413 => Self::TooLarge,
             415 => Self::UnsupportedType,
             422 => Self::Unprocessable,
+            410 => Self::Gone,
+            460 => Self::ChecksumMismatch,
             503 => Self::Unavailable,
             _ => Self::Internal,
         }
@@ -209,6 +217,8 @@ mod tests {
             TooLarge,
             UnsupportedType,
             Unprocessable,
+            Gone,
+            ChecksumMismatch,
             Unavailable,
             Internal,
         ] {

@@ -5,6 +5,8 @@
 //!   upload, change, publish, unpublish, retry, delete (with its media) — each authorized
 //!   against the video's owner, checked against `If-Match` and run at most once per
 //!   idempotency key.
+//! - [`Resumable`]: resumable uploads of a video's source (tus 1.0), straight into a
+//!   multipart upload of the object store.
 //! - [`Catalog`]: the queries — the listing, one video, its encoding status, its history and
 //!   its playback grant.
 //! - [`Viewers`]: viewers' resume positions and their "continue watching" list.
@@ -26,6 +28,7 @@ mod idempotency;
 pub mod listing;
 pub mod media;
 pub mod principal;
+pub mod resumable;
 pub mod signing;
 pub mod status;
 pub mod uploads;
@@ -46,6 +49,7 @@ pub use error::{AppError, ErrorKind};
 pub use idempotency::MAX_KEY_CHARS;
 pub use media::Media;
 pub use principal::{Principal, Role};
+pub use resumable::Resumable;
 pub use signing::Signer;
 pub use status::VideoStatus;
 pub use uploads::Uploads;
@@ -90,6 +94,8 @@ pub struct Settings {
     pub idempotency_ttl: Duration,
     /// The CDN media is fetched from, if any.
     pub cdn: Option<Arc<cdn::Cdn>>,
+    /// How long a resumable upload lives after its last request.
+    pub upload_expiry: Duration,
 }
 
 /// Told how long each command took (metrics).
@@ -133,6 +139,11 @@ impl App {
     /// The commands of videos.
     pub fn videos(&self) -> Videos<'_> {
         Videos::new(&self.core)
+    }
+
+    /// Resumable uploads (tus) of videos' sources.
+    pub fn resumable(&self) -> Resumable<'_> {
+        Resumable::new(&self.core)
     }
 
     /// The queries of the catalog.

@@ -4,6 +4,8 @@
 //! sources/<video>/source.<ext>          the uploaded source (ext from the declared name)
 //! media/<video>/<attempt>/…             everything one encoding attempt wrote
 //! media/<video>/<attempt>/master.m3u8   (playlists, segments, poster, thumbnails)
+//! uploads/<upload>/manifest.json       a resumable upload's state (its parts, its owner)
+//! uploads/<upload>/tail-<n>             bytes received after its last whole part
 //! lake/…                                the QoE lake (vodsource-lake's tables)
 //! ```
 //!
@@ -15,6 +17,27 @@
 pub const SOURCES: &str = "sources";
 /// The top-level prefix of encoded media: a CDN's origin.
 pub const MEDIA: &str = "media";
+
+/// The top-level prefix of resumable uploads in progress.
+pub const UPLOADS: &str = "uploads";
+
+/// The prefix of everything one resumable upload keeps (no trailing `/`).
+#[must_use]
+pub fn upload_prefix(upload_id: &str) -> String {
+    format!("{UPLOADS}/{upload_id}")
+}
+
+/// The state of a resumable upload.
+#[must_use]
+pub fn upload_manifest(upload_id: &str) -> String {
+    format!("{UPLOADS}/{upload_id}/manifest.json")
+}
+
+/// A resumable upload's bytes after its last whole part, as stored under `name`.
+#[must_use]
+pub fn upload_tail(upload_id: &str, name: &str) -> String {
+    format!("{UPLOADS}/{upload_id}/tail-{name}")
+}
 
 /// Where a video's source is stored: under the video's id, named `source`, with the declared
 /// file's extension when it is a plain one (`source.mp4`).

@@ -25,6 +25,10 @@ fn extra_statuses(operation_id: &str) -> Option<&'static [&'static str]> {
         "getPlayback" | "rebuildProjection" => &["404", "409"],
         "listVideos" => &["409"],
         "listProjections" | "listDeadLetters" => &[],
+        "createUpload" => &["404", "409", "412", "413", "415", "422", "460"],
+        "getUploadOffset" | "terminateUpload" => &["404", "409", "410", "412"],
+        "appendUpload" => &["404", "408", "409", "410", "412", "413", "415", "460"],
+        "tusOptions" => &[],
         _ => return None,
     })
 }
@@ -120,6 +124,33 @@ pub fn describe(document: &mut Value, facts: &Facts) {
                 match (place.as_str(), name.as_str()) {
                     ("path", "id") => {
                         *schema = string(1, vodsource_app::videos::MAX_ID, Some(super::videos::ID_PATTERN))
+                    }
+                    ("path", "upload_id") => {
+                        *schema = string(32, 32, Some(vodsource_app::resumable::UPLOAD_ID_PATTERN));
+                    }
+                    ("header", "Tus-Resumable") => {
+                        *schema =
+                            serde_json::json!({ "type": "string", "enum": [vodsource_app::resumable::TUS_VERSION] });
+                    }
+                    ("header", "Upload-Metadata") => {
+                        *schema = string(
+                            1,
+                            vodsource_app::resumable::MAX_METADATA_CHARS,
+                            Some(vodsource_app::resumable::METADATA_PATTERN),
+                        );
+                    }
+                    ("header", "Upload-Checksum") => {
+                        // The pattern fixes the length (a maxLength past it would only tell
+                        // generators to try lengths no valid value has).
+                        *schema = serde_json::json!({
+                            "type": "string",
+                            "pattern": vodsource_app::resumable::CHECKSUM_PATTERN,
+                        });
+                    }
+                    ("header", "Upload-Length") => {
+                        *schema = serde_json::json!({
+                            "type": "integer", "format": "uint64", "minimum": 1, "maximum": facts.max_source_bytes
+                        });
                     }
                     ("path", "viewer_id") => *schema = string(1, vodsource_app::viewers::MAX_VIEWER_ID_CHARS, None),
                     ("path", "name") if path.contains("/admin/projections/") => {

@@ -46,10 +46,15 @@ pub enum ApiError {
     #[oai(status = 408)]
     RequestTimeout(Json<ErrorBody>),
     /// INVALID_STATE, VERSION_CONFLICT, NOT_PUBLISHED, UPLOAD_MISSING, REBUILD_RUNNING,
-    /// IDEMPOTENCY_KEY_IN_USE, UPLOAD_IN_PROGRESS, UPLOAD_COMPLETED.
+    /// IDEMPOTENCY_KEY_IN_USE, UPLOAD_IN_PROGRESS, UPLOAD_COMPLETED, OFFSET_MISMATCH (the
+    /// upload's offset in `details.offset`).
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
-    /// PRECONDITION_FAILED: `If-Match` names another version.
+    /// UPLOAD_EXPIRED: the upload outlived its `Upload-Expires` and is gone.
+    #[oai(status = 410)]
+    Gone(Json<ErrorBody>),
+    /// PRECONDITION_FAILED: `If-Match` names another version. TUS_VERSION_UNSUPPORTED:
+    /// `Tus-Resumable` is not 1.0.0.
     #[oai(status = 412)]
     PreconditionFailed(Json<ErrorBody>),
     /// PAYLOAD_TOO_LARGE: a body or declared size above the limit.
@@ -61,6 +66,10 @@ pub enum ApiError {
     /// IDEMPOTENCY_KEY_REUSED, SIZE_MISMATCH.
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
+    /// CHECKSUM_MISMATCH: the body's checksum is not the one `Upload-Checksum` names (tus);
+    /// nothing was kept.
+    #[oai(status = 460)]
+    ChecksumMismatch(Json<ErrorBody>),
     /// RATE_LIMITED: the principal's token bucket is empty.
     #[oai(status = 429)]
     RateLimited(
@@ -99,10 +108,12 @@ impl ApiError {
             404 => Self::NotFound(b),
             408 => Self::RequestTimeout(b),
             409 => Self::Conflict(b),
+            410 => Self::Gone(b),
             412 => Self::PreconditionFailed(b),
             413 => Self::PayloadTooLarge(b),
             415 => Self::UnsupportedMediaType(b),
             422 => Self::Unprocessable(b),
+            460 => Self::ChecksumMismatch(b),
             429 => Self::RateLimited(b, 1, 0, 0, 1),
             503 => Self::Unavailable(b),
             _ => Self::Internal(b),
@@ -148,10 +159,12 @@ impl ApiError {
             Self::NotFound(_) => 404,
             Self::RequestTimeout(_) => 408,
             Self::Conflict(_) => 409,
+            Self::Gone(_) => 410,
             Self::PreconditionFailed(_) => 412,
             Self::PayloadTooLarge(_) => 413,
             Self::UnsupportedMediaType(_) => 415,
             Self::Unprocessable(_) => 422,
+            Self::ChecksumMismatch(_) => 460,
             Self::RateLimited(..) => 429,
             Self::Internal(_) => 500,
             Self::Unavailable(_) => 503,
@@ -167,6 +180,8 @@ impl ApiError {
             | Self::NotFound(b)
             | Self::RequestTimeout(b)
             | Self::Conflict(b)
+            | Self::Gone(b)
+            | Self::ChecksumMismatch(b)
             | Self::PreconditionFailed(b)
             | Self::PayloadTooLarge(b)
             | Self::UnsupportedMediaType(b)

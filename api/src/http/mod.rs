@@ -15,6 +15,7 @@ pub mod model;
 mod ops;
 mod server;
 pub mod state;
+mod uploads;
 mod videos;
 mod viewers;
 mod web;
@@ -41,6 +42,7 @@ use self::limits::{HttpLimits, StreamSlots};
 use self::metrics::Metrics;
 use self::ops::OpsApi;
 use self::state::AppState;
+use self::uploads::UploadsApi;
 use self::videos::VideosApi;
 use self::viewers::ViewersApi;
 use crate::supervisor::{Stage, Supervisor};
@@ -49,10 +51,11 @@ use crate::supervisor::{Stage, Supervisor};
 const MAX_JSON_BODY: usize = 256 * 1024;
 
 /// The OpenAPI service (also used to print the document without a server).
-pub fn openapi(state: &AppState) -> OpenApiService<(VideosApi, BeaconsApi, ViewersApi, OpsApi), ()> {
+pub fn openapi(state: &AppState) -> OpenApiService<(VideosApi, UploadsApi, BeaconsApi, ViewersApi, OpsApi), ()> {
     OpenApiService::new(
         (
             VideosApi { state: state.clone() },
+            UploadsApi { state: state.clone() },
             BeaconsApi { state: state.clone() },
             ViewersApi { state: state.clone() },
             OpsApi { state: state.clone() },
@@ -180,6 +183,22 @@ fn harden(response: &mut Response, page: bool) {
     }
 }
 
+/// What tus asks of every answer of its endpoints: the version on each (but discovery's,
+/// which has it already), and on a 412 the versions served.
+fn tus_headers(response: &mut Response) {
+    let version = HeaderValue::from_static(vodsource_app::resumable::TUS_VERSION);
+    if response.status().is_client_error() || response.status().is_server_error() {
+        // A refusal may leave a body of bytes unread: this connection cannot carry another.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if response.status() == StatusCode::PRECONDITION_FAILED {
+        response.headers_mut().insert("tus-version", version.clone());
+    }
+    response.headers_mut().insert("tus-resumable", version);
+}
+
 /// The methods each path answers, from the OpenAPI document and the routes outside it, for
 /// the `Allow` header of a 405.
 struct Methods(Vec<(Vec<String>, Vec<&'static str>)>);
@@ -202,6 +221,8 @@ impl Methods {
                     ("put", "PUT"),
                     ("patch", "PATCH"),
                     ("delete", "DELETE"),
+                    ("head", "HEAD"),
+                    ("options", "OPTIONS"),
                 ] {
                     if item.get(method).is_some() {
                         add(path, name);
@@ -222,7 +243,7 @@ impl Methods {
             add(path, "GET");
         }
         for (_, methods) in &mut table {
-            if methods.contains(&"GET") {
+            if methods.contains(&"GET") && !methods.contains(&"HEAD") {
                 methods.push("HEAD");
             }
         }
@@ -298,7 +319,7 @@ pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response>
                 let started = Instant::now();
                 let method = method_name(req.method());
                 let fallback = match req.uri().path() {
-                    p if p.starts_with("/uploads/") => "upload",
+                    p if p.starts_with("/uploads/") || p.starts_with("/v1/uploads") => "upload",
                     p if p.starts_with("/media/") => "media",
                     p if p.starts_with("/docs") || p == "/openapi.json" => "docs",
                     p if p == "/" || p.starts_with("/app/") => "web",
@@ -308,6 +329,7 @@ pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response>
                     _ => "other",
                 };
                 let page = fallback == "web";
+                let tus = req.uri().path().starts_with("/v1/uploads");
                 if let Some(guard) = &guard {
                     if let Err(refused) = guard.check(&req) {
                         let mut response = refused.into_response();
@@ -382,6 +404,9 @@ pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response>
                     if let Some(value) = allow.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
                         response.headers_mut().insert(header::ALLOW, value);
                     }
+                }
+                if tus {
+                    tus_headers(&mut response);
                 }
                 harden(&mut response, page);
                 metrics.request(method, operation, response.status().as_u16(), started.elapsed());

@@ -1,6 +1,6 @@
 //! The web app at `/`: a viewer's catalog, continue watching and player (hls.js, or dash.js),
 //! with QoE beacons; a creator's upload, live encoding status and publish. Every file is in
-//! the binary: the app's own from `web/`, hls.js and dash.js from npm (`web/package-lock.json`,
+//! the binary: the app's own from `web/`, hls.js, dash.js and tus-js-client from npm (`web/package-lock.json`,
 //! installed by the build), so nothing comes from a CDN at run time.
 
 use std::sync::LazyLock;
@@ -18,7 +18,7 @@ macro_rules! web {
 const INDEX: &[u8] = web!("index.html");
 
 /// The files under `/app/`: name, media type, bytes.
-const ASSETS: [(&str, &str, &[u8]); 5] = [
+const ASSETS: [(&str, &str, &[u8]); 6] = [
     ("app.js", "text/javascript; charset=utf-8", web!("app.js")),
     ("qoe.js", "text/javascript; charset=utf-8", web!("qoe.js")),
     ("style.css", "text/css; charset=utf-8", web!("style.css")),
@@ -26,6 +26,11 @@ const ASSETS: [(&str, &str, &[u8]); 5] = [
         "hls.min.js",
         "text/javascript; charset=utf-8",
         web!("node_modules/hls.js/dist/hls.min.js"),
+    ),
+    (
+        "tus.min.js",
+        "text/javascript; charset=utf-8",
+        web!("node_modules/tus-js-client/dist/tus.min.js"),
     ),
     (
         "dash.mediaplayer.min.js",

@@ -73,6 +73,25 @@ impl Running {
     }
 }
 
+/// Forgets expired resumable uploads (their parts aborted) now and then, until stopped.
+async fn sweep_uploads(
+    app: App,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), std::convert::Infallible> {
+    let interval = app.resumable().sweep_interval();
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return Ok(()),
+            () = tokio::time::sleep(interval) => {}
+        }
+        match app.resumable().sweep().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(uploads = n, "expired uploads swept"),
+            Err(e) => tracing::warn!(error = %e, "could not sweep expired uploads"),
+        }
+    }
+}
+
 /// Starts the components of `roles` over `stores` and `objects`.
 ///
 /// # Errors
@@ -182,10 +201,13 @@ pub async fn start(
                 url_ttl: settings.url_ttl,
                 idempotency_ttl: settings.idempotency_ttl,
                 cdn: settings.cdn.clone(),
+                upload_expiry: settings.upload_expiry,
             },
             Signer::new(settings.signing_secret.clone()),
             metrics.clone(),
         );
+        let sweeper = app.clone();
+        supervisor.spawn("upload sweeper", Stage::Work, |stopped| sweep_uploads(sweeper, stopped));
         listeners.serve(
             app,
             Serving {

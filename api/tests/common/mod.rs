@@ -2,6 +2,8 @@
 //! FFmpeg, a video's history, and polling with a deadline.
 #![allow(dead_code)] // each test binary uses its own share of these
 
+pub mod relay;
+
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -168,6 +170,31 @@ pub async fn upload(client: &reqwest::Client, base: &str, title: &str, clip: &st
         done.text().await.unwrap_or_default()
     );
     (id, upload)
+}
+
+/// Waits until encoding of `id` is requested, then checks that its history records the upload
+/// and the request exactly once (a resumed upload must not record either twice).
+pub async fn uploaded_once(client: &reqwest::Client, base: &str, token: &str, id: &str) {
+    let types = until("encoding is requested", Duration::from_secs(30), async || {
+        let history: Value = client
+            .get(format!("{base}/v1/history/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let types: Vec<String> = history["events"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| e["type"].as_str().map(str::to_owned))
+            .collect();
+        types.iter().any(|t| t == "EncodingRequested").then_some(types)
+    })
+    .await;
+    let once = |name: &str| types.iter().filter(|t| *t == name).count();
+    assert_eq!((once("SourceUploaded"), once("EncodingRequested")), (1, 1), "{types:?}");
 }
 
 /// Waits until the catalog says the video is ready (failing at once if it says failed).

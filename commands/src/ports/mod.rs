@@ -13,7 +13,7 @@ pub use coordination::{CheckpointStore, JobQueue, LeaseKeeper, LeaseStore, Timeo
 pub use error::{Cause, StoreError};
 pub use event_log::{AppendRequest, Appended, EventLog, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent};
 pub use idempotency::{IdempotencyStore, Reservation, StoredResponse};
-pub use objects::{check_key, Access, ObjectMeta, ObjectStore, PutError};
+pub use objects::{check_key, Access, ObjectMeta, ObjectStore, Part, PutError};
 pub use stream::{
     Delivery, ShardCheckpoint, ShardCheckpointStore, ShardCoordination, StreamConsumer, StreamError, StreamProducer,
     StreamRecord,

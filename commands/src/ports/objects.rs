@@ -49,6 +49,17 @@ pub enum PutError {
     Store(#[from] StoreError),
 }
 
+/// One stored part of a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Part {
+    /// Its number, from 1, in the order the object is assembled.
+    pub number: u32,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The store's tag of the part (S3's ETag), which completing the upload names.
+    pub etag: String,
+}
+
 /// An object store: a local folder in embedded mode, S3 when distributed. Keys are
 /// `/`-separated relative paths without `.` or `..` segments.
 #[async_trait]
@@ -76,6 +87,13 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// `Invalid` key, `Unavailable`.
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
 
+    /// The objects under `prefix` (a key prefix ending at a `/`), at most `limit` of them, in
+    /// no particular order.
+    ///
+    /// # Errors
+    /// `Invalid` prefix, `Unavailable`.
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<ObjectMeta>, StoreError>;
+
     /// Removes every object under `prefix`; returns how many went.
     ///
     /// # Errors
@@ -99,6 +117,48 @@ pub trait ObjectStore: Send + Sync + 'static {
         let _ = (access, ttl);
         Ok(None)
     }
+
+    /// The size every part of a multipart upload but the last must have (S3's parts are at
+    /// least 5 MiB; this store's choice), or `None` when parts may be of any size.
+    fn part_size(&self) -> Option<u64> {
+        None
+    }
+
+    /// Starts a multipart upload of `key`: parts are stored one by one, durably, and the
+    /// object appears when [`ObjectStore::complete_multipart`] assembles them. Returns the
+    /// upload's id.
+    ///
+    /// # Errors
+    /// `Invalid` key; `Unavailable`.
+    async fn create_multipart(&self, key: &str) -> Result<String, StoreError>;
+
+    /// Stores part `number` of an upload from `body` (at most `max_bytes`), replacing a part
+    /// of that number. A body that ends early stores what it had; a body that fails stores
+    /// nothing.
+    ///
+    /// # Errors
+    /// `TooLarge`, `Body`, `Store` (`NotFound` for an unknown upload, `Unavailable`).
+    async fn put_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: Box<dyn AsyncRead + Send + Unpin>,
+        max_bytes: u64,
+    ) -> Result<Part, PutError>;
+
+    /// Assembles `parts` (in order) into the object at `key` and ends the upload.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown upload or part; `Invalid` for parts the store refuses;
+    /// `Unavailable`.
+    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part]) -> Result<ObjectMeta, StoreError>;
+
+    /// Ends an upload without an object, removing its parts. An unknown upload is no error.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError>;
 
     /// A local file for `key` when the store is a local folder (embedded media serving).
     fn local_path(&self, key: &str) -> Option<PathBuf>;

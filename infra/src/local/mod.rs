@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use vodsource_commands::ports::{check_key, ObjectMeta, ObjectStore, PutError, StoreError};
+use vodsource_commands::ports::{check_key, ObjectMeta, ObjectStore, Part, PutError, StoreError};
+
+mod multipart;
 
 /// Objects as files under a root folder; the key is the relative path.
 #[derive(Debug, Clone)]
@@ -21,9 +23,11 @@ impl LocalObjectStore {
     /// `Unavailable` naming the folder when it cannot be created.
     pub async fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
-        tokio::fs::create_dir_all(root.join(".incoming"))
-            .await
-            .map_err(|e| unavailable(&root, e))?;
+        for folder in [".incoming", multipart::FOLDER] {
+            tokio::fs::create_dir_all(root.join(folder))
+                .await
+                .map_err(|e| unavailable(&root, e))?;
+        }
         Ok(Self { root })
     }
 
@@ -33,20 +37,15 @@ impl LocalObjectStore {
     }
 }
 
-/// I/O errors as the port's, in one place: the file named, the error kept as the cause.
-fn unavailable(path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::unavailable_from(format_args!("object store folder {}", path.display()), e)
-}
-
-#[async_trait]
-impl ObjectStore for LocalObjectStore {
-    async fn put(
+impl LocalObjectStore {
+    /// Writes `body` (at most `max_bytes`) to a synced temporary file and renames it to
+    /// `target`: the file is whole or absent.
+    async fn write_into(
         &self,
-        key: &str,
-        mut body: Box<dyn AsyncRead + Send + Unpin>,
+        target: &Path,
+        body: &mut (dyn AsyncRead + Send + Unpin),
         max_bytes: u64,
     ) -> Result<u64, PutError> {
-        let target = self.path(key)?;
         let temp = self
             .root
             .join(".incoming")
@@ -77,9 +76,9 @@ impl ObjectStore for LocalObjectStore {
                     .await
                     .map_err(|e| unavailable(parent, e))?;
             }
-            tokio::fs::rename(&temp, &target)
+            tokio::fs::rename(&temp, target)
                 .await
-                .map_err(|e| unavailable(&target, e))?;
+                .map_err(|e| unavailable(target, e))?;
             Ok(written)
         }
         .await;
@@ -87,6 +86,24 @@ impl ObjectStore for LocalObjectStore {
             let _ = tokio::fs::remove_file(&temp).await;
         }
         result
+    }
+}
+
+/// I/O errors as the port's, in one place: the file named, the error kept as the cause.
+fn unavailable(path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::unavailable_from(format_args!("object store folder {}", path.display()), e)
+}
+
+#[async_trait]
+impl ObjectStore for LocalObjectStore {
+    async fn put(
+        &self,
+        key: &str,
+        mut body: Box<dyn AsyncRead + Send + Unpin>,
+        max_bytes: u64,
+    ) -> Result<u64, PutError> {
+        let target = self.path(key)?;
+        self.write_into(&target, &mut *body, max_bytes).await
     }
 
     async fn fetch(&self, key: &str, dest: &Path, expect: Option<&ObjectMeta>) -> Result<u64, StoreError> {
@@ -124,6 +141,20 @@ impl ObjectStore for LocalObjectStore {
         }
     }
 
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<ObjectMeta>, StoreError> {
+        let folder = self.path(prefix.trim_end_matches('/'))?;
+        let base = prefix.trim_end_matches('/').to_owned();
+        let path = folder.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            walk(&folder, &base, limit, &mut found)?;
+            Ok::<_, std::io::Error>(found)
+        })
+        .await
+        .map_err(|e| StoreError::unexpected(format!("object store worker failed: {e}")))?
+        .map_err(|e| unavailable(&path, e))
+    }
+
     async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
         let path = self.path(prefix.trim_end_matches('/'))?;
         let root = path.clone();
@@ -150,6 +181,38 @@ impl ObjectStore for LocalObjectStore {
         }
     }
 
+    async fn create_multipart(&self, key: &str) -> Result<String, StoreError> {
+        self.path(key)?;
+        self.create_upload().await
+    }
+
+    async fn put_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        mut body: Box<dyn AsyncRead + Send + Unpin>,
+        max_bytes: u64,
+    ) -> Result<Part, PutError> {
+        self.path(key)?;
+        self.store_part(upload_id, number, &mut *body, max_bytes).await
+    }
+
+    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part]) -> Result<ObjectMeta, StoreError> {
+        let target = self.path(key)?;
+        let size = self.assemble(upload_id, parts, &target).await?;
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size,
+            etag: None,
+        })
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        self.path(key)?;
+        self.remove_upload(upload_id).await
+    }
+
     fn local_path(&self, key: &str) -> Option<PathBuf> {
         self.path(key).ok()
     }
@@ -168,6 +231,34 @@ impl ObjectStore for LocalObjectStore {
     fn describe(&self) -> String {
         format!("file://{}", self.root.display())
     }
+}
+
+/// Adds the files under `folder` (whose key is `key`) to `found`, up to `limit`.
+fn walk(folder: &Path, key: &str, limit: usize, found: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(folder) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        if found.len() >= limit {
+            return Ok(());
+        }
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let child = format!("{key}/{name}");
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            walk(&entry.path(), &child, limit, found)?;
+        } else if kind.is_file() {
+            found.push(ObjectMeta {
+                key: child,
+                size: entry.metadata()?.len(),
+                etag: None,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Removes a file or a folder tree, returning the number of files removed.

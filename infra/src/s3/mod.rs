@@ -21,11 +21,12 @@ use object_store::aws::AmazonS3;
 use object_store::path::Path;
 use object_store::{CredentialProvider, ObjectStore as _, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use vodsource_commands::ports::{check_key, Access, ObjectMeta, ObjectStore, PutError, StoreError};
+use vodsource_commands::ports::{check_key, Access, ObjectMeta, ObjectStore, Part, PutError, StoreError};
 
 use crate::aws::AwsSettings;
 
 mod client;
+mod multipart;
 mod presign;
 mod setup;
 
@@ -279,6 +280,31 @@ impl ObjectStore for S3ObjectStore {
         }
     }
 
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<ObjectMeta>, StoreError> {
+        let path = self.path(prefix.trim_end_matches('/'))?;
+        let strip = if self.location.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.location.prefix)
+        };
+        self.client
+            .list(Some(&path))
+            .take(limit)
+            .map_ok(|meta| ObjectMeta {
+                key: meta
+                    .location
+                    .as_ref()
+                    .strip_prefix(&strip)
+                    .unwrap_or(meta.location.as_ref())
+                    .to_owned(),
+                size: meta.size,
+                etag: meta.e_tag,
+            })
+            .try_collect()
+            .await
+            .map_err(|e| self.error("list", prefix, e))
+    }
+
     async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
         let path = self.path(prefix.trim_end_matches('/'))?;
         let locations = self.client.list(Some(&path)).map_ok(|meta| meta.location).boxed();
@@ -360,6 +386,33 @@ impl ObjectStore for S3ObjectStore {
             chrono::Utc::now(),
         );
         Ok(Some(signed.to_string()))
+    }
+
+    fn part_size(&self) -> Option<u64> {
+        Some(PART as u64)
+    }
+
+    async fn create_multipart(&self, key: &str) -> Result<String, StoreError> {
+        self.start_upload(key).await
+    }
+
+    async fn put_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        mut body: Box<dyn AsyncRead + Send + Unpin>,
+        max_bytes: u64,
+    ) -> Result<Part, PutError> {
+        self.send_part(key, upload_id, number, &mut *body, max_bytes).await
+    }
+
+    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part]) -> Result<ObjectMeta, StoreError> {
+        self.finish_upload(key, upload_id, parts).await
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        self.end_upload(key, upload_id).await
     }
 
     fn local_path(&self, _key: &str) -> Option<PathBuf> {

@@ -46,6 +46,7 @@ pub fn settings() -> ServeSettings {
         signing_secret: b"signing-secret-0123456789abcdef-0123".to_vec(),
         url_ttl: Duration::from_secs(600),
         idempotency_ttl: Duration::from_secs(3600),
+        upload_expiry: Duration::from_secs(3600),
         grace: Duration::from_secs(5),
         workers: Vec::new(),
         stream: None,

@@ -10,3 +10,4 @@ mod harness;
 mod media;
 mod security;
 mod stream;
+mod uploads;
