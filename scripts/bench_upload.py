@@ -29,7 +29,7 @@ def request(method, url, body=None, headers=None):
         req.add_header("content-type", "application/json")
     with urllib.request.urlopen(req) as r:
         text = r.read()
-        return r.status, dict(r.headers), (json.loads(text) if text else None)
+        return r.status, r.headers, (json.loads(text) if text else None)
 
 
 def main():
