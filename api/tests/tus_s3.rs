@@ -20,8 +20,11 @@ use sha2::{Digest, Sha256};
 use vodsource_commands::ports::ObjectStore as _;
 
 const SECRET: &str = "tus-s3-test-secret-0123456789-0123456789-01";
-/// Six parts of 8 MiB and a last one.
-const SIZE: u64 = 50 * 1024 * 1024;
+/// Twelve parts of 8 MiB.
+const SIZE: u64 = 96 * 1024 * 1024;
+/// The API is killed once this much is sent: past what it may hold unacknowledged (four parts
+/// on their way, one filling, the sockets' buffers), so some parts are surely named.
+const KILL_AFTER: u64 = 72 * 1024 * 1024;
 
 fn endpoint() -> String {
     std::env::var("VODSOURCE_TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into())
@@ -121,10 +124,12 @@ async fn a_killed_api_on_s3_is_resumed_by_another_from_the_acknowledged_offset()
         .stdin(Stdio::null());
     let upload = tokio::task::spawn_blocking(move || node.output());
 
-    // Past half the bytes, the API process dies without a word; another takes its place.
-    until("half the source is sent", Duration::from_secs(120), async || {
-        (relay.sent() > SIZE / 2).then_some(())
-    })
+    // Three quarters in, the API process dies without a word; another takes its place.
+    until(
+        "three quarters of the source are sent",
+        Duration::from_secs(120),
+        async || (relay.sent() > KILL_AFTER).then_some(()),
+    )
     .await;
     children.0[0].kill().expect("SIGKILL");
     children.0[0].wait().expect("reaped");

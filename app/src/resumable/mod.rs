@@ -4,7 +4,7 @@
 //! records it.
 //!
 //! The bytes go straight into a multipart upload of the object store: parts of the store's
-//! size (S3: 8 MiB, buffered one at a time) or, where parts may have any size (the folder
+//! size (S3: 8 MiB, up to four on their way while the next arrives) or, where parts may have any size (the folder
 //! store), one part per request, streamed. An upload's state is one small object, its
 //! manifest (`uploads/<id>/manifest.json`): the parts it has, the bytes received after the
 //! last whole part (kept as their own object, the tail) and when it expires. The manifest is

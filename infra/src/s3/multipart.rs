@@ -1,6 +1,6 @@
 //! Multipart uploads on S3 through `object_store`'s `MultipartStore`: parts of
 //! [`PART`](super::PART) bytes (S3 wants at least 5 MiB but for the last), each buffered
-//! in memory while it is sent, so one upload holds at most one part here.
+//! in memory while it is sent (the caller decides how many are on their way at once).
 
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::PutPayload;
