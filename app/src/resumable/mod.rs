@@ -47,8 +47,6 @@ const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
 pub struct UploadState {
     /// The upload's id (its URL's last segment).
     pub id: String,
-    /// The video whose source it is.
-    pub video_id: String,
     /// Bytes stored and acknowledged.
     pub offset: u64,
     /// Bytes in all.
@@ -93,7 +91,6 @@ impl Manifest {
     fn state(&self) -> UploadState {
         UploadState {
             id: self.id.clone(),
-            video_id: self.video_id.clone(),
             offset: self.offset(),
             length: self.length,
             metadata: self.metadata.clone(),

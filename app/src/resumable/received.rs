@@ -1,5 +1,5 @@
 //! A request body read to its end or to its first error: what arrived before a connection
-//! broke is kept and counted, the break noted, the bytes hashed when a checksum is named.
+//! broke is kept, the break noted, the bytes hashed when a checksum is named.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
@@ -11,7 +11,6 @@ use super::protocol::Hasher;
 /// What a request's body delivered.
 #[derive(Default)]
 pub(super) struct Delivery {
-    pub(super) bytes: u64,
     /// Why it stopped before its end (the client went away, it was too slow).
     pub(super) broken: Option<String>,
     pub(super) hasher: Option<Hasher>,
@@ -36,7 +35,6 @@ impl<R: AsyncRead + Unpin> AsyncRead for Received<R> {
             Poll::Ready(Ok(())) => {
                 let mut delivery = this.delivery.lock().unwrap_or_else(PoisonError::into_inner);
                 let new = &buf.filled()[before..];
-                delivery.bytes += new.len() as u64;
                 if let Some(hasher) = delivery.hasher.as_mut() {
                     hasher.update(new);
                 }

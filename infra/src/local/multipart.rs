@@ -182,6 +182,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_upload_of_one_part_becomes_the_object_without_a_copy() {
+        use std::os::unix::fs::MetadataExt as _;
+        let root = std::env::temp_dir().join(format!("vodsource-multipart-{}", uuid::Uuid::now_v7()));
+        let store = LocalObjectStore::open(&root).await.expect("opens");
+        let key = "sources/v3/source.mp4";
+        let id = store.create_multipart(key).await.expect("create");
+        let part = store
+            .put_part(key, &id, 1, Box::new(Cursor::new(vec![5u8; 1000])), 1000)
+            .await
+            .expect("part");
+        let stored = root.join(FOLDER).join(&id).join(format!("1.{}", part.etag));
+        let inode = std::fs::metadata(&stored).expect("the part's file").ino();
+        store.complete_multipart(key, &id, &[part]).await.expect("complete");
+        assert_eq!(
+            std::fs::metadata(root.join(key)).expect("object").ino(),
+            inode,
+            "renamed, not copied"
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[tokio::test]
     async fn a_stale_or_missing_part_fails_completion_and_stores_nothing() {
         let root = std::env::temp_dir().join(format!("vodsource-multipart-{}", uuid::Uuid::now_v7()));
         let store = LocalObjectStore::open(&root).await.expect("opens");
