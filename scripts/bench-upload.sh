@@ -4,7 +4,9 @@
 #   - the single PUT to the registration's upload link (today's path),
 #   - tus through /v1/uploads (one PATCH of the whole file, curl streaming it from disk),
 #   - with --s3 (objects on moto at 127.0.0.1:5000) the same two: the PUT then goes to the
-#     presigned S3 URL, straight to the bucket, and tus becomes an S3 multipart upload.
+#     presigned S3 URL, straight to the bucket, and tus becomes an S3 multipart upload; and a
+#     third, presigned multipart straight to the bucket (the API signs each 8 MiB part's URL,
+#     four parts go at a time, as Uppy's S3 plugin sends them).
 # Usage: scripts/bench-upload.sh [--s3]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -91,9 +91,34 @@ def main():
                             "-H", "Upload-Offset: 0", "-H", "Content-Type: application/offset+octet-stream",
                             "-T", source, base + location], check=True)
 
+        def direct():
+            # A client that speaks S3 multipart (as Uppy's plugin does): the API signs each
+            # part's URL; four parts at a time go straight to the bucket.
+            from concurrent.futures import ThreadPoolExecutor
+            multipart = register("direct multipart")["multipart"]
+            calls = multipart["endpoint"] + "/s3/multipart"
+            part_size = multipart["part_size"]
+            _, _, created = request("POST", calls, {})
+            upload = created["uploadId"]
+
+            def send(number):
+                _, _, signed = request("GET", f"{calls}/{upload}/{number}")
+                with open(source, "rb") as f:
+                    f.seek((number - 1) * part_size)
+                    body = f.read(part_size)
+                req = urllib.request.Request(signed["url"], data=body, method="PUT")
+                with urllib.request.urlopen(req) as r:
+                    r.read()
+
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(send, range(1, created["partCount"] + 1)))
+            request("POST", f"{calls}/{upload}/complete", {})
+
         shape = "S3 (moto)" if S3 else "embedded (folder)"
         measure(f"single PUT ({'presigned, to the bucket' if S3 else 'to the API'})", single_put)
         measure("tus, one PATCH (through the API)", tus)
+        if S3:
+            measure("presigned multipart, to the bucket", direct)
         print(f"{SIZE_MB} MiB over loopback, {shape}:")
         print(f"{'upload':45} {'wall s':>8} {'MB/s':>8} {'API CPU s/GB':>13}")
         for name, wall, rate, cpu in rows:

@@ -171,8 +171,9 @@ aws() {
 }
 
 # Headless Chromium (Debian's) and the web app's npm packages: hls.js and dash.js, which the
-# binary embeds, playwright-core, which drives the browser test, and tus-js-client, the tus
-# client of the resumable-upload tests.
+# binary embeds, playwright-core, which drives the browser test, tus-js-client, the tus
+# client of the resumable-upload tests, and Uppy, whose S3 multipart plugin drives the direct
+# uploads.
 browser() {
     [ "$action" = start ] || return 0
     if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
@@ -186,7 +187,7 @@ browser() {
     local web
     web="$(cd "$(dirname "$0")/../web" && pwd)"
     if [ ! -d "$web/node_modules/playwright-core" ] || [ ! -d "$web/node_modules/hls.js" ] || [ ! -d "$web/node_modules/dashjs" ] \
-        || [ ! -d "$web/node_modules/tus-js-client" ]; then
+        || [ ! -d "$web/node_modules/tus-js-client" ] || [ ! -d "$web/node_modules/uppy" ]; then
         echo "installing the web app's npm packages ..." >&2
         (cd "$web" && npm ci --no-audit --no-fund --loglevel=error)
     fi

@@ -14,7 +14,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::relay::Relay;
-use common::{serve_on_any_port, until, uploaded_once, Children, BIN, LOG_WITH_ADDRESS};
+use common::{
+    multipart_uploads, s3_endpoint, serve_on_any_port, until, uploaded_once, vodsource_on_s3, Children,
+    LOG_WITH_ADDRESS,
+};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use vodsource_commands::ports::ObjectStore as _;
@@ -26,25 +29,8 @@ const SIZE: u64 = 96 * 1024 * 1024;
 /// on their way, one filling, the sockets' buffers), so some parts are surely named.
 const KILL_AFTER: u64 = 72 * 1024 * 1024;
 
-fn endpoint() -> String {
-    std::env::var("VODSOURCE_TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into())
-}
-
 fn vodsource(data: &Path, bucket: &str) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .arg("--data-dir")
-        .arg(data)
-        .env("VODSOURCE_OBJECT_STORE", format!("s3://{bucket}/vod"))
-        .env("VODSOURCE_JWT_SECRET", SECRET)
-        .env("VODSOURCE_ENCODERS", "0")
-        .env("VODSOURCE_NO_QOE_SINK", "true")
-        .env("VODSOURCE_LOG", "warn")
-        .env("AWS_ENDPOINT_URL", endpoint())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "vodsource")
-        .env("AWS_SECRET_ACCESS_KEY", "vodsource");
-    command
+    vodsource_on_s3(data, bucket, SECRET)
 }
 
 fn serve(data: &Path, bucket: &str) -> (std::process::Child, String) {
@@ -53,22 +39,6 @@ fn serve(data: &Path, bucket: &str) -> (std::process::Child, String) {
         .env("VODSOURCE_LOG", LOG_WITH_ADDRESS)
         .args(["--log-json", "serve", "--listen", "127.0.0.1:0"]);
     serve_on_any_port(command)
-}
-
-/// The multipart uploads moto holds in `bucket`, as boto3 lists them.
-fn multipart_uploads(bucket: &str) -> Vec<Value> {
-    let script = r#"
-import boto3, json, sys
-s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1",
-                  aws_access_key_id="vodsource", aws_secret_access_key="vodsource")
-print(json.dumps(s3.list_multipart_uploads(Bucket=sys.argv[2]).get("Uploads", []), default=str))
-"#;
-    let output = Command::new("python3")
-        .args(["-c", script, &endpoint(), bucket])
-        .output()
-        .expect("python3 runs; boto3 comes with `scripts/services.sh start aws`");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).expect("json")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,7 +130,7 @@ async fn a_killed_api_on_s3_is_resumed_by_another_from_the_acknowledged_offset()
     // The source in the bucket, byte for byte; no multipart upload left behind.
     let store = vodsource_infra::s3::S3ObjectStore::open(
         &format!("s3://{bucket}/vod"),
-        &vodsource_infra::aws::AwsSettings::emulator(&endpoint()),
+        &vodsource_infra::aws::AwsSettings::emulator(&s3_endpoint()),
     )
     .await
     .expect("store");

@@ -92,6 +92,21 @@ pub struct UploadTarget {
     pub expires_at: DateTime<Utc>,
 }
 
+/// Where a client that speaks S3 sends the source's parts straight to the bucket: Uppy's
+/// `@uppy/aws-s3` takes `endpoint` as its `companionEndpoint`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct MultipartTarget {
+    /// The base URL of the multipart calls (`{endpoint}/s3/multipart...`, Companion's
+    /// protocol); it carries the grant, so keep it as private as the upload URL.
+    pub endpoint: String,
+    /// Every part but the last must be exactly this many bytes (each part's URL signs its
+    /// length).
+    pub part_size: u64,
+    /// The upload must be completed before this time.
+    pub expires_at: DateTime<Utc>,
+}
+
 /// A registered video and where to upload its source.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
@@ -103,8 +118,14 @@ pub struct Registered {
     pub version: u64,
     /// Global log position of the command's last event (for read-your-writes).
     pub position: u64,
-    /// Where to upload the source.
+    /// Where to upload the source in one request.
     pub upload: UploadTarget,
+    /// The ways this service takes the source: `put` (one request to `upload`), `tus`
+    /// (resumable through this service, at `/v1/uploads`) and, when the object store takes
+    /// parts straight from clients, `s3-multipart` (see `multipart`).
+    pub protocols: Vec<String>,
+    /// Parts straight to the object store (S3), when it offers them.
+    pub multipart: Option<MultipartTarget>,
 }
 
 /// A command's answer.
@@ -202,7 +223,7 @@ impl<'a> Videos<'a> {
         let core = self.core;
         core.idempotent(principal, idempotency_key, &fingerprint, async {
             let id = uuid::Uuid::now_v7().to_string();
-            let upload = self.upload_target(&id, &request).await?;
+            let (upload, presigned) = self.upload_target(&id, &request).await?;
             let command = VideoCommand::Register {
                 owner: principal.subject.clone(),
                 title: request.title.clone(),
@@ -212,18 +233,34 @@ impl<'a> Videos<'a> {
                 content_type: request.content_type.clone(),
                 size_bytes: request.size_bytes,
             };
+            let multipart = crate::Resumable::new(core)
+                .direct_grant(&id, request.size_bytes)
+                // Where the store signs uploads (S3): parts need its signature too.
+                .filter(|_| presigned)
+                .map(|(grant, expires_at, part_size)| MultipartTarget {
+                    endpoint: format!("{}/v1/direct/{grant}", core.settings.public_url),
+                    part_size,
+                    expires_at,
+                });
             let outcome = self.execute(principal, &id, command, Some(0), "register").await?;
+            let mut protocols = vec!["put".to_owned(), "tus".to_owned()];
+            if multipart.is_some() {
+                protocols.push("s3-multipart".to_owned());
+            }
             Ok(Registered {
                 video_id: id,
                 version: outcome.version,
                 position: outcome.position.unwrap_or(0),
                 upload,
+                protocols,
+                multipart,
             })
         })
         .await
     }
 
-    async fn upload_target(&self, id: &str, request: &Registration) -> Result<UploadTarget, AppError> {
+    /// Where to `PUT` the source, and whether the object store signed it (S3).
+    async fn upload_target(&self, id: &str, request: &Registration) -> Result<(UploadTarget, bool), AppError> {
         let core = self.core;
         let expires_at = core.grant_expiry();
         let key = layout::source_key(id, &request.filename);
@@ -243,6 +280,7 @@ impl<'a> Videos<'a> {
                 .map_err(|e| AppError::store("object store", &e))?,
             Err(_) => None,
         };
+        let signed = presigned.is_some();
         let url = match presigned {
             Some(url) => url,
             None => {
@@ -257,12 +295,15 @@ impl<'a> Videos<'a> {
         };
         let mut headers = BTreeMap::new();
         headers.insert("Content-Type".to_owned(), request.content_type.clone());
-        Ok(UploadTarget {
-            method: "PUT".into(),
-            url,
-            headers,
-            expires_at,
-        })
+        Ok((
+            UploadTarget {
+                method: "PUT".into(),
+                url,
+                headers,
+                expires_at,
+            },
+            signed,
+        ))
     }
 
     /// What a signed upload link of this service grants.
@@ -518,7 +559,7 @@ impl<'a> Videos<'a> {
         result.map_err(|e| AppError::command(id, e))
     }
 
-    async fn load(&self, id: &str) -> Result<VideoContext, AppError> {
+    pub(crate) async fn load(&self, id: &str) -> Result<VideoContext, AppError> {
         self.core
             .ports
             .commands

@@ -29,6 +29,11 @@ fn extra_statuses(operation_id: &str) -> Option<&'static [&'static str]> {
         "getUploadOffset" | "terminateUpload" => &["404", "409", "410", "412"],
         "appendUpload" => &["404", "408", "409", "410", "412", "413", "415", "460"],
         "tusOptions" => &[],
+        // A grant, not a bearer token, authorizes these: no 401.
+        "createDirectUpload" => &["404", "409"],
+        "signDirectPart" | "listDirectParts" => &["404", "409", "410"],
+        "completeDirectUpload" => &["404", "409", "410"],
+        "abortDirectUpload" => &["404", "409"],
         _ => return None,
     })
 }
@@ -127,6 +132,9 @@ pub fn describe(document: &mut Value, facts: &Facts) {
                     }
                     ("path", "upload_id") => {
                         *schema = string(32, 32, Some(vodsource_app::resumable::UPLOAD_ID_PATTERN));
+                    }
+                    ("path", "grant") => {
+                        *schema = string(3, 1024, Some(vodsource_app::resumable::DIRECT_GRANT_PATTERN));
                     }
                     ("header", "Tus-Resumable") => {
                         *schema =

@@ -1,14 +1,17 @@
 //! `/metrics` through the Prometheus project's client library (OpenMetrics text): requests by
 //! operation and status with latency histograms, command (append) latency, the log head and
-//! each projection's position and lag read at scrape time, live streams, and the counters of
-//! this process's encoding workers.
+//! each projection's position and lag read at scrape time, live streams, the request body
+//! bytes this process read (by kind of route: what a direct upload keeps off it), and the
+//! counters of this process's encoding workers.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
@@ -39,6 +42,11 @@ struct CommandLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BodyLabels {
+    route: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProjectionLabels {
     projection: String,
 }
@@ -64,6 +72,29 @@ pub struct Metrics {
     positions: Family<ProjectionLabels, Gauge>,
     lag: Family<ProjectionLabels, Gauge>,
     live_streams: Gauge,
+    body_bytes: Family<BodyLabels, Counter>,
+}
+
+/// A request body that counts the bytes read from it.
+pub struct Counted<R> {
+    inner: R,
+    counter: Counter,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            self.counter.inc_by(read as u64);
+        }
+        polled
+    }
 }
 
 impl Metrics {
@@ -106,6 +137,12 @@ impl Metrics {
             "Live event streams open",
             live_streams.clone(),
         );
+        let body_bytes = Family::<BodyLabels, Counter>::default();
+        registry.register(
+            "vodsource_http_request_body_bytes",
+            "Request body bytes read, by kind of route",
+            body_bytes.clone(),
+        );
         registry.register_collector(Box::new(Encoders(encoders)));
         Self {
             registry,
@@ -115,6 +152,15 @@ impl Metrics {
             positions,
             lag,
             live_streams,
+            body_bytes,
+        }
+    }
+
+    /// `body`, counting what is read from it under `route`.
+    pub fn count_body<R>(&self, route: &'static str, body: R) -> Counted<R> {
+        Counted {
+            inner: body,
+            counter: self.body_bytes.get_or_create(&BodyLabels { route }).clone(),
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod beacons;
 mod body;
+mod direct;
 mod document;
 pub mod error;
 mod events;
@@ -36,6 +37,7 @@ use vodsource_app::App;
 use self::auth::{AuthSettings, Gate, LOCAL_TOKEN};
 use self::beacons::BeaconsApi;
 use self::body::{Pace, Paced};
+use self::direct::DirectApi;
 use self::error::{ApiError, Rejection};
 use self::guard::LocalGuard;
 use self::limits::{HttpLimits, StreamSlots};
@@ -51,11 +53,14 @@ use crate::supervisor::{Stage, Supervisor};
 const MAX_JSON_BODY: usize = 256 * 1024;
 
 /// The OpenAPI service (also used to print the document without a server).
-pub fn openapi(state: &AppState) -> OpenApiService<(VideosApi, UploadsApi, BeaconsApi, ViewersApi, OpsApi), ()> {
+pub fn openapi(
+    state: &AppState,
+) -> OpenApiService<(VideosApi, UploadsApi, DirectApi, BeaconsApi, ViewersApi, OpsApi), ()> {
     OpenApiService::new(
         (
             VideosApi { state: state.clone() },
             UploadsApi { state: state.clone() },
+            DirectApi { state: state.clone() },
             BeaconsApi { state: state.clone() },
             ViewersApi { state: state.clone() },
             OpsApi { state: state.clone() },
@@ -152,8 +157,8 @@ fn bound_body(req: &mut Request, limit: usize) -> Option<Response> {
 
 /// Makes a request body fail once it breaks `pace` (a trickling client's request ends with
 /// an error instead of holding its task).
-fn pace_body(req: &mut Request, pace: Pace) {
-    let body = Paced::new(req.take_body().into_async_read(), pace);
+fn pace_body(req: &mut Request, pace: Pace, counted: &Metrics, route: &'static str) {
+    let body = Paced::new(counted.count_body(route, req.take_body().into_async_read()), pace);
     req.set_body(poem::Body::from_async_read(body));
 }
 
@@ -321,6 +326,7 @@ pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response>
                 let fallback = match req.uri().path() {
                     p if p.starts_with("/uploads/") || p.starts_with("/v1/uploads") => "upload",
                     p if p.starts_with("/media/") => "media",
+                    p if p.starts_with("/v1/direct/") => "direct",
                     p if p.starts_with("/docs") || p == "/openapi.json" => "docs",
                     p if p == "/" || p.starts_with("/app/") => "web",
                     "/metrics" => "metrics",
@@ -354,6 +360,8 @@ pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response>
                             min_bytes_per_window: limits.upload_min_bytes_per_minute,
                             window: Duration::from_secs(60),
                         },
+                        &metrics,
+                        fallback,
                     );
                 } else {
                     let limit = if fallback == "beacons" {
@@ -373,6 +381,8 @@ pub fn app(state: AppState, gate: Arc<Gate>) -> impl Endpoint<Output = Response>
                             min_bytes_per_window: 0,
                             window: limits.body_timeout,
                         },
+                        &metrics,
+                        fallback,
                     );
                 }
                 // A header the document gives a form must be text to have one: poem reads a value

@@ -213,3 +213,43 @@ pub async fn ready(client: &reqwest::Client, base: &str, id: &str, within: Durat
     })
     .await;
 }
+
+/// The S3 emulator the process tests use (`scripts/services.sh start aws`).
+pub fn s3_endpoint() -> String {
+    std::env::var("VODSOURCE_TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into())
+}
+
+/// `vodsource` with `data` and its objects in `bucket` on the emulator, signing with `secret`;
+/// no encoders, no QoE sink.
+pub fn vodsource_on_s3(data: &Path, bucket: &str, secret: &str) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .arg("--data-dir")
+        .arg(data)
+        .env("VODSOURCE_OBJECT_STORE", format!("s3://{bucket}/vod"))
+        .env("VODSOURCE_JWT_SECRET", secret)
+        .env("VODSOURCE_ENCODERS", "0")
+        .env("VODSOURCE_NO_QOE_SINK", "true")
+        .env("VODSOURCE_LOG", "warn")
+        .env("AWS_ENDPOINT_URL", s3_endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "vodsource")
+        .env("AWS_SECRET_ACCESS_KEY", "vodsource");
+    command
+}
+
+/// The multipart uploads the emulator holds in `bucket`, as boto3 lists them.
+pub fn multipart_uploads(bucket: &str) -> Vec<Value> {
+    let script = r#"
+import boto3, json, sys
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1",
+                  aws_access_key_id="vodsource", aws_secret_access_key="vodsource")
+print(json.dumps(s3.list_multipart_uploads(Bucket=sys.argv[2]).get("Uploads", []), default=str))
+"#;
+    let output = Command::new("python3")
+        .args(["-c", script, &s3_endpoint(), bucket])
+        .output()
+        .expect("python3 runs; boto3 comes with `scripts/services.sh start aws`");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("json")
+}

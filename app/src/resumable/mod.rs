@@ -12,6 +12,7 @@
 //! killed at any point leaves an offset that every replica reads the same; bytes stored but
 //! not yet named are written again when the client resends them.
 
+mod direct;
 mod parts;
 mod protocol;
 mod received;
@@ -24,6 +25,7 @@ use tokio::io::AsyncRead;
 use vodsource_commands::layout;
 use vodsource_commands::ports::{Part, StoreError};
 
+pub use direct::{DirectUpload, SignedPart, DIRECT_GRANT_PATTERN};
 use parts::{body_has_more, put_error, too_large};
 use protocol::Hasher;
 pub use protocol::{
@@ -81,6 +83,10 @@ struct Manifest {
     tail: Option<Tail>,
     /// The object is assembled and the source recorded.
     completed: bool,
+    /// Parts go straight to the store, each of this size but the last (a direct upload);
+    /// `None` for tus, whose bytes come through this service.
+    #[serde(default)]
+    direct_part_size: Option<u64>,
 }
 
 impl Manifest {
@@ -178,6 +184,7 @@ impl<'a> Resumable<'a> {
             parts: Vec::new(),
             tail: None,
             completed: false,
+            direct_part_size: None,
         };
         self.save(&manifest).await?;
         Ok(manifest.state())
@@ -237,6 +244,15 @@ impl<'a> Resumable<'a> {
         if loaded.video.deleted {
             self.discard(&manifest).await;
             return Err(AppError::video_not_found(&manifest.video_id));
+        }
+        if loaded.video.source_key.is_some() {
+            // Another upload of this source finished first: this one must not replace it.
+            self.discard(&manifest).await;
+            return Err(AppError::conflict(
+                "UPLOAD_COMPLETED",
+                "this video's source is already recorded (another upload finished first)",
+                serde_json::json!({ "video_id": manifest.video_id }),
+            ));
         }
         let delivery = Arc::new(Mutex::new(Delivery {
             hasher: checksum.as_ref().map(Hasher::new),
@@ -387,20 +403,36 @@ impl<'a> Resumable<'a> {
 
     /// The manifest, for its owner or an admin, unexpired.
     async fn live(&self, principal: &Principal, id: &str) -> Result<Manifest, AppError> {
-        let manifest = self.owned(principal, id).await?;
+        self.unexpired(self.owned(principal, id).await?).await
+    }
+
+    /// The manifest, unless it expired (then the upload is removed: UPLOAD_EXPIRED).
+    async fn unexpired(&self, manifest: Manifest) -> Result<Manifest, AppError> {
         if !manifest.completed && manifest.expires_at <= self.core.now() {
             self.discard(&manifest).await;
             return Err(AppError::new(
                 ErrorKind::Gone,
                 "UPLOAD_EXPIRED",
-                format!("upload {id} expired at {}; create another", manifest.expires_at),
-                serde_json::json!({ "upload_id": id }),
+                format!(
+                    "upload {} expired at {}; create another",
+                    manifest.id, manifest.expires_at
+                ),
+                serde_json::json!({ "upload_id": manifest.id }),
             ));
         }
         Ok(manifest)
     }
 
+    /// A tus upload's manifest, for its owner or an admin.
     async fn owned(&self, principal: &Principal, id: &str) -> Result<Manifest, AppError> {
+        let manifest = self.manifest(id).await?;
+        if !principal.owns_or_admin(&manifest.owner) || manifest.direct_part_size.is_some() {
+            return Err(upload_not_found(id));
+        }
+        Ok(manifest)
+    }
+
+    async fn manifest(&self, id: &str) -> Result<Manifest, AppError> {
         if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(upload_not_found(id));
         }
@@ -412,12 +444,7 @@ impl<'a> Resumable<'a> {
             .await
             .map_err(|e| AppError::store("reading an upload", &e))?
             .ok_or_else(|| upload_not_found(id))?;
-        let manifest: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| AppError::internal("an upload's manifest is unreadable", &e))?;
-        if !principal.owns_or_admin(&manifest.owner) {
-            return Err(upload_not_found(id));
-        }
-        Ok(manifest)
+        serde_json::from_slice(&bytes).map_err(|e| AppError::internal("an upload's manifest is unreadable", &e))
     }
 
     async fn save(&self, manifest: &Manifest) -> Result<(), AppError> {

@@ -154,6 +154,32 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// `Unavailable`.
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part]) -> Result<ObjectMeta, StoreError>;
 
+    /// The parts of an upload the store holds, in number order (the latest version of each):
+    /// how a client that sent parts straight to the store learns what arrived.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown upload; `Unavailable`.
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<Part>, StoreError>;
+
+    /// A URL with which anyone may `PUT` part `number` of an upload, exactly `length` bytes
+    /// (the signature covers the length), for `ttl`; `None` for a store without such URLs
+    /// (the folder store).
+    ///
+    /// # Errors
+    /// `Invalid` key or part number; `Unavailable`.
+    async fn presign_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        length: u64,
+        ttl: std::time::Duration,
+    ) -> Result<Option<String>, StoreError> {
+        check_key(key)?;
+        let _ = (upload_id, number, length, ttl);
+        Ok(None)
+    }
+
     /// Ends an upload without an object, removing its parts. An unknown upload is no error.
     ///
     /// # Errors

@@ -208,6 +208,11 @@ impl ObjectStore for LocalObjectStore {
         })
     }
 
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<Part>, StoreError> {
+        self.path(key)?;
+        self.stored_parts(upload_id).await
+    }
+
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
         self.path(key)?;
         self.remove_upload(upload_id).await

@@ -67,6 +67,35 @@ impl LocalObjectStore {
         Ok(Part { number, size, etag })
     }
 
+    pub(super) async fn stored_parts(&self, id: &str) -> Result<Vec<Part>, StoreError> {
+        let folder = self.upload_folder(id)?;
+        let mut entries = match tokio::fs::read_dir(&folder).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(StoreError::NotFound(format!("no multipart upload {id}")));
+            }
+            Err(e) => return Err(unavailable(&folder, e)),
+        };
+        let mut parts = Vec::new();
+        while let Some(entry) = entries.next_entry().await.map_err(|e| unavailable(&folder, e))? {
+            let name = entry.file_name();
+            let Some((number, etag)) = name.to_str().and_then(|n| n.split_once('.')) else {
+                continue;
+            };
+            let (Ok(number), Ok(meta)) = (number.parse::<u32>(), entry.metadata().await) else {
+                continue;
+            };
+            parts.push(Part {
+                number,
+                size: meta.len(),
+                etag: etag.to_owned(),
+            });
+        }
+        parts.sort_by_key(|p| p.number);
+        // A part stored again is listed twice only until its older version is removed.
+        Ok(parts)
+    }
+
     pub(super) async fn assemble(&self, id: &str, parts: &[Part], target: &Path) -> Result<u64, StoreError> {
         let folder = self.upload_folder(id)?;
         let files: Vec<(PathBuf, u64)> = parts

@@ -94,6 +94,8 @@ pub struct S3ObjectStore {
     region: String,
     /// What it signs with (bucket configuration requests).
     credentials: Option<Arc<SdkCredentials>>,
+    /// Requests object_store does not make (ListParts).
+    http: reqwest::Client,
 }
 
 impl S3ObjectStore {
@@ -110,6 +112,10 @@ impl S3ObjectStore {
             location,
             region,
             credentials,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
         })
     }
 
@@ -135,6 +141,43 @@ impl S3ObjectStore {
 
     /// object_store's errors as the port's, in one place: the bucket, the operation and the
     /// key named, object_store's error kept as the cause.
+    /// `url` presigned for a `PUT` of exactly `length` bytes (SigV4 with `content-length`
+    /// among the signed headers), valid for `ttl`.
+    async fn sign_put(&self, key: &str, url: &reqwest::Url, length: u64, ttl: Duration) -> Result<String, StoreError> {
+        let signed = self
+            .sign("PUT", url, &[("content-length", length.to_string())], ttl)
+            .await
+            .map_err(|e| StoreError::Invalid(format!("presigning an upload of {key}: {e}")))?;
+        Ok(signed.to_string())
+    }
+
+    /// `url` presigned by this store's credentials (query-string SigV4).
+    async fn sign(
+        &self,
+        method: &str,
+        url: &reqwest::Url,
+        headers: &[(&str, String)],
+        ttl: Duration,
+    ) -> Result<reqwest::Url, String> {
+        let Some(credentials) = &self.credentials else {
+            return Err(format!("signing for {} needs AWS credentials", self.location.url()));
+        };
+        let credential = credentials.get_credential().await.map_err(|e| e.to_string())?;
+        let signer = presign::Presigner {
+            key_id: &credential.key_id,
+            secret: &credential.secret_key,
+            token: credential.token.as_deref(),
+            region: &self.region,
+        };
+        Ok(signer.presign(
+            method,
+            url,
+            headers,
+            ttl.as_secs().clamp(1, 7 * 24 * 3600),
+            chrono::Utc::now(),
+        ))
+    }
+
     fn error(&self, what: &str, key: &str, e: object_store::Error) -> StoreError {
         StoreError::unavailable_from(format_args!("{} {what} {key}", self.location.url()), e)
     }
@@ -362,30 +405,7 @@ impl ObjectStore for S3ObjectStore {
             return Ok(Some(url.to_string()));
         };
         // An upload URL signs its length too (object_store's signs the host only).
-        let Some(credentials) = &self.credentials else {
-            return Err(StoreError::Invalid(format!(
-                "presigning an upload to {} needs AWS credentials",
-                self.location.url()
-            )));
-        };
-        let credential = credentials
-            .get_credential()
-            .await
-            .map_err(|e| self.error("presign", key, e))?;
-        let signer = presign::Presigner {
-            key_id: &credential.key_id,
-            secret: &credential.secret_key,
-            token: credential.token.as_deref(),
-            region: &self.region,
-        };
-        let signed = signer.presign(
-            "PUT",
-            &url,
-            &[("content-length", length.to_string())],
-            ttl.as_secs().clamp(1, 7 * 24 * 3600),
-            chrono::Utc::now(),
-        );
-        Ok(Some(signed.to_string()))
+        self.sign_put(key, &url, length, ttl).await.map(Some)
     }
 
     fn part_size(&self) -> Option<u64> {
@@ -409,6 +429,21 @@ impl ObjectStore for S3ObjectStore {
 
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part]) -> Result<ObjectMeta, StoreError> {
         self.finish_upload(key, upload_id, parts).await
+    }
+
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<Part>, StoreError> {
+        self.stored_parts(key, upload_id).await
+    }
+
+    async fn presign_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        length: u64,
+        ttl: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        self.sign_part(key, upload_id, number, length, ttl).await.map(Some)
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {

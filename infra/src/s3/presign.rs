@@ -53,7 +53,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl Presigner<'_> {
-    /// `url` (scheme, host, port and an already-encoded path; its query is replaced) presigned
+    /// `url` (scheme, host, port, an already-encoded path and a query whose parameters other
+    /// than `X-Amz-*` are kept and signed: `partNumber`, `uploadId`) presigned
     /// for `method` with `headers` (lowercase names) signed, valid `expires_secs` from `now`.
     pub fn presign(
         &self,
@@ -77,13 +78,18 @@ impl Presigner<'_> {
             .collect();
         signed.sort();
         let signed_names = signed.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(";");
-        let mut query: Vec<(String, String)> = vec![
+        let kept = url
+            .query_pairs()
+            .filter(|(k, _)| !k.starts_with("X-Amz-"))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()));
+        let mut query: Vec<(String, String)> = kept.collect();
+        query.extend([
             ("X-Amz-Algorithm".into(), "AWS4-HMAC-SHA256".into()),
             ("X-Amz-Credential".into(), format!("{}/{scope}", self.key_id)),
             ("X-Amz-Date".into(), stamp.clone()),
             ("X-Amz-Expires".into(), expires_secs.to_string()),
             ("X-Amz-SignedHeaders".into(), signed_names.clone()),
-        ];
+        ]);
         if let Some(token) = self.token {
             query.push(("X-Amz-Security-Token".into(), token.to_owned()));
         }
@@ -161,5 +167,22 @@ mod tests {
             "{query}"
         );
         assert_eq!(signed.path(), "/bucket/sources/v/clip%20one.mp4");
+    }
+
+    #[test]
+    fn a_part_keeps_its_number_and_upload_and_drops_an_earlier_signature() {
+        let signer = Presigner {
+            key_id: "id",
+            secret: "secret",
+            token: None,
+            region: "us-east-1",
+        };
+        let url = reqwest::Url::parse("http://127.0.0.1:5000/bucket/k?X-Amz-Signature=old&uploadId=a%2Bb&partNumber=3")
+            .expect("url");
+        let signed = signer.presign("PUT", &url, &[], 60, Utc::now());
+        let query = signed.query().unwrap_or_default();
+        assert!(query.contains("partNumber=3&uploadId=a%2Bb"), "{query}");
+        assert_eq!(query.matches("X-Amz-Signature=").count(), 1, "{query}");
+        assert!(!query.contains("=old"), "{query}");
     }
 }

@@ -5,6 +5,7 @@ mod beacons;
 mod catalog;
 mod commands;
 mod conventions;
+mod direct;
 mod encoding;
 mod harness;
 mod media;

@@ -84,7 +84,7 @@ async fn patch(
 }
 
 /// The types of `id`'s events.
-async fn history(s: &Server, id: &str) -> Vec<String> {
+pub(crate) async fn history(s: &Server, id: &str) -> Vec<String> {
     let (status, body) = s
         .send(s.req(Method::GET, &format!("/v1/history/{id}"), &token("alice", "creator")))
         .await;
@@ -265,6 +265,29 @@ async fn on_s3_chunks_become_parts_of_one_multipart_upload_through_a_tail() {
     // Parts are 8 MiB: 3 MiB requests leave tails that the next request's bytes complete.
     let mib = 1024 * 1024;
     upload_in_chunks(&s, 9 * mib + 123, &[3 * mib, 3 * mib, 3 * mib, mib]).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_first_upload_to_finish_wins_and_a_second_is_refused() {
+    let s = server().await;
+    let (id, _) = s.register("alice", "two uploads", 10).await;
+    let first = create(&s, "alice", &id, 10, &[]).await;
+    let second = create(&s, "alice", &id, 10, &[]).await;
+    let done = patch(&s, "alice", &first, 0, &[1u8; 10], None).await;
+    assert_eq!(done.status(), StatusCode::NO_CONTENT);
+    let (status, err) = parts(patch(&s, "alice", &second, 0, &[2u8; 10], None).await).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, "UPLOAD_COMPLETED"),
+        "{err}"
+    );
+    let stored = s.dir.path().join("objects/sources").join(&id).join("source.mp4");
+    assert_eq!(
+        std::fs::read(stored).expect("the source"),
+        [1u8; 10],
+        "the first upload's bytes stay"
+    );
     s.stop().await;
 }
 
