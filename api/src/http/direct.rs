@@ -105,15 +105,16 @@ struct NamedPart {
     #[oai(validator(minimum(value = "1"), maximum(value = "10000")))]
     part_number: u32,
     /// Its ETag.
-    #[oai(rename = "ETag", validator(max_length = 128))]
+    #[oai(rename = "ETag", validator(max_length = 64, pattern = "^[!-~]*$"))]
     etag: String,
 }
 
 /// What Uppy sends to complete; the parts assembled are the ones the bucket holds.
 #[derive(Debug, Object)]
 struct CompleteMultipart {
-    /// The parts, as the client saw them.
-    #[oai(validator(max_items = 10000))]
+    /// The parts, as the client saw them (at most 1,000: 8 GiB in 8 MiB parts; the body must
+    /// fit the JSON limit).
+    #[oai(validator(max_items = 1000))]
     parts: Option<Vec<NamedPart>>,
 }
 

@@ -30,9 +30,9 @@ fn extra_statuses(operation_id: &str) -> Option<&'static [&'static str]> {
         "appendUpload" => &["404", "408", "409", "410", "412", "413", "415", "460"],
         "tusOptions" => &[],
         // A grant, not a bearer token, authorizes these: no 401.
-        "createDirectUpload" => &["404", "409"],
+        "createDirectUpload" => &["404", "409", "413", "415"],
         "signDirectPart" | "listDirectParts" => &["404", "409", "410"],
-        "completeDirectUpload" => &["404", "409", "410"],
+        "completeDirectUpload" => &["404", "409", "410", "413", "415"],
         "abortDirectUpload" => &["404", "409"],
         _ => return None,
     })
