@@ -10,12 +10,8 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{
-    multipart_uploads, s3_endpoint, serve_on_any_port, uploaded_once, vodsource_on_s3, Children, LOG_WITH_ADDRESS,
-};
+use common::{serve_on_any_port, uploaded_once, vodsource_on_s3, whole_source_in_bucket, Children, LOG_WITH_ADDRESS};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use vodsource_commands::ports::ObjectStore as _;
 
 const SECRET: &str = "direct-s3-test-secret-0123456789-0123456789";
 /// Three parts: 8 MiB, 8 MiB and 4 MiB.
@@ -139,22 +135,7 @@ async fn uppy_sends_the_parts_straight_to_the_bucket_and_resumes_an_interrupted_
         "the API read {carried} body bytes for a {SIZE}-byte upload"
     );
 
-    let store = vodsource_infra::s3::S3ObjectStore::open(
-        &format!("s3://{bucket}/vod"),
-        &vodsource_infra::aws::AwsSettings::emulator(&s3_endpoint()),
-    )
-    .await
-    .expect("store");
-    let fetched = data.join("fetched");
-    let key = format!("sources/{video}/source.mp4");
-    assert_eq!(store.fetch(&key, &fetched, None).await.expect("the source"), SIZE);
-    let digest = |b: &[u8]| Sha256::digest(b).to_vec();
-    assert_eq!(digest(&std::fs::read(&fetched).expect("fetched")), digest(&bytes));
-    assert_eq!(
-        multipart_uploads(&bucket),
-        Vec::<Value>::new(),
-        "no multipart upload is left"
-    );
+    whole_source_in_bucket(&bucket, &data, &video, &bytes).await;
     uploaded_once(&client, &base, &creator, &video).await;
     let _ = std::fs::remove_dir_all(&data);
 }

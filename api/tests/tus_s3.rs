@@ -15,12 +15,9 @@ use std::time::Duration;
 
 use common::relay::Relay;
 use common::{
-    multipart_uploads, s3_endpoint, serve_on_any_port, until, uploaded_once, vodsource_on_s3, Children,
-    LOG_WITH_ADDRESS,
+    serve_on_any_port, until, uploaded_once, vodsource_on_s3, whole_source_in_bucket, Children, LOG_WITH_ADDRESS,
 };
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use vodsource_commands::ports::ObjectStore as _;
 
 const SECRET: &str = "tus-s3-test-secret-0123456789-0123456789-01";
 /// Twelve parts of 8 MiB.
@@ -128,22 +125,7 @@ async fn a_killed_api_on_s3_is_resumed_by_another_from_the_acknowledged_offset()
     assert_eq!(resumed_at % (8 * 1024 * 1024), 0, "at a part's end: {result}");
 
     // The source in the bucket, byte for byte; no multipart upload left behind.
-    let store = vodsource_infra::s3::S3ObjectStore::open(
-        &format!("s3://{bucket}/vod"),
-        &vodsource_infra::aws::AwsSettings::emulator(&s3_endpoint()),
-    )
-    .await
-    .expect("store");
-    let fetched = data.join("fetched");
-    let key = format!("sources/{video}/source.mp4");
-    assert_eq!(store.fetch(&key, &fetched, None).await.expect("the source"), SIZE);
-    let digest = |b: &[u8]| Sha256::digest(b).to_vec();
-    assert_eq!(digest(&std::fs::read(&fetched).expect("fetched")), digest(&bytes));
-    assert_eq!(
-        multipart_uploads(&bucket),
-        Vec::<Value>::new(),
-        "no multipart upload is left"
-    );
+    whole_source_in_bucket(&bucket, &data, &video, &bytes).await;
 
     uploaded_once(&client, &base, &token, &video).await;
     drop(children);

@@ -253,3 +253,28 @@ print(json.dumps(s3.list_multipart_uploads(Bucket=sys.argv[2]).get("Uploads", []
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).expect("json")
 }
+
+/// The source of `video` in `bucket` (under `vod/`) is `bytes`, byte for byte (SHA-256), and no
+/// multipart upload is left in the bucket.
+#[cfg(feature = "s3")]
+pub async fn whole_source_in_bucket(bucket: &str, scratch: &Path, video: &str, bytes: &[u8]) {
+    use sha2::{Digest, Sha256};
+    use vodsource_commands::ports::ObjectStore as _;
+    let store = vodsource_infra::s3::S3ObjectStore::open(
+        &format!("s3://{bucket}/vod"),
+        &vodsource_infra::aws::AwsSettings::emulator(&s3_endpoint()),
+    )
+    .await
+    .expect("store");
+    let fetched = scratch.join("fetched");
+    let key = format!("sources/{video}/source.mp4");
+    let size = store.fetch(&key, &fetched, None).await.expect("the source");
+    assert_eq!(size, bytes.len() as u64);
+    let digest = |b: &[u8]| Sha256::digest(b).to_vec();
+    assert_eq!(digest(&std::fs::read(&fetched).expect("fetched")), digest(bytes));
+    assert_eq!(
+        multipart_uploads(bucket),
+        Vec::<Value>::new(),
+        "no multipart upload is left"
+    );
+}

@@ -10,10 +10,9 @@
 //! like a tus upload's, so the sweeper aborts an abandoned one.
 
 use chrono::{DateTime, Utc};
-use vodsource_commands::layout;
 use vodsource_commands::ports::{Part, StoreError};
 
-use super::{upload_not_found, Manifest, Resumable};
+use super::{upload_not_found, uploadable, Manifest, Resumable};
 use crate::error::{AppError, ErrorKind};
 use crate::principal::{Principal, Role};
 use crate::signing::DirectClaims;
@@ -122,71 +121,50 @@ impl Resumable<'_> {
         Some((grant, expires_at, part_size(store, length)))
     }
 
-    /// The principal a grant acts as: the video's owner.
-    async fn owner(&self, claims: &DirectClaims) -> Result<Principal, AppError> {
-        if crate::videos::check_id(&claims.v).is_err() {
-            return Err(AppError::video_not_found(&claims.v));
-        }
-        let loaded = crate::Videos::new(self.core).load(&claims.v).await?;
-        if loaded.version == 0 || loaded.video.deleted {
-            return Err(AppError::video_not_found(&claims.v));
-        }
-        if loaded.video.source_key.is_some() {
-            return Err(AppError::conflict(
-                "UPLOAD_COMPLETED",
-                "this video's source is already recorded",
-                serde_json::json!({ "video_id": claims.v }),
-            ));
-        }
-        Ok(Principal::new(loaded.video.owner, Role::Creator))
-    }
-
-    /// Starts a direct upload of the source a grant names.
+    /// Starts a direct upload of the source a grant names, as its video's owner.
     ///
     /// # Errors
     /// FORBIDDEN for a bad or expired grant; VIDEO_NOT_FOUND (deleted too); UPLOAD_COMPLETED;
     /// DIRECT_UPLOAD_UNAVAILABLE when the store takes no parts from clients; UNAVAILABLE.
     pub async fn direct_create(&self, grant: &str) -> Result<DirectUpload, AppError> {
         let claims = self.grant(grant)?;
-        let principal = self.owner(&claims).await?;
+        if crate::videos::check_id(&claims.v).is_err() {
+            return Err(AppError::video_not_found(&claims.v));
+        }
+        let loaded = crate::Videos::new(self.core).load(&claims.v).await?;
+        uploadable(&loaded, &claims.v)?;
         let Some(store_part) = self.core.ports.objects.part_size() else {
             return Err(unavailable());
         };
-        let loaded = crate::Videos::new(self.core).load(&claims.v).await?;
-        let key = layout::source_key(&claims.v, &loaded.video.filename);
-        let objects = &self.core.ports.objects;
-        let multipart = objects
-            .create_multipart(&key)
-            .await
-            .map_err(|e| AppError::store("starting a multipart upload", &e))?;
         let now = self.core.now();
-        let manifest = Manifest {
-            id: uuid::Uuid::new_v4().simple().to_string(),
-            video_id: claims.v.clone(),
-            owner: principal.subject,
-            key,
-            length: claims.s,
-            metadata: String::new(),
-            created_at: now,
-            // No later than the grant: nothing could finish it after.
-            expires_at: (now + self.lifetime()).min(DateTime::from_timestamp(claims.e, 0).unwrap_or(now)),
-            multipart,
-            parts: Vec::new(),
-            tail: None,
-            completed: false,
-            direct_part_size: Some(part_size(store_part, claims.s)),
-        };
-        self.save(&manifest).await?;
+        // No later than the grant: nothing could finish it after.
+        let expires_at = (now + self.lifetime()).min(DateTime::from_timestamp(claims.e, 0).unwrap_or(now));
+        let manifest = self
+            .start(
+                &loaded,
+                &loaded.video.owner,
+                claims.s,
+                "",
+                expires_at,
+                Some(part_size(store_part, claims.s)),
+            )
+            .await?;
         Ok(manifest.direct())
     }
 
     /// A direct upload of the grant's video, unexpired.
     async fn direct_manifest(&self, claims: &DirectClaims, id: &str) -> Result<Manifest, AppError> {
+        let manifest = self.direct_of(claims, id).await?;
+        self.unexpired(manifest).await
+    }
+
+    /// A direct upload of the grant's video (another's, or a tus upload, is not found).
+    async fn direct_of(&self, claims: &DirectClaims, id: &str) -> Result<Manifest, AppError> {
         let manifest = self.manifest(id).await?;
         if manifest.direct_part_size.is_none() || manifest.video_id != claims.v {
             return Err(upload_not_found(id));
         }
-        self.unexpired(manifest).await
+        Ok(manifest)
     }
 
     /// The URL to `PUT` part `number` of a direct upload to.
@@ -261,16 +239,7 @@ impl Resumable<'_> {
         let mut manifest = self.direct_manifest(&claims, id).await?;
         let turn = self.core.uploads.begin(&manifest.video_id)?;
         let loaded = crate::Videos::new(self.core).load(&manifest.video_id).await?;
-        if loaded.video.deleted {
-            self.discard(&manifest).await;
-            return Err(AppError::video_not_found(&manifest.video_id));
-        }
-        let principal = Principal::new(manifest.owner.clone(), Role::Creator);
-        if !manifest.completed && loaded.video.source_key.is_some() {
-            // Another upload of this source finished first: this one must not replace it.
-            self.discard(&manifest).await;
-            return Err(source_recorded(&manifest.video_id));
-        }
+        self.still_wanted(&manifest, &loaded).await?;
         if !manifest.completed {
             let upload = manifest.direct();
             let stored = self.stored_parts(&manifest).await?;
@@ -278,6 +247,7 @@ impl Resumable<'_> {
         }
         drop(turn);
         let upload = manifest.direct();
+        let principal = Principal::new(manifest.owner.clone(), Role::Creator);
         self.finish(&principal, manifest).await?;
         Ok(upload)
     }
@@ -288,22 +258,11 @@ impl Resumable<'_> {
     /// FORBIDDEN; UPLOAD_NOT_FOUND; UPLOAD_COMPLETED; UNAVAILABLE.
     pub async fn direct_abort(&self, grant: &str, id: &str) -> Result<(), AppError> {
         let claims = self.grant(grant)?;
-        let manifest = self.manifest(id).await?;
-        if manifest.direct_part_size.is_none() || manifest.video_id != claims.v {
-            return Err(upload_not_found(id));
-        }
+        let manifest = self.direct_of(&claims, id).await?;
         completed_refused(&manifest)?;
         self.discard(&manifest).await;
         Ok(())
     }
-}
-
-fn source_recorded(video_id: &str) -> AppError {
-    AppError::conflict(
-        "UPLOAD_COMPLETED",
-        "this video's source is already recorded (another upload finished first)",
-        serde_json::json!({ "video_id": video_id }),
-    )
 }
 
 fn unavailable() -> AppError {

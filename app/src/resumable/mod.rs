@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncRead;
-use vodsource_commands::layout;
 use vodsource_commands::ports::{Part, StoreError};
+use vodsource_commands::{layout, VideoContext};
 
 pub use direct::{DirectUpload, SignedPart, DIRECT_GRANT_PATTERN};
 use parts::{body_has_more, put_error, too_large};
@@ -114,6 +114,22 @@ fn upload_not_found(id: &str) -> AppError {
     )
 }
 
+/// Refuses an upload of a source that cannot take one: a deleted video's (VIDEO_NOT_FOUND) or
+/// one already recorded (UPLOAD_COMPLETED).
+fn uploadable(loaded: &VideoContext, video_id: &str) -> Result<(), AppError> {
+    if loaded.version == 0 || loaded.video.deleted {
+        return Err(AppError::video_not_found(video_id));
+    }
+    if loaded.video.source_key.is_some() {
+        return Err(AppError::conflict(
+            "UPLOAD_COMPLETED",
+            "this video's source is already recorded",
+            serde_json::json!({ "video_id": video_id }),
+        ));
+    }
+    Ok(())
+}
+
 /// Resumable uploads of videos' sources.
 pub struct Resumable<'a> {
     core: &'a Core,
@@ -142,17 +158,8 @@ impl<'a> Resumable<'a> {
             return Err(AppError::video_not_found(&video_id));
         }
         let loaded = crate::Videos::new(self.core).owned(principal, &video_id).await?;
+        uploadable(&loaded, &video_id)?;
         let video = &loaded.video;
-        if video.deleted {
-            return Err(AppError::video_not_found(&video_id));
-        }
-        if video.source_key.is_some() {
-            return Err(AppError::conflict(
-                "UPLOAD_COMPLETED",
-                "this video's source is already recorded",
-                serde_json::json!({ "video_id": video_id }),
-            ));
-        }
         if length != video.declared_size {
             return Err(AppError::new(
                 ErrorKind::Unprocessable,
@@ -164,29 +171,17 @@ impl<'a> Resumable<'a> {
                 serde_json::json!({ "declared": video.declared_size, "actual": length }),
             ));
         }
-        let key = layout::source_key(&video_id, &video.filename);
-        let objects = &self.core.ports.objects;
-        let multipart = objects
-            .create_multipart(&key)
-            .await
-            .map_err(|e| AppError::store("starting a multipart upload", &e))?;
         let now = self.core.now();
-        let manifest = Manifest {
-            id: uuid::Uuid::new_v4().simple().to_string(),
-            video_id,
-            owner: principal.subject.clone(),
-            key,
-            length,
-            metadata: metadata.to_owned(),
-            created_at: now,
-            expires_at: now + self.lifetime(),
-            multipart,
-            parts: Vec::new(),
-            tail: None,
-            completed: false,
-            direct_part_size: None,
-        };
-        self.save(&manifest).await?;
+        let manifest = self
+            .start(
+                &loaded,
+                &principal.subject,
+                length,
+                metadata,
+                now + self.lifetime(),
+                None,
+            )
+            .await?;
         Ok(manifest.state())
     }
 
@@ -241,19 +236,7 @@ impl<'a> Resumable<'a> {
         let loaded = crate::Videos::new(self.core)
             .owned(principal, &manifest.video_id)
             .await?;
-        if loaded.video.deleted {
-            self.discard(&manifest).await;
-            return Err(AppError::video_not_found(&manifest.video_id));
-        }
-        if loaded.video.source_key.is_some() {
-            // Another upload of this source finished first: this one must not replace it.
-            self.discard(&manifest).await;
-            return Err(AppError::conflict(
-                "UPLOAD_COMPLETED",
-                "this video's source is already recorded (another upload finished first)",
-                serde_json::json!({ "video_id": manifest.video_id }),
-            ));
-        }
+        self.still_wanted(&manifest, &loaded).await?;
         let delivery = Arc::new(Mutex::new(Delivery {
             hasher: checksum.as_ref().map(Hasher::new),
             ..Delivery::default()
@@ -305,6 +288,62 @@ impl<'a> Resumable<'a> {
             return self.finish(principal, manifest).await;
         }
         Ok(manifest.state())
+    }
+
+    /// Starts the multipart upload of `loaded`'s source and saves the new upload's manifest.
+    async fn start(
+        &self,
+        loaded: &VideoContext,
+        owner: &str,
+        length: u64,
+        metadata: &str,
+        expires_at: DateTime<Utc>,
+        direct_part_size: Option<u64>,
+    ) -> Result<Manifest, AppError> {
+        let key = layout::source_key(&loaded.id, &loaded.video.filename);
+        let multipart = self
+            .core
+            .ports
+            .objects
+            .create_multipart(&key)
+            .await
+            .map_err(|e| AppError::store("starting a multipart upload", &e))?;
+        let manifest = Manifest {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            video_id: loaded.id.clone(),
+            owner: owner.to_owned(),
+            key,
+            length,
+            metadata: metadata.to_owned(),
+            created_at: self.core.now(),
+            expires_at,
+            multipart,
+            parts: Vec::new(),
+            tail: None,
+            completed: false,
+            direct_part_size,
+        };
+        self.save(&manifest).await?;
+        Ok(manifest)
+    }
+
+    /// Refuses to go on with an upload whose video is deleted (VIDEO_NOT_FOUND) or, unfinished,
+    /// whose source another upload recorded first (UPLOAD_COMPLETED: this one must not replace
+    /// it); either way the upload is discarded.
+    async fn still_wanted(&self, manifest: &Manifest, loaded: &VideoContext) -> Result<(), AppError> {
+        let refusal = if loaded.version == 0 || loaded.video.deleted {
+            AppError::video_not_found(&manifest.video_id)
+        } else if !manifest.completed && loaded.video.source_key.is_some() {
+            AppError::conflict(
+                "UPLOAD_COMPLETED",
+                "this video's source is already recorded (another upload finished first)",
+                serde_json::json!({ "video_id": manifest.video_id }),
+            )
+        } else {
+            return Ok(());
+        };
+        self.discard(manifest).await;
+        Err(refusal)
     }
 
     /// Ends an upload: its parts are removed and it is forgotten.

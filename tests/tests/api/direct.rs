@@ -260,3 +260,56 @@ async fn an_aborted_upload_is_gone_and_a_deleted_video_takes_none() {
     assert!(!history(&s, &id).await.iter().any(|t| t == "SourceUploaded"));
     s.stop().await;
 }
+
+#[cfg(feature = "distributed")]
+#[tokio::test]
+async fn an_abandoned_direct_upload_is_swept_with_its_parts() {
+    use vodsource_commands::ports::StoreError;
+    let (s, _) = crate::harness::server_on_s3_with(|_| {
+        let mut settings = crate::harness::settings();
+        settings.upload_expiry = std::time::Duration::from_secs(2);
+        settings
+    })
+    .await;
+    let registered = register(&s, "abandoned", 10).await;
+    let id = registered["video_id"].as_str().expect("id").to_owned();
+    let endpoint = registered["multipart"]["endpoint"]
+        .as_str()
+        .expect("endpoint")
+        .to_owned();
+    let (_, created) = call(&s, Method::POST, &format!("{endpoint}/s3/multipart"), Some(json!({}))).await;
+    let upload = created["uploadId"].as_str().expect("uploadId").to_owned();
+    let (url, _) = sign(&s, &endpoint, &upload, 1).await;
+    put(&s, &url, &[7u8; 10]).await;
+    let state = format!("uploads/{upload}/manifest.json");
+    let manifest: Value = serde_json::from_slice(
+        &s.objects
+            .read(&state, 1 << 20)
+            .await
+            .expect("read")
+            .expect("the upload's state"),
+    )
+    .expect("json");
+    let multipart = manifest["multipart"].as_str().expect("multipart id").to_owned();
+    let key = format!("sources/{id}/source.mp4");
+    assert_eq!(s.objects.list_parts(&key, &multipart).await.expect("parts").len(), 1);
+
+    // Nobody calls again: the sweeper aborts the parts and forgets the upload.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let state_gone = s.objects.head(&state).await.expect("head").is_none();
+        let parts_gone = matches!(
+            s.objects.list_parts(&key, &multipart).await,
+            Err(StoreError::NotFound(_))
+        );
+        if state_gone && parts_gone {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the abandoned upload was never swept (state gone: {state_gone}, parts gone: {parts_gone})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    s.stop().await;
+}
