@@ -106,11 +106,13 @@ def main():
                 with open(source, "rb") as f:
                     f.seek((number - 1) * part_size)
                     body = f.read(part_size)
-                req = urllib.request.Request(signed["url"], data=body, method="PUT")
+                # urllib would call the body a form, which moto then tries to parse.
+                req = urllib.request.Request(signed["url"], data=body, method="PUT",
+                                             headers={"content-type": "application/octet-stream"})
                 with urllib.request.urlopen(req) as r:
                     r.read()
 
-            with ThreadPoolExecutor(4) as pool:
+            with ThreadPoolExecutor(int(os.environ.get("DIRECT_PARTS_IN_FLIGHT", "4"))) as pool:
                 list(pool.map(send, range(1, created["partCount"] + 1)))
             request("POST", f"{calls}/{upload}/complete", {})
 
