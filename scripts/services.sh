@@ -193,6 +193,25 @@ browser() {
     fi
 }
 
+# Stand-in origins for the URL-ingest tests, whose fetcher refuses loopback: 203.0.113.7
+# (TEST-NET-3, a documentation address that nothing routes, so a public address no one else
+# uses) on the loopback interface, and two names in /etc/hosts for the system resolver:
+# media.vodsource.test (that address) and private.vodsource.test (10.20.30.40, private).
+ORIGIN_ADDRESS=203.0.113.7
+origins() {
+    case "$action" in
+    start)
+        if ! ip -4 addr show dev lo | grep -q "inet $ORIGIN_ADDRESS/"; then
+            ip addr add "$ORIGIN_ADDRESS/32" dev lo
+        fi
+        grep -q ' media.vodsource.test$' /etc/hosts || echo "$ORIGIN_ADDRESS media.vodsource.test" >>/etc/hosts
+        grep -q ' private.vodsource.test$' /etc/hosts || echo "10.20.30.40 private.vodsource.test" >>/etc/hosts
+        ;;
+    stop) ip addr del "$ORIGIN_ADDRESS/32" dev lo 2>/dev/null || true ;;
+    status) ip -4 addr show dev lo | grep -q "inet $ORIGIN_ADDRESS/" && echo "origins: $ORIGIN_ADDRESS on lo" || echo "origins: down" ;;
+    esac
+}
+
 for service in "${services[@]}"; do
     case "$service" in
     postgres) postgres ;;
@@ -204,7 +223,8 @@ for service in "${services[@]}"; do
     aws) aws ;;
     browser) browser ;;
     tus-clients) tus_clients ;;
+    origins) origins ;;
     wrk) if [ "$action" = start ] && ! command -v wrk >/dev/null; then apt_install wrk; fi ;;
-    *) echo "error: unknown service $service (known: postgres, python, schemathesis, wrk, ffmpeg, lake-readers, kafka, aws, browser, tus-clients)" >&2; exit 2 ;;
+    *) echo "error: unknown service $service (known: postgres, python, schemathesis, wrk, ffmpeg, lake-readers, kafka, aws, browser, tus-clients, origins)" >&2; exit 2 ;;
     esac
 done

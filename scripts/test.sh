@@ -10,7 +10,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 python3 scripts/module-cycles.py domain/src commands/src qoe/src projections/src app/src infra/src encoder/src lake/src \
     api/src tests/src bench/src
 
-scripts/services.sh start postgres python schemathesis ffmpeg lake-readers kafka aws browser tus-clients
+scripts/services.sh start postgres python schemathesis ffmpeg lake-readers kafka aws browser tus-clients origins
 
 cargo test --workspace --locked "$@"
 # The embedded shape alone (no PostgreSQL, DynamoDB, Kafka, Kinesis, S3 or lake SQL) still

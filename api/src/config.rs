@@ -192,6 +192,16 @@ options! {
         #[arg(long, env = "VODSOURCE_MEDIA_PRIVATE_KEY_FILE", global = true, help_heading = "Media")]
         pub media_private_key_file: Option<PathBuf>,
 
+        /// Fetch a registration's `source_url` over plain `http` too (else `https` only)
+        /// [default: false].
+        #[arg(long, env = "VODSOURCE_INGEST_ALLOW_HTTP", global = true, help_heading = "Ingest", require_equals = true, num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+        pub ingest_allow_http: Option<bool>,
+        /// Address blocks a `source_url` may reach although they are not public (loopback,
+        /// private, link-local, metadata), comma-separated: `10.8.0.0/16,fd12::/64`. Empty by
+        /// default: every such address is refused, after DNS resolution and on every redirect.
+        #[arg(long, env = "VODSOURCE_INGEST_ALLOW", global = true, help_heading = "Ingest")]
+        pub ingest_allow: Option<String>,
+
         /// Do not run the projection runners and the encoding supervisor in `serve` (they run
         /// in `vodsource projector` processes) [default: false].
         #[arg(long, env = "VODSOURCE_NO_PROJECTORS", global = true, help_heading = "Roles", require_equals = true, num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
@@ -274,6 +284,7 @@ impl Options {
             rate_limit: Some(100),
             rate_burst: Some(200),
             media_allow_unsigned: Some(false),
+            ingest_allow_http: Some(false),
             no_projectors: Some(false),
             encoders: Some(1),
             no_qoe_sink: Some(false),

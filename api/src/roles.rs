@@ -110,6 +110,26 @@ impl Stores {
         )
     }
 
+    /// The ingest of sources named by URL, into `objects` through `fetcher`.
+    pub fn ingest(
+        &self,
+        objects: Arc<dyn ObjectStore>,
+        fetcher: Arc<dyn vodsource_commands::ports::Fetcher>,
+        config: vodsource_app::ingest::IngestConfig,
+    ) -> vodsource_app::ingest::SourceIngest {
+        vodsource_app::ingest::SourceIngest::new(
+            self.commands(),
+            self.log.clone(),
+            self.views.clone(),
+            self.views.clone(),
+            objects,
+            fetcher,
+            self.clock.clone(),
+            self.owner.clone(),
+            config,
+        )
+    }
+
     /// An encoding worker over these stores and `objects`.
     pub fn worker(&self, objects: Arc<dyn ObjectStore>, config: WorkerConfig) -> Worker {
         Worker::new(self.commands(), self.views.clone(), objects, self.clock.clone(), config)

@@ -16,6 +16,7 @@ pub fn register(title: &str) -> VideoCommand {
         filename: "clip.mp4".into(),
         content_type: "video/mp4".into(),
         size_bytes: SAMPLE_SOURCE_BYTES,
+        source_url: None,
     }
 }
 

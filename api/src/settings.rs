@@ -115,6 +115,10 @@ pub struct Settings {
     /// A second address serving `/metrics` and the probes without authentication (for a
     /// scraper on a private network); `None`: `/metrics` is on the API's address, admin only.
     pub metrics_listen: Option<String>,
+    /// How sources named by URL are fetched: schemes, the addresses allowed, timeouts.
+    pub fetch: vodsource_infra::egress::FetchSettings,
+    /// The ingest process (run with the projection runners).
+    pub ingest: vodsource_app::ingest::IngestConfig,
 }
 
 impl Settings {
@@ -175,8 +179,30 @@ impl Settings {
                 ..HttpLimits::default()
             },
             metrics_listen: o.metrics_listen.clone(),
+            fetch: fetch_settings(o)?,
+            ingest: vodsource_app::ingest::IngestConfig::default(),
         })
     }
+}
+
+/// How sources named by URL are fetched.
+///
+/// # Errors
+/// An allow-list entry that is not an address or block, named.
+fn fetch_settings(o: &crate::config::Options) -> anyhow::Result<vodsource_infra::egress::FetchSettings> {
+    let allow = o
+        .ingest_allow
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .filter(|entry| !entry.trim().is_empty())
+        .map(|entry| entry.parse().map_err(|e: String| anyhow::anyhow!("ingest_allow: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(vodsource_infra::egress::FetchSettings {
+        policy: vodsource_infra::egress::AddressPolicy { allow },
+        allow_http: o.ingest_allow_http.unwrap_or_default(),
+        ..Default::default()
+    })
 }
 
 /// The retry policy of the encoding supervisor.

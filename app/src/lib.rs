@@ -7,6 +7,8 @@
 //!   idempotency key.
 //! - [`Resumable`]: resumable uploads of a video's source (tus 1.0), straight into a
 //!   multipart upload of the object store.
+//! - [`ingest::SourceIngest`]: the process that fetches a source named by URL at
+//!   registration.
 //! - [`Catalog`]: the queries — the listing, one video, its encoding status, its history and
 //!   its playback grant.
 //! - [`Viewers`]: viewers' resume positions and their "continue watching" list.
@@ -25,6 +27,7 @@ pub mod cdn;
 pub mod error;
 mod follow;
 mod idempotency;
+pub mod ingest;
 pub mod listing;
 pub mod media;
 pub mod principal;
@@ -96,6 +99,8 @@ pub struct Settings {
     pub cdn: Option<Arc<cdn::Cdn>>,
     /// How long a resumable upload lives after its last request.
     pub upload_expiry: Duration,
+    /// Whether a registration's `source_url` may be `http` (else `https` only).
+    pub ingest_allow_http: bool,
 }
 
 /// Told how long each command took (metrics).

@@ -40,6 +40,19 @@ pub fn check_id(id: &str) -> Result<(), AppError> {
     Ok(())
 }
 
+/// Refuses an upload of a source this service fetches from the video's `source_url`
+/// (SOURCE_FROM_URL).
+pub(crate) fn refuse_fetched(loaded: &VideoContext, video_id: &str) -> Result<(), AppError> {
+    if loaded.video.source_url.is_some() {
+        return Err(AppError::conflict(
+            "SOURCE_FROM_URL",
+            "this video's source is fetched from its source_url; it takes no upload",
+            serde_json::json!({ "video_id": video_id }),
+        ));
+    }
+    Ok(())
+}
+
 /// A new video, as its creator describes it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Registration {
@@ -53,8 +66,26 @@ pub struct Registration {
     pub filename: String,
     /// The source's content type (`video/*`).
     pub content_type: String,
-    /// The source's exact size.
-    pub size_bytes: u64,
+    /// The source's exact size; may be left to the fetch of a `source_url`.
+    pub size_bytes: Option<u64>,
+    /// Where this service fetches the source from, instead of an upload.
+    pub source_url: Option<String>,
+}
+
+impl Registration {
+    /// The command that records it, owned by `principal` (size 0: left to the fetch).
+    fn command(&self, principal: &Principal) -> VideoCommand {
+        VideoCommand::Register {
+            owner: principal.subject.clone(),
+            title: self.title.clone(),
+            description: self.description.clone().unwrap_or_default(),
+            tags: self.tags.clone().unwrap_or_default(),
+            filename: self.filename.clone(),
+            content_type: self.content_type.clone(),
+            size_bytes: self.size_bytes.unwrap_or(0),
+            source_url: self.source_url.clone(),
+        }
+    }
 }
 
 /// A change of a video's metadata; `None` leaves a field as it is.
@@ -118,11 +149,14 @@ pub struct Registered {
     pub version: u64,
     /// Global log position of the command's last event (for read-your-writes).
     pub position: u64,
-    /// Where to upload the source in one request.
-    pub upload: UploadTarget,
+    /// Where to upload the source in one request; absent when the source is fetched from
+    /// `source_url`.
+    pub upload: Option<UploadTarget>,
     /// The ways this service takes the source: `put` (one request to `upload`), `tus`
     /// (resumable through this service, at `/v1/uploads`) and, when the object store takes
-    /// parts straight from clients, `s3-multipart` (see `multipart`).
+    /// parts straight from clients, `s3-multipart` (see `multipart`); only `url` when it
+    /// fetches the source from `source_url` (the video's status says when it failed, and
+    /// why).
     pub protocols: Vec<String>,
     /// Parts straight to the object store (S3), when it offers them.
     pub multipart: Option<MultipartTarget>,
@@ -206,12 +240,22 @@ impl<'a> Videos<'a> {
             ));
         }
         let max = self.max_source_bytes();
-        if request.size_bytes > max {
+        if let Some(size) = request.size_bytes.filter(|size| *size > max) {
             return Err(AppError::new(
                 ErrorKind::TooLarge,
                 "PAYLOAD_TOO_LARGE",
-                format!("size_bytes {} is above the limit of {max} bytes", request.size_bytes),
+                format!("size_bytes {size} is above the limit of {max} bytes"),
                 serde_json::json!({ "field": "size_bytes", "limit": max }),
+            ));
+        }
+        if let Some(url) = &request.source_url {
+            self.check_source_url(url)?;
+        } else if request.size_bytes.is_none() {
+            return Err(AppError::new(
+                ErrorKind::Unprocessable,
+                "SIZE_REQUIRED",
+                "size_bytes is required unless the source is fetched from source_url",
+                serde_json::json!({ "field": "size_bytes" }),
             ));
         }
         let fingerprint = Fingerprint {
@@ -223,18 +267,16 @@ impl<'a> Videos<'a> {
         let core = self.core;
         core.idempotent(principal, idempotency_key, &fingerprint, async {
             let id = uuid::Uuid::now_v7().to_string();
-            let (upload, presigned) = self.upload_target(&id, &request).await?;
-            let command = VideoCommand::Register {
-                owner: principal.subject.clone(),
-                title: request.title.clone(),
-                description: request.description.clone().unwrap_or_default(),
-                tags: request.tags.clone().unwrap_or_default(),
-                filename: request.filename.clone(),
-                content_type: request.content_type.clone(),
-                size_bytes: request.size_bytes,
-            };
+            let size = request.size_bytes.unwrap_or(0);
+            if request.source_url.is_some() {
+                return self.register_fetched(principal, id, &request).await;
+            }
+            let (upload, presigned) = self
+                .upload_target(&id, &request.filename, &request.content_type, size)
+                .await?;
+            let command = request.command(principal);
             let multipart = crate::Resumable::new(core)
-                .direct_grant(&id, request.size_bytes)
+                .direct_grant(&id, size)
                 // Where the store signs uploads (S3): parts need its signature too.
                 .filter(|_| presigned)
                 .map(|(grant, expires_at, part_size)| MultipartTarget {
@@ -251,7 +293,7 @@ impl<'a> Videos<'a> {
                 video_id: id,
                 version: outcome.version,
                 position: outcome.position.unwrap_or(0),
-                upload,
+                upload: Some(upload),
                 protocols,
                 multipart,
             })
@@ -259,23 +301,87 @@ impl<'a> Videos<'a> {
         .await
     }
 
+    /// Registers a video whose source this service fetches from its `source_url` (the
+    /// ingest process picks the registration up from the log).
+    async fn register_fetched(
+        &self,
+        principal: &Principal,
+        id: String,
+        request: &Registration,
+    ) -> Result<Registered, AppError> {
+        let outcome = self
+            .execute(principal, &id, request.command(principal), Some(0), "register")
+            .await?;
+        Ok(Registered {
+            video_id: id,
+            version: outcome.version,
+            position: outcome.position.unwrap_or(0),
+            upload: None,
+            protocols: vec!["url".to_owned()],
+            multipart: None,
+        })
+    }
+
+    /// Refuses a source URL this service will not fetch: one that does not parse, names no
+    /// host, or is not `https` (nor `http` where configuration allows it). Its addresses are
+    /// the fetcher's to judge, after resolution, on every attempt.
+    fn check_source_url(&self, url: &str) -> Result<(), AppError> {
+        let refused = |code: &'static str, message: String| {
+            AppError::new(
+                ErrorKind::Unprocessable,
+                code,
+                message,
+                serde_json::json!({ "field": "source_url" }),
+            )
+        };
+        if url.len() > vodsource_domain::MAX_SOURCE_URL_BYTES
+            || url.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(refused(
+                "SOURCE_URL_INVALID",
+                format!(
+                    "source_url must be at most {} bytes, without spaces or control characters",
+                    vodsource_domain::MAX_SOURCE_URL_BYTES
+                ),
+            ));
+        }
+        let parsed =
+            url::Url::parse(url).map_err(|e| refused("SOURCE_URL_INVALID", format!("source_url is not a URL: {e}")))?;
+        let allow_http = self.core.settings.ingest_allow_http;
+        match parsed.scheme() {
+            "https" => {}
+            "http" if allow_http => {}
+            scheme => {
+                let allowed = if allow_http { "https or http" } else { "https" };
+                return Err(refused(
+                    "SOURCE_URL_REFUSED",
+                    format!("source_url must be {allowed}, not {scheme}"),
+                ));
+            }
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(refused("SOURCE_URL_INVALID", "source_url names no host".into()));
+        }
+        Ok(())
+    }
+
     /// Where to `PUT` the source, and whether the object store signed it (S3).
-    async fn upload_target(&self, id: &str, request: &Registration) -> Result<(UploadTarget, bool), AppError> {
+    async fn upload_target(
+        &self,
+        id: &str,
+        filename: &str,
+        content_type: &str,
+        size: u64,
+    ) -> Result<(UploadTarget, bool), AppError> {
         let core = self.core;
         let expires_at = core.grant_expiry();
-        let key = layout::source_key(id, &request.filename);
+        let key = layout::source_key(id, filename);
         // A filename that makes no valid key is refused by the command afterwards.
         let presigned = match check_key(&key) {
             Ok(()) => core
                 .ports
                 .objects
-                .presign(
-                    &key,
-                    Access::Write {
-                        length: request.size_bytes,
-                    },
-                    core.settings.url_ttl,
-                )
+                .presign(&key, Access::Write { length: size }, core.settings.url_ttl)
                 .await
                 .map_err(|e| AppError::store("object store", &e))?,
             Err(_) => None,
@@ -287,14 +393,14 @@ impl<'a> Videos<'a> {
                 let token = core.signer.sign(&UploadClaims {
                     v: id.to_owned(),
                     k: key,
-                    s: request.size_bytes,
+                    s: size,
                     e: expires_at.timestamp(),
                 });
                 format!("{}/uploads/{token}", core.settings.public_url)
             }
         };
         let mut headers = BTreeMap::new();
-        headers.insert("Content-Type".to_owned(), request.content_type.clone());
+        headers.insert("Content-Type".to_owned(), content_type.to_owned());
         Ok((
             UploadTarget {
                 method: "PUT".into(),
@@ -362,6 +468,7 @@ impl<'a> Videos<'a> {
     ) -> Result<Accepted, AppError> {
         check_id(id)?;
         let loaded = self.writable(principal, id).await?;
+        refuse_fetched(&loaded, id)?;
         // Not while this service is still writing an upload of it (it would record the bytes
         // the upload is about to replace).
         let _turn = self.core.uploads.begin(id)?;

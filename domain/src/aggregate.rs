@@ -4,8 +4,8 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::values::{
-    validate_content_type, validate_description, validate_filename, validate_tags, validate_title, Metadata, Rendition,
-    SourceProbe,
+    validate_content_type, validate_description, validate_filename, validate_source_url, validate_tags, validate_title,
+    Metadata, Rendition, SourceProbe,
 };
 use crate::{Stage, VideoCommand, VideoError, VideoEvent, VideoServices};
 
@@ -48,10 +48,16 @@ pub struct Video {
     pub filename: String,
     /// Declared content type.
     pub content_type: String,
-    /// Declared size in bytes.
+    /// Declared size in bytes (0: a fetched source of undeclared size).
     pub declared_size: u64,
+    /// Where the source is fetched from, when it is not uploaded.
+    #[serde(default)]
+    pub source_url: Option<String>,
     /// Object key of the uploaded source.
     pub source_key: Option<String>,
+    /// The recorded source's size in bytes (the declared size, or a fetched source's own).
+    #[serde(default)]
+    pub source_size: u64,
     /// The object store's tag of the uploaded source's bytes (S3's ETag), when it keeps one:
     /// workers read exactly that version.
     #[serde(default)]
@@ -118,6 +124,7 @@ impl Video {
                 filename,
                 content_type,
                 size_bytes,
+                source_url,
             } => {
                 if self.stage != Stage::Unregistered {
                     return Err(VideoError::AlreadyRegistered);
@@ -133,8 +140,13 @@ impl Video {
                 let tags = validate_tags(&tags)?;
                 validate_filename(&filename)?;
                 validate_content_type(&content_type)?;
+                if let Some(url) = &source_url {
+                    validate_source_url(url)?;
+                }
                 let max = services.policy.max_source_bytes;
-                if size_bytes == 0 || size_bytes > max {
+                // A fetched source's size may be left to the fetch (0: up to the limit).
+                let undeclared = size_bytes == 0 && source_url.is_some();
+                if (size_bytes == 0 && !undeclared) || size_bytes > max {
                     return Err(VideoError::InvalidSource(format!(
                         "size must be 1 to {max} bytes, got {size_bytes}"
                     )));
@@ -147,15 +159,29 @@ impl Video {
                     filename,
                     content_type,
                     size_bytes,
+                    source_url,
                 }])
             }
+            VideoCommand::FailIngest { reason } => match self.stage {
+                Stage::AwaitingUpload if self.source_url.is_some() => {
+                    Ok(vec![VideoEvent::SourceIngestFailed { reason }])
+                }
+                stage => Err(VideoError::InvalidState {
+                    action: "fail the source's fetch",
+                    stage,
+                }),
+            },
             VideoCommand::CompleteUpload {
                 object_key,
                 size_bytes,
                 checksum,
             } => match self.stage {
                 Stage::AwaitingUpload => {
-                    if size_bytes != self.declared_size {
+                    let undeclared = self.declared_size == 0;
+                    let max = services.policy.max_source_bytes;
+                    if (undeclared && (size_bytes == 0 || size_bytes > max))
+                        || (!undeclared && size_bytes != self.declared_size)
+                    {
                         return Err(VideoError::SizeMismatch {
                             declared: self.declared_size,
                             actual: size_bytes,
@@ -183,6 +209,8 @@ impl Video {
                 _ => Ok(vec![]),
             },
             VideoCommand::RetryEncoding => match self.stage {
+                // A source that never arrived has nothing to encode.
+                Stage::Failed if self.source_key.is_none() => Err(VideoError::SourceNotUploaded),
                 Stage::Failed => Ok(vec![VideoEvent::EncodingRequested {
                     attempt: self.attempt + 1,
                 }]),
@@ -439,8 +467,10 @@ impl Video {
                 filename,
                 content_type,
                 size_bytes,
+                source_url,
             } => {
                 self.stage = Stage::AwaitingUpload;
+                self.source_url = source_url;
                 self.owner = owner;
                 self.metadata = Metadata {
                     title,
@@ -451,10 +481,21 @@ impl Video {
                 self.content_type = content_type;
                 self.declared_size = size_bytes;
             }
+            VideoEvent::SourceIngestFailed { reason } => {
+                self.stage = Stage::Failed;
+                self.failure = Some(Failure {
+                    attempt: 0,
+                    reason,
+                    retryable: false,
+                });
+            }
             VideoEvent::SourceUploaded {
-                object_key, checksum, ..
+                object_key,
+                checksum,
+                size_bytes,
             } => {
                 self.stage = Stage::Uploaded;
+                self.source_size = size_bytes;
                 self.source_key = Some(object_key);
                 self.source_checksum = checksum;
             }

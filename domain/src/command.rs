@@ -19,8 +19,17 @@ pub enum VideoCommand {
         filename: String,
         /// `video/*`.
         content_type: String,
-        /// Declared size of the source in bytes.
+        /// Declared size of the source in bytes; 0 (undeclared, up to the policy's limit)
+        /// only for a source fetched from `source_url`.
         size_bytes: u64,
+        /// Where this service fetches the source from, instead of an upload (an absolute
+        /// URL; the application checks its scheme and the fetcher its addresses).
+        source_url: Option<String>,
+    },
+    /// Fetching the source from the video's `source_url` failed for good.
+    FailIngest {
+        /// Why, for the owner to read.
+        reason: String,
     },
     /// The source is stored; the caller has checked the object and passes what it found.
     CompleteUpload {
@@ -150,6 +159,7 @@ impl VideoCommand {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Register { .. } => "register",
+            Self::FailIngest { .. } => "fail_ingest",
             Self::CompleteUpload { .. } => "complete_upload",
             Self::RequestEncoding => "request_encoding",
             Self::RetryEncoding => "retry_encoding",

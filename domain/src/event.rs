@@ -20,7 +20,13 @@ pub enum VideoEvent {
         filename: String,
         content_type: String,
         size_bytes: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source_url: Option<String>,
     },
+    /// The source could not be fetched from the video's `source_url`: a terminal failure
+    /// (the address is refused, the server refused, the file is too large, or every attempt
+    /// failed). The video takes no source after it.
+    SourceIngestFailed { reason: String },
     /// The source bytes are in the object store. `checksum` is the store's tag of exactly
     /// these bytes (S3's ETag), when it keeps one.
     SourceUploaded {
@@ -99,8 +105,9 @@ pub enum VideoEvent {
 
 impl VideoEvent {
     /// Every event type name, as stored.
-    pub const TYPES: [&'static str; 14] = [
+    pub const TYPES: [&'static str; 15] = [
         "VideoRegistered",
+        "SourceIngestFailed",
         "SourceUploaded",
         "EncodingRequested",
         "EncodingClaimed",
@@ -120,6 +127,7 @@ impl VideoEvent {
     pub fn type_name(&self) -> &'static str {
         match self {
             VideoEvent::VideoRegistered { .. } => "VideoRegistered",
+            VideoEvent::SourceIngestFailed { .. } => "SourceIngestFailed",
             VideoEvent::SourceUploaded { .. } => "SourceUploaded",
             VideoEvent::EncodingRequested { .. } => "EncodingRequested",
             VideoEvent::EncodingClaimed { .. } => "EncodingClaimed",

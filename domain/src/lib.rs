@@ -21,7 +21,7 @@ pub use event::{VideoEvent, EVENT_SCHEMA_VERSION};
 pub use services::{Clock, Policy, VideoServices};
 pub use values::{
     is_video_type, redact_paths, EncodeStage, EncodingCost, Manifests, Metadata, Rendition, SourceProbe, Stage,
-    MAX_DESCRIPTION_CHARS, MAX_TAGS, MAX_TAG_CHARS, MAX_TITLE_CHARS, VIDEO_TYPE_PATTERN,
+    MAX_DESCRIPTION_CHARS, MAX_SOURCE_URL_BYTES, MAX_TAGS, MAX_TAG_CHARS, MAX_TITLE_CHARS, VIDEO_TYPE_PATTERN,
 };
 
 /// The stream type of every video stream in the event store.

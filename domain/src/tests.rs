@@ -40,6 +40,7 @@ fn register_cmd() -> VideoCommand {
         filename: "bbb.mp4".into(),
         content_type: "video/mp4".into(),
         size_bytes: 1000,
+        source_url: None,
     }
 }
 
@@ -52,7 +53,23 @@ fn registered() -> Vec<VideoEvent> {
         filename: "bbb.mp4".into(),
         content_type: "video/mp4".into(),
         size_bytes: 1000,
+        source_url: None,
     }]
+}
+
+const SOURCE_URL: &str = "https://media.example.com/bbb.mp4";
+
+/// Registered with a source to fetch, of undeclared size.
+fn registered_from_url() -> Vec<VideoEvent> {
+    let mut events = registered();
+    if let Some(VideoEvent::VideoRegistered {
+        size_bytes, source_url, ..
+    }) = events.first_mut()
+    {
+        *size_bytes = 0;
+        *source_url = Some(SOURCE_URL.into());
+    }
+    events
 }
 
 fn uploaded() -> Vec<VideoEvent> {
@@ -297,6 +314,105 @@ fn register_with_zero_or_oversized_source_is_rejected() {
             "size {size}: {result:?}"
         );
     }
+}
+
+#[test]
+fn register_from_a_url_may_leave_the_size_to_the_fetch() {
+    let mut cmd = register_cmd();
+    if let VideoCommand::Register {
+        size_bytes, source_url, ..
+    } = &mut cmd
+    {
+        *size_bytes = 0;
+        *source_url = Some(SOURCE_URL.into());
+    }
+    video()
+        .given_no_previous_events()
+        .when(cmd)
+        .then_expect_events(registered_from_url());
+}
+
+#[test]
+fn register_with_a_malformed_source_url_is_rejected() {
+    for (url, expected) in [
+        (String::new(), "1 to 2048 bytes"),
+        (format!("https://a.example/{}", "x".repeat(2048)), "1 to 2048 bytes"),
+        ("https://a.example/a b.mp4".to_owned(), "spaces or control"),
+        ("https://a.example/\n.mp4".to_owned(), "spaces or control"),
+    ] {
+        let mut cmd = register_cmd();
+        if let VideoCommand::Register { source_url, .. } = &mut cmd {
+            *source_url = Some(url.clone());
+        }
+        let result = video().given_no_previous_events().when(cmd).inspect_result();
+        assert!(
+            matches!(&result, Err(VideoError::InvalidSource(m)) if m.contains(expected)),
+            "{url:?}: {result:?}"
+        );
+    }
+}
+
+#[test]
+fn a_fetched_source_of_undeclared_size_is_recorded_at_any_size_up_to_the_limit() {
+    let complete = |size| VideoCommand::CompleteUpload {
+        object_key: "sources/v1".into(),
+        size_bytes: size,
+        checksum: None,
+    };
+    video()
+        .given(registered_from_url())
+        .when(complete(12_345))
+        .then_expect_events(vec![VideoEvent::SourceUploaded {
+            object_key: "sources/v1".into(),
+            size_bytes: 12_345,
+            checksum: None,
+        }]);
+    let max = Policy::default().max_source_bytes;
+    video()
+        .given(registered_from_url())
+        .when(complete(max + 1))
+        .then_expect_error(VideoError::SizeMismatch {
+            declared: 0,
+            actual: max + 1,
+        });
+}
+
+#[test]
+fn a_failed_fetch_is_terminal_and_leaves_nothing_to_retry() {
+    let failed = VideoEvent::SourceIngestFailed {
+        reason: "refused: 127.0.0.1 is a loopback address".into(),
+    };
+    video()
+        .given(registered_from_url())
+        .when(VideoCommand::FailIngest {
+            reason: "refused: 127.0.0.1 is a loopback address".into(),
+        })
+        .then_expect_events(vec![failed.clone()]);
+    let mut history = registered_from_url();
+    history.push(failed);
+    video()
+        .given(history.clone())
+        .when(VideoCommand::RetryEncoding)
+        .then_expect_error(VideoError::SourceNotUploaded);
+    video()
+        .given(history)
+        .when(VideoCommand::CompleteUpload {
+            object_key: "sources/v1".into(),
+            size_bytes: 10,
+            checksum: None,
+        })
+        .then_expect_error(VideoError::InvalidState {
+            action: "complete the upload",
+            stage: Stage::Failed,
+        });
+    // Only a video whose source is fetched can fail its fetch.
+    video()
+        .given(registered())
+        .when(VideoCommand::FailIngest { reason: "x".into() })
+        .then_expect_error(VideoError::InvalidState {
+            action: "fail the source's fetch",
+            stage: Stage::AwaitingUpload,
+        });
 }
 
 #[test]

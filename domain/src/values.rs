@@ -201,6 +201,28 @@ pub fn is_video_type(content_type: &str) -> bool {
         && params.is_none_or(|p| !p.chars().any(|c| c < '\u{20}'))
 }
 
+/// Longest `source_url`, in bytes.
+pub const MAX_SOURCE_URL_BYTES: usize = 2048;
+
+/// Checks a source URL's form: 1 to [`MAX_SOURCE_URL_BYTES`] bytes, no space or control
+/// character. Scheme and addresses are the application's and the fetcher's to judge.
+///
+/// # Errors
+/// `InvalidSource` naming the problem.
+pub fn validate_source_url(url: &str) -> Result<(), VideoError> {
+    if url.is_empty() || url.len() > MAX_SOURCE_URL_BYTES {
+        return Err(VideoError::InvalidSource(format!(
+            "source_url must be 1 to {MAX_SOURCE_URL_BYTES} bytes"
+        )));
+    }
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(VideoError::InvalidSource(
+            "source_url must not contain spaces or control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a declared content type: [`is_video_type`].
 ///
 /// # Errors

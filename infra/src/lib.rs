@@ -17,6 +17,9 @@
 //! - [`s3`] (`s3`): the object store, presigned uploads, the bucket's setup.
 //! - [`aws`]: the AWS SDK's configuration, shared by the AWS adapters.
 //!
+//! Always built too: [`egress`], the requests made to URLs users name (a source to ingest),
+//! every address checked against server-side request forgery.
+//!
 //! Shared: [`append`] (the group commit and append planning both event stores run), and
 //! [`open`] and [`streams`], which pick an adapter from the URL in configuration (a URL whose
 //! adapter this build leaves out is refused with the feature's name).
@@ -28,6 +31,7 @@ pub(crate) mod append;
 pub mod aws;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
+pub mod egress;
 pub mod embedded_log;
 #[cfg(feature = "kafka")]
 pub mod kafka;

@@ -141,6 +141,7 @@ impl Projector for CatalogProjector {
         match event {
             VideoEvent::VideoDeleted { .. } => return ViewChange::Delete,
             VideoEvent::SourceUploaded { .. } => view.status = Stage::Uploaded,
+            VideoEvent::SourceIngestFailed { .. } => view.status = Stage::Failed,
             VideoEvent::EncodingRequested { .. } | VideoEvent::EncodingRequeued { .. } => {
                 view.status = Stage::Queued;
                 // A new attempt starts a new ladder.

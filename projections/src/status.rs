@@ -86,6 +86,14 @@ impl Projector for StatusProjector {
         match event {
             VideoEvent::VideoRegistered { .. } if existed => return ViewChange::Unchanged(Some(view)),
             VideoEvent::SourceUploaded { .. } => view.stage = Stage::Uploaded,
+            VideoEvent::SourceIngestFailed { reason } => {
+                view.stage = Stage::Failed;
+                view.last_error = Some(Failure {
+                    attempt: 0,
+                    reason: reason.clone(),
+                    retryable: false,
+                });
+            }
             VideoEvent::EncodingRequested { attempt } => {
                 view.new_attempt(*attempt, None);
                 view.last_error = None;

@@ -65,6 +65,65 @@ impl poem_openapi::types::ToJSON for Text {
     }
 }
 
+/// An optional field that, when present, has a value: `null` is refused (400) rather than
+/// read as absent, as poem-openapi's `Option` would — the document does not allow it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Maybe<T>(pub Option<T>);
+
+impl<T: poem_openapi::types::Type> poem_openapi::types::Type for Maybe<T> {
+    const IS_REQUIRED: bool = false;
+    type RawValueType = T::RawValueType;
+    type RawElementValueType = T::RawElementValueType;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        format!("optional_{}", T::name()).into()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        T::register(registry);
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        self.0.as_ref().and_then(T::as_raw_value)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        match &self.0 {
+            Some(value) => value.raw_element_iter(),
+            None => Box::new(std::iter::empty()),
+        }
+    }
+
+    fn is_none(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+impl<T: poem_openapi::types::ParseFromJSON> poem_openapi::types::ParseFromJSON for Maybe<T> {
+    fn parse_from_json(value: Option<serde_json::Value>) -> poem_openapi::types::ParseResult<Self> {
+        match value {
+            None => Ok(Self(None)),
+            Some(serde_json::Value::Null) => Err(poem_openapi::types::ParseError::custom(
+                "null is not a value here; leave the field out",
+            )),
+            Some(value) => Ok(Self(Some(
+                T::parse_from_json(Some(value)).map_err(poem_openapi::types::ParseError::propagate)?,
+            ))),
+        }
+    }
+}
+
+impl<T: poem_openapi::types::ToJSON> poem_openapi::types::ToJSON for Maybe<T> {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        self.0.as_ref().and_then(T::to_json)
+    }
+}
+
 /// `POST /videos`.
 #[derive(Debug, Clone, Object, Serialize)]
 #[oai(deny_unknown_fields)]
@@ -74,10 +133,10 @@ pub struct RegisterVideo {
     pub title: Text,
     /// Up to 5000 characters.
     #[oai(validator(max_length = 5000))]
-    pub description: Option<Text>,
+    pub description: Maybe<Text>,
     /// Up to 20 tags of 1 to 40 characters.
     #[oai(validator(max_items = 20, min_length = 1, max_length = 40))]
-    pub tags: Option<Vec<Text>>,
+    pub tags: Maybe<Vec<Text>>,
     /// The source's file name, without folders: 1 to 255 characters, no `/`, `\\` or
     /// control characters, not `.` or `..`.
     #[oai(validator(min_length = 1, max_length = 255))]
@@ -85,9 +144,17 @@ pub struct RegisterVideo {
     /// `video/<subtype>`, parameters allowed.
     #[oai(validator(max_length = 255))]
     pub content_type: Text,
-    /// Exact size of the source in bytes.
+    /// Exact size of the source in bytes. Required unless the source is fetched from
+    /// `source_url` (then optional: a file of another size fails the video).
     #[oai(validator(minimum(value = "1")))]
-    pub size_bytes: u64,
+    pub size_bytes: Maybe<u64>,
+    /// Fetch the source from this URL instead of uploading it: `https` (`http` only where
+    /// configuration allows it; else 422 `SOURCE_URL_REFUSED`). Addresses inside the
+    /// network (loopback, private, link-local, cloud metadata) are refused after DNS
+    /// resolution and on every redirect; a refusal, a 4xx, a file over the size limit or
+    /// repeated failures fail the video (status `failed`, the reason in `last_error`).
+    #[oai(validator(min_length = 1, max_length = 2048))]
+    pub source_url: Maybe<Text>,
 }
 
 /// `PATCH /videos/{id}`: the fields to change.
@@ -96,13 +163,13 @@ pub struct RegisterVideo {
 pub struct UpdateVideo {
     /// 1 to 200 characters.
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub title: Option<Text>,
+    pub title: Maybe<Text>,
     /// Up to 5000 characters.
     #[oai(validator(max_length = 5000))]
-    pub description: Option<Text>,
+    pub description: Maybe<Text>,
     /// Replaces all tags.
     #[oai(validator(max_items = 20, min_length = 1, max_length = 40))]
-    pub tags: Option<Vec<Text>>,
+    pub tags: Maybe<Vec<Text>>,
 }
 
 /// A rung of the encoded ladder.

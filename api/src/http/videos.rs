@@ -62,7 +62,9 @@ fn conditions<'a>(
 impl VideosApi {
     /// Register a video
     ///
-    /// Records the video and returns where to upload its source. Needs the creator role.
+    /// Records the video and returns where to upload its source — or, given `source_url`,
+    /// fetches the source from there (the status then says when it arrived, or why it
+    /// could not). Needs the creator role.
     #[oai(
         path = "/videos",
         method = "post",
@@ -78,11 +80,12 @@ impl VideosApi {
         let request = body.0;
         let registration = Registration {
             title: request.title.0,
-            description: request.description.map(|d| d.0),
-            tags: request.tags.map(|tags| tags.into_iter().map(|t| t.0).collect()),
+            description: request.description.0.map(|d| d.0),
+            tags: request.tags.0.map(|tags| tags.into_iter().map(|t| t.0).collect()),
             filename: request.filename.0,
             content_type: request.content_type.0,
-            size_bytes: request.size_bytes,
+            size_bytes: request.size_bytes.0,
+            source_url: request.source_url.0.map(|u| u.0),
         };
         let registered = self
             .state
@@ -137,9 +140,9 @@ impl VideosApi {
     ) -> Result<Json<Accepted>, ApiError> {
         let change = body.0;
         let change = Change {
-            title: change.title.map(|t| t.0),
-            description: change.description.map(|d| d.0),
-            tags: change.tags.map(|tags| tags.into_iter().map(|t| t.0).collect()),
+            title: change.title.0.map(|t| t.0),
+            description: change.description.0.map(|d| d.0),
+            tags: change.tags.0.map(|tags| tags.into_iter().map(|t| t.0).collect()),
         };
         let conditions = conditions(&if_match, &idempotency_key)?;
         let accepted = self.state.app.videos().update(&auth.0, &id, change, conditions).await?;

@@ -139,6 +139,11 @@ pub async fn start(
             }
         });
     }
+    if roles.projectors {
+        let fetcher = vodsource_infra::egress::HttpFetcher::new(settings.fetch.clone()).map_err(anyhow::Error::msg)?;
+        let ingest = stores.ingest(objects.clone(), Arc::new(fetcher), settings.ingest.clone());
+        supervisor.spawn("source ingest", Stage::Work, |stopped| ingest.run(until(stopped)));
+    }
     let encoders = Arc::new(vodsource_encoder::EncoderStats::default());
     if roles.encoders {
         for config in &settings.workers {
@@ -202,6 +207,7 @@ pub async fn start(
                 idempotency_ttl: settings.idempotency_ttl,
                 cdn: settings.cdn.clone(),
                 upload_expiry: settings.upload_expiry,
+                ingest_allow_http: settings.fetch.allow_http,
             },
             Signer::new(settings.signing_secret.clone()),
             metrics.clone(),

@@ -127,7 +127,7 @@ fn uploadable(loaded: &VideoContext, video_id: &str) -> Result<(), AppError> {
             serde_json::json!({ "video_id": video_id }),
         ));
     }
-    Ok(())
+    crate::videos::refuse_fetched(loaded, video_id)
 }
 
 /// Resumable uploads of videos' sources.

@@ -140,7 +140,7 @@ impl Worker {
         // other bytes.
         let recorded = ObjectMeta {
             key: key.clone(),
-            size: loaded.video.declared_size,
+            size: loaded.video.source_size,
             etag: loaded.video.source_checksum.clone(),
         };
         let source = match self.objects.local_path(&key).filter(|p| p.is_file()) {

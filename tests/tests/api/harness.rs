@@ -55,6 +55,8 @@ pub fn settings() -> ServeSettings {
         cdn: None,
         limits: vodsource_api::http::limits::HttpLimits::default(),
         metrics_listen: None,
+        fetch: vodsource_infra::egress::FetchSettings::default(),
+        ingest: vodsource_app::ingest::IngestConfig::default(),
     }
 }
 
@@ -403,6 +405,19 @@ impl Server {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Stops this process and starts another over the same stores (on a new port), as a
+    /// replacement after a crash or a deploy would.
+    pub async fn restart(&mut self, settings: ServeSettings) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await.expect("clean shutdown");
+        }
+        let running = vodsource_api::runtime::start(self.stores.clone(), self.objects.clone(), settings, Roles::SERVE)
+            .await
+            .expect("server restarts");
+        self.base = running.endpoints().public_url.clone();
+        self.running = Some(running);
     }
 
     pub async fn stop(mut self) {

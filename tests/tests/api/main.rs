@@ -8,6 +8,7 @@ mod conventions;
 mod direct;
 mod encoding;
 mod harness;
+mod ingest;
 mod media;
 mod security;
 mod stream;

@@ -240,6 +240,7 @@ async fn the_relay_publishes_every_event_once_per_checkpoint_keyed_by_video() {
         filename: "a.mp4".into(),
         content_type: "video/mp4".into(),
         size_bytes: 10,
+        source_url: None,
     };
     let context = CommandContext::actor("alice");
     for i in 0..5 {

@@ -57,6 +57,7 @@ impl World {
             filename: "clip.mp4".into(),
             content_type: "video/mp4".into(),
             size_bytes: size.max(1),
+            source_url: None,
         };
         commands.execute(&id, register, &context).await.expect("registered");
         let key = format!("sources/{id}/clip.mp4");

@@ -415,6 +415,7 @@ async fn a_request_s_correlation_id_follows_the_flow_through_supervisor_and_work
         filename: "clip.mp4".into(),
         content_type: "video/mp4".into(),
         size_bytes: body.len() as u64,
+        source_url: None,
     };
     commands.execute(&id, register, &context).await.expect("registered");
     let key = vodsource_commands::layout::source_key(&id, "clip.mp4");

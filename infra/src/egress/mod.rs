@@ -1,0 +1,12 @@
+//! Requests this service makes to URLs its users name (a source to ingest): the one place a
+//! server-side request forgery could start. [`AddressPolicy`] says which addresses are
+//! outside the network (public unicast) and what an operator's allow-list adds; the
+//! [`HttpFetcher`] checks every address it would connect to against it — IP literals before
+//! the request, names after DNS resolution (the connection goes to exactly the addresses
+//! checked), on every redirect hop, and never through a proxy.
+
+mod fetcher;
+mod policy;
+
+pub use fetcher::{FetchSettings, HttpFetcher};
+pub use policy::{AddressPolicy, Cidr};
