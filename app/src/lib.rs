@@ -37,6 +37,7 @@ pub mod status;
 pub mod uploads;
 pub mod videos;
 pub mod viewers;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -19,3 +19,4 @@ mod proxy;
 #[cfg(feature = "distributed")]
 mod s3;
 mod stream;
+mod webhook_signature;

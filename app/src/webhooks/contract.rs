@@ -1,0 +1,331 @@
+//! The public event contract: what webhook receivers are sent, derived from the domain's
+//! events by one mapping ([`public_event`]). Internal event names and fields are not part of
+//! it; a type's data only ever gains optional fields within a contract version.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use vodsource_commands::ports::RecordedEvent;
+use vodsource_domain::VideoEvent;
+
+/// The contract's version, sent with every event; a breaking change makes a new one.
+pub const CONTRACT_VERSION: &str = "2026-12-05";
+
+/// Every public event type, with what it means.
+pub const EVENT_TYPES: [(&str, &str); 10] = [
+    (
+        "video.created",
+        "A video was registered; its source is awaited (an upload or a fetch from its source_url).",
+    ),
+    (
+        "video.upload.completed",
+        "The video's source is stored; encoding starts.",
+    ),
+    (
+        "video.ingest.failed",
+        "The source could not be fetched from the video's source_url; terminal.",
+    ),
+    (
+        "video.encoding.progressed",
+        "Progress of an encode (many per video: only to endpoints that ask for it).",
+    ),
+    (
+        "video.ready",
+        "Every rendition is encoded: the video can be published and played.",
+    ),
+    (
+        "video.encoding.failed",
+        "An encoding attempt failed; `retryable: false` is terminal.",
+    ),
+    ("video.published", "Viewers may play the video."),
+    ("video.unpublished", "Viewers may no longer play the video."),
+    (
+        "video.updated",
+        "The video's title, description or tags changed (the changed fields only).",
+    ),
+    ("video.deleted", "The video is gone; its history stays."),
+];
+
+/// Types sent only to endpoints that name them (the others go to endpoints that name none).
+pub const OPT_IN_TYPES: [&str; 1] = ["video.encoding.progressed"];
+
+/// One event as receivers get it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublicEvent {
+    /// Unique per event, the same on every delivery of it: receivers de-duplicate on it.
+    pub id: String,
+    /// One of [`EVENT_TYPES`].
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// [`CONTRACT_VERSION`].
+    pub api_version: String,
+    /// When it happened.
+    pub created_at: DateTime<Utc>,
+    /// Its position in the global log (a replay from a position sends those after it).
+    pub position: u64,
+    /// The video it is about.
+    pub video_id: String,
+    /// The type's fields (documented per type).
+    pub data: serde_json::Value,
+}
+
+/// The public event a recorded domain event is, if it is one.
+pub fn public_event(recorded: &RecordedEvent, event: &VideoEvent) -> Option<PublicEvent> {
+    use serde_json::json;
+    let (event_type, data) = match event {
+        VideoEvent::VideoRegistered {
+            owner,
+            title,
+            description,
+            tags,
+            filename,
+            content_type,
+            size_bytes,
+            source_url,
+        } => (
+            "video.created",
+            json!({
+                "owner": owner,
+                "title": title,
+                "description": description,
+                "tags": tags,
+                "filename": filename,
+                "content_type": content_type,
+                "size_bytes": (*size_bytes > 0).then_some(size_bytes),
+                "source": if source_url.is_some() { "url" } else { "upload" },
+            }),
+        ),
+        VideoEvent::SourceUploaded { size_bytes, .. } => {
+            ("video.upload.completed", json!({ "size_bytes": size_bytes }))
+        }
+        VideoEvent::SourceIngestFailed { reason } => ("video.ingest.failed", json!({ "reason": reason })),
+        VideoEvent::EncodingProgressed {
+            attempt,
+            stage,
+            rendition,
+            percent,
+            eta_seconds,
+            ..
+        } => (
+            "video.encoding.progressed",
+            json!({
+                "attempt": attempt,
+                "stage": stage,
+                "rendition": rendition,
+                "percent": percent,
+                "eta_seconds": eta_seconds,
+            }),
+        ),
+        VideoEvent::EncodingCompleted {
+            attempt, duration_ms, ..
+        } => ("video.ready", json!({ "attempt": attempt, "duration_ms": duration_ms })),
+        VideoEvent::EncodingFailed {
+            attempt,
+            reason,
+            retryable,
+            ..
+        } => (
+            "video.encoding.failed",
+            json!({
+                "attempt": attempt,
+                "reason": vodsource_domain::redact_paths(reason),
+                "retryable": retryable,
+            }),
+        ),
+        VideoEvent::VideoPublished {} => ("video.published", json!({})),
+        VideoEvent::VideoUnpublished {} => ("video.unpublished", json!({})),
+        VideoEvent::MetadataUpdated {
+            title,
+            description,
+            tags,
+        } => {
+            let mut changed = serde_json::Map::new();
+            if let Some(title) = title {
+                changed.insert("title".into(), json!(title));
+            }
+            if let Some(description) = description {
+                changed.insert("description".into(), json!(description));
+            }
+            if let Some(tags) = tags {
+                changed.insert("tags".into(), json!(tags));
+            }
+            ("video.updated", serde_json::Value::Object(changed))
+        }
+        VideoEvent::VideoDeleted { reason } => ("video.deleted", json!({ "reason": reason })),
+        VideoEvent::EncodingRequested { .. }
+        | VideoEvent::EncodingClaimed { .. }
+        | VideoEvent::SourceProbed { .. }
+        | VideoEvent::RenditionEncoded { .. }
+        | VideoEvent::EncodingRequeued { .. } => return None,
+    };
+    let data = match data {
+        // Absent, not null: an optional field left out.
+        serde_json::Value::Object(fields) => {
+            serde_json::Value::Object(fields.into_iter().filter(|(_, v)| !v.is_null()).collect())
+        }
+        other => other,
+    };
+    Some(PublicEvent {
+        id: recorded.event_id.to_string(),
+        event_type: event_type.to_owned(),
+        api_version: CONTRACT_VERSION.to_owned(),
+        created_at: recorded.occurred_at,
+        position: recorded.position,
+        video_id: recorded.stream_id.clone(),
+        data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use serde_json::json;
+    use vodsource_commands::ports::EventMetadata;
+    use vodsource_domain::{EncodeStage, EncodingCost, Manifests};
+
+    use super::*;
+
+    fn recorded(position: u64) -> RecordedEvent {
+        RecordedEvent {
+            position,
+            stream_id: "v1".into(),
+            stream_type: "video".into(),
+            version: position,
+            event_id: uuid::Uuid::from_u128(position.into()),
+            event_type: String::new(),
+            schema_version: 1,
+            occurred_at: Utc.with_ymd_and_hms(2026, 12, 5, 12, 0, 0).single().expect("date"),
+            metadata: EventMetadata::default(),
+            payload: String::new(),
+        }
+    }
+
+    fn public(event: &VideoEvent) -> Option<(String, serde_json::Value)> {
+        public_event(&recorded(7), event).map(|e| (e.event_type, e.data))
+    }
+
+    #[test]
+    fn each_domain_event_maps_to_its_public_type_without_internal_fields() {
+        let at = Utc.with_ymd_and_hms(2026, 12, 5, 12, 0, 0).single().expect("date");
+        let cases = [
+            (
+                VideoEvent::VideoRegistered {
+                    owner: "alice".into(),
+                    title: "T".into(),
+                    description: String::new(),
+                    tags: vec!["a".into()],
+                    filename: "a.mp4".into(),
+                    content_type: "video/mp4".into(),
+                    size_bytes: 0,
+                    source_url: Some("https://secret.example/a.mp4?token=x".into()),
+                },
+                Some((
+                    "video.created",
+                    json!({"owner": "alice", "title": "T", "description": "", "tags": ["a"], "filename": "a.mp4", "content_type": "video/mp4", "source": "url"}),
+                )),
+            ),
+            (
+                VideoEvent::SourceUploaded {
+                    object_key: "sources/v1/source.mp4".into(),
+                    size_bytes: 10,
+                    checksum: Some("etag".into()),
+                },
+                Some(("video.upload.completed", json!({"size_bytes": 10}))),
+            ),
+            (
+                VideoEvent::SourceIngestFailed {
+                    reason: "refused".into(),
+                },
+                Some(("video.ingest.failed", json!({"reason": "refused"}))),
+            ),
+            (
+                VideoEvent::EncodingProgressed {
+                    attempt: 1,
+                    worker_id: "w".into(),
+                    stage: EncodeStage::Encode,
+                    rendition: None,
+                    percent: 50.0,
+                    fps: Some(30.0),
+                    eta_seconds: None,
+                    lease_until: at,
+                },
+                Some((
+                    "video.encoding.progressed",
+                    json!({"attempt": 1, "stage": "encode", "percent": 50.0}),
+                )),
+            ),
+            (
+                VideoEvent::EncodingCompleted {
+                    attempt: 1,
+                    worker_id: "w".into(),
+                    manifests: Manifests {
+                        hls_master_key: "media/v1/a1/master.m3u8".into(),
+                        dash_mpd_key: "media/v1/a1/manifest.mpd".into(),
+                    },
+                    poster_key: None,
+                    thumbnails_key: None,
+                    duration_ms: 2000,
+                    cost: EncodingCost::default(),
+                },
+                Some(("video.ready", json!({"attempt": 1, "duration_ms": 2000}))),
+            ),
+            (
+                VideoEvent::EncodingFailed {
+                    attempt: 2,
+                    worker_id: None,
+                    reason: "could not open /var/lib/vod/work/a1/source.mp4".into(),
+                    retryable: false,
+                },
+                Some((
+                    "video.encoding.failed",
+                    json!({"attempt": 2, "reason": "could not open source.mp4", "retryable": false}),
+                )),
+            ),
+            (VideoEvent::VideoPublished {}, Some(("video.published", json!({})))),
+            (VideoEvent::VideoUnpublished {}, Some(("video.unpublished", json!({})))),
+            (
+                VideoEvent::MetadataUpdated {
+                    title: Some("New".into()),
+                    description: None,
+                    tags: None,
+                },
+                Some(("video.updated", json!({"title": "New"}))),
+            ),
+            (
+                VideoEvent::VideoDeleted { reason: None },
+                Some(("video.deleted", json!({}))),
+            ),
+            (VideoEvent::EncodingRequested { attempt: 1 }, None),
+            (
+                VideoEvent::EncodingClaimed {
+                    attempt: 1,
+                    worker_id: "w".into(),
+                    lease_until: at,
+                },
+                None,
+            ),
+        ];
+        for (event, expected) in cases {
+            let expected = expected.map(|(t, data)| (t.to_owned(), data));
+            assert_eq!(public(&event), expected, "{event:?}");
+            if let Some((event_type, _)) = &expected {
+                assert!(
+                    EVENT_TYPES.iter().any(|(t, _)| t == event_type),
+                    "{event_type} is documented"
+                );
+            }
+        }
+        let event = public_event(&recorded(7), &VideoEvent::VideoPublished {}).expect("public");
+        assert_eq!(
+            serde_json::to_value(&event).expect("json"),
+            json!({
+                "id": uuid::Uuid::from_u128(7).to_string(),
+                "type": "video.published",
+                "api_version": CONTRACT_VERSION,
+                "created_at": "2026-12-05T12:00:00Z",
+                "position": 7,
+                "video_id": "v1",
+                "data": {},
+            })
+        );
+    }
+}
