@@ -439,6 +439,47 @@ async fn a_fetch_cut_short_by_a_restart_is_made_by_the_next_process() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ingest_process_at_a_time_holds_the_lease_and_fetches() {
+    let file = Arc::new(vec![3_u8; 2000]);
+    let paths = ["/a.mp4", "/b.mp4", "/c.mp4", "/d.mp4"];
+    let origin = Origin::start(
+        PUBLIC,
+        paths.iter().map(|p| (*p, Route::File(file.clone()))).collect(),
+        None,
+    )
+    .await;
+    let s = server_with(ingest_settings(&[])).await;
+    // A second ingest process over the same stores, as another replica would run.
+    let mut other = s.stores.clone();
+    other.owner = "another-replica".into();
+    let fetcher = vodsource_infra::egress::HttpFetcher::new(ingest_settings(&[]).fetch).expect("fetcher");
+    let second = other.ingest(s.objects.clone(), Arc::new(fetcher), ingest_settings(&[]).ingest);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(second.run(async move {
+        let _ = stopped.await;
+    }));
+    let mut videos = Vec::new();
+    for path in paths {
+        let (status, created) = register(&s, &origin.url(PUBLIC, path), None).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        videos.push(created["video_id"].as_str().expect("id").to_owned());
+    }
+    for id in &videos {
+        let status = settled(&s, id, false, Duration::from_secs(20)).await;
+        assert_ne!(status["status"], "failed", "{status}");
+    }
+    let mut seen: Vec<String> = origin.seen().into_iter().map(|r| r.path).collect();
+    seen.sort();
+    assert_eq!(seen, paths, "each source fetched once, by the lease holder");
+    let _ = stop.send(());
+    running
+        .await
+        .expect("joined")
+        .expect("the second process stops cleanly");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_https_by_default_and_the_allow_list_admits_an_inside_origin() {
     let s = server_with(settings()).await;
     for (url, expected) in [
