@@ -438,6 +438,45 @@ async fn a_fetch_cut_short_by_a_restart_is_made_by_the_next_process() {
     s.stop().await;
 }
 
+#[cfg(feature = "distributed")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_a_fetched_source_streams_into_the_bucket_across_a_broken_connection() {
+    // 9 MiB and a bit (under the tests' 10 MiB limit): more than one of the store's 8 MiB
+    // parts; the connection breaks at 5 MiB.
+    let file: Vec<u8> = (0..(9_u32 << 20) + 123)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let cut = 5 << 20;
+    let origin = Origin::start(
+        PUBLIC,
+        vec![("/big.mp4", Route::File(Arc::new(file.clone())))],
+        Some(cut),
+    )
+    .await;
+    let (s, _) = crate::harness::server_on_s3_with(|_| ingest_settings(&[])).await;
+    let (status, created) = register(&s, &origin.url(PUBLIC, "/big.mp4"), Some(file.len() as u64)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["video_id"].as_str().expect("id").to_owned();
+    let status = settled(&s, &id, false, Duration::from_secs(60)).await;
+    assert_ne!(status["status"], "failed", "{status}");
+    let seen = origin.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(
+        seen[1].range.as_deref(),
+        Some(format!("bytes={cut}-").as_str()),
+        "{seen:?}"
+    );
+    let stored = s
+        .objects
+        .read(&layout::source_key(&id, "clip.mp4"), 1 << 30)
+        .await
+        .expect("read")
+        .expect("the source in the bucket");
+    assert!(stored == file, "the bucket holds the origin's file, byte for byte");
+    assert_eq!(count(&history(&s, &id).await, "SourceUploaded"), 1);
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_ingest_process_at_a_time_holds_the_lease_and_fetches() {
     let file = Arc::new(vec![3_u8; 2000]);
