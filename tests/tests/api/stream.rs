@@ -132,6 +132,20 @@ async fn shutdown_ends_open_streams_and_checkpoints_the_runners() {
     }
     let head = s.stores.log.head().await.expect("head");
     let views = s.stores.views.clone();
+    // Each runner reaches the head first (a runner stops where it is, it does not drain: on a
+    // loaded machine one may lag the stream); then shutdown must keep what they applied.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for name in vodsource_projections::PROJECTIONS {
+        while vodsource_projections::ViewStore::projection(views.as_ref(), name)
+            .await
+            .expect("state")
+            .position
+            < head
+        {
+            assert!(tokio::time::Instant::now() < deadline, "{name} never reached the head");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
     tokio::time::timeout(Duration::from_secs(20), s.stop())
         .await
         .expect("shutdown finishes with a stream open");
