@@ -83,7 +83,8 @@ impl reqwest::dns::Resolve for CheckedResolver {
     }
 }
 
-/// The [`Fetcher`] over HTTP(S).
+/// The [`Fetcher`] over HTTP(S). Cheap to clone (the client is shared).
+#[derive(Clone)]
 pub struct HttpFetcher {
     client: reqwest::Client,
     settings: FetchSettings,
@@ -255,7 +256,7 @@ impl Fetcher for HttpFetcher {
             .cloned();
         let (sender, receiver) = mpsc::channel(8);
         let pump = Pump {
-            client: self.clone_for_pump(),
+            fetcher: self.clone(),
             url,
             length,
             validator,
@@ -274,18 +275,9 @@ impl Fetcher for HttpFetcher {
     }
 }
 
-impl HttpFetcher {
-    fn clone_for_pump(&self) -> Arc<HttpFetcher> {
-        Arc::new(HttpFetcher {
-            client: self.client.clone(),
-            settings: self.settings.clone(),
-        })
-    }
-}
-
 /// Moves a download's bytes into its [`Body`], resuming broken connections with a range.
 struct Pump {
-    client: Arc<HttpFetcher>,
+    fetcher: HttpFetcher,
     url: Url,
     length: Option<u64>,
     validator: Option<HeaderValue>,
@@ -333,7 +325,7 @@ impl Pump {
     /// The rest of the file from byte `from`: a 206 of exactly that range of the same file.
     async fn resume(&self, from: u64) -> Result<reqwest::Response, String> {
         let response = self
-            .client
+            .fetcher
             .get(&self.url, Some((from, self.validator.as_ref())))
             .await
             .map_err(|e| e.to_string())?;
