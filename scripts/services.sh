@@ -196,7 +196,8 @@ browser() {
 # Stand-in origins for the URL-ingest tests, whose fetcher refuses loopback: 203.0.113.7
 # (TEST-NET-3, a documentation address that nothing routes, so a public address no one else
 # uses) on the loopback interface, and two names in /etc/hosts for the system resolver:
-# media.vodsource.test (that address) and private.vodsource.test (10.20.30.40, private).
+# media.vodsource.test (that address), private.vodsource.test (10.20.30.40, private) and
+# mixed.vodsource.test (both: one refused address refuses the name).
 ORIGIN_ADDRESS=203.0.113.7
 origins() {
     case "$action" in
@@ -206,6 +207,9 @@ origins() {
         fi
         grep -q ' media.vodsource.test$' /etc/hosts || echo "$ORIGIN_ADDRESS media.vodsource.test" >>/etc/hosts
         grep -q ' private.vodsource.test$' /etc/hosts || echo "10.20.30.40 private.vodsource.test" >>/etc/hosts
+        if ! grep -q ' mixed.vodsource.test$' /etc/hosts; then
+            printf '%s mixed.vodsource.test\n10.20.30.40 mixed.vodsource.test\n' "$ORIGIN_ADDRESS" >>/etc/hosts
+        fi
         ;;
     stop) ip addr del "$ORIGIN_ADDRESS/32" dev lo 2>/dev/null || true ;;
     status) ip -4 addr show dev lo | grep -q "inet $ORIGIN_ADDRESS/" && echo "origins: $ORIGIN_ADDRESS on lo" || echo "origins: down" ;;

@@ -3,8 +3,8 @@
 //! address inside the network — as a literal, through DNS, behind a redirect — unless the
 //! allow-list admits it. The origins are real HTTP servers on this machine: 203.0.113.7 (a
 //! documentation address `scripts/services.sh start origins` puts on loopback) stands in for
-//! a public origin, and /etc/hosts names media.vodsource.test (that address) and
-//! private.vodsource.test (10.20.30.40).
+//! a public origin, and /etc/hosts names media.vodsource.test (that address),
+//! private.vodsource.test (10.20.30.40) and mixed.vodsource.test (both).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -332,6 +332,12 @@ async fn addresses_inside_the_network_are_refused_after_resolution_and_on_redire
             public.url("private.vodsource.test", "/clip.mp4"),
             None,
             "refused: private.vodsource.test resolves to 10.20.30.40, a private address".into(),
+        ),
+        (
+            // One address public, one private: the name is refused whole, not filtered.
+            public.url("mixed.vodsource.test", "/clip.mp4"),
+            None,
+            "refused: mixed.vodsource.test resolves to 10.20.30.40, a private address".into(),
         ),
         (
             public.url(PUBLIC, "/redirect"),
