@@ -202,6 +202,15 @@ options! {
         #[arg(long, env = "VODSOURCE_INGEST_ALLOW", global = true, help_heading = "Ingest")]
         pub ingest_allow: Option<String>,
 
+        /// Send webhooks to plain `http` endpoints too (else `https` only) [default: false].
+        #[arg(long, env = "VODSOURCE_WEBHOOK_ALLOW_HTTP", global = true, help_heading = "Webhooks", require_equals = true, num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+        pub webhook_allow_http: Option<bool>,
+        /// Address blocks a webhook endpoint may reach although they are not public
+        /// (loopback, private, link-local, metadata), comma-separated: `10.8.0.0/16`. Empty by
+        /// default: every such address is refused, after DNS resolution, at every request.
+        #[arg(long, env = "VODSOURCE_WEBHOOK_ALLOW", global = true, help_heading = "Webhooks")]
+        pub webhook_allow: Option<String>,
+
         /// Do not run the projection runners and the encoding supervisor in `serve` (they run
         /// in `vodsource projector` processes) [default: false].
         #[arg(long, env = "VODSOURCE_NO_PROJECTORS", global = true, help_heading = "Roles", require_equals = true, num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
@@ -285,6 +294,7 @@ impl Options {
             rate_burst: Some(200),
             media_allow_unsigned: Some(false),
             ingest_allow_http: Some(false),
+            webhook_allow_http: Some(false),
             no_projectors: Some(false),
             encoders: Some(1),
             no_qoe_sink: Some(false),

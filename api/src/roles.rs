@@ -130,6 +130,26 @@ impl Stores {
         )
     }
 
+    /// The webhook dispatcher, sending through `sender` with secrets derived by `signer`.
+    pub fn dispatcher(
+        &self,
+        sender: Arc<dyn vodsource_commands::ports::WebhookSender>,
+        signer: vodsource_app::Signer,
+        config: vodsource_app::webhooks::dispatch::DispatchConfig,
+    ) -> vodsource_app::webhooks::dispatch::Dispatcher {
+        vodsource_app::webhooks::dispatch::Dispatcher::new(
+            self.commands(),
+            self.log.clone(),
+            self.views.clone(),
+            self.views.clone(),
+            sender,
+            signer,
+            self.clock.clone(),
+            self.owner.clone(),
+            config,
+        )
+    }
+
     /// An encoding worker over these stores and `objects`.
     pub fn worker(&self, objects: Arc<dyn ObjectStore>, config: WorkerConfig) -> Worker {
         Worker::new(self.commands(), self.views.clone(), objects, self.clock.clone(), config)

@@ -119,6 +119,10 @@ pub struct Settings {
     pub fetch: vodsource_infra::egress::FetchSettings,
     /// The ingest process (run with the projection runners).
     pub ingest: vodsource_app::ingest::IngestConfig,
+    /// How webhooks are sent: schemes, the addresses allowed.
+    pub send: vodsource_infra::egress::SendSettings,
+    /// The webhook dispatcher (run with the projection runners).
+    pub dispatch: vodsource_app::webhooks::dispatch::DispatchConfig,
 }
 
 impl Settings {
@@ -148,7 +152,8 @@ impl Settings {
                 rate_per_second: o.rate_limit.unwrap_or_default(),
                 burst: o.rate_burst.unwrap_or_default(),
             },
-            signing_secret: if roles.api {
+            // The API signs links with it; the dispatcher derives webhook secrets from it.
+            signing_secret: if roles.api || roles.projectors {
                 signing_secret(o.signing_secret.as_ref(), &config.data_dir)?
             } else {
                 Vec::new()
@@ -181,6 +186,14 @@ impl Settings {
             metrics_listen: o.metrics_listen.clone(),
             fetch: fetch_settings(o)?,
             ingest: vodsource_app::ingest::IngestConfig::default(),
+            send: vodsource_infra::egress::SendSettings {
+                policy: vodsource_infra::egress::AddressPolicy {
+                    allow: allow_list(o.webhook_allow.as_deref(), "webhook_allow")?,
+                },
+                allow_http: o.webhook_allow_http.unwrap_or_default(),
+                ..Default::default()
+            },
+            dispatch: vodsource_app::webhooks::dispatch::DispatchConfig::default(),
         })
     }
 }
@@ -190,19 +203,25 @@ impl Settings {
 /// # Errors
 /// An allow-list entry that is not an address or block, named.
 fn fetch_settings(o: &crate::config::Options) -> anyhow::Result<vodsource_infra::egress::FetchSettings> {
-    let allow = o
-        .ingest_allow
-        .as_deref()
-        .unwrap_or_default()
-        .split(',')
-        .filter(|entry| !entry.trim().is_empty())
-        .map(|entry| entry.parse().map_err(|e: String| anyhow::anyhow!("ingest_allow: {e}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(vodsource_infra::egress::FetchSettings {
-        policy: vodsource_infra::egress::AddressPolicy { allow },
+        policy: vodsource_infra::egress::AddressPolicy {
+            allow: allow_list(o.ingest_allow.as_deref(), "ingest_allow")?,
+        },
         allow_http: o.ingest_allow_http.unwrap_or_default(),
         ..Default::default()
     })
+}
+
+/// An allow-list of address blocks, comma-separated.
+///
+/// # Errors
+/// An entry that is not an address or block, named with `setting`.
+fn allow_list(list: Option<&str>, setting: &str) -> anyhow::Result<Vec<vodsource_infra::egress::Cidr>> {
+    list.unwrap_or_default()
+        .split(',')
+        .filter(|entry| !entry.trim().is_empty())
+        .map(|entry| entry.parse().map_err(|e: String| anyhow::anyhow!("{setting}: {e}")))
+        .collect()
 }
 
 /// The retry policy of the encoding supervisor.

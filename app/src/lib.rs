@@ -14,6 +14,8 @@
 //! - [`Viewers`]: viewers' resume positions and their "continue watching" list.
 //! - [`Beacons`]: players' QoE events, judged and appended to the QoE stream.
 //! - [`Media`]: the files a playback grant's links name, from wherever they are stored.
+//! - [`webhooks::Webhooks`]: webhook endpoints; [`webhooks::dispatch`] sends them the
+//!   public events the log records.
 //! - [`Admin`]: readiness, projections and their rebuilds, dead letters.
 //!
 //! A transport (the HTTP layer) parses a request, authenticates its [`Principal`], calls one
@@ -42,7 +44,9 @@ pub mod webhooks;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vodsource_commands::ports::{Clock, EventLog, IdempotencyStore, ObjectStore, StreamProducer};
+use vodsource_commands::ports::{
+    CheckpointStore, Clock, EventLog, IdempotencyStore, ObjectStore, StreamProducer, WebhookSender,
+};
 use vodsource_commands::VideoCommands;
 use vodsource_projections::ViewStore;
 
@@ -85,6 +89,10 @@ pub struct Ports {
     pub qoe: Option<Arc<dyn StreamProducer>>,
     /// The projection runners of this process, when it runs them (rebuilds go through them).
     pub rebuilds: Option<Arc<dyn admin::Rebuilds>>,
+    /// Where webhook requests go (its checks judge endpoint URLs).
+    pub webhooks: Arc<dyn WebhookSender>,
+    /// The checkpoints of log consumers (how far each webhook endpoint is).
+    pub checkpoints: Arc<dyn CheckpointStore>,
 }
 
 /// How the use cases behave.
@@ -118,6 +126,7 @@ pub(crate) struct Core {
     uploads: Uploads,
     playable: beacons::PlayableCache,
     observer: Arc<dyn Observer>,
+    registry: webhooks::RegistryStore,
 }
 
 /// The application: cheap to clone, one per process.
@@ -132,6 +141,7 @@ impl App {
     pub fn new(ports: Ports, settings: Settings, signer: Signer, observer: Arc<dyn Observer>) -> Self {
         Self {
             core: Arc::new(Core {
+                registry: webhooks::RegistryStore::new(ports.log.clone()),
                 ports,
                 settings,
                 signer,
@@ -175,6 +185,11 @@ impl App {
     /// The queries of viewers' watch state.
     pub fn viewers(&self) -> Viewers<'_> {
         Viewers::new(&self.core)
+    }
+
+    /// Webhook endpoints.
+    pub fn webhooks(&self) -> webhooks::Webhooks<'_> {
+        webhooks::Webhooks::new(&self.core)
     }
 
     /// The settings.

@@ -86,7 +86,11 @@ pub struct Signer {
     upload: Vec<u8>,
     media: Vec<u8>,
     direct: Vec<u8>,
+    webhook: Vec<u8>,
 }
+
+/// What webhook secrets are derived with.
+const WEBHOOK_SECRET_LABEL: &[u8] = b"vodsource webhook secret";
 
 fn hmac(key: &[u8], payload: &[u8]) -> HmacSha256 {
     #[allow(clippy::expect_used)]
@@ -103,7 +107,18 @@ impl Signer {
             upload: derive(TokenKind::Upload),
             media: derive(TokenKind::Media),
             direct: derive(TokenKind::Direct),
+            webhook: hmac(&secret, WEBHOOK_SECRET_LABEL).finalize().into_bytes().to_vec(),
         }
+    }
+
+    /// Webhook endpoint `endpoint_id`'s secret of `version`: `whsec_` and 32 bytes derived
+    /// from this signer's secret, so no store holds it and every process that has the
+    /// signing secret (the API, the dispatchers) computes the same.
+    pub fn webhook_secret(&self, endpoint_id: &str, version: u32) -> String {
+        let derived = hmac(&self.webhook, format!("{endpoint_id}/{version}").as_bytes())
+            .finalize()
+            .into_bytes();
+        format!("whsec_{}", URL_SAFE_NO_PAD.encode(derived))
     }
 
     fn mac(&self, kind: TokenKind, payload: &[u8]) -> HmacSha256 {

@@ -69,6 +69,8 @@ enum Command {
     Projections,
     /// List videos whose encoding failed for good.
     DeadLetters,
+    /// List webhook endpoints with how far each is behind the log.
+    Webhooks,
     /// Drive sample videos through their lifecycle with real commands (a worker is simulated).
     Seed(seed::Args),
 }
@@ -149,6 +151,7 @@ async fn run(config: Config, command: Command) -> anyhow::Result<()> {
         Command::Setup => setup::run(&config).await,
         Command::Projections => status::projections(&config).await,
         Command::DeadLetters => status::dead_letters(&config).await,
+        Command::Webhooks => status::webhooks(&config).await,
         Command::Seed(args) => seed::run(&config, args).await,
     }
 }

@@ -66,3 +66,36 @@ pub async fn dead_letters(config: &Config) -> anyhow::Result<()> {
     eprintln!("{count} dead letter(s)");
     Ok(())
 }
+
+pub async fn webhooks(config: &Config) -> anyhow::Result<()> {
+    use vodsource_app::webhooks::dispatch::{consumer_name, resume_position};
+    let stores = Stores::open(config).await?;
+    let registry = vodsource_app::webhooks::RegistryStore::new(stores.log.clone())
+        .current()
+        .await
+        .context("reading the webhook registry")?;
+    let head = stores.log.head().await.context("reading the log head")?;
+    println!(
+        "{:<35} {:<8} {:<8} {:>10} {:>10}  url",
+        "endpoint", "scope", "state", "position", "lag"
+    );
+    for endpoint in registry.endpoints.values() {
+        let saved = stores
+            .views
+            .load_checkpoint(&consumer_name(&endpoint.id))
+            .await
+            .context("reading a webhook checkpoint")?;
+        let position = resume_position(saved, endpoint);
+        println!(
+            "{:<35} {:<8} {:<8} {:>10} {:>10}  {}",
+            endpoint.id,
+            endpoint.owner.as_deref().unwrap_or("all"),
+            if endpoint.enabled { "enabled" } else { "disabled" },
+            position,
+            head.saturating_sub(position),
+            vodsource_app::webhooks::shown_url(&endpoint.url),
+        );
+    }
+    println!("{} endpoint(s); log head: {head}", registry.endpoints.len());
+    Ok(())
+}

@@ -34,17 +34,31 @@ fn extra_statuses(operation_id: &str) -> Option<&'static [&'static str]> {
         "signDirectPart" | "listDirectParts" => &["404", "409", "410"],
         "completeDirectUpload" => &["404", "409", "410", "413", "415"],
         "abortDirectUpload" => &["404", "409"],
+        "createWebhook" => &["409", "413", "415", "422"],
+        "listWebhooks" => &[],
+        "getWebhook" | "deleteWebhook" | "testWebhook" => &["404"],
+        "updateWebhook" => &["404", "413", "415", "422"],
+        "rotateWebhookSecret" => &["404", "413", "415"],
         _ => return None,
     })
 }
 
 /// Request bodies whose unknown fields the server refuses.
-const CLOSED: &[&str] = &["RegisterVideo", "UpdateVideo"];
+const CLOSED: &[&str] = &[
+    "RegisterVideo",
+    "UpdateVideo",
+    "CreateWebhook",
+    "UpdateWebhook",
+    "RotateSecret",
+];
 
 /// No control characters anywhere, and something besides white space (a title, a tag):
 /// the domain's rule, by hand on the server, as a pattern here.
 const TEXT_PATTERN: &str =
     "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$";
+
+/// No control characters.
+const NO_CONTROL_PATTERN: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$";
 
 /// A file name: no folders, no control characters, not `.` or `..`.
 const FILENAME_PATTERN: &str = "^(?!\\.\\.?$)[^/\\\\\\u0000-\\u001F\\u007F-\\u009F]+$";
@@ -70,6 +84,13 @@ pub fn describe(document: &mut Value, facts: &Facts) {
                 schema.insert("additionalProperties".into(), Value::Bool(false));
             }
         }
+        schemas.extend(vodsource_app::webhooks::contract::json_schemas());
+        if let Some(event) = schemas
+            .get_mut("WebhookTestResult")
+            .and_then(|s| s.pointer_mut("/properties/event"))
+        {
+            *event = serde_json::json!({ "$ref": "#/components/schemas/WebhookEvent" });
+        }
         let (batch, event) = vodsource_qoe::json_schemas();
         schemas.insert("BeaconBatch".into(), batch);
         schemas.insert("BeaconEvent".into(), event);
@@ -89,8 +110,26 @@ pub fn describe(document: &mut Value, facts: &Facts) {
             register["filename"]["pattern"] = FILENAME_PATTERN.into();
             register["size_bytes"]["maximum"] = facts.max_source_bytes.into();
         }
-        if let Some(update) = schemas.get_mut("UpdateVideo") {
-            update["minProperties"] = 1.into();
+        for update in ["UpdateVideo", "UpdateWebhook"] {
+            if let Some(update) = schemas.get_mut(update) {
+                update["minProperties"] = 1.into();
+            }
+        }
+        let event_types: Vec<&str> = vodsource_app::webhooks::EVENT_TYPES.iter().map(|(t, _)| *t).collect();
+        for body in ["CreateWebhook", "UpdateWebhook"] {
+            if let Some(types) = schemas
+                .get_mut(body)
+                .and_then(|s| s.pointer_mut("/properties/event_types"))
+            {
+                types["items"] = serde_json::json!({ "type": "string", "enum": event_types });
+                types["uniqueItems"] = true.into();
+            }
+            if let Some(description) = schemas
+                .get_mut(body)
+                .and_then(|s| s.pointer_mut("/properties/description"))
+            {
+                description["pattern"] = NO_CONTROL_PATTERN.into();
+            }
         }
     }
     let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else {
@@ -159,6 +198,9 @@ pub fn describe(document: &mut Value, facts: &Facts) {
                         *schema = serde_json::json!({
                             "type": "integer", "format": "uint64", "minimum": 1, "maximum": facts.max_source_bytes
                         });
+                    }
+                    ("path", "webhook_id") => {
+                        *schema = string(35, 35, Some(vodsource_app::webhooks::WEBHOOK_ID_PATTERN));
                     }
                     ("path", "viewer_id") => *schema = string(1, vodsource_app::viewers::MAX_VIEWER_ID_CHARS, None),
                     ("path", "name") if path.contains("/admin/projections/") => {

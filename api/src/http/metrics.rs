@@ -1,8 +1,9 @@
 //! `/metrics` through the Prometheus project's client library (OpenMetrics text): requests by
 //! operation and status with latency histograms, command (append) latency, the log head and
 //! each projection's position and lag read at scrape time, live streams, the request body
-//! bytes this process read (by kind of route: what a direct upload keeps off it), and the
-//! counters of this process's encoding workers.
+//! bytes this process read (by kind of route: what a direct upload keeps off it), the
+//! counters of this process's encoding workers and webhook dispatcher, and each webhook
+//! endpoint's lag.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -51,6 +52,11 @@ struct ProjectionLabels {
     projection: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+}
+
 type Latencies<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// What a scrape reads from elsewhere.
@@ -61,6 +67,8 @@ pub struct Scrape<'a> {
     pub projections: &'a [(String, u64, u64)],
     /// Live event streams open.
     pub live_streams: usize,
+    /// Each webhook endpoint's id and lag.
+    pub webhooks: &'a [(String, u64)],
 }
 
 /// The process's metrics.
@@ -73,6 +81,7 @@ pub struct Metrics {
     lag: Family<ProjectionLabels, Gauge>,
     live_streams: Gauge,
     body_bytes: Family<BodyLabels, Counter>,
+    webhook_lag: Family<EndpointLabels, Gauge>,
 }
 
 /// A request body that counts the bytes read from it.
@@ -98,8 +107,12 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<R> {
 }
 
 impl Metrics {
-    /// Metrics of a process whose encoding workers count into `encoders`.
-    pub fn new(encoders: Arc<vodsource_encoder::EncoderStats>) -> Self {
+    /// Metrics of a process whose encoding workers count into `encoders` and whose webhook
+    /// dispatcher into `webhooks`.
+    pub fn new(
+        encoders: Arc<vodsource_encoder::EncoderStats>,
+        webhooks: Arc<vodsource_app::webhooks::dispatch::DispatchStats>,
+    ) -> Self {
         let mut registry = Registry::default();
         let requests = Latencies::<RequestLabels>::new_with_constructor(latency as fn() -> Histogram);
         registry.register(
@@ -144,6 +157,13 @@ impl Metrics {
             body_bytes.clone(),
         );
         registry.register_collector(Box::new(Encoders(encoders)));
+        let webhook_lag = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "vodsource_webhook_lag_events",
+            "Events of the log a webhook endpoint's dispatcher is behind",
+            webhook_lag.clone(),
+        );
+        registry.register_collector(Box::new(Webhooks(webhooks)));
         Self {
             registry,
             requests,
@@ -153,6 +173,7 @@ impl Metrics {
             lag,
             live_streams,
             body_bytes,
+            webhook_lag,
         }
     }
 
@@ -197,6 +218,15 @@ impl Metrics {
             self.lag.get_or_create(&labels).set(gauge(*lag));
         }
         self.live_streams.set(gauge(scrape.live_streams as u64));
+        // Deleted endpoints drop out.
+        self.webhook_lag.clear();
+        for (endpoint, lag) in scrape.webhooks {
+            self.webhook_lag
+                .get_or_create(&EndpointLabels {
+                    endpoint: endpoint.clone(),
+                })
+                .set(gauge(*lag));
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
@@ -206,6 +236,39 @@ impl Metrics {
 impl vodsource_app::Observer for Metrics {
     fn command(&self, name: &'static str, elapsed: Duration) {
         Metrics::command(self, name, elapsed);
+    }
+}
+
+/// The counters of this process's webhook dispatcher, read at each scrape.
+#[derive(Debug)]
+struct Webhooks(Arc<vodsource_app::webhooks::dispatch::DispatchStats>);
+
+impl Collector for Webhooks {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = &self.0;
+        let kind = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "vodsource_webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered: a 2xx; failed: tried again; given_up: after the retry period)",
+            None,
+            kind.metric_type(),
+        )?;
+        for (outcome, count) in [
+            ("delivered", stats.delivered.load(Relaxed)),
+            ("failed", stats.failed_attempts.load(Relaxed)),
+            ("given_up", stats.given_up.load(Relaxed)),
+        ] {
+            ConstCounter::new(count).encode(family.encode_family(&OutcomeLabels { outcome })?)?;
+        }
+        let retrying = ConstGauge::new(i64::try_from(stats.retrying.load(Relaxed)).unwrap_or(i64::MAX));
+        retrying.encode(encoder.encode_descriptor(
+            "vodsource_webhook_retrying",
+            "Webhook events waiting for their next attempt",
+            None,
+            retrying.metric_type(),
+        )?)?;
+        Ok(())
     }
 }
 
@@ -280,7 +343,10 @@ mod tests {
 
     #[test]
     fn buckets_are_cumulative_counted_and_the_scrape_is_openmetrics() {
-        let metrics = Metrics::new(Arc::default());
+        let webhooks = Arc::new(vodsource_app::webhooks::dispatch::DispatchStats::default());
+        webhooks.delivered.store(5, std::sync::atomic::Ordering::Relaxed);
+        webhooks.retrying.store(2, std::sync::atomic::Ordering::Relaxed);
+        let metrics = Metrics::new(Arc::default(), webhooks);
         metrics.request("GET", "getVideo", 200, Duration::from_micros(300));
         metrics.request("GET", "getVideo", 200, Duration::from_millis(3));
         metrics.request("GET", "getVideo", 404, Duration::from_millis(30));
@@ -289,6 +355,7 @@ mod tests {
                 head: 10,
                 projections: &[("catalog".into(), 7, 3)],
                 live_streams: 2,
+                webhooks: &[("wh_1".into(), 4)],
             })
             .expect("render");
         for needle in [
@@ -300,6 +367,10 @@ mod tests {
             "vodsource_live_streams 2",
             "vodsource_encode_jobs_total{outcome=\"completed\"} 0",
             "vodsource_encoders_busy 0",
+            "vodsource_webhook_deliveries_total{outcome=\"delivered\"} 5",
+            "vodsource_webhook_deliveries_total{outcome=\"given_up\"} 0",
+            "vodsource_webhook_retrying 2",
+            "vodsource_webhook_lag_events{endpoint=\"wh_1\"} 4",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }

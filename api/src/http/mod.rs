@@ -20,6 +20,7 @@ mod uploads;
 mod videos;
 mod viewers;
 mod web;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,15 +48,25 @@ use self::state::AppState;
 use self::uploads::UploadsApi;
 use self::videos::VideosApi;
 use self::viewers::ViewersApi;
+use self::webhooks::WebhooksApi;
 use crate::supervisor::{Stage, Supervisor};
 
 /// The largest JSON request body.
 const MAX_JSON_BODY: usize = 256 * 1024;
 
+/// Every group of operations the API has.
+pub type Operations = (
+    VideosApi,
+    UploadsApi,
+    DirectApi,
+    BeaconsApi,
+    ViewersApi,
+    WebhooksApi,
+    OpsApi,
+);
+
 /// The OpenAPI service (also used to print the document without a server).
-pub fn openapi(
-    state: &AppState,
-) -> OpenApiService<(VideosApi, UploadsApi, DirectApi, BeaconsApi, ViewersApi, OpsApi), ()> {
+pub fn openapi(state: &AppState) -> OpenApiService<Operations, ()> {
     OpenApiService::new(
         (
             VideosApi { state: state.clone() },
@@ -63,6 +74,7 @@ pub fn openapi(
             DirectApi { state: state.clone() },
             BeaconsApi { state: state.clone() },
             ViewersApi { state: state.clone() },
+            WebhooksApi { state: state.clone() },
             OpsApi { state: state.clone() },
         ),
         "vodsource",

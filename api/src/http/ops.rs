@@ -78,12 +78,21 @@ async fn metrics_text(state: &AppState) -> Result<String, ApiError> {
         .iter()
         .map(|p| (p.name.clone(), p.position, p.lag))
         .collect();
+    let webhooks: Vec<(String, u64)> = state
+        .app
+        .webhooks()
+        .all_progress()
+        .await?
+        .into_iter()
+        .map(|listed| (listed.endpoint.id, listed.lag))
+        .collect();
     state
         .metrics
         .render(&Scrape {
             head: projections.head,
             projections: &gauges,
             live_streams: state.streams.open(),
+            webhooks: &webhooks,
         })
         .map_err(|e| ApiError::internal("rendering metrics", &e))
 }

@@ -139,10 +139,23 @@ pub async fn start(
             }
         });
     }
+    let sender: Arc<dyn vodsource_commands::ports::WebhookSender> =
+        Arc::new(vodsource_infra::egress::HttpSender::new(settings.send.clone()).map_err(anyhow::Error::msg)?);
+    let webhook_stats = Arc::new(vodsource_app::webhooks::dispatch::DispatchStats::default());
     if roles.projectors {
         let fetcher = vodsource_infra::egress::HttpFetcher::new(settings.fetch.clone()).map_err(anyhow::Error::msg)?;
         let ingest = stores.ingest(objects.clone(), Arc::new(fetcher), settings.ingest.clone());
         supervisor.spawn("source ingest", Stage::Work, |stopped| ingest.run(until(stopped)));
+        let dispatcher = stores
+            .dispatcher(
+                sender.clone(),
+                Signer::new(settings.signing_secret.clone()),
+                settings.dispatch.clone(),
+            )
+            .with_stats(webhook_stats.clone());
+        supervisor.spawn("webhook dispatcher", Stage::Work, |stopped| {
+            dispatcher.run(until(stopped))
+        });
     }
     let encoders = Arc::new(vodsource_encoder::EncoderStats::default());
     if roles.encoders {
@@ -187,7 +200,7 @@ pub async fn start(
         }
     }
     let api = listeners.map(|listeners| {
-        let metrics = Arc::new(Metrics::new(encoders.clone()));
+        let metrics = Arc::new(Metrics::new(encoders.clone(), webhook_stats.clone()));
         let app = App::new(
             Ports {
                 commands: stores.commands(),
@@ -200,6 +213,8 @@ pub async fn start(
                 rebuilds: control
                     .clone()
                     .map(|c| Arc::new(Runners(c)) as Arc<dyn vodsource_app::admin::Rebuilds>),
+                webhooks: sender.clone(),
+                checkpoints: stores.views.clone(),
             },
             vodsource_app::Settings {
                 public_url: listeners.public_url.clone(),

@@ -62,8 +62,9 @@ pub struct PublicEvent {
     pub created_at: DateTime<Utc>,
     /// Its position in the global log (a replay from a position sends those after it).
     pub position: u64,
-    /// The video it is about.
-    pub video_id: String,
+    /// The video it is about (every type but `webhook.test`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_id: Option<String>,
     /// The type's fields (documented per type).
     pub data: serde_json::Value,
 }
@@ -170,9 +171,182 @@ pub fn public_event(recorded: &RecordedEvent, event: &VideoEvent) -> Option<Publ
         api_version: CONTRACT_VERSION.to_owned(),
         created_at: recorded.occurred_at,
         position: recorded.position,
-        video_id: recorded.stream_id.clone(),
+        video_id: Some(recorded.stream_id.clone()),
         data,
     })
+}
+
+/// The type of the event `POST /webhooks/{id}/test` sends.
+pub const TEST_EVENT_TYPE: &str = "webhook.test";
+
+/// A test event for endpoint `endpoint_id`, sent at `now` when the log's head is `head`.
+pub fn test_event(endpoint_id: &str, now: DateTime<Utc>, head: u64) -> PublicEvent {
+    PublicEvent {
+        id: uuid::Uuid::now_v7().to_string(),
+        event_type: TEST_EVENT_TYPE.to_owned(),
+        api_version: CONTRACT_VERSION.to_owned(),
+        created_at: now,
+        position: head,
+        video_id: None,
+        data: serde_json::json!({ "endpoint_id": endpoint_id }),
+    }
+}
+
+/// The JSON Schema (OpenAPI 3.0 dialect) of every public event: `WebhookEvent`, one of a
+/// schema per type, each naming its `data`'s fields. Within a contract version the schemas
+/// only gain optional fields; today's are closed (no other field is sent).
+pub fn json_schemas() -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::json;
+    use vodsource_domain::{MAX_DESCRIPTION_CHARS, MAX_TAGS, MAX_TAG_CHARS, MAX_TITLE_CHARS};
+    let text = |max: usize| json!({ "type": "string", "maxLength": max });
+    let count = || json!({ "type": "integer", "format": "int64", "minimum": 0 });
+    let attempt = || json!({ "type": "integer", "format": "int32", "minimum": 1 });
+    let tags = || json!({ "type": "array", "maxItems": MAX_TAGS, "items": { "type": "string", "minLength": 1, "maxLength": MAX_TAG_CHARS } });
+    let data = |required: &[&str], properties: serde_json::Value| json!({ "type": "object", "additionalProperties": false, "required": required, "properties": properties });
+    let datas = [
+        (
+            "video.created",
+            data(
+                &[
+                    "owner",
+                    "title",
+                    "description",
+                    "tags",
+                    "filename",
+                    "content_type",
+                    "source",
+                ],
+                json!({
+                    "owner": { "type": "string", "description": "The owner's subject." },
+                    "title": { "type": "string", "minLength": 1, "maxLength": MAX_TITLE_CHARS },
+                    "description": text(MAX_DESCRIPTION_CHARS),
+                    "tags": tags(),
+                    "filename": text(255),
+                    "content_type": text(255),
+                    "size_bytes": { "type": "integer", "format": "int64", "minimum": 1, "description": "The declared size; absent when left to a fetch." },
+                    "source": { "type": "string", "enum": ["upload", "url"], "description": "Uploaded by a client, or fetched from a URL (the URL is not sent)." },
+                }),
+            ),
+        ),
+        (
+            "video.upload.completed",
+            data(&["size_bytes"], json!({ "size_bytes": count() })),
+        ),
+        (
+            "video.ingest.failed",
+            data(&["reason"], json!({ "reason": { "type": "string" } })),
+        ),
+        (
+            "video.encoding.progressed",
+            data(
+                &["attempt", "stage", "percent"],
+                json!({
+                    "attempt": attempt(),
+                    "stage": { "type": "string", "enum": ["probe", "encode", "package", "thumbnails", "upload"] },
+                    "rendition": { "type": "string", "description": "The rung being encoded, when one is." },
+                    "percent": { "type": "number", "minimum": 0, "maximum": 100 },
+                    "eta_seconds": count(),
+                }),
+            ),
+        ),
+        (
+            "video.ready",
+            data(
+                &["attempt", "duration_ms"],
+                json!({ "attempt": attempt(), "duration_ms": count() }),
+            ),
+        ),
+        (
+            "video.encoding.failed",
+            data(
+                &["attempt", "reason", "retryable"],
+                json!({
+                    "attempt": attempt(),
+                    "reason": { "type": "string" },
+                    "retryable": { "type": "boolean", "description": "false: terminal (no attempt follows)." },
+                }),
+            ),
+        ),
+        ("video.published", data(&[], json!({}))),
+        ("video.unpublished", data(&[], json!({}))),
+        (
+            "video.updated",
+            data(
+                &[],
+                json!({
+                    "title": { "type": "string", "minLength": 1, "maxLength": MAX_TITLE_CHARS },
+                    "description": text(MAX_DESCRIPTION_CHARS),
+                    "tags": tags(),
+                }),
+            ),
+        ),
+        ("video.deleted", data(&[], json!({ "reason": { "type": "string" } }))),
+    ];
+    let mut schemas = serde_json::Map::new();
+    let mut variants = Vec::new();
+    schemas.insert(
+        "WebhookEvent_WebhookTest".into(),
+        json!({
+            "type": "object",
+            "description": "Sent by `POST /v1/webhooks/{webhook_id}/test` only, once, not retried; it is about no video.",
+            "additionalProperties": false,
+            "required": ["id", "type", "api_version", "created_at", "position", "data"],
+            "properties": {
+                "id": { "type": "string", "format": "uuid" },
+                "type": { "type": "string", "enum": [TEST_EVENT_TYPE] },
+                "api_version": { "type": "string", "enum": [CONTRACT_VERSION] },
+                "created_at": { "type": "string", "format": "date-time" },
+                "position": { "type": "integer", "format": "int64", "minimum": 0, "description": "The log's head when it was sent." },
+                "data": data(&["endpoint_id"], json!({ "endpoint_id": { "type": "string" } })),
+            },
+        }),
+    );
+    variants.push(json!({ "$ref": "#/components/schemas/WebhookEvent_WebhookTest" }));
+    for (event_type, data) in datas {
+        let description = EVENT_TYPES
+            .iter()
+            .find(|(t, _)| *t == event_type)
+            .map_or("", |(_, d)| *d);
+        let name = format!(
+            "WebhookEvent_{}",
+            event_type.split('.').map(capitalized).collect::<String>()
+        );
+        schemas.insert(
+            name.clone(),
+            json!({
+                "type": "object",
+                "description": description,
+                "additionalProperties": false,
+                "required": ["id", "type", "api_version", "created_at", "position", "video_id", "data"],
+                "properties": {
+                    "id": { "type": "string", "format": "uuid", "description": "The same on every delivery of this event: de-duplicate on it." },
+                    "type": { "type": "string", "enum": [event_type] },
+                    "api_version": { "type": "string", "enum": [CONTRACT_VERSION] },
+                    "created_at": { "type": "string", "format": "date-time" },
+                    "position": { "type": "integer", "format": "int64", "minimum": 1, "description": "Its position in the global log." },
+                    "video_id": { "type": "string" },
+                    "data": data,
+                },
+            }),
+        );
+        variants.push(json!({ "$ref": format!("#/components/schemas/{name}") }));
+    }
+    schemas.insert(
+        "WebhookEvent".into(),
+        json!({
+            "description": "What a webhook request's body is: one public event. Verify `Vodsource-Signature` (HMAC-SHA256 of `<t>.<body>` under the endpoint's secret) before trusting it.",
+            "oneOf": variants,
+        }),
+    );
+    schemas
+}
+
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

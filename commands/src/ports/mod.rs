@@ -8,6 +8,7 @@ mod fetch;
 mod idempotency;
 mod objects;
 mod stream;
+mod webhook;
 
 pub use clock::{ManualClock, SystemClock};
 pub use coordination::{CheckpointStore, JobQueue, LeaseKeeper, LeaseStore, TimeoutStore};
@@ -21,3 +22,4 @@ pub use stream::{
     StreamRecord,
 };
 pub use vodsource_domain::Clock;
+pub use webhook::{SendError, WebhookRequest, WebhookResponse, WebhookSender};

@@ -1,5 +1,6 @@
-//! The relay: every event of the store, in log order, onto the `video-events` stream, keyed by
-//! video id, for consumers outside (the lake's `video_events` table, search, notifications).
+//! The relay: every video event of the store, in log order, onto the `video-events` stream,
+//! keyed by video id, for consumers outside (the lake's `video_events` table, search,
+//! notifications). Other streams of the log (the webhook registry) are not published.
 //! At least once: the checkpoint is saved after the stream acknowledged a batch, so a crash in
 //! between publishes the batch again, and consumers de-duplicate by `event_id`.
 
@@ -72,8 +73,14 @@ impl Relay {
     }
 
     async fn publish(&self, batch: &[RecordedEvent], position: u64) -> Result<(), RelayError> {
-        let records = batch.iter().map(record).collect::<Result<Vec<_>, _>>()?;
-        self.stream.publish(VIDEO_EVENTS_TOPIC, records).await?;
+        let records = batch
+            .iter()
+            .filter(|event| event.stream_type == vodsource_domain::VIDEO_STREAM_TYPE)
+            .map(record)
+            .collect::<Result<Vec<_>, _>>()?;
+        if !records.is_empty() {
+            self.stream.publish(VIDEO_EVENTS_TOPIC, records).await?;
+        }
         self.checkpoints.save_checkpoint(NAME, &self.owner, position).await?;
         Ok(())
     }

@@ -83,6 +83,44 @@ impl reqwest::dns::Resolve for CheckedResolver {
     }
 }
 
+/// An HTTP client that connects only to addresses `policy` allows, through no proxy and
+/// following no redirect (callers check each hop themselves, or follow none).
+pub(super) fn checked_client(
+    policy: &AddressPolicy,
+    allow_http: bool,
+    connect_timeout: Duration,
+    purpose: &str,
+) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        // A proxy would resolve names itself, past the checks.
+        .no_proxy()
+        .dns_resolver(Arc::new(CheckedResolver(Arc::new(policy.clone()))))
+        .https_only(!allow_http)
+        .connect_timeout(connect_timeout)
+        .user_agent(format!("vodsource/{} ({purpose})", env!("CARGO_PKG_VERSION")))
+}
+
+/// Refuses a URL before any request: a scheme other than https (or http when allowed), no
+/// host, or a host that is an address `policy` refuses. `verb` says what is done to such URLs.
+pub(super) fn check_target(url: &Url, policy: &AddressPolicy, allow_http: bool, verb: &str) -> Result<(), String> {
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_http => {}
+        other => {
+            let allowed = if allow_http { "https and http" } else { "https" };
+            return Err(format!("refused: only {allowed} URLs are {verb}, not {other}"));
+        }
+    }
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(v4)) => std::net::IpAddr::V4(v4),
+        Some(url::Host::Ipv6(v6)) => std::net::IpAddr::V6(v6),
+        Some(url::Host::Domain(_)) => return Ok(()),
+        None => return Err("refused: the URL names no host".into()),
+    };
+    policy.check(ip).map_err(|kind| format!("refused: {ip} is {kind}"))
+}
+
 /// The [`Fetcher`] over HTTP(S). Cheap to clone (the client is shared).
 #[derive(Clone)]
 pub struct HttpFetcher {
@@ -96,47 +134,22 @@ impl HttpFetcher {
     /// # Errors
     /// The HTTP client cannot be built (no TLS roots).
     pub fn new(settings: FetchSettings) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            // Every hop is checked here, not followed blindly.
-            .redirect(reqwest::redirect::Policy::none())
-            // A proxy would resolve names itself, past the checks.
-            .no_proxy()
-            .dns_resolver(Arc::new(CheckedResolver(Arc::new(settings.policy.clone()))))
-            .https_only(!settings.allow_http)
-            .connect_timeout(settings.connect_timeout)
-            .read_timeout(settings.read_timeout)
-            .user_agent(concat!("vodsource/", env!("CARGO_PKG_VERSION"), " (source ingest)"))
-            .build()
-            .map_err(|e| format!("building the HTTP client: {e}"))?;
+        // Every redirect hop is checked here, not followed blindly.
+        let client = checked_client(
+            &settings.policy,
+            settings.allow_http,
+            settings.connect_timeout,
+            "source ingest",
+        )
+        .read_timeout(settings.read_timeout)
+        .build()
+        .map_err(|e| format!("building the HTTP client: {e}"))?;
         Ok(Self { client, settings })
     }
 
     /// Refuses a URL before any request: its scheme, and its host when it is an address.
     fn check_url(&self, url: &Url) -> Result<(), FetchError> {
-        match url.scheme() {
-            "https" => {}
-            "http" if self.settings.allow_http => {}
-            other => {
-                let allowed = if self.settings.allow_http {
-                    "https and http"
-                } else {
-                    "https"
-                };
-                return Err(FetchError::Refused(format!(
-                    "refused: only {allowed} URLs are fetched, not {other}"
-                )));
-            }
-        }
-        let ip = match url.host() {
-            Some(url::Host::Ipv4(v4)) => std::net::IpAddr::V4(v4),
-            Some(url::Host::Ipv6(v6)) => std::net::IpAddr::V6(v6),
-            Some(url::Host::Domain(_)) => return Ok(()),
-            None => return Err(FetchError::Refused("refused: the URL names no host".into())),
-        };
-        self.settings
-            .policy
-            .check(ip)
-            .map_err(|kind| FetchError::Refused(format!("refused: {ip} is {kind}")))
+        check_target(url, &self.settings.policy, self.settings.allow_http, "fetched").map_err(FetchError::Refused)
     }
 
     /// Sends a GET; a refused address or a failure to connect becomes a [`FetchError`].
@@ -159,7 +172,7 @@ impl HttpFetcher {
 
 /// Where a URL points, for reasons shown to its owner: `host[:port]`, nothing that could be
 /// a secret (path, query, credentials).
-fn origin(url: &Url) -> String {
+pub(super) fn origin(url: &Url) -> String {
     match (url.host_str(), url.port()) {
         (Some(host), Some(port)) => format!("{host}:{port}"),
         (Some(host), None) => host.to_owned(),
@@ -179,11 +192,20 @@ fn redact(url: &Url) -> String {
 
 /// A refusal found anywhere in the error's chain is one; anything else can be tried again.
 fn classify(url: &Url, error: reqwest::Error) -> FetchError {
+    match explain(url, error) {
+        Ok(refusal) => FetchError::Refused(refusal),
+        Err(failure) => FetchError::Unavailable(failure),
+    }
+}
+
+/// A request's error: `Ok` with the reason when an address was refused, `Err` with what
+/// failed otherwise (both name only the URL's origin).
+pub(super) fn explain(url: &Url, error: reqwest::Error) -> Result<String, String> {
     let error = error.without_url();
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(e) = source {
         if let Some(refusal) = e.downcast_ref::<Refusal>() {
-            return FetchError::Refused(format!("refused: {refusal}"));
+            return Ok(format!("refused: {refusal}"));
         }
         source = e.source();
     }
@@ -193,7 +215,7 @@ fn classify(url: &Url, error: reqwest::Error) -> FetchError {
         detail = format!("{detail}: {e}");
         source = e.source();
     }
-    FetchError::Unavailable(format!("{}: {detail}", origin(url)))
+    Err(format!("{}: {detail}", origin(url)))
 }
 
 #[async_trait]

@@ -57,6 +57,8 @@ pub fn settings() -> ServeSettings {
         metrics_listen: None,
         fetch: vodsource_infra::egress::FetchSettings::default(),
         ingest: vodsource_app::ingest::IngestConfig::default(),
+        send: vodsource_infra::egress::SendSettings::default(),
+        dispatch: vodsource_app::webhooks::dispatch::DispatchConfig::default(),
     }
 }
 
@@ -82,6 +84,12 @@ pub async fn server_on_postgres() -> Server {
 /// A server in the distributed shape: events on a fresh PostgreSQL schema, views on fresh
 /// DynamoDB tables (the AWS emulator).
 pub async fn server_distributed() -> Server {
+    server_distributed_with(settings()).await
+}
+
+#[cfg(feature = "distributed")]
+/// As [`server_distributed`], with `settings`.
+pub async fn server_distributed_with(settings: ServeSettings) -> Server {
     let base =
         std::env::var("VODSOURCE_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let sep = if base.contains('?') { '&' } else { '?' };
@@ -103,7 +111,7 @@ pub async fn server_distributed() -> Server {
         &vodsource_infra::aws::AwsSettings::emulator(&endpoint),
     )
     .await;
-    serve(dir, stores, objects, settings()).await
+    serve(dir, stores, objects, settings).await
 }
 
 #[cfg(feature = "distributed")]

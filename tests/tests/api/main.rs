@@ -13,3 +13,4 @@ mod media;
 mod security;
 mod stream;
 mod uploads;
+mod webhooks;

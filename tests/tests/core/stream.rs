@@ -256,15 +256,32 @@ async fn the_relay_publishes_every_event_once_per_checkpoint_keyed_by_video() {
         };
         commands.execute(&id, update, &context).await.expect("updated");
     }
-    assert_eq!(relay().catch_up().await.expect("relayed"), 10);
+    // A webhook endpoint (another stream of the log) is not a video event: not published.
+    let registry = vodsource_app::webhooks::RegistryStore::new(log.clone());
+    let created = registry
+        .record("admin:root", vodsource_domain::Clock::now(&*clock), |_| {
+            Ok::<_, ()>(vec![vodsource_app::webhooks::registry::RegistryEvent::Created(
+                vodsource_app::webhooks::registry::Created {
+                    endpoint_id: "wh_1".into(),
+                    owner: None,
+                    url: "https://hooks.example.com/secret-path?token=t".into(),
+                    event_types: vec![],
+                    description: String::new(),
+                    enabled: true,
+                },
+            )])
+        })
+        .await;
+    assert!(created.is_ok(), "the endpoint is recorded");
+    assert_eq!(relay().catch_up().await.expect("relayed"), 11);
     assert_eq!(
         relay().catch_up().await.expect("nothing new"),
-        10,
+        11,
         "the checkpoint holds"
     );
     let mut consumer = stream.consumer(VIDEO_EVENTS_TOPIC, "lake").expect("consumer");
     let delivered = drain(&mut consumer, 100).await;
-    assert_eq!(delivered.len(), 10, "each event once");
+    assert_eq!(delivered.len(), 10, "each video event once, and nothing else");
     for d in &delivered {
         let event: serde_json::Value = serde_json::from_slice(&d.value).expect("json");
         assert_eq!(event["stream_id"], d.key.as_str(), "keyed by video");

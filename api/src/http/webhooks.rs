@@ -1,0 +1,361 @@
+//! Webhook endpoints: where a platform's own backend hears of its videos. Each endpoint is
+//! sent the public events (`video.ready`, …) it asks for, signed with its secret; an
+//! admin's endpoint hears of every video, a creator's of their own.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+use vodsource_app::webhooks::{Endpoint, EndpointChanges, Listed, NewEndpoint, WithSecret, DEFAULT_SECRET_OVERLAP};
+use vodsource_app::AppError;
+
+use super::auth::BearerAuth;
+use super::error::ApiError;
+use super::model::{Maybe, Text};
+use super::state::AppState;
+
+#[derive(Tags)]
+enum Tag {
+    /// Endpoints that are sent the videos' events.
+    Webhooks,
+}
+
+/// Webhooks.
+pub struct WebhooksApi {
+    pub(super) state: AppState,
+}
+
+/// `POST /webhooks`.
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+pub struct CreateWebhook {
+    /// Where events are POSTed: `https` (`http` only where configuration allows it). An
+    /// address inside the network (loopback, private, link-local, cloud metadata) is refused
+    /// here when the URL names one (422 `WEBHOOK_URL_REFUSED`), and at every request when
+    /// its name resolves to one; redirects are not followed.
+    #[oai(validator(min_length = 1, max_length = 2048))]
+    pub url: Text,
+    /// The event types to send, each once; absent or empty: every type that is not opt-in
+    /// (`video.encoding.progressed` is sent only when named).
+    #[oai(validator(max_items = 10))]
+    pub event_types: Maybe<Vec<Text>>,
+    /// For people: up to 256 characters.
+    #[oai(validator(max_length = 256))]
+    pub description: Maybe<Text>,
+    /// Whether events are sent (default true). A disabled endpoint is sent nothing of what
+    /// happens while it is disabled.
+    pub enabled: Maybe<bool>,
+}
+
+/// `PATCH /webhooks/{webhook_id}`: the fields to change (at least one).
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+pub struct UpdateWebhook {
+    /// A new URL, as at creation.
+    #[oai(validator(min_length = 1, max_length = 2048))]
+    pub url: Maybe<Text>,
+    /// New event types, each once; empty: every type that is not opt-in.
+    #[oai(validator(max_items = 10))]
+    pub event_types: Maybe<Vec<Text>>,
+    /// A new description.
+    #[oai(validator(max_length = 256))]
+    pub description: Maybe<Text>,
+    /// Enable or disable.
+    pub enabled: Maybe<bool>,
+}
+
+/// `POST /webhooks/{webhook_id}/rotate-secret`.
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+pub struct RotateSecret {
+    /// How long the previous secret keeps signing beside the new one, seconds (0 to
+    /// 604800; default 86400): requests carry a signature by each meanwhile.
+    #[oai(validator(minimum(value = "0"), maximum(value = "604800")))]
+    pub overlap_seconds: Maybe<u64>,
+}
+
+/// A webhook endpoint.
+#[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct WebhookEndpoint {
+    /// Its id.
+    pub id: String,
+    /// Where events are POSTed.
+    pub url: String,
+    /// The event types sent; empty: every type that is not opt-in.
+    pub event_types: Vec<String>,
+    /// For people.
+    pub description: String,
+    /// Whether events are sent.
+    pub enabled: bool,
+    /// `all`: every video (an admin's endpoint); `owner`: the videos of `owner`.
+    pub scope: String,
+    /// Whose videos, for scope `owner`.
+    pub owner: Option<String>,
+    /// The current secret's version (1, then one more per rotation).
+    pub secret_version: u32,
+    /// Until when the previous secret signs too, after a rotation.
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Events after this position of the log are sent to it.
+    pub created_position: u64,
+    /// On reads: every event up to this position of the log has been delivered to it (or
+    /// was not for it).
+    pub position: Option<u64>,
+    /// On reads: events of the log after `position` (its dispatcher's lag).
+    pub lag: Option<u64>,
+}
+
+/// A webhook endpoint with its secret, shown this once.
+#[derive(Debug, Clone, Object)]
+pub struct WebhookWithSecret {
+    /// The endpoint.
+    #[oai(flatten)]
+    pub endpoint: WebhookEndpoint,
+    /// The secret requests are signed with (`whsec_…`): verify `Vodsource-Signature` with
+    /// it. No read shows it again; rotate to get a new one.
+    pub secret: String,
+}
+
+/// Endpoints, oldest first.
+#[derive(Debug, Clone, Object)]
+pub struct WebhookList {
+    /// The endpoints the caller may see.
+    pub items: Vec<WebhookEndpoint>,
+}
+
+/// What a test request got.
+#[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct WebhookTestResult {
+    /// Whether the endpoint answered 2xx.
+    pub delivered: bool,
+    /// The endpoint's status code, if it answered.
+    pub status: Option<u16>,
+    /// Why it did not answer (refused address, unreachable, no answer within 10 s).
+    pub error: Option<String>,
+    /// From sending to the answer, ms.
+    pub latency_ms: u64,
+    /// The event sent (its schema, `WebhookEvent`, is every event's).
+    pub event: serde_json::Value,
+}
+
+#[derive(ApiResponse)]
+enum CreateResponse {
+    /// Created: events from now on are sent to it.
+    #[oai(status = 201)]
+    Created(Json<WebhookWithSecret>, #[oai(header = "Location")] String),
+}
+
+#[derive(ApiResponse)]
+enum DeleteResponse {
+    /// Deleted: nothing more is sent to it.
+    #[oai(status = 204)]
+    Deleted,
+}
+
+fn endpoint_body(endpoint: Endpoint) -> WebhookEndpoint {
+    WebhookEndpoint {
+        scope: if endpoint.owner.is_some() { "owner" } else { "all" }.to_owned(),
+        id: endpoint.id,
+        url: endpoint.url,
+        event_types: endpoint.event_types,
+        description: endpoint.description,
+        enabled: endpoint.enabled,
+        owner: endpoint.owner,
+        secret_version: endpoint.secret_version,
+        previous_secret_expires_at: endpoint.previous_valid_until,
+        created_at: endpoint.created_at,
+        updated_at: endpoint.updated_at,
+        created_position: endpoint.created_position,
+        position: None,
+        lag: None,
+    }
+}
+
+fn listed_body(listed: Listed) -> WebhookEndpoint {
+    WebhookEndpoint {
+        position: Some(listed.position),
+        lag: Some(listed.lag),
+        ..endpoint_body(listed.endpoint)
+    }
+}
+
+fn with_secret(created: WithSecret) -> WebhookWithSecret {
+    WebhookWithSecret {
+        endpoint: endpoint_body(created.endpoint),
+        secret: created.secret,
+    }
+}
+
+fn texts(texts: Vec<Text>) -> Vec<String> {
+    texts.into_iter().map(|t| t.0).collect()
+}
+
+#[OpenApi(prefix_path = "/v1")]
+impl WebhooksApi {
+    /// Create a webhook endpoint
+    ///
+    /// Events that happen from now on are POSTed to `url`, signed with the returned
+    /// `secret` (shown this once). A creator's endpoint hears of the creator's own videos;
+    /// an admin's of every video.
+    #[oai(
+        path = "/webhooks",
+        method = "post",
+        tag = "Tag::Webhooks",
+        operation_id = "createWebhook"
+    )]
+    async fn create(&self, auth: BearerAuth, body: Json<CreateWebhook>) -> Result<CreateResponse, ApiError> {
+        let body = body.0;
+        let created = self
+            .state
+            .app
+            .webhooks()
+            .create(
+                &auth.0,
+                NewEndpoint {
+                    url: body.url.0,
+                    event_types: body.event_types.0.map(texts).unwrap_or_default(),
+                    description: body.description.0.map(|d| d.0).unwrap_or_default(),
+                    enabled: body.enabled.0.unwrap_or(true),
+                },
+            )
+            .await?;
+        let location = format!("/v1/webhooks/{}", created.endpoint.id);
+        Ok(CreateResponse::Created(Json(with_secret(created)), location))
+    }
+
+    /// List webhook endpoints
+    ///
+    /// Every endpoint for an admin; a creator's own for a creator.
+    #[oai(
+        path = "/webhooks",
+        method = "get",
+        tag = "Tag::Webhooks",
+        operation_id = "listWebhooks"
+    )]
+    async fn list(&self, auth: BearerAuth) -> Result<Json<WebhookList>, ApiError> {
+        let endpoints = self.state.app.webhooks().list(&auth.0).await?;
+        Ok(Json(WebhookList {
+            items: endpoints.into_iter().map(listed_body).collect(),
+        }))
+    }
+
+    /// Get a webhook endpoint
+    #[oai(
+        path = "/webhooks/:webhook_id",
+        method = "get",
+        tag = "Tag::Webhooks",
+        operation_id = "getWebhook"
+    )]
+    async fn get(&self, auth: BearerAuth, webhook_id: Path<String>) -> Result<Json<WebhookEndpoint>, ApiError> {
+        let endpoint = self.state.app.webhooks().get(&auth.0, &webhook_id).await?;
+        Ok(Json(listed_body(endpoint)))
+    }
+
+    /// Change a webhook endpoint
+    ///
+    /// Events after the change are sent as it says; events already on their way keep going
+    /// (to the new URL, if it changed).
+    #[oai(
+        path = "/webhooks/:webhook_id",
+        method = "patch",
+        tag = "Tag::Webhooks",
+        operation_id = "updateWebhook"
+    )]
+    async fn update(
+        &self,
+        auth: BearerAuth,
+        webhook_id: Path<String>,
+        body: Json<UpdateWebhook>,
+    ) -> Result<Json<WebhookEndpoint>, ApiError> {
+        let body = body.0;
+        let changes = EndpointChanges {
+            url: body.url.0.map(|u| u.0),
+            event_types: body.event_types.0.map(texts),
+            description: body.description.0.map(|d| d.0),
+            enabled: body.enabled.0,
+        };
+        if changes.url.is_none()
+            && changes.event_types.is_none()
+            && changes.description.is_none()
+            && changes.enabled.is_none()
+        {
+            return Err(AppError::invalid("body", "name at least one field to change").into());
+        }
+        let endpoint = self.state.app.webhooks().update(&auth.0, &webhook_id, changes).await?;
+        Ok(Json(endpoint_body(endpoint)))
+    }
+
+    /// Rotate a webhook endpoint's secret
+    ///
+    /// Returns the new secret (shown this once). The previous one keeps signing for
+    /// `overlap_seconds`: meanwhile each request carries a signature by each, so receivers
+    /// can switch without missing one.
+    #[oai(
+        path = "/webhooks/:webhook_id/rotate-secret",
+        method = "post",
+        tag = "Tag::Webhooks",
+        operation_id = "rotateWebhookSecret"
+    )]
+    async fn rotate(
+        &self,
+        auth: BearerAuth,
+        webhook_id: Path<String>,
+        body: Json<RotateSecret>,
+    ) -> Result<Json<WebhookWithSecret>, ApiError> {
+        let overlap = body
+            .0
+            .overlap_seconds
+            .0
+            .map_or(DEFAULT_SECRET_OVERLAP, Duration::from_secs);
+        let rotated = self
+            .state
+            .app
+            .webhooks()
+            .rotate_secret(&auth.0, &webhook_id, overlap)
+            .await?;
+        Ok(Json(with_secret(rotated)))
+    }
+
+    /// Send a test event
+    ///
+    /// POSTs a `webhook.test` event to the endpoint now, once (not retried, not in the log),
+    /// signed as every event is, and says what it answered. The answer's `event` documents
+    /// every event's shape (`WebhookEvent`).
+    #[oai(
+        path = "/webhooks/:webhook_id/test",
+        method = "post",
+        tag = "Tag::Webhooks",
+        operation_id = "testWebhook"
+    )]
+    async fn test(&self, auth: BearerAuth, webhook_id: Path<String>) -> Result<Json<WebhookTestResult>, ApiError> {
+        let outcome = self.state.app.webhooks().test(&auth.0, &webhook_id).await?;
+        Ok(Json(WebhookTestResult {
+            delivered: outcome.status.is_some_and(|s| (200..300).contains(&s)),
+            status: outcome.status,
+            error: outcome.error,
+            latency_ms: outcome.latency_ms,
+            event: serde_json::to_value(&outcome.event).unwrap_or_default(),
+        }))
+    }
+
+    /// Delete a webhook endpoint
+    ///
+    /// Nothing more is sent to it, including events still being retried.
+    #[oai(
+        path = "/webhooks/:webhook_id",
+        method = "delete",
+        tag = "Tag::Webhooks",
+        operation_id = "deleteWebhook"
+    )]
+    async fn delete(&self, auth: BearerAuth, webhook_id: Path<String>) -> Result<DeleteResponse, ApiError> {
+        self.state.app.webhooks().delete(&auth.0, &webhook_id).await?;
+        Ok(DeleteResponse::Deleted)
+    }
+}
