@@ -68,7 +68,7 @@ pub async fn dead_letters(config: &Config) -> anyhow::Result<()> {
 }
 
 pub async fn webhooks(config: &Config) -> anyhow::Result<()> {
-    use vodsource_app::webhooks::dispatch::{consumer_name, resume_position};
+    use vodsource_app::webhooks::dispatch::resume_position;
     let stores = Stores::open(config).await?;
     let registry = vodsource_app::webhooks::RegistryStore::new(stores.log.clone())
         .current()
@@ -80,12 +80,9 @@ pub async fn webhooks(config: &Config) -> anyhow::Result<()> {
         "endpoint", "scope", "state", "position", "lag"
     );
     for endpoint in registry.endpoints.values() {
-        let saved = stores
-            .views
-            .load_checkpoint(&consumer_name(&endpoint.id))
+        let position = resume_position(&*stores.views, endpoint)
             .await
             .context("reading a webhook checkpoint")?;
-        let position = resume_position(saved, endpoint);
         println!(
             "{:<35} {:<8} {:<8} {:>10} {:>10}  {}",
             endpoint.id,

@@ -39,6 +39,7 @@ fn extra_statuses(operation_id: &str) -> Option<&'static [&'static str]> {
         "getWebhook" | "deleteWebhook" | "testWebhook" => &["404"],
         "updateWebhook" => &["404", "413", "415", "422"],
         "rotateWebhookSecret" => &["404", "413", "415"],
+        "replayWebhook" => &["404", "409", "413", "415", "422"],
         _ => return None,
     })
 }
@@ -109,6 +110,11 @@ pub fn describe(document: &mut Value, facts: &Facts) {
             register["content_type"]["pattern"] = vodsource_domain::VIDEO_TYPE_PATTERN.into();
             register["filename"]["pattern"] = FILENAME_PATTERN.into();
             register["size_bytes"]["maximum"] = facts.max_source_bytes.into();
+        }
+        if let Some(replay) = schemas.get_mut("ReplayWebhook") {
+            replay["minProperties"] = 1.into();
+            replay["maxProperties"] = 1.into();
+            replay["properties"]["from_position"]["maximum"] = u64::MAX.into();
         }
         for update in ["UpdateVideo", "UpdateWebhook"] {
             if let Some(update) = schemas.get_mut(update) {

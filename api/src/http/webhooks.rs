@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
-use vodsource_app::webhooks::{Endpoint, EndpointChanges, Listed, NewEndpoint, WithSecret, DEFAULT_SECRET_OVERLAP};
+use vodsource_app::webhooks::{
+    Endpoint, EndpointChanges, Listed, NewEndpoint, ReplayFrom, WithSecret, DEFAULT_SECRET_OVERLAP,
+};
 use vodsource_app::AppError;
 
 use super::auth::BearerAuth;
@@ -74,6 +76,27 @@ pub struct RotateSecret {
     /// 604800; default 86400): requests carry a signature by each meanwhile.
     #[oai(validator(minimum(value = "0"), maximum(value = "604800")))]
     pub overlap_seconds: Maybe<u64>,
+}
+
+/// `POST /webhooks/{webhook_id}/replay`: where to replay from (one of the two).
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+pub struct ReplayWebhook {
+    /// Send again every event after this position of the log (0: from the beginning).
+    #[oai(validator(minimum(value = "0")))]
+    pub from_position: Maybe<u64>,
+    /// Send again every event recorded at or after this time.
+    pub from_time: Maybe<DateTime<Utc>>,
+}
+
+/// A replay under way.
+#[derive(Debug, Clone, Object)]
+pub struct ReplayAccepted {
+    /// Events after this position are being sent again.
+    pub from_position: u64,
+    /// Where the request sits in the log; the endpoint's `position` passes it once the
+    /// replay has caught up.
+    pub requested_position: u64,
 }
 
 /// A webhook endpoint.
@@ -150,6 +173,13 @@ enum CreateResponse {
     /// Created: events from now on are sent to it.
     #[oai(status = 201)]
     Created(Json<WebhookWithSecret>, #[oai(header = "Location")] String),
+}
+
+#[derive(ApiResponse)]
+enum ReplayResponse {
+    /// Accepted: the endpoint's dispatcher replays when it reads the request.
+    #[oai(status = 202)]
+    Accepted(Json<ReplayAccepted>),
 }
 
 #[derive(ApiResponse)]
@@ -321,6 +351,38 @@ impl WebhooksApi {
             .rotate_secret(&auth.0, &webhook_id, overlap)
             .await?;
         Ok(Json(with_secret(rotated)))
+    }
+
+    /// Replay events to a webhook endpoint
+    ///
+    /// Sends the endpoint again every event after `from_position` (or recorded from
+    /// `from_time`), in log order per video and under each event's own id, then goes on with
+    /// what follows. The events are those the endpoint would be sent today (its types, its
+    /// scope), also from before its creation. 409 `WEBHOOK_DISABLED` for a disabled endpoint.
+    #[oai(
+        path = "/webhooks/:webhook_id/replay",
+        method = "post",
+        tag = "Tag::Webhooks",
+        operation_id = "replayWebhook"
+    )]
+    async fn replay(
+        &self,
+        auth: BearerAuth,
+        webhook_id: Path<String>,
+        body: Json<ReplayWebhook>,
+    ) -> Result<ReplayResponse, ApiError> {
+        let from = match (body.0.from_position.0, body.0.from_time.0) {
+            (Some(position), None) => ReplayFrom::Position(position),
+            (None, Some(time)) => ReplayFrom::Time(time),
+            _ => {
+                return Err(AppError::invalid("body", "name one of from_position and from_time").into());
+            }
+        };
+        let started = self.state.app.webhooks().replay(&auth.0, &webhook_id, from).await?;
+        Ok(ReplayResponse::Accepted(Json(ReplayAccepted {
+            from_position: started.from_position,
+            requested_position: started.requested_position,
+        })))
     }
 
     /// Send a test event

@@ -33,7 +33,7 @@ use vodsource_commands::{Subscription, VideoCommands};
 use vodsource_domain::{VideoEvent, VIDEO_STREAM_TYPE};
 
 use super::contract::public_event;
-use super::registry::{Endpoint, Registry, RegistryStore, REGISTRY_STREAM_TYPE};
+use super::registry::{Endpoint, Registry, RegistryEvent, RegistryStore, REGISTRY_STREAM_TYPE};
 use super::signature::{sign, SIGNATURE_HEADER};
 use crate::Signer;
 
@@ -79,14 +79,23 @@ pub fn consumer_name(id: &str) -> String {
     format!("webhook/{id}")
 }
 
-/// Where endpoint `endpoint`'s runner goes on from, given its saved checkpoint (0: never
-/// run, so after the endpoint's creation).
-pub fn resume_position(saved: u64, endpoint: &Endpoint) -> u64 {
-    if saved == 0 {
-        endpoint.created_position
-    } else {
-        saved
+/// The name under which an endpoint's runner notes the last replay it started.
+fn replay_marker(id: &str) -> String {
+    format!("webhook/{id}/replayed")
+}
+
+/// Where endpoint `endpoint`'s runner goes on from: its checkpoint — unless it never ran
+/// (nothing saved, no replay started), then after the endpoint's creation.
+///
+/// # Errors
+/// The checkpoint store failed.
+pub async fn resume_position(checkpoints: &dyn CheckpointStore, endpoint: &Endpoint) -> Result<u64, StoreError> {
+    let saved = checkpoints.load_checkpoint(&consumer_name(&endpoint.id)).await?;
+    if saved > 0 {
+        return Ok(saved);
     }
+    let replayed = checkpoints.load_checkpoint(&replay_marker(&endpoint.id)).await?;
+    Ok(if replayed > 0 { 0 } else { endpoint.created_position })
 }
 
 /// Counters of one dispatcher process.
@@ -244,6 +253,8 @@ struct EndpointRunner {
 enum Ended {
     Stopped,
     Deleted,
+    /// A replay moved the checkpoint back: start again from it.
+    Rewound,
 }
 
 impl EndpointRunner {
@@ -251,9 +262,12 @@ impl EndpointRunner {
         let mut backoff = Duration::from_millis(100);
         loop {
             let result = self.run_once(&mut stop).await;
+            if matches!(result, Ok(Ended::Rewound)) {
+                continue;
+            }
             let _ = self.shared.leases.release_lease(&self.name, &self.shared.owner).await;
             match result {
-                Ok(Ended::Stopped | Ended::Deleted) => return,
+                Ok(Ended::Stopped | Ended::Deleted | Ended::Rewound) => return,
                 Err(e) => {
                     tracing::warn!(endpoint = %self.id, error = %e, ?backoff, "webhook runner failed; retrying");
                     tokio::select! {
@@ -283,14 +297,18 @@ impl EndpointRunner {
                 () = tokio::time::sleep(renew_every) => {}
             }
         }
-        let saved = shared.checkpoints.load_checkpoint(&self.name).await?;
         let current = shared.registry.current().await?;
         let Some(endpoint) = current.endpoints.get(&self.id) else {
             return Ok(Ended::Deleted);
         };
-        let start = resume_position(saved, endpoint);
-        // The registry as the log stood at the checkpoint; later changes come in log order.
+        let start = resume_position(&*shared.checkpoints, endpoint).await?;
+        let replayed = shared.checkpoints.load_checkpoint(&replay_marker(&self.id)).await?;
+        // The registry as the log stood at the checkpoint, later changes coming in log
+        // order; a replay from before the endpoint's creation goes with today's settings.
         let mut registry = shared.registry.as_of(start).await?;
+        if !registry.endpoints.contains_key(&self.id) {
+            registry = current;
+        }
         let Some(endpoint) = registry.endpoints.get(&self.id).cloned() else {
             return Ok(Ended::Deleted);
         };
@@ -320,6 +338,19 @@ impl EndpointRunner {
                 batch = subscription.next_batch(), if pending.len() < shared.config.max_pending => {
                     for event in &batch? {
                         if event.stream_type == REGISTRY_STREAM_TYPE {
+                            if event.position > replayed {
+                                if let Some(from) = self.replay_asked(event)? {
+                                    // Back to `from`, noting this replay as started so that
+                                    // reading it again does not start it again.
+                                    shared.checkpoints.save_checkpoint(&self.name, &shared.owner, from).await?;
+                                    shared
+                                        .checkpoints
+                                        .save_checkpoint(&replay_marker(&self.id), &shared.owner, event.position)
+                                        .await?;
+                                    tracing::info!(endpoint = %self.id, from, "replaying");
+                                    return Ok(Ended::Rewound);
+                                }
+                            }
                             if event.position > registry.position {
                                 apply(&mut registry, event)?;
                                 match registry.endpoints.get(&self.id) {
@@ -382,6 +413,21 @@ impl EndpointRunner {
             *saved = done;
         }
         Ok(())
+    }
+
+    /// The position a registry event asks this endpoint to replay from, if it is a replay
+    /// of this endpoint.
+    fn replay_asked(&self, event: &RecordedEvent) -> Result<Option<u64>, StoreError> {
+        if event.event_type != "WebhookReplayRequested" {
+            return Ok(None);
+        }
+        match RegistryEvent::decode(event).map_err(|reason| StoreError::Corrupt {
+            position: event.position,
+            reason,
+        })? {
+            RegistryEvent::ReplayRequested(replay) if replay.endpoint_id == self.id => Ok(Some(replay.from_position)),
+            _ => Ok(None),
+        }
     }
 
     /// The request `event` makes for `endpoint`, if it wants one.

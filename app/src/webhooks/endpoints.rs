@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::registry::{
-    check_event_types, Created, Deleted, Endpoint, RecordError, Registry, RegistryEvent, SecretRotated, Updated,
-    MAX_DESCRIPTION_CHARS, MAX_ENDPOINTS_PER_OWNER, MAX_URL_BYTES,
+    check_event_types, Created, Deleted, Endpoint, RecordError, Registry, RegistryEvent, ReplayRequested,
+    SecretRotated, Updated, MAX_DESCRIPTION_CHARS, MAX_ENDPOINTS_PER_OWNER, MAX_URL_BYTES,
 };
 use crate::error::{AppError, ErrorKind};
 use crate::principal::{Principal, Role};
@@ -93,6 +93,25 @@ pub struct TestOutcome {
     pub error: Option<String>,
     /// From sending to the answer's head, ms.
     pub latency_ms: u64,
+}
+
+/// Where a replay starts.
+#[derive(Debug, Clone, Copy)]
+pub enum ReplayFrom {
+    /// After this position of the log.
+    Position(u64),
+    /// With the first event recorded at or after this time.
+    Time(DateTime<Utc>),
+}
+
+/// A replay under way.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayStarted {
+    /// Events after this position are sent again.
+    pub from_position: u64,
+    /// The position of the request in the log: the dispatcher starts the replay when it
+    /// reads it.
+    pub requested_position: u64,
 }
 
 /// How long a test request may take.
@@ -270,12 +289,9 @@ impl<'a> Webhooks<'a> {
             .map_err(|e| AppError::store("reading the log head", &e))?;
         let mut listed = Vec::with_capacity(endpoints.len());
         for endpoint in endpoints {
-            let saved = ports
-                .checkpoints
-                .load_checkpoint(&super::dispatch::consumer_name(&endpoint.id))
+            let position = super::dispatch::resume_position(&*ports.checkpoints, &endpoint)
                 .await
                 .map_err(|e| AppError::store("reading a webhook checkpoint", &e))?;
-            let position = super::dispatch::resume_position(saved, &endpoint);
             listed.push(Listed {
                 endpoint,
                 position,
@@ -376,6 +392,84 @@ impl<'a> Webhooks<'a> {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Sends the endpoint every event after a position (or from a time) again, in log order
+    /// per video, then goes on with what follows: each is delivered again under its own
+    /// event id. The events are those the endpoint would be sent today (its types, its
+    /// owner's videos), also from before its creation.
+    ///
+    /// # Errors
+    /// FORBIDDEN below creator; WEBHOOK_NOT_FOUND; WEBHOOK_DISABLED (409);
+    /// REPLAY_POSITION_AHEAD (422) for a position past the log's head.
+    pub async fn replay(&self, principal: &Principal, id: &str, from: ReplayFrom) -> Result<ReplayStarted, AppError> {
+        principal.require(Role::Creator)?;
+        check_id(id)?;
+        let log = &self.core.ports.log;
+        let head = log
+            .head()
+            .await
+            .map_err(|e| AppError::store("reading the log head", &e))?;
+        let from_position = match from {
+            ReplayFrom::Position(position) if position > head => {
+                return Err(AppError::new(
+                    ErrorKind::Unprocessable,
+                    "REPLAY_POSITION_AHEAD",
+                    format!("position {position} is past the log's head, {head}"),
+                    json!({ "field": "from_position", "head": head }),
+                ))
+            }
+            ReplayFrom::Position(position) => position,
+            ReplayFrom::Time(time) => self.position_before(time, head).await?,
+        };
+        let actor = format!("{}:{}", principal.role.name(), principal.subject);
+        let recorded = self
+            .core
+            .registry
+            .record(&actor, self.core.now(), |registry| {
+                let endpoint = visible(registry, principal, id)?;
+                if !endpoint.enabled {
+                    return Err(AppError::conflict(
+                        "WEBHOOK_DISABLED",
+                        "the endpoint is disabled; enable it first",
+                        json!({ "webhook_id": id }),
+                    ));
+                }
+                Ok(vec![RegistryEvent::ReplayRequested(ReplayRequested {
+                    endpoint_id: id.to_owned(),
+                    from_position,
+                })])
+            })
+            .await;
+        match recorded {
+            Ok((_, Some(appended))) => Ok(ReplayStarted {
+                from_position,
+                requested_position: appended.last_position,
+            }),
+            Ok((_, None)) => Err(AppError::internal("recording a replay", &"nothing was recorded")),
+            Err(RecordError::Refused(e)) => Err(e),
+            Err(RecordError::Store(e)) => Err(AppError::store("recording a replay", &e)),
+        }
+    }
+
+    /// The position just before the first event recorded at or after `time` (the log's
+    /// order follows time): a binary search over the log.
+    async fn position_before(&self, time: DateTime<Utc>, head: u64) -> Result<u64, AppError> {
+        let log = &self.core.ports.log;
+        // The answer is in [low, high]: events up to `low` are older than `time`.
+        let (mut low, mut high) = (0, head);
+        while low < high {
+            let middle = low + (high - low).div_ceil(2);
+            let event = log
+                .read_all(middle - 1, 1)
+                .await
+                .map_err(|e| AppError::store("reading the log", &e))?;
+            match event.first() {
+                Some(event) if event.occurred_at < time => low = event.position.max(middle),
+                _ => high = middle - 1,
+            }
+        }
+        Ok(low)
     }
 
     /// Sends the endpoint a `webhook.test` event now, once, signed as every event is, and

@@ -17,8 +17,8 @@ pub mod signature;
 
 pub use contract::{public_event, PublicEvent, CONTRACT_VERSION, EVENT_TYPES, OPT_IN_TYPES, TEST_EVENT_TYPE};
 pub use endpoints::{
-    EndpointChanges, Listed, NewEndpoint, TestOutcome, Webhooks, WithSecret, DEFAULT_SECRET_OVERLAP,
-    MAX_SECRET_OVERLAP, WEBHOOK_ID_PATTERN,
+    EndpointChanges, Listed, NewEndpoint, ReplayFrom, ReplayStarted, TestOutcome, Webhooks, WithSecret,
+    DEFAULT_SECRET_OVERLAP, MAX_SECRET_OVERLAP, WEBHOOK_ID_PATTERN,
 };
 pub use registry::{shown_url, Endpoint, RegistryStore};
 pub use signature::{sign, verify, SignatureError, SIGNATURE_HEADER};

@@ -92,6 +92,15 @@ pub struct Deleted {
     pub endpoint_id: String,
 }
 
+/// A replay was asked for: the endpoint is sent again every event after `from_position`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplayRequested {
+    /// Its id.
+    pub endpoint_id: String,
+    /// Events after this position are sent again.
+    pub from_position: u64,
+}
+
 /// What happened to the registry.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RegistryEvent {
@@ -103,6 +112,8 @@ pub enum RegistryEvent {
     SecretRotated(SecretRotated),
     /// [`Deleted`].
     Deleted(Deleted),
+    /// [`ReplayRequested`].
+    ReplayRequested(ReplayRequested),
 }
 
 impl RegistryEvent {
@@ -113,6 +124,7 @@ impl RegistryEvent {
             Self::Updated(_) => "WebhookEndpointUpdated",
             Self::SecretRotated(_) => "WebhookSecretRotated",
             Self::Deleted(_) => "WebhookEndpointDeleted",
+            Self::ReplayRequested(_) => "WebhookReplayRequested",
         }
     }
 
@@ -123,6 +135,7 @@ impl RegistryEvent {
             Self::Updated(e) => &e.endpoint_id,
             Self::SecretRotated(e) => &e.endpoint_id,
             Self::Deleted(e) => &e.endpoint_id,
+            Self::ReplayRequested(e) => &e.endpoint_id,
         }
     }
 
@@ -132,6 +145,7 @@ impl RegistryEvent {
             Self::Updated(e) => serde_json::to_string(e),
             Self::SecretRotated(e) => serde_json::to_string(e),
             Self::Deleted(e) => serde_json::to_string(e),
+            Self::ReplayRequested(e) => serde_json::to_string(e),
         }
         .unwrap_or_default()
     }
@@ -160,6 +174,7 @@ impl RegistryEvent {
             "WebhookEndpointUpdated" => Self::Updated(parse(event)?),
             "WebhookSecretRotated" => Self::SecretRotated(parse(event)?),
             "WebhookEndpointDeleted" => Self::Deleted(parse(event)?),
+            "WebhookReplayRequested" => Self::ReplayRequested(parse(event)?),
             other => {
                 return Err(format!(
                     "unknown registry event type {other:?} at position {}",
@@ -294,6 +309,8 @@ impl Registry {
             RegistryEvent::Deleted(e) => {
                 self.endpoints.remove(&e.endpoint_id);
             }
+            // Not a change of the endpoint: its dispatcher acts on it where it reads it.
+            RegistryEvent::ReplayRequested(_) => {}
         }
         Ok(())
     }

@@ -546,6 +546,141 @@ async fn endpoints_are_their_owners_and_secrets_rotate_with_an_overlap() {
     s.stop().await;
 }
 
+/// Waits until endpoint `path` has delivered everything up to the log's head; returns the
+/// deliveries `receiver` saw.
+async fn caught_up(s: &Server, path: &str, receiver: &Receiver) -> Vec<Value> {
+    let head = s.stores.log.head().await.expect("head");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, endpoint) = s.send(s.req(Method::GET, path, &token("root", "admin"))).await;
+        assert_eq!(status, StatusCode::OK, "{endpoint}");
+        if endpoint["position"].as_u64().is_some_and(|p| p >= head) {
+            return receiver.log().await;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} never caught up: {endpoint}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The ids of `deliveries`.
+fn ids(deliveries: &[Value]) -> Vec<String> {
+    deliveries
+        .iter()
+        .map(|d| d["event_id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_from_a_position_or_a_time_sends_exactly_the_events_after_it_again() {
+    let receiver = Receiver::start("127.0.0.1");
+    let s = server_with(webhook_settings(&["127.0.0.1/32"])).await;
+    let alice = token("alice", "creator");
+    // History from before the endpoint exists…
+    lifecycle(&s, "alice", 0).await;
+    let created = endpoint(&s, &alice, &receiver, "replayed", json!({})).await;
+    let path = format!("/v1/webhooks/{}", created["id"].as_str().expect("id"));
+    // …another owner's video, never this endpoint's…
+    lifecycle(&s, "bob", 1).await;
+    // …and one after its creation, delivered once.
+    lifecycle(&s, "alice", 2).await;
+    let first = caught_up(&s, &path, &receiver).await;
+    assert_eq!(first.len(), LIFECYCLE.len(), "the video after its creation only");
+
+    // From position 0: the whole history of alice's videos, also from before its creation.
+    let replay = |body: Value| s.send(s.req(Method::POST, &format!("{path}/replay"), &alice).json(&body));
+    let (status, accepted) = replay(json!({ "from_position": 0 })).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let log = caught_up(&s, &path, &receiver).await;
+    let again = &log[first.len()..];
+    assert_eq!(again.len(), 2 * LIFECYCLE.len(), "both of alice's videos: {again:?}");
+    let by_video = delivered_by_video(again);
+    assert_eq!(by_video.len(), 2);
+    for events in by_video.values() {
+        assert_eq!(types(events), LIFECYCLE);
+    }
+    let mut all: Vec<(u64, String)> = again
+        .iter()
+        .map(|d| {
+            (
+                d["event"]["position"].as_u64().expect("position"),
+                d["event_id"].as_str().expect("id").to_owned(),
+            )
+        })
+        .collect();
+    all.sort();
+    assert!(
+        ids(&first).iter().all(|id| all.iter().any(|(_, i)| i == id)),
+        "the same ids again"
+    );
+
+    // From a position: exactly the events after it.
+    let (cut, _) = all[3].clone();
+    let (status, accepted) = replay(json!({ "from_position": cut })).await;
+    assert_eq!(
+        (status, &accepted["from_position"]),
+        (StatusCode::ACCEPTED, &json!(cut)),
+        "{accepted}"
+    );
+    let log = caught_up(&s, &path, &receiver).await;
+    let mut again = ids(&log[first.len() + all.len()..]);
+    let mut expected: Vec<String> = all.iter().filter(|(p, _)| *p > cut).map(|(_, id)| id.clone()).collect();
+    again.sort();
+    expected.sort();
+    assert_eq!(again, expected, "the events after position {cut}, each once");
+
+    // From a time: the events recorded from then on.
+    let seen = log.len();
+    let third = &first[0]["event"];
+    let (status, accepted) = replay(json!({ "from_time": third["created_at"] })).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    assert_eq!(
+        accepted["from_position"],
+        json!(third["position"].as_u64().expect("position") - 1),
+        "{accepted}"
+    );
+    let log = caught_up(&s, &path, &receiver).await;
+    assert_eq!(
+        ids(&log[seen..]),
+        ids(&first),
+        "the last video's events again, in order"
+    );
+
+    // Refusals.
+    let (status, answer) = replay(json!({ "from_position": 1_000_000 })).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "REPLAY_POSITION_AHEAD"),
+        "{answer}"
+    );
+    let (status, answer) = replay(json!({ "from_position": 1, "from_time": "2026-01-01T00:00:00Z" })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let (status, answer) = s
+        .send(
+            s.req(Method::POST, &format!("{path}/replay"), &token("bob", "creator"))
+                .json(&json!({ "from_position": 0 })),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::NOT_FOUND, "WEBHOOK_NOT_FOUND"),
+        "{answer}"
+    );
+    let (status, _) = s
+        .send(s.req(Method::PATCH, &path, &alice).json(&json!({ "enabled": false })))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, answer) = replay(json!({ "from_position": 0 })).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::CONFLICT, "WEBHOOK_DISABLED"),
+        "{answer}"
+    );
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoint_urls_inside_the_network_are_refused_and_redirects_are_not_followed() {
     let inside = Receiver::start("127.0.0.1");
