@@ -5,6 +5,8 @@
 //!   command, each writer on its own aggregate, through cqrs-es's `CqrsFramework` — on
 //!   vodsource's SQLite and PostgreSQL stores and on postgres-es (the reference store).
 //! - `replay`: events/s rebuilding the views from a 1,000,000-event SQLite log.
+//! - `webhooks`: webhook deliveries/s and append-to-delivery latency, beside reqwest alone
+//!   (issue 19).
 //! - `lake`: QoE events/s from stream records to a Parquet file, and bytes per event, beside
 //!   duckdb on the same events (issue 5).
 
@@ -14,6 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod appends;
 mod lake;
 mod replay;
+mod webhooks;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +34,8 @@ enum Command {
     Replay(replay::Args),
     /// QoE events to Parquet, beside duckdb.
     Lake(lake::Args),
+    /// Webhook deliveries/s and append-to-delivery latency.
+    Webhooks(webhooks::Args),
     /// Both, with defaults.
     All,
 }
@@ -41,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Appends(args) => appends::run(args).await,
         Command::Replay(args) => replay::run(args).await,
         Command::Lake(args) => lake::run(args).await,
+        Command::Webhooks(args) => webhooks::run(args).await,
         Command::All => {
             appends::run(appends::Args::default()).await?;
             replay::run(replay::Args::default()).await

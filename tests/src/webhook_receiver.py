@@ -8,7 +8,9 @@ POST /hook/<name>       a delivery to endpoint <name>; answered 200 when its sig
                         verifies under the endpoint's secret, 400 when not, 500 while the
                         endpoint is told to fail, 307 (a redirect that keeps the method and
                         body) when told to redirect
-POST /control/<name>    {"secret": ..., "fail": bool, "redirect": url}: how to answer <name>
+POST /control/<name>    {"secret": ..., "fail": bool, "fail_types": [type, ...], "redirect": url}:
+                        how to answer <name> (fail: 500 to everything; fail_types: 500 to
+                        events of those types)
 POST /schema            an OpenAPI document: every body is then checked against its
                         `WebhookEvent` schema (with the jsonschema package), any mismatch noted
 GET  /log               every delivery seen, in arrival order
@@ -87,7 +89,7 @@ class Handler(BaseHTTPRequestHandler):
         problem = verify(self.headers.get("Vodsource-Signature", ""), control.get("secret", ""), body)
         if control.get("redirect"):
             status = 307
-        elif control.get("fail"):
+        elif control.get("fail") or self.headers.get("Vodsource-Event-Type") in control.get("fail_types", []):
             status = 500
         else:
             status = 400 if problem else 200

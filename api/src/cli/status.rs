@@ -75,24 +75,15 @@ pub async fn webhooks(config: &Config) -> anyhow::Result<()> {
         .await
         .context("reading the webhook registry")?;
     let head = stores.log.head().await.context("reading the log head")?;
-    println!(
-        "{:<35} {:<8} {:<8} {:>10} {:>10}  url",
-        "endpoint", "scope", "state", "position", "lag"
-    );
+    let mut rows = Vec::new();
     for endpoint in registry.endpoints.values() {
         let position = resume_position(&*stores.views, endpoint)
             .await
             .context("reading a webhook checkpoint")?;
-        println!(
-            "{:<35} {:<8} {:<8} {:>10} {:>10}  {}",
-            endpoint.id,
-            endpoint.owner.as_deref().unwrap_or("all"),
-            if endpoint.enabled { "enabled" } else { "disabled" },
-            position,
-            head.saturating_sub(position),
-            vodsource_app::webhooks::shown_url(&endpoint.url),
-        );
+        rows.push((endpoint.clone(), position));
     }
-    println!("{} endpoint(s); log head: {head}", registry.endpoints.len());
+    for line in vodsource_app::webhooks::operators_table(&rows, head) {
+        println!("{line}");
+    }
     Ok(())
 }

@@ -20,5 +20,5 @@ pub use endpoints::{
     EndpointChanges, Listed, NewEndpoint, ReplayFrom, ReplayStarted, TestOutcome, Webhooks, WithSecret,
     DEFAULT_SECRET_OVERLAP, MAX_SECRET_OVERLAP, WEBHOOK_ID_PATTERN,
 };
-pub use registry::{shown_url, Endpoint, RegistryStore};
+pub use registry::{operators_table, shown_url, Endpoint, RegistryStore};
 pub use signature::{sign, verify, SignatureError, SIGNATURE_HEADER};

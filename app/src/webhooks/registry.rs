@@ -336,6 +336,28 @@ pub fn shown_url(url: &str) -> String {
     }
 }
 
+/// The lines `vodsource webhooks` prints: each endpoint with its scope, state, position and
+/// lag behind `head`, its URL as [`shown_url`] shows it; then the count and the head.
+pub fn operators_table(endpoints: &[(Endpoint, u64)], head: u64) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{:<35} {:<8} {:<8} {:>10} {:>10}  url",
+        "endpoint", "scope", "state", "position", "lag"
+    )];
+    for (endpoint, position) in endpoints {
+        lines.push(format!(
+            "{:<35} {:<8} {:<8} {:>10} {:>10}  {}",
+            endpoint.id,
+            endpoint.owner.as_deref().unwrap_or("all"),
+            if endpoint.enabled { "enabled" } else { "disabled" },
+            position,
+            head.saturating_sub(*position),
+            shown_url(&endpoint.url),
+        ));
+    }
+    lines.push(format!("{} endpoint(s); log head: {head}", endpoints.len()));
+    lines
+}
+
 /// Checks the event types an endpoint asks for: known, each once.
 ///
 /// # Errors
@@ -594,6 +616,26 @@ mod tests {
         assert!(RegistryEvent::decode(&event)
             .expect_err("refused")
             .contains("does not deserialize"));
+    }
+
+    #[test]
+    fn the_operators_table_shows_scope_state_lag_and_no_secret_in_urls() {
+        let mut registry = Registry::default();
+        let mut event = created("wh_a", Some("alice"), &[]);
+        if let RegistryEvent::Created(c) = &mut event {
+            c.url = "https://user:pw@hooks.example.com/in?token=secret#x".into();
+            c.enabled = false;
+        }
+        registry.apply(&stored(1, 5, &event)).expect("applies");
+        let rows = vec![(registry.endpoints["wh_a"].clone(), 7)];
+        let lines = operators_table(&rows, 10);
+        assert_eq!(lines.len(), 3);
+        let row: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            row,
+            ["wh_a", "alice", "disabled", "7", "3", "https://hooks.example.com/in"]
+        );
+        assert_eq!(lines[2], "1 endpoint(s); log head: 10");
     }
 
     #[test]

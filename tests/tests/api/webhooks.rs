@@ -546,6 +546,58 @@ async fn endpoints_are_their_owners_and_secrets_rotate_with_an_overlap() {
     s.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_failing_past_the_retry_period_is_given_up_and_the_video_goes_on() {
+    let receiver = Receiver::start("127.0.0.1");
+    let mut settings = webhook_settings(&["127.0.0.1/32"]);
+    settings.dispatch.retry_for = Duration::from_millis(600);
+    let s = server_with(settings).await;
+    endpoint(&s, &token("root", "admin"), &receiver, "picky", json!({})).await;
+    receiver
+        .control("picky", json!({ "fail_types": ["video.created"] }))
+        .await;
+    let (id, _) = s.register("alice", "first", 10).await;
+    let (status, body) = s
+        .send(
+            s.req(Method::PATCH, &format!("/v1/videos/{id}"), &token("alice", "creator"))
+                .json(&json!({ "title": "second" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let log = receiver
+        .until(
+            "the update delivered after the creation was given up",
+            Duration::from_secs(20),
+            |log| log.iter().any(|d| d["status"] == 200),
+        )
+        .await;
+    let created: Vec<&Value> = log.iter().filter(|d| d["event_type"] == "video.created").collect();
+    assert!(created.len() >= 2, "retried before giving up: {created:?}");
+    assert!(created.iter().all(|d| d["status"] == 500));
+    let last = log
+        .iter()
+        .rposition(|d| d["event_type"] == "video.created")
+        .expect("created");
+    let updated = log.iter().position(|d| d["status"] == 200).expect("updated");
+    assert!(last < updated, "the update waited for the creation to be given up");
+    assert_eq!(log[updated]["event_type"], "video.updated");
+    let metrics = s
+        .client
+        .get(s.url("/metrics"))
+        .bearer_auth(token("root", "admin"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("vodsource_webhook_deliveries_total{outcome=\"given_up\"} 1"),
+        "{metrics}"
+    );
+    s.stop().await;
+}
+
 /// Waits until endpoint `path` has delivered everything up to the log's head; returns the
 /// deliveries `receiver` saw.
 async fn caught_up(s: &Server, path: &str, receiver: &Receiver) -> Vec<Value> {
