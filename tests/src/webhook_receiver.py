@@ -8,9 +8,11 @@ POST /hook/<name>       a delivery to endpoint <name>; answered 200 when its sig
                         verifies under the endpoint's secret, 400 when not, 500 while the
                         endpoint is told to fail, 307 (a redirect that keeps the method and
                         body) when told to redirect
-POST /control/<name>    {"secret": ..., "fail": bool, "fail_types": [type, ...], "redirect": url}:
+POST /control/<name>    {"secret": ..., "fail": bool, "fail_types": [type, ...], "redirect": url,
+                        "stall": bool}:
                         how to answer <name> (fail: 500 to everything; fail_types: 500 to
-                        events of those types)
+                        events of those types; stall: note the request as "stalled" and
+                        answer it only 30 s later)
 POST /schema            an OpenAPI document: every body is then checked against its
                         `WebhookEvent` schema (with the jsonschema package), any mismatch noted
 GET  /log               every delivery seen, in arrival order
@@ -103,10 +105,11 @@ class Handler(BaseHTTPRequestHandler):
         if check is not None:
             errors = [e.message for e in check.iter_errors(event)]
             schema_problem = "; ".join(errors) if errors else None
+        stall = bool(control.get("stall"))
         with lock:
             log.append({
                 "endpoint": name,
-                "status": status,
+                "status": "stalled" if stall else status,
                 "problem": problem,
                 "schema_problem": schema_problem,
                 "event": event,
@@ -114,6 +117,8 @@ class Handler(BaseHTTPRequestHandler):
                 "event_type": self.headers.get("Vodsource-Event-Type"),
                 "attempt": self.headers.get("Vodsource-Delivery-Attempt"),
             })
+        if stall:
+            time.sleep(30)
         headers = [("Location", control["redirect"])] if status == 307 else []
         self.answer(status, b"", headers)
 

@@ -132,6 +132,9 @@ struct Shared {
     owners: Mutex<HashMap<String, String>>,
 }
 
+/// How often a runner saves its checkpoint at most (at once when nothing is pending).
+const SAVE_EVERY: Duration = Duration::from_millis(200);
+
 /// Owners remembered at most; past it the memory starts again.
 const MAX_OWNERS: usize = 100_000;
 
@@ -322,6 +325,9 @@ impl EndpointRunner {
         let mut queues: HashMap<String, VecDeque<Job>> = HashMap::new();
         let mut pending: BTreeSet<u64> = BTreeSet::new();
         let mut renew = tokio::time::interval(renew_every);
+        // The checkpoint follows progress within this, however quiet the log is.
+        let mut flush = tokio::time::interval(SAVE_EVERY);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut saved = start;
         let mut saved_at = Instant::now();
         loop {
@@ -330,6 +336,7 @@ impl EndpointRunner {
                     self.save(&pending, &subscription, &mut saved).await?;
                     return Ok(Ended::Stopped);
                 }
+                _ = flush.tick() => {}
                 _ = renew.tick() => {
                     if !self.hold_lease().await? {
                         return Err(ProcessError::Store(StoreError::LeaseLost(self.name.clone())));
@@ -390,7 +397,7 @@ impl EndpointRunner {
                     }
                 }
             }
-            if saved_at.elapsed() >= Duration::from_millis(200) || pending.is_empty() {
+            if saved_at.elapsed() >= SAVE_EVERY || pending.is_empty() {
                 self.save(&pending, &subscription, &mut saved).await?;
                 saved_at = Instant::now();
             }

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::{code, server_with, settings, token, Server};
+use crate::harness::{code, parts, server_with, settings, token, Server};
 
 /// The stand-in public address (`scripts/services.sh start origins`).
 const PUBLIC: &str = "203.0.113.7";
@@ -596,6 +596,149 @@ async fn an_event_failing_past_the_retry_period_is_given_up_and_the_video_goes_o
         "{metrics}"
     );
     s.stop().await;
+}
+
+/// A `vodsource serve` process over `data`, its API on a port of its own.
+struct Process {
+    child: Child,
+    base: String,
+}
+
+impl Process {
+    fn start(data: &std::path::Path) -> Self {
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_owned());
+        let binary = std::path::Path::new(&target).join("debug/vodsource");
+        assert!(
+            binary.exists(),
+            "{} is not built: cargo build --locked --bin vodsource (the test command builds it)",
+            binary.display()
+        );
+        let log = data.join(format!("server-{}.log", uuid::Uuid::now_v7().simple()));
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(&binary)
+            .args(["--data-dir"])
+            .arg(data)
+            .args(["--log-json", "serve", "--listen", "127.0.0.1:0"])
+            .env("VODSOURCE_JWT_SECRET", crate::harness::SECRET)
+            .env("VODSOURCE_WEBHOOK_ALLOW_HTTP", "true")
+            .env("VODSOURCE_WEBHOOK_ALLOW", "127.0.0.1/32")
+            .env("VODSOURCE_ENCODERS", "0")
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .spawn()
+            .expect("vodsource starts");
+        // Held from here, so that it is killed and reaped however this ends.
+        let mut process = Self {
+            child,
+            base: String::new(),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let addr = text.lines().find_map(|line| {
+                let entry: Value = serde_json::from_str(line).ok()?;
+                let fields = &entry["fields"];
+                fields["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("serving the API"))
+                    .then(|| fields["addr"].as_str().map(str::to_owned))
+                    .flatten()
+            });
+            if let Some(addr) = addr {
+                process.base = format!("http://{addr}");
+                return process;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not start:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatcher_killed_mid_delivery_is_followed_by_one_that_delivers_everything() {
+    let receiver = Receiver::start("127.0.0.1");
+    let data = vodsource_tests::TempDir::new();
+    let client = reqwest::Client::new();
+    let admin = token("root", "admin");
+    let mut first = Process::start(data.path());
+    let (status, created) = parts(
+        client
+            .post(format!("{}/v1/webhooks", first.base))
+            .bearer_auth(&admin)
+            .json(&json!({ "url": receiver.url("killed") }))
+            .send()
+            .await
+            .expect("create"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    receiver
+        .control("killed", json!({ "secret": created["secret"], "stall": true }))
+        .await;
+    let mut videos = Vec::new();
+    for n in 0..5 {
+        let (status, body) = parts(
+            client
+                .post(format!("{}/v1/videos", first.base))
+                .bearer_auth(token("alice", "creator"))
+                .json(&crate::harness::register_body(&format!("video {n}"), 10))
+                .send()
+                .await
+                .expect("register"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        videos.push(body["video_id"].as_str().expect("id").to_owned());
+    }
+    receiver
+        .until("deliveries in flight", Duration::from_secs(20), |log| {
+            log.iter().filter(|d| d["status"] == "stalled").count() == 5
+        })
+        .await;
+    // SIGKILL, with every delivery unanswered.
+    first.child.kill().expect("SIGKILL");
+    first.child.wait().expect("reaped");
+    receiver.control("killed", json!({ "stall": false })).await;
+    let _second = Process::start(data.path());
+    // The killed process's lease lapses (15 s); the new one delivers.
+    let log = receiver
+        .until(
+            "every event delivered by the new process",
+            Duration::from_secs(60),
+            |log| {
+                videos.iter().all(|id| {
+                    log.iter()
+                        .any(|d| d["status"] == 200 && d["event"]["video_id"] == id.as_str())
+                })
+            },
+        )
+        .await;
+    for delivery in log.iter().filter(|d| d["status"] == 200) {
+        assert!(delivery["problem"].is_null(), "{delivery}");
+        assert_eq!(delivery["event_type"], "video.created");
+    }
+    let stalled: HashSet<&str> = log
+        .iter()
+        .filter(|d| d["status"] == "stalled")
+        .filter_map(|d| d["event_id"].as_str())
+        .collect();
+    let delivered: HashSet<&str> = log
+        .iter()
+        .filter(|d| d["status"] == 200)
+        .filter_map(|d| d["event_id"].as_str())
+        .collect();
+    assert_eq!(stalled, delivered, "the same events, under the same ids");
 }
 
 /// Waits until endpoint `path` has delivered everything up to the log's head; returns the
