@@ -315,3 +315,23 @@ fn a_minted_token_carries_the_configured_issuer_and_audience() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("VODSOURCE_JWT_SECRET"));
 }
+
+#[test]
+fn webhooks_lists_endpoints_with_their_lag() {
+    let dir = std::env::temp_dir().join(format!("vodsource-cli-webhooks-{}", std::process::id()));
+    let output = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("webhooks")
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["endpoint", "scope", "state", "position", "lag", "url"]
+    );
+    assert_eq!(lines[1..], ["0 endpoint(s); log head: 0"], "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
