@@ -317,7 +317,22 @@ impl EndpointRunner {
         };
         let mut current = endpoint.clone();
         let (settings, watched) = watch::channel(endpoint);
+        // The log is read by a task of its own, a batch or two ahead: the loop below wakes
+        // for every delivery that ends, and a read started and dropped at each would cost a
+        // query per delivery.
+        let (batches_in, mut batches) = tokio::sync::mpsc::channel(2);
         let mut subscription = Subscription::new(shared.log.clone(), start);
+        let _reader = AbortOnDrop(tokio::spawn(async move {
+            loop {
+                let batch = subscription.next_batch().await;
+                let failed = batch.is_err();
+                let item = batch.map(|batch| (batch, subscription.position()));
+                if batches_in.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        }));
+        let mut read = start;
         let permits = Arc::new(Semaphore::new(shared.config.concurrency.max(1)));
         let decoder = Decoder::new();
         // Dropped with this attempt: its deliveries stop, and the checkpoint brings them back.
@@ -333,7 +348,7 @@ impl EndpointRunner {
         loop {
             tokio::select! {
                 () = until_stopped(stop) => {
-                    self.save(&pending, &subscription, &mut saved).await?;
+                    self.save(&pending, read, &mut saved).await?;
                     return Ok(Ended::Stopped);
                 }
                 _ = flush.tick() => {}
@@ -342,8 +357,11 @@ impl EndpointRunner {
                         return Err(ProcessError::Store(StoreError::LeaseLost(self.name.clone())));
                     }
                 }
-                batch = subscription.next_batch(), if pending.len() < shared.config.max_pending => {
-                    for event in &batch? {
+                item = batches.recv(), if pending.len() < shared.config.max_pending => {
+                    let (batch, position) = item
+                        .ok_or_else(|| StoreError::unavailable("the log reader stopped"))??;
+                    read = position;
+                    for event in &batch {
                         if event.stream_type == REGISTRY_STREAM_TYPE {
                             if event.position > replayed {
                                 if let Some(from) = self.replay_asked(event)? {
@@ -398,20 +416,15 @@ impl EndpointRunner {
                 }
             }
             if saved_at.elapsed() >= SAVE_EVERY || pending.is_empty() {
-                self.save(&pending, &subscription, &mut saved).await?;
+                self.save(&pending, read, &mut saved).await?;
                 saved_at = Instant::now();
             }
         }
     }
 
     /// Saves the checkpoint: everything before the oldest event not yet delivered is done.
-    async fn save(
-        &self,
-        pending: &BTreeSet<u64>,
-        subscription: &Subscription,
-        saved: &mut u64,
-    ) -> Result<(), StoreError> {
-        let done = pending.first().map_or(subscription.position(), |oldest| oldest - 1);
+    async fn save(&self, pending: &BTreeSet<u64>, read: u64, saved: &mut u64) -> Result<(), StoreError> {
+        let done = pending.first().map_or(read, |oldest| oldest - 1);
         if done > *saved {
             self.shared
                 .checkpoints
@@ -523,6 +536,15 @@ impl EndpointRunner {
             let outcome = delivery.run().await;
             (delivery.position, delivery.video_id, outcome)
         });
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
