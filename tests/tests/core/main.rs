@@ -19,4 +19,5 @@ mod proxy;
 #[cfg(feature = "distributed")]
 mod s3;
 mod stream;
+mod webhook_sender;
 mod webhook_signature;
