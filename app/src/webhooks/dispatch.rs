@@ -237,14 +237,6 @@ struct Job {
     body: Arc<Vec<u8>>,
 }
 
-/// What became of one event.
-enum Outcome {
-    Delivered,
-    /// The endpoint was disabled or deleted meanwhile.
-    Dropped,
-    GivenUp,
-}
-
 /// The consumer of the log for one endpoint.
 struct EndpointRunner {
     shared: Arc<Shared>,
@@ -336,7 +328,7 @@ impl EndpointRunner {
         let permits = Arc::new(Semaphore::new(shared.config.concurrency.max(1)));
         let decoder = Decoder::new();
         // Dropped with this attempt: its deliveries stop, and the checkpoint brings them back.
-        let mut deliveries: JoinSet<(u64, String, Outcome)> = JoinSet::new();
+        let mut deliveries: JoinSet<(u64, String)> = JoinSet::new();
         let mut queues: HashMap<String, VecDeque<Job>> = HashMap::new();
         let mut pending: BTreeSet<u64> = BTreeSet::new();
         let mut renew = tokio::time::interval(renew_every);
@@ -402,7 +394,7 @@ impl EndpointRunner {
                     }
                 }
                 Some(done) = deliveries.join_next(), if !deliveries.is_empty() => {
-                    let (position, video_id, _outcome) = done.map_err(|e| {
+                    let (position, video_id) = done.map_err(|e| {
                         ProcessError::Store(StoreError::unavailable(format!("a delivery stopped: {e}")))
                     })?;
                     pending.remove(&position);
@@ -517,7 +509,7 @@ impl EndpointRunner {
 
     fn spawn(
         &self,
-        deliveries: &mut JoinSet<(u64, String, Outcome)>,
+        deliveries: &mut JoinSet<(u64, String)>,
         job: &Job,
         settings: &watch::Receiver<Endpoint>,
         permits: &Arc<Semaphore>,
@@ -533,8 +525,8 @@ impl EndpointRunner {
             body: job.body.clone(),
         };
         deliveries.spawn(async move {
-            let outcome = delivery.run().await;
-            (delivery.position, delivery.video_id, outcome)
+            delivery.run().await;
+            (delivery.position, delivery.video_id)
         });
     }
 }
@@ -574,25 +566,26 @@ struct Delivery {
 
 impl Delivery {
     #[tracing::instrument(name = "webhook", skip_all, fields(position = self.position, event_type = %self.event_type))]
-    async fn run(&self) -> Outcome {
+    /// Until the event is delivered, given up, or the endpoint disabled.
+    async fn run(&self) {
         let shared = &self.shared;
         let first = shared.clock.now();
         let mut attempt: u32 = 1;
         loop {
             let endpoint = self.settings.borrow().clone();
             if !endpoint.enabled {
-                return Outcome::Dropped;
+                return;
             }
             let result = {
                 let Ok(_permit) = self.permits.acquire().await else {
-                    return Outcome::Dropped;
+                    return;
                 };
                 self.send(&endpoint, attempt).await
             };
             let failure = match result {
                 Ok(answer) if (200..300).contains(&answer.status) => {
                     shared.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                    return Outcome::Delivered;
+                    return;
                 }
                 Ok(answer) => format!("answered {}", answer.status),
                 Err(SendError::Refused(reason) | SendError::Failed(reason)) => reason,
@@ -602,7 +595,7 @@ impl Delivery {
             if elapsed >= shared.config.retry_for {
                 tracing::warn!(endpoint = %endpoint.id, attempt, reason = %failure, "giving the event up");
                 shared.stats.given_up.fetch_add(1, Ordering::Relaxed);
-                return Outcome::GivenUp;
+                return;
             }
             let wait = backoff(&shared.config, attempt);
             tracing::debug!(endpoint = %endpoint.id, attempt, reason = %failure, ?wait, "delivery failed; trying again");

@@ -199,9 +199,18 @@ impl<'a> Webhooks<'a> {
         principal: &Principal,
         decide: impl Fn(&Registry) -> Result<Vec<RegistryEvent>, AppError>,
     ) -> Result<Registry, AppError> {
+        self.record_at(principal, decide).await.map(|(registry, _)| registry)
+    }
+
+    /// As [`Webhooks::record`], with where the events landed.
+    async fn record_at(
+        &self,
+        principal: &Principal,
+        decide: impl Fn(&Registry) -> Result<Vec<RegistryEvent>, AppError>,
+    ) -> Result<(Registry, Option<vodsource_commands::ports::Appended>), AppError> {
         let actor = format!("{}:{}", principal.role.name(), principal.subject);
         match self.core.registry.record(&actor, self.core.now(), decide).await {
-            Ok((registry, _)) => Ok(registry),
+            Ok(recorded) => Ok(recorded),
             Err(RecordError::Refused(e)) => Err(e),
             Err(RecordError::Store(e)) => Err(AppError::store("recording a webhook change", &e)),
         }
@@ -422,11 +431,8 @@ impl<'a> Webhooks<'a> {
             ReplayFrom::Position(position) => position,
             ReplayFrom::Time(time) => self.position_before(time, head).await?,
         };
-        let actor = format!("{}:{}", principal.role.name(), principal.subject);
-        let recorded = self
-            .core
-            .registry
-            .record(&actor, self.core.now(), |registry| {
+        let (_, appended) = self
+            .record_at(principal, |registry| {
                 let endpoint = visible(registry, principal, id)?;
                 if !endpoint.enabled {
                     return Err(AppError::conflict(
@@ -440,16 +446,12 @@ impl<'a> Webhooks<'a> {
                     from_position,
                 })])
             })
-            .await;
-        match recorded {
-            Ok((_, Some(appended))) => Ok(ReplayStarted {
-                from_position,
-                requested_position: appended.last_position,
-            }),
-            Ok((_, None)) => Err(AppError::internal("recording a replay", &"nothing was recorded")),
-            Err(RecordError::Refused(e)) => Err(e),
-            Err(RecordError::Store(e)) => Err(AppError::store("recording a replay", &e)),
-        }
+            .await?;
+        let appended = appended.ok_or_else(|| AppError::internal("recording a replay", &"nothing was recorded"))?;
+        Ok(ReplayStarted {
+            from_position,
+            requested_position: appended.last_position,
+        })
     }
 
     /// The position just before the first event recorded at or after `time` (the log's
