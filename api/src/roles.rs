@@ -142,6 +142,7 @@ impl Stores {
             self.log.clone(),
             self.views.clone(),
             self.views.clone(),
+            self.views.clone(),
             sender,
             signer,
             self.clock.clone(),

@@ -159,6 +159,7 @@ async fn endpoints(log: &Arc<dyn EventLog>, port: u16, count: usize, failing: us
                 event_types: vec![],
                 description: String::new(),
                 enabled: true,
+                max_per_second: 0,
             })
         })
         .collect();
@@ -181,6 +182,7 @@ fn dispatcher(setup: &Setup) -> anyhow::Result<Dispatcher> {
     Ok(Dispatcher::new(
         setup.commands.clone(),
         setup.log.clone(),
+        setup.views.clone(),
         setup.views.clone(),
         setup.views.clone(),
         Arc::new(sender),

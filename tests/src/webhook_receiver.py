@@ -9,10 +9,11 @@ POST /hook/<name>       a delivery to endpoint <name>; answered 200 when its sig
                         endpoint is told to fail, 307 (a redirect that keeps the method and
                         body) when told to redirect
 POST /control/<name>    {"secret": ..., "fail": bool, "fail_types": [type, ...], "redirect": url,
-                        "stall": bool}:
+                        "stall": bool, "clock_offset": seconds}:
                         how to answer <name> (fail: 500 to everything; fail_types: 500 to
                         events of those types; stall: note the request as "stalled" and
-                        answer it only 30 s later)
+                        answer it only 30 s later; clock_offset: the receiver's clock is this
+                        far ahead of the machine's, as the sender's is when a test moves it)
 POST /schema            an OpenAPI document: every body is then checked against its
                         `WebhookEvent` schema (with the jsonschema package), any mismatch noted
 GET  /log               every delivery seen, in arrival order
@@ -33,14 +34,14 @@ log = []
 validator = []
 
 
-def verify(header, secret, body):
+def verify(header, secret, body, offset=0):
     """The signature check a receiver does, from the documented scheme alone."""
     parts = [p.split("=", 1) for p in header.split(",") if "=" in p]
     stamps = [v for k, v in parts if k == "t"]
     if len(stamps) != 1:
         return "no timestamp"
     t = stamps[0]
-    if abs(time.time() - int(t)) > TOLERANCE:
+    if abs(time.time() + offset - int(t)) > TOLERANCE:
         return "stale timestamp"
     expected = hmac.new(secret.encode(), t.encode() + b"." + body, hashlib.sha256).hexdigest()
     if any(hmac.compare_digest(expected, v) for k, v in parts if k == "v1"):
@@ -88,7 +89,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(404)
         with lock:
             control = dict(controls.get(name, {}))
-        problem = verify(self.headers.get("Vodsource-Signature", ""), control.get("secret", ""), body)
+        problem = verify(
+            self.headers.get("Vodsource-Signature", ""), control.get("secret", ""), body, control.get("clock_offset", 0)
+        )
         if control.get("redirect"):
             status = 307
         elif control.get("fail") or self.headers.get("Vodsource-Event-Type") in control.get("fail_types", []):
@@ -116,6 +119,7 @@ class Handler(BaseHTTPRequestHandler):
                 "event_id": self.headers.get("Vodsource-Event-Id"),
                 "event_type": self.headers.get("Vodsource-Event-Type"),
                 "attempt": self.headers.get("Vodsource-Delivery-Attempt"),
+                "at": time.time(),
             })
         if stall:
             time.sleep(30)

@@ -250,14 +250,14 @@ impl Collector for Webhooks {
         let kind = ConstCounter::new(0u64);
         let mut family = encoder.encode_descriptor(
             "vodsource_webhook_deliveries",
-            "Webhook delivery attempts by outcome (delivered: a 2xx; failed: tried again; given_up: after the retry period)",
+            "Webhook delivery attempts by outcome (delivered: a 2xx; failed: tried again; parked: failed for the whole retry period, its endpoint marked failing)",
             None,
             kind.metric_type(),
         )?;
         for (outcome, count) in [
             ("delivered", stats.delivered.load(Relaxed)),
             ("failed", stats.failed_attempts.load(Relaxed)),
-            ("given_up", stats.given_up.load(Relaxed)),
+            ("parked", stats.failed.load(Relaxed)),
         ] {
             ConstCounter::new(count).encode(family.encode_family(&OutcomeLabels { outcome })?)?;
         }
@@ -368,7 +368,7 @@ mod tests {
             "vodsource_encode_jobs_total{outcome=\"completed\"} 0",
             "vodsource_encoders_busy 0",
             "vodsource_webhook_deliveries_total{outcome=\"delivered\"} 5",
-            "vodsource_webhook_deliveries_total{outcome=\"given_up\"} 0",
+            "vodsource_webhook_deliveries_total{outcome=\"parked\"} 0",
             "vodsource_webhook_retrying 2",
             "vodsource_webhook_lag_events{endpoint=\"wh_1\"} 4",
         ] {

@@ -5,11 +5,12 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use vodsource_app::webhooks::{
-    Endpoint, EndpointChanges, Listed, NewEndpoint, ReplayFrom, WithSecret, DEFAULT_SECRET_OVERLAP,
+    DeliveryRecord, DeliveryState, Endpoint, EndpointChanges, Listed, NewEndpoint, ReplayFrom, WithSecret,
+    DEFAULT_SECRET_OVERLAP,
 };
 use vodsource_app::AppError;
 
@@ -49,6 +50,10 @@ pub struct CreateWebhook {
     /// Whether events are sent (default true). A disabled endpoint is sent nothing of what
     /// happens while it is disabled.
     pub enabled: Maybe<bool>,
+    /// Requests per second at most, 1 to 10000; 0 or absent: no limit but the 16
+    /// requests in flight at once.
+    #[oai(validator(minimum(value = "0"), maximum(value = "10000")))]
+    pub max_per_second: Maybe<u32>,
 }
 
 /// `PATCH /webhooks/{webhook_id}`: the fields to change (at least one).
@@ -66,6 +71,9 @@ pub struct UpdateWebhook {
     pub description: Maybe<Text>,
     /// Enable or disable.
     pub enabled: Maybe<bool>,
+    /// A new rate limit, requests per second (0: none).
+    #[oai(validator(minimum(value = "0"), maximum(value = "10000")))]
+    pub max_per_second: Maybe<u32>,
 }
 
 /// `POST /webhooks/{webhook_id}/rotate-secret`.
@@ -113,6 +121,13 @@ pub struct WebhookEndpoint {
     pub description: String,
     /// Whether events are sent.
     pub enabled: bool,
+    /// Requests per second at most (0: no limit but the 16 in flight at once).
+    pub max_per_second: u32,
+    /// `enabled`, `disabled`, or `failing`: an event failed for the whole retry period
+    /// (24 h) and its deliveries are parked until it is re-driven (or replayed).
+    pub state: WebhookState,
+    /// Why it is failing, while it is.
+    pub failing: Option<WebhookFailing>,
     /// `all`: every video (an admin's endpoint); `owner`: the videos of `owner`.
     pub scope: String,
     /// Whose videos, for scope `owner`.
@@ -132,6 +147,110 @@ pub struct WebhookEndpoint {
     pub position: Option<u64>,
     /// On reads: events of the log after `position` (its dispatcher's lag).
     pub lag: Option<u64>,
+}
+
+/// Whether an endpoint is sent events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum WebhookState {
+    /// Events are sent.
+    Enabled,
+    /// Nothing that happens meanwhile is sent.
+    Disabled,
+    /// Deliveries are parked until the endpoint is re-driven.
+    Failing,
+}
+
+/// The event that made an endpoint failing.
+#[derive(Debug, Clone, Object)]
+pub struct WebhookFailing {
+    /// Its log position: deliveries are parked from there on.
+    pub position: u64,
+    /// Its public id.
+    pub event_id: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Why the last one failed.
+    pub reason: String,
+    /// The first attempt.
+    pub since: DateTime<Utc>,
+}
+
+/// Where one event's delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum WebhookDeliveryState {
+    /// Failed so far; tried again at `next_attempt_at`.
+    Retrying,
+    /// Answered with a 2xx.
+    Delivered,
+    /// Failed for the whole retry period: the endpoint was marked failing.
+    Failed,
+    /// Not finished when the endpoint was marked failing; tried again when it is re-driven.
+    Parked,
+}
+
+/// One event's delivery to an endpoint.
+#[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct WebhookDelivery {
+    /// The event's position in the log.
+    pub position: u64,
+    /// Its id (`Vodsource-Event-Id`).
+    pub event_id: String,
+    /// Its type.
+    pub event_type: String,
+    /// The video it is about.
+    pub video_id: String,
+    /// Where it stands.
+    pub state: WebhookDeliveryState,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The first attempt.
+    pub first_attempt_at: DateTime<Utc>,
+    /// The last attempt.
+    pub last_attempt_at: DateTime<Utc>,
+    /// The last answer's status code, if one came.
+    pub status_code: Option<u16>,
+    /// From sending the last attempt to its answer (or failure), ms.
+    pub latency_ms: u64,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+    /// When it is tried next (`retrying` only).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// A page of an endpoint's delivery log, newest event first (the newest 1,000 events are
+/// kept).
+#[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct WebhookDeliveryList {
+    /// The deliveries.
+    pub items: Vec<WebhookDelivery>,
+    /// Pass as `before` for the next page; absent on the last.
+    pub next_before: Option<u64>,
+}
+
+fn delivery_body(d: DeliveryRecord) -> WebhookDelivery {
+    WebhookDelivery {
+        position: d.position,
+        event_id: d.event_id,
+        event_type: d.event_type,
+        video_id: d.video_id,
+        state: match d.state {
+            DeliveryState::Retrying => WebhookDeliveryState::Retrying,
+            DeliveryState::Delivered => WebhookDeliveryState::Delivered,
+            DeliveryState::Failed => WebhookDeliveryState::Failed,
+            DeliveryState::Parked => WebhookDeliveryState::Parked,
+        },
+        attempts: d.attempts,
+        first_attempt_at: d.first_attempt_at,
+        last_attempt_at: d.last_attempt_at,
+        status_code: d.status_code,
+        latency_ms: d.latency_ms,
+        error: d.error,
+        next_attempt_at: d.next_attempt_at,
+    }
 }
 
 /// A webhook endpoint with its secret, shown this once.
@@ -197,6 +316,19 @@ fn endpoint_body(endpoint: Endpoint) -> WebhookEndpoint {
         event_types: endpoint.event_types,
         description: endpoint.description,
         enabled: endpoint.enabled,
+        max_per_second: endpoint.max_per_second,
+        state: match (&endpoint.failing, endpoint.enabled) {
+            (Some(_), _) => WebhookState::Failing,
+            (None, true) => WebhookState::Enabled,
+            (None, false) => WebhookState::Disabled,
+        },
+        failing: endpoint.failing.map(|f| WebhookFailing {
+            position: f.position,
+            event_id: f.event_id,
+            attempts: f.attempts,
+            reason: f.reason,
+            since: f.since,
+        }),
         owner: endpoint.owner,
         secret_version: endpoint.secret_version,
         previous_secret_expires_at: endpoint.previous_valid_until,
@@ -253,6 +385,7 @@ impl WebhooksApi {
                     event_types: body.event_types.0.map(texts).unwrap_or_default(),
                     description: body.description.0.map(|d| d.0).unwrap_or_default(),
                     enabled: body.enabled.0.unwrap_or(true),
+                    max_per_second: body.max_per_second.0.unwrap_or(0),
                 },
             )
             .await?;
@@ -310,11 +443,13 @@ impl WebhooksApi {
             event_types: body.event_types.0.map(texts),
             description: body.description.0.map(|d| d.0),
             enabled: body.enabled.0,
+            max_per_second: body.max_per_second.0,
         };
         if changes.url.is_none()
             && changes.event_types.is_none()
             && changes.description.is_none()
             && changes.enabled.is_none()
+            && changes.max_per_second.is_none()
         {
             return Err(AppError::invalid("body", "name at least one field to change").into());
         }
@@ -358,7 +493,8 @@ impl WebhooksApi {
     /// Sends the endpoint again every event after `from_position` (or recorded from
     /// `from_time`), in log order per video and under each event's own id, then goes on with
     /// what follows. The events are those the endpoint would be sent today (its types, its
-    /// scope), also from before its creation. 409 `WEBHOOK_DISABLED` for a disabled endpoint.
+    /// scope), also from before its creation. A failing endpoint's parking ends: deliveries
+    /// go on from `from_position`. 409 `WEBHOOK_DISABLED` for a disabled endpoint.
     #[oai(
         path = "/webhooks/:webhook_id/replay",
         method = "post",
@@ -383,6 +519,56 @@ impl WebhooksApi {
             from_position: started.from_position,
             requested_position: started.requested_position,
         })))
+    }
+
+    /// List a webhook endpoint's deliveries
+    ///
+    /// Each event sent to the endpoint — its attempts, the last answer's status and
+    /// latency, when it is tried next — newest first; the newest 1,000 events are kept.
+    #[oai(
+        path = "/webhooks/:webhook_id/deliveries",
+        method = "get",
+        tag = "Tag::Webhooks",
+        operation_id = "listWebhookDeliveries"
+    )]
+    async fn deliveries(
+        &self,
+        auth: BearerAuth,
+        webhook_id: Path<String>,
+        /// Deliveries of events before this position (a page's `next_before`).
+        before: Query<Option<u64>>,
+        /// How many, 1 to 100 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<Option<u32>>,
+    ) -> Result<Json<WebhookDeliveryList>, ApiError> {
+        let limit = limit.0.map_or(50, |l| l as usize);
+        let page = self
+            .state
+            .app
+            .webhooks()
+            .deliveries(&auth.0, &webhook_id, before.0, limit)
+            .await?;
+        Ok(Json(WebhookDeliveryList {
+            items: page.deliveries.into_iter().map(delivery_body).collect(),
+            next_before: page.next_before,
+        }))
+    }
+
+    /// Re-drive a failing webhook endpoint
+    ///
+    /// A failing endpoint (an event failed for the whole retry period) is sent nothing; its
+    /// deliveries are parked. Re-driving tries them all again — every event from where it
+    /// stopped, in log order per video, each for a new retry period. 409
+    /// `WEBHOOK_NOT_FAILING` when nothing is parked.
+    #[oai(
+        path = "/webhooks/:webhook_id/redrive",
+        method = "post",
+        tag = "Tag::Webhooks",
+        operation_id = "redriveWebhook"
+    )]
+    async fn redrive(&self, auth: BearerAuth, webhook_id: Path<String>) -> Result<Json<WebhookEndpoint>, ApiError> {
+        let endpoint = self.state.app.webhooks().redrive(&auth.0, &webhook_id).await?;
+        Ok(Json(endpoint_body(endpoint)))
     }
 
     /// Send a test event

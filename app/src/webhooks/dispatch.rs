@@ -8,10 +8,17 @@
 //! ([`super::public_event`]) and sends those the endpoint wants, of videos it covers:
 //!
 //! - **Order per video**: a video's next event is sent only after its previous one was
-//!   delivered (or given up); different videos go in parallel, at most `concurrency` requests
+//!   delivered (an endpoint's deliveries all stop while it is failing); different videos go in parallel, at most `concurrency` requests
 //!   at once per endpoint. One endpoint's slowness delays no other: each has its own runner.
 //! - **Retries**: anything but a 2xx within the timeout is tried again after an exponential
-//!   backoff with jitter, for `retry_for` (24 h by default) from the first attempt.
+//!   backoff with jitter, for `retry_for` (24 h by default) from the first attempt; waits go
+//!   by the dispatcher's [`Clock`], looked at every `clock_tick`.
+//! - **Parking**: an event still failing after `retry_for` marks its endpoint failing (a
+//!   registry event): the runner stops, its checkpoint before that event, and nothing more is
+//!   sent until an admin re-drives the endpoint (or replays it) — then everything from the
+//!   checkpoint is tried again.
+//! - **Delivery log**: every attempt's outcome goes to the endpoint's log
+//!   ([`super::deliveries`]).
 //! - **Never lost**: the checkpoint stays before the oldest event not yet delivered, so a
 //!   runner that dies (or loses its lease) is replaced by one that sends those events again —
 //!   with the same event id, which receivers de-duplicate on.
@@ -31,9 +38,12 @@ use vodsource_commands::ports::{
 use vodsource_commands::process::ProcessError;
 use vodsource_commands::{Subscription, VideoCommands};
 use vodsource_domain::{VideoEvent, VIDEO_STREAM_TYPE};
+use vodsource_projections::ViewStore;
 
 use super::contract::public_event;
-use super::registry::{Endpoint, Registry, RegistryEvent, RegistryStore, REGISTRY_STREAM_TYPE};
+pub use super::deliveries::consumer_name;
+use super::deliveries::{DeliveryRecord, DeliveryState, Recorder};
+use super::registry::{Endpoint, Failing, RecordError, Registry, RegistryEvent, RegistryStore, REGISTRY_STREAM_TYPE};
 use super::signature::{sign, SIGNATURE_HEADER};
 use crate::Signer;
 
@@ -44,7 +54,7 @@ pub struct DispatchConfig {
     pub concurrency: usize,
     /// A request must be answered within this.
     pub timeout: Duration,
-    /// An event is tried for this long from its first attempt, then given up.
+    /// An event is tried for this long from its first attempt; then its endpoint is failing.
     pub retry_for: Duration,
     /// Wait before the second attempt; it doubles after each, with jitter.
     pub backoff: Duration,
@@ -57,6 +67,10 @@ pub struct DispatchConfig {
     /// Events not yet delivered per endpoint, at most; past it the log is not read further
     /// until some are.
     pub max_pending: usize,
+    /// A wait for the clock looks at it this often (the clock may be moved by a test).
+    pub clock_tick: Duration,
+    /// Events kept in each endpoint's delivery log, the newest by position.
+    pub retained: usize,
 }
 
 impl Default for DispatchConfig {
@@ -70,13 +84,10 @@ impl Default for DispatchConfig {
             lease_ttl: Duration::from_secs(15),
             refresh: Duration::from_secs(2),
             max_pending: 10_000,
+            clock_tick: Duration::from_secs(1),
+            retained: 1000,
         }
     }
-}
-
-/// The checkpoint and lease name of endpoint `id`'s runner.
-pub fn consumer_name(id: &str) -> String {
-    format!("webhook/{id}")
 }
 
 /// The name under which an endpoint's runner notes the last replay it started.
@@ -105,8 +116,8 @@ pub struct DispatchStats {
     pub delivered: AtomicU64,
     /// Attempts that failed (another status, no answer, refused).
     pub failed_attempts: AtomicU64,
-    /// Events given up after `retry_for`.
-    pub given_up: AtomicU64,
+    /// Events that failed for `retry_for` (their endpoints were marked failing).
+    pub failed: AtomicU64,
     /// Events waiting for their next attempt now.
     pub retrying: AtomicU64,
 }
@@ -122,6 +133,7 @@ struct Shared {
     commands: VideoCommands,
     checkpoints: Arc<dyn CheckpointStore>,
     leases: Arc<dyn LeaseStore>,
+    views: Arc<dyn ViewStore>,
     sender: Arc<dyn WebhookSender>,
     signer: Signer,
     clock: Arc<dyn Clock>,
@@ -146,6 +158,7 @@ impl Dispatcher {
         log: Arc<dyn EventLog>,
         checkpoints: Arc<dyn CheckpointStore>,
         leases: Arc<dyn LeaseStore>,
+        views: Arc<dyn ViewStore>,
         sender: Arc<dyn WebhookSender>,
         signer: Signer,
         clock: Arc<dyn Clock>,
@@ -159,6 +172,7 @@ impl Dispatcher {
                 commands,
                 checkpoints,
                 leases,
+                views,
                 sender,
                 signer,
                 clock,
@@ -216,6 +230,7 @@ impl Dispatcher {
                         shared: self.shared.clone(),
                         id: id.clone(),
                         name: consumer_name(id),
+                        pacer: Arc::default(),
                     };
                     let handle = tasks.spawn(runner.run(stopped.clone()));
                     runners.insert(id.clone(), handle);
@@ -242,6 +257,32 @@ struct EndpointRunner {
     shared: Arc<Shared>,
     id: String,
     name: String,
+    pacer: Arc<Pacer>,
+}
+
+/// Spaces an endpoint's requests out to its rate limit: each takes the next free slot,
+/// `1/rate` after the one before.
+#[derive(Default)]
+struct Pacer {
+    next: Mutex<Option<Instant>>,
+}
+
+impl Pacer {
+    /// Waits for this request's slot at `per_second` (0: at once).
+    async fn wait(&self, per_second: u32) {
+        if per_second == 0 {
+            return;
+        }
+        let gap = Duration::from_secs(1) / per_second;
+        let slot = {
+            let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            let slot = next.filter(|n| *n > now).unwrap_or(now);
+            *next = Some(slot + gap);
+            slot
+        };
+        tokio::time::sleep_until(slot.into()).await;
+    }
 }
 
 /// Why a runner's attempt ended without an error.
@@ -250,6 +291,16 @@ enum Ended {
     Deleted,
     /// A replay moved the checkpoint back: start again from it.
     Rewound,
+    /// The endpoint is failing: wait until it is re-driven.
+    Parked,
+}
+
+/// How one event's delivery ended.
+enum Outcome {
+    /// Delivered, or no longer to be sent (the endpoint was disabled).
+    Done,
+    /// Failed for the whole retry period.
+    Failed(Failing),
 }
 
 impl EndpointRunner {
@@ -262,6 +313,12 @@ impl EndpointRunner {
             }
             let _ = self.shared.leases.release_lease(&self.name, &self.shared.owner).await;
             match result {
+                Ok(Ended::Parked) => {
+                    if self.until_redriven(&mut stop).await {
+                        continue;
+                    }
+                    return;
+                }
                 Ok(Ended::Stopped | Ended::Deleted | Ended::Rewound) => return,
                 Err(e) => {
                     tracing::warn!(endpoint = %self.id, error = %e, ?backoff, "webhook runner failed; retrying");
@@ -271,6 +328,24 @@ impl EndpointRunner {
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
+            }
+        }
+    }
+
+    /// Waits while the endpoint is failing; false when stopped or the endpoint is gone.
+    async fn until_redriven(&self, stop: &mut watch::Receiver<bool>) -> bool {
+        loop {
+            match self.shared.registry.current().await {
+                Ok(registry) => match registry.endpoints.get(&self.id) {
+                    None => return false,
+                    Some(endpoint) if endpoint.failing.is_none() => return true,
+                    Some(_) => {}
+                },
+                Err(e) => tracing::warn!(endpoint = %self.id, error = %e, "reading the webhook registry; trying again"),
+            }
+            tokio::select! {
+                () = until_stopped(stop) => return false,
+                () = tokio::time::sleep(self.shared.config.refresh) => {}
             }
         }
     }
@@ -296,6 +371,9 @@ impl EndpointRunner {
         let Some(endpoint) = current.endpoints.get(&self.id) else {
             return Ok(Ended::Deleted);
         };
+        if endpoint.failing.is_some() {
+            return Ok(Ended::Parked);
+        }
         let start = resume_position(&*shared.checkpoints, endpoint).await?;
         let replayed = shared.checkpoints.load_checkpoint(&replay_marker(&self.id)).await?;
         // The registry as the log stood at the checkpoint, later changes coming in log
@@ -324,11 +402,37 @@ impl EndpointRunner {
                 }
             }
         }));
+        let recorder = Arc::new(
+            Recorder::open(
+                shared.views.clone(),
+                shared.clock.clone(),
+                &self.id,
+                &shared.owner,
+                shared.config.retained,
+            )
+            .await?,
+        );
+        let _writer = {
+            let recorder = recorder.clone();
+            let id = self.id.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(SAVE_EVERY);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = recorder.flush().await {
+                        tracing::warn!(endpoint = %id, error = %e, "writing the delivery log");
+                        if matches!(e, StoreError::LeaseLost(_)) {
+                            return;
+                        }
+                    }
+                }
+            }))
+        };
         let mut read = start;
         let permits = Arc::new(Semaphore::new(shared.config.concurrency.max(1)));
         let decoder = Decoder::new();
         // Dropped with this attempt: its deliveries stop, and the checkpoint brings them back.
-        let mut deliveries: JoinSet<(u64, String)> = JoinSet::new();
+        let mut deliveries: JoinSet<(u64, String, Outcome)> = JoinSet::new();
         let mut queues: HashMap<String, VecDeque<Job>> = HashMap::new();
         let mut pending: BTreeSet<u64> = BTreeSet::new();
         let mut renew = tokio::time::interval(renew_every);
@@ -341,6 +445,7 @@ impl EndpointRunner {
             tokio::select! {
                 () = until_stopped(stop) => {
                     self.save(&pending, read, &mut saved).await?;
+                    recorder.flush().await?;
                     return Ok(Ended::Stopped);
                 }
                 _ = flush.tick() => {}
@@ -388,20 +493,29 @@ impl EndpointRunner {
                         queue.push_back(job);
                         if queue.len() == 1 {
                             if let Some(first) = queue.front() {
-                                self.spawn(&mut deliveries, first, &watched, &permits);
+                                self.spawn(&mut deliveries, first, &watched, &permits, &recorder);
                             }
                         }
                     }
                 }
                 Some(done) = deliveries.join_next(), if !deliveries.is_empty() => {
-                    let (position, video_id) = done.map_err(|e| {
+                    let (position, video_id, outcome) = done.map_err(|e| {
                         ProcessError::Store(StoreError::unavailable(format!("a delivery stopped: {e}")))
                     })?;
+                    if let Outcome::Failed(failing) = outcome {
+                        // The event stays pending: the checkpoint stays before it.
+                        deliveries.abort_all();
+                        recorder.park_all();
+                        self.save(&pending, read, &mut saved).await?;
+                        recorder.flush().await?;
+                        self.mark_failing(failing).await?;
+                        return Ok(Ended::Parked);
+                    }
                     pending.remove(&position);
                     if let Some(queue) = queues.get_mut(&video_id) {
                         queue.pop_front();
                         match queue.front() {
-                            Some(next) => self.spawn(&mut deliveries, next, &watched, &permits),
+                            Some(next) => self.spawn(&mut deliveries, next, &watched, &permits, &recorder),
                             None => { queues.remove(&video_id); }
                         }
                     }
@@ -411,6 +525,32 @@ impl EndpointRunner {
                 self.save(&pending, read, &mut saved).await?;
                 saved_at = Instant::now();
             }
+        }
+    }
+
+    /// Records that the endpoint is failing (unless it was deleted or already marked).
+    async fn mark_failing(&self, failing: Failing) -> Result<(), ProcessError> {
+        let shared = &self.shared;
+        tracing::warn!(
+            endpoint = %self.id,
+            position = failing.position,
+            attempts = failing.attempts,
+            reason = %failing.reason,
+            "an event failed for the whole retry period: the endpoint is failing, its deliveries parked"
+        );
+        let decided = shared
+            .registry
+            .record("dispatcher", shared.clock.now(), |registry| {
+                Ok::<_, std::convert::Infallible>(match registry.endpoints.get(&self.id) {
+                    Some(endpoint) if endpoint.failing.is_none() => vec![RegistryEvent::Failing(failing.clone())],
+                    _ => Vec::new(),
+                })
+            })
+            .await;
+        match decided {
+            Ok(_) => Ok(()),
+            Err(RecordError::Store(e)) => Err(e.into()),
+            Err(RecordError::Refused(never)) => match never {},
         }
     }
 
@@ -509,15 +649,18 @@ impl EndpointRunner {
 
     fn spawn(
         &self,
-        deliveries: &mut JoinSet<(u64, String)>,
+        deliveries: &mut JoinSet<(u64, String, Outcome)>,
         job: &Job,
         settings: &watch::Receiver<Endpoint>,
         permits: &Arc<Semaphore>,
+        recorder: &Arc<Recorder>,
     ) {
         let delivery = Delivery {
             shared: self.shared.clone(),
             settings: settings.clone(),
             permits: permits.clone(),
+            pacer: self.pacer.clone(),
+            recorder: recorder.clone(),
             position: job.position,
             video_id: job.video_id.clone(),
             event_id: job.event_id.clone(),
@@ -525,9 +668,29 @@ impl EndpointRunner {
             body: job.body.clone(),
         };
         deliveries.spawn(async move {
-            delivery.run().await;
-            (delivery.position, delivery.video_id)
+            let outcome = delivery.run().await;
+            (delivery.position, delivery.video_id, outcome)
         });
+    }
+}
+
+/// Takes one off a counter when dropped (a delivery aborted while waiting is no longer
+/// retrying).
+struct Decrement<'a>(&'a AtomicU64);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Completes once `clock` reads `at` or later, looking at it every `tick`.
+async fn wait_until(clock: &dyn Clock, at: chrono::DateTime<chrono::Utc>, tick: Duration) {
+    loop {
+        match (at - clock.now()).to_std() {
+            Ok(left) if !left.is_zero() => tokio::time::sleep(left.min(tick)).await,
+            _ => return,
+        }
     }
 }
 
@@ -557,6 +720,8 @@ struct Delivery {
     shared: Arc<Shared>,
     settings: watch::Receiver<Endpoint>,
     permits: Arc<Semaphore>,
+    pacer: Arc<Pacer>,
+    recorder: Arc<Recorder>,
     position: u64,
     video_id: String,
     event_id: String,
@@ -566,42 +731,79 @@ struct Delivery {
 
 impl Delivery {
     #[tracing::instrument(name = "webhook", skip_all, fields(position = self.position, event_type = %self.event_type))]
-    /// Until the event is delivered, given up, or the endpoint disabled.
-    async fn run(&self) {
+    /// Until the event is delivered, fails for the retry period, or the endpoint is disabled.
+    async fn run(&self) -> Outcome {
         let shared = &self.shared;
         let first = shared.clock.now();
         let mut attempt: u32 = 1;
         loop {
             let endpoint = self.settings.borrow().clone();
             if !endpoint.enabled {
-                return;
+                return Outcome::Done;
             }
-            let result = {
+            let (result, at, latency) = {
                 let Ok(_permit) = self.permits.acquire().await else {
-                    return;
+                    return Outcome::Done;
                 };
-                self.send(&endpoint, attempt).await
+                self.pacer.wait(endpoint.max_per_second).await;
+                let at = shared.clock.now();
+                let started = Instant::now();
+                let result = self.send(&endpoint, attempt).await;
+                (result, at, started.elapsed())
+            };
+            let mut record = DeliveryRecord {
+                position: self.position,
+                event_id: self.event_id.clone(),
+                event_type: self.event_type.clone(),
+                video_id: self.video_id.clone(),
+                state: DeliveryState::Delivered,
+                attempts: attempt,
+                first_attempt_at: first,
+                last_attempt_at: at,
+                status_code: None,
+                latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+                error: None,
+                next_attempt_at: None,
             };
             let failure = match result {
                 Ok(answer) if (200..300).contains(&answer.status) => {
                     shared.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                    return;
+                    record.status_code = Some(answer.status);
+                    self.recorder.note(record);
+                    return Outcome::Done;
                 }
-                Ok(answer) => format!("answered {}", answer.status),
+                Ok(answer) => {
+                    record.status_code = Some(answer.status);
+                    format!("answered {}", answer.status)
+                }
                 Err(SendError::Refused(reason) | SendError::Failed(reason)) => reason,
             };
+            record.error = Some(failure.clone());
             shared.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-            let elapsed = (shared.clock.now() - first).to_std().unwrap_or_default();
+            let now = shared.clock.now();
+            let elapsed = (now - first).to_std().unwrap_or_default();
             if elapsed >= shared.config.retry_for {
-                tracing::warn!(endpoint = %endpoint.id, attempt, reason = %failure, "giving the event up");
-                shared.stats.given_up.fetch_add(1, Ordering::Relaxed);
-                return;
+                shared.stats.failed.fetch_add(1, Ordering::Relaxed);
+                record.state = DeliveryState::Failed;
+                self.recorder.note(record);
+                return Outcome::Failed(Failing {
+                    endpoint_id: endpoint.id,
+                    position: self.position,
+                    event_id: self.event_id.clone(),
+                    attempts: attempt,
+                    reason: failure,
+                    since: first,
+                });
             }
             let wait = backoff(&shared.config, attempt);
+            let next = now + chrono::Duration::from_std(wait).unwrap_or_default();
+            record.state = DeliveryState::Retrying;
+            record.next_attempt_at = Some(next);
+            self.recorder.note(record);
             tracing::debug!(endpoint = %endpoint.id, attempt, reason = %failure, ?wait, "delivery failed; trying again");
             shared.stats.retrying.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(wait).await;
-            shared.stats.retrying.fetch_sub(1, Ordering::Relaxed);
+            let _retrying = Decrement(&shared.stats.retrying);
+            wait_until(&*shared.clock, next, shared.config.clock_tick).await;
             attempt = attempt.saturating_add(1);
         }
     }

@@ -7,9 +7,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::deliveries::DeliveryRecord;
 use super::registry::{
-    check_event_types, Created, Deleted, Endpoint, RecordError, Registry, RegistryEvent, ReplayRequested,
-    SecretRotated, Updated, MAX_DESCRIPTION_CHARS, MAX_ENDPOINTS_PER_OWNER, MAX_URL_BYTES,
+    check_event_types, Created, Deleted, Endpoint, RecordError, Redriven, Registry, RegistryEvent, ReplayRequested,
+    SecretRotated, Updated, MAX_DESCRIPTION_CHARS, MAX_ENDPOINTS_PER_OWNER, MAX_PER_SECOND, MAX_URL_BYTES,
 };
 use crate::error::{AppError, ErrorKind};
 use crate::principal::{Principal, Role};
@@ -46,6 +47,8 @@ pub struct NewEndpoint {
     pub description: String,
     /// Whether events are sent from now on (default true).
     pub enabled: bool,
+    /// Requests per second at most; 0: no limit.
+    pub max_per_second: u32,
 }
 
 /// Changes to an endpoint; `None` leaves a field as it is.
@@ -59,6 +62,8 @@ pub struct EndpointChanges {
     pub description: Option<String>,
     /// Enable or disable.
     pub enabled: Option<bool>,
+    /// A new rate limit (0: none).
+    pub max_per_second: Option<u32>,
 }
 
 /// An endpoint with a secret the caller sees this once.
@@ -113,6 +118,18 @@ pub struct ReplayStarted {
     /// reads it.
     pub requested_position: u64,
 }
+
+/// A page of an endpoint's delivery log.
+#[derive(Debug, Clone)]
+pub struct DeliveryPage {
+    /// Newest position first.
+    pub deliveries: Vec<DeliveryRecord>,
+    /// Where the next page starts (`before`), when there may be one.
+    pub next_before: Option<u64>,
+}
+
+/// The longest page of a delivery log.
+pub const MAX_DELIVERY_PAGE: usize = 100;
 
 /// How long a test request may take.
 const TEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -176,7 +193,18 @@ impl<'a> Webhooks<'a> {
             .map_err(|reason| url_error("WEBHOOK_URL_REFUSED", format!("url is refused: {reason}")))
     }
 
-    fn check_fields(&self, event_types: Option<&[String]>, description: Option<&str>) -> Result<(), AppError> {
+    fn check_fields(
+        &self,
+        event_types: Option<&[String]>,
+        description: Option<&str>,
+        max_per_second: Option<u32>,
+    ) -> Result<(), AppError> {
+        if max_per_second.is_some_and(|n| n > MAX_PER_SECOND) {
+            return Err(AppError::invalid(
+                "max_per_second",
+                format!("max_per_second is 0 (no limit) to {MAX_PER_SECOND}"),
+            ));
+        }
         if let Some(types) = event_types {
             check_event_types(types).map_err(|message| AppError::invalid("event_types", message))?;
         }
@@ -225,7 +253,7 @@ impl<'a> Webhooks<'a> {
     pub async fn create(&self, principal: &Principal, new: NewEndpoint) -> Result<WithSecret, AppError> {
         principal.require(Role::Creator)?;
         self.check_url(&new.url)?;
-        self.check_fields(Some(&new.event_types), Some(&new.description))?;
+        self.check_fields(Some(&new.event_types), Some(&new.description), Some(new.max_per_second))?;
         let owner = (principal.role != Role::Admin).then(|| principal.subject.clone());
         let id = format!("wh_{}", uuid::Uuid::now_v7().simple());
         let registry = self
@@ -244,6 +272,7 @@ impl<'a> Webhooks<'a> {
                     event_types: new.event_types.clone(),
                     description: new.description.clone(),
                     enabled: new.enabled,
+                    max_per_second: new.max_per_second,
                 })])
             })
             .await?;
@@ -325,7 +354,11 @@ impl<'a> Webhooks<'a> {
         if let Some(url) = &changes.url {
             self.check_url(url)?;
         }
-        self.check_fields(changes.event_types.as_deref(), changes.description.as_deref())?;
+        self.check_fields(
+            changes.event_types.as_deref(),
+            changes.description.as_deref(),
+            changes.max_per_second,
+        )?;
         let registry = self
             .record(principal, |registry| {
                 let endpoint = visible(registry, principal, id)?;
@@ -335,6 +368,7 @@ impl<'a> Webhooks<'a> {
                     event_types: changes.event_types.clone().filter(|t| *t != endpoint.event_types),
                     description: changes.description.clone().filter(|d| *d != endpoint.description),
                     enabled: changes.enabled.filter(|e| *e != endpoint.enabled),
+                    max_per_second: changes.max_per_second.filter(|n| *n != endpoint.max_per_second),
                 };
                 let unchanged = Updated {
                     endpoint_id: id.to_owned(),
@@ -472,6 +506,65 @@ impl<'a> Webhooks<'a> {
             }
         }
         Ok(low)
+    }
+
+    /// A page of the endpoint's delivery log: each event's attempts, last answer and next
+    /// try, newest position first, below `before`.
+    ///
+    /// # Errors
+    /// FORBIDDEN below creator; WEBHOOK_NOT_FOUND; VALIDATION_FAILED for a limit outside
+    /// 1..=[`MAX_DELIVERY_PAGE`].
+    pub async fn deliveries(
+        &self,
+        principal: &Principal,
+        id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<DeliveryPage, AppError> {
+        principal.require(Role::Creator)?;
+        check_id(id)?;
+        if !(1..=MAX_DELIVERY_PAGE).contains(&limit) {
+            return Err(AppError::invalid("limit", format!("limit is 1 to {MAX_DELIVERY_PAGE}")));
+        }
+        let registry = self.current().await?;
+        visible(&registry, principal, id)?;
+        let deliveries = super::deliveries::page(&*self.core.ports.views, id, before, limit)
+            .await
+            .map_err(|e| AppError::store("reading the delivery log", &e))?;
+        let next_before = (deliveries.len() == limit)
+            .then(|| deliveries.last().map(|d| d.position))
+            .flatten();
+        Ok(DeliveryPage {
+            deliveries,
+            next_before,
+        })
+    }
+
+    /// Re-drives a failing endpoint: its parked deliveries (every event from its checkpoint
+    /// on) are tried again, each for a new retry period.
+    ///
+    /// # Errors
+    /// FORBIDDEN below creator; WEBHOOK_NOT_FOUND; WEBHOOK_NOT_FAILING (409) when nothing is
+    /// parked.
+    pub async fn redrive(&self, principal: &Principal, id: &str) -> Result<Endpoint, AppError> {
+        principal.require(Role::Creator)?;
+        check_id(id)?;
+        let registry = self
+            .record(principal, |registry| {
+                let endpoint = visible(registry, principal, id)?;
+                if endpoint.failing.is_none() {
+                    return Err(AppError::conflict(
+                        "WEBHOOK_NOT_FAILING",
+                        "the endpoint is not failing: nothing is parked",
+                        json!({ "webhook_id": id }),
+                    ));
+                }
+                Ok(vec![RegistryEvent::Redriven(Redriven {
+                    endpoint_id: id.to_owned(),
+                })])
+            })
+            .await?;
+        registry.endpoints.get(id).cloned().ok_or_else(|| not_found(id))
     }
 
     /// Sends the endpoint a `webhook.test` event now, once, signed as every event is, and

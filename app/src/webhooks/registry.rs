@@ -28,6 +28,8 @@ pub const REGISTRY_STREAM_TYPE: &str = "webhooks";
 pub const MAX_ENDPOINTS_PER_OWNER: usize = 20;
 /// Longest endpoint URL.
 pub const MAX_URL_BYTES: usize = 2048;
+/// The highest rate limit an endpoint may set, requests per second.
+pub const MAX_PER_SECOND: u32 = 10_000;
 /// Longest description.
 pub const MAX_DESCRIPTION_CHARS: usize = 256;
 
@@ -52,6 +54,14 @@ pub struct Created {
     pub description: String,
     /// Whether events are sent.
     pub enabled: bool,
+    /// Requests per second at most; 0: no limit but the concurrency.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_per_second: u32,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// An endpoint was changed (the fields that changed).
@@ -71,6 +81,9 @@ pub struct Updated {
     /// Enabled or disabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// A new rate limit (0: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_second: Option<u32>,
 }
 
 /// An endpoint's secret was replaced by the next version; the previous one still signs
@@ -101,6 +114,33 @@ pub struct ReplayRequested {
     pub from_position: u64,
 }
 
+/// An event was tried for the whole retry period and never delivered: the endpoint is
+/// failing, and its deliveries are parked (its dispatcher sends nothing more) until it is
+/// re-driven or replayed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failing {
+    /// Its id.
+    pub endpoint_id: String,
+    /// The log position of the event that failed.
+    pub position: u64,
+    /// That event's public id.
+    pub event_id: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Why the last one failed.
+    pub reason: String,
+    /// The first attempt.
+    pub since: DateTime<Utc>,
+}
+
+/// A failing endpoint's parked deliveries were re-driven: its dispatcher tries them again
+/// from its checkpoint, each for a new retry period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Redriven {
+    /// Its id.
+    pub endpoint_id: String,
+}
+
 /// What happened to the registry.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RegistryEvent {
@@ -114,6 +154,10 @@ pub enum RegistryEvent {
     Deleted(Deleted),
     /// [`ReplayRequested`].
     ReplayRequested(ReplayRequested),
+    /// [`Failing`].
+    Failing(Failing),
+    /// [`Redriven`].
+    Redriven(Redriven),
 }
 
 impl RegistryEvent {
@@ -125,6 +169,8 @@ impl RegistryEvent {
             Self::SecretRotated(_) => "WebhookSecretRotated",
             Self::Deleted(_) => "WebhookEndpointDeleted",
             Self::ReplayRequested(_) => "WebhookReplayRequested",
+            Self::Failing(_) => "WebhookEndpointFailing",
+            Self::Redriven(_) => "WebhookEndpointRedriven",
         }
     }
 
@@ -136,6 +182,8 @@ impl RegistryEvent {
             Self::SecretRotated(e) => &e.endpoint_id,
             Self::Deleted(e) => &e.endpoint_id,
             Self::ReplayRequested(e) => &e.endpoint_id,
+            Self::Failing(e) => &e.endpoint_id,
+            Self::Redriven(e) => &e.endpoint_id,
         }
     }
 
@@ -146,6 +194,8 @@ impl RegistryEvent {
             Self::SecretRotated(e) => serde_json::to_string(e),
             Self::Deleted(e) => serde_json::to_string(e),
             Self::ReplayRequested(e) => serde_json::to_string(e),
+            Self::Failing(e) => serde_json::to_string(e),
+            Self::Redriven(e) => serde_json::to_string(e),
         }
         .unwrap_or_default()
     }
@@ -175,6 +225,8 @@ impl RegistryEvent {
             "WebhookSecretRotated" => Self::SecretRotated(parse(event)?),
             "WebhookEndpointDeleted" => Self::Deleted(parse(event)?),
             "WebhookReplayRequested" => Self::ReplayRequested(parse(event)?),
+            "WebhookEndpointFailing" => Self::Failing(parse(event)?),
+            "WebhookEndpointRedriven" => Self::Redriven(parse(event)?),
             other => {
                 return Err(format!(
                     "unknown registry event type {other:?} at position {}",
@@ -200,6 +252,8 @@ pub struct Endpoint {
     pub description: String,
     /// Whether events are sent.
     pub enabled: bool,
+    /// Requests per second at most; 0: no limit but the concurrency.
+    pub max_per_second: u32,
     /// The current secret's version (1 at creation).
     pub secret_version: u32,
     /// Until when the previous secret signs too, if a rotation's overlap is running.
@@ -210,8 +264,8 @@ pub struct Endpoint {
     pub updated_at: DateTime<Utc>,
     /// The global position of its creation: it hears of events after it.
     pub created_position: u64,
-    /// The global position of its last change.
-    pub changed_position: u64,
+    /// Set while it is failing: its deliveries are parked.
+    pub failing: Option<Failing>,
 }
 
 impl Endpoint {
@@ -221,6 +275,15 @@ impl Endpoint {
             !OPT_IN_TYPES.contains(&event_type)
         } else {
             self.event_types.iter().any(|t| t == event_type)
+        }
+    }
+
+    /// `failing` (its deliveries parked), `enabled` or `disabled`.
+    pub fn state(&self) -> &'static str {
+        match (&self.failing, self.enabled) {
+            (Some(_), _) => "failing",
+            (None, true) => "enabled",
+            (None, false) => "disabled",
         }
     }
 
@@ -271,12 +334,13 @@ impl Registry {
                         event_types: e.event_types,
                         description: e.description,
                         enabled: e.enabled,
+                        max_per_second: e.max_per_second,
                         secret_version: 1,
                         previous_valid_until: None,
                         created_at: at,
                         updated_at: at,
                         created_position: recorded.position,
-                        changed_position: recorded.position,
+                        failing: None,
                     },
                 );
             }
@@ -294,8 +358,10 @@ impl Registry {
                     if let Some(enabled) = e.enabled {
                         endpoint.enabled = enabled;
                     }
+                    if let Some(limit) = e.max_per_second {
+                        endpoint.max_per_second = limit;
+                    }
                     endpoint.updated_at = at;
-                    endpoint.changed_position = recorded.position;
                 }
             }
             RegistryEvent::SecretRotated(e) => {
@@ -303,14 +369,24 @@ impl Registry {
                     endpoint.secret_version = e.version;
                     endpoint.previous_valid_until = Some(e.previous_valid_until);
                     endpoint.updated_at = at;
-                    endpoint.changed_position = recorded.position;
                 }
             }
             RegistryEvent::Deleted(e) => {
                 self.endpoints.remove(&e.endpoint_id);
             }
-            // Not a change of the endpoint: its dispatcher acts on it where it reads it.
-            RegistryEvent::ReplayRequested(_) => {}
+            // The dispatcher acts on a replay where it reads it; a replay also ends parking
+            // (it is an admin's decision of where deliveries go on from).
+            RegistryEvent::ReplayRequested(ReplayRequested { endpoint_id, .. })
+            | RegistryEvent::Redriven(Redriven { endpoint_id }) => {
+                if let Some(endpoint) = self.endpoints.get_mut(&endpoint_id) {
+                    endpoint.failing = None;
+                }
+            }
+            RegistryEvent::Failing(e) => {
+                if let Some(endpoint) = self.endpoints.get_mut(&e.endpoint_id) {
+                    endpoint.failing = Some(e);
+                }
+            }
         }
         Ok(())
     }
@@ -348,7 +424,7 @@ pub fn operators_table(endpoints: &[(Endpoint, u64)], head: u64) -> Vec<String> 
             "{:<35} {:<8} {:<8} {:>10} {:>10}  {}",
             endpoint.id,
             endpoint.owner.as_deref().unwrap_or("all"),
-            if endpoint.enabled { "enabled" } else { "disabled" },
+            endpoint.state(),
             position,
             head.saturating_sub(*position),
             shown_url(&endpoint.url),
@@ -533,6 +609,7 @@ mod tests {
             event_types: types.iter().map(|t| (*t).to_owned()).collect(),
             description: String::new(),
             enabled: true,
+            max_per_second: 0,
         })
     }
 
@@ -563,8 +640,8 @@ mod tests {
             if n == 3 {
                 let a = &registry.endpoints["a"];
                 assert_eq!(
-                    (a.url.as_str(), a.enabled, a.changed_position),
-                    ("https://example.com/new", false, 30)
+                    (a.url.as_str(), a.enabled, a.updated_at),
+                    ("https://example.com/new", false, at(30))
                 );
                 assert_eq!(a.created_position, 10);
             }
@@ -577,6 +654,50 @@ mod tests {
         assert_eq!(b.signing_versions(at(30)), [2], "then only the new one");
         assert_eq!(registry.count_of(Some("alice")), 1);
         assert_eq!(registry.count_of(None), 0);
+    }
+
+    #[test]
+    fn a_failing_endpoint_is_parked_until_re_driven_or_replayed() {
+        let failing = |n: u64| {
+            RegistryEvent::Failing(Failing {
+                endpoint_id: "a".into(),
+                position: n,
+                event_id: format!("evt_{n}"),
+                attempts: 30,
+                reason: "answered 500".into(),
+                since: at(1),
+            })
+        };
+        let events = [
+            created("a", None, &[]),
+            failing(1),
+            RegistryEvent::Redriven(Redriven {
+                endpoint_id: "a".into(),
+            }),
+            failing(2),
+            RegistryEvent::ReplayRequested(ReplayRequested {
+                endpoint_id: "a".into(),
+                from_position: 0,
+            }),
+        ];
+        let mut registry = Registry::default();
+        let mut states = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            let n = i as u64 + 1;
+            registry.apply(&stored(n, n, event)).expect("applies");
+            let a = &registry.endpoints["a"];
+            states.push((a.state(), a.failing.as_ref().map(|f| f.position)));
+        }
+        assert_eq!(
+            states,
+            [
+                ("enabled", None),
+                ("failing", Some(1)),
+                ("enabled", None),
+                ("failing", Some(2)),
+                ("enabled", None)
+            ]
+        );
     }
 
     #[test]

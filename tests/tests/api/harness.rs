@@ -176,6 +176,14 @@ async fn stores_with(
     (stores, objects)
 }
 
+/// As [`server_with`], every part of the server reading time from `clock`.
+pub async fn server_with_clock(settings: ServeSettings, clock: Arc<dyn vodsource_commands::ports::Clock>) -> Server {
+    let dir = TempDir::new();
+    let (mut stores, objects) = stores_in(&dir, None).await;
+    stores.clock = clock;
+    serve(dir, stores, objects, settings).await
+}
+
 pub async fn server_on(settings: ServeSettings, event_store: Option<String>) -> Server {
     let dir = TempDir::new();
     let (stores, objects) = stores_in(&dir, event_store).await;

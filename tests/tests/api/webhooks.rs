@@ -5,13 +5,15 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use vodsource_commands::ports::{Clock, ManualClock};
 
-use crate::harness::{code, parts, server_with, settings, token, Server};
+use crate::harness::{code, parts, server_with, server_with_clock, settings, token, Server};
 
 /// The stand-in public address (`scripts/services.sh start origins`).
 const PUBLIC: &str = "203.0.113.7";
@@ -547,44 +549,134 @@ async fn endpoints_are_their_owners_and_secrets_rotate_with_an_overlap() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_failing_past_the_retry_period_is_given_up_and_the_video_goes_on() {
+async fn a_receiver_answering_500_for_two_minutes_of_the_clock_then_recovering_loses_nothing() {
     let receiver = Receiver::start("127.0.0.1");
-    let mut settings = webhook_settings(&["127.0.0.1/32"]);
-    settings.dispatch.retry_for = Duration::from_millis(600);
-    let s = server_with(settings).await;
-    endpoint(&s, &token("root", "admin"), &receiver, "picky", json!({})).await;
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let s = server_with_clock(clocked_settings(), clock.clone()).await;
+    let admin = token("root", "admin");
+    let id = endpoint(&s, &admin, &receiver, "down", json!({})).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    receiver.control("down", json!({ "fail": true })).await;
+    let videos = retitled_videos(&s, 8).await;
+    // Each video's first event is tried at once; its update waits behind it.
+    settled(&s, &id, &clock, |d| d.len() == videos.len()).await;
+    // Two minutes of the dispatcher's clock, five seconds at a time, each retry that falls
+    // due made before the clock moves on.
+    for _ in 0..24 {
+        clock.advance(chrono::Duration::seconds(5));
+        settled(&s, &id, &clock, |d| d.len() == videos.len()).await;
+    }
+    let failing = receiver.log_of("down").await;
+    assert!(failing.iter().all(|d| d["status"] == 500), "only failures so far");
+    for video in &videos {
+        let attempts = failing
+            .iter()
+            .filter(|d| d["event"]["video_id"] == video.as_str())
+            .count();
+        // Backoff 5 s doubling, up to half taken off: retries by 5-7.5, 15-22.5, 35-52.5,
+        // 75-112.5 s, the next past 2 minutes but for the jitter.
+        assert!((5..=7).contains(&attempts), "{video}: {attempts} attempts in 2 minutes");
+        assert!(
+            failing
+                .iter()
+                .all(|d| d["event"]["video_id"] != video.as_str() || d["event_type"] == "video.created"),
+            "{video}: its update was sent before its creation was delivered"
+        );
+    }
+    // The receiver recovers (its clock where the dispatcher's is going); the next retries,
+    // within the longest backoff, deliver it all.
+    let ahead = (clock.now() + chrono::Duration::minutes(5) - chrono::Utc::now()).num_seconds();
     receiver
-        .control("picky", json!({ "fail_types": ["video.created"] }))
+        .control("down", json!({ "fail": false, "clock_offset": ahead }))
         .await;
-    let (id, _) = s.register("alice", "first", 10).await;
-    let (status, body) = s
-        .send(
-            s.req(Method::PATCH, &format!("/v1/videos/{id}"), &token("alice", "creator"))
-                .json(&json!({ "title": "second" })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let log = receiver
-        .until(
-            "the update delivered after the creation was given up",
-            Duration::from_secs(20),
-            |log| log.iter().any(|d| d["status"] == 200),
-        )
-        .await;
-    let created: Vec<&Value> = log.iter().filter(|d| d["event_type"] == "video.created").collect();
-    assert!(created.len() >= 2, "retried before giving up: {created:?}");
-    assert!(created.iter().all(|d| d["status"] == 500));
-    let last = log
+    clock.advance(chrono::Duration::minutes(5));
+    let log = created_then_updated(&receiver, &videos).await;
+    for delivery in log.iter().filter(|d| d["status"] == 200) {
+        assert!(delivery["problem"].is_null(), "{delivery}");
+    }
+    let first_ids: HashSet<&str> = log
         .iter()
-        .rposition(|d| d["event_type"] == "video.created")
-        .expect("created");
-    let updated = log.iter().position(|d| d["status"] == 200).expect("updated");
-    assert!(last < updated, "the update waited for the creation to be given up");
-    assert_eq!(log[updated]["event_type"], "video.updated");
-    let metrics = s
+        .filter(|d| d["event_type"] == "video.created")
+        .filter_map(|d| d["event_id"].as_str())
+        .collect();
+    assert_eq!(first_ids.len(), videos.len(), "every retry carries its event's id");
+    // The delivery log says the same.
+    let page = deliveries_until(&s, &id, &admin, |items| {
+        items.len() == videos.len() * 2 && items.iter().all(|d| d["state"] == "delivered")
+    })
+    .await;
+    for item in page["items"].as_array().into_iter().flatten() {
+        assert_eq!(item["status_code"], 200, "{item}");
+        let attempts = item["attempts"].as_u64().expect("attempts");
+        if item["event_type"] == "video.created" {
+            assert!(attempts >= 6, "{item}");
+        } else {
+            assert_eq!(attempts, 1, "{item}");
+        }
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_for_a_day_is_parked_visible_and_re_driven_by_an_admin() {
+    let receiver = Receiver::start("127.0.0.1");
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let s = server_with_clock(clocked_settings(), clock.clone()).await;
+    let admin = token("root", "admin");
+    let id = endpoint(&s, &token("alice", "creator"), &receiver, "dead", json!({})).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    receiver.control("dead", json!({ "fail": true })).await;
+    // One video two hours before two others: its day of failures ends first.
+    let mut videos = retitled_videos(&s, 1).await;
+    settled(&s, &id, &clock, |d| d.len() == 1).await;
+    for _ in 0..2 {
+        clock.advance(chrono::Duration::hours(1));
+        settled(&s, &id, &clock, |d| d.len() == 1).await;
+    }
+    videos.extend(retitled_videos(&s, 2).await);
+    settled(&s, &id, &clock, |d| d.len() == 3).await;
+    // A day of failures, an hour at a time (the backoff's cap).
+    let mut hours = 2;
+    let failing = loop {
+        clock.advance(chrono::Duration::hours(1));
+        hours += 1;
+        let (_, endpoint) = s.send(s.req(Method::GET, &format!("/v1/webhooks/{id}"), &admin)).await;
+        if endpoint["state"] == "failing" {
+            break endpoint;
+        }
+        assert!(hours <= 27, "not failing after {hours} h: {endpoint}");
+        settled(&s, &id, &clock, |d| d.len() == 3).await;
+    };
+    assert!(hours >= 25, "failing after {hours} h, before the retry period");
+    let reason = &failing["failing"];
+    assert_eq!(reason["reason"], "answered 500", "{failing}");
+    assert!(reason["attempts"].as_u64().expect("attempts") >= 24, "{failing}");
+    // The delivery log: the event that failed, the others parked, none retrying.
+    let page = deliveries_until(&s, &id, &admin, |items| items.iter().all(|d| d["state"] != "retrying")).await;
+    let items = page["items"].as_array().expect("items");
+    let states: Vec<&str> = items.iter().filter_map(|d| d["state"].as_str()).collect();
+    assert_eq!(states.iter().filter(|s| **s == "failed").count(), 1, "{page}");
+    assert_eq!(states.iter().filter(|s| **s == "parked").count(), 2, "{page}");
+    let failed = items.iter().find(|d| d["state"] == "failed").expect("failed");
+    assert_eq!(failed["event_id"], reason["event_id"]);
+    assert_eq!(
+        failed["video_id"],
+        videos[0].as_str(),
+        "the first video's day ended first"
+    );
+    assert_eq!(failed["status_code"], 500);
+    // Parked: nothing more is sent, whatever happens and however long.
+    let seen = receiver.log_of("dead").await.len();
+    videos.extend(retitled_videos(&s, 1).await);
+    clock.advance(chrono::Duration::hours(2));
+    let text = s
         .client
         .get(s.url("/metrics"))
-        .bearer_auth(token("root", "admin"))
+        .bearer_auth(&admin)
         .send()
         .await
         .expect("metrics")
@@ -592,10 +684,214 @@ async fn an_event_failing_past_the_retry_period_is_given_up_and_the_video_goes_o
         .await
         .expect("text");
     assert!(
-        metrics.contains("vodsource_webhook_deliveries_total{outcome=\"given_up\"} 1"),
-        "{metrics}"
+        text.contains("vodsource_webhook_deliveries_total{outcome=\"parked\"} 1"),
+        "{text}"
     );
+    assert_eq!(
+        receiver.log_of("dead").await.len(),
+        seen,
+        "a parked endpoint was sent to"
+    );
+    // Re-driving: not another creator's, not when nothing is parked.
+    let redrive = format!("/v1/webhooks/{id}/redrive");
+    let (status, _) = s.send(s.req(Method::POST, &redrive, &token("bob", "creator"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let offset = (clock.now() - chrono::Utc::now()).num_seconds();
+    receiver
+        .control("dead", json!({ "fail": false, "clock_offset": offset }))
+        .await;
+    let (status, body) = s.send(s.req(Method::POST, &redrive, &admin)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "enabled", "{body}");
+    let (status, body) = s.send(s.req(Method::POST, &redrive, &admin)).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, "WEBHOOK_NOT_FAILING"),
+        "{body}"
+    );
+    // Everything parked, and what came meanwhile, in order per video.
+    let log = created_then_updated(&receiver, &videos).await;
+    assert!(
+        log.iter()
+            .filter(|d| d["status"] == 200)
+            .all(|d| d["problem"].is_null()),
+        "{log:?}"
+    );
+    let page = deliveries_until(&s, &id, &admin, |items| {
+        items.len() == videos.len() * 2 && items.iter().all(|d| d["state"] == "delivered")
+    })
+    .await;
+    assert!(page["next_before"].is_null(), "{page}");
     s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoints_rate_limit_spaces_a_burst_out_and_its_log_keeps_the_newest() {
+    let receiver = Receiver::start("127.0.0.1");
+    let mut settings = webhook_settings(&["127.0.0.1/32"]);
+    settings.dispatch.retained = 20;
+    let s = server_with(settings).await;
+    let admin = token("root", "admin");
+    let videos = retitled_videos(&s, 15).await;
+    let created = endpoint(&s, &admin, &receiver, "paced", json!({ "max_per_second": 20 })).await;
+    assert_eq!(created["max_per_second"], 20, "{created}");
+    let id = created["id"].as_str().expect("id");
+    // The history at once: 30 events of 15 videos, up to 16 in flight.
+    let (status, body) = s
+        .send(
+            s.req(Method::POST, &format!("/v1/webhooks/{id}/replay"), &admin)
+                .json(&json!({ "from_position": 0 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let log = receiver
+        .until("the history delivered", Duration::from_secs(30), |log| {
+            log.iter().filter(|d| d["status"] == 200).count() >= videos.len() * 2
+        })
+        .await;
+    let mut times: Vec<f64> = log.iter().filter_map(|d| d["at"].as_f64()).collect();
+    times.sort_by(f64::total_cmp);
+    for (i, t) in times.iter().enumerate() {
+        let within = times[i..].iter().take_while(|u| **u < t + 1.0).count();
+        assert!(within <= 21, "{within} requests within a second of {t}: {times:?}");
+    }
+    let span = times.last().copied().unwrap_or_default() - times.first().copied().unwrap_or_default();
+    assert!(span >= 1.4, "30 requests at 20/s took {span:.2} s");
+    // The delivery log keeps the newest 20 (as configured here), in two pages.
+    let mut positions: Vec<u64> = log.iter().filter_map(|d| d["event"]["position"].as_u64()).collect();
+    positions.sort_unstable();
+    positions.dedup();
+    let newest: Vec<u64> = positions.iter().rev().take(20).copied().collect();
+    let listed_positions =
+        |items: &[Value]| -> Vec<u64> { items.iter().filter_map(|d| d["position"].as_u64()).collect() };
+    let first = deliveries_until(&s, id, &admin, |items| {
+        listed_positions(items) == newest && items.iter().all(|d| d["state"] == "delivered")
+    })
+    .await;
+    let (status, half) = s
+        .send(s.req(Method::GET, &format!("/v1/webhooks/{id}/deliveries?limit=10"), &admin))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{half}");
+    let before = half["next_before"].as_u64().expect("a next page");
+    let rest = deliveries(&s, id, &admin, &format!("&before={before}")).await;
+    assert!(rest["next_before"].is_null(), "{rest}");
+    let paged: Vec<u64> = half["items"]
+        .as_array()
+        .into_iter()
+        .chain(rest["items"].as_array())
+        .flatten()
+        .filter_map(|d| d["position"].as_u64())
+        .collect();
+    let listed: Vec<u64> = first["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["position"].as_u64())
+        .collect();
+    assert_eq!(listed, newest, "the newest 20, newest first");
+    assert_eq!(paged, newest, "two pages make the same list");
+    // Another creator sees no log of it.
+    let (status, _) = s
+        .send(s.req(
+            Method::GET,
+            &format!("/v1/webhooks/{id}/deliveries"),
+            &token("bob", "creator"),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    s.stop().await;
+}
+
+/// Waits until each of `videos` was delivered its creation then its update (the events of
+/// [`retitled_videos`]); returns the receiver's log.
+async fn created_then_updated(receiver: &Receiver, videos: &[String]) -> Vec<Value> {
+    let log = receiver
+        .until("every event delivered", Duration::from_secs(30), |log| {
+            log.iter().filter(|d| d["status"] == 200).count() >= videos.len() * 2
+        })
+        .await;
+    let by_video = delivered_by_video(&log);
+    for video in videos {
+        assert_eq!(
+            types(&by_video[video.as_str()]),
+            ["video.created", "video.updated"],
+            "{video}"
+        );
+    }
+    log
+}
+
+/// Settings for a dispatcher on a test's clock: the real retry schedule (5 s doubling to
+/// 1 h, for 24 h), the clock looked at every 10 ms.
+fn clocked_settings() -> vodsource_api::settings::Settings {
+    let mut s = webhook_settings(&["127.0.0.1/32"]);
+    s.dispatch = vodsource_app::webhooks::dispatch::DispatchConfig {
+        refresh: Duration::from_millis(50),
+        timeout: Duration::from_secs(5),
+        clock_tick: Duration::from_millis(10),
+        ..Default::default()
+    };
+    s
+}
+
+/// Registers `n` videos of alice's and retitles each: two events per video.
+async fn retitled_videos(s: &Server, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let (id, _) = s.register("alice", &format!("video {i}"), 10).await;
+        let (status, body) = s
+            .send(
+                s.req(Method::PATCH, &format!("/v1/videos/{id}"), &token("alice", "creator"))
+                    .json(&json!({ "title": format!("renamed {i}") })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        ids.push(id);
+    }
+    ids
+}
+
+/// A page of endpoint `id`'s delivery log.
+async fn deliveries(s: &Server, id: &str, who: &str, query: &str) -> Value {
+    let (status, page) = s
+        .send(s.req(
+            Method::GET,
+            &format!("/v1/webhooks/{id}/deliveries?limit=100{query}"),
+            who,
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page
+}
+
+/// Polls endpoint `id`'s delivery log until `done` holds of its newest 100 items.
+async fn deliveries_until(s: &Server, id: &str, who: &str, done: impl Fn(&[Value]) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = deliveries(s, id, who, "").await;
+        if done(page["items"].as_array().map_or(&[][..], Vec::as_slice)) {
+            return page;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out; the log: {page}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until endpoint `id`'s dispatcher has made every attempt due by `clock`: each
+/// retrying delivery in its log is next tried after the clock's time (and `ready` holds).
+async fn settled(s: &Server, id: &str, clock: &ManualClock, ready: impl Fn(&[Value]) -> bool) {
+    let now = clock.now();
+    deliveries_until(s, id, &token("root", "admin"), |items| {
+        ready(items)
+            && items.iter().all(|d| {
+                d["state"] != "retrying"
+                    || d["next_attempt_at"]
+                        .as_str()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .is_some_and(|t| t > now)
+            })
+    })
+    .await;
 }
 
 /// A `vodsource serve` process over `data`, its API on a port of its own.
@@ -923,7 +1219,26 @@ async fn endpoint_urls_inside_the_network_are_refused_and_redirects_are_not_foll
     outside
         .control("bouncer", json!({ "redirect": outside.url("elsewhere") }))
         .await;
+    // A name that resolves inside the network: accepted (names are judged when resolved),
+    // then every attempt refused, as its delivery log says.
+    let (status, named) = create(&s, &admin, json!({ "url": "http://private.vodsource.test/hook" })).await;
+    assert_eq!(status, StatusCode::CREATED, "{named}");
+    let named = named["id"].as_str().expect("id").to_owned();
     s.register("alice", "redirected", 10).await;
+    let page = deliveries_until(&s, &named, &admin, |items| {
+        items.first().is_some_and(|d| d["attempts"].as_u64() >= Some(2))
+    })
+    .await;
+    let refused = &page["items"][0];
+    assert_eq!(refused["state"], "retrying", "{refused}");
+    assert!(refused["status_code"].is_null(), "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("private.vodsource.test resolves to 10.20.30.40, a private address"),
+        "{refused}"
+    );
     let log = outside
         .until(
             "three attempts at each redirecting endpoint",
@@ -983,8 +1298,9 @@ async fn on_postgresql_and_dynamodb_two_dispatchers_deliver_each_event_once() {
         let _ = stopped.await;
     }));
     let admin = token("root", "admin");
+    let mut ids = Vec::new();
     for name in ["one", "two", "three"] {
-        endpoint(&s, &admin, &receiver, name, json!({})).await;
+        ids.push(endpoint(&s, &admin, &receiver, name, json!({})).await["id"].clone());
     }
     const VIDEOS: usize = 10;
     for n in 0..VIDEOS {
@@ -1008,6 +1324,14 @@ async fn on_postgresql_and_dynamodb_two_dispatchers_deliver_each_event_once() {
             assert_eq!(types(&events), LIFECYCLE, "{name}: {video}");
         }
         assert!(deliveries.iter().all(|d| d["status"] == 200 && d["problem"].is_null()));
+    }
+    // Each endpoint's delivery log, on DynamoDB, written by whichever process served it.
+    for id in ids.iter().filter_map(Value::as_str) {
+        deliveries_until(&s, id, &admin, |items| {
+            items.len() == VIDEOS * LIFECYCLE.len()
+                && items.iter().all(|d| d["state"] == "delivered" && d["attempts"] == 1)
+        })
+        .await;
     }
     let _ = stop.send(());
     running
