@@ -14,13 +14,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use vodsource_commands::ports::{Clock, StoreError};
-use vodsource_projections::{Doc, DocChange, IndexCursor, IndexKey, ViewStore};
+use vodsource_projections::{Doc, DocChange, ViewStore};
 
 /// Records waiting to be written at most; past it, new records of delivered events are
 /// dropped (and counted) rather than holding deliveries up.
 const MAX_UNWRITTEN: usize = 50_000;
-/// The one list of the view.
-const PARTITION: &str = "deliveries";
 
 /// Where an event's delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,15 +69,14 @@ pub fn consumer_name(id: &str) -> String {
     format!("webhook/{id}")
 }
 
+/// A record's key: newer positions sort first, so a scan in key order reads the log newest
+/// first with no index to write.
 fn key(position: u64) -> String {
-    format!("{position:020}")
+    format!("{:020}", u64::MAX - position)
 }
 
-fn index(position: u64) -> IndexKey {
-    IndexKey {
-        partition: PARTITION.into(),
-        sort: key(position),
-    }
+fn position_of(key: &str) -> Option<u64> {
+    key.parse::<u64>().ok().map(|k| u64::MAX - k)
 }
 
 /// Up to `limit` records of endpoint `id`'s log, newest position first, below `before`.
@@ -92,18 +89,13 @@ pub async fn page(
     before: Option<u64>,
     limit: usize,
 ) -> Result<Vec<DeliveryRecord>, StoreError> {
-    let cursor = before.map(|p| IndexCursor {
-        sort: key(p),
-        key: key(p),
-    });
-    let found = views
-        .query(&consumer_name(id), PARTITION, cursor.as_ref(), limit)
-        .await?;
+    let after = before.map(key);
+    let found = views.scan(&consumer_name(id), after.as_deref(), limit).await?;
     found
         .into_iter()
-        .map(|entry| {
-            serde_json::from_str(&entry.doc.body).map_err(|e| StoreError::Corrupt {
-                position: entry.doc.key.parse().unwrap_or(0),
+        .map(|doc| {
+            serde_json::from_str(&doc.body).map_err(|e| StoreError::Corrupt {
+                position: position_of(&doc.key).unwrap_or(0),
                 reason: format!("a delivery record does not read: {e}"),
             })
         })
@@ -150,7 +142,7 @@ impl Recorder {
             let docs = views.scan(&view, after.as_deref(), 500).await?;
             let Some(last) = docs.last() else { break };
             after = Some(last.key.clone());
-            positions.extend(docs.iter().filter_map(|d| d.key.parse::<u64>().ok()));
+            positions.extend(docs.iter().filter_map(|d| position_of(&d.key)));
             if docs.len() < 500 {
                 break;
             }
@@ -233,7 +225,7 @@ impl Recorder {
             if written.positions.contains(&oldest) {
                 changes.push(DocChange::Delete {
                     key: key(oldest),
-                    unindex: vec![index(oldest)],
+                    unindex: Vec::new(),
                 });
             }
         }
@@ -246,7 +238,7 @@ impl Recorder {
                 key: key(*position),
                 version,
                 body,
-                index: Some(vec![index(*position)]),
+                index: None,
                 unindex: Vec::new(),
             }));
         }
@@ -269,5 +261,21 @@ impl Recorder {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_newest_first_and_give_their_position_back() {
+        let positions = [0, 1, 9, 10, 99, 1_000_000, u64::MAX];
+        let mut keys: Vec<String> = positions.iter().map(|p| key(*p)).collect();
+        keys.sort();
+        let back: Vec<u64> = keys.iter().filter_map(|k| position_of(k)).collect();
+        assert_eq!(back, [u64::MAX, 1_000_000, 99, 10, 9, 1, 0]);
+        assert!(keys.iter().all(|k| k.len() == 20));
+        assert_eq!(position_of("not a key"), None);
     }
 }
