@@ -121,6 +121,14 @@ impl Signer {
         format!("whsec_{}", URL_SAFE_NO_PAD.encode(derived))
     }
 
+    /// Names the secret webhook secrets derive from without giving it away (`key_` and 8
+    /// bytes of an HMAC): recorded with each endpoint, so a process whose signing secret is
+    /// another can tell before it signs anything wrongly.
+    pub fn webhook_key_id(&self) -> String {
+        let id = hmac(&self.webhook, b"key id").finalize().into_bytes();
+        format!("key_{}", id[..8].iter().map(|b| format!("{b:02x}")).collect::<String>())
+    }
+
     fn mac(&self, kind: TokenKind, payload: &[u8]) -> HmacSha256 {
         hmac(
             match kind {

@@ -160,6 +160,7 @@ async fn endpoints(log: &Arc<dyn EventLog>, port: u16, count: usize, failing: us
                 description: String::new(),
                 enabled: true,
                 max_per_second: 0,
+                key_id: None,
             })
         })
         .collect();

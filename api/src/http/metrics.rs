@@ -261,6 +261,13 @@ impl Collector for Webhooks {
         ] {
             ConstCounter::new(count).encode(family.encode_family(&OutcomeLabels { outcome })?)?;
         }
+        let mismatches = ConstCounter::new(stats.key_mismatches.load(Relaxed));
+        mismatches.encode(encoder.encode_descriptor(
+            "vodsource_webhook_key_mismatches",
+            "Times a dispatcher refused an endpoint whose secrets derive from another signing secret (VODSOURCE_SIGNING_SECRET differs between processes)",
+            None,
+            mismatches.metric_type(),
+        )?)?;
         let retrying = ConstGauge::new(i64::try_from(stats.retrying.load(Relaxed)).unwrap_or(i64::MAX));
         retrying.encode(encoder.encode_descriptor(
             "vodsource_webhook_retrying",

@@ -120,6 +120,8 @@ pub struct DispatchStats {
     pub failed: AtomicU64,
     /// Events waiting for their next attempt now.
     pub retrying: AtomicU64,
+    /// Times a runner refused an endpoint whose secrets derive from another signing secret.
+    pub key_mismatches: AtomicU64,
 }
 
 /// Sends the public events to every endpoint. Cheap to share.
@@ -377,6 +379,12 @@ impl EndpointRunner {
         };
         if endpoint.failing.is_some() {
             return Ok(Ended::Parked);
+        }
+        // Signing with another secret would send requests no receiver accepts, each retried
+        // for a day: nothing is sent, and the reason is logged until the process is mended.
+        if let Err(reason) = endpoint.check_key(&shared.signer.webhook_key_id()) {
+            shared.stats.key_mismatches.fetch_add(1, Ordering::Relaxed);
+            return Err(ProcessError::Store(StoreError::Invalid(reason)));
         }
         let start = resume_position(&*shared.checkpoints, endpoint).await?;
         let replayed = shared.checkpoints.load_checkpoint(&replay_marker(&self.id)).await?;

@@ -217,6 +217,20 @@ impl<'a> Webhooks<'a> {
         Ok(())
     }
 
+    /// Refuses to sign for `endpoint` with a signing secret other than its own (a process
+    /// started without the shared `VODSOURCE_SIGNING_SECRET`).
+    fn check_key(&self, endpoint: &Endpoint) -> Result<(), AppError> {
+        endpoint
+            .check_key(&self.core.signer.webhook_key_id())
+            .map_err(|message| {
+                AppError::conflict(
+                    "WEBHOOK_KEY_MISMATCH",
+                    message,
+                    json!({ "webhook_id": endpoint.id, "expected_key": endpoint.key_id }),
+                )
+            })
+    }
+
     fn with_secret(&self, endpoint: Endpoint) -> WithSecret {
         let secret = self.core.signer.webhook_secret(&endpoint.id, endpoint.secret_version);
         WithSecret { endpoint, secret }
@@ -273,6 +287,7 @@ impl<'a> Webhooks<'a> {
                     description: new.description.clone(),
                     enabled: new.enabled,
                     max_per_second: new.max_per_second,
+                    key_id: Some(self.core.signer.webhook_key_id()),
                 })])
             })
             .await?;
@@ -409,6 +424,7 @@ impl<'a> Webhooks<'a> {
         let registry = self
             .record(principal, |registry| {
                 let endpoint = visible(registry, principal, id)?;
+                self.check_key(endpoint)?;
                 Ok(vec![RegistryEvent::SecretRotated(SecretRotated {
                     endpoint_id: id.to_owned(),
                     version: endpoint.secret_version + 1,
@@ -577,6 +593,7 @@ impl<'a> Webhooks<'a> {
         check_id(id)?;
         let registry = self.current().await?;
         let endpoint = visible(&registry, principal, id)?.clone();
+        self.check_key(&endpoint)?;
         let head = self
             .core
             .ports

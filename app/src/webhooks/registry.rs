@@ -57,6 +57,9 @@ pub struct Created {
     /// Requests per second at most; 0: no limit but the concurrency.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_per_second: u32,
+    /// Which signing secret its secrets derive from ([`crate::Signer::webhook_key_id`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)]
@@ -254,6 +257,8 @@ pub struct Endpoint {
     pub enabled: bool,
     /// Requests per second at most; 0: no limit but the concurrency.
     pub max_per_second: u32,
+    /// Which signing secret its secrets derive from, when recorded.
+    pub key_id: Option<String>,
     /// The current secret's version (1 at creation).
     pub secret_version: u32,
     /// Until when the previous secret signs too, if a rotation's overlap is running.
@@ -284,6 +289,22 @@ impl Endpoint {
             (Some(_), _) => "failing",
             (None, true) => "enabled",
             (None, false) => "disabled",
+        }
+    }
+
+    /// Refuses to sign for it with a signing secret other than the one its secrets derive
+    /// from (`key_id`: this process's [`crate::Signer::webhook_key_id`]).
+    ///
+    /// # Errors
+    /// What is wrong and how to mend it.
+    pub fn check_key(&self, key_id: &str) -> Result<(), String> {
+        match &self.key_id {
+            Some(recorded) if recorded != key_id => Err(format!(
+                "webhook endpoint {}'s secrets derive from signing secret {recorded}, this process has {key_id}: \
+                 give every API and projector process the same VODSOURCE_SIGNING_SECRET",
+                self.id
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -335,6 +356,7 @@ impl Registry {
                         description: e.description,
                         enabled: e.enabled,
                         max_per_second: e.max_per_second,
+                        key_id: e.key_id,
                         secret_version: 1,
                         previous_valid_until: None,
                         created_at: at,
@@ -610,6 +632,7 @@ mod tests {
             description: String::new(),
             enabled: true,
             max_per_second: 0,
+            key_id: None,
         })
     }
 
@@ -697,6 +720,29 @@ mod tests {
                 ("failing", Some(2)),
                 ("enabled", None)
             ]
+        );
+    }
+
+    #[test]
+    fn an_endpoint_is_signed_for_only_with_the_secret_its_secrets_derive_from() {
+        let mut registry = Registry::default();
+        let mut event = created("a", None, &[]);
+        if let RegistryEvent::Created(c) = &mut event {
+            c.key_id = Some("key_1".into());
+        }
+        registry.apply(&stored(1, 1, &event)).expect("applies");
+        registry
+            .apply(&stored(2, 2, &created("old", None, &[])))
+            .expect("applies");
+        assert!(registry.endpoints["a"].check_key("key_1").is_ok());
+        let refused = registry.endpoints["a"].check_key("key_2").expect_err("refused");
+        assert!(
+            refused.contains("key_1") && refused.contains("VODSOURCE_SIGNING_SECRET"),
+            "{refused}"
+        );
+        assert!(
+            registry.endpoints["old"].check_key("key_2").is_ok(),
+            "endpoints recorded before key ids are not judged"
         );
     }
 

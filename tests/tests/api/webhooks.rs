@@ -673,16 +673,7 @@ async fn an_endpoint_failing_for_a_day_is_parked_visible_and_re_driven_by_an_adm
     let seen = receiver.log_of("dead").await.len();
     videos.extend(retitled_videos(&s, 1).await);
     clock.advance(chrono::Duration::hours(2));
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = metrics(&s).await;
     assert!(
         text.contains("vodsource_webhook_deliveries_total{outcome=\"parked\"} 1"),
         "{text}"
@@ -819,6 +810,78 @@ async fn created_then_updated(receiver: &Receiver, videos: &[String]) -> Vec<Val
         );
     }
     log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_with_another_signing_secret_signs_nothing_and_says_why() {
+    let receiver = Receiver::start("127.0.0.1");
+    let settings = webhook_settings(&["127.0.0.1/32"]);
+    let mut s = server_with(settings.clone()).await;
+    let admin = token("root", "admin");
+    let id = endpoint(&s, &admin, &receiver, "keyed", json!({})).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // The same stores, another signing secret: a process started without the shared
+    // VODSOURCE_SIGNING_SECRET.
+    let mut other = settings.clone();
+    other.signing_secret = vec![9; 32];
+    s.restart(other).await;
+    s.register("alice", "while mismatched", 10).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = metrics(&s).await;
+        if !text.contains("vodsource_webhook_key_mismatches_total 0") {
+            assert!(text.contains("vodsource_webhook_key_mismatches_total"), "{text}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the runner never refused: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        receiver.log_of("keyed").await.is_empty(),
+        "a request signed with another secret was sent"
+    );
+    for path in ["rotate-secret", "test"] {
+        let (status, body) = s
+            .send(
+                s.req(Method::POST, &format!("/v1/webhooks/{id}/{path}"), &admin)
+                    .json(&json!({})),
+            )
+            .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::CONFLICT, "WEBHOOK_KEY_MISMATCH"),
+            "{path}: {body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("VODSOURCE_SIGNING_SECRET"), "{message}");
+    }
+    // Mended: the event arrives, signed with the secret the receiver holds.
+    s.restart(settings).await;
+    let log = receiver
+        .until("the event delivered", Duration::from_secs(20), |log| {
+            log.iter().any(|d| d["status"] == 200)
+        })
+        .await;
+    assert!(log.iter().all(|d| d["problem"].is_null()), "{log:?}");
+    s.stop().await;
+}
+
+/// The server's metrics, as an admin reads them.
+async fn metrics(s: &Server) -> String {
+    s.client
+        .get(s.url("/metrics"))
+        .bearer_auth(token("root", "admin"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
 }
 
 /// Settings for a dispatcher on a test's clock: the real retry schedule (5 s doubling to

@@ -269,6 +269,7 @@ async fn the_relay_publishes_every_event_once_per_checkpoint_keyed_by_video() {
                     description: String::new(),
                     enabled: true,
                     max_per_second: 0,
+                    key_id: None,
                 },
             )])
         })
