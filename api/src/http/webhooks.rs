@@ -9,8 +9,8 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use vodsource_app::webhooks::{
-    DeliveryRecord, DeliveryState, Endpoint, EndpointChanges, Listed, NewEndpoint, ReplayFrom, WithSecret,
-    DEFAULT_SECRET_OVERLAP,
+    DeliveryRecord, DeliveryState, Endpoint, EndpointChanges, EndpointState, Listed, NewEndpoint, ReplayFrom,
+    WithSecret, DEFAULT_SECRET_OVERLAP,
 };
 use vodsource_app::AppError;
 
@@ -309,7 +309,13 @@ enum DeleteResponse {
 }
 
 fn endpoint_body(endpoint: Endpoint) -> WebhookEndpoint {
+    let state = match endpoint.state() {
+        EndpointState::Failing => WebhookState::Failing,
+        EndpointState::Enabled => WebhookState::Enabled,
+        EndpointState::Disabled => WebhookState::Disabled,
+    };
     WebhookEndpoint {
+        state,
         scope: if endpoint.owner.is_some() { "owner" } else { "all" }.to_owned(),
         id: endpoint.id,
         url: endpoint.url,
@@ -317,11 +323,6 @@ fn endpoint_body(endpoint: Endpoint) -> WebhookEndpoint {
         description: endpoint.description,
         enabled: endpoint.enabled,
         max_per_second: endpoint.max_per_second,
-        state: match (&endpoint.failing, endpoint.enabled) {
-            (Some(_), _) => WebhookState::Failing,
-            (None, true) => WebhookState::Enabled,
-            (None, false) => WebhookState::Disabled,
-        },
         failing: endpoint.failing.map(|f| WebhookFailing {
             position: f.position,
             event_id: f.event_id,

@@ -17,8 +17,10 @@ use vodsource_commands::ports::{Clock, StoreError};
 use vodsource_projections::{Doc, DocChange, ViewStore};
 
 /// Records waiting to be written at most; past it, new records of delivered events are
-/// dropped (and counted) rather than holding deliveries up.
+/// dropped (and logged) rather than holding deliveries up.
 const MAX_UNWRITTEN: usize = 50_000;
+/// Records read per page when a recorder learns what the log holds.
+const SCAN_PAGE: usize = 500;
 
 /// Where an event's delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,8 +114,8 @@ pub(crate) struct Recorder {
     unwritten: Mutex<BTreeMap<u64, DeliveryRecord>>,
     /// The latest record of every delivery not finished (to park them).
     open: Mutex<HashMap<u64, DeliveryRecord>>,
-    /// Records not kept because too many waited.
-    pub(crate) dropped: AtomicU64,
+    /// Records not kept because too many waited, since the last write.
+    dropped: AtomicU64,
     written: tokio::sync::Mutex<Written>,
 }
 
@@ -139,11 +141,11 @@ impl Recorder {
         let mut positions = BTreeSet::new();
         let mut after: Option<String> = None;
         loop {
-            let docs = views.scan(&view, after.as_deref(), 500).await?;
+            let docs = views.scan(&view, after.as_deref(), SCAN_PAGE).await?;
             let Some(last) = docs.last() else { break };
             after = Some(last.key.clone());
             positions.extend(docs.iter().filter_map(|d| position_of(&d.key)));
-            if docs.len() < 500 {
+            if docs.len() < SCAN_PAGE {
                 break;
             }
         }
@@ -209,6 +211,10 @@ impl Recorder {
     pub(crate) async fn flush(&self) -> Result<(), StoreError> {
         let mut written = self.written.lock().await;
         let batch = std::mem::take(&mut *self.unwritten.lock().unwrap_or_else(PoisonError::into_inner));
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(view = %self.view, dropped, "the delivery log fell behind; records of delivered events left out");
+        }
         if batch.is_empty() {
             return Ok(());
         }

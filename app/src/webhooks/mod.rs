@@ -23,5 +23,5 @@ pub use endpoints::{
     DeliveryPage, EndpointChanges, Listed, NewEndpoint, ReplayFrom, ReplayStarted, TestOutcome, Webhooks, WithSecret,
     DEFAULT_SECRET_OVERLAP, MAX_DELIVERY_PAGE, MAX_SECRET_OVERLAP, WEBHOOK_ID_PATTERN,
 };
-pub use registry::{operators_table, shown_url, Endpoint, Failing, RegistryStore};
+pub use registry::{operators_table, shown_url, Endpoint, EndpointState, Failing, RegistryStore};
 pub use signature::{sign, verify, SignatureError, SIGNATURE_HEADER};

@@ -283,12 +283,12 @@ impl Endpoint {
         }
     }
 
-    /// `failing` (its deliveries parked), `enabled` or `disabled`.
-    pub fn state(&self) -> &'static str {
+    /// Failing (its deliveries parked), else enabled or disabled.
+    pub fn state(&self) -> EndpointState {
         match (&self.failing, self.enabled) {
-            (Some(_), _) => "failing",
-            (None, true) => "enabled",
-            (None, false) => "disabled",
+            (Some(_), _) => EndpointState::Failing,
+            (None, true) => EndpointState::Enabled,
+            (None, false) => EndpointState::Disabled,
         }
     }
 
@@ -320,6 +320,28 @@ impl Endpoint {
             versions.push(self.secret_version - 1);
         }
         versions
+    }
+}
+
+/// Whether an endpoint is sent events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointState {
+    /// Events are sent.
+    Enabled,
+    /// Nothing that happens meanwhile is sent.
+    Disabled,
+    /// Deliveries are parked until it is re-driven.
+    Failing,
+}
+
+impl EndpointState {
+    /// `enabled`, `disabled` or `failing`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Enabled => "enabled",
+            Self::Disabled => "disabled",
+            Self::Failing => "failing",
+        }
     }
 }
 
@@ -446,7 +468,7 @@ pub fn operators_table(endpoints: &[(Endpoint, u64)], head: u64) -> Vec<String> 
             "{:<35} {:<8} {:<8} {:>10} {:>10}  {}",
             endpoint.id,
             endpoint.owner.as_deref().unwrap_or("all"),
-            endpoint.state(),
+            endpoint.state().name(),
             position,
             head.saturating_sub(*position),
             shown_url(&endpoint.url),
@@ -709,7 +731,7 @@ mod tests {
             let n = i as u64 + 1;
             registry.apply(&stored(n, n, event)).expect("applies");
             let a = &registry.endpoints["a"];
-            states.push((a.state(), a.failing.as_ref().map(|f| f.position)));
+            states.push((a.state().name(), a.failing.as_ref().map(|f| f.position)));
         }
         assert_eq!(
             states,
