@@ -434,8 +434,9 @@ function stopFollowing() {
 function statusText(s) {
   const stage = s.status === 'encoding' && s.encode_stage ? ` · ${s.encode_stage}` : '';
   const pct = s.status === 'encoding' ? ` · ${Math.round(s.percent)} %` : '';
+  const playable = s.status === 'encoding' && s.playable ? ' · playable' : '';
   const error = s.last_error ? ` · ${s.last_error}` : '';
-  return `${s.status}${stage}${pct}${error}`;
+  return `${s.status}${playable}${stage}${pct}${error}`;
 }
 
 async function showStudio(minPosition) {
@@ -467,7 +468,8 @@ async function showStudio(minPosition) {
     publish.type = 'button';
     publish.className = 'publish';
     publish.textContent = v.published ? 'Unpublish' : 'Publish';
-    publish.disabled = v.status !== 'ready';
+    // Publishable once it plays: while encoding (playable) or encoded.
+    publish.disabled = !v.playable && v.status !== 'ready';
     const watch = document.createElement('button');
     watch.type = 'button';
     watch.className = 'play';
@@ -497,7 +499,8 @@ async function showStudio(minPosition) {
         status.dataset.status = s.status;
         status.textContent = statusText(s);
         bar.value = s.status === 'ready' ? 100 : s.percent;
-        publish.disabled = s.status !== 'ready';
+        status.dataset.playable = s.playable ? 'true' : 'false';
+        publish.disabled = !s.playable && s.status !== 'ready';
       });
     }
   }

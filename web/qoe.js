@@ -106,10 +106,14 @@ export class Session {
 
     const start = this.resumeMs > 0 ? this.resumeMs / 1000 : -1;
     if (this.dash) {
+      // dash.js starts playback itself (autoplay): it must see the element's `play` event,
+      // or it never refreshes a dynamic MPD.
       this.startDash(playback.dash_url, start);
-    } else {
-      this.startHls(playback.hls_url, start);
+      return;
     }
+    // From the start unless resuming: a video still encoding has a growing (EVENT) playlist,
+    // which hls.js would otherwise join at its live edge.
+    this.startHls(playback.hls_url, Math.max(start, 0));
     const played = v.play();
     if (played && played.catch) played.catch((e) => this.onError(`press play to start (${e.message})`));
   }
@@ -170,7 +174,9 @@ export class Session {
       const err = e.error || {};
       this.fail(`DASH_${err.code || 'ERROR'}`, err.message || 'dash.js error');
     });
-    player.initialize(this.video, start > 0 ? `${url}#t=${start}` : url, true);
+    // From 0 unless resuming: a video still encoding has a dynamic MPD, which dash.js would
+    // otherwise join at its live edge.
+    player.initialize(this.video, `${url}#t=${Math.max(start, 0)}`, true);
   }
 
   fail(code, message) {

@@ -242,6 +242,11 @@ options! {
         /// 5000/2800/1400/800 kbit/s, veryfast].
         #[arg(long, env = "VODSOURCE_LADDER", global = true, help_heading = "Encoding")]
         pub ladder: Option<PathBuf>,
+        /// Publish segments as they are encoded and make a video playable before its ladder is
+        /// done; false: store everything at the end (the path before progressive publication,
+        /// kept for comparison) [default: true].
+        #[arg(long, env = "VODSOURCE_PROGRESSIVE", global = true, help_heading = "Encoding", require_equals = true, num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+        pub progressive: Option<bool>,
         /// Lease of a claim, extended by every progress report, in seconds [default: 30].
         #[arg(long, env = "VODSOURCE_ENCODE_LEASE_SECS", global = true, help_heading = "Encoding")]
         pub encode_lease_secs: Option<u32>,
@@ -303,6 +308,7 @@ impl Options {
             encode_attempts: Some(supervision.max_attempts),
             encode_backoff_secs: Some(supervision.backoff_base_secs),
             encode_lease_secs: Some(worker.lease_secs),
+            progressive: Some(worker.progressive),
             max_source_pixels: Some(source.max_pixels),
             max_source_fps: Some(source.max_frame_rate),
             max_source_duration_secs: Some(source.max_duration.as_secs()),

@@ -17,6 +17,7 @@ pub fn register(title: &str) -> VideoCommand {
         content_type: "video/mp4".into(),
         size_bytes: SAMPLE_SOURCE_BYTES,
         source_url: None,
+        publish_when_playable: false,
     }
 }
 

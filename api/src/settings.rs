@@ -269,6 +269,9 @@ pub fn worker_configs(config: &Config, owner: &str, count: usize) -> anyhow::Res
             let mut worker = WorkerConfig::new(format!("{owner}-enc{i}"), work_dir.clone());
             worker.ladder = ladder.clone();
             worker.limits = limits.clone();
+            if let Some(progressive) = o.progressive {
+                worker.progressive = progressive;
+            }
             if let Some(lease) = o.encode_lease_secs {
                 worker.lease_secs = lease.max(3);
                 worker.progress_every = worker

@@ -74,6 +74,7 @@ async fn a_worker_killed_mid_encode_loses_its_lease_and_the_other_worker_finishe
         content_type: "video/mp4".into(),
         size_bytes: size,
         source_url: None,
+        publish_when_playable: false,
     };
     commands.execute(&id, register, &context).await.expect("registered");
     let key = format!("sources/{id}/clip.mp4");

@@ -217,6 +217,7 @@ mod tests {
             owner: "o".into(),
             status,
             published,
+            playable: false,
             renditions: Vec::new(),
             duration_ms: None,
             thumbnail_key: None,

@@ -70,6 +70,8 @@ pub struct Registration {
     pub size_bytes: Option<u64>,
     /// Where this service fetches the source from, instead of an upload.
     pub source_url: Option<String>,
+    /// Publish on its own as soon as it plays (while encoding, or at the latest encoded).
+    pub publish_when_playable: bool,
 }
 
 impl Registration {
@@ -84,6 +86,7 @@ impl Registration {
             content_type: self.content_type.clone(),
             size_bytes: self.size_bytes.unwrap_or(0),
             source_url: self.source_url.clone(),
+            publish_when_playable: self.publish_when_playable,
         }
     }
 }

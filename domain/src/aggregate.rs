@@ -74,6 +74,12 @@ pub struct Video {
     pub probe: Option<SourceProbe>,
     /// Rungs finished in the current attempt.
     pub renditions: Vec<Rendition>,
+    /// Whether the current attempt's manifests play (while it is encoding, or encoded).
+    #[serde(default)]
+    pub playable: bool,
+    /// The owner asked for publication as soon as playable, and it has not happened yet.
+    #[serde(default)]
+    pub publish_when_playable: bool,
     /// The last failure.
     pub failure: Option<Failure>,
 }
@@ -125,6 +131,7 @@ impl Video {
                 content_type,
                 size_bytes,
                 source_url,
+                publish_when_playable,
             } => {
                 if self.stage != Stage::Unregistered {
                     return Err(VideoError::AlreadyRegistered);
@@ -160,6 +167,7 @@ impl Video {
                     content_type,
                     size_bytes,
                     source_url,
+                    publish_when_playable,
                 }])
             }
             VideoCommand::FailIngest { reason } => match self.stage {
@@ -308,6 +316,23 @@ impl Video {
                     rendition,
                 }])
             }
+            VideoCommand::MarkPlayable {
+                worker_id,
+                attempt,
+                manifests,
+            } => {
+                self.check_holder(&worker_id, attempt, now)?;
+                if self.playable {
+                    return Ok(vec![]);
+                }
+                let mut events = vec![VideoEvent::VideoPlayable {
+                    attempt,
+                    worker_id,
+                    manifests,
+                }];
+                events.extend(self.publish_on_its_own());
+                Ok(events)
+            }
             VideoCommand::CompleteEncoding {
                 worker_id,
                 attempt,
@@ -321,7 +346,7 @@ impl Video {
                 if self.renditions.is_empty() {
                     return Err(VideoError::NoRenditions);
                 }
-                Ok(vec![VideoEvent::EncodingCompleted {
+                let mut events = vec![VideoEvent::EncodingCompleted {
                     attempt,
                     worker_id,
                     manifests,
@@ -329,7 +354,9 @@ impl Video {
                     thumbnails_key,
                     duration_ms,
                     cost,
-                }])
+                }];
+                events.extend(self.publish_on_its_own());
+                Ok(events)
             }
             VideoCommand::FailEncoding {
                 worker_id,
@@ -408,7 +435,9 @@ impl Video {
             }
             VideoCommand::Publish => match self.stage {
                 Stage::Ready if self.published => Ok(vec![]),
+                Stage::Encoding if self.playable && self.published => Ok(vec![]),
                 Stage::Ready => Ok(vec![VideoEvent::VideoPublished {}]),
+                Stage::Encoding if self.playable => Ok(vec![VideoEvent::VideoPublished {}]),
                 stage => Err(VideoError::NotEncoded(stage)),
             },
             VideoCommand::Unpublish => Ok(if self.published {
@@ -418,6 +447,11 @@ impl Video {
             }),
             VideoCommand::Delete { reason } => Ok(vec![VideoEvent::VideoDeleted { reason }]),
         }
+    }
+
+    /// `VideoPublished` when the owner asked for it at registration and it has not happened.
+    fn publish_on_its_own(&self) -> Option<VideoEvent> {
+        self.publish_when_playable.then_some(VideoEvent::VideoPublished {})
     }
 
     /// The attempt named must be the current one.
@@ -468,8 +502,10 @@ impl Video {
                 content_type,
                 size_bytes,
                 source_url,
+                publish_when_playable,
             } => {
                 self.stage = Stage::AwaitingUpload;
+                self.publish_when_playable = publish_when_playable;
                 self.source_url = source_url;
                 self.owner = owner;
                 self.metadata = Metadata {
@@ -525,8 +561,10 @@ impl Video {
                 }
             }
             VideoEvent::RenditionEncoded { rendition, .. } => self.renditions.push(rendition),
+            VideoEvent::VideoPlayable { .. } => self.playable = true,
             VideoEvent::EncodingCompleted { .. } => {
                 self.stage = Stage::Ready;
+                self.playable = true;
                 self.claim = None;
                 self.failure = None;
             }
@@ -538,13 +576,19 @@ impl Video {
             } => {
                 self.stage = if retryable { Stage::Retrying } else { Stage::Failed };
                 self.claim = None;
+                // A failed attempt's outputs are removed.
+                self.playable = false;
                 self.failure = Some(Failure {
                     attempt,
                     reason,
                     retryable,
                 });
             }
-            VideoEvent::VideoPublished {} => self.published = true,
+            VideoEvent::VideoPublished {} => {
+                self.published = true;
+                // Asked for once: an owner who unpublishes later is not overruled.
+                self.publish_when_playable = false;
+            }
             VideoEvent::VideoUnpublished {} => self.published = false,
             VideoEvent::MetadataUpdated {
                 title,
@@ -576,6 +620,7 @@ impl Video {
         self.claim = None;
         self.probe = None;
         self.renditions.clear();
+        self.playable = false;
     }
 }
 

@@ -25,6 +25,9 @@ pub enum VideoCommand {
         /// Where this service fetches the source from, instead of an upload (an absolute
         /// URL; the application checks its scheme and the fetcher its addresses).
         source_url: Option<String>,
+        /// Publish on its own as soon as it can be played (playable or, at the latest,
+        /// encoded), once.
+        publish_when_playable: bool,
     },
     /// Fetching the source from the video's `source_url` failed for good.
     FailIngest {
@@ -90,6 +93,16 @@ pub enum VideoCommand {
         /// The finished rung.
         rendition: Rendition,
     },
+    /// The claim holder reports that the attempt's manifests play: the first segments of the
+    /// rungs players start with are stored and the encode keeps ahead of playback.
+    MarkPlayable {
+        /// The claim holder.
+        worker_id: String,
+        /// The attempt it holds.
+        attempt: u32,
+        /// Manifest keys (the same the completion will record).
+        manifests: Manifests,
+    },
     /// The claim holder reports the whole ladder written.
     CompleteEncoding {
         /// The claim holder.
@@ -142,7 +155,7 @@ pub enum VideoCommand {
         /// New tags.
         tags: Option<Vec<String>>,
     },
-    /// Make the video playable; only once encoded.
+    /// Let viewers play the video; once it is playable (while encoding) or encoded.
     Publish,
     /// Stop playback.
     Unpublish,
@@ -167,6 +180,7 @@ impl VideoCommand {
             Self::RecordProbe { .. } => "record_probe",
             Self::RecordProgress { .. } => "record_progress",
             Self::RecordRendition { .. } => "record_rendition",
+            Self::MarkPlayable { .. } => "mark_playable",
             Self::CompleteEncoding { .. } => "complete_encoding",
             Self::FailEncoding { .. } => "fail_encoding",
             Self::RequeueEncoding { .. } => "requeue_encoding",

@@ -36,8 +36,8 @@ pub enum VideoError {
     /// Encoding asked for before the source is uploaded.
     #[error("the source is not uploaded yet")]
     SourceNotUploaded,
-    /// Publish asked for before an encoding completed.
-    #[error("video cannot be published before encoding completes (stage: {0})")]
+    /// Publish asked for before the video plays (playable while encoding, or encoded).
+    #[error("video cannot be published before it plays: playable while encoding, or encoded (stage: {0})")]
     NotEncoded(Stage),
     /// The command does not fit the current stage.
     #[error("cannot {action} while the video is {stage}")]

@@ -22,6 +22,8 @@ pub enum VideoEvent {
         size_bytes: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         source_url: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        publish_when_playable: bool,
     },
     /// The source could not be fetched from the video's `source_url`: a terminal failure
     /// (the address is refused, the server refused, the file is too large, or every attempt
@@ -65,6 +67,13 @@ pub enum VideoEvent {
         worker_id: String,
         rendition: Rendition,
     },
+    /// The attempt's manifests play while it goes on encoding: HLS `EVENT` playlists that
+    /// grow, a dynamic MPD. The video may be published from now on.
+    VideoPlayable {
+        attempt: u32,
+        worker_id: String,
+        manifests: Manifests,
+    },
     /// Every output is written; the video can be published.
     EncodingCompleted {
         attempt: u32,
@@ -105,7 +114,7 @@ pub enum VideoEvent {
 
 impl VideoEvent {
     /// Every event type name, as stored.
-    pub const TYPES: [&'static str; 15] = [
+    pub const TYPES: [&'static str; 16] = [
         "VideoRegistered",
         "SourceIngestFailed",
         "SourceUploaded",
@@ -114,6 +123,7 @@ impl VideoEvent {
         "SourceProbed",
         "EncodingProgressed",
         "RenditionEncoded",
+        "VideoPlayable",
         "EncodingCompleted",
         "EncodingFailed",
         "EncodingRequeued",
@@ -134,6 +144,7 @@ impl VideoEvent {
             VideoEvent::SourceProbed { .. } => "SourceProbed",
             VideoEvent::EncodingProgressed { .. } => "EncodingProgressed",
             VideoEvent::RenditionEncoded { .. } => "RenditionEncoded",
+            VideoEvent::VideoPlayable { .. } => "VideoPlayable",
             VideoEvent::EncodingCompleted { .. } => "EncodingCompleted",
             VideoEvent::EncodingFailed { .. } => "EncodingFailed",
             VideoEvent::EncodingRequeued { .. } => "EncodingRequeued",

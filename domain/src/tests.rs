@@ -41,6 +41,7 @@ fn register_cmd() -> VideoCommand {
         content_type: "video/mp4".into(),
         size_bytes: 1000,
         source_url: None,
+        publish_when_playable: false,
     }
 }
 
@@ -54,6 +55,7 @@ fn registered() -> Vec<VideoEvent> {
         content_type: "video/mp4".into(),
         size_bytes: 1000,
         source_url: None,
+        publish_when_playable: false,
     }]
 }
 
@@ -1066,6 +1068,153 @@ fn publish_is_rejected_before_encoding_completes() {
         .given(claimed())
         .when(VideoCommand::Publish)
         .then_expect_error(VideoError::NotEncoded(Stage::Encoding));
+}
+
+fn playable_cmd(worker: &str, attempt: u32) -> VideoCommand {
+    VideoCommand::MarkPlayable {
+        worker_id: worker.into(),
+        attempt,
+        manifests: manifests(),
+    }
+}
+
+fn playable_event() -> VideoEvent {
+    VideoEvent::VideoPlayable {
+        attempt: 1,
+        worker_id: WORKER.into(),
+        manifests: manifests(),
+    }
+}
+
+/// Registered asking for publication as soon as playable, and claimed.
+fn claimed_publishing_when_playable() -> Vec<VideoEvent> {
+    let mut events = claimed();
+    if let Some(VideoEvent::VideoRegistered {
+        publish_when_playable, ..
+    }) = events.first_mut()
+    {
+        *publish_when_playable = true;
+    }
+    events
+}
+
+#[test]
+fn the_claim_holder_marks_the_attempt_playable_once_and_publish_is_allowed_from_then() {
+    video()
+        .given(claimed())
+        .when(playable_cmd(WORKER, 1))
+        .then_expect_events(vec![playable_event()]);
+    let mut events = claimed();
+    events.push(playable_event());
+    video()
+        .given(events.clone())
+        .when(playable_cmd(WORKER, 1))
+        .then_expect_events(vec![]);
+    video()
+        .given(events.clone())
+        .when(VideoCommand::Publish)
+        .then_expect_events(vec![VideoEvent::VideoPublished {}]);
+    events.push(VideoEvent::VideoPublished {});
+    video()
+        .given(events)
+        .when(VideoCommand::Publish)
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn only_the_claim_holder_marks_playable() {
+    video()
+        .given(claimed())
+        .when(playable_cmd("worker-b", 1))
+        .then_expect_error(VideoError::NotClaimHolder {
+            worker: "worker-b".into(),
+            attempt: 1,
+        });
+    video()
+        .given(uploaded())
+        .when(playable_cmd(WORKER, 1))
+        .then_expect_error(VideoError::StaleAttempt { given: 1, current: 0 });
+}
+
+#[test]
+fn a_failed_attempt_is_no_longer_playable_nor_is_the_next_one() {
+    let mut events = claimed();
+    events.push(playable_event());
+    events.push(VideoEvent::EncodingFailed {
+        attempt: 1,
+        worker_id: Some(WORKER.into()),
+        reason: "lost".into(),
+        retryable: true,
+    });
+    events.push(VideoEvent::EncodingRequeued {
+        attempt: 2,
+        reason: "lost".into(),
+        not_before: t0(),
+    });
+    events.push(VideoEvent::EncodingClaimed {
+        attempt: 2,
+        worker_id: WORKER.into(),
+        lease_until: t0() + Duration::seconds(30),
+    });
+    video()
+        .given(events)
+        .when(VideoCommand::Publish)
+        .then_expect_error(VideoError::NotEncoded(Stage::Encoding));
+}
+
+#[test]
+fn asked_at_registration_the_video_publishes_itself_when_playable_once() {
+    let mut cmd = register_cmd();
+    if let VideoCommand::Register {
+        publish_when_playable, ..
+    } = &mut cmd
+    {
+        *publish_when_playable = true;
+    }
+    let mut expected = registered();
+    if let Some(VideoEvent::VideoRegistered {
+        publish_when_playable, ..
+    }) = expected.first_mut()
+    {
+        *publish_when_playable = true;
+    }
+    video()
+        .given_no_previous_events()
+        .when(cmd)
+        .then_expect_events(expected);
+    video()
+        .given(claimed_publishing_when_playable())
+        .when(playable_cmd(WORKER, 1))
+        .then_expect_events(vec![playable_event(), VideoEvent::VideoPublished {}]);
+    // Published at playable: the completion does not publish again.
+    let mut events = claimed_publishing_when_playable();
+    events.extend([playable_event(), VideoEvent::VideoPublished {}]);
+    events.push(VideoEvent::RenditionEncoded {
+        attempt: 1,
+        worker_id: WORKER.into(),
+        rendition: rendition(),
+    });
+    video()
+        .given(events.clone())
+        .when(complete_cmd(WORKER, 1))
+        .then_expect_events(vec![completed_event()]);
+    // Unpublished by the owner meanwhile: it stays unpublished.
+    events.push(VideoEvent::VideoUnpublished {});
+    video()
+        .given(events)
+        .when(complete_cmd(WORKER, 1))
+        .then_expect_events(vec![completed_event()]);
+    // Never playable before the end: the completion publishes.
+    let mut events = claimed_publishing_when_playable();
+    events.push(VideoEvent::RenditionEncoded {
+        attempt: 1,
+        worker_id: WORKER.into(),
+        rendition: rendition(),
+    });
+    video()
+        .given(events)
+        .when(complete_cmd(WORKER, 1))
+        .then_expect_events(vec![completed_event(), VideoEvent::VideoPublished {}]);
 }
 
 #[test]

@@ -100,6 +100,17 @@ impl Track {
     }
 }
 
+/// The media timescale an fMP4 init segment declares (its `mdhd` box), if it has one.
+pub fn init_timescale(init: &[u8]) -> Option<u32> {
+    let at = init.windows(4).position(|w| w == b"mdhd")?;
+    // After the type: version (1 byte), flags (3), then creation and modification times
+    // (4 bytes each in version 0, 8 in version 1), then the timescale.
+    let version = *init.get(at + 4)?;
+    let offset = at + 8 + if version == 1 { 16 } else { 8 };
+    let bytes: [u8; 4] = init.get(offset..offset + 4)?.try_into().ok()?;
+    Some(u32::from_be_bytes(bytes)).filter(|t| *t > 0)
+}
+
 /// Why a media playlist could not be read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("media playlist: {0}")]
@@ -145,6 +156,29 @@ fn attribute(list: &str, name: &str) -> Option<String> {
     } else {
         rest.split(',').next().map(str::to_owned)
     }
+}
+
+/// A media playlist over `track`'s segments: `EVENT` while the encode goes on (players reload
+/// it and it only grows), `VOD` with `#EXT-X-ENDLIST` once the track is complete. The target
+/// duration is `target_seconds` (the configured segment length, which the keyframe grid keeps
+/// every segment within) or the longest segment rounded, if one is longer: a growing playlist
+/// must not change it.
+pub fn media_playlist(track: &Track, target_seconds: u32, complete: bool) -> String {
+    let longest = track.segments.iter().map(|s| s.duration).fold(0.0f64, f64::max);
+    let target = u64::from(target_seconds).max(longest.round() as u64).max(1);
+    let sequence = track.segments.first().and_then(|s| number_of(&s.uri)).unwrap_or(1);
+    let kind = if complete { "VOD" } else { "EVENT" };
+    let mut out = format!(
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{sequence}\n#EXT-X-PLAYLIST-TYPE:{kind}\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MAP:URI=\"{}\"\n",
+        track.init
+    );
+    for segment in &track.segments {
+        let _ = writeln!(out, "#EXTINF:{:.6},\n{}", segment.duration, segment.uri);
+    }
+    if complete {
+        out.push_str("#EXT-X-ENDLIST\n");
+    }
+    out
 }
 
 /// The HLS master playlist: one variant per rung (with the audio group when there is
@@ -243,6 +277,20 @@ fn xml(text: &str) -> String {
 /// A static (VOD) MPD of the isoff-live profile: one video adaptation set over the rungs,
 /// one audio adaptation set, segment timelines taken from the same segments HLS plays.
 pub fn dash_mpd(video: &[Track], audio: Option<&Track>) -> String {
+    mpd(video, audio, None)
+}
+
+/// A dynamic MPD over the segments stored so far of an encode that goes on: the same
+/// adaptation sets and timelines as [`dash_mpd`], `availabilityStartTime` `available_from`
+/// (RFC 3339: the wall time at which media time 0 counts as available, so that the clock's
+/// "now" never runs past what is stored while the encode keeps ahead), refreshed every
+/// 2 s, no time-shift limit (the whole presentation stays seekable from 0), published at
+/// `published_at`. At completion the static MPD replaces it.
+pub fn dash_mpd_dynamic(video: &[Track], audio: Option<&Track>, available_from: &str, published_at: &str) -> String {
+    mpd(video, audio, Some((available_from, published_at)))
+}
+
+fn mpd(video: &[Track], audio: Option<&Track>, dynamic: Option<(&str, &str)>) -> String {
     let duration = video.iter().chain(audio).map(Track::duration).fold(0.0f64, f64::max);
     let max_segment = video
         .iter()
@@ -250,10 +298,20 @@ pub fn dash_mpd(video: &[Track], audio: Option<&Track>) -> String {
         .flat_map(|t| t.segments.iter().map(|s| s.duration))
         .fold(0.0f64, f64::max);
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let kind = match dynamic {
+        None => format!(
+            "type=\"static\" mediaPresentationDuration=\"{}\"",
+            iso_duration(duration)
+        ),
+        Some((available_from, published_at)) => format!(
+            "type=\"dynamic\" availabilityStartTime=\"{}\" publishTime=\"{}\" minimumUpdatePeriod=\"PT2S\"",
+            xml(available_from),
+            xml(published_at)
+        ),
+    };
     let _ = writeln!(
         out,
-        "<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" type=\"static\" mediaPresentationDuration=\"{}\" minBufferTime=\"{}\" maxSegmentDuration=\"{}\">",
-        iso_duration(duration),
+        "<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" {kind} minBufferTime=\"{}\" maxSegmentDuration=\"{}\">",
         iso_duration(max_segment.ceil()),
         iso_duration(max_segment),
     );
@@ -300,7 +358,17 @@ pub fn dash_mpd(video: &[Track], audio: Option<&Track>) -> String {
         segment_template(&mut out, audio, "        ");
         let _ = writeln!(out, "      </Representation>\n    </AdaptationSet>");
     }
-    out.push_str("  </Period>\n</MPD>\n");
+    out.push_str("  </Period>\n");
+    if let Some((_, published_at)) = dynamic {
+        // The clock players measure availability by: the time of writing (a player would
+        // otherwise ask a time server on the internet).
+        let _ = writeln!(
+            out,
+            "  <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:direct:2014\" value=\"{}\"/>",
+            xml(published_at)
+        );
+    }
+    out.push_str("</MPD>\n");
     out
 }
 
@@ -359,6 +427,26 @@ mod tests {
     }
 
     #[test]
+    fn a_growing_playlist_is_an_event_one_and_a_complete_one_vod_over_the_same_segments() {
+        let growing = media_playlist(&video(), 4, false);
+        assert!(growing.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n"), "{growing}");
+        assert!(!growing.contains("ENDLIST"), "{growing}");
+        assert!(growing.contains("#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:1\n"));
+        let complete = media_playlist(&video(), 4, true);
+        assert!(complete.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"), "{complete}");
+        assert!(complete.ends_with("seg_00003.m4s\n#EXT-X-ENDLIST\n"), "{complete}");
+        // Both parse to the same segments.
+        let (init, a) = parse_media_playlist(&growing).expect("parses");
+        let (_, b) = parse_media_playlist(&complete).expect("parses");
+        assert_eq!(init, "init.mp4");
+        assert_eq!(a, b);
+        assert_eq!(a[2], (2.0, "seg_00003.m4s".into()));
+        // A segment longer than the target raises it rather than break the rule.
+        let long = track("x", video().kind, &[(6.4, 1)]);
+        assert!(media_playlist(&long, 4, true).contains("#EXT-X-TARGETDURATION:6\n"));
+    }
+
+    #[test]
     fn bandwidth_is_the_measured_peak_and_average() {
         let v = video();
         assert_eq!(v.peak_bandwidth(), 3_000_000);
@@ -392,6 +480,43 @@ mod tests {
         assert!(mpd.contains("<S t=\"0\" d=\"192512\"/>\n"));
         assert!(mpd.contains("<S d=\"191488\"/>"));
         assert!(mpd.contains("codecs=\"mp4a.40.2\" audioSamplingRate=\"48000\""));
+    }
+
+    #[test]
+    fn a_dynamic_mpd_has_the_same_timelines_an_availability_start_and_no_duration() {
+        let dynamic = dash_mpd_dynamic(
+            &[video()],
+            Some(&audio()),
+            "2026-12-05T10:00:00Z",
+            "2026-12-05T10:00:09Z",
+        );
+        assert!(dynamic.contains(
+            "type=\"dynamic\" availabilityStartTime=\"2026-12-05T10:00:00Z\" publishTime=\"2026-12-05T10:00:09Z\" minimumUpdatePeriod=\"PT2S\""
+        ), "{dynamic}");
+        assert!(!dynamic.contains("mediaPresentationDuration"), "{dynamic}");
+        assert!(!dynamic.contains("timeShiftBufferDepth"), "{dynamic}");
+        assert!(dynamic
+            .contains("<UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:direct:2014\" value=\"2026-12-05T10:00:09Z\"/>"));
+        let body = |mpd: &str| {
+            mpd.split_once("<Period")
+                .and_then(|(_, rest)| rest.split_once("</Period>"))
+                .map(|(period, _)| period.to_owned())
+        };
+        assert_eq!(body(&dynamic), body(&dash_mpd(&[video()], Some(&audio()))));
+    }
+
+    #[test]
+    fn the_timescale_comes_from_the_init_segments_mdhd_in_either_version() {
+        let mut v0 = b"\0\0\0\x20mdhd\0\0\0\0".to_vec();
+        v0.extend([0u8; 8]);
+        v0.extend(15_360u32.to_be_bytes());
+        assert_eq!(init_timescale(&v0), Some(15_360));
+        let mut v1 = b"xxxxmoov\0\0\0\x2cmdhd\x01\0\0\0".to_vec();
+        v1.extend([0u8; 16]);
+        v1.extend(48_000u32.to_be_bytes());
+        assert_eq!(init_timescale(&v1), Some(48_000));
+        assert_eq!(init_timescale(b"moov"), None);
+        assert_eq!(init_timescale(b"mdhd\0\0\0\0\0\0"), None);
     }
 
     #[test]

@@ -32,8 +32,11 @@ pub struct CatalogView {
     pub owner: String,
     /// Lifecycle stage.
     pub status: Stage,
-    /// Playable by viewers.
+    /// Viewers may play it (once playable).
     pub published: bool,
+    /// Its manifests play: while encoding (growing playlists) or encoded.
+    #[serde(default)]
+    pub playable: bool,
     /// Rungs of the completed ladder.
     pub renditions: Vec<CatalogRendition>,
     /// Duration of the encoded media.
@@ -123,6 +126,7 @@ impl Projector for CatalogProjector {
                     owner,
                     status: Stage::AwaitingUpload,
                     published: false,
+                    playable: false,
                     renditions: vec![],
                     duration_ms: None,
                     thumbnail_key: None,
@@ -150,6 +154,13 @@ impl Projector for CatalogProjector {
             VideoEvent::EncodingClaimed { .. } => view.status = Stage::Encoding,
             VideoEvent::EncodingFailed { retryable, .. } => {
                 view.status = if retryable { Stage::Retrying } else { Stage::Failed };
+                // A failed attempt's outputs are removed: nothing plays until another is.
+                view.playable = false;
+                view.manifests = None;
+            }
+            VideoEvent::VideoPlayable { manifests, .. } => {
+                view.playable = true;
+                view.manifests = Some(manifests);
             }
             VideoEvent::EncodingCompleted {
                 poster_key,
@@ -159,6 +170,7 @@ impl Projector for CatalogProjector {
                 ..
             } => {
                 view.status = Stage::Ready;
+                view.playable = true;
                 view.manifests = Some(manifests);
                 view.duration_ms = Some(duration_ms);
                 view.thumbnail_key = poster_key;

@@ -25,6 +25,12 @@ pub struct StatusView {
     pub percent: f64,
     /// Percent per rendition (100 once encoded).
     pub renditions: BTreeMap<String, f64>,
+    /// Whether the current attempt plays (while encoding, or encoded).
+    #[serde(default)]
+    pub playable: bool,
+    /// When it became playable.
+    #[serde(default)]
+    pub playable_at: Option<DateTime<Utc>>,
     /// Frames per second last reported.
     pub fps: Option<f64>,
     /// Seconds left, last reported.
@@ -72,6 +78,8 @@ impl Projector for StatusProjector {
                 encode_stage: None,
                 percent: 0.0,
                 renditions: BTreeMap::new(),
+                playable: false,
+                playable_at: None,
                 fps: None,
                 eta_seconds: None,
                 last_error: None,
@@ -132,8 +140,16 @@ impl Projector for StatusProjector {
             VideoEvent::RenditionEncoded { rendition, .. } => {
                 view.renditions.insert(rendition.name.clone(), 100.0);
             }
+            VideoEvent::VideoPlayable { .. } => {
+                view.playable = true;
+                view.playable_at = Some(meta.occurred_at);
+            }
             VideoEvent::EncodingCompleted { .. } => {
                 view.stage = Stage::Ready;
+                if !view.playable {
+                    view.playable = true;
+                    view.playable_at = Some(meta.occurred_at);
+                }
                 view.percent = 100.0;
                 view.eta_seconds = Some(0);
                 view.lease_holder = None;
@@ -149,6 +165,8 @@ impl Projector for StatusProjector {
                 view.stage = if *retryable { Stage::Retrying } else { Stage::Failed };
                 view.lease_holder = None;
                 view.lease_until = None;
+                view.playable = false;
+                view.playable_at = None;
                 view.last_error = Some(Failure {
                     attempt: *attempt,
                     reason: reason.clone(),
@@ -179,5 +197,7 @@ impl StatusView {
         self.fps = None;
         self.eta_seconds = None;
         self.renditions.clear();
+        self.playable = false;
+        self.playable_at = None;
     }
 }

@@ -126,10 +126,10 @@ pub async fn media(
     let path = match state.app.media().open(&token, &video_id, &rest).await {
         Ok(MediaFile::Local(path)) => path,
         Ok(MediaFile::Text { body, cacheable }) => {
-            let cache = if cacheable {
-                "private, max-age=3600"
-            } else {
-                "private, no-store"
+            let cache = match (cacheable, grows(&rest)) {
+                (false, _) => "private, no-store",
+                (true, true) => "private, no-cache",
+                (true, false) => "private, max-age=3600",
             };
             return manifest(&rest, cache, body);
         }
@@ -140,9 +140,12 @@ pub async fn media(
     };
     match file.create_response(&path, false, false) {
         Ok(response) => {
-            let mut response = response
-                .with_header(header::CACHE_CONTROL, "private, max-age=3600")
-                .into_response();
+            let cache = if grows(&rest) {
+                "private, no-cache"
+            } else {
+                "private, max-age=3600"
+            };
+            let mut response = response.with_header(header::CACHE_CONTROL, cache).into_response();
             if let Some(content_type) = streaming_type(&rest) {
                 response
                     .headers_mut()
@@ -153,6 +156,12 @@ pub async fn media(
         Err(StaticFileError::NotFound) => not_found(&rest),
         Err(e) => poem::Error::from(e).into_response(),
     }
+}
+
+/// Playlists and MPDs change while a video that plays is still encoding (they grow, then
+/// turn `VOD`/static): a client revalidates them each time; segments never change.
+fn grows(rest: &str) -> bool {
+    matches!(extension(rest).as_str(), "m3u8" | "mpd")
 }
 
 fn not_found(rest: &str) -> Response {

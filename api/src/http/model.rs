@@ -155,6 +155,10 @@ pub struct RegisterVideo {
     /// repeated failures fail the video (status `failed`, the reason in `last_error`).
     #[oai(validator(min_length = 1, max_length = 2048))]
     pub source_url: Maybe<Text>,
+    /// Publish the video on its own as soon as it plays: while it is still encoding (its
+    /// playlists then grow until it is ready), or at the latest when it is encoded. Once:
+    /// unpublishing afterwards is not undone. Default false.
+    pub publish_when_playable: Maybe<bool>,
 }
 
 /// `PATCH /videos/{id}`: the fields to change.
@@ -204,6 +208,10 @@ pub struct Video {
     pub status: VideoStatus,
     /// Visible to viewers.
     pub published: bool,
+    /// It plays: while encoding (the first segments are stored and the encode keeps ahead
+    /// of playback; playlists grow until it is ready) or encoded. It may be published from
+    /// then on.
+    pub playable: bool,
     /// The encoded ladder.
     pub renditions: Vec<RenditionInfo>,
     /// Duration once encoded.
@@ -226,6 +234,7 @@ impl From<CatalogView> for Video {
             owner: v.owner,
             status: VideoStatus::from_stage(v.status),
             published: v.published,
+            playable: v.playable,
             renditions: v
                 .renditions
                 .into_iter()
@@ -274,6 +283,10 @@ pub struct EncodingStatus {
     pub percent: f64,
     /// Percent done per rung.
     pub renditions: BTreeMap<String, f64>,
+    /// The current attempt plays (while encoding, or encoded).
+    pub playable: bool,
+    /// When it became playable.
+    pub playable_at: Option<DateTime<Utc>>,
     /// Frames per second of the encoder.
     pub fps: Option<f64>,
     /// Seconds left, estimated.
@@ -304,6 +317,8 @@ impl From<StatusView> for EncodingStatus {
                 .and_then(|v| v.as_str().map(str::to_owned)),
             percent: v.percent,
             renditions: v.renditions,
+            playable: v.playable,
+            playable_at: v.playable_at,
             fps: v.fps,
             eta_seconds: v.eta_seconds,
             last_error_retryable: v.last_error.as_ref().map(|f| f.retryable),

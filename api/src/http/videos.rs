@@ -86,6 +86,7 @@ impl VideosApi {
             content_type: request.content_type.0,
             size_bytes: request.size_bytes.0,
             source_url: request.source_url.0.map(|u| u.0),
+            publish_when_playable: request.publish_when_playable.0.unwrap_or(false),
         };
         let registered = self
             .state

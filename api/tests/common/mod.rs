@@ -2,6 +2,7 @@
 //! FFmpeg, a video's history, and polling with a deadline.
 #![allow(dead_code)] // each test binary uses its own share of these
 
+pub mod browser;
 pub mod relay;
 
 use std::path::Path;
@@ -134,15 +135,30 @@ pub async fn until<T>(what: &str, within: Duration, mut check: impl AsyncFnMut()
 /// API's own signed link) with a plain HTTP client and completes the upload: the video's id
 /// and the URL it went to.
 pub async fn upload(client: &reqwest::Client, base: &str, title: &str, clip: &std::path::Path) -> (String, String) {
+    upload_with(client, base, title, clip, json!({})).await
+}
+
+/// As [`upload`], with `more` fields in the registration (`publish_when_playable`, …).
+pub async fn upload_with(
+    client: &reqwest::Client,
+    base: &str,
+    title: &str,
+    clip: &std::path::Path,
+    more: Value,
+) -> (String, String) {
     let bytes = std::fs::read(clip).expect("clip");
+    let mut registration = json!({
+        "title": title,
+        "filename": "clip.mp4",
+        "content_type": "video/mp4",
+        "size_bytes": bytes.len(),
+    });
+    if let (Some(fields), Value::Object(more)) = (registration.as_object_mut(), more) {
+        fields.extend(more);
+    }
     let registered: Value = client
         .post(format!("{base}/v1/videos"))
-        .json(&json!({
-            "title": title,
-            "filename": "clip.mp4",
-            "content_type": "video/mp4",
-            "size_bytes": bytes.len(),
-        }))
+        .json(&registration)
         .send()
         .await
         .expect("register")

@@ -11,7 +11,7 @@ use vodsource_domain::VideoEvent;
 pub const CONTRACT_VERSION: &str = "2026-12-05";
 
 /// Every public event type, with what it means.
-pub const EVENT_TYPES: [(&str, &str); 10] = [
+pub const EVENT_TYPES: [(&str, &str); 11] = [
     (
         "video.created",
         "A video was registered; its source is awaited (an upload or a fetch from its source_url).",
@@ -27,6 +27,10 @@ pub const EVENT_TYPES: [(&str, &str); 10] = [
     (
         "video.encoding.progressed",
         "Progress of an encode (many per video: only to endpoints that ask for it).",
+    ),
+    (
+        "video.playable",
+        "The video plays while it is still encoding (its playlists grow until `video.ready`); it may be published from now on.",
     ),
     (
         "video.ready",
@@ -82,6 +86,7 @@ pub fn public_event(recorded: &RecordedEvent, event: &VideoEvent) -> Option<Publ
             content_type,
             size_bytes,
             source_url,
+            ..
         } => (
             "video.created",
             json!({
@@ -116,6 +121,7 @@ pub fn public_event(recorded: &RecordedEvent, event: &VideoEvent) -> Option<Publ
                 "eta_seconds": eta_seconds,
             }),
         ),
+        VideoEvent::VideoPlayable { attempt, .. } => ("video.playable", json!({ "attempt": attempt })),
         VideoEvent::EncodingCompleted {
             attempt, duration_ms, ..
         } => ("video.ready", json!({ "attempt": attempt, "duration_ms": duration_ms })),
@@ -249,6 +255,7 @@ pub fn json_schemas() -> serde_json::Map<String, serde_json::Value> {
                 }),
             ),
         ),
+        ("video.playable", data(&["attempt"], json!({ "attempt": attempt() }))),
         (
             "video.ready",
             data(
@@ -391,6 +398,7 @@ mod tests {
                     content_type: "video/mp4".into(),
                     size_bytes: 0,
                     source_url: Some("https://secret.example/a.mp4?token=x".into()),
+                    publish_when_playable: false,
                 },
                 Some((
                     "video.created",
@@ -426,6 +434,17 @@ mod tests {
                     "video.encoding.progressed",
                     json!({"attempt": 1, "stage": "encode", "percent": 50.0}),
                 )),
+            ),
+            (
+                VideoEvent::VideoPlayable {
+                    attempt: 1,
+                    worker_id: "w".into(),
+                    manifests: Manifests {
+                        hls_master_key: "media/v1/a1/master.m3u8".into(),
+                        dash_mpd_key: "media/v1/a1/manifest.mpd".into(),
+                    },
+                },
+                Some(("video.playable", json!({"attempt": 1}))),
             ),
             (
                 VideoEvent::EncodingCompleted {

@@ -7,7 +7,7 @@
 mod audio;
 mod error;
 pub mod limits;
-mod package;
+pub mod package;
 pub mod probe;
 mod progress;
 mod thumbs;
@@ -28,7 +28,7 @@ pub use probe::{probe, Probed};
 pub use progress::{Progress, ProgressSnapshot};
 
 use crate::ladder::{plan, Fps, LadderConfig, RungPlan, Segmenter};
-use crate::manifest::Track;
+use crate::manifest::{Track, TrackKind};
 use limits::SourceLimits;
 
 /// How many pictures may wait between two stages of the pipeline.
@@ -72,6 +72,53 @@ pub struct Packaged {
     /// Every file written, relative to `out_dir`.
     pub files: Vec<String>,
 }
+
+/// A track a transcode writes: its folder name, what it is and its codecs string.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedTrack {
+    /// Folder and rendition name (`720p`, `audio`).
+    pub name: String,
+    /// Video with its shape, or audio.
+    pub kind: TrackKind,
+    /// RFC 6381 codecs of this track alone.
+    pub codecs: String,
+}
+
+/// The tracks a transcode of `probed` with `config` writes: the rungs, largest first, then
+/// the audio when the source has audio.
+///
+/// # Errors
+/// `Source` when the source cannot make a ladder.
+pub fn planned_tracks(probed: &Probed, config: &LadderConfig) -> Result<Vec<PlannedTrack>, MediaError> {
+    let fps = Fps::choose(probed.probe.frame_rate, config.max_fps);
+    let rungs = plan(config, probed.display_width, probed.display_height, fps.as_f64())?;
+    let mut tracks: Vec<PlannedTrack> = rungs
+        .iter()
+        .map(|rung| PlannedTrack {
+            name: rung.name.clone(),
+            kind: TrackKind::Video {
+                width: rung.width,
+                height: rung.height,
+                fps: (fps.num, fps.den),
+            },
+            codecs: rung.video_codecs(),
+        })
+        .collect();
+    if probed.has_audio {
+        tracks.push(PlannedTrack {
+            name: "audio".into(),
+            kind: TrackKind::Audio {
+                channels: 2,
+                sample_rate: audio::SAMPLE_RATE,
+            },
+            codecs: AUDIO_CODECS.into(),
+        });
+    }
+    Ok(tracks)
+}
+
+/// The RFC 6381 codecs of the AAC-LC audio track.
+pub const AUDIO_CODECS: &str = "mp4a.40.2";
 
 /// Decodes the source once and writes the whole ladder, packaged, into `job.out_dir`.
 ///
@@ -200,7 +247,16 @@ pub fn transcode(job: &Job<'_>) -> Result<Packaged, MediaError> {
             None => None,
         };
         job.progress.packaging();
-        package::package(job.out_dir, &rungs, &done, audio.as_ref(), fps, thumbnails, encoded_s)
+        package::package(
+            job.out_dir,
+            &rungs,
+            &done,
+            audio.as_ref(),
+            fps,
+            config.segment_seconds,
+            thumbnails,
+            encoded_s,
+        )
     })
 }
 

@@ -5,31 +5,92 @@ use std::path::{Path, PathBuf};
 
 use super::{audio, thumbs, video, MediaError, Packaged};
 use crate::ladder::{Fps, RungPlan};
-use crate::manifest::{dash_mpd, hls_master, parse_media_playlist, Segment, Track, TrackKind};
+use crate::manifest::{dash_mpd, hls_master, media_playlist, parse_media_playlist, Segment, Track, TrackKind};
 
-fn track(dir: &Path, name: &str, kind: TrackKind, codecs: String, timescale: u32) -> Result<Track, MediaError> {
+/// The media playlist's name in each track's folder.
+pub const PLAYLIST: &str = "index.m3u8";
+
+/// A media playlist's init segment and `(duration, uri)` of each segment.
+pub type Listing = (String, Vec<(f64, String)>);
+
+/// What the playlist in `dir/name` lists now: its init segment and `(duration, uri)` of each
+/// segment — while the muxer writes, those closed so far (`None` before the first).
+///
+/// # Errors
+/// An unreadable playlist.
+pub fn read_listing(dir: &Path, name: &str) -> Result<Option<Listing>, MediaError> {
+    let text = match std::fs::read_to_string(dir.join(name).join(PLAYLIST)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(MediaError::io(format!("the {name} playlist: {e}"))),
+    };
+    // Opening the muxer creates the file empty; its first version replaces it (every version
+    // after is written aside and renamed over it).
+    if text.is_empty() {
+        return Ok(None);
+    }
+    parse_media_playlist(&text)
+        .map(Some)
+        .map_err(|e| MediaError::internal(format!("{name}: {e}")))
+}
+
+/// Segment `uri` of the track in `folder`, with its size on disk.
+///
+/// # Errors
+/// A listed segment that is not there.
+pub fn segment(folder: &Path, duration: f64, uri: String) -> Result<Segment, MediaError> {
+    let bytes = file_size(&folder.join(&uri))?;
+    Ok(Segment { uri, duration, bytes })
+}
+
+/// The track in `dir/name` as its playlist lists it.
+fn read_track(
+    dir: &Path,
+    name: &str,
+    kind: TrackKind,
+    codecs: String,
+    timescale: u32,
+) -> Result<Option<Track>, MediaError> {
+    let Some((init, listed)) = read_listing(dir, name)? else {
+        return Ok(None);
+    };
     let folder = dir.join(name);
-    let playlist = "index.m3u8";
-    let text = std::fs::read_to_string(folder.join(playlist))
-        .map_err(|e| MediaError::io(format!("the {name} playlist was not written: {e}")))?;
-    let (init, listed) = parse_media_playlist(&text).map_err(|e| MediaError::internal(format!("{name}: {e}")))?;
-    let mut segments = Vec::with_capacity(listed.len());
-    for (duration, uri) in listed {
-        let bytes = file_size(&folder.join(&uri))?;
-        segments.push(Segment { uri, duration, bytes });
-    }
-    if segments.is_empty() {
-        return Err(MediaError::internal(format!("the {name} track has no segments")));
-    }
-    Ok(Track {
+    let segments = listed
+        .into_iter()
+        .map(|(duration, uri)| segment(&folder, duration, uri))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(Track {
         name: name.to_owned(),
         kind,
         codecs,
         timescale,
         init,
-        playlist: playlist.to_owned(),
+        playlist: PLAYLIST.to_owned(),
         segments,
-    })
+    }))
+}
+
+/// The complete track, its playlist rewritten as `VOD` over the same segments.
+fn track(
+    dir: &Path,
+    name: &str,
+    kind: TrackKind,
+    codecs: String,
+    timescale: u32,
+    target: u32,
+) -> Result<Track, MediaError> {
+    let track = read_track(dir, name, kind, codecs, timescale)?
+        .ok_or_else(|| MediaError::io(format!("the {name} playlist was not written")))?;
+    if track.segments.is_empty() {
+        return Err(MediaError::internal(format!("the {name} track has no segments")));
+    }
+    // Through a rename, as the muxer writes it: the worker may be reading it meanwhile.
+    let path = dir.join(name).join(PLAYLIST);
+    let temporary = path.with_extension("m3u8.vod");
+    std::fs::write(&temporary, media_playlist(&track, target, true))
+        .and_then(|()| std::fs::rename(&temporary, &path))
+        .map_err(|e| MediaError::io(format!("the {name} playlist: {e}")))?;
+    Ok(track)
 }
 
 fn file_size(path: &Path) -> Result<u64, MediaError> {
@@ -39,12 +100,14 @@ fn file_size(path: &Path) -> Result<u64, MediaError> {
 }
 
 /// Writes the manifests and thumbnails and lists what the transcode produced.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn package(
     out_dir: &Path,
     rungs: &[RungPlan],
     done: &[video::RungDone],
     audio: Option<&audio::AudioDone>,
     fps: Fps,
+    segment_seconds: u32,
     thumbnails: thumbs::Thumbnailer,
     encoded_s: f64,
 ) -> Result<Packaged, MediaError> {
@@ -57,7 +120,14 @@ pub(super) fn package(
         };
         tracks.push((
             rung.clone(),
-            track(out_dir, &rung.name, kind, rung.video_codecs(), done.timescale)?,
+            track(
+                out_dir,
+                &rung.name,
+                kind,
+                rung.video_codecs(),
+                done.timescale,
+                segment_seconds,
+            )?,
         ));
     }
     let audio = audio
@@ -66,7 +136,14 @@ pub(super) fn package(
                 channels: 2,
                 sample_rate: audio::SAMPLE_RATE,
             };
-            track(out_dir, "audio", kind, "mp4a.40.2".into(), a.timescale)
+            track(
+                out_dir,
+                "audio",
+                kind,
+                super::AUDIO_CODECS.into(),
+                a.timescale,
+                segment_seconds,
+            )
         })
         .transpose()?;
     let video: Vec<Track> = tracks.iter().map(|(_, t)| t.clone()).collect();

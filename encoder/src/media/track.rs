@@ -21,8 +21,10 @@ pub(super) fn wants_global_header(output: &Output) -> bool {
     output.format().flags().contains(ffmpeg::format::Flags::GLOBAL_HEADER)
 }
 
-/// Writes the header: VOD playlist, segments cut every `segment_seconds` at keyframes,
-/// numbered from 1. Returns the time base the muxer chose for the track (its timescale).
+/// Writes the header: an `EVENT` playlist rewritten (through a temporary file) after each
+/// segment, segments written under a temporary name and renamed once closed, cut every
+/// `segment_seconds` at keyframes, numbered from 1: what the playlist lists is complete, so the
+/// worker can publish it while the encode goes on. Packaging turns it into `VOD` at the end. Returns the time base the muxer chose for the track (its timescale).
 pub(super) fn start(
     output: &mut Output,
     dir: &Path,
@@ -33,9 +35,9 @@ pub(super) fn start(
     let mut header = Dictionary::new();
     header.set("hls_time", &segment_seconds.to_string());
     header.set("hls_segment_type", "fmp4");
-    header.set("hls_playlist_type", "vod");
+    header.set("hls_playlist_type", "event");
     header.set("hls_list_size", "0");
-    header.set("hls_flags", "independent_segments");
+    header.set("hls_flags", "independent_segments+temp_file");
     header.set("hls_fmp4_init_filename", "init.mp4");
     header.set("start_number", "1");
     header.set("hls_segment_filename", &dir.join("seg_%05d.m4s").to_string_lossy());

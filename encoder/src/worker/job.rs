@@ -1,18 +1,23 @@
 //! One claimed attempt, from the source to the recorded ladder (or its failure).
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use vodsource_commands::layout;
-use vodsource_commands::ports::{ObjectMeta, PutError, StoreError};
+use vodsource_commands::ports::{ObjectMeta, StoreError};
 use vodsource_domain::{EncodeStage, EncodingCost, Manifests, Rendition, VideoCommand, VideoError};
 
 use super::heartbeat::{stage_index, Shared, StopWatch};
+use super::publish::{put, Publisher, MASTER, MPD};
 use super::{JobOutcome, Worker, WorkerError};
-use crate::media::{probe, transcode, Job, MediaError, MediaErrorKind, Packaged};
+use crate::media::{planned_tracks, probe, transcode, Job, MediaError, MediaErrorKind, Packaged};
 use crate::stats::{EncoderStats, Step};
+
+/// How often the muxers' playlists are looked at for segments to publish.
+const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Worker {
     /// Runs a claimed attempt to an outcome. Whatever happens, the scratch folder goes.
@@ -202,10 +207,24 @@ impl Worker {
             return Err(MediaError::cancelled("past its time limit"));
         }
         shared.stage.store(stage_index(EncodeStage::Encode), Ordering::Relaxed);
+        // A duration the probe could not tell: only an encode faster than playback is
+        // published before its end.
+        let total_seconds = match probed.probe.duration_ms {
+            0 => f64::INFINITY,
+            ms => ms as f64 / 1000.0,
+        };
+        let mut publisher = Publisher::new(
+            id,
+            attempt,
+            &scratch.join("out"),
+            planned_tracks(&probed, &self.config.ladder)?,
+            total_seconds,
+            self.config.ladder.segment_seconds,
+        );
         let packaged = {
             let _timer = self.timer(Step::Transcode);
             let stop_watch = StopWatch::new(stop, &shared.cancel);
-            let shared = shared.clone();
+            let transcode_shared = shared.clone();
             let out = scratch.join("out");
             let ladder = self.config.ladder.clone();
             let limits = limits.clone();
@@ -216,11 +235,26 @@ impl Worker {
                     out_dir: &out,
                     config: &ladder,
                     limits: &limits,
-                    cancel: &shared.cancel,
-                    progress: &shared.progress,
+                    cancel: &transcode_shared.cancel,
+                    progress: &transcode_shared.progress,
                 })
             });
-            stop_watch.watch(handle).await?
+            let transcode = stop_watch.watch(handle);
+            tokio::pin!(transcode);
+            let mut ticker = tokio::time::interval(PUBLISH_EVERY);
+            loop {
+                tokio::select! {
+                    biased;
+                    packaged = &mut transcode => break packaged?,
+                    _ = ticker.tick(), if self.config.progressive => {}
+                }
+                if let Err(error) = publisher.publish(self, shared).await {
+                    // The transcode's threads write into the scratch folder: they stop first.
+                    shared.cancel.store(true, Ordering::Relaxed);
+                    let _ = (&mut transcode).await;
+                    return Err(error);
+                }
+            }
         };
         if shared.check_deadline() {
             return Err(MediaError::cancelled("past its time limit"));
@@ -228,8 +262,18 @@ impl Worker {
         shared.stage.store(stage_index(EncodeStage::Upload), Ordering::Relaxed);
         let bytes_out = {
             let _timer = self.timer(Step::Upload);
-            self.upload(id, attempt, &scratch.join("out"), &packaged, shared, stop)
-                .await?
+            publisher.bytes
+                + self
+                    .upload(
+                        id,
+                        attempt,
+                        &scratch.join("out"),
+                        &packaged,
+                        &publisher.uploaded,
+                        shared,
+                        stop,
+                    )
+                    .await?
         };
         let cpu_seconds = match (cpu_before, process_cpu_seconds()) {
             (Some(before), Some(after)) => after - before,
@@ -253,32 +297,38 @@ impl Worker {
         }
     }
 
+    /// Uploads what progressive publication has not: the last segments first, then the
+    /// tracks' `VOD` playlists, then the master and the MPD, so that a player reading a
+    /// playlist finds every segment it lists.
+    #[allow(clippy::too_many_arguments)]
     async fn upload(
         &self,
         id: &str,
         attempt: u32,
         dir: &Path,
         packaged: &Packaged,
+        uploaded: &HashSet<String>,
         shared: &Shared,
         stop: &AtomicBool,
     ) -> Result<u64, MediaError> {
+        let mut files: Vec<&String> = packaged.files.iter().filter(|f| !uploaded.contains(*f)).collect();
+        files.sort_by_key(|file| {
+            let order = match file.as_str() {
+                MASTER | MPD => 2,
+                f if f.ends_with(".m3u8") => 1,
+                _ => 0,
+            };
+            (order, file.as_str())
+        });
         let mut bytes = 0;
-        for file in &packaged.files {
+        for file in files {
             if shared.cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
                 return Err(MediaError::cancelled("cancelled during upload"));
             }
             let body = tokio::fs::File::open(dir.join(file))
                 .await
                 .map_err(|e| MediaError::io(format!("{file}: {e}")))?;
-            let key = layout::attempt_key(id, attempt, file);
-            bytes += self
-                .objects
-                .put(&key, Box::new(body), u64::MAX)
-                .await
-                .map_err(|e| match e {
-                    PutError::Store(e) => MediaError::io(format!("uploading {key}: {e}")),
-                    other => MediaError::io(format!("uploading {key}: {other}")),
-                })?;
+            bytes += put(self, id, attempt, file, Box::new(body)).await?;
         }
         Ok(bytes)
     }

@@ -5,6 +5,7 @@
 
 mod heartbeat;
 mod job;
+mod publish;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -46,6 +47,9 @@ pub struct WorkerConfig {
     pub work_dir: PathBuf,
     /// What the worker agrees to encode, and for how long.
     pub limits: SourceLimits,
+    /// Publish segments while encoding and record the attempt playable before its end;
+    /// false: store every output at the end only.
+    pub progressive: bool,
 }
 
 impl WorkerConfig {
@@ -59,6 +63,7 @@ impl WorkerConfig {
             poll_every: Duration::from_millis(500),
             work_dir: work_dir.into(),
             limits: SourceLimits::default(),
+            progressive: true,
         }
     }
 }

@@ -288,7 +288,7 @@ async fn publishing_follows_the_lifecycle() {
         err["error"]["message"]
             .as_str()
             .unwrap_or("")
-            .contains("encoding completes"),
+            .contains("before it plays"),
         "{err}"
     );
     s.encode(&id).await;

@@ -241,6 +241,7 @@ async fn the_relay_publishes_every_event_once_per_checkpoint_keyed_by_video() {
         content_type: "video/mp4".into(),
         size_bytes: 10,
         source_url: None,
+        publish_when_playable: false,
     };
     let context = CommandContext::actor("alice");
     for i in 0..5 {

@@ -58,6 +58,7 @@ impl World {
             content_type: "video/mp4".into(),
             size_bytes: size.max(1),
             source_url: None,
+            publish_when_playable: false,
         };
         commands.execute(&id, register, &context).await.expect("registered");
         let key = format!("sources/{id}/clip.mp4");

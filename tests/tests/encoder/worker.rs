@@ -416,6 +416,7 @@ async fn a_request_s_correlation_id_follows_the_flow_through_supervisor_and_work
         content_type: "video/mp4".into(),
         size_bytes: body.len() as u64,
         source_url: None,
+        publish_when_playable: false,
     };
     commands.execute(&id, register, &context).await.expect("registered");
     let key = vodsource_commands::layout::source_key(&id, "clip.mp4");
@@ -479,4 +480,53 @@ async fn a_request_s_correlation_id_follows_the_flow_through_supervisor_and_work
         ]),
         "the worker's command, inside its span: {lines:#?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_enough_encode_is_recorded_playable_before_its_end_unless_progressive_is_off() {
+    let world = World::new().await;
+    // 40 s: the first segments are stored long before the last one is encoded.
+    let source = pattern(world.dir.path(), "src.mp4", "640x360", 30, 40);
+    let progressive = world.uploaded(&source).await;
+    let outcome = worker(&world, "w1").run_one().await.expect("no store failure");
+    assert!(matches!(outcome, Some(JobOutcome::Completed { .. })), "{outcome:?}");
+    let history = world.history(&progressive).await;
+    let names: Vec<&str> = history.iter().map(VideoEvent::type_name).collect();
+    let playable = names.iter().position(|n| *n == "VideoPlayable").expect("playable");
+    let rendition = names.iter().position(|n| *n == "RenditionEncoded").expect("rendition");
+    let completed = names.iter().position(|n| *n == "EncodingCompleted").expect("completed");
+    assert!(playable < rendition && rendition < completed, "{names:?}");
+    let manifests = |event: &VideoEvent| match event {
+        VideoEvent::VideoPlayable { manifests, .. } | VideoEvent::EncodingCompleted { manifests, .. } => {
+            Some(manifests.clone())
+        }
+        _ => None,
+    };
+    assert_eq!(
+        manifests(&history[playable]),
+        manifests(&history[completed]),
+        "the manifests that played are the ones completed"
+    );
+
+    // The earlier path: everything stored at the end, nothing playable before.
+    world.supervise().await;
+    let whole = world.uploaded(&source).await;
+    let mut config = WorkerConfig::new("w2", world.work_dir());
+    config.progress_every = Duration::from_millis(200);
+    config.progressive = false;
+    let outcome = world
+        .stores
+        .worker(world.objects.clone(), config)
+        .run_one()
+        .await
+        .expect("no store failure");
+    assert!(matches!(outcome, Some(JobOutcome::Completed { .. })), "{outcome:?}");
+    let names: Vec<String> = world
+        .history(&whole)
+        .await
+        .iter()
+        .map(|e| e.type_name().to_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n == "VideoPlayable"), "{names:?}");
+    assert!(names.iter().any(|n| n == "EncodingCompleted"), "{names:?}");
 }

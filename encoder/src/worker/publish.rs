@@ -1,0 +1,292 @@
+//! Progressive publication: while the transcode writes, each segment the muxer has closed
+//! goes to the object store at once, each track's playlist follows as an `EVENT` playlist
+//! over what is stored, and once a player starting now would never catch up with the encoder
+//! ([`keeps_ahead`]), the master playlist lists the rungs that keep ahead, a dynamic MPD
+//! lists the same, and the attempt is recorded playable; the MPD follows each new segment
+//! from then on. At the end the job uploads the rest, the `VOD` playlists and the static MPD.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use vodsource_commands::layout;
+use vodsource_commands::ports::PutError;
+use vodsource_domain::{Manifests, VideoCommand};
+
+use super::heartbeat::Shared;
+use super::Worker;
+use crate::manifest::Segment;
+use crate::manifest::{dash_mpd_dynamic, hls_master, init_timescale, media_playlist, Track, TrackKind};
+use crate::media::package::{read_listing, segment, PLAYLIST};
+use crate::media::{MediaError, PlannedTrack};
+use crate::progressive::{keeps_ahead, rate, MARGIN_SECONDS};
+
+/// The master playlist's name in the attempt's folder.
+pub(super) const MASTER: &str = "master.m3u8";
+/// The MPD's name in the attempt's folder.
+pub(super) const MPD: &str = "manifest.mpd";
+
+/// What one attempt has published so far.
+pub(super) struct Publisher {
+    id: String,
+    attempt: u32,
+    dir: PathBuf,
+    tracks: Vec<PlannedTrack>,
+    /// Seconds of media the encode will have.
+    total: f64,
+    segment_seconds: u32,
+    started: Instant,
+    /// Files stored (relative to the attempt's folder), segments and init segments only:
+    /// the final upload leaves them out.
+    pub(super) uploaded: HashSet<String>,
+    /// Bytes of those files.
+    pub(super) bytes: u64,
+    /// Each track's segments as far as its muxer has listed them (sizes read once).
+    segments: Vec<Vec<Segment>>,
+    /// Segments listed in each track's stored playlist.
+    listed: Vec<usize>,
+    /// Each track's timescale, from its init segment once stored.
+    timescales: Vec<u32>,
+    /// The dynamic MPD's `availabilityStartTime`, fixed when it is first written.
+    available_from: Option<chrono::DateTime<chrono::Utc>>,
+    /// The rungs the stored master lists.
+    in_master: BTreeSet<String>,
+    /// Whether the attempt was recorded playable.
+    pub(super) playable: bool,
+}
+
+impl Publisher {
+    pub(super) fn new(
+        id: &str,
+        attempt: u32,
+        dir: &Path,
+        tracks: Vec<PlannedTrack>,
+        total_seconds: f64,
+        segment_seconds: u32,
+    ) -> Self {
+        let listed = vec![0; tracks.len()];
+        let segments = vec![Vec::new(); tracks.len()];
+        let timescales = vec![0; tracks.len()];
+        Self {
+            id: id.to_owned(),
+            attempt,
+            dir: dir.to_owned(),
+            tracks,
+            total: total_seconds,
+            segment_seconds,
+            started: Instant::now(),
+            uploaded: HashSet::new(),
+            bytes: 0,
+            segments,
+            listed,
+            timescales,
+            available_from: None,
+            in_master: BTreeSet::new(),
+            playable: false,
+        }
+    }
+
+    /// Stores what the muxers closed since the last call, then the master and the playable
+    /// mark when the time has come. A refusal of the mark (the lease went, the video was
+    /// deleted) cancels the transcode.
+    pub(super) async fn publish(&mut self, worker: &Worker, shared: &Shared) -> Result<(), MediaError> {
+        let mut now = Vec::with_capacity(self.tracks.len());
+        let mut grew = false;
+        for i in 0..self.tracks.len() {
+            let planned = &self.tracks[i];
+            // The muxer rewrites its playlist through a rename: a read sees one whole version.
+            let Some((init, listing)) = read_listing(&self.dir, &planned.name)? else {
+                now.push(None);
+                continue;
+            };
+            let folder = self.dir.join(&planned.name);
+            let known = self.segments[i].len();
+            for (duration, uri) in listing.into_iter().skip(known) {
+                self.segments[i].push(segment(&folder, duration, uri)?);
+            }
+            let mut track = Track {
+                name: planned.name.clone(),
+                kind: planned.kind.clone(),
+                codecs: planned.codecs.clone(),
+                timescale: self.timescales[i],
+                init,
+                playlist: PLAYLIST.to_owned(),
+                segments: self.segments[i].clone(),
+            };
+            if track.segments.len() > self.listed[i] {
+                grew = true;
+                let init = format!("{}/{}", track.name, track.init);
+                if self.timescales[i] == 0 {
+                    let bytes = tokio::fs::read(self.dir.join(&init))
+                        .await
+                        .map_err(|e| MediaError::io(format!("{init}: {e}")))?;
+                    self.timescales[i] = init_timescale(&bytes)
+                        .ok_or_else(|| MediaError::internal(format!("{init} declares no timescale")))?;
+                    track.timescale = self.timescales[i];
+                }
+                self.store_file(worker, &init).await?;
+                for segment in &track.segments[self.listed[i]..] {
+                    self.store_file(worker, &format!("{}/{}", track.name, segment.uri))
+                        .await?;
+                }
+                let text = media_playlist(&track, self.segment_seconds, false);
+                self.store_text(worker, &format!("{}/{PLAYLIST}", track.name), text)
+                    .await?;
+                self.listed[i] = track.segments.len();
+            }
+            now.push(Some(track));
+        }
+        if self.update_master(worker, shared, &now).await? || !grew || !self.playable {
+            return Ok(());
+        }
+        let (video, audio) = self.in_manifests(&now);
+        self.store_mpd(worker, &video, audio.as_ref()).await
+    }
+
+    /// The tracks the manifests list now: the rungs in the master, and the audio.
+    fn in_manifests(&self, now: &[Option<Track>]) -> (Vec<Track>, Option<Track>) {
+        let mut video = Vec::new();
+        let mut audio = None;
+        for track in now.iter().flatten() {
+            match track.kind {
+                TrackKind::Audio { .. } => audio = Some(track.clone()),
+                TrackKind::Video { .. } if self.in_master.contains(&track.name) => video.push(track.clone()),
+                TrackKind::Video { .. } => {}
+            }
+        }
+        (video, audio)
+    }
+
+    /// Stores the dynamic MPD over `video` and `audio` as they are stored now.
+    async fn store_mpd(&mut self, worker: &Worker, video: &[Track], audio: Option<&Track>) -> Result<(), MediaError> {
+        let now = worker.clock.now();
+        // Media time 0 counts as available as far back as what is stored now lasts: the
+        // player's clock then reaches the stored end only as fast as playback does.
+        let available_from = *self.available_from.get_or_insert_with(|| {
+            let stored = video
+                .iter()
+                .chain(audio)
+                .map(Track::duration)
+                .fold(f64::INFINITY, f64::min);
+            now - chrono::Duration::milliseconds((stored * 1000.0) as i64)
+        });
+        let rfc3339 = |at: chrono::DateTime<chrono::Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let text = dash_mpd_dynamic(video, audio, &rfc3339(available_from), &rfc3339(now));
+        self.store_text(worker, MPD, text).await
+    }
+
+    /// Lists in the master (and the MPD) the rungs that keep ahead of a player starting now
+    /// (with the audio, which must keep ahead too), and marks the attempt playable the first
+    /// time there is one. Whether it wrote them.
+    async fn update_master(
+        &mut self,
+        worker: &Worker,
+        shared: &Shared,
+        now: &[Option<Track>],
+    ) -> Result<bool, MediaError> {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let segment = f64::from(self.segment_seconds);
+        let ahead = |track: &Track| {
+            let available = track.duration();
+            keeps_ahead(self.total, available, rate(available, elapsed), segment, MARGIN_SECONDS)
+        };
+        let mut audio = None;
+        let mut video = Vec::new();
+        for (planned, track) in self.tracks.iter().zip(now) {
+            match (&planned.kind, track) {
+                (TrackKind::Audio { .. }, Some(track)) if ahead(track) => audio = Some(track.clone()),
+                (TrackKind::Audio { .. }, _) => return Ok(false),
+                (TrackKind::Video { .. }, Some(track)) if ahead(track) || self.in_master.contains(&track.name) => {
+                    video.push(track.clone());
+                }
+                (TrackKind::Video { .. }, _) => {}
+            }
+        }
+        let names: BTreeSet<String> = video.iter().map(|t| t.name.clone()).collect();
+        if video.is_empty() || names == self.in_master {
+            return Ok(false);
+        }
+        self.store_mpd(worker, &video, audio.as_ref()).await?;
+        self.store_text(worker, MASTER, hls_master(&video, audio.as_ref()))
+            .await?;
+        self.in_master = names;
+        if self.playable {
+            return Ok(true);
+        }
+        let base = layout::attempt_prefix(&self.id, self.attempt);
+        let command = VideoCommand::MarkPlayable {
+            worker_id: worker.config.worker_id.clone(),
+            attempt: self.attempt,
+            manifests: Manifests {
+                hls_master_key: format!("{base}/{MASTER}"),
+                dash_mpd_key: format!("{base}/{MPD}"),
+            },
+        };
+        match worker.send(&self.id, command).await {
+            Ok(Ok(())) => {
+                self.playable = true;
+                tracing::info!(
+                    worker = %worker.config.worker_id,
+                    video_id = %self.id,
+                    attempt = self.attempt,
+                    after_s = elapsed,
+                    rungs = ?self.in_master,
+                    "playable"
+                );
+                Ok(true)
+            }
+            Ok(Err(refusal)) => {
+                shared.set_stopped(refusal.to_string());
+                shared.cancel.store(true, Ordering::Relaxed);
+                Err(MediaError::cancelled(refusal.to_string()))
+            }
+            // The store failed: the mark is tried again at the next call.
+            Err(e) => {
+                tracing::warn!(video_id = %self.id, error = %e, "recording playable failed; trying again");
+                self.in_master.clear();
+                Ok(true)
+            }
+        }
+    }
+
+    /// Stores file `name` of the attempt's folder once.
+    async fn store_file(&mut self, worker: &Worker, name: &str) -> Result<(), MediaError> {
+        if self.uploaded.contains(name) {
+            return Ok(());
+        }
+        let body = tokio::fs::File::open(self.dir.join(name))
+            .await
+            .map_err(|e| MediaError::io(format!("{name}: {e}")))?;
+        self.bytes += put(worker, &self.id, self.attempt, name, Box::new(body)).await?;
+        self.uploaded.insert(name.to_owned());
+        Ok(())
+    }
+
+    async fn store_text(&self, worker: &Worker, name: &str, text: String) -> Result<(), MediaError> {
+        put(
+            worker,
+            &self.id,
+            self.attempt,
+            name,
+            Box::new(std::io::Cursor::new(text.into_bytes())),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// Stores `body` as file `name` of the attempt; the bytes written.
+pub(super) async fn put(
+    worker: &Worker,
+    id: &str,
+    attempt: u32,
+    name: &str,
+    body: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+) -> Result<u64, MediaError> {
+    let key = layout::attempt_key(id, attempt, name);
+    worker.objects.put(&key, body, u64::MAX).await.map_err(|e| match e {
+        PutError::Store(e) => MediaError::io(format!("uploading {key}: {e}")),
+        other => MediaError::io(format!("uploading {key}: {other}")),
+    })
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Time to playable and time to complete (issue 20), side by side in one run: 1080p30 sources
+# with audio (testsrc2 with moving grain, ~12 Mbit/s like a phone upload), each encoded by a
+# fresh `vodsource serve` (embedded, release build) with the built-in ladder, once with the
+# earlier path (`--progressive=false`: the whole ladder is stored, then the video plays) and
+# once with progressive publication. Per run, web/e2e/ttp.mjs measures in headless Chromium:
+#   ttp  upload-complete → the first frame hls.js shows (the page polls the status every 100 ms)
+#   ttc  SourceUploaded → EncodingCompleted (as recorded)
+# and prints the median of RUNS runs per length and path.
+# Usage: scripts/bench-playable.sh [RUNS] [SECONDS...]   (default: 3 runs of 20 120 600)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vodsource/target}"
+runs="${1:-3}"
+shift || true
+lengths=("$@")
+[ ${#lengths[@]} -gt 0 ] || lengths=(20 120 600)
+scripts/services.sh start ffmpeg browser >/dev/null
+cargo build --release --locked --bin vodsource 2>&1 | tail -1
+bin="$CARGO_TARGET_DIR/release/vodsource"
+work="$(mktemp -d)"
+server=""
+trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
+
+source_of() { # seconds -> path (made once)
+    local path="$work/source-$1.mp4"
+    if [ ! -f "$path" ]; then
+        ffmpeg -v error -y -f lavfi -i "testsrc2=size=1920x1080:rate=30,noise=alls=8:allf=t" \
+            -f lavfi -i "sine=frequency=330:sample_rate=48000" \
+            -t "$1" -c:v libx264 -preset veryfast -crf 23 -pix_fmt yuv420p -c:a aac -b:a 192k -shortest "$path"
+    fi
+    echo "$path"
+}
+
+one() { # seconds progressive -> "ttp_ms ttc_ms playable_ms"
+    local data="$work/data" log="$work/serve.log"
+    rm -rf "$data"
+    mkdir -p "$data"
+    VODSOURCE_LOG="warn,vodsource_api::http=info" "$bin" --data-dir "$data" --log-json \
+        "--progressive=$2" serve --listen 127.0.0.1:0 2>"$log" &
+    server=$!
+    local base=""
+    for _ in $(seq 1 100); do
+        base="$(grep "serving the API" "$log" | head -1 | python3 -c 'import json,sys; l=sys.stdin.readline(); print(json.loads(l)["fields"]["addr"] if l else "")' || true)"
+        [ -n "$base" ] && break
+        sleep 0.1
+    done
+    [ -n "$base" ] || { echo "the server did not start: $(cat "$log")" >&2; exit 1; }
+    local out
+    out="$(BASE="http://$base" SOURCE="$(source_of "$1")" node web/e2e/ttp.mjs 2>"$work/ttp.err" | tail -1)"
+    kill "$server"
+    wait "$server" 2>/dev/null || true
+    server=""
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert "error" not in r, r; print(r["ttp_ms"], r["ttc_ms"], r["playable_ms"])' "$out"
+}
+
+median() { sort -n | sed -n "$(((runs + 1) / 2))p"; }
+
+printf '%-8s %-12s %10s %10s %12s\n' length path ttp_s ttc_s playable_s
+for seconds in "${lengths[@]}"; do
+    for progressive in false true; do
+        ttps=() ttcs=() playables=()
+        for _ in $(seq 1 "$runs"); do
+            read -r ttp ttc playable <<<"$(one "$seconds" "$progressive")"
+            ttps+=("$ttp")
+            ttcs+=("$ttc")
+            playables+=("$playable")
+        done
+        path=$([ "$progressive" = true ] && echo progressive || echo whole-ladder)
+        printf '%-8s %-12s %10.2f %10.2f %12.2f\n' "${seconds}s" "$path" \
+            "$(printf '%s\n' "${ttps[@]}" | median | awk '{print $1/1000}')" \
+            "$(printf '%s\n' "${ttcs[@]}" | median | awk '{print $1/1000}')" \
+            "$(printf '%s\n' "${playables[@]}" | median | awk '{print $1/1000}')"
+    done
+done

@@ -1,0 +1,97 @@
+// Time to playable, as a viewer sees it (the benchmark of scripts/bench-playable.sh): with
+// Chromium already open on the server's page, registers SOURCE asking for publication once
+// playable, uploads it, and at upload-complete starts the clock. The page then asks for the
+// status every 100 ms; as soon as the video plays (playable, or ready) it fetches the playback
+// URLs and starts hls.js at 0; the first frame shown (requestVideoFrameCallback) stops the
+// clock. Then it waits for the encode to end and reads EncodingCompleted's time from the
+// history. Prints one JSON line: ttp_ms (upload-complete → first frame), playable_ms
+// (upload-complete → VideoPlayable or EncodingCompleted recorded), ttc_ms (→ EncodingCompleted).
+//
+// Environment: BASE (the server, authentication off), SOURCE (a video file), CHROMIUM.
+
+import { readFile } from 'node:fs/promises';
+import { need, open } from './browser.mjs';
+
+const { BASE, SOURCE } = need('BASE', 'SOURCE');
+const { browser, page } = await open('ttp');
+const result = {};
+const api = async (method, path, body) => {
+  const r = await fetch(`${BASE}${path}`, {
+    method,
+    headers: body ? { 'content-type': 'application/json' } : {},
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${await r.text()}`);
+  return r.json();
+};
+try {
+  await page.goto(`${BASE}/`);
+  await page.waitForFunction(() => window.Hls !== undefined);
+  const bytes = await readFile(SOURCE);
+  const registered = await api('POST', '/v1/videos', {
+    title: 'time to playable', filename: 'source.mp4', content_type: 'video/mp4',
+    size_bytes: bytes.length, publish_when_playable: true,
+  });
+  const id = registered.video_id;
+  const put = await fetch(registered.upload.url, { method: 'PUT', body: bytes });
+  if (!put.ok) throw new Error(`PUT: ${put.status}`);
+  await api('POST', `/v1/videos/${id}/upload-complete`);
+  const t0 = Date.now();
+  result.video_id = id;
+  // In the page: wait until it plays, start hls.js, and report the first frame's time.
+  const seen = await page.evaluate(async (id) => {
+    const wait = (ms) => new Promise((r) => setTimeout(r, ms));
+    let status;
+    for (;;) {
+      status = await (await fetch(`/v1/videos/${id}/status`)).json();
+      if (status.playable || status.status === 'ready') break;
+      if (status.status === 'failed') throw new Error(`failed: ${status.last_error}`);
+      await wait(100);
+    }
+    const playableSeenAt = Date.now();
+    let playback;
+    for (;;) {
+      const r = await fetch(`/v1/videos/${id}/playback`);
+      if (r.ok) { playback = await r.json(); break; }
+      await wait(50);
+    }
+    const video = document.createElement('video');
+    video.muted = true;
+    document.body.append(video);
+    const hls = new window.Hls({ startPosition: 0 });
+    const frame = new Promise((resolve, reject) => {
+      video.requestVideoFrameCallback(() => resolve(Date.now()));
+      hls.on(window.Hls.Events.ERROR, (_, d) => { if (d.fatal) reject(new Error(d.details)); });
+    });
+    hls.loadSource(playback.hls_url);
+    hls.attachMedia(video);
+    video.play().catch(() => {});
+    const firstFrameAt = await frame;
+    hls.destroy();
+    return { playableSeenAt, firstFrameAt, statusAtPlay: status.status };
+  }, id);
+  result.ttp_ms = seen.firstFrameAt - t0;
+  result.seen_playable_ms = seen.playableSeenAt - t0;
+  result.status_at_play = seen.statusAtPlay;
+  // The encode's end, from the history (the recorded times of the events).
+  for (;;) {
+    const history = await api('GET', `/v1/history/${id}?limit=1000`);
+    const at = (type) => history.events.find((e) => e.type === type)?.occurred_at;
+    const uploaded = at('SourceUploaded');
+    const completed = at('EncodingCompleted');
+    if (completed) {
+      const playable = at('VideoPlayable') || completed;
+      result.ttc_ms = Date.parse(completed) - Date.parse(uploaded);
+      result.playable_ms = Date.parse(playable) - Date.parse(uploaded);
+      break;
+    }
+    if (history.events.some((e) => e.type === 'EncodingFailed')) throw new Error('the encode failed');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+} catch (e) {
+  result.error = String(e && e.stack ? e.stack : e);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));
+process.exit(result.error ? 1 : 0);
