@@ -311,17 +311,8 @@ impl Worker {
         shared: &Shared,
         stop: &AtomicBool,
     ) -> Result<u64, MediaError> {
-        let mut files: Vec<&String> = packaged.files.iter().filter(|f| !uploaded.contains(*f)).collect();
-        files.sort_by_key(|file| {
-            let order = match file.as_str() {
-                MASTER | MPD => 2,
-                f if f.ends_with(".m3u8") => 1,
-                _ => 0,
-            };
-            (order, file.as_str())
-        });
         let mut bytes = 0;
-        for file in files {
+        for file in upload_order(&packaged.files, uploaded) {
             if shared.cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
                 return Err(MediaError::cancelled("cancelled during upload"));
             }
@@ -396,6 +387,21 @@ impl Worker {
     }
 }
 
+/// The files the final upload stores, in its order: those not stored yet, segments (and
+/// everything else) first, then the tracks' playlists, then the master and the MPD.
+fn upload_order<'a>(files: &'a [String], stored: &HashSet<String>) -> Vec<&'a String> {
+    let mut files: Vec<&String> = files.iter().filter(|f| !stored.contains(*f)).collect();
+    files.sort_by_key(|file| {
+        let order = match file.as_str() {
+            MASTER | MPD => 2,
+            f if f.ends_with(".m3u8") => 1,
+            _ => 0,
+        };
+        (order, file.as_str())
+    });
+    files
+}
+
 /// CPU seconds (user + system) this process has used, from `/proc/self/stat` (Linux). The
 /// kernel reports them in USER_HZ ticks, which is 100 on every Linux ABI.
 pub fn process_cpu_seconds() -> Option<f64> {
@@ -417,5 +423,41 @@ struct StepTimer<'a> {
 impl Drop for StepTimer<'_> {
     fn drop(&mut self) {
         self.stats.step(self.step, self.started.elapsed());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_final_upload_skips_what_is_stored_and_puts_segments_before_playlists_before_manifests() {
+        let files: Vec<String> = [
+            "720p/index.m3u8",
+            "720p/init.mp4",
+            "720p/seg_00001.m4s",
+            "720p/seg_00002.m4s",
+            "audio/index.m3u8",
+            "audio/seg_00001.m4s",
+            "manifest.mpd",
+            "master.m3u8",
+            "poster.jpg",
+        ]
+        .map(String::from)
+        .to_vec();
+        let stored: HashSet<String> = ["720p/init.mp4", "720p/seg_00001.m4s"].map(String::from).into();
+        let order: Vec<&str> = upload_order(&files, &stored).into_iter().map(String::as_str).collect();
+        assert_eq!(
+            order,
+            [
+                "720p/seg_00002.m4s",
+                "audio/seg_00001.m4s",
+                "poster.jpg",
+                "720p/index.m3u8",
+                "audio/index.m3u8",
+                "manifest.mpd",
+                "master.m3u8",
+            ]
+        );
     }
 }
