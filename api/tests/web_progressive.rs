@@ -41,6 +41,7 @@ async fn a_video_still_encoding_plays_from_growing_playlists_without_a_stall_and
         status["status"], "encoding",
         "playable before the ladder is done: {status}"
     );
+    assert!(status["playable_at"].is_string(), "{status}");
     // Registered to publish itself once playable: it is in the catalog, published.
     let video: Value = client
         .get(format!("{base}/v1/videos/{id}"))

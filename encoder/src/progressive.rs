@@ -80,6 +80,12 @@ mod tests {
     }
 
     #[test]
+    fn of_an_unknown_length_only_an_encode_faster_than_playback_is_playable_early() {
+        assert!(keeps_ahead(f64::INFINITY, 8.0, 1.5, 4.0, MARGIN_SECONDS));
+        assert!(!keeps_ahead(f64::INFINITY, 300.0, 0.95, 4.0, MARGIN_SECONDS));
+    }
+
+    #[test]
     fn a_complete_track_is_playable_whatever_the_rate() {
         assert!(keeps_ahead(10.0, 10.0, 0.0, 4.0, MARGIN_SECONDS));
         assert!(!keeps_ahead(0.0, 0.0, 0.0, 4.0, MARGIN_SECONDS));
