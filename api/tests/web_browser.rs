@@ -93,10 +93,12 @@ async fn an_upload_survives_a_page_reload_and_resumes_where_the_server_got_to() 
         "resume.mjs",
         &[("CLIP", source.as_os_str()), ("TITLE", "reloaded mid-way".as_ref())],
     );
-    // The bar was kept across the reload, and the upload carried on from the server's offset.
+    // The bar was kept across the reload (it shows what the server acknowledged, which may be
+    // a little past what the page had drawn when it reloaded), and the upload carried on from
+    // the server's offset.
     let before = seen["beforeReload"].as_u64().unwrap_or(0);
     let after = seen["afterReload"].as_u64().unwrap_or(0);
-    assert!(before >= 35 && after > 0 && after <= before, "{seen:#}");
+    assert!(before >= 35 && after > 0 && after.abs_diff(before) <= 3, "{seen:#}");
     let resumed_from = seen["offsets"]
         .as_array()
         .and_then(|o| o.iter().filter_map(Value::as_u64).max())
