@@ -112,13 +112,17 @@ fn rendition() -> Rendition {
     }
 }
 
-fn with_rendition() -> Vec<VideoEvent> {
-    let mut events = claimed();
-    events.push(VideoEvent::RenditionEncoded {
+fn rendition_encoded() -> VideoEvent {
+    VideoEvent::RenditionEncoded {
         attempt: 1,
         worker_id: WORKER.into(),
         rendition: rendition(),
-    });
+    }
+}
+
+fn with_rendition() -> Vec<VideoEvent> {
+    let mut events = claimed();
+    events.push(rendition_encoded());
     events
 }
 
@@ -1189,11 +1193,7 @@ fn asked_at_registration_the_video_publishes_itself_when_playable_once() {
     // Published at playable: the completion does not publish again.
     let mut events = claimed_publishing_when_playable();
     events.extend([playable_event(), VideoEvent::VideoPublished {}]);
-    events.push(VideoEvent::RenditionEncoded {
-        attempt: 1,
-        worker_id: WORKER.into(),
-        rendition: rendition(),
-    });
+    events.push(rendition_encoded());
     video()
         .given(events.clone())
         .when(complete_cmd(WORKER, 1))
@@ -1206,11 +1206,7 @@ fn asked_at_registration_the_video_publishes_itself_when_playable_once() {
         .then_expect_events(vec![completed_event()]);
     // Never playable before the end: the completion publishes.
     let mut events = claimed_publishing_when_playable();
-    events.push(VideoEvent::RenditionEncoded {
-        attempt: 1,
-        worker_id: WORKER.into(),
-        rendition: rendition(),
-    });
+    events.push(rendition_encoded());
     video()
         .given(events)
         .when(complete_cmd(WORKER, 1))

@@ -212,3 +212,93 @@ impl Projector for CatalogProjector {
         ViewChange::Put(view)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use vodsource_domain::Manifests;
+
+    use super::*;
+    use crate::status::StatusProjector;
+
+    /// Folds `events` through `projector`, version by version.
+    fn fold<P: Projector>(projector: &P, events: Vec<VideoEvent>) -> Option<P::View> {
+        let at = Utc
+            .with_ymd_and_hms(2026, 12, 5, 10, 0, 0)
+            .single()
+            .expect("valid date");
+        let mut view = None;
+        for (i, event) in events.into_iter().enumerate() {
+            let meta = EventMeta {
+                stream_id: "v",
+                version: i as u64 + 1,
+                position: i as u64 + 1,
+                occurred_at: at,
+            };
+            view = match projector.project(view, event, meta) {
+                ViewChange::Unchanged(view) => view,
+                ViewChange::Put(view) => Some(view),
+                ViewChange::Delete => None,
+            };
+        }
+        view
+    }
+
+    fn lifecycle(until_playable: bool, then_failed: bool) -> Vec<VideoEvent> {
+        let manifests = Manifests {
+            hls_master_key: "media/v/1/master.m3u8".into(),
+            dash_mpd_key: "media/v/1/manifest.mpd".into(),
+        };
+        let mut events = vec![
+            VideoEvent::VideoRegistered {
+                owner: "alice".into(),
+                title: "t".into(),
+                description: String::new(),
+                tags: vec![],
+                filename: "a.mp4".into(),
+                content_type: "video/mp4".into(),
+                size_bytes: 10,
+                source_url: None,
+                publish_when_playable: false,
+            },
+            VideoEvent::EncodingRequested { attempt: 1 },
+            VideoEvent::EncodingClaimed {
+                attempt: 1,
+                worker_id: "w".into(),
+                lease_until: Utc::now(),
+            },
+        ];
+        if until_playable {
+            events.push(VideoEvent::VideoPlayable {
+                attempt: 1,
+                worker_id: "w".into(),
+                manifests,
+            });
+        }
+        if then_failed {
+            events.push(VideoEvent::EncodingFailed {
+                attempt: 1,
+                worker_id: Some("w".into()),
+                reason: "lost".into(),
+                retryable: true,
+            });
+        }
+        events
+    }
+
+    #[test]
+    fn a_playable_attempt_has_manifests_until_it_fails() {
+        let encoding = fold(&CatalogProjector, lifecycle(false, false)).expect("listed");
+        assert!(!encoding.playable && encoding.manifests.is_none());
+        let playable = fold(&CatalogProjector, lifecycle(true, false)).expect("listed");
+        assert_eq!(playable.status, Stage::Encoding);
+        assert!(playable.playable && playable.manifests.is_some(), "{playable:?}");
+        let failed = fold(&CatalogProjector, lifecycle(true, true)).expect("listed");
+        assert!(!failed.playable && failed.manifests.is_none(), "{failed:?}");
+
+        let status = fold(&StatusProjector, lifecycle(true, false)).expect("status");
+        assert!(status.playable && status.playable_at.is_some(), "{status:?}");
+        let status = fold(&StatusProjector, lifecycle(true, true)).expect("status");
+        assert!(!status.playable && status.playable_at.is_none(), "{status:?}");
+    }
+}

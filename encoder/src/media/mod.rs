@@ -92,9 +92,17 @@ pub struct PlannedTrack {
 pub fn planned_tracks(probed: &Probed, config: &LadderConfig) -> Result<Vec<PlannedTrack>, MediaError> {
     let fps = Fps::choose(probed.probe.frame_rate, config.max_fps);
     let rungs = plan(config, probed.display_width, probed.display_height, fps.as_f64())?;
-    let mut tracks: Vec<PlannedTrack> = rungs
-        .iter()
-        .map(|rung| PlannedTrack {
+    let mut tracks: Vec<PlannedTrack> = rungs.iter().map(|rung| PlannedTrack::video(rung, fps)).collect();
+    if probed.has_audio {
+        tracks.push(PlannedTrack::audio());
+    }
+    Ok(tracks)
+}
+
+impl PlannedTrack {
+    /// The track of `rung` at `fps`.
+    fn video(rung: &RungPlan, fps: Fps) -> Self {
+        Self {
             name: rung.name.clone(),
             kind: TrackKind::Video {
                 width: rung.width,
@@ -102,23 +110,21 @@ pub fn planned_tracks(probed: &Probed, config: &LadderConfig) -> Result<Vec<Plan
                 fps: (fps.num, fps.den),
             },
             codecs: rung.video_codecs(),
-        })
-        .collect();
-    if probed.has_audio {
-        tracks.push(PlannedTrack {
+        }
+    }
+
+    /// The AAC-LC stereo track.
+    fn audio() -> Self {
+        Self {
             name: "audio".into(),
             kind: TrackKind::Audio {
                 channels: 2,
                 sample_rate: audio::SAMPLE_RATE,
             },
-            codecs: AUDIO_CODECS.into(),
-        });
+            codecs: "mp4a.40.2".into(),
+        }
     }
-    Ok(tracks)
 }
-
-/// The RFC 6381 codecs of the AAC-LC audio track.
-pub const AUDIO_CODECS: &str = "mp4a.40.2";
 
 /// Decodes the source once and writes the whole ladder, packaged, into `job.out_dir`.
 ///

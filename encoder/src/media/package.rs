@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{audio, thumbs, video, MediaError, Packaged};
+use super::{audio, thumbs, video, MediaError, Packaged, PlannedTrack};
 use crate::ladder::{Fps, RungPlan};
-use crate::manifest::{dash_mpd, hls_master, media_playlist, parse_media_playlist, Segment, Track, TrackKind};
+use crate::manifest::{dash_mpd, hls_master, media_playlist, parse_media_playlist, Segment, Track};
 
 /// The media playlist's name in each track's folder.
 pub const PLAYLIST: &str = "index.m3u8";
@@ -43,44 +43,26 @@ pub fn segment(folder: &Path, duration: f64, uri: String) -> Result<Segment, Med
     Ok(Segment { uri, duration, bytes })
 }
 
-/// The track in `dir/name` as its playlist lists it.
-fn read_track(
-    dir: &Path,
-    name: &str,
-    kind: TrackKind,
-    codecs: String,
-    timescale: u32,
-) -> Result<Option<Track>, MediaError> {
-    let Some((init, listed)) = read_listing(dir, name)? else {
-        return Ok(None);
-    };
+/// The complete track `planned` in `dir`, its playlist rewritten as `VOD` over the same
+/// segments.
+fn track(dir: &Path, planned: &PlannedTrack, timescale: u32, target: u32) -> Result<Track, MediaError> {
+    let name = &planned.name;
+    let (init, listed) =
+        read_listing(dir, name)?.ok_or_else(|| MediaError::io(format!("the {name} playlist was not written")))?;
     let folder = dir.join(name);
     let segments = listed
         .into_iter()
         .map(|(duration, uri)| segment(&folder, duration, uri))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(Track {
-        name: name.to_owned(),
-        kind,
-        codecs,
+    let track = Track {
+        name: name.clone(),
+        kind: planned.kind.clone(),
+        codecs: planned.codecs.clone(),
         timescale,
         init,
         playlist: PLAYLIST.to_owned(),
         segments,
-    }))
-}
-
-/// The complete track, its playlist rewritten as `VOD` over the same segments.
-fn track(
-    dir: &Path,
-    name: &str,
-    kind: TrackKind,
-    codecs: String,
-    timescale: u32,
-    target: u32,
-) -> Result<Track, MediaError> {
-    let track = read_track(dir, name, kind, codecs, timescale)?
-        .ok_or_else(|| MediaError::io(format!("the {name} playlist was not written")))?;
+    };
     if track.segments.is_empty() {
         return Err(MediaError::internal(format!("the {name} track has no segments")));
     }
@@ -113,38 +95,11 @@ pub(super) fn package(
 ) -> Result<Packaged, MediaError> {
     let mut tracks = Vec::with_capacity(rungs.len());
     for (rung, done) in rungs.iter().zip(done) {
-        let kind = TrackKind::Video {
-            width: rung.width,
-            height: rung.height,
-            fps: (fps.num, fps.den),
-        };
-        tracks.push((
-            rung.clone(),
-            track(
-                out_dir,
-                &rung.name,
-                kind,
-                rung.video_codecs(),
-                done.timescale,
-                segment_seconds,
-            )?,
-        ));
+        let planned = PlannedTrack::video(rung, fps);
+        tracks.push((rung.clone(), track(out_dir, &planned, done.timescale, segment_seconds)?));
     }
     let audio = audio
-        .map(|a| {
-            let kind = TrackKind::Audio {
-                channels: 2,
-                sample_rate: audio::SAMPLE_RATE,
-            };
-            track(
-                out_dir,
-                "audio",
-                kind,
-                super::AUDIO_CODECS.into(),
-                a.timescale,
-                segment_seconds,
-            )
-        })
+        .map(|a| track(out_dir, &PlannedTrack::audio(), a.timescale, segment_seconds))
         .transpose()?;
     let video: Vec<Track> = tracks.iter().map(|(_, t)| t.clone()).collect();
     let write = |name: &str, text: String| {

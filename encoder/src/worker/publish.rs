@@ -16,7 +16,6 @@ use vodsource_domain::{Manifests, VideoCommand};
 
 use super::heartbeat::Shared;
 use super::Worker;
-use crate::manifest::Segment;
 use crate::manifest::{dash_mpd_dynamic, hls_master, init_timescale, media_playlist, Track, TrackKind};
 use crate::media::package::{read_listing, segment, PLAYLIST};
 use crate::media::{MediaError, PlannedTrack};
@@ -27,12 +26,21 @@ pub(super) const MASTER: &str = "master.m3u8";
 /// The MPD's name in the attempt's folder.
 pub(super) const MPD: &str = "manifest.mpd";
 
+/// One track of the attempt, as far as its muxer has written it.
+struct Progress {
+    /// The segments its playlist lists (sizes read once), its init segment and its timescale
+    /// (read from the init segment once).
+    track: Track,
+    /// Segments listed in the stored playlist.
+    stored: usize,
+}
+
 /// What one attempt has published so far.
 pub(super) struct Publisher {
     id: String,
     attempt: u32,
     dir: PathBuf,
-    tracks: Vec<PlannedTrack>,
+    tracks: Vec<Progress>,
     /// Seconds of media the encode will have.
     total: f64,
     segment_seconds: u32,
@@ -42,18 +50,12 @@ pub(super) struct Publisher {
     pub(super) uploaded: HashSet<String>,
     /// Bytes of those files.
     pub(super) bytes: u64,
-    /// Each track's segments as far as its muxer has listed them (sizes read once).
-    segments: Vec<Vec<Segment>>,
-    /// Segments listed in each track's stored playlist.
-    listed: Vec<usize>,
-    /// Each track's timescale, from its init segment once stored.
-    timescales: Vec<u32>,
     /// The dynamic MPD's `availabilityStartTime`, fixed when it is first written.
     available_from: Option<chrono::DateTime<chrono::Utc>>,
     /// The rungs the stored master lists.
     in_master: BTreeSet<String>,
     /// Whether the attempt was recorded playable.
-    pub(super) playable: bool,
+    playable: bool,
 }
 
 impl Publisher {
@@ -65,9 +67,21 @@ impl Publisher {
         total_seconds: f64,
         segment_seconds: u32,
     ) -> Self {
-        let listed = vec![0; tracks.len()];
-        let segments = vec![Vec::new(); tracks.len()];
-        let timescales = vec![0; tracks.len()];
+        let tracks = tracks
+            .into_iter()
+            .map(|planned| Progress {
+                track: Track {
+                    name: planned.name,
+                    kind: planned.kind,
+                    codecs: planned.codecs,
+                    timescale: 0,
+                    init: String::new(),
+                    playlist: PLAYLIST.to_owned(),
+                    segments: Vec::new(),
+                },
+                stored: 0,
+            })
+            .collect();
         Self {
             id: id.to_owned(),
             attempt,
@@ -78,9 +92,6 @@ impl Publisher {
             started: Instant::now(),
             uploaded: HashSet::new(),
             bytes: 0,
-            segments,
-            listed,
-            timescales,
             available_from: None,
             in_master: BTreeSet::new(),
             playable: false,
@@ -91,64 +102,58 @@ impl Publisher {
     /// mark when the time has come. A refusal of the mark (the lease went, the video was
     /// deleted) cancels the transcode.
     pub(super) async fn publish(&mut self, worker: &Worker, shared: &Shared) -> Result<(), MediaError> {
-        let mut now = Vec::with_capacity(self.tracks.len());
         let mut grew = false;
         for i in 0..self.tracks.len() {
-            let planned = &self.tracks[i];
+            let name = self.tracks[i].track.name.clone();
             // The muxer rewrites its playlist through a rename: a read sees one whole version.
-            let Some((init, listing)) = read_listing(&self.dir, &planned.name)? else {
-                now.push(None);
+            let Some((init, listing)) = read_listing(&self.dir, &name)? else {
                 continue;
             };
-            let folder = self.dir.join(&planned.name);
-            let known = self.segments[i].len();
+            let folder = self.dir.join(&name);
+            let progress = &mut self.tracks[i];
+            progress.track.init = init;
+            let known = progress.track.segments.len();
             for (duration, uri) in listing.into_iter().skip(known) {
-                self.segments[i].push(segment(&folder, duration, uri)?);
+                progress.track.segments.push(segment(&folder, duration, uri)?);
             }
-            let mut track = Track {
-                name: planned.name.clone(),
-                kind: planned.kind.clone(),
-                codecs: planned.codecs.clone(),
-                timescale: self.timescales[i],
-                init,
-                playlist: PLAYLIST.to_owned(),
-                segments: self.segments[i].clone(),
-            };
-            if track.segments.len() > self.listed[i] {
-                grew = true;
-                let init = format!("{}/{}", track.name, track.init);
-                if self.timescales[i] == 0 {
-                    let bytes = tokio::fs::read(self.dir.join(&init))
-                        .await
-                        .map_err(|e| MediaError::io(format!("{init}: {e}")))?;
-                    self.timescales[i] = init_timescale(&bytes)
-                        .ok_or_else(|| MediaError::internal(format!("{init} declares no timescale")))?;
-                    track.timescale = self.timescales[i];
-                }
-                self.store_file(worker, &init).await?;
-                for segment in &track.segments[self.listed[i]..] {
-                    self.store_file(worker, &format!("{}/{}", track.name, segment.uri))
-                        .await?;
-                }
-                let text = media_playlist(&track, self.segment_seconds, false);
-                self.store_text(worker, &format!("{}/{PLAYLIST}", track.name), text)
-                    .await?;
-                self.listed[i] = track.segments.len();
+            if progress.track.segments.len() == progress.stored {
+                continue;
             }
-            now.push(Some(track));
+            grew = true;
+            let init = format!("{name}/{}", progress.track.init);
+            if progress.track.timescale == 0 {
+                let bytes = tokio::fs::read(self.dir.join(&init))
+                    .await
+                    .map_err(|e| MediaError::io(format!("{init}: {e}")))?;
+                progress.track.timescale = init_timescale(&bytes)
+                    .ok_or_else(|| MediaError::internal(format!("{init} declares no timescale")))?;
+            }
+            let fresh: Vec<String> = progress.track.segments[progress.stored..]
+                .iter()
+                .map(|s| format!("{name}/{}", s.uri))
+                .collect();
+            let count = progress.track.segments.len();
+            let text = media_playlist(&progress.track, self.segment_seconds, false);
+            self.store_file(worker, &init).await?;
+            for file in &fresh {
+                self.store_file(worker, file).await?;
+            }
+            self.store_text(worker, &format!("{name}/{PLAYLIST}"), text).await?;
+            self.tracks[i].stored = count;
         }
-        if self.update_master(worker, shared, &now).await? || !grew || !self.playable {
+        if self.update_master(worker, shared).await? || !grew || !self.playable {
             return Ok(());
         }
-        let (video, audio) = self.in_manifests(&now);
+        let (video, audio) = self.in_manifests();
         self.store_mpd(worker, &video, audio.as_ref()).await
     }
 
-    /// The tracks the manifests list now: the rungs in the master, and the audio.
-    fn in_manifests(&self, now: &[Option<Track>]) -> (Vec<Track>, Option<Track>) {
+    /// The tracks the manifests list now: the rungs in the master, and the audio, as stored.
+    fn in_manifests(&self) -> (Vec<Track>, Option<Track>) {
         let mut video = Vec::new();
         let mut audio = None;
-        for track in now.iter().flatten() {
+        for progress in self.tracks.iter().filter(|p| p.stored > 0) {
+            let track = &progress.track;
             match track.kind {
                 TrackKind::Audio { .. } => audio = Some(track.clone()),
                 TrackKind::Video { .. } if self.in_master.contains(&track.name) => video.push(track.clone()),
@@ -179,38 +184,33 @@ impl Publisher {
     /// Lists in the master (and the MPD) the rungs that keep ahead of a player starting now
     /// (with the audio, which must keep ahead too), and marks the attempt playable the first
     /// time there is one. Whether it wrote them.
-    async fn update_master(
-        &mut self,
-        worker: &Worker,
-        shared: &Shared,
-        now: &[Option<Track>],
-    ) -> Result<bool, MediaError> {
+    async fn update_master(&mut self, worker: &Worker, shared: &Shared) -> Result<bool, MediaError> {
         let elapsed = self.started.elapsed().as_secs_f64();
         let segment = f64::from(self.segment_seconds);
-        let ahead = |track: &Track| {
-            let available = track.duration();
-            keeps_ahead(self.total, available, rate(available, elapsed), segment, MARGIN_SECONDS)
+        let ahead = |progress: &Progress| {
+            let available = progress.track.duration();
+            progress.stored > 0 && keeps_ahead(self.total, available, rate(available, elapsed), segment, MARGIN_SECONDS)
         };
-        let mut audio = None;
-        let mut video = Vec::new();
-        for (planned, track) in self.tracks.iter().zip(now) {
-            match (&planned.kind, track) {
-                (TrackKind::Audio { .. }, Some(track)) if ahead(track) => audio = Some(track.clone()),
-                (TrackKind::Audio { .. }, _) => return Ok(false),
-                (TrackKind::Video { .. }, Some(track)) if ahead(track) || self.in_master.contains(&track.name) => {
-                    video.push(track.clone());
+        // Which rungs, before any copy of a track: most calls change nothing.
+        let mut names = BTreeSet::new();
+        for progress in &self.tracks {
+            let track = &progress.track;
+            match track.kind {
+                TrackKind::Audio { .. } if !ahead(progress) => return Ok(false),
+                TrackKind::Video { .. } if ahead(progress) || self.in_master.contains(&track.name) => {
+                    names.insert(track.name.clone());
                 }
-                (TrackKind::Video { .. }, _) => {}
+                TrackKind::Audio { .. } | TrackKind::Video { .. } => {}
             }
         }
-        let names: BTreeSet<String> = video.iter().map(|t| t.name.clone()).collect();
-        if video.is_empty() || names == self.in_master {
+        if names.is_empty() || names == self.in_master {
             return Ok(false);
         }
+        self.in_master = names;
+        let (video, audio) = self.in_manifests();
         self.store_mpd(worker, &video, audio.as_ref()).await?;
         self.store_text(worker, MASTER, hls_master(&video, audio.as_ref()))
             .await?;
-        self.in_master = names;
         if self.playable {
             return Ok(true);
         }

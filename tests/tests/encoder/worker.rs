@@ -12,9 +12,15 @@ use vodsource_encoder::{JobOutcome, Worker, WorkerConfig};
 use crate::helpers::{pattern, World};
 
 fn worker(world: &World, name: &str) -> Worker {
+    worker_with(world, name, |_| {})
+}
+
+/// A worker with the tests' progress interval and lease, then `configure`d.
+fn worker_with(world: &World, name: &str, configure: impl FnOnce(&mut WorkerConfig)) -> Worker {
     let mut config = WorkerConfig::new(name, world.work_dir());
     config.progress_every = Duration::from_millis(200);
     config.lease_secs = 10;
+    configure(&mut config);
     world.stores.worker(world.objects.clone(), config)
 }
 
@@ -511,12 +517,7 @@ async fn a_long_enough_encode_is_recorded_playable_before_its_end_unless_progres
     // The earlier path: everything stored at the end, nothing playable before.
     world.supervise().await;
     let whole = world.uploaded(&source).await;
-    let mut config = WorkerConfig::new("w2", world.work_dir());
-    config.progress_every = Duration::from_millis(200);
-    config.progressive = false;
-    let outcome = world
-        .stores
-        .worker(world.objects.clone(), config)
+    let outcome = worker_with(&world, "w2", |config| config.progressive = false)
         .run_one()
         .await
         .expect("no store failure");
