@@ -247,6 +247,11 @@ options! {
         /// kept for comparison) [default: true].
         #[arg(long, env = "VODSOURCE_PROGRESSIVE", global = true, help_heading = "Encoding", require_equals = true, num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
         pub progressive: Option<bool>,
+        /// Split a source of at least twice this many seconds into chunks of about this length
+        /// (whole segments) that any encoder process may claim, so that several encode one
+        /// video together; 0: each source is encoded whole by one encoder [default: 0].
+        #[arg(long, env = "VODSOURCE_CHUNK_SECONDS", global = true, help_heading = "Encoding")]
+        pub chunk_seconds: Option<u32>,
         /// Lease of a claim, extended by every progress report, in seconds [default: 30].
         #[arg(long, env = "VODSOURCE_ENCODE_LEASE_SECS", global = true, help_heading = "Encoding")]
         pub encode_lease_secs: Option<u32>,
@@ -309,6 +314,7 @@ impl Options {
             encode_backoff_secs: Some(supervision.backoff_base_secs),
             encode_lease_secs: Some(worker.lease_secs),
             progressive: Some(worker.progressive),
+            chunk_seconds: Some(worker.chunk_seconds),
             max_source_pixels: Some(source.max_pixels),
             max_source_fps: Some(source.max_frame_rate),
             max_source_duration_secs: Some(source.max_duration.as_secs()),

@@ -272,6 +272,9 @@ pub fn worker_configs(config: &Config, owner: &str, count: usize) -> anyhow::Res
             if let Some(progressive) = o.progressive {
                 worker.progressive = progressive;
             }
+            if let Some(seconds) = o.chunk_seconds {
+                worker.chunk_seconds = seconds;
+            }
             if let Some(lease) = o.encode_lease_secs {
                 worker.lease_secs = lease.max(3);
                 worker.progress_every = worker

@@ -26,8 +26,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    clip, completion, encoding_worker, history, process_of, ready, serve_on_any_port, until, upload, Children, BIN,
-    LOG_WITH_ADDRESS,
+    clip, completion, encoding_worker, history, process_of, ready, serve_on_any_port, until, upload,
+    video_packet_flags, Children, BIN, LOG_WITH_ADDRESS,
 };
 use serde_json::{json, Value};
 use vodsource_domain::VideoEvent;
@@ -149,7 +149,16 @@ async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
     // share the jobs. Short claim leases and backoff, so a killed encoder's job moves on soon
     // (6 s: progress every 2 s renews it with room to spare on a loaded machine).
     let projector = ["projector", "--encode-backoff-secs", "1"];
-    let encoder = ["encoder", "--workers", "1", "--encode-lease-secs", "6"];
+    // Sources of 24 s or more are split into chunks of 12 s that either encoder may claim.
+    let encoder = [
+        "encoder",
+        "--workers",
+        "1",
+        "--encode-lease-secs",
+        "6",
+        "--chunk-seconds",
+        "12",
+    ];
     let mut roles = Children(vec![
         api,
         deployment.spawn(&projector),
@@ -275,6 +284,56 @@ async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
     let log = vodsource_infra::open_event_log(deployment.var("VODSOURCE_EVENT_STORE"))
         .await
         .expect("the event store");
+
+    // A clip long enough to be split: the two encoder processes share its chunks, whose
+    // segments join into the one ladder (on S3, its events on PostgreSQL, its views on DynamoDB).
+    let chunked = deployment.data.join("chunked.mp4");
+    clip(&chunked, 36, "640x360");
+    let (shared, _) = upload(&client, &base, "chunked", &chunked).await;
+    ready(&client, &base, &shared, Duration::from_secs(180)).await;
+    let events = history(&*log, &shared).await;
+    let planned = events
+        .iter()
+        .find_map(|e| match e {
+            VideoEvent::EncodingPlanned { chunks, .. } => Some(chunks.len()),
+            _ => None,
+        })
+        .expect("the attempt was split");
+    assert_eq!(planned, 4, "the audio and three runs of 12 s");
+    let written: Vec<(u32, &str)> = events
+        .iter()
+        .filter_map(|e| match e {
+            VideoEvent::ChunkEncoded { chunk, worker_id, .. } => Some((*chunk, worker_id.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(written.len(), 4, "each chunk written once: {written:?}");
+    let writers: std::collections::HashSet<&str> = written.iter().map(|(_, w)| *w).collect();
+    assert_eq!(writers.len(), 2, "both encoders took part: {written:?}");
+    let published = client
+        .post(format!("{base}/v1/videos/{shared}/publish"))
+        .send()
+        .await
+        .expect("publish");
+    assert!(published.status().is_success());
+    let playback: Value = until("playback URLs", Duration::from_secs(30), async || {
+        let r = client
+            .get(format!("{base}/v1/videos/{shared}/playback"))
+            .send()
+            .await
+            .ok()?;
+        r.status().is_success().then_some(())?;
+        r.json().await.ok()
+    })
+    .await;
+    let master = playback["hls_url"].as_str().expect("hls").to_owned();
+    let flags = video_packet_flags(&master);
+    assert_eq!(flags.len(), 36 * 25, "every picture, through the API from S3: {master}");
+    assert_eq!(
+        flags.iter().filter(|l| l.starts_with('K')).count(),
+        9,
+        "a keyframe every 4 s"
+    );
 
     // A longer clip. While attempt 1 is encoding, SIGKILL the encoder holding the claim and the
     // projector holding the supervisor's lease, at once.

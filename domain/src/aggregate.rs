@@ -4,8 +4,8 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::values::{
-    validate_content_type, validate_description, validate_filename, validate_source_url, validate_tags, validate_title,
-    Metadata, Rendition, SourceProbe,
+    validate_chunk_plan, validate_content_type, validate_description, validate_filename, validate_source_url,
+    validate_tags, validate_title, ChunkOutput, ChunkSpan, Metadata, Rendition, SourceProbe,
 };
 use crate::{Stage, VideoCommand, VideoError, VideoEvent, VideoServices};
 
@@ -18,6 +18,17 @@ pub struct Claim {
     pub attempt: u32,
     /// When the lease lapses unless extended.
     pub lease_until: DateTime<Utc>,
+}
+
+/// One chunk of a planned attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// What it covers.
+    pub span: ChunkSpan,
+    /// Its claim (kept once written: who wrote it).
+    pub claim: Option<Claim>,
+    /// What it wrote, once written.
+    pub output: Option<ChunkOutput>,
 }
 
 /// The last failed attempt.
@@ -72,6 +83,9 @@ pub struct Video {
     pub claim: Option<Claim>,
     /// Probe of the current attempt.
     pub probe: Option<SourceProbe>,
+    /// The current attempt's chunks, when it is split (empty: one worker encodes it whole).
+    #[serde(default)]
+    pub chunks: Vec<Chunk>,
     /// Rungs finished in the current attempt.
     pub renditions: Vec<Rendition>,
     /// Whether the current attempt's manifests play (while it is encoding, or encoded).
@@ -285,6 +299,19 @@ impl Video {
                 lease_secs,
             } => {
                 self.check_holder(&worker_id, attempt, now)?;
+                // A chunk's progress comes from its holder; one whose chunk went to another
+                // worker after its lease lapsed has lost it.
+                if !self.chunks.is_empty()
+                    && !self
+                        .chunks
+                        .iter()
+                        .any(|c| c.output.is_none() && c.claim.as_ref().is_some_and(|h| h.worker_id == worker_id))
+                {
+                    return Err(VideoError::NotClaimHolder {
+                        worker: worker_id,
+                        attempt,
+                    });
+                }
                 if !(0.0..=100.0).contains(&percent) {
                     return Err(VideoError::InvalidProgress(format!(
                         "percent must be 0 to 100, got {percent}"
@@ -302,6 +329,105 @@ impl Video {
                     fps,
                     eta_seconds,
                     lease_until: now + Duration::seconds(i64::from(lease_secs)),
+                }])
+            }
+            VideoCommand::PlanChunks {
+                worker_id,
+                attempt,
+                chunks,
+            } => {
+                self.check_holder(&worker_id, attempt, now)?;
+                if self.claim.as_ref().is_some_and(|c| c.worker_id != worker_id) {
+                    return Err(VideoError::NotClaimHolder {
+                        worker: worker_id,
+                        attempt,
+                    });
+                }
+                if !self.chunks.is_empty() {
+                    return Err(VideoError::InvalidPlan(format!("attempt {attempt} is already planned")));
+                }
+                if self.probe.is_none() {
+                    return Err(VideoError::InvalidPlan("the source is not probed yet".into()));
+                }
+                validate_chunk_plan(&chunks)?;
+                Ok(vec![VideoEvent::EncodingPlanned {
+                    attempt,
+                    worker_id,
+                    chunks,
+                }])
+            }
+            VideoCommand::ClaimChunk {
+                worker_id,
+                attempt,
+                chunk,
+                lease_secs,
+            } => {
+                self.check_attempt(attempt)?;
+                if lease_secs == 0 {
+                    return Err(VideoError::InvalidProgress("lease must be at least 1 second".into()));
+                }
+                let refuse = |reason: String| VideoError::Chunk { attempt, chunk, reason };
+                if self.stage != Stage::Encoding {
+                    return Err(VideoError::InvalidState {
+                        action: "claim a chunk",
+                        stage: self.stage,
+                    });
+                }
+                let state = self
+                    .chunks
+                    .get(chunk as usize)
+                    .ok_or_else(|| refuse(format!("the attempt has {} chunks", self.chunks.len())))?;
+                if state.output.is_some() {
+                    return Err(refuse("already written".into()));
+                }
+                if let Some(held) = state.claim.as_ref().filter(|c| now <= c.lease_until) {
+                    if held.worker_id != worker_id {
+                        return Err(refuse(format!(
+                            "claimed by {} until {}",
+                            held.worker_id, held.lease_until
+                        )));
+                    }
+                }
+                Ok(vec![VideoEvent::ChunkClaimed {
+                    attempt,
+                    chunk,
+                    worker_id,
+                    lease_until: now + Duration::seconds(i64::from(lease_secs)),
+                }])
+            }
+            VideoCommand::CompleteChunk {
+                worker_id,
+                attempt,
+                chunk,
+                output,
+            } => {
+                self.check_attempt(attempt)?;
+                if self.stage != Stage::Encoding {
+                    return Err(VideoError::InvalidState {
+                        action: "complete a chunk",
+                        stage: self.stage,
+                    });
+                }
+                let refuse = |reason: String| VideoError::Chunk { attempt, chunk, reason };
+                let state = self
+                    .chunks
+                    .get(chunk as usize)
+                    .ok_or_else(|| refuse(format!("the attempt has {} chunks", self.chunks.len())))?;
+                if state.output.is_some() {
+                    return Err(refuse("already written".into()));
+                }
+                match &state.claim {
+                    Some(claim) if claim.worker_id == worker_id && now <= claim.lease_until => {}
+                    Some(claim) if claim.worker_id == worker_id => {
+                        return Err(refuse(format!("the lease lapsed at {}", claim.lease_until)))
+                    }
+                    _ => return Err(refuse(format!("{worker_id} does not hold it"))),
+                }
+                Ok(vec![VideoEvent::ChunkEncoded {
+                    attempt,
+                    chunk,
+                    worker_id,
+                    output,
                 }])
             }
             VideoCommand::RecordRendition {
@@ -346,6 +472,13 @@ impl Video {
                 if self.renditions.is_empty() {
                     return Err(VideoError::NoRenditions);
                 }
+                if let Some(missing) = self.chunks.iter().position(|c| c.output.is_none()) {
+                    return Err(VideoError::Chunk {
+                        attempt,
+                        chunk: u32::try_from(missing).unwrap_or(u32::MAX),
+                        reason: "not written yet: the attempt cannot complete".into(),
+                    });
+                }
                 let mut events = vec![VideoEvent::EncodingCompleted {
                     attempt,
                     worker_id,
@@ -382,6 +515,13 @@ impl Video {
                 self.check_attempt(attempt)?;
                 match (self.stage, &self.claim) {
                     (Stage::Retrying, _) => {}
+                    // A lapsed chunk is claimed again by itself; the attempt goes on.
+                    (Stage::Encoding, _) if !self.chunks.is_empty() => {
+                        return Err(VideoError::InvalidState {
+                            action: "requeue an attempt split into chunks",
+                            stage: self.stage,
+                        })
+                    }
                     (Stage::Encoding, Some(claim)) if now > claim.lease_until => {}
                     (Stage::Encoding, Some(claim)) => {
                         return Err(VideoError::LeaseHeld {
@@ -465,9 +605,26 @@ impl Video {
         Ok(())
     }
 
-    /// Only the holder of a live claim on the current attempt may report.
+    /// Only the holder of a live claim on the current attempt may report; once the attempt is
+    /// split into chunks, so may every worker that claimed one of them.
     fn check_holder(&self, worker_id: &str, attempt: u32, now: DateTime<Utc>) -> Result<(), VideoError> {
         self.check_attempt(attempt)?;
+        if self.stage == Stage::Encoding && !self.chunks.is_empty() {
+            // Split: each chunk has its own lease; the attempt has none to lapse.
+            let planner = self.claim.as_ref().is_some_and(|c| c.worker_id == worker_id);
+            let took_part = self
+                .chunks
+                .iter()
+                .any(|c| c.claim.as_ref().is_some_and(|held| held.worker_id == worker_id));
+            return if planner || took_part {
+                Ok(())
+            } else {
+                Err(VideoError::NotClaimHolder {
+                    worker: worker_id.to_owned(),
+                    attempt,
+                })
+            };
+        }
         match (&self.claim, self.stage) {
             (Some(claim), Stage::Encoding) if claim.worker_id == worker_id => {
                 if now > claim.lease_until {
@@ -555,9 +712,51 @@ impl Video {
                 });
             }
             VideoEvent::SourceProbed { probe, .. } => self.probe = Some(probe),
-            VideoEvent::EncodingProgressed { lease_until, .. } => {
-                if let Some(claim) = self.claim.as_mut() {
-                    claim.lease_until = lease_until;
+            VideoEvent::EncodingProgressed {
+                lease_until, worker_id, ..
+            } => {
+                if self.chunks.is_empty() {
+                    if let Some(claim) = self.claim.as_mut() {
+                        claim.lease_until = lease_until;
+                    }
+                } else {
+                    // A chunk's holder reports: its chunks in progress and the attempt live on.
+                    self.extend(lease_until);
+                    for chunk in self.chunks.iter_mut().filter(|c| c.output.is_none()) {
+                        if let Some(claim) = chunk.claim.as_mut().filter(|c| c.worker_id == worker_id) {
+                            claim.lease_until = lease_until;
+                        }
+                    }
+                }
+            }
+            VideoEvent::EncodingPlanned { chunks, .. } => {
+                self.chunks = chunks
+                    .into_iter()
+                    .map(|span| Chunk {
+                        span,
+                        claim: None,
+                        output: None,
+                    })
+                    .collect();
+            }
+            VideoEvent::ChunkClaimed {
+                attempt,
+                chunk,
+                worker_id,
+                lease_until,
+            } => {
+                self.extend(lease_until);
+                if let Some(state) = self.chunks.get_mut(chunk as usize) {
+                    state.claim = Some(Claim {
+                        worker_id,
+                        attempt,
+                        lease_until,
+                    });
+                }
+            }
+            VideoEvent::ChunkEncoded { chunk, output, .. } => {
+                if let Some(state) = self.chunks.get_mut(chunk as usize) {
+                    state.output = Some(output);
                 }
             }
             VideoEvent::RenditionEncoded { rendition, .. } => self.renditions.push(rendition),
@@ -613,12 +812,38 @@ impl Video {
         }
     }
 
+    /// The attempt's lease lasts at least until `until`.
+    fn extend(&mut self, until: DateTime<Utc>) {
+        if let Some(claim) = self.claim.as_mut() {
+            claim.lease_until = claim.lease_until.max(until);
+        }
+    }
+
+    /// The chunk `worker_id` may claim next: the first not written and not held by another
+    /// worker (a lapsed lease counts as not held). `None` when the attempt is not split, or
+    /// every chunk is written or held.
+    pub fn claimable_chunk(&self, worker_id: &str, now: DateTime<Utc>) -> Option<u32> {
+        if self.stage != Stage::Encoding {
+            return None;
+        }
+        self.chunks
+            .iter()
+            .position(|c| {
+                c.output.is_none()
+                    && c.claim
+                        .as_ref()
+                        .is_none_or(|held| held.worker_id == worker_id || now > held.lease_until)
+            })
+            .and_then(|i| u32::try_from(i).ok())
+    }
+
     fn start_attempt(&mut self, attempt: u32, not_before: Option<DateTime<Utc>>) {
         self.stage = Stage::Queued;
         self.attempt = attempt;
         self.not_before = not_before;
         self.claim = None;
         self.probe = None;
+        self.chunks.clear();
         self.renditions.clear();
         self.playable = false;
     }

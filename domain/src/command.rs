@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use crate::values::{EncodeStage, EncodingCost, Manifests, Rendition, SourceProbe};
+use crate::values::{ChunkOutput, ChunkSpan, EncodeStage, EncodingCost, Manifests, Rendition, SourceProbe};
 
 /// Everything that can be asked of a video.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +83,39 @@ pub enum VideoCommand {
         eta_seconds: Option<u32>,
         /// New lease length in seconds.
         lease_secs: u32,
+    },
+    /// The claim holder splits the attempt into chunks any worker may claim (after the probe).
+    PlanChunks {
+        /// The claim holder.
+        worker_id: String,
+        /// The attempt it holds.
+        attempt: u32,
+        /// The chunks: runs of frames from 0 to the end, each after the one before, and the
+        /// audio at most once.
+        chunks: Vec<ChunkSpan>,
+    },
+    /// A worker claims one chunk of a planned attempt, for `lease_secs`; a chunk whose lease
+    /// lapsed may be claimed again.
+    ClaimChunk {
+        /// The claiming worker.
+        worker_id: String,
+        /// The current attempt.
+        attempt: u32,
+        /// The chunk's index in the plan.
+        chunk: u32,
+        /// Lease length in seconds.
+        lease_secs: u32,
+    },
+    /// The holder of a chunk reports it written.
+    CompleteChunk {
+        /// The chunk's holder.
+        worker_id: String,
+        /// The attempt.
+        attempt: u32,
+        /// The chunk's index in the plan.
+        chunk: u32,
+        /// What it wrote and cost.
+        output: ChunkOutput,
     },
     /// The claim holder reports one finished rung.
     RecordRendition {
@@ -181,6 +214,9 @@ impl VideoCommand {
             Self::RecordProgress { .. } => "record_progress",
             Self::RecordRendition { .. } => "record_rendition",
             Self::MarkPlayable { .. } => "mark_playable",
+            Self::PlanChunks { .. } => "plan_chunks",
+            Self::ClaimChunk { .. } => "claim_chunk",
+            Self::CompleteChunk { .. } => "complete_chunk",
             Self::CompleteEncoding { .. } => "complete_encoding",
             Self::FailEncoding { .. } => "fail_encoding",
             Self::RequeueEncoding { .. } => "requeue_encoding",

@@ -92,6 +92,19 @@ pub enum VideoError {
     /// Completion reported with no rendition recorded.
     #[error("an encoding cannot complete without renditions")]
     NoRenditions,
+    /// A chunk command that does not fit the attempt's chunks.
+    #[error("chunk {chunk} of attempt {attempt}: {reason}")]
+    Chunk {
+        /// The attempt.
+        attempt: u32,
+        /// The chunk (its index in the plan).
+        chunk: u32,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A plan of chunks that cannot be followed.
+    #[error("invalid chunk plan: {0}")]
+    InvalidPlan(String),
     /// Progress outside 0–100 or a zero lease.
     #[error("invalid progress: {0}")]
     InvalidProgress(String),

@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use crate::values::{EncodeStage, EncodingCost, Manifests, Rendition, SourceProbe};
+use crate::values::{ChunkOutput, ChunkSpan, EncodeStage, EncodingCost, Manifests, Rendition, SourceProbe};
 
 /// The schema version every event is written with today. Older versions are upcast on read.
 pub const EVENT_SCHEMA_VERSION: u32 = 1;
@@ -61,6 +61,28 @@ pub enum VideoEvent {
         eta_seconds: Option<u32>,
         lease_until: DateTime<Utc>,
     },
+    /// The attempt is split into chunks, each a unit of work any worker may claim; the
+    /// attempt completes when every chunk is written.
+    EncodingPlanned {
+        attempt: u32,
+        worker_id: String,
+        chunks: Vec<ChunkSpan>,
+    },
+    /// A worker won the claim of one chunk until `lease_until` (the attempt's lease lasts
+    /// at least as long).
+    ChunkClaimed {
+        attempt: u32,
+        chunk: u32,
+        worker_id: String,
+        lease_until: DateTime<Utc>,
+    },
+    /// A chunk is written: its segments are stored.
+    ChunkEncoded {
+        attempt: u32,
+        chunk: u32,
+        worker_id: String,
+        output: ChunkOutput,
+    },
     /// One rung of the ladder is written.
     RenditionEncoded {
         attempt: u32,
@@ -114,7 +136,7 @@ pub enum VideoEvent {
 
 impl VideoEvent {
     /// Every event type name, as stored.
-    pub const TYPES: [&'static str; 16] = [
+    pub const TYPES: [&'static str; 19] = [
         "VideoRegistered",
         "SourceIngestFailed",
         "SourceUploaded",
@@ -124,6 +146,9 @@ impl VideoEvent {
         "EncodingProgressed",
         "RenditionEncoded",
         "VideoPlayable",
+        "EncodingPlanned",
+        "ChunkClaimed",
+        "ChunkEncoded",
         "EncodingCompleted",
         "EncodingFailed",
         "EncodingRequeued",
@@ -145,6 +170,9 @@ impl VideoEvent {
             VideoEvent::EncodingProgressed { .. } => "EncodingProgressed",
             VideoEvent::RenditionEncoded { .. } => "RenditionEncoded",
             VideoEvent::VideoPlayable { .. } => "VideoPlayable",
+            VideoEvent::EncodingPlanned { .. } => "EncodingPlanned",
+            VideoEvent::ChunkClaimed { .. } => "ChunkClaimed",
+            VideoEvent::ChunkEncoded { .. } => "ChunkEncoded",
             VideoEvent::EncodingCompleted { .. } => "EncodingCompleted",
             VideoEvent::EncodingFailed { .. } => "EncodingFailed",
             VideoEvent::EncodingRequeued { .. } => "EncodingRequeued",

@@ -14,14 +14,15 @@ mod values;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::{Claim, Failure, Video};
+pub use aggregate::{Chunk, Claim, Failure, Video};
 pub use command::VideoCommand;
 pub use error::VideoError;
 pub use event::{VideoEvent, EVENT_SCHEMA_VERSION};
 pub use services::{Clock, Policy, VideoServices};
 pub use values::{
-    is_video_type, redact_paths, EncodeStage, EncodingCost, Manifests, Metadata, Rendition, SourceProbe, Stage,
-    MAX_DESCRIPTION_CHARS, MAX_SOURCE_URL_BYTES, MAX_TAGS, MAX_TAG_CHARS, MAX_TITLE_CHARS, VIDEO_TYPE_PATTERN,
+    is_video_type, redact_paths, validate_chunk_plan, ChunkOutput, ChunkSegment, ChunkSpan, ChunkTrack, EncodeStage,
+    EncodingCost, Manifests, Metadata, Rendition, SourceProbe, SpriteSheet, Stage, MAX_CHUNKS, MAX_DESCRIPTION_CHARS,
+    MAX_SOURCE_URL_BYTES, MAX_TAGS, MAX_TAG_CHARS, MAX_TITLE_CHARS, VIDEO_TYPE_PATTERN,
 };
 
 /// The stream type of every video stream in the event store.

@@ -1309,7 +1309,8 @@ fn applying_the_whole_lifecycle_gives_a_published_ready_video() {
 
 #[test]
 fn event_type_names_match_the_serialized_tag() {
-    for event in ready().into_iter().chain(deleted()) {
+    let chunked = [chunk_claimed(1, WORKER, t0()), chunk_encoded(1, WORKER)];
+    for event in ready().into_iter().chain(deleted()).chain(planned()).chain(chunked) {
         let json = serde_json::to_value(&event).expect("serializes");
         let tag = json
             .as_object()
@@ -1365,5 +1366,418 @@ fn content_types_follow_the_one_published_rule() {
     ] {
         assert!(!is_video_type(bad), "{bad}");
         assert!(crate::values::validate_content_type(bad).is_err(), "{bad}");
+    }
+}
+
+// Chunked attempts.
+
+fn two_runs_and_audio() -> Vec<ChunkSpan> {
+    vec![
+        ChunkSpan::Audio,
+        ChunkSpan::Frames {
+            from: 0,
+            to: Some(1800),
+        },
+        ChunkSpan::Frames { from: 1800, to: None },
+    ]
+}
+
+fn probed() -> Vec<VideoEvent> {
+    let mut events = claimed();
+    events.push(VideoEvent::SourceProbed {
+        attempt: 1,
+        worker_id: WORKER.into(),
+        probe: probe(),
+    });
+    events
+}
+
+fn planned() -> Vec<VideoEvent> {
+    let mut events = probed();
+    events.push(VideoEvent::EncodingPlanned {
+        attempt: 1,
+        worker_id: WORKER.into(),
+        chunks: two_runs_and_audio(),
+    });
+    events
+}
+
+fn chunk_claimed(chunk: u32, worker: &str, lease_until: DateTime<Utc>) -> VideoEvent {
+    VideoEvent::ChunkClaimed {
+        attempt: 1,
+        chunk,
+        worker_id: worker.into(),
+        lease_until,
+    }
+}
+
+fn chunk_output() -> ChunkOutput {
+    ChunkOutput {
+        tracks: vec![ChunkTrack {
+            name: "720p".into(),
+            codecs: "avc1.64001f".into(),
+            width: 1280,
+            height: 720,
+            bitrate_bps: 2_800_000,
+            timescale: 15_360,
+            first_segment: 1,
+            segments: vec![ChunkSegment {
+                duration: 4.0,
+                bytes: 1000,
+            }],
+        }],
+        sprites: vec![],
+        poster: None,
+        cost: EncodingCost {
+            cpu_seconds: 2.0,
+            wall_seconds: 1.0,
+            bytes_out: 1000,
+        },
+    }
+}
+
+fn chunk_encoded(chunk: u32, worker: &str) -> VideoEvent {
+    VideoEvent::ChunkEncoded {
+        attempt: 1,
+        chunk,
+        worker_id: worker.into(),
+        output: chunk_output(),
+    }
+}
+
+fn claim_chunk(chunk: u32, worker: &str) -> VideoCommand {
+    VideoCommand::ClaimChunk {
+        worker_id: worker.into(),
+        attempt: 1,
+        chunk,
+        lease_secs: 30,
+    }
+}
+
+fn evolved(events: Vec<VideoEvent>) -> Video {
+    let mut video = Video::default();
+    for event in events {
+        cqrs_es::Aggregate::apply(&mut video, event);
+    }
+    video
+}
+
+#[test]
+fn the_claim_holder_plans_chunks_once_after_the_probe() {
+    video()
+        .given(probed())
+        .when(VideoCommand::PlanChunks {
+            worker_id: WORKER.into(),
+            attempt: 1,
+            chunks: two_runs_and_audio(),
+        })
+        .then_expect_events(vec![VideoEvent::EncodingPlanned {
+            attempt: 1,
+            worker_id: WORKER.into(),
+            chunks: two_runs_and_audio(),
+        }]);
+    video()
+        .given(claimed())
+        .when(VideoCommand::PlanChunks {
+            worker_id: WORKER.into(),
+            attempt: 1,
+            chunks: two_runs_and_audio(),
+        })
+        .then_expect_error(VideoError::InvalidPlan("the source is not probed yet".into()));
+    video()
+        .given(planned())
+        .when(VideoCommand::PlanChunks {
+            worker_id: WORKER.into(),
+            attempt: 1,
+            chunks: two_runs_and_audio(),
+        })
+        .then_expect_error(VideoError::InvalidPlan("attempt 1 is already planned".into()));
+    video()
+        .given(probed())
+        .when(VideoCommand::PlanChunks {
+            worker_id: "worker-b".into(),
+            attempt: 1,
+            chunks: two_runs_and_audio(),
+        })
+        .then_expect_error(VideoError::NotClaimHolder {
+            worker: "worker-b".into(),
+            attempt: 1,
+        });
+}
+
+#[test]
+fn a_plan_must_cover_the_source_once_in_order() {
+    let frames = |from, to| ChunkSpan::Frames { from, to };
+    for (chunks, reason) in [
+        (vec![], "no run of frames"),
+        (vec![ChunkSpan::Audio], "no run of frames"),
+        (
+            vec![frames(0, Some(10))],
+            "the last run ends at frame 10, not at the end",
+        ),
+        (vec![frames(5, None)], "a run starts at frame 5, not at 0"),
+        (
+            vec![frames(0, Some(10)), frames(12, None)],
+            "a run starts at frame 12, not at 10",
+        ),
+        (
+            vec![frames(0, None), frames(0, None)],
+            "a run starts at frame 0 after the run to the end",
+        ),
+        (
+            vec![frames(0, Some(0)), frames(0, None)],
+            "the run from frame 0 ends at Some(0)",
+        ),
+        (
+            vec![ChunkSpan::Audio, frames(0, None), ChunkSpan::Audio],
+            "the audio is planned more than once",
+        ),
+    ] {
+        assert_eq!(
+            crate::values::validate_chunk_plan(&chunks),
+            Err(VideoError::InvalidPlan(reason.into())),
+            "{chunks:?}"
+        );
+    }
+    let many: Vec<ChunkSpan> = (0..=MAX_CHUNKS as u64)
+        .map(|i| frames(i, (i < MAX_CHUNKS as u64).then_some(i + 1)))
+        .collect();
+    assert!(
+        crate::values::validate_chunk_plan(&many).is_err(),
+        "more than MAX_CHUNKS"
+    );
+}
+
+#[test]
+fn any_worker_claims_a_free_chunk_and_its_lease_extends_the_attempts() {
+    let later = t0() + Duration::seconds(20);
+    at(later)
+        .given(planned())
+        .when(claim_chunk(2, "worker-b"))
+        .then_expect_events(vec![chunk_claimed(2, "worker-b", later + Duration::seconds(30))]);
+    let mut events = planned();
+    events.push(chunk_claimed(2, "worker-b", later + Duration::seconds(30)));
+    let state = evolved(events);
+    assert_eq!(
+        state.claim.as_ref().map(|c| c.lease_until),
+        Some(later + Duration::seconds(30)),
+        "the attempt lives as long as its chunks"
+    );
+    assert_eq!(state.claimable_chunk("worker-c", later), Some(0));
+}
+
+#[test]
+fn a_held_chunk_is_refused_to_others_until_its_lease_lapses_and_then_only_it_is_free() {
+    let mut events = planned();
+    events.push(chunk_claimed(0, WORKER, t0() + Duration::seconds(30)));
+    events.push(chunk_encoded(0, WORKER));
+    events.push(chunk_claimed(1, "worker-b", t0() + Duration::seconds(10)));
+    events.push(chunk_claimed(2, "worker-c", t0() + Duration::seconds(30)));
+    video()
+        .given(events.clone())
+        .when(claim_chunk(1, "worker-c"))
+        .then_expect_error(VideoError::Chunk {
+            attempt: 1,
+            chunk: 1,
+            reason: format!("claimed by worker-b until {}", t0() + Duration::seconds(10)),
+        });
+    video()
+        .given(events.clone())
+        .when(claim_chunk(0, "worker-c"))
+        .then_expect_error(VideoError::Chunk {
+            attempt: 1,
+            chunk: 0,
+            reason: "already written".into(),
+        });
+    let lapsed = t0() + Duration::seconds(11);
+    assert_eq!(evolved(events.clone()).claimable_chunk("worker-d", t0()), None);
+    assert_eq!(evolved(events.clone()).claimable_chunk("worker-d", lapsed), Some(1));
+    at(lapsed)
+        .given(events.clone())
+        .when(claim_chunk(1, "worker-c"))
+        .then_expect_events(vec![chunk_claimed(1, "worker-c", lapsed + Duration::seconds(30))]);
+    // The lapsed holder can no longer record the chunk.
+    at(lapsed)
+        .given(events)
+        .when(VideoCommand::CompleteChunk {
+            worker_id: "worker-b".into(),
+            attempt: 1,
+            chunk: 1,
+            output: chunk_output(),
+        })
+        .then_expect_error(VideoError::Chunk {
+            attempt: 1,
+            chunk: 1,
+            reason: format!("the lease lapsed at {}", t0() + Duration::seconds(10)),
+        });
+}
+
+#[test]
+fn only_a_chunks_holder_records_it_once_and_the_attempt_completes_only_when_all_are_written() {
+    let mut events = planned();
+    events.push(chunk_claimed(1, "worker-b", t0() + Duration::seconds(30)));
+    video()
+        .given(events.clone())
+        .when(VideoCommand::CompleteChunk {
+            worker_id: "worker-c".into(),
+            attempt: 1,
+            chunk: 1,
+            output: chunk_output(),
+        })
+        .then_expect_error(VideoError::Chunk {
+            attempt: 1,
+            chunk: 1,
+            reason: "worker-c does not hold it".into(),
+        });
+    video()
+        .given(events.clone())
+        .when(VideoCommand::CompleteChunk {
+            worker_id: "worker-b".into(),
+            attempt: 1,
+            chunk: 1,
+            output: chunk_output(),
+        })
+        .then_expect_events(vec![chunk_encoded(1, "worker-b")]);
+    events.push(chunk_encoded(1, "worker-b"));
+    events.push(rendition_encoded_by("worker-b"));
+    // A worker that took part may complete, but not before every chunk is written.
+    video()
+        .given(events.clone())
+        .when(complete_cmd("worker-b", 1))
+        .then_expect_error(VideoError::Chunk {
+            attempt: 1,
+            chunk: 0,
+            reason: "not written yet: the attempt cannot complete".into(),
+        });
+    for chunk in [0, 2] {
+        events.push(chunk_claimed(chunk, WORKER, t0() + Duration::seconds(30)));
+        events.push(chunk_encoded(chunk, WORKER));
+    }
+    let mut completed = completed_event();
+    if let VideoEvent::EncodingCompleted { worker_id, .. } = &mut completed {
+        *worker_id = "worker-b".into();
+    }
+    video()
+        .given(events.clone())
+        .when(complete_cmd("worker-b", 1))
+        .then_expect_events(vec![completed]);
+    // A worker that took no part may not.
+    video()
+        .given(events)
+        .when(complete_cmd("worker-z", 1))
+        .then_expect_error(VideoError::NotClaimHolder {
+            worker: "worker-z".into(),
+            attempt: 1,
+        });
+}
+
+#[test]
+fn a_chunk_holders_progress_extends_its_chunk_and_the_attempt() {
+    let mut events = planned();
+    events.push(chunk_claimed(1, "worker-b", t0() + Duration::seconds(30)));
+    let later = t0() + Duration::seconds(25);
+    at(later)
+        .given(events.clone())
+        .when(VideoCommand::RecordProgress {
+            worker_id: "worker-b".into(),
+            attempt: 1,
+            stage: EncodeStage::Encode,
+            rendition: None,
+            percent: 50.0,
+            fps: None,
+            eta_seconds: None,
+            lease_secs: 30,
+        })
+        .then_expect_events(vec![VideoEvent::EncodingProgressed {
+            attempt: 1,
+            worker_id: "worker-b".into(),
+            stage: EncodeStage::Encode,
+            rendition: None,
+            percent: 50.0,
+            fps: None,
+            eta_seconds: None,
+            lease_until: later + Duration::seconds(30),
+        }]);
+    events.push(VideoEvent::EncodingProgressed {
+        attempt: 1,
+        worker_id: "worker-b".into(),
+        stage: EncodeStage::Encode,
+        rendition: None,
+        percent: 50.0,
+        fps: None,
+        eta_seconds: None,
+        lease_until: later + Duration::seconds(30),
+    });
+    let state = evolved(events);
+    assert_eq!(
+        state.chunks[1].claim.as_ref().map(|c| c.lease_until),
+        Some(later + Duration::seconds(30))
+    );
+    assert_eq!(
+        state.claim.as_ref().map(|c| c.lease_until),
+        Some(later + Duration::seconds(30))
+    );
+    assert_eq!(
+        state.chunks[2].claim, None,
+        "another chunk is not extended by a worker that does not hold it"
+    );
+}
+
+#[test]
+fn a_split_attempt_is_never_requeued_whole_and_a_worker_that_lost_its_chunk_cannot_report() {
+    let mut events = planned();
+    events.push(chunk_claimed(1, "worker-b", t0() + Duration::seconds(10)));
+    // Every lease long lapsed: the chunks wait for a worker, the attempt is not redone.
+    at(t0() + Duration::seconds(600))
+        .given(events.clone())
+        .when(requeue_cmd(1))
+        .then_expect_error(VideoError::InvalidState {
+            action: "requeue an attempt split into chunks",
+            stage: Stage::Encoding,
+        });
+    events.push(chunk_claimed(1, "worker-c", t0() + Duration::seconds(60)));
+    let progress = |worker: &str| VideoCommand::RecordProgress {
+        worker_id: worker.into(),
+        attempt: 1,
+        stage: EncodeStage::Encode,
+        rendition: None,
+        percent: 10.0,
+        fps: None,
+        eta_seconds: None,
+        lease_secs: 30,
+    };
+    at(t0() + Duration::seconds(20))
+        .given(events)
+        .when(progress("worker-b"))
+        .then_expect_error(VideoError::NotClaimHolder {
+            worker: "worker-b".into(),
+            attempt: 1,
+        });
+}
+
+#[test]
+fn a_new_attempt_starts_without_chunks() {
+    let mut events = planned();
+    events.push(VideoEvent::EncodingFailed {
+        attempt: 1,
+        worker_id: None,
+        reason: "lapsed".into(),
+        retryable: true,
+    });
+    events.push(VideoEvent::EncodingRequeued {
+        attempt: 2,
+        reason: "lapsed".into(),
+        not_before: t0(),
+    });
+    let state = evolved(events);
+    assert!(state.chunks.is_empty());
+    assert_eq!(state.claimable_chunk(WORKER, t0()), None);
+}
+
+fn rendition_encoded_by(worker: &str) -> VideoEvent {
+    VideoEvent::RenditionEncoded {
+        attempt: 1,
+        worker_id: worker.into(),
+        rendition: rendition(),
     }
 }

@@ -290,6 +290,116 @@ pub struct Manifests {
     pub dash_mpd_key: String,
 }
 
+/// The most chunks one attempt may be split into.
+pub const MAX_CHUNKS: usize = 1_000;
+
+/// One share of a chunked encode: a unit any worker may claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ChunkSpan {
+    /// Pictures `from..to` at the output rate, on every rung of the ladder (`to`: none for
+    /// the end of the source). Both fall on segment starts.
+    Frames {
+        /// The first picture.
+        from: u64,
+        /// One past the last; none: to the end.
+        to: Option<u64>,
+    },
+    /// The audio track of the whole source, in one piece (gapless by construction).
+    Audio,
+}
+
+/// One segment a chunk wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkSegment {
+    /// Seconds.
+    pub duration: f64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// The segments of one track a chunk wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkTrack {
+    /// The track (`720p`, `audio`).
+    pub name: String,
+    /// RFC 6381 codecs of this track alone.
+    pub codecs: String,
+    /// Picture width (0 for audio).
+    pub width: u32,
+    /// Picture height (0 for audio).
+    pub height: u32,
+    /// Target bitrate in bits per second.
+    pub bitrate_bps: u64,
+    /// The fMP4 track's timescale.
+    pub timescale: u32,
+    /// The number of the first segment (its file name's).
+    pub first_segment: u64,
+    /// The segments in order.
+    pub segments: Vec<ChunkSegment>,
+}
+
+/// A thumbnail sprite a chunk wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpriteSheet {
+    /// Its name under the attempt's folder.
+    pub name: String,
+    /// The number of its first tile, over the whole video.
+    pub first_tile: u64,
+    /// How many tiles it holds.
+    pub tiles: u32,
+}
+
+/// What a chunk wrote and what it cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkOutput {
+    /// Its tracks.
+    pub tracks: Vec<ChunkTrack>,
+    /// Its thumbnail sprites.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sprites: Vec<SpriteSheet>,
+    /// The poster, when the chunk holds its picture (name under the attempt's folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poster: Option<String>,
+    /// What encoding it cost.
+    pub cost: EncodingCost,
+}
+
+/// Checks a plan of chunks: at least one run of frames, the runs from frame 0 to the end
+/// each starting where the one before ended, the audio at most once, at most
+/// [`MAX_CHUNKS`] in all.
+///
+/// # Errors
+/// `InvalidPlan` naming what is wrong.
+pub fn validate_chunk_plan(chunks: &[ChunkSpan]) -> Result<(), VideoError> {
+    let bad = |reason: String| Err(VideoError::InvalidPlan(reason));
+    if chunks.len() > MAX_CHUNKS {
+        return bad(format!("{} chunks; at most {MAX_CHUNKS}", chunks.len()));
+    }
+    if chunks.iter().filter(|c| **c == ChunkSpan::Audio).count() > 1 {
+        return bad("the audio is planned more than once".into());
+    }
+    let mut next = Some(0u64);
+    for span in chunks {
+        if let ChunkSpan::Frames { from, to } = span {
+            match next {
+                Some(expected) if *from == expected => {}
+                Some(expected) => return bad(format!("a run starts at frame {from}, not at {expected}")),
+                None => return bad(format!("a run starts at frame {from} after the run to the end")),
+            }
+            if to.is_some_and(|to| to <= *from) {
+                return bad(format!("the run from frame {from} ends at {to:?}"));
+            }
+            next = *to;
+        }
+    }
+    match next {
+        None => Ok(()),
+        Some(0) => bad("no run of frames".into()),
+        Some(end) => bad(format!("the last run ends at frame {end}, not at the end")),
+    }
+}
+
 /// What one transcode cost.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct EncodingCost {

@@ -309,6 +309,15 @@ impl Segmenter {
         self.start_of(k) == n
     }
 
+    /// The segment that frame `n` starts, if it starts one.
+    pub fn index_of(&self, n: u64) -> Option<u64> {
+        if n == 0 {
+            return Some(0);
+        }
+        let k = (n - 1) * self.den / self.num + 1;
+        (self.start_of(k) == n).then_some(k)
+    }
+
     /// The most frames a segment holds (the x264 keyint).
     pub fn max_frames(&self) -> u64 {
         self.num.div_ceil(self.den)

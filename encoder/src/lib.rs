@@ -7,6 +7,7 @@
 //! lease), renditions and completion, and stops when the video is deleted or the lease is lost.
 //! It knows the domain and the commands' ports, never SQL, HTTP or a particular object store.
 
+pub mod chunking;
 pub mod ladder;
 pub mod manifest;
 pub mod media;

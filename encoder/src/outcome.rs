@@ -21,6 +21,16 @@ pub enum JobOutcome {
         /// Whether it will be tried again.
         retryable: bool,
     },
+    /// This worker wrote its share of a chunked attempt; another worker writes the rest and
+    /// completes it.
+    ChunksWritten {
+        /// The video.
+        video_id: String,
+        /// The attempt.
+        attempt: u32,
+        /// The chunks this worker wrote.
+        chunks: Vec<u32>,
+    },
     /// The video was deleted or the lease was lost; partial outputs were removed.
     Abandoned {
         /// The video.

@@ -65,7 +65,7 @@ impl EncoderStats {
     pub(crate) fn ended(&self, outcome: Option<&JobOutcome>) {
         self.busy.fetch_sub(1, Ordering::Relaxed);
         let counter = match outcome {
-            Some(JobOutcome::Completed { .. }) => &self.completed,
+            Some(JobOutcome::Completed { .. } | JobOutcome::ChunksWritten { .. }) => &self.completed,
             Some(JobOutcome::Failed { retryable: false, .. }) => &self.failed_terminal,
             Some(JobOutcome::Failed { retryable: true, .. }) | None => &self.failed_retryable,
             Some(JobOutcome::Abandoned { .. }) => &self.abandoned,

@@ -83,7 +83,10 @@ impl Projector for CatalogProjector {
     }
 
     fn handles(&self, event_type: &str) -> bool {
-        !matches!(event_type, "SourceProbed" | "EncodingProgressed")
+        !matches!(
+            event_type,
+            "SourceProbed" | "EncodingProgressed" | "EncodingPlanned" | "ChunkClaimed" | "ChunkEncoded"
+        )
     }
 
     fn index(&self, view: &CatalogView) -> Option<Vec<IndexKey>> {
@@ -202,10 +205,14 @@ impl Projector for CatalogProjector {
                     view.tags = tags;
                 }
             }
-            // A second registration, probes and progress do not change what the catalog shows.
+            // A second registration, probes, progress and chunks do not change what the
+            // catalog shows.
             VideoEvent::VideoRegistered { .. }
             | VideoEvent::SourceProbed { .. }
-            | VideoEvent::EncodingProgressed { .. } => return ViewChange::Unchanged(Some(view)),
+            | VideoEvent::EncodingProgressed { .. }
+            | VideoEvent::EncodingPlanned { .. }
+            | VideoEvent::ChunkClaimed { .. }
+            | VideoEvent::ChunkEncoded { .. } => return ViewChange::Unchanged(Some(view)),
         }
         view.updated_at = meta.occurred_at;
         view.version = meta.version;

@@ -174,10 +174,14 @@ impl Projector for StatusProjector {
                 });
             }
             VideoEvent::VideoRegistered { .. } => {}
+            // The chunks of a split attempt show through its progress reports.
             VideoEvent::VideoPublished {}
             | VideoEvent::VideoUnpublished {}
             | VideoEvent::MetadataUpdated { .. }
-            | VideoEvent::VideoDeleted { .. } => return ViewChange::Unchanged(Some(view)),
+            | VideoEvent::VideoDeleted { .. }
+            | VideoEvent::EncodingPlanned { .. }
+            | VideoEvent::ChunkClaimed { .. }
+            | VideoEvent::ChunkEncoded { .. } => return ViewChange::Unchanged(Some(view)),
         }
         view.updated_at = meta.occurred_at;
         view.version = meta.version;

@@ -44,6 +44,30 @@ pub fn clip(path: &Path, seconds: u32, size: &str) {
     assert!(made.success());
 }
 
+/// The flags (`K__` for a keyframe) of each video packet ffprobe reads from `input` (a file or
+/// URL, a master playlist walked as a player walks it).
+pub fn video_packet_flags(input: &str) -> Vec<String> {
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=flags",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(input)
+        .output()
+        .expect("ffprobe runs; install it with `scripts/services.sh start ffmpeg`");
+    String::from_utf8_lossy(&probe.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The log filter of processes whose API address a test reads from their log.
 pub const LOG_WITH_ADDRESS: &str = "warn,vodsource_api::http=info";
 

@@ -162,7 +162,10 @@ pub fn public_event(recorded: &RecordedEvent, event: &VideoEvent) -> Option<Publ
         | VideoEvent::EncodingClaimed { .. }
         | VideoEvent::SourceProbed { .. }
         | VideoEvent::RenditionEncoded { .. }
-        | VideoEvent::EncodingRequeued { .. } => return None,
+        | VideoEvent::EncodingRequeued { .. }
+        | VideoEvent::EncodingPlanned { .. }
+        | VideoEvent::ChunkClaimed { .. }
+        | VideoEvent::ChunkEncoded { .. } => return None,
     };
     let data = match data {
         // Absent, not null: an optional field left out.

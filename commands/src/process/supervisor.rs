@@ -146,6 +146,10 @@ impl EncodingSupervisor {
             VideoEvent::EncodingProgressed {
                 attempt, lease_until, ..
             } => self.timeouts.set_deadline(id, attempt, lease_until).await?,
+            // Split into chunks: offered again, so that idle workers find the chunks.
+            VideoEvent::EncodingPlanned { attempt, .. } => {
+                self.jobs.offer_job(id, attempt, event.occurred_at).await?;
+            }
             VideoEvent::EncodingFailed {
                 attempt,
                 retryable,

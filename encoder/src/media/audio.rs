@@ -11,7 +11,7 @@ use ffmpeg_next as ffmpeg;
 use super::{track, MediaError};
 
 /// Output sample rate.
-pub(super) const SAMPLE_RATE: u32 = 48_000;
+pub(crate) const SAMPLE_RATE: u32 = 48_000;
 
 /// The audio decoder; its frames go to the audio thread with times aligned to the video.
 pub(super) struct Decode {
@@ -120,7 +120,7 @@ impl AudioEncode {
             stream.set_parameters(&encoder);
             stream.set_time_base(encoder_tb);
         }
-        let stream_tb = track::start(&mut output, &self.dir, self.segment_seconds, "audio", encoder_tb)?;
+        let stream_tb = track::start(&mut output, &self.dir, (self.segment_seconds, 1), "audio", encoder_tb)?;
 
         let mut graph: Option<filter::Graph> = None;
         let write = |encoder: &mut encoder::Audio, output: &mut ffmpeg::format::context::Output| {

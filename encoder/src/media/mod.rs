@@ -6,8 +6,10 @@
 
 mod audio;
 mod error;
+pub mod fmp4;
 pub mod limits;
 pub mod package;
+
 pub mod probe;
 mod progress;
 mod thumbs;
@@ -23,9 +25,11 @@ use ffmpeg::media::Type as MediaType;
 use ffmpeg::{frame, picture};
 use ffmpeg_next as ffmpeg;
 
+pub(crate) use audio::SAMPLE_RATE as AUDIO_SAMPLE_RATE;
 pub use error::{MediaError, MediaErrorKind};
 pub use probe::{probe, Probed};
 pub use progress::{Progress, ProgressSnapshot};
+pub use thumbs::{thumbnails_vtt, Geometry as ThumbnailGeometry, Sheet};
 
 use crate::ladder::{plan, Fps, LadderConfig, RungPlan, Segmenter};
 use crate::manifest::{Track, TrackKind};
@@ -126,17 +130,164 @@ impl PlannedTrack {
     }
 }
 
+/// Where the thumbnail tiles of a source fall, as [`transcode`] and every share of a chunked
+/// encode lay them out: `top` is the largest rung's picture size.
+pub fn thumbnail_geometry(top: (u32, u32), fps: Fps, duration_s: f64) -> ThumbnailGeometry {
+    let top = RungPlan {
+        name: String::new(),
+        width: top.0,
+        height: top.1,
+        bitrate_bps: 0,
+        maxrate_bps: 0,
+        bufsize_bits: 0,
+        level_idc: 0,
+    };
+    thumbs::Thumbnailer::new(&top, fps, duration_s).geometry()
+}
+
 /// Decodes the source once and writes the whole ladder, packaged, into `job.out_dir`.
 ///
 /// # Errors
 /// `Source` for media that cannot make a ladder (with the reason), `Io`/`Internal` for
 /// failures another attempt may not meet, `Cancelled` when `job.cancel` was set.
 pub fn transcode(job: &Job<'_>) -> Result<Packaged, MediaError> {
+    let encoded = encode(job, Part::Whole)?;
+    let seconds = encoded.seconds();
+    let duration_s = job.probed.probe.duration_ms as f64 / 1000.0;
+    if duration_s > 2.0 && encoded.seconds() < duration_s * 0.75 {
+        return Err(MediaError::bad(format!(
+            "the source's video ends at {:.1} s of a declared {duration_s:.1} s; the file looks truncated or damaged",
+            encoded.seconds()
+        )));
+    }
+    job.progress.packaging();
+    package::package(
+        job.out_dir,
+        &encoded.rungs,
+        &encoded.done,
+        encoded.audio.as_ref(),
+        encoded.fps,
+        job.config.segment_seconds,
+        encoded.thumbnails,
+        seconds,
+    )
+}
+
+/// One share of a chunked encode: a run of frames across the whole ladder, or the audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Everything at once (what [`transcode`] does).
+    Whole,
+    /// Pictures `from..to` at the output rate, counted from the source's first picture
+    /// (`to`: `None` for the end of the source), on every rung. `from` and `to` must fall on
+    /// segment starts; the segments are numbered, and their fragments timed, as those of a
+    /// whole encode, so the chunks of a source join without re-encoding.
+    Frames {
+        /// The first picture.
+        from: u64,
+        /// One past the last picture; `None`: to the end.
+        to: Option<u64>,
+    },
+    /// The audio track of the whole source, alone.
+    Audio,
+}
+
+/// What one share of a chunked encode wrote into `job.out_dir`.
+#[derive(Debug, Clone)]
+pub struct PartDone {
+    /// The rungs encoded, largest first (none for the audio).
+    pub rungs: Vec<RungPlan>,
+    /// The tracks written (the rungs largest first, or the audio), each with the segments of
+    /// this share in order; their playlists are the muxer's, not to be published.
+    pub tracks: Vec<Track>,
+    /// Pictures encoded per rung.
+    pub frames: u64,
+    /// The poster, when this share holds its picture.
+    pub poster: Option<String>,
+    /// The thumbnail tiles of this share: their sprite files, each with the first tile's
+    /// number (tiles are numbered over the whole source) and how many it holds.
+    pub sprites: Vec<Sheet>,
+    /// Every file written, relative to `out_dir`.
+    pub files: Vec<String>,
+}
+
+/// Encodes one share of a chunked encode of `job.source` into `job.out_dir`.
+///
+/// # Errors
+/// As [`transcode`]; also `Source` when a run of frames starts past the source's end.
+pub fn transcode_part(job: &Job<'_>, part: Part) -> Result<PartDone, MediaError> {
+    let encoded = encode(job, part)?;
+    let fps = encoded.fps;
+    let (first, time_base) = match part {
+        Part::Frames { from, .. } => (from, Some(ffmpeg::Rational(fps.den as i32, fps.num as i32))),
+        Part::Whole | Part::Audio => (0, None),
+    };
+    if matches!(part, Part::Frames { .. }) && encoded.frames == 0 {
+        return Err(MediaError::bad(format!(
+            "the source has no picture from frame {first} on (it ends earlier than probed)"
+        )));
+    }
+    job.progress.packaging();
+    let segmenter = Segmenter::new(job.config.segment_seconds, fps);
+    let mut tracks = Vec::new();
+    for (rung, done) in encoded.rungs.iter().zip(&encoded.done) {
+        let planned = PlannedTrack::video(rung, fps);
+        let track = package::part_track(job.out_dir, &planned, done.timescale)?;
+        if let Some(encoder_tb) = time_base {
+            let stream_tb = ffmpeg::Rational(1, i32::try_from(done.timescale).unwrap_or(i32::MAX));
+            let at = ffmpeg::Rescale::rescale(&i64::try_from(first).unwrap_or(i64::MAX), encoder_tb, stream_tb);
+            let number = segmenter.index_of(first).unwrap_or(0);
+            package::place(job.out_dir, &track, at, number)?;
+        }
+        tracks.push(track);
+    }
+    if let Some(audio) = &encoded.audio {
+        tracks.push(package::part_track(
+            job.out_dir,
+            &PlannedTrack::audio(),
+            audio.timescale,
+        )?);
+    }
+    let (poster, sprites) = match part {
+        Part::Frames { .. } => encoded.thumbnails.finish_part(job.out_dir)?,
+        Part::Whole | Part::Audio => (None, Vec::new()),
+    };
+    let mut files = Vec::new();
+    package::list_files(job.out_dir, job.out_dir, &mut files)?;
+    files.sort();
+    Ok(PartDone {
+        rungs: encoded.rungs.clone(),
+        tracks,
+        frames: encoded.frames,
+        poster,
+        sprites,
+        files,
+    })
+}
+
+/// What the encoding stage of a transcode leaves for packaging.
+struct Encoded {
+    rungs: Vec<RungPlan>,
+    done: Vec<video::RungDone>,
+    audio: Option<audio::AudioDone>,
+    frames: u64,
+    fps: Fps,
+    thumbnails: thumbs::Thumbnailer,
+}
+
+impl Encoded {
+    fn seconds(&self) -> f64 {
+        self.frames as f64 / self.fps.as_f64()
+    }
+}
+
+/// The decode and the encodes of `part`.
+fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
     init()?;
     job.limits.check_probe(&job.probed.probe)?;
     let config = job.config;
     let fps = Fps::choose(job.probed.probe.frame_rate, config.max_fps);
-    let rungs = plan(
+    let all_rungs = plan(
         config,
         job.probed.display_width,
         job.probed.display_height,
@@ -145,7 +296,23 @@ pub fn transcode(job: &Job<'_>) -> Result<Packaged, MediaError> {
     let segmenter = Segmenter::new(config.segment_seconds, fps);
     let duration_s = job.probed.probe.duration_ms as f64 / 1000.0;
     let expected_frames = (duration_s * fps.as_f64()).round() as u64;
-    job.progress.start(expected_frames, &rungs);
+    let (rungs, window, with_audio) = match part {
+        Part::Whole => (all_rungs.clone(), None, true),
+        Part::Frames { from, to } => {
+            if !segmenter.is_boundary(from) || to.is_some_and(|to| to <= from || !segmenter.is_boundary(to)) {
+                return Err(MediaError::internal(format!(
+                    "frames {from}..{to:?} do not start and end on segment starts"
+                )));
+            }
+            (all_rungs.clone(), Some((from, to)), false)
+        }
+        Part::Audio => (Vec::new(), None, true),
+    };
+    let share = match window {
+        Some((from, to)) => to.unwrap_or(expected_frames).min(expected_frames).saturating_sub(from),
+        None => expected_frames,
+    };
+    job.progress.start(share, &rungs);
 
     let mut input = probe::open(job.source)?;
     let video_index = input
@@ -153,20 +320,55 @@ pub fn transcode(job: &Job<'_>) -> Result<Packaged, MediaError> {
         .best(MediaType::Video)
         .map(|s| s.index())
         .ok_or_else(|| MediaError::bad("the source has no video stream"))?;
-    let audio_index = job
-        .probed
-        .has_audio
+    let audio_index = (with_audio && job.probed.has_audio)
         .then(|| input.streams().best(MediaType::Audio).map(|s| s.index()))
         .flatten();
-    let mut decode = video::Decode::new(&input, video_index, job.probed, &rungs[0], fps, job.limits)?;
-    let mut audio_decode = match audio_index {
-        Some(index) => audio::Decode::new(&input, index, decode.start_seconds()).ok(),
+    let video_start = video::stream_start(&input, video_index);
+    let mut decode = if rungs.is_empty() {
+        None
+    } else {
+        Some(video::Decode::new(
+            &input,
+            video_index,
+            job.probed,
+            &all_rungs[0],
+            fps,
+            job.limits,
+        )?)
+    };
+    // Where the first picture of the source falls, so that a run of frames deep in the
+    // source is counted as a whole decode counts it; then to just before the run.
+    // A run deep in the source encodes the segment before it too, and drops it: x264's rate
+    // control then meets the run's first picture in the state a whole encode has there (not
+    // starting afresh), and the run's quality is the whole encode's.
+    let warm_from = match window {
+        Some((from, _)) if from > 0 => segmenter
+            .index_of(from)
+            .map_or(from, |k| segmenter.start_of(k.saturating_sub(WARM_UP_SEGMENTS))),
+        _ => 0,
+    };
+    let origin = match window {
+        Some((from, _)) if from > 0 => {
+            let origin = first_picture(job, video_index, &all_rungs[0], fps)?;
+            let at = video_start + warm_from as f64 / fps.as_f64() - SEEK_BEFORE_SECONDS;
+            let ts = (at.max(0.0) * f64::from(ffmpeg::ffi::AV_TIME_BASE)) as i64;
+            input
+                .seek(ts, ..ts.saturating_add(1))
+                .map_err(|e| MediaError::bad(format!("the source cannot be read from {at:.1} s: {e}")))?;
+            Some(origin)
+        }
+        Some(_) => Some(first_picture(job, video_index, &all_rungs[0], fps)?),
         None => None,
     };
-    let mut thumbnails = thumbs::Thumbnailer::new(&rungs[0], fps, duration_s);
+    let mut audio_decode = match audio_index {
+        Some(index) => audio::Decode::new(&input, index, video_start).ok(),
+        None => None,
+    };
+    let mut thumbnails = thumbs::Thumbnailer::new(&all_rungs[0], fps, duration_s);
 
     let threads = x264_threads(&rungs, config);
-    std::thread::scope(|scope| -> Result<Packaged, MediaError> {
+    let first_segment = window.map_or(Some(0), |(from, _)| segmenter.index_of(from));
+    std::thread::scope(|scope| -> Result<Encoded, MediaError> {
         // The chain: decode → rung 0 → rung 1 → … ; each rung forwards its picture down.
         let mut handles = Vec::new();
         let (first_tx, mut rx) = sync_channel::<Arc<frame::Video>>(QUEUE);
@@ -179,6 +381,8 @@ pub fn transcode(job: &Job<'_>) -> Result<Packaged, MediaError> {
                 fps,
                 keyint: segmenter.max_frames(),
                 segment_seconds: config.segment_seconds,
+                first_segment: first_segment.unwrap_or(0) + 1,
+                keep_from: window.map_or(0, |(from, _)| from),
                 preset: config.preset.clone(),
                 threads: threads[i],
             };
@@ -206,11 +410,17 @@ pub fn transcode(job: &Job<'_>) -> Result<Packaged, MediaError> {
 
         let fed = feed(
             &mut input,
-            &mut decode,
+            decode.as_mut(),
             audio_decode.as_mut().zip(audio_tx.as_ref()),
             audio_index,
             video_index,
-            &segmenter,
+            &Window {
+                origin,
+                warm_from,
+                from: window.map_or(0, |w| w.0),
+                to: window.and_then(|w| w.1),
+                segmenter,
+            },
             &mut thumbnails,
             &first_tx,
             job.cancel,
@@ -238,32 +448,57 @@ pub fn transcode(job: &Job<'_>) -> Result<Packaged, MediaError> {
         }
         let frames = fed?;
         let done: Vec<video::RungDone> = outcomes.drain(..).filter_map(Result::ok).collect();
-        if frames == 0 {
+        if frames == 0 && part == Part::Whole {
             return Err(MediaError::bad("no video frame of the source could be decoded"));
-        }
-        let encoded_s = frames as f64 / fps.as_f64();
-        if duration_s > 2.0 && encoded_s < duration_s * 0.75 {
-            return Err(MediaError::bad(format!(
-                "the source's video ends at {encoded_s:.1} s of a declared {duration_s:.1} s; the file looks truncated or damaged"
-            )));
         }
         let audio = match audio_done {
             Some(Ok(done)) => Some(done),
             Some(Err(e)) => return Err(e),
             None => None,
         };
-        job.progress.packaging();
-        package::package(
-            job.out_dir,
-            &rungs,
-            &done,
-            audio.as_ref(),
+        Ok(Encoded {
+            rungs,
+            done,
+            audio,
+            frames,
             fps,
-            config.segment_seconds,
             thumbnails,
-            encoded_s,
-        )
+        })
     })
+}
+
+/// Segments encoded before a run and dropped, to warm up the rate control.
+const WARM_UP_SEGMENTS: u64 = 1;
+
+/// How far before a run's first picture the demuxer is sent: it lands on the keyframe at or
+/// before that, and the pictures before the run are decoded and dropped.
+const SEEK_BEFORE_SECONDS: f64 = 0.5;
+
+/// The time (at the output rate) the rate conversion gives the source's first picture: frame
+/// numbers of a run deep in the source count from it, as a whole decode's do.
+fn first_picture(job: &Job<'_>, video_index: usize, top: &RungPlan, fps: Fps) -> Result<i64, MediaError> {
+    let mut input = probe::open(job.source)?;
+    let mut decode = video::Decode::new(&input, video_index, job.probed, top, fps, job.limits)?;
+    let first = std::cell::Cell::new(None);
+    let mut emit = |picture: frame::Video| {
+        first.set(picture.pts());
+        Err(MediaError::cancelled("found"))
+    };
+    for (stream, packet) in input.packets() {
+        if stream.index() == video_index {
+            match decode.packet(&packet, &mut emit) {
+                Ok(()) => {}
+                Err(e) if e.kind == MediaErrorKind::Cancelled => break,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if first.get().is_none() {
+        let _ = decode.finish(&mut emit);
+    }
+    first
+        .get()
+        .ok_or_else(|| MediaError::bad("no video frame of the source could be decoded"))
 }
 
 /// Initialises FFmpeg, keeping its own log to fatal errors: bad input is reported once, as
@@ -284,35 +519,69 @@ fn first_error<T>(outcomes: &[Result<T, MediaError>]) -> Option<MediaError> {
         .map(|e| (*e).clone())
 }
 
-/// Reads every packet, decodes, and hands pictures and audio on. Returns the number of
-/// pictures produced at the output rate.
+/// Which pictures a decode hands on.
+struct Window {
+    /// The rate-converted time of the source's first picture, when pictures are counted
+    /// from their times (a run of frames); `None`: counted as they come (a whole decode).
+    origin: Option<i64>,
+    /// The first picture handed to the encoders; those before `from` only warm them up.
+    warm_from: u64,
+    /// The first picture encoded for good.
+    from: u64,
+    /// One past the last; `None`: to the end.
+    to: Option<u64>,
+    segmenter: Segmenter,
+}
+
+/// Reads every packet (of a run of frames: until its end), decodes, and hands pictures and
+/// audio on. Returns the number of pictures handed on.
 #[allow(clippy::too_many_arguments)]
 fn feed(
     input: &mut ffmpeg::format::context::Input,
-    decode: &mut video::Decode,
+    mut decode: Option<&mut video::Decode>,
     mut audio: Option<(&mut audio::Decode, &SyncSender<frame::Audio>)>,
     audio_index: Option<usize>,
     video_index: usize,
-    segmenter: &Segmenter,
+    window: &Window,
     thumbnails: &mut thumbs::Thumbnailer,
     out: &SyncSender<Arc<frame::Video>>,
     cancel: &AtomicBool,
     (max_frames, limits): (u64, &SourceLimits),
 ) -> Result<u64, MediaError> {
+    let mut counted = 0u64;
     let mut produced = 0u64;
+    let ended = std::cell::Cell::new(false);
     let mut emit = |mut picture: frame::Video| -> Result<(), MediaError> {
+        let n = match window.origin {
+            Some(origin) => match picture.pts().map(|pts| pts - origin) {
+                Some(n) if n >= 0 => n as u64,
+                _ => return Ok(()),
+            },
+            None => counted,
+        };
+        counted += 1;
+        if n < window.warm_from {
+            return Ok(());
+        }
+        let warming = n < window.from;
+        if window.to.is_some_and(|to| n >= to) {
+            ended.set(true);
+            return Ok(());
+        }
         // The probe's duration can lie (or be absent): the limit holds on what decodes.
-        if produced >= max_frames {
+        if n >= max_frames {
             return Err(limits.past_duration());
         }
-        picture.set_pts(Some(i64::try_from(produced).unwrap_or(i64::MAX)));
-        picture.set_kind(if segmenter.is_boundary(produced) {
+        picture.set_pts(Some(i64::try_from(n).unwrap_or(i64::MAX)));
+        picture.set_kind(if window.segmenter.is_boundary(n) {
             picture::Type::I
         } else {
             picture::Type::None
         });
-        thumbnails.offer(produced, &picture);
-        produced += 1;
+        if !warming {
+            thumbnails.offer(n, &picture);
+            produced += 1;
+        }
         // A rung that stopped reports why when joined.
         out.send(Arc::new(picture))
             .map_err(|_| MediaError::cancelled("cancelled"))
@@ -322,7 +591,12 @@ fn feed(
             return Err(MediaError::cancelled("cancelled"));
         }
         if stream.index() == video_index {
-            decode.packet(&packet, &mut emit)?;
+            if let Some(decode) = decode.as_mut() {
+                decode.packet(&packet, &mut emit)?;
+                if ended.get() {
+                    break;
+                }
+            }
         } else if Some(stream.index()) == audio_index {
             if let Some((decoder, tx)) = audio.as_mut() {
                 // Broken audio must not sink the video: the audio track then ends early.
@@ -332,7 +606,11 @@ fn feed(
             }
         }
     }
-    decode.finish(&mut emit)?;
+    if !ended.get() {
+        if let Some(decode) = decode {
+            decode.finish(&mut emit)?;
+        }
+    }
     if let Some((decoder, tx)) = audio {
         let _ = decoder.finish(tx);
     }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{audio, thumbs, video, MediaError, Packaged, PlannedTrack};
+use super::{audio, fmp4, thumbs, video, MediaError, Packaged, PlannedTrack};
 use crate::ladder::{Fps, RungPlan};
 use crate::manifest::{dash_mpd, hls_master, media_playlist, parse_media_playlist, Segment, Track};
 
@@ -47,25 +47,7 @@ pub fn segment(folder: &Path, duration: f64, uri: String) -> Result<Segment, Med
 /// segments.
 fn track(dir: &Path, planned: &PlannedTrack, timescale: u32, target: u32) -> Result<Track, MediaError> {
     let name = &planned.name;
-    let (init, listed) =
-        read_listing(dir, name)?.ok_or_else(|| MediaError::io(format!("the {name} playlist was not written")))?;
-    let folder = dir.join(name);
-    let segments = listed
-        .into_iter()
-        .map(|(duration, uri)| segment(&folder, duration, uri))
-        .collect::<Result<Vec<_>, _>>()?;
-    let track = Track {
-        name: name.clone(),
-        kind: planned.kind.clone(),
-        codecs: planned.codecs.clone(),
-        timescale,
-        init,
-        playlist: PLAYLIST.to_owned(),
-        segments,
-    };
-    if track.segments.is_empty() {
-        return Err(MediaError::internal(format!("the {name} track has no segments")));
-    }
+    let track = part_track(dir, planned, timescale)?;
     // Through a rename, as the muxer writes it: the worker may be reading it meanwhile.
     let path = dir.join(name).join(PLAYLIST);
     let temporary = path.with_extension("m3u8.vod");
@@ -73,6 +55,60 @@ fn track(dir: &Path, planned: &PlannedTrack, timescale: u32, target: u32) -> Res
         .and_then(|()| std::fs::rename(&temporary, &path))
         .map_err(|e| MediaError::io(format!("the {name} playlist: {e}")))?;
     Ok(track)
+}
+
+/// The track `planned` as its muxer wrote it in `dir` (a whole encode's, or one share of a
+/// chunked encode's): the segments listed, the playlist left as it is.
+pub(super) fn part_track(dir: &Path, planned: &PlannedTrack, timescale: u32) -> Result<Track, MediaError> {
+    let name = &planned.name;
+    let (init, listed) =
+        read_listing(dir, name)?.ok_or_else(|| MediaError::io(format!("the {name} playlist was not written")))?;
+    let folder = dir.join(name);
+    let segments = listed
+        .into_iter()
+        .map(|(duration, uri)| segment(&folder, duration, uri))
+        .collect::<Result<Vec<_>, _>>()?;
+    if segments.is_empty() {
+        return Err(MediaError::internal(format!("the {name} track has no segments")));
+    }
+    Ok(Track {
+        name: name.clone(),
+        kind: planned.kind.clone(),
+        codecs: planned.codecs.clone(),
+        timescale,
+        init,
+        playlist: PLAYLIST.to_owned(),
+        segments,
+    })
+}
+
+/// Moves the segments of `track` (one share of a chunked encode, in `dir`) to their place in
+/// the whole presentation: the first fragment decodes at `decode_time` (the track's timescale)
+/// and is fragment number `number + 1` (segment `number` counted from 0: one fragment per
+/// segment), the others follow as they were.
+pub(super) fn place(dir: &Path, track: &Track, decode_time: i64, number: u64) -> Result<(), MediaError> {
+    let folder = dir.join(&track.name);
+    let bad = |what: String| MediaError::internal(format!("{}: {what}", track.name));
+    let Some(first) = track.segments.first() else {
+        return Ok(());
+    };
+    let first = std::fs::read(folder.join(&first.uri)).map_err(|e| MediaError::io(format!("{}: {e}", first.uri)))?;
+    let times = fmp4::fragment_times(&first)
+        .map_err(bad)?
+        .ok_or_else(|| bad("a segment without a fragment".into()))?;
+    let decode_delta = decode_time - i64::try_from(times.decode_time).map_err(|_| bad("decode time".into()))?;
+    let sequence_delta =
+        i64::try_from(number).map_err(|_| bad("segment number".into()))? + 1 - i64::from(times.sequence);
+    if decode_delta == 0 && sequence_delta == 0 {
+        return Ok(());
+    }
+    for segment in &track.segments {
+        let path = folder.join(&segment.uri);
+        let mut bytes = std::fs::read(&path).map_err(|e| MediaError::io(format!("{}: {e}", segment.uri)))?;
+        fmp4::shift(&mut bytes, decode_delta, sequence_delta).map_err(|e| bad(format!("{}: {e}", segment.uri)))?;
+        std::fs::write(&path, bytes).map_err(|e| MediaError::io(format!("{}: {e}", segment.uri)))?;
+    }
+    Ok(())
 }
 
 fn file_size(path: &Path) -> Result<u64, MediaError> {
@@ -123,7 +159,7 @@ pub(super) fn package(
     })
 }
 
-fn list_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), MediaError> {
+pub(super) fn list_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), MediaError> {
     let entries = std::fs::read_dir(dir).map_err(|e| MediaError::io(format!("{}: {e}", dir.display())))?;
     for entry in entries {
         let path: PathBuf = entry.map_err(|e| MediaError::io(e.to_string()))?.path();

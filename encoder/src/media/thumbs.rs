@@ -26,6 +26,8 @@ pub(super) struct Thumbnailer {
     poster_size: (u32, u32),
     poster: Option<frame::Video>,
     tiles: Vec<frame::Video>,
+    /// The number of the first tile taken (tiles are numbered over the whole source).
+    first_tile: Option<u64>,
     tile_scaler: Option<Scaler>,
     poster_scaler: Option<Scaler>,
     failed: bool,
@@ -52,6 +54,7 @@ impl Thumbnailer {
             poster_size,
             poster: None,
             tiles: Vec::new(),
+            first_tile: None,
             tile_scaler: None,
             poster_scaler: None,
             failed: false,
@@ -65,7 +68,10 @@ impl Thumbnailer {
         }
         if n.is_multiple_of(self.every) {
             match scale(&mut self.tile_scaler, picture, self.tile) {
-                Ok(tile) => self.tiles.push(tile),
+                Ok(tile) => {
+                    self.first_tile.get_or_insert(n / self.every);
+                    self.tiles.push(tile);
+                }
                 Err(_) => self.failed = true,
             }
         }
@@ -78,11 +84,41 @@ impl Thumbnailer {
         }
     }
 
+    /// The tiles' size and the seconds between two tiles.
+    pub(super) fn geometry(&self) -> Geometry {
+        Geometry {
+            tile: self.tile,
+            step: self.every as f64 / self.fps,
+        }
+    }
+
     /// Writes `poster.jpg`, `thumbs/sprite_NNN.jpg` and `thumbs/thumbnails.vtt`; returns their
     /// relative names.
-    pub(super) fn finish(mut self, dir: &Path) -> Result<(Option<String>, Option<String>), MediaError> {
-        if self.failed || self.tiles.is_empty() {
+    pub(super) fn finish(self, dir: &Path) -> Result<(Option<String>, Option<String>), MediaError> {
+        let geometry = self.geometry();
+        let (poster, sheets) = self.write(dir, |s, _| format!("thumbs/sprite_{:03}.jpg", s + 1))?;
+        if sheets.is_empty() {
             return Ok((None, None));
+        }
+        let name = "thumbs/thumbnails.vtt";
+        std::fs::write(dir.join(name), thumbnails_vtt(&sheets, geometry)).map_err(|e| MediaError::io(e.to_string()))?;
+        Ok((poster, Some(name.to_owned())))
+    }
+
+    /// Writes the poster, when this share of a chunked encode holds it, and the share's tiles in
+    /// sprites named by their first tile's number; the WebVTT index over every share is
+    /// written once all are done ([`thumbnails_vtt`]).
+    pub(super) fn finish_part(self, dir: &Path) -> Result<(Option<String>, Vec<Sheet>), MediaError> {
+        self.write(dir, |_, first| format!("thumbs/sprite_t{first:06}.jpg"))
+    }
+
+    fn write(
+        mut self,
+        dir: &Path,
+        name: impl Fn(usize, u64) -> String,
+    ) -> Result<(Option<String>, Vec<Sheet>), MediaError> {
+        if self.failed || self.tiles.is_empty() {
+            return Ok((None, Vec::new()));
         }
         let poster_name = match self.poster.take() {
             Some(p) => {
@@ -95,10 +131,11 @@ impl Thumbnailer {
         std::fs::create_dir_all(&thumbs).map_err(|e| MediaError::io(format!("{}: {e}", thumbs.display())))?;
         let (tw, th) = self.tile;
         let per_sprite = COLUMNS * ROWS;
-        let mut vtt = String::from("WEBVTT\n\n");
-        let step = self.every as f64 / self.fps;
+        let first_tile = self.first_tile.unwrap_or(0);
+        let mut sheets = Vec::new();
         for (s, chunk) in self.tiles.chunks(per_sprite).enumerate() {
-            let name = format!("sprite_{:03}.jpg", s + 1);
+            let first = first_tile + (s * per_sprite) as u64;
+            let name = name(s, first);
             let columns = chunk.len().min(COLUMNS);
             let rows = chunk.len().div_ceil(COLUMNS);
             let mut sprite = frame::Video::new(Pixel::YUVJ420P, tw * columns as u32, th * rows as u32);
@@ -106,19 +143,45 @@ impl Thumbnailer {
             for (i, tile) in chunk.iter().enumerate() {
                 let (x, y) = ((i % COLUMNS) as u32 * tw, (i / COLUMNS) as u32 * th);
                 blit(tile, &mut sprite, x, y);
-                let k = s * per_sprite + i;
-                let _ = writeln!(
-                    vtt,
-                    "{} --> {}\n{name}#xywh={x},{y},{tw},{th}\n",
-                    timestamp(k as f64 * step),
-                    timestamp((k + 1) as f64 * step)
-                );
             }
-            write_jpeg(&sprite, &thumbs.join(&name))?;
+            write_jpeg(&sprite, &dir.join(&name))?;
+            sheets.push((name, first, chunk.len()));
         }
-        std::fs::write(thumbs.join("thumbnails.vtt"), vtt).map_err(|e| MediaError::io(e.to_string()))?;
-        Ok((poster_name, Some("thumbs/thumbnails.vtt".to_owned())))
+        Ok((poster_name, sheets))
     }
+}
+
+/// A sprite: its name, the number of its first tile, how many tiles it holds.
+pub type Sheet = (String, u64, usize);
+
+/// The tiles' size and spacing in time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Geometry {
+    /// Width and height of a tile.
+    pub tile: (u32, u32),
+    /// Seconds between two tiles.
+    pub step: f64,
+}
+
+/// The WebVTT index of `sheets` (names relative to the output folder; cues point at them from
+/// `thumbs/`): tile `k` covers `k·step` to `(k+1)·step`, laid out ten to a row.
+pub fn thumbnails_vtt(sheets: &[Sheet], geometry: Geometry) -> String {
+    let (tw, th) = geometry.tile;
+    let mut vtt = String::from("WEBVTT\n\n");
+    for (name, first, count) in sheets {
+        let name = name.strip_prefix("thumbs/").unwrap_or(name);
+        for i in 0..*count {
+            let (x, y) = ((i % COLUMNS) as u32 * tw, (i / COLUMNS) as u32 * th);
+            let k = first + i as u64;
+            let _ = writeln!(
+                vtt,
+                "{} --> {}\n{name}#xywh={x},{y},{tw},{th}\n",
+                timestamp(k as f64 * geometry.step),
+                timestamp((k + 1) as f64 * geometry.step)
+            );
+        }
+    }
+    vtt
 }
 
 fn scale(

@@ -23,12 +23,13 @@ pub(super) fn wants_global_header(output: &Output) -> bool {
 
 /// Writes the header: an `EVENT` playlist rewritten (through a temporary file) after each
 /// segment, segments written under a temporary name and renamed once closed, cut every
-/// `segment_seconds` at keyframes, numbered from 1: what the playlist lists is complete, so the
-/// worker can publish it while the encode goes on. Packaging turns it into `VOD` at the end. Returns the time base the muxer chose for the track (its timescale).
+/// `segment_seconds` at keyframes, numbered from `first_number`: what the playlist lists is
+/// complete, so the worker can publish it while the encode goes on. Packaging turns it into
+/// `VOD` at the end. Returns the time base the muxer chose for the track (its timescale).
 pub(super) fn start(
     output: &mut Output,
     dir: &Path,
-    segment_seconds: u32,
+    (segment_seconds, first_number): (u32, u64),
     name: &str,
     fallback: Rational,
 ) -> Result<Rational, MediaError> {
@@ -39,7 +40,7 @@ pub(super) fn start(
     header.set("hls_list_size", "0");
     header.set("hls_flags", "independent_segments+temp_file");
     header.set("hls_fmp4_init_filename", "init.mp4");
-    header.set("start_number", "1");
+    header.set("start_number", &first_number.to_string());
     header.set("hls_segment_filename", &dir.join("seg_%05d.m4s").to_string_lossy());
     output
         .write_header_with(header)

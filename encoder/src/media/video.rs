@@ -21,7 +21,6 @@ use crate::media::limits::SourceLimits;
 pub(super) struct Decode {
     decoder: ffmpeg::decoder::Video,
     graph: filter::Graph,
-    start: f64,
     errors: u64,
     decoded: u64,
     /// The last decoded frame's time and duration (stream time base): the stream ends at
@@ -43,11 +42,6 @@ impl Decode {
             .stream(index)
             .ok_or_else(|| MediaError::bad("the source has no video stream"))?;
         let time_base = stream.time_base();
-        let start = if stream.start_time() == ffmpeg::ffi::AV_NOPTS_VALUE {
-            0.0
-        } else {
-            stream.start_time() as f64 * f64::from(time_base)
-        };
         let mut context = codec::context::Context::from_parameters(stream.parameters())
             .map_err(|e| MediaError::bad(format!("the video stream cannot be decoded: {e}")))?;
         context.set_threading(Threading {
@@ -104,17 +98,11 @@ impl Decode {
         Ok(Self {
             decoder,
             graph,
-            start,
             errors: 0,
             decoded: 0,
             last: None,
             limits: limits.clone(),
         })
-    }
-
-    /// Seconds at which the video stream starts (audio is aligned to it).
-    pub(super) fn start_seconds(&self) -> f64 {
-        self.start
     }
 
     pub(super) fn packet(
@@ -192,6 +180,16 @@ impl Decode {
     }
 }
 
+/// Seconds at which stream `index` of `input` starts (0 when the container does not say).
+pub(super) fn stream_start(input: &ffmpeg::format::context::Input, index: usize) -> f64 {
+    match input.stream(index) {
+        Some(stream) if stream.start_time() != ffmpeg::ffi::AV_NOPTS_VALUE => {
+            stream.start_time() as f64 * f64::from(stream.time_base())
+        }
+        _ => 0.0,
+    }
+}
+
 /// One rung's thread.
 pub(super) struct RungEncode {
     pub(super) plan: RungPlan,
@@ -199,6 +197,10 @@ pub(super) struct RungEncode {
     pub(super) fps: Fps,
     pub(super) keyint: u64,
     pub(super) segment_seconds: u32,
+    /// The number of the first segment written (1 for a whole encode).
+    pub(super) first_segment: u64,
+    /// Pictures before this one are encoded (warming up the rate control) but not written.
+    pub(super) keep_from: u64,
     pub(super) preset: String,
     pub(super) threads: usize,
 }
@@ -223,13 +225,23 @@ impl RungEncode {
         let fail = |what: &str, e: ffmpeg::Error| MediaError::internal(format!("{name}: {what}: {e}"));
         let (mut output, mut encoder) = self.open()?;
         let encoder_tb = self.time_base();
-        let stream_tb = track::start(&mut output, &self.dir, self.segment_seconds, &name, encoder_tb)?;
+        let stream_tb = track::start(
+            &mut output,
+            &self.dir,
+            (self.segment_seconds, self.first_segment),
+            &name,
+            encoder_tb,
+        )?;
         let mut scaler: Option<Scaler> = None;
         let mut frames = 0u64;
+        let keep_from = i64::try_from(self.keep_from).unwrap_or(i64::MAX);
         let write = |encoder: &mut encoder::Video, output: &mut ffmpeg::format::context::Output| {
             let mut packet = Packet::empty();
             let mut written = 0;
             while encoder.receive_packet(&mut packet).is_ok() {
+                if packet.pts().is_some_and(|pts| pts < keep_from) {
+                    continue;
+                }
                 packet.set_stream(0);
                 packet.set_duration(1);
                 packet.rescale_ts(encoder_tb, stream_tb);

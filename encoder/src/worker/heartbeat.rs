@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use vodsource_domain::{EncodeStage, VideoCommand};
 
 use super::Worker;
+use crate::chunking::percent_done;
 use crate::media::{MediaError, Progress};
 
 const STAGES: [EncodeStage; 5] = [
@@ -34,6 +35,9 @@ pub(super) struct Shared {
     pub(super) deadline: std::sync::Mutex<(Instant, String)>,
     /// Set (with the reason) once the heartbeat found the attempt past its deadline.
     pub(super) past: std::sync::Mutex<Option<String>>,
+    /// The chunk of a split attempt this worker encodes, and the source's pictures: progress is
+    /// then reported as the share of the whole source written.
+    pub(super) chunk: std::sync::Mutex<Option<(u32, u64)>>,
 }
 
 impl Worker {
@@ -62,16 +66,28 @@ impl Worker {
                 EncodeStage::Encode if snapshot.packaging => EncodeStage::Package,
                 stage => stage,
             };
+            let chunk = *shared.chunk.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let percent = match (stage, chunk) {
+                (_, Some((index, total_frames))) => match self.commands.store().load(id).await {
+                    Ok(loaded) => {
+                        let fraction = if stage == EncodeStage::Upload {
+                            1.0
+                        } else {
+                            snapshot.percent() / 100.0
+                        };
+                        percent_done(&loaded.video, Some((index, fraction)), total_frames)
+                    }
+                    Err(_) => continue,
+                },
+                (EncodeStage::Upload, None) => 100.0,
+                (_, None) => snapshot.percent(),
+            };
             let command = VideoCommand::RecordProgress {
                 worker_id: self.config.worker_id.clone(),
                 attempt,
                 stage,
                 rendition: snapshot.rendition.clone().filter(|_| stage == EncodeStage::Encode),
-                percent: if stage == EncodeStage::Upload {
-                    100.0
-                } else {
-                    (snapshot.percent() * 10.0).round() / 10.0
-                },
+                percent: (percent * 10.0).round() / 10.0,
                 fps: fps.map(|f| (f * 10.0).round() / 10.0),
                 eta_seconds: eta,
                 lease_secs: self.config.lease_secs,
@@ -101,6 +117,7 @@ impl Shared {
             stopped_because: std::sync::Mutex::new(None),
             deadline: std::sync::Mutex::new((started + allowed, reason)),
             past: std::sync::Mutex::new(None),
+            chunk: std::sync::Mutex::new(None),
         }
     }
 

@@ -1,18 +1,20 @@
 //! One claimed attempt, from the source to the recorded ladder (or its failure).
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use vodsource_commands::layout;
 use vodsource_commands::ports::{ObjectMeta, StoreError};
-use vodsource_domain::{EncodeStage, EncodingCost, Manifests, Rendition, VideoCommand, VideoError};
+use vodsource_domain::{EncodeStage, EncodingCost, Manifests, Rendition, Video, VideoCommand, VideoError};
 
 use super::heartbeat::{stage_index, Shared, StopWatch};
 use super::publish::{put, Publisher, MASTER, MPD};
 use super::{JobOutcome, Worker, WorkerError};
+use crate::chunking;
+use crate::ladder::Fps;
 use crate::media::{planned_tracks, probe, transcode, Job, MediaError, MediaErrorKind, Packaged};
 use crate::stats::{EncoderStats, Step};
 
@@ -60,7 +62,9 @@ impl Worker {
             .clone();
         let prefix = layout::attempt_prefix(id, attempt);
         match result {
-            Ok(packaged_cost) => self.finish(id, attempt, packaged_cost).await,
+            Ok(Attempted::Whole(done)) => self.finish(id, attempt, *done).await,
+            // Split into chunks: this worker takes its share like any other.
+            Ok(Attempted::Planned) => self.work_chunks(id, attempt, stop, None).await,
             // The attempt ran past its wall time: for good, whatever stage it was in.
             Err(error) if error.kind == MediaErrorKind::Cancelled && shared.past_deadline().is_some() => {
                 self.objects.delete_prefix(&prefix).await?;
@@ -89,7 +93,13 @@ impl Worker {
         }
     }
 
-    async fn fail(&self, id: &str, attempt: u32, reason: String, retryable: bool) -> Result<JobOutcome, WorkerError> {
+    pub(super) async fn fail(
+        &self,
+        id: &str,
+        attempt: u32,
+        reason: String,
+        retryable: bool,
+    ) -> Result<JobOutcome, WorkerError> {
         // Reasons are shown to the video's owner: no server paths.
         let reason = vodsource_domain::redact_paths(&reason);
         tracing::warn!(worker = %self.config.worker_id, video_id = id, attempt, %reason, retryable, "encoding failed");
@@ -115,7 +125,8 @@ impl Worker {
         })
     }
 
-    /// Probe, transcode, upload. Returns what was uploaded and what it cost.
+    /// Probe, then either split into chunks, or transcode and upload (returning what was
+    /// uploaded and what it cost).
     async fn attempt(
         &self,
         id: &str,
@@ -123,7 +134,7 @@ impl Worker {
         scratch: &Path,
         shared: &Arc<Shared>,
         stop: &AtomicBool,
-    ) -> Result<(Packaged, EncodingCost), MediaError> {
+    ) -> Result<Attempted, MediaError> {
         let started = Instant::now();
         let cpu_before = process_cpu_seconds();
         let loaded = self
@@ -132,50 +143,10 @@ impl Worker {
             .load(id)
             .await
             .map_err(|e| MediaError::io(format!("loading the video: {e}")))?;
-        let key = loaded
-            .video
-            .source_key
-            .clone()
-            .ok_or_else(|| MediaError::bad("the video has no uploaded source"))?;
         tokio::fs::create_dir_all(scratch.join("out"))
             .await
             .map_err(|e| MediaError::io(format!("creating the scratch folder: {}", e.kind())))?;
-        // Exactly what `SourceUploaded` recorded: its size (and its ETag where the store keeps
-        // one), read with that bound. An upload URL still in a client's hands cannot swap in
-        // other bytes.
-        let recorded = ObjectMeta {
-            key: key.clone(),
-            size: loaded.video.source_size,
-            etag: loaded.video.source_checksum.clone(),
-        };
-        let source = match self.objects.local_path(&key).filter(|p| p.is_file()) {
-            Some(path) => {
-                let size = tokio::fs::metadata(&path)
-                    .await
-                    .map_err(|e| MediaError::io(format!("reading the source's size: {}", e.kind())))?
-                    .len();
-                if size != recorded.size {
-                    return Err(MediaError::bad(format!(
-                        "the stored source is {size} bytes, not the {} recorded at upload",
-                        recorded.size
-                    )));
-                }
-                path
-            }
-            None => {
-                let path = scratch.join("source");
-                self.objects
-                    .fetch(&key, &path, Some(&recorded))
-                    .await
-                    .map_err(|e| match e {
-                        StoreError::Invalid(m) | StoreError::NotFound(m) => {
-                            MediaError::bad(format!("the uploaded source is refused: {m}"))
-                        }
-                        other => MediaError::io(format!("fetching the source: {other}")),
-                    })?;
-                path
-            }
-        };
+        let source = self.source_file(&loaded.video, scratch).await?;
         let probed = {
             let source = source.clone();
             let _timer = self.timer(Step::Probe);
@@ -205,6 +176,31 @@ impl Worker {
         // The heartbeat checks between beats; the stages check as they go.
         if shared.check_deadline() {
             return Err(MediaError::cancelled("past its time limit"));
+        }
+        let fps = Fps::choose(probed.probe.frame_rate, self.config.ladder.max_fps);
+        if let Some(chunks) = chunking::plan(
+            probed.probe.duration_ms,
+            fps,
+            self.config.ladder.segment_seconds,
+            self.config.chunk_seconds,
+            probed.has_audio,
+        ) {
+            let command = VideoCommand::PlanChunks {
+                worker_id: self.config.worker_id.clone(),
+                attempt,
+                chunks,
+            };
+            return match self
+                .send(id, command)
+                .await
+                .map_err(|e| MediaError::io(e.to_string()))?
+            {
+                Ok(()) => Ok(Attempted::Planned),
+                Err(refusal) => {
+                    shared.set_stopped(refusal.to_string());
+                    Err(MediaError::cancelled(refusal.to_string()))
+                }
+            };
         }
         shared.stage.store(stage_index(EncodeStage::Encode), Ordering::Relaxed);
         // A duration the probe could not tell: only an encode faster than playback is
@@ -275,21 +271,53 @@ impl Worker {
                     )
                     .await?
         };
-        let cpu_seconds = match (cpu_before, process_cpu_seconds()) {
-            (Some(before), Some(after)) => after - before,
-            _ => 0.0,
-        };
-        let cost = EncodingCost {
-            cpu_seconds: (cpu_seconds * 1000.0).round() / 1000.0,
-            wall_seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-            bytes_out,
-        };
+        let cost = cost_since(started, cpu_before, bytes_out);
         self.stats.produced(cost.cpu_seconds, packaged.duration_ms, bytes_out);
-        Ok((packaged, cost))
+        Ok(Attempted::Whole(Box::new((packaged, cost))))
+    }
+
+    /// The video's source as a local file: the object store's own when it is local, else
+    /// fetched into `scratch`. Exactly what `SourceUploaded` recorded: its size (and its ETag
+    /// where the store keeps one), read with that bound, so an upload URL still in a client's
+    /// hands cannot swap in other bytes.
+    pub(super) async fn source_file(&self, video: &Video, scratch: &Path) -> Result<PathBuf, MediaError> {
+        let key = video
+            .source_key
+            .clone()
+            .ok_or_else(|| MediaError::bad("the video has no uploaded source"))?;
+        let recorded = ObjectMeta {
+            key: key.clone(),
+            size: video.source_size,
+            etag: video.source_checksum.clone(),
+        };
+        if let Some(path) = self.objects.local_path(&key).filter(|p| p.is_file()) {
+            let size = tokio::fs::metadata(&path)
+                .await
+                .map_err(|e| MediaError::io(format!("reading the source's size: {}", e.kind())))?
+                .len();
+            if size != recorded.size {
+                return Err(MediaError::bad(format!(
+                    "the stored source is {size} bytes, not the {} recorded at upload",
+                    recorded.size
+                )));
+            }
+            return Ok(path);
+        }
+        let path = scratch.join("source");
+        self.objects
+            .fetch(&key, &path, Some(&recorded))
+            .await
+            .map_err(|e| match e {
+                StoreError::Invalid(m) | StoreError::NotFound(m) => {
+                    MediaError::bad(format!("the uploaded source is refused: {m}"))
+                }
+                other => MediaError::io(format!("fetching the source: {other}")),
+            })?;
+        Ok(path)
     }
 
     /// Adds the time until it is dropped to `step`'s total.
-    fn timer(&self, step: Step) -> StepTimer<'_> {
+    pub(super) fn timer(&self, step: Step) -> StepTimer<'_> {
         StepTimer {
             stats: &self.stats,
             step,
@@ -377,7 +405,12 @@ impl Worker {
         })
     }
 
-    async fn abandon_after(&self, id: &str, attempt: u32, refusal: VideoError) -> Result<JobOutcome, WorkerError> {
+    pub(super) async fn abandon_after(
+        &self,
+        id: &str,
+        attempt: u32,
+        refusal: VideoError,
+    ) -> Result<JobOutcome, WorkerError> {
         self.objects.delete_prefix(&layout::attempt_prefix(id, attempt)).await?;
         Ok(JobOutcome::Abandoned {
             video_id: id.to_owned(),
@@ -385,6 +418,14 @@ impl Worker {
             reason: refusal.to_string(),
         })
     }
+}
+
+/// How the claimed attempt went on after its probe.
+enum Attempted {
+    /// Encoded whole by this worker: what it uploaded and what it cost.
+    Whole(Box<(Packaged, EncodingCost)>),
+    /// Split into chunks for any worker to claim.
+    Planned,
 }
 
 /// The files the final upload stores, in its order: those not stored yet, segments (and
@@ -402,6 +443,20 @@ fn upload_order<'a>(files: &'a [String], stored: &HashSet<String>) -> Vec<&'a St
     files
 }
 
+/// What the work since `started` cost: the process's CPU seconds since `cpu_before` (its
+/// reading then), wall seconds, and `bytes_out`, to the millisecond.
+pub(super) fn cost_since(started: Instant, cpu_before: Option<f64>, bytes_out: u64) -> EncodingCost {
+    let cpu_seconds = match (cpu_before, process_cpu_seconds()) {
+        (Some(before), Some(after)) => after - before,
+        _ => 0.0,
+    };
+    EncodingCost {
+        cpu_seconds: (cpu_seconds * 1000.0).round() / 1000.0,
+        wall_seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        bytes_out,
+    }
+}
+
 /// CPU seconds (user + system) this process has used, from `/proc/self/stat` (Linux). The
 /// kernel reports them in USER_HZ ticks, which is 100 on every Linux ABI.
 pub fn process_cpu_seconds() -> Option<f64> {
@@ -414,7 +469,7 @@ pub fn process_cpu_seconds() -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-struct StepTimer<'a> {
+pub(super) struct StepTimer<'a> {
     stats: &'a EncoderStats,
     step: Step,
     started: Instant,

@@ -3,6 +3,7 @@
 //! extends the lease, uploads every output, and only then records the renditions and the
 //! completion. Deletion or a lost lease stops the encode and removes what it wrote.
 
+mod chunks;
 mod heartbeat;
 mod job;
 mod publish;
@@ -50,6 +51,10 @@ pub struct WorkerConfig {
     /// Publish segments while encoding and record the attempt playable before its end;
     /// false: store every output at the end only.
     pub progressive: bool,
+    /// Split sources into chunks of about this many seconds (whole segments) that any worker
+    /// may claim, when they are at least two chunks long; 0: every worker encodes a source
+    /// whole.
+    pub chunk_seconds: u32,
 }
 
 impl WorkerConfig {
@@ -64,6 +69,7 @@ impl WorkerConfig {
             work_dir: work_dir.into(),
             limits: SourceLimits::default(),
             progressive: true,
+            chunk_seconds: 0,
         }
     }
 }
@@ -195,18 +201,37 @@ impl Worker {
     async fn next_job_until(&self, stop: &AtomicBool) -> Result<Option<JobOutcome>, WorkerError> {
         let ready = self.jobs.ready_jobs(self.clock.now(), 16).await?;
         for (video_id, attempt, _) in ready {
-            if self.claim(&video_id, attempt).await? {
-                let correlation = self.correlation_of(&video_id).await;
-                let span = tracing::info_span!(
-                    "encode",
-                    video_id = %video_id,
-                    attempt,
-                    worker = %self.config.worker_id,
-                    correlation_id = correlation.map(tracing::field::display),
-                );
-                let job = self.work(&video_id, attempt, stop).instrument(span);
-                return JOB_CORRELATION.scope(correlation, job).await.map(Some);
+            // A queued attempt is claimed whole; a claimed one may offer a chunk.
+            let chunk = if self.claim(&video_id, attempt).await? {
+                None
+            } else {
+                match self.claim_next_chunk(&video_id, attempt).await? {
+                    Some(chunk) => Some(chunk),
+                    None => continue,
+                }
+            };
+            let correlation = self.correlation_of(&video_id).await;
+            let span = tracing::info_span!(
+                "encode",
+                video_id = %video_id,
+                attempt,
+                chunk,
+                worker = %self.config.worker_id,
+                correlation_id = correlation.map(tracing::field::display),
+            );
+            let job = async {
+                match chunk {
+                    None => self.work(&video_id, attempt, stop).await,
+                    Some(chunk) => {
+                        self.stats.started();
+                        let outcome = self.work_chunks(&video_id, attempt, stop, Some(chunk)).await;
+                        self.stats.ended(outcome.as_ref().ok());
+                        outcome
+                    }
+                }
             }
+            .instrument(span);
+            return JOB_CORRELATION.scope(correlation, job).await.map(Some);
         }
         Ok(None)
     }

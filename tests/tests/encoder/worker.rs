@@ -531,3 +531,133 @@ async fn a_long_enough_encode_is_recorded_playable_before_its_end_unless_progres
     assert!(!names.iter().any(|n| n == "VideoPlayable"), "{names:?}");
     assert!(names.iter().any(|n| n == "EncodingCompleted"), "{names:?}");
 }
+
+/// Chunk indexes of `history`'s claims, in order.
+fn chunk_claims(history: &[VideoEvent]) -> Vec<u32> {
+    history
+        .iter()
+        .filter_map(|e| match e {
+            VideoEvent::ChunkClaimed { chunk, .. } => Some(*chunk),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_share_a_chunked_attempt_and_its_playlists_are_a_single_encodes() {
+    let world = World::new().await;
+    let source = pattern(world.dir.path(), "src.mp4", "854x480", 30, 24);
+    // The same source encoded whole by one worker, for comparison.
+    let single = world.uploaded(&source).await;
+    let outcome = worker(&world, "single").run_one().await.expect("no store failure");
+    assert!(matches!(outcome, Some(JobOutcome::Completed { .. })), "{outcome:?}");
+
+    let id = world.uploaded(&source).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers: Vec<_> = ["w1", "w2", "w3"]
+        .into_iter()
+        .map(|name| {
+            let worker = worker_with(&world, name, |c| {
+                c.chunk_seconds = 8;
+                c.poll_every = Duration::from_millis(50);
+            });
+            let mut stopped = stopped.clone();
+            tokio::spawn(worker.run(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }))
+        })
+        .collect();
+    // The supervisor offers the planned attempt again, for the idle workers to find.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        world.supervise().await;
+        let history = world.history(&id).await;
+        if history
+            .iter()
+            .any(|e| matches!(e, VideoEvent::EncodingCompleted { .. }))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not completed: {:?}",
+            history.iter().map(VideoEvent::type_name).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(true);
+    for worker in workers {
+        worker.await.expect("joins").expect("no error");
+    }
+
+    let history = world.history(&id).await;
+    let plan = history.iter().find_map(|e| match e {
+        VideoEvent::EncodingPlanned { chunks, .. } => Some(chunks.clone()),
+        _ => None,
+    });
+    let plan = plan.expect("planned");
+    assert_eq!(plan.len(), 4, "the audio and three runs of 8 s: {plan:?}");
+    let mut claims = chunk_claims(&history);
+    claims.sort_unstable();
+    assert_eq!(claims, [0, 1, 2, 3], "each chunk claimed once");
+    let writers: std::collections::HashSet<String> = history
+        .iter()
+        .filter_map(|e| match e {
+            VideoEvent::ChunkEncoded { worker_id, .. } => Some(worker_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(writers.len() >= 2, "the chunks were shared: {writers:?}");
+    // The cost sums every chunk's.
+    let chunk_cpu: f64 = history
+        .iter()
+        .filter_map(|e| match e {
+            VideoEvent::ChunkEncoded { output, .. } => Some(output.cost.cpu_seconds),
+            _ => None,
+        })
+        .sum();
+    let Some(VideoEvent::EncodingCompleted { cost, duration_ms, .. }) = history
+        .iter()
+        .find(|e| matches!(e, VideoEvent::EncodingCompleted { .. }))
+        .cloned()
+    else {
+        panic!("completed")
+    };
+    assert!(
+        cost.cpu_seconds >= chunk_cpu && chunk_cpu > 0.0,
+        "{cost:?} against {chunk_cpu}"
+    );
+    assert_eq!(duration_ms, 24_000);
+
+    // The media playlists are the single encode's, byte for byte; so is every segment's
+    // timing, and the MPD's timelines.
+    let objects = world.dir.path().join("data/objects/media");
+    let read = |video: &str, file: &str| {
+        std::fs::read_to_string(objects.join(video).join("1").join(file))
+            .unwrap_or_else(|e| panic!("{video}/{file}: {e}"))
+    };
+    for track in ["480p", "360p", "audio"] {
+        let file = format!("{track}/index.m3u8");
+        assert_eq!(read(&id, &file), read(&single, &file), "{file}");
+    }
+    let timelines = |mpd: String| -> Vec<String> {
+        mpd.lines()
+            .filter(|l| l.trim_start().starts_with("<S ") || l.contains("SegmentTemplate"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        timelines(read(&id, "manifest.mpd")),
+        timelines(read(&single, "manifest.mpd"))
+    );
+    assert!(
+        read(&id, "thumbs/thumbnails.vtt").matches("#xywh=").count() == 12,
+        "a tile every 2 s"
+    );
+    let packets = |video: &str| crate::helpers::video_packets(&objects.join(video).join("1").join("master.m3u8"));
+    assert_eq!(
+        packets(&id),
+        packets(&single),
+        "timestamps and keyframes, read through the master"
+    );
+}
