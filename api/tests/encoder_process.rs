@@ -196,6 +196,12 @@ async fn a_worker_killed_mid_chunk_costs_that_chunk_alone() {
     let events = history(&*stores.log, &id).await;
     assert_eq!(attempt, 1, "the attempt was not redone");
     assert!(!events.iter().any(|e| matches!(e, VideoEvent::EncodingRequeued { .. })));
+    let count = |name: &str| events.iter().filter(|e| e.type_name() == name).count();
+    assert_eq!(
+        (count("RenditionEncoded"), count("EncodingCompleted")),
+        (3, 1),
+        "assembled once"
+    );
     // Claims per chunk: the killed one twice (the second by another worker), every other once.
     let planned = events
         .iter()

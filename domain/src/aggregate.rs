@@ -515,8 +515,10 @@ impl Video {
                 self.check_attempt(attempt)?;
                 match (self.stage, &self.claim) {
                     (Stage::Retrying, _) => {}
-                    // A lapsed chunk is claimed again by itself; the attempt goes on.
-                    (Stage::Encoding, _) if !self.chunks.is_empty() => {
+                    // A lapsed chunk is claimed again by itself; the attempt goes on. Only when
+                    // every chunk is written and no one completed it (the writer of the last
+                    // one died before) does the attempt lapse.
+                    (Stage::Encoding, _) if self.chunks.iter().any(|c| c.output.is_none()) => {
                         return Err(VideoError::InvalidState {
                             action: "requeue an attempt split into chunks",
                             stage: self.stage,

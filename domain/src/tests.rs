@@ -1756,6 +1756,31 @@ fn a_split_attempt_is_never_requeued_whole_and_a_worker_that_lost_its_chunk_cann
 }
 
 #[test]
+fn a_split_attempt_written_but_never_completed_lapses_like_any_other() {
+    let mut events = planned();
+    for chunk in 0..3 {
+        events.push(chunk_claimed(chunk, WORKER, t0() + Duration::seconds(30)));
+        events.push(chunk_encoded(chunk, WORKER));
+    }
+    at(t0() + Duration::seconds(20))
+        .given(events.clone())
+        .when(requeue_cmd(1))
+        .then_expect_error(VideoError::LeaseHeld {
+            attempt: 1,
+            holder: WORKER.into(),
+            until: t0() + Duration::seconds(30),
+        });
+    at(t0() + Duration::seconds(31))
+        .given(events)
+        .when(requeue_cmd(1))
+        .then_expect_events(vec![VideoEvent::EncodingRequeued {
+            attempt: 2,
+            reason: "lease expired".into(),
+            not_before: t0() + Duration::seconds(31 + 10),
+        }]);
+}
+
+#[test]
 fn a_new_attempt_starts_without_chunks() {
     let mut events = planned();
     events.push(VideoEvent::EncodingFailed {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vodsource_commands::layout;
+use vodsource_commands::{layout, CommandError};
 use vodsource_domain::{
     ChunkOutput, ChunkSegment, ChunkSpan, ChunkTrack, EncodeStage, EncodingCost, Manifests, Rendition, SpriteSheet,
     Video, VideoCommand,
@@ -91,12 +91,16 @@ impl Worker {
                     None => break,
                 },
             };
-            if let Some(ended) = self.work_chunk(id, attempt, chunk, stop).await? {
-                return Ok(ended);
-            }
+            let version = match self.work_chunk(id, attempt, chunk, stop).await? {
+                Ok(version) => version,
+                Err(ended) => return Ok(ended),
+            };
             written.push(chunk);
             let video = self.commands.store().load(id).await?.video;
-            if video.attempt == attempt && video.chunks.iter().all(|c| c.output.is_some()) {
+            if video.attempt == attempt
+                && video.chunks.iter().all(|c| c.output.is_some())
+                && self.wrote_the_last_chunk(id, version).await?
+            {
                 return self.assemble(id, attempt, &video).await;
             }
         }
@@ -107,15 +111,22 @@ impl Worker {
         })
     }
 
-    /// Encodes and stores one claimed chunk and records it. `None` when it is recorded;
-    /// otherwise how the attempt ended for this worker.
+    /// Whether the chunk this worker recorded at stream version `version` was the last one
+    /// written: no chunk was recorded after it. Exactly one worker finds so, and assembles.
+    async fn wrote_the_last_chunk(&self, id: &str, version: u64) -> Result<bool, WorkerError> {
+        let later = self.commands.store().log().read_stream(id, version, 10_000).await?;
+        Ok(!later.iter().any(|e| e.event_type == "ChunkEncoded"))
+    }
+
+    /// Encodes and stores one claimed chunk and records it: the stream's version after the
+    /// record, or how the attempt ended for this worker.
     async fn work_chunk(
         &self,
         id: &str,
         attempt: u32,
         chunk: u32,
         stop: &AtomicBool,
-    ) -> Result<Option<JobOutcome>, WorkerError> {
+    ) -> Result<Result<u64, JobOutcome>, WorkerError> {
         let scratch = self
             .config
             .work_dir
@@ -139,7 +150,7 @@ impl Worker {
         };
         let _ = tokio::fs::remove_dir_all(&scratch).await;
         let abandoned = |reason: String| {
-            Some(JobOutcome::Abandoned {
+            Err(JobOutcome::Abandoned {
                 video_id: id.to_owned(),
                 attempt,
                 reason,
@@ -153,15 +164,17 @@ impl Worker {
                     chunk,
                     output,
                 };
-                Ok(match self.send(id, command).await? {
-                    Ok(()) => None,
-                    Err(refusal) => abandoned(refusal.to_string()),
-                })
+                match self.commands.execute(id, command, &self.context()).await {
+                    Ok(outcome) => Ok(Ok(outcome.version)),
+                    Err(CommandError::Domain(refusal)) => Ok(abandoned(refusal.to_string())),
+                    Err(CommandError::Store(e)) => Err(WorkerError::Store(e)),
+                    Err(e) => Err(WorkerError::Command(e)),
+                }
             }
             Err(error) if error.kind == MediaErrorKind::Cancelled && shared.past_deadline().is_some() => {
                 self.objects.delete_prefix(&layout::attempt_prefix(id, attempt)).await?;
                 let reason = shared.past_deadline().unwrap_or_default();
-                self.fail(id, attempt, reason, false).await.map(Some)
+                self.fail(id, attempt, reason, false).await.map(Err)
             }
             // Deleted, the lease lost, or this worker stopping: the chunk's lease lapses and
             // another worker writes it again; what this one stored is overwritten then.
@@ -180,7 +193,7 @@ impl Worker {
                 let retryable = error.retryable();
                 self.fail(id, attempt, format!("chunk {chunk}: {}", error.message), retryable)
                     .await
-                    .map(Some)
+                    .map(Err)
             }
         }
     }

@@ -608,6 +608,9 @@ async fn three_workers_share_a_chunked_attempt_and_its_playlists_are_a_single_en
         })
         .collect();
     assert!(writers.len() >= 2, "the chunks were shared: {writers:?}");
+    // Assembled once, by the writer of the last chunk.
+    let count = |name: &str| history.iter().filter(|e| e.type_name() == name).count();
+    assert_eq!((count("RenditionEncoded"), count("EncodingCompleted")), (2, 1));
     // The cost sums every chunk's.
     let chunk_cpu: f64 = history
         .iter()
