@@ -373,13 +373,7 @@ impl Video {
                         stage: self.stage,
                     });
                 }
-                let state = self
-                    .chunks
-                    .get(chunk as usize)
-                    .ok_or_else(|| refuse(format!("the attempt has {} chunks", self.chunks.len())))?;
-                if state.output.is_some() {
-                    return Err(refuse("already written".into()));
-                }
+                let state = self.unwritten_chunk(attempt, chunk)?;
                 if let Some(held) = state.claim.as_ref().filter(|c| now <= c.lease_until) {
                     if held.worker_id != worker_id {
                         return Err(refuse(format!(
@@ -409,13 +403,7 @@ impl Video {
                     });
                 }
                 let refuse = |reason: String| VideoError::Chunk { attempt, chunk, reason };
-                let state = self
-                    .chunks
-                    .get(chunk as usize)
-                    .ok_or_else(|| refuse(format!("the attempt has {} chunks", self.chunks.len())))?;
-                if state.output.is_some() {
-                    return Err(refuse("already written".into()));
-                }
+                let state = self.unwritten_chunk(attempt, chunk)?;
                 match &state.claim {
                     Some(claim) if claim.worker_id == worker_id && now <= claim.lease_until => {}
                     Some(claim) if claim.worker_id == worker_id => {
@@ -812,6 +800,19 @@ impl Video {
                 self.claim = None;
             }
         }
+    }
+
+    /// Chunk `chunk` of the plan, which must not be written yet.
+    fn unwritten_chunk(&self, attempt: u32, chunk: u32) -> Result<&Chunk, VideoError> {
+        let refuse = |reason: String| VideoError::Chunk { attempt, chunk, reason };
+        let state = self
+            .chunks
+            .get(chunk as usize)
+            .ok_or_else(|| refuse(format!("the attempt has {} chunks", self.chunks.len())))?;
+        if state.output.is_some() {
+            return Err(refuse("already written".into()));
+        }
+        Ok(state)
     }
 
     /// The attempt's lease lasts at least until `until`.

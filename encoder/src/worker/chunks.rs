@@ -137,17 +137,8 @@ impl Worker {
             limits.wall_time_floor,
             limits.past_wall_time(limits.wall_time_floor),
         ));
-        let heartbeat = self.heartbeat(id, attempt, shared.clone());
         let job = self.chunk_job(id, attempt, chunk, &scratch, &shared, stop);
-        tokio::pin!(job);
-        let heartbeat = async {
-            heartbeat.await;
-            std::future::pending::<()>().await;
-        };
-        let result = tokio::select! {
-            result = &mut job => result,
-            () = heartbeat => unreachable!("the heartbeat never completes"),
-        };
+        let result = self.beating(id, attempt, &shared, job).await;
         let _ = tokio::fs::remove_dir_all(&scratch).await;
         let abandoned = |reason: String| {
             Err(JobOutcome::Abandoned {

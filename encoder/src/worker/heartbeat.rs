@@ -41,6 +41,27 @@ pub(super) struct Shared {
 }
 
 impl Worker {
+    /// Runs `job` under the heartbeat of `id`'s `attempt`. The heartbeat ends only by
+    /// cancelling the job (through `shared`); the job's end ends the heartbeat.
+    pub(super) async fn beating<T>(
+        &self,
+        id: &str,
+        attempt: u32,
+        shared: &Arc<Shared>,
+        job: impl std::future::Future<Output = T>,
+    ) -> T {
+        let heartbeat = self.heartbeat(id, attempt, shared.clone());
+        tokio::pin!(job);
+        let heartbeat = async {
+            heartbeat.await;
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            result = &mut job => result,
+            () = heartbeat => unreachable!("the heartbeat never completes"),
+        }
+    }
+
     /// Reports progress every `progress_every`, extending the lease. A refusal (deleted,
     /// lease lost, attempt superseded) cancels the job; a store failure is retried at the next tick.
     pub(super) async fn heartbeat(&self, id: &str, attempt: u32, shared: Arc<Shared>) {

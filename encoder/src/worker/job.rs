@@ -42,18 +42,8 @@ impl Worker {
             limits.wall_time_floor,
             limits.past_wall_time(limits.wall_time_floor),
         ));
-        let heartbeat = self.heartbeat(id, attempt, shared.clone());
         let job = self.attempt(id, attempt, &scratch, &shared, stop);
-        tokio::pin!(job);
-        // The heartbeat ends only by cancelling the job; the job's end ends the heartbeat.
-        let heartbeat = async {
-            heartbeat.await;
-            std::future::pending::<()>().await;
-        };
-        let result = tokio::select! {
-            result = &mut job => result,
-            () = heartbeat => unreachable!("the heartbeat never completes"),
-        };
+        let result = self.beating(id, attempt, &shared, job).await;
         let _ = tokio::fs::remove_dir_all(&scratch).await;
         let reason = shared
             .stopped_because
