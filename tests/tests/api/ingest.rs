@@ -23,7 +23,7 @@ use vodsource_tests::clips::pattern;
 use vodsource_tests::TempDir;
 
 use crate::harness::{code, server_with, settings, token, Server};
-use crate::uploads::history;
+use crate::uploads::{history, history_with};
 
 /// The stand-in public origin's address.
 const PUBLIC: &str = "203.0.113.7";
@@ -281,7 +281,7 @@ async fn a_source_at_a_url_is_fetched_resuming_a_broken_download_and_encoded() {
         .expect("read")
         .expect("the stored source");
     assert!(stored == clip, "the stored source is the origin's file, byte for byte");
-    let types = history(&s, &id).await;
+    let types = history_with(&s, &id, "EncodingRequested").await;
     assert_eq!(count(&types, "SourceUploaded"), 1, "{types:?}");
     assert_eq!(count(&types, "EncodingRequested"), 1, "{types:?}");
     // The owner cannot upload over a fetched source.

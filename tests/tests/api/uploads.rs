@@ -97,6 +97,23 @@ pub(crate) async fn history(s: &Server, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// The types of `id`'s events once `kind` is among them: the supervisor answers
+/// `SourceUploaded` with `EncodingRequested` a moment after the upload completes.
+pub(crate) async fn history_with(s: &Server, id: &str, kind: &str) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let types = history(s, id).await;
+        if types.iter().any(|t| t == kind) {
+            return types;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {kind} within 10 s: {types:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 fn count(types: &[String], name: &str) -> usize {
     types.iter().filter(|t| *t == name).count()
 }
@@ -221,7 +238,7 @@ async fn upload_in_chunks(s: &Server, len: usize, chunks: &[usize]) {
     let again = patch(s, "alice", &path, len as u64, b"", None).await;
     assert_eq!(again.status(), StatusCode::NO_CONTENT);
 
-    let types = history(s, &id).await;
+    let types = history_with(s, &id, "EncodingRequested").await;
     assert_eq!(count(&types, "SourceUploaded"), 1, "{types:?}");
     assert_eq!(count(&types, "EncodingRequested"), 1, "{types:?}");
     let dest = s.dir.path().join("fetched");
