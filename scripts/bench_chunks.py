@@ -20,8 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import datetime
+
+from bench_api import request, wait_live
 
 BIN, SOURCE, RUNS, CHUNK, SECONDS = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 SHAPES = [
@@ -32,14 +33,8 @@ SHAPES = [
 ]
 
 
-def request(method, url, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("content-type", "application/json")
-    with urllib.request.urlopen(req) as r:
-        text = r.read()
-        return json.loads(text) if text else None
+def call(method, url, body=None):
+    return request(method, url, body)[2]
 
 
 def at(event):
@@ -49,7 +44,7 @@ def at(event):
 def history(base, video):
     events, after = [], 0
     while True:
-        page = request("GET", f"{base}/v1/history/{video}?limit=1000&after_version={after}")
+        page = call("GET", f"{base}/v1/history/{video}?limit=1000&after_version={after}")
         events += page["events"]
         if "next_after_version" not in page:
             return events
@@ -67,28 +62,20 @@ def run(chunk_seconds, cores):
                                    f"127.0.0.1:{port}"], env=env,
                                   stderr=open(os.path.join(data, "serve.log"), "w"))]
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                request("GET", f"{base}/v1/health/live")
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_live(base)
         for i, cpus in enumerate(cores):
             processes.append(subprocess.Popen(["taskset", "-c", cpus, BIN, "--data-dir", data, "--encoders", "1",
                                                "encoder"], env=env,
                                               stderr=open(os.path.join(data, f"encoder-{i}.log"), "w")))
         size = os.path.getsize(SOURCE)
-        registered = request("POST", f"{base}/v1/videos", {"title": "chunks", "filename": "source.mp4",
+        registered = call("POST", f"{base}/v1/videos", {"title": "chunks", "filename": "source.mp4",
                                                            "content_type": "video/mp4", "size_bytes": size})
         video = registered["video_id"]
         subprocess.run(["curl", "-sS", "-f", "-o", "/dev/null", "-X", "PUT", "-H", "content-type: video/mp4",
                         "-T", SOURCE, registered["upload"]["url"]], check=True)
-        request("POST", f"{base}/v1/videos/{video}/upload-complete")
+        call("POST", f"{base}/v1/videos/{video}/upload-complete")
         while True:
-            status = request("GET", f"{base}/v1/videos/{video}/status")
+            status = call("GET", f"{base}/v1/videos/{video}/status")
             if status["status"] == "failed":
                 raise RuntimeError(f"the encode failed: {status}")
             if status["status"] == "ready":

@@ -1,5 +1,4 @@
 """The driver of scripts/bench-upload.sh: vodsource BIN, SIZE_MB, [--s3]."""
-import json
 import os
 import shutil
 import subprocess
@@ -8,6 +7,8 @@ import tempfile
 import time
 import urllib.request
 import uuid
+
+from bench_api import request, wait_live
 
 BIN, SIZE_MB = sys.argv[1], int(sys.argv[2])
 S3 = "--s3" in sys.argv[3:]
@@ -20,16 +21,6 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def request(method, url, body=None, headers=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    if data is not None:
-        req.add_header("content-type", "application/json")
-    with urllib.request.urlopen(req) as r:
-        text = r.read()
-        return r.status, r.headers, (json.loads(text) if text else None)
 
 
 def main():
@@ -51,15 +42,7 @@ def main():
                               stderr=open(os.path.join(data, "server.log"), "w"))
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                request("GET", f"{base}/v1/health/live")
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_live(base)
         rows = []
 
         def register(title):

@@ -118,6 +118,26 @@ impl Drop for Deployment {
     }
 }
 
+/// Publishes `id` and waits for its playback URLs.
+async fn published_playback(client: &reqwest::Client, base: &str, id: &str) -> Value {
+    let published = client
+        .post(format!("{base}/v1/videos/{id}/publish"))
+        .send()
+        .await
+        .expect("publish");
+    assert!(published.status().is_success());
+    until("playback URLs", Duration::from_secs(30), async || {
+        let r = client
+            .get(format!("{base}/v1/videos/{id}/playback"))
+            .send()
+            .await
+            .ok()?;
+        r.status().is_success().then_some(())?;
+        r.json().await.ok()
+    })
+    .await
+}
+
 /// The first URI line of a playlist (`#EXT-X-MAP` URIs included), resolved against `base`.
 fn first_uri(playlist: &str, base: &str) -> String {
     let uri = playlist
@@ -185,24 +205,7 @@ async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
     let (id, url) = upload(&client, &base, "end to end", &first).await;
     assert!(url.contains("X-Amz-Signature="), "a presigned S3 URL: {url}");
     ready(&client, &base, &id, Duration::from_secs(120)).await;
-    let published = client
-        .post(format!("{base}/v1/videos/{id}/publish"))
-        .send()
-        .await
-        .expect("publish");
-    assert!(published.status().is_success());
-    let playback: Value = until("playback URLs", Duration::from_secs(30), async || {
-        let r = client
-            .get(format!("{base}/v1/videos/{id}/playback"))
-            .send()
-            .await
-            .ok()?;
-        if !r.status().is_success() {
-            return None;
-        }
-        r.json().await.ok()
-    })
-    .await;
+    let playback = published_playback(&client, &base, &id).await;
 
     // Master playlist → rendition playlist → a segment, as a player walks them.
     let master_url = playback["hls_url"].as_str().expect("hls").to_owned();
@@ -310,22 +313,7 @@ async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
     assert_eq!(written.len(), 4, "each chunk written once: {written:?}");
     let writers: std::collections::HashSet<&str> = written.iter().map(|(_, w)| *w).collect();
     assert_eq!(writers.len(), 2, "both encoders took part: {written:?}");
-    let published = client
-        .post(format!("{base}/v1/videos/{shared}/publish"))
-        .send()
-        .await
-        .expect("publish");
-    assert!(published.status().is_success());
-    let playback: Value = until("playback URLs", Duration::from_secs(30), async || {
-        let r = client
-            .get(format!("{base}/v1/videos/{shared}/playback"))
-            .send()
-            .await
-            .ok()?;
-        r.status().is_success().then_some(())?;
-        r.json().await.ok()
-    })
-    .await;
+    let playback = published_playback(&client, &base, &shared).await;
     let master = playback["hls_url"].as_str().expect("hls").to_owned();
     let flags = video_packet_flags(&master);
     assert_eq!(flags.len(), 36 * 25, "every picture, through the API from S3: {master}");

@@ -13,7 +13,7 @@ mod common;
 use std::time::Duration;
 
 use common::browser::{drive, start};
-use common::{clip, ready, until, upload_with};
+use common::{clip, ready, until, upload_with, video};
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,14 +45,7 @@ async fn a_video_still_encoding_plays_from_growing_playlists_without_a_stall_and
     // Registered to publish itself once playable: the catalog (a view of its own, which may
     // trail the status view by a moment) shows it playable and published in the same change.
     let video = until("the catalog shows it playable", Duration::from_secs(30), async || {
-        let video: Value = client
-            .get(format!("{base}/v1/videos/{id}"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let video = video(client, base, &id).await?;
         (video["playable"] == true).then_some(video)
     })
     .await;

@@ -237,17 +237,22 @@ pub async fn uploaded_once(client: &reqwest::Client, base: &str, token: &str, id
     assert_eq!((once("SourceUploaded"), once("EncodingRequested")), (1, 1), "{types:?}");
 }
 
+/// The catalog's view of `id`, if it answers with one.
+pub async fn video(client: &reqwest::Client, base: &str, id: &str) -> Option<Value> {
+    client
+        .get(format!("{base}/v1/videos/{id}"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
 /// Waits until the catalog says the video is ready (failing at once if it says failed).
 pub async fn ready(client: &reqwest::Client, base: &str, id: &str, within: Duration) {
     until("the video is ready", within, async || {
-        let video: Value = client
-            .get(format!("{base}/v1/videos/{id}"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let video = video(client, base, id).await?;
         assert_ne!(video["status"], "failed", "{video}");
         (video["status"] == "ready").then_some(())
     })

@@ -202,13 +202,7 @@ impl Worker {
     ) -> Result<ChunkOutput, MediaError> {
         let started = Instant::now();
         let cpu_before = process_cpu_seconds();
-        let video = self
-            .commands
-            .store()
-            .load(id)
-            .await
-            .map_err(|e| MediaError::io(format!("loading the video: {e}")))?
-            .video;
+        let video = self.video(id).await?;
         let span = video
             .chunks
             .get(chunk as usize)

@@ -127,16 +127,11 @@ impl Worker {
     ) -> Result<Attempted, MediaError> {
         let started = Instant::now();
         let cpu_before = process_cpu_seconds();
-        let loaded = self
-            .commands
-            .store()
-            .load(id)
-            .await
-            .map_err(|e| MediaError::io(format!("loading the video: {e}")))?;
+        let video = self.video(id).await?;
         tokio::fs::create_dir_all(scratch.join("out"))
             .await
             .map_err(|e| MediaError::io(format!("creating the scratch folder: {}", e.kind())))?;
-        let source = self.source_file(&loaded.video, scratch).await?;
+        let source = self.source_file(&video, scratch).await?;
         let probed = {
             let source = source.clone();
             let _timer = self.timer(Step::Probe);
@@ -264,6 +259,14 @@ impl Worker {
         let cost = cost_since(started, cpu_before, bytes_out);
         self.stats.produced(cost.cpu_seconds, packaged.duration_ms, bytes_out);
         Ok(Attempted::Whole(Box::new((packaged, cost))))
+    }
+
+    /// The video as its stream says now.
+    pub(super) async fn video(&self, id: &str) -> Result<Video, MediaError> {
+        let loaded = self.commands.store().load(id).await;
+        Ok(loaded
+            .map_err(|e| MediaError::io(format!("loading the video: {e}")))?
+            .video)
     }
 
     /// The video's source as a local file: the object store's own when it is local, else
