@@ -626,8 +626,9 @@ async fn three_workers_share_a_chunked_attempt_and_its_playlists_are_a_single_en
     else {
         panic!("completed")
     };
+    // Costs are recorded to the millisecond; the sum of the chunks' may carry float noise.
     assert!(
-        cost.cpu_seconds >= chunk_cpu && chunk_cpu > 0.0,
+        cost.cpu_seconds + 0.0005 >= chunk_cpu && chunk_cpu > 0.0,
         "{cost:?} against {chunk_cpu}"
     );
     assert_eq!(duration_ms, 24_000);
