@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Time to playable and time to complete (issue 20), side by side in one run: 1080p30 sources
 # with audio (testsrc2 with moving grain, ~12 Mbit/s like a phone upload), each encoded by a
-# fresh `vodsource serve` (embedded, release build) with the built-in ladder, once with the
-# earlier path (`--progressive=false`: the whole ladder is stored, then the video plays) and
-# once with progressive publication. Per run, web/e2e/ttp.mjs measures in headless Chromium:
+# fresh `vodsource serve` (embedded, release build) with the built-in ladder on three paths,
+# taking turns within each run: the earlier path (`--progressive=false`: the whole ladder is
+# stored, then the video plays), progressive publication with one decode feeding the whole
+# ladder (`lead_max_height = 0`), and progressive publication with the low rungs and the
+# audio encoded ahead from decodes of their own (the default). Per run, web/e2e/ttp.mjs
+# measures in headless Chromium:
 #   ttp  upload-complete → the first frame hls.js shows (the page polls the status every 100 ms)
 #   ttc  SourceUploaded → EncodingCompleted (as recorded)
 # and prints the median of RUNS runs per length and path.
@@ -32,12 +35,15 @@ source_of() { # seconds -> path (made once)
     echo "$path"
 }
 
-one() { # seconds progressive -> "ttp_ms ttc_ms playable_ms"
+printf 'lead_max_height = 0\n' >"$work/no-lead.toml"
+printf 'lead_max_height = 480\n' >"$work/lead.toml"
+
+one() { # seconds progressive ladder -> "ttp_ms ttc_ms playable_ms"
     local data="$work/data" log="$work/serve.log"
     rm -rf "$data"
     mkdir -p "$data"
     VODSOURCE_LOG="warn,vodsource_api::http=info" "$bin" --data-dir "$data" --log-json \
-        "--progressive=$2" serve --listen 127.0.0.1:0 2>"$log" &
+        "--progressive=$2" --ladder "$work/$3.toml" serve --listen 127.0.0.1:0 2>"$log" &
     server=$!
     local base=""
     for _ in $(seq 1 100); do
@@ -56,20 +62,25 @@ one() { # seconds progressive -> "ttp_ms ttc_ms playable_ms"
 
 median() { sort -n | sed -n "$(((runs + 1) / 2))p"; }
 
-printf '%-8s %-12s %10s %10s %12s\n' length path ttp_s ttc_s playable_s
+printf '%-8s %-18s %10s %10s %12s\n' length path ttp_s ttc_s playable_s
+paths=("false no-lead whole-ladder" "true no-lead progressive" "true lead progressive+lead")
 for seconds in "${lengths[@]}"; do
-    for progressive in false true; do
-        ttps=() ttcs=() playables=()
-        for _ in $(seq 1 "$runs"); do
-            read -r ttp ttc playable <<<"$(one "$seconds" "$progressive")"
-            ttps+=("$ttp")
-            ttcs+=("$ttc")
-            playables+=("$playable")
+    declare -A ttps=() ttcs=() playables=()
+    for _ in $(seq 1 "$runs"); do
+        for path in "${paths[@]}"; do
+            read -r progressive ladder name <<<"$path"
+            read -r ttp ttc playable <<<"$(one "$seconds" "$progressive" "$ladder")"
+            ttps[$name]+="$ttp "
+            ttcs[$name]+="$ttc "
+            playables[$name]+="$playable "
         done
-        path=$([ "$progressive" = true ] && echo progressive || echo whole-ladder)
-        printf '%-8s %-12s %10.2f %10.2f %12.2f\n' "${seconds}s" "$path" \
-            "$(printf '%s\n' "${ttps[@]}" | median | awk '{print $1/1000}')" \
-            "$(printf '%s\n' "${ttcs[@]}" | median | awk '{print $1/1000}')" \
-            "$(printf '%s\n' "${playables[@]}" | median | awk '{print $1/1000}')"
     done
+    for path in "${paths[@]}"; do
+        read -r _ _ name <<<"$path"
+        printf '%-8s %-18s %10.2f %10.2f %12.2f\n' "${seconds}s" "$name" \
+            "$(printf '%s\n' ${ttps[$name]} | median | awk '{print $1/1000}')" \
+            "$(printf '%s\n' ${ttcs[$name]} | median | awk '{print $1/1000}')" \
+            "$(printf '%s\n' ${playables[$name]} | median | awk '{print $1/1000}')"
+    done
+    unset ttps ttcs playables
 done

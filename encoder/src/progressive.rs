@@ -4,11 +4,12 @@
 //! A player that starts now at the beginning plays one second of media per second. The
 //! encoder has `available` seconds stored and adds `rate` seconds per second, but only in whole
 //! segments: at any moment the segment it is writing is not there yet. The player never
-//! waits when, at every moment until the encode ends, what is stored is at least where the
-//! player is plus a margin. With `rate ≥ 1` the first moment is the hardest; below, the
-//! player gains `1 − rate` each second, and the moment the encode ends (or the player nears
-//! the end) is.
-
+//! waits when every segment is stored before the player, a margin ahead of it, needs it.
+//! Segment `k` after what is stored is written at most `(k + 1) · segment / rate` from now
+//! (the one in progress is partly written already) and needed at `available + k · segment −
+//! margin`: both grow linearly with `k`, so the first and the last segment are the ones to
+//! check. Faster than real time, the first is the hardest (and the faster, the sooner it is
+//! met: a quick encode is playable once its first segment is stored); slower, the last.
 /// Seconds of media a player must have ahead of its position at every moment.
 pub const MARGIN_SECONDS: f64 = 1.0;
 
@@ -16,24 +17,27 @@ pub const MARGIN_SECONDS: f64 = 1.0;
 ///
 /// `total`: seconds of media the encode will have; `available`: seconds stored now (whole
 /// segments from the start); `rate`: seconds of media the encode adds per second of wall
-/// time; `segment`: the length of the segment being written (not there until closed);
+/// time; `segment`: the length of the segments still to come (none there until closed);
 /// `margin`: what the player keeps ahead.
 pub fn keeps_ahead(total: f64, available: f64, rate: f64, segment: f64, margin: f64) -> bool {
     if available >= total - 1e-6 {
         return available > 0.0;
     }
-    // What the player may use without waiting for the segment in progress.
-    let lead = available - segment - margin;
-    if lead < 0.0 || !rate.is_finite() || rate <= 0.0 {
+    if available <= 0.0 || !rate.is_finite() || rate <= 0.0 || segment.is_nan() || segment <= 0.0 {
         return false;
     }
-    if rate >= 1.0 {
-        return true;
+    // Segment k after what is stored: when it is there, and when the player reaches it.
+    let ready = |k: f64| ((available + (k + 1.0) * segment).min(total) - available) / rate;
+    let needed = |k: f64| available + k * segment - margin;
+    if ready(0.0) > needed(0.0) {
+        return false;
     }
-    // The encode ends at `t_end`; until then the player gains `1 − rate` per second. It
-    // only needs media up to the end, so the race is over at `total − margin` too.
-    let t_end = (total - available) / rate;
-    lead >= (1.0 - rate) * t_end.min(total - margin)
+    if !total.is_finite() {
+        // Of an unknown length, only an encode at least as fast as playback.
+        return rate >= 1.0;
+    }
+    let last = ((total - available) / segment).ceil() - 1.0;
+    ready(last) <= needed(last)
 }
 
 /// Media seconds encoded per second of wall time, from `available` stored after `elapsed`
@@ -50,12 +54,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_encode_faster_than_playback_is_playable_once_a_segment_and_the_margin_are_stored() {
-        // 4 s segments, 2× real time: the first segment alone is not enough (the player
-        // would reach its end while the second is being written)…
-        assert!(!keeps_ahead(90.0, 4.0, 2.0, 4.0, MARGIN_SECONDS));
+    fn an_encode_faster_than_playback_is_playable_once_its_next_segment_comes_before_the_player_needs_it() {
+        // 4 s segments at real time: the first alone is not enough (the player would reach
+        // its end, less the margin, while the second is being written)…
+        assert!(!keeps_ahead(90.0, 4.0, 1.0, 4.0, MARGIN_SECONDS));
         // …two are.
-        assert!(keeps_ahead(90.0, 8.0, 2.0, 4.0, MARGIN_SECONDS));
+        assert!(keeps_ahead(90.0, 8.0, 1.0, 4.0, MARGIN_SECONDS));
+        // At 2× the second is written in 2 s, before the player is 1 s from the first's end.
+        assert!(keeps_ahead(90.0, 4.0, 2.0, 4.0, MARGIN_SECONDS));
+        // The boundary: the second segment comes at 4 / rate, needed at 4 − margin.
+        assert!(keeps_ahead(90.0, 4.0, 4.0 / 3.0, 4.0, MARGIN_SECONDS));
+        assert!(!keeps_ahead(90.0, 4.0, 4.0 / 3.0 - 0.01, 4.0, MARGIN_SECONDS));
         // Nothing stored: never.
         assert!(!keeps_ahead(90.0, 0.0, 10.0, 4.0, MARGIN_SECONDS));
     }
@@ -65,16 +74,19 @@ mod tests {
         // 600 s at 0.9× real time: the player gains 0.1 s a second, ~60 s over the encode.
         assert!(!keeps_ahead(600.0, 8.0, 0.9, 4.0, MARGIN_SECONDS));
         assert!(!keeps_ahead(600.0, 60.0, 0.9, 4.0, MARGIN_SECONDS));
-        assert!(keeps_ahead(600.0, 66.0, 0.9, 4.0, MARGIN_SECONDS));
-        // The exact boundary: lead = (1 − rate) · (total − available) / rate.
+        assert!(!keeps_ahead(600.0, 64.0, 0.9, 4.0, MARGIN_SECONDS));
+        assert!(keeps_ahead(600.0, 68.0, 0.9, 4.0, MARGIN_SECONDS));
+        // The exact boundary: the last segment, [596, 600), is stored (600 − available) / rate
+        // from now and needed at 596 − margin.
         let (total, rate, segment) = (600.0, 0.9, 4.0);
-        let available = f64::midpoint(60.0, 66.0);
-        let lead = available - segment - MARGIN_SECONDS;
-        let need = (1.0 - rate) * (total - available) / rate;
-        assert_eq!(
-            keeps_ahead(total, available, rate, segment, MARGIN_SECONDS),
-            lead >= need
-        );
+        for available in [56.0, 60.0, 64.0, 68.0, 72.0] {
+            let need = (total - available) / rate <= total - segment - MARGIN_SECONDS;
+            assert_eq!(
+                keeps_ahead(total, available, rate, segment, MARGIN_SECONDS),
+                need,
+                "{available}"
+            );
+        }
         // A stalled encode is never playable before it ends.
         assert!(!keeps_ahead(600.0, 100.0, 0.0, 4.0, MARGIN_SECONDS));
     }

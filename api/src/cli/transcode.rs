@@ -43,6 +43,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
         limits: &vodsource_encoder::SourceLimits::default(),
         cancel: &AtomicBool::new(false),
         progress: &Progress::default(),
+        lead: false,
     })
     .map_err(|e| anyhow::anyhow!("{}: {e}", args.source.display()))?;
     for (rung, track) in &packaged.rungs {

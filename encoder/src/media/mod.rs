@@ -54,6 +54,10 @@ pub struct Job<'a> {
     pub cancel: &'a AtomicBool,
     /// Updated as rungs advance.
     pub progress: &'a Progress,
+    /// A whole encode's low rungs (short side at most `config.lead_max_height`) and audio are
+    /// encoded from a decode of their own, ahead of the larger rungs: what progressive
+    /// publication lists first. Costs a second decode of the source.
+    pub lead: bool,
 }
 
 /// Everything a finished transcode wrote, relative to `out_dir`.
@@ -279,9 +283,29 @@ impl Encoded {
     fn seconds(&self) -> f64 {
         self.frames as f64 / self.fps.as_f64()
     }
+
+    /// What a pass without thumbnails leaves: its tracks.
+    fn tracks(self) -> Tracks {
+        Tracks {
+            rungs: self.rungs,
+            done: self.done,
+            audio: self.audio,
+            frames: self.frames,
+        }
+    }
 }
 
-/// The decode and the encodes of `part`.
+/// The tracks of one pass of an encode.
+struct Tracks {
+    rungs: Vec<RungPlan>,
+    done: Vec<video::RungDone>,
+    audio: Option<audio::AudioDone>,
+    frames: u64,
+}
+
+/// The decode and the encodes of `part`: one pass over the source, or, for a whole encode
+/// with a lead ([`Job::lead`]), two at once — the low rungs and the audio from a decode of
+/// their own, ahead of the larger rungs.
 fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
     init()?;
     job.limits.check_probe(&job.probed.probe)?;
@@ -313,28 +337,243 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
         None => expected_frames,
     };
     job.progress.start(share, &rungs);
+    let threads = x264_threads(&rungs, config);
+    let setup = Setup {
+        all_rungs: &all_rungs,
+        fps,
+        segmenter,
+        duration_s,
+        window,
+    };
+    let stop = AtomicBool::new(false);
+    let whole = Pass {
+        rungs: &rungs,
+        threads: &threads,
+        offset: 0,
+        audio: with_audio,
+        thumbnails: true,
+    };
+    let lead_from = match part {
+        Part::Whole if job.lead => lead_from(&rungs, config.lead_max_height),
+        _ => None,
+    };
+    let Some(k) = lead_from else {
+        return pass(job, &setup, &whole, &stop, None);
+    };
+    // Three decodes at once: the larger rungs; the lead; the audio alone (it takes seconds,
+    // and is then there from start to end, whatever the video's pace).
+    let mut passes = vec![
+        Pass {
+            rungs: &rungs[..k],
+            threads: &threads[..k],
+            audio: false,
+            ..whole
+        },
+        Pass {
+            rungs: &rungs[k..],
+            threads: &threads[k..],
+            offset: k,
+            audio: false,
+            thumbnails: false,
+        },
+    ];
+    if with_audio && job.probed.has_audio {
+        passes.push(Pass {
+            rungs: &[],
+            threads: &[],
+            offset: rungs.len(),
+            audio: true,
+            thumbnails: false,
+        });
+    }
+    // The first pass (with the thumbnails, which stay on their thread) runs on this one.
+    let stopping = |outcome: Result<Encoded, MediaError>| {
+        if outcome.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        outcome
+    };
+    let lead_over = AtomicBool::new(false);
+    let pace = Pace {
+        progress: job.progress,
+        lead: k,
+        fps: fps.as_f64(),
+        started: std::time::Instant::now(),
+        over: &lead_over,
+    };
+    let (main, others) = std::thread::scope(|scope| {
+        let handles: Vec<_> = passes[1..]
+            .iter()
+            .enumerate()
+            .map(|(i, one)| {
+                let (setup, stopping, stop, lead_over) = (&setup, &stopping, &stop, &lead_over);
+                scope.spawn(move || {
+                    let outcome = stopping(pass(job, setup, one, stop, None)).map(Encoded::tracks);
+                    if i == 0 {
+                        lead_over.store(true, Ordering::Relaxed);
+                    }
+                    outcome
+                })
+            })
+            .collect();
+        let main = stopping(pass(job, &setup, &passes[0], &stop, Some(&pace)));
+        let others: Vec<_> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(MediaError::internal("a decode of the source panicked")))
+            })
+            .collect();
+        (main, others)
+    });
+    let mut main = match main {
+        Ok(main) => main,
+        Err(error) => {
+            return Err(first_error(&others)
+                .filter(|_| error.kind == MediaErrorKind::Cancelled)
+                .unwrap_or(error))
+        }
+    };
+    if let Some(error) = first_error(&others) {
+        return Err(error);
+    }
+    let mut others = others.into_iter().filter_map(Result::ok);
+    let Some(lead) = others.next() else {
+        return Err(MediaError::internal("the lead decode left no outcome"));
+    };
+    if main.frames != lead.frames {
+        return Err(MediaError::internal(format!(
+            "the two decodes of the source made {} and {} pictures",
+            main.frames, lead.frames
+        )));
+    }
+    main.rungs.extend(lead.rungs);
+    main.done.extend(lead.done);
+    main.audio = others.next().and_then(|audio| audio.audio);
+    Ok(main)
+}
 
+/// Where the lead starts in `rungs` (largest first): the first rung whose short side is at
+/// most `max_height`, when larger rungs remain for the other pass.
+pub fn lead_from(rungs: &[RungPlan], max_height: u32) -> Option<usize> {
+    if max_height == 0 {
+        return None;
+    }
+    rungs
+        .iter()
+        .position(|rung| rung.width.min(rung.height) <= max_height)
+        .filter(|&k| k > 0)
+}
+
+/// How far ahead of real time the lead is kept: the larger rungs wait while it is behind
+/// `LEAD_RATE` × the seconds since the start + `LEAD_HEAD_SECONDS` of media.
+const LEAD_RATE: f64 = 2.0;
+/// See [`LEAD_RATE`]: two segments' head start.
+const LEAD_HEAD_SECONDS: f64 = 8.0;
+/// The larger rungs never wait for a lead this many seconds of media ahead of them (a lead
+/// that cannot keep its rate even alone must not hold them back to the end).
+const LEAD_MAX_AHEAD_SECONDS: f64 = 120.0;
+
+/// Holds the larger rungs back while the lead is behind its schedule: two cores shared
+/// evenly between the passes would leave the lead at about the ladder's pace, below real
+/// time; held back this way, the other pass takes what the lead leaves.
+struct Pace<'a> {
+    progress: &'a Progress,
+    /// The lead's first rung in the progress.
+    lead: usize,
+    fps: f64,
+    started: std::time::Instant,
+    /// Set when the lead pass ends (done or failed).
+    over: &'a AtomicBool,
+}
+
+impl Pace<'_> {
+    /// Waits, before the larger rungs get picture `n`, while the lead is behind its schedule.
+    fn wait(&self, n: u64, cancel: &AtomicBool, stop: &AtomicBool) {
+        loop {
+            if self.over.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let lead = self.progress.frames_from(self.lead);
+            if !lead_behind(self.started.elapsed().as_secs_f64(), lead, n, self.fps) {
+                return;
+            }
+            self.progress.wait(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+/// Whether the larger rungs wait before their picture `n`: `elapsed` seconds after the start,
+/// the lead has encoded `lead` pictures (at `fps`), fewer than its schedule asks, and is not
+/// far enough ahead of them to let them run regardless.
+fn lead_behind(elapsed: f64, lead: u64, n: u64, fps: f64) -> bool {
+    let due = (elapsed * LEAD_RATE + LEAD_HEAD_SECONDS) * fps;
+    let far_ahead = n as f64 + LEAD_MAX_AHEAD_SECONDS * fps;
+    (lead as f64) < due && (lead as f64) < far_ahead
+}
+
+/// What every pass of one encode shares.
+struct Setup<'a> {
+    all_rungs: &'a [RungPlan],
+    fps: Fps,
+    segmenter: Segmenter,
+    duration_s: f64,
+    window: Option<(u64, Option<u64>)>,
+}
+
+/// One decode of the source and the encodes it feeds.
+#[derive(Clone, Copy)]
+struct Pass<'a> {
+    /// The rungs it encodes, largest first (the decode scales to the first).
+    rungs: &'a [RungPlan],
+    /// x264 threads of each.
+    threads: &'a [usize],
+    /// The first rung's place in the encode's progress.
+    offset: usize,
+    /// Whether it encodes the audio.
+    audio: bool,
+    /// Whether it makes the poster and thumbnails.
+    thumbnails: bool,
+}
+
+/// Runs `pass`; stops early when `job.cancel` or `stop` is set; waits on `pace`, if any,
+/// before each picture.
+fn pass(
+    job: &Job<'_>,
+    setup: &Setup<'_>,
+    pass: &Pass<'_>,
+    stop: &AtomicBool,
+    pace: Option<&Pace<'_>>,
+) -> Result<Encoded, MediaError> {
+    let Setup {
+        all_rungs,
+        fps,
+        segmenter,
+        duration_s,
+        window,
+    } = *setup;
+    let config = job.config;
+    let rungs = pass.rungs;
     let mut input = probe::open(job.source)?;
     let video_index = input
         .streams()
         .best(MediaType::Video)
         .map(|s| s.index())
         .ok_or_else(|| MediaError::bad("the source has no video stream"))?;
-    let audio_index = (with_audio && job.probed.has_audio)
+    let audio_index = (pass.audio && job.probed.has_audio)
         .then(|| input.streams().best(MediaType::Audio).map(|s| s.index()))
         .flatten();
     let video_start = video::stream_start(&input, video_index);
-    let mut decode = if rungs.is_empty() {
-        None
-    } else {
-        Some(video::Decode::new(
+    let mut decode = match rungs.first() {
+        None => None,
+        Some(top) => Some(video::Decode::new(
             &input,
             video_index,
             job.probed,
-            &all_rungs[0],
+            top,
             fps,
             job.limits,
-        )?)
+        )?),
     };
     // Where the first picture of the source falls, so that a run of frames deep in the
     // source is counted as a whole decode counts it; then to just before the run.
@@ -366,7 +605,6 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
     };
     let mut thumbnails = thumbs::Thumbnailer::new(&all_rungs[0], fps, duration_s);
 
-    let threads = x264_threads(&rungs, config);
     let first_segment = window.map_or(Some(0), |(from, _)| segmenter.index_of(from));
     std::thread::scope(|scope| -> Result<Encoded, MediaError> {
         // The chain: decode → rung 0 → rung 1 → … ; each rung forwards its picture down.
@@ -384,11 +622,12 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
                 first_segment: first_segment.unwrap_or(0) + 1,
                 keep_from: window.map_or(0, |(from, _)| from),
                 preset: config.preset.clone(),
-                threads: threads[i],
+                threads: pass.threads.get(i).copied().unwrap_or(1),
             };
             let progress = job.progress;
+            let slot = pass.offset + i;
             let input_rx = std::mem::replace(&mut rx, next_rx);
-            handles.push(scope.spawn(move || encode.run(input_rx, next, |frames| progress.set(i, frames))));
+            handles.push(scope.spawn(move || encode.run(input_rx, next, |frames| progress.set(slot, frames))));
         }
         drop(rx);
         let audio_handle = audio_decode.as_ref().map(|_| {
@@ -421,9 +660,9 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
                 to: window.and_then(|w| w.1),
                 segmenter,
             },
-            &mut thumbnails,
+            pass.thumbnails.then_some(&mut thumbnails),
             &first_tx,
-            job.cancel,
+            (job.cancel, stop, pace),
             (job.limits.max_frames(fps.as_f64()), job.limits),
         );
         drop(first_tx);
@@ -439,7 +678,7 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
             h.join()
                 .unwrap_or_else(|_| Err(MediaError::internal("the audio encoder panicked")))
         });
-        if job.cancel.load(Ordering::Relaxed) {
+        if job.cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
             return Err(MediaError::cancelled("cancelled"));
         }
         // A stage that failed is the cause; the feed then only saw its channel close.
@@ -448,7 +687,7 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
         }
         let frames = fed?;
         let done: Vec<video::RungDone> = outcomes.drain(..).filter_map(Result::ok).collect();
-        if frames == 0 && part == Part::Whole {
+        if frames == 0 && !rungs.is_empty() && window.is_none() {
             return Err(MediaError::bad("no video frame of the source could be decoded"));
         }
         let audio = match audio_done {
@@ -457,7 +696,7 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
             None => None,
         };
         Ok(Encoded {
-            rungs,
+            rungs: rungs.to_vec(),
             done,
             audio,
             frames,
@@ -543,9 +782,9 @@ fn feed(
     audio_index: Option<usize>,
     video_index: usize,
     window: &Window,
-    thumbnails: &mut thumbs::Thumbnailer,
+    mut thumbnails: Option<&mut thumbs::Thumbnailer>,
     out: &SyncSender<Arc<frame::Video>>,
-    cancel: &AtomicBool,
+    (cancel, stop, pace): (&AtomicBool, &AtomicBool, Option<&Pace<'_>>),
     (max_frames, limits): (u64, &SourceLimits),
 ) -> Result<u64, MediaError> {
     let mut counted = 0u64;
@@ -579,15 +818,20 @@ fn feed(
             picture::Type::None
         });
         if !warming {
-            thumbnails.offer(n, &picture);
+            if let Some(thumbnails) = thumbnails.as_mut() {
+                thumbnails.offer(n, &picture);
+            }
             produced += 1;
+        }
+        if let Some(pace) = pace {
+            pace.wait(n, cancel, stop);
         }
         // A rung that stopped reports why when joined.
         out.send(Arc::new(picture))
             .map_err(|_| MediaError::cancelled("cancelled"))
     };
     for (stream, packet) in input.packets() {
-        if cancel.load(Ordering::Relaxed) {
+        if cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
             return Err(MediaError::cancelled("cancelled"));
         }
         if stream.index() == video_index {
@@ -630,4 +874,42 @@ fn x264_threads(rungs: &[RungPlan], config: &LadderConfig) -> Vec<usize> {
         .iter()
         .map(|p| ((p / total) * cores * 2.0).round().max(1.0) as usize)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_larger_rungs_wait_while_the_lead_is_behind_twice_real_time_and_two_segments() {
+        // At the start: until the lead has 8 s of media.
+        assert!(lead_behind(0.0, 0, 0, 30.0));
+        assert!(lead_behind(0.0, 239, 0, 30.0));
+        assert!(!lead_behind(0.0, 240, 0, 30.0));
+        // 10 s in, 2 × 10 + 8 = 28 s of media are due.
+        assert!(lead_behind(10.0, 28 * 30 - 1, 100, 30.0));
+        assert!(!lead_behind(10.0, 28 * 30, 100, 30.0));
+    }
+
+    #[test]
+    fn a_lead_far_ahead_of_the_larger_rungs_holds_nothing_back_even_behind_its_schedule() {
+        // 100 s in, 208 s are due; the lead has 150 s, 120 s ahead of pictures at 30 s.
+        assert!(!lead_behind(100.0, 150 * 30, 30 * 30, 30.0));
+        assert!(lead_behind(100.0, 150 * 30, 31 * 30, 30.0));
+    }
+
+    #[test]
+    fn the_lead_is_the_rungs_no_taller_than_the_limit_when_larger_ones_remain() {
+        let rungs = plan(&LadderConfig::default(), 1920, 1080, 30.0).expect("plan");
+        assert_eq!(lead_from(&rungs, 480), Some(2));
+        assert_eq!(lead_from(&rungs, 720), Some(1));
+        assert_eq!(lead_from(&rungs, 0), None);
+        // Nothing larger would remain: no lead.
+        assert_eq!(lead_from(&rungs, 1080), None);
+        let small = plan(&LadderConfig::default(), 854, 480, 30.0).expect("plan");
+        assert_eq!(lead_from(&small, 480), None);
+        // Portrait: the short side decides.
+        let portrait = plan(&LadderConfig::default(), 1080, 1920, 30.0).expect("plan");
+        assert_eq!(lead_from(&portrait, 480), Some(2));
+    }
 }

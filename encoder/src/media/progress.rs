@@ -1,6 +1,7 @@
 //! How far a transcode is: each rung's encoded frames against the frames expected.
 
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use crate::ladder::RungPlan;
 
@@ -8,6 +9,8 @@ use crate::ladder::RungPlan;
 #[derive(Debug, Default)]
 pub struct Progress {
     state: Mutex<ProgressState>,
+    /// Notified whenever a rung advances.
+    advanced: Condvar,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -59,6 +62,25 @@ impl Progress {
         if let Some(slot) = self.lock().rungs.get_mut(rung) {
             slot.1 = frames;
         }
+        self.advanced.notify_all();
+    }
+
+    /// The fewest frames any of the rungs `from..` has encoded.
+    pub(super) fn frames_from(&self, from: usize) -> u64 {
+        let state = self.lock();
+        state
+            .rungs
+            .iter()
+            .skip(from)
+            .map(|(_, frames)| *frames)
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Waits until a rung advances, or `at_most`.
+    pub(super) fn wait(&self, at_most: Duration) {
+        let state = self.lock();
+        let _ = self.advanced.wait_timeout(state, at_most);
     }
 
     /// The current reading.

@@ -259,6 +259,7 @@ impl Worker {
                         limits: &limits,
                         cancel: &transcode_shared.cancel,
                         progress: &transcode_shared.progress,
+                        lead: false,
                     },
                     part,
                 )

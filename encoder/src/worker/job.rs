@@ -209,6 +209,7 @@ impl Worker {
             let out = scratch.join("out");
             let ladder = self.config.ladder.clone();
             let limits = limits.clone();
+            let progressive = self.config.progressive;
             let handle = tokio::task::spawn_blocking(move || {
                 transcode(&Job {
                     source: &source,
@@ -218,6 +219,7 @@ impl Worker {
                     limits: &limits,
                     cancel: &transcode_shared.cancel,
                     progress: &transcode_shared.progress,
+                    lead: progressive,
                 })
             });
             let transcode = stop_watch.watch(handle);

@@ -55,6 +55,7 @@ fn run(source: &Path, out: &Path, part: Option<Part>) -> Option<PartDone> {
         limits: &SourceLimits::default(),
         cancel: &AtomicBool::new(false),
         progress: &Progress::default(),
+        lead: false,
     };
     match part {
         None => {
@@ -89,7 +90,7 @@ fn joined(init: &Path, segments: &[PathBuf], to: &Path) -> PathBuf {
 
 /// PSNR (average, dB) of `encoded` against `source` scaled to `size`, both from their first
 /// picture.
-fn psnr(encoded: &Path, source: &Path, size: (u32, u32)) -> f64 {
+pub(crate) fn psnr(encoded: &Path, source: &Path, size: (u32, u32)) -> f64 {
     let filter = format!(
         "[0:v]setpts=PTS-STARTPTS[a];[1:v]scale={}:{}:flags=bicubic,setpts=PTS-STARTPTS[b];[a][b]psnr",
         size.0, size.1

@@ -12,6 +12,10 @@ use vodsource_tests::TempDir;
 use crate::helpers::{clip, ffprobe, pattern, rotate_90, video_packets};
 
 fn encode(source: &Path, out: &Path) -> Result<Packaged, MediaError> {
+    encode_with(source, out, false)
+}
+
+fn encode_with(source: &Path, out: &Path, lead: bool) -> Result<Packaged, MediaError> {
     let probed = probe(source)?;
     std::fs::create_dir_all(out).expect("out dir");
     transcode(&Job {
@@ -22,6 +26,7 @@ fn encode(source: &Path, out: &Path) -> Result<Packaged, MediaError> {
         limits: &SourceLimits::default(),
         cancel: &AtomicBool::new(false),
         progress: &Progress::default(),
+        lead,
     })
 }
 
@@ -187,6 +192,51 @@ fn a_720p_source_becomes_an_aligned_ladder_that_ffprobe_reads() {
     );
     assert_eq!(packaged.duration_ms, 9000);
     assert!(packaged.files.contains(&"manifest.mpd".to_owned()));
+}
+
+#[test]
+fn with_a_lead_the_low_rungs_and_the_audio_decoded_on_their_own_make_the_same_ladder() {
+    let dir = TempDir::new();
+    let source = pattern(dir.path(), "src.mp4", "1280x720", 30, 9);
+    let (chained, led) = (dir.path().join("chained"), dir.path().join("led"));
+    let one = encode_with(&source, &chained, false).expect("one decode");
+    // 480p and 360p (the default lead: short side ≤ 480) from a decode of their own, the
+    // audio from a third.
+    let three = encode_with(&source, &led, true).expect("three decodes");
+    let names = |p: &Packaged| p.rungs.iter().map(|(r, _)| r.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&three), ["720p", "480p", "360p"]);
+    assert_eq!(names(&three), names(&one));
+    let mut keyframes = Vec::new();
+    for ((rung, track), (_, alone)) in three.rungs.iter().zip(&one.rungs) {
+        let durations =
+            |t: &vodsource_encoder::manifest::Track| t.segments.iter().map(|s| s.duration).collect::<Vec<_>>();
+        assert_eq!(durations(track), durations(alone), "{}", rung.name);
+        let playlist = led.join(&rung.name).join("index.m3u8");
+        let packets = video_packets(&playlist);
+        assert_eq!(packets.len(), 270, "{}: every frame of 9 s at 30 fps", rung.name);
+        keyframes.push(packets.iter().filter(|p| p.1).map(|p| p.0).collect::<Vec<f64>>());
+        // Scaled from the source rather than from the next larger rung: no worse.
+        let size = (rung.width, rung.height);
+        let (from_lead, from_chain) = (
+            crate::chunks::psnr(&playlist, &source, size),
+            crate::chunks::psnr(&chained.join(&rung.name).join("index.m3u8"), &source, size),
+        );
+        assert!(
+            from_lead > from_chain - 0.3,
+            "{}: {from_lead:.2} dB against {from_chain:.2} dB",
+            rung.name
+        );
+    }
+    // Keyframes on the same pictures in every rung, whichever decode fed it.
+    assert_eq!(keyframes[0].len(), 3, "{keyframes:?}");
+    assert!(keyframes.iter().all(|k| k == &keyframes[0]), "{keyframes:?}");
+    let audio = three.audio.as_ref().expect("the audio track");
+    let alone = one.audio.as_ref().expect("the audio track");
+    assert_eq!(audio.segments.len(), alone.segments.len());
+    assert!((audio.duration() - 9.0).abs() < 0.1, "{}", audio.duration());
+    assert_eq!(three.duration_ms, 9000);
+    assert!(three.poster.is_some() && three.thumbnails.is_some());
+    assert!(led.join("master.m3u8").is_file() && led.join("manifest.mpd").is_file());
 }
 
 #[test]
@@ -419,6 +469,7 @@ fn the_limits_hold_while_decoding_whatever_the_probe_was_told() {
             limits,
             cancel: &AtomicBool::new(false),
             progress: &Progress::default(),
+            lead: false,
         })
     };
     // It says it lasts half a second; it runs three, past a one-second limit.
