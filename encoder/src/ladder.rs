@@ -25,6 +25,10 @@ pub struct LadderConfig {
     pub preset: String,
     /// Segment duration in seconds; also the keyframe interval of every rung.
     pub segment_seconds: u32,
+    /// The first segment's duration when shorter than `segment_seconds` (the first full
+    /// segment is cut in two; the grid after it stays): a video being published can start
+    /// once this much is stored. 0 or `segment_seconds`: every segment alike.
+    pub first_segment_seconds: u32,
     /// AAC bitrate in kbit/s (stereo, 48 kHz).
     pub audio_bitrate_kbps: u32,
     /// Peak bitrate allowed by the VBV, as a multiple of the average (HLS BANDWIDTH follows).
@@ -61,6 +65,7 @@ impl Default for LadderConfig {
             ],
             preset: "veryfast".into(),
             segment_seconds: 4,
+            first_segment_seconds: 2,
             audio_bitrate_kbps: 128,
             maxrate_factor: 1.5,
             bufsize_seconds: 2.0,
@@ -283,13 +288,16 @@ impl Fps {
 }
 
 /// Where segments start: frame `n` (counted from 0 at the output rate) opens a segment when
-/// it is the first frame at or after a multiple of the segment duration. Every rung forces
-/// an IDR on exactly these frames, so segments align across the ladder.
+/// it is the first frame at or after a multiple of the segment duration, or, with a short
+/// first segment, at or after its end. Every rung forces an IDR on exactly these frames, so
+/// segments align across the ladder.
 #[derive(Debug, Clone, Copy)]
 pub struct Segmenter {
     /// Frames per segment, as the fraction `seconds * num / den`.
     num: u64,
     den: u64,
+    /// The end of a short first segment (a frame inside the first full one), if any.
+    first: Option<u64>,
 }
 
 impl Segmenter {
@@ -298,36 +306,73 @@ impl Segmenter {
         Self {
             num: u64::from(seconds.max(1)) * u64::from(fps.num),
             den: u64::from(fps.den.max(1)),
+            first: None,
         }
     }
 
-    /// The first frame of segment `k`: ceil(k · seconds · fps).
-    pub fn start_of(&self, k: u64) -> u64 {
+    /// The segments `config` asks for at `fps`: its first segment short when
+    /// `first_segment_seconds` is shorter than `segment_seconds` (a player can start on it
+    /// sooner), the rest every `segment_seconds` as if the first were whole.
+    pub fn of(config: &LadderConfig, fps: Fps) -> Self {
+        let mut segmenter = Self::new(config.segment_seconds, fps);
+        let first = (u64::from(config.first_segment_seconds) * u64::from(fps.num)).div_ceil(u64::from(fps.den.max(1)));
+        if first > 0 && first < segmenter.uniform_start(1) {
+            segmenter.first = Some(first);
+        }
+        segmenter
+    }
+
+    /// The first frame of segment `k` of the uniform grid: ceil(k · seconds · fps).
+    fn uniform_start(&self, k: u64) -> u64 {
         (k * self.num).div_ceil(self.den)
+    }
+
+    /// The segment of the uniform grid frame `n` starts, if it starts one.
+    fn uniform_index(&self, n: u64) -> Option<u64> {
+        if n == 0 {
+            return Some(0);
+        }
+        // The segment that would start at n is the first k with k·num/den > n − 1.
+        let k = (n - 1) * self.den / self.num + 1;
+        (self.uniform_start(k) == n).then_some(k)
+    }
+
+    /// The first frame of segment `k`.
+    pub fn start_of(&self, k: u64) -> u64 {
+        match self.first {
+            Some(_) if k == 0 => 0,
+            Some(first) if k == 1 => first,
+            Some(_) => self.uniform_start(k - 1),
+            None => self.uniform_start(k),
+        }
     }
 
     /// Whether frame `n` starts a segment.
     pub fn is_boundary(&self, n: u64) -> bool {
-        if n == 0 {
-            return true;
-        }
-        // The segment that would start at n is the first k with k·num/den > n − 1.
-        let k = (n - 1) * self.den / self.num + 1;
-        self.start_of(k) == n
+        self.index_of(n).is_some()
     }
 
     /// The segment that frame `n` starts, if it starts one.
     pub fn index_of(&self, n: u64) -> Option<u64> {
-        if n == 0 {
-            return Some(0);
+        match self.first {
+            Some(first) if n == first => Some(1),
+            Some(_) => self.uniform_index(n).map(|k| if k == 0 { 0 } else { k + 1 }),
+            None => self.uniform_index(n),
         }
-        let k = (n - 1) * self.den / self.num + 1;
-        (self.start_of(k) == n).then_some(k)
     }
 
     /// The most frames a segment holds (the x264 keyint).
     pub fn max_frames(&self) -> u64 {
         self.num.div_ceil(self.den)
+    }
+
+    /// Seconds of the segment that starts `available` seconds in (whole segments from the
+    /// start, as a muxer lists them); a full segment's when that is not a boundary.
+    pub fn next_seconds(&self, available: f64, fps: Fps) -> f64 {
+        let frame = (available * fps.as_f64()).round().max(0.0) as u64;
+        // Not a boundary: a full segment's, as any past the first.
+        let k = self.index_of(frame).unwrap_or(self.first.map_or(1, |_| 2));
+        (self.start_of(k + 1) - self.start_of(k)) as f64 / fps.as_f64()
     }
 }
 
@@ -411,6 +456,40 @@ mod tests {
         assert_eq!(Fps::choose(120.0, 60.0), Fps { num: 60, den: 1 });
         assert_eq!(Fps::choose(f64::NAN, 60.0), Fps { num: 30, den: 1 });
         assert_eq!(Fps::choose(12.5, 60.0), Fps { num: 12500, den: 1000 });
+    }
+
+    #[test]
+    fn a_short_first_segment_cuts_the_first_full_one_in_two_and_leaves_the_grid() {
+        let fps = Fps { num: 30, den: 1 };
+        let s = Segmenter::of(&LadderConfig::default(), fps);
+        let starts: Vec<u64> = (0..1000).filter(|&n| s.is_boundary(n)).take(5).collect();
+        assert_eq!(starts, vec![0, 60, 120, 240, 360]);
+        assert_eq!((0..5).map(|k| s.start_of(k)).collect::<Vec<_>>(), starts);
+        assert_eq!(s.index_of(60), Some(1));
+        assert_eq!(s.index_of(240), Some(3));
+        assert_eq!(s.index_of(61), None);
+        assert_eq!(s.max_frames(), 120);
+        // The segment after what is stored: 2 s, then 2 s, then 4 s.
+        assert!((s.next_seconds(0.0, fps) - 2.0).abs() < 1e-9);
+        assert!((s.next_seconds(2.0, fps) - 2.0).abs() < 1e-9);
+        assert!((s.next_seconds(4.0, fps) - 4.0).abs() < 1e-9);
+        assert!((s.next_seconds(8.0, fps) - 4.0).abs() < 1e-9);
+        // 29.97 fps: the first ends at frame 60 (2.002 s), the grid stays 120, 240, …, 1079.
+        let ntsc = Fps { num: 30000, den: 1001 };
+        let s = Segmenter::of(&LadderConfig::default(), ntsc);
+        assert_eq!(s.start_of(1), 60);
+        assert_eq!(s.start_of(10), 1079);
+        assert!(s.is_boundary(1079) && s.is_boundary(120));
+        // Off, or as long as the rest: the uniform grid.
+        for first in [0, 4, 6] {
+            let config = LadderConfig {
+                first_segment_seconds: first,
+                ..LadderConfig::default()
+            };
+            let s = Segmenter::of(&config, fps);
+            assert_eq!((0..3).map(|k| s.start_of(k)).collect::<Vec<_>>(), [0, 120, 240]);
+            assert!(!s.is_boundary(60));
+        }
     }
 
     #[test]

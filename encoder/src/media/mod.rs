@@ -232,7 +232,7 @@ pub fn transcode_part(job: &Job<'_>, part: Part) -> Result<PartDone, MediaError>
         )));
     }
     job.progress.packaging();
-    let segmenter = Segmenter::new(job.config.segment_seconds, fps);
+    let segmenter = Segmenter::of(job.config, fps);
     let mut tracks = Vec::new();
     for (rung, done) in encoded.rungs.iter().zip(&encoded.done) {
         let planned = PlannedTrack::video(rung, fps);
@@ -317,7 +317,7 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
         job.probed.display_height,
         fps.as_f64(),
     )?;
-    let segmenter = Segmenter::new(config.segment_seconds, fps);
+    let segmenter = Segmenter::of(config, fps);
     let duration_s = job.probed.probe.duration_ms as f64 / 1000.0;
     let expected_frames = (duration_s * fps.as_f64()).round() as u64;
     let (rungs, window, with_audio) = match part {
@@ -360,18 +360,20 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
     let Some(k) = lead_from else {
         return pass(job, &setup, &whole, &stop, None);
     };
+    // x264 threads shared within each pass: the lead has the cores to itself at the start.
+    let (main_threads, lead_threads) = (x264_threads(&rungs[..k], config), x264_threads(&rungs[k..], config));
     // Three decodes at once: the larger rungs; the lead; the audio alone (it takes seconds,
     // and is then there from start to end, whatever the video's pace).
     let mut passes = vec![
         Pass {
             rungs: &rungs[..k],
-            threads: &threads[..k],
+            threads: &main_threads,
             audio: false,
             ..whole
         },
         Pass {
             rungs: &rungs[k..],
-            threads: &threads[k..],
+            threads: &lead_threads,
             offset: k,
             audio: false,
             thumbnails: false,
@@ -407,8 +409,10 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
             .enumerate()
             .map(|(i, one)| {
                 let (setup, stopping, stop, lead_over) = (&setup, &stopping, &stop, &lead_over);
+                // The audio keeps just ahead of the lead rather than taking the cores first.
+                let pace = (i == 1).then_some(&pace);
                 scope.spawn(move || {
-                    let outcome = stopping(pass(job, setup, one, stop, None)).map(Encoded::tracks);
+                    let outcome = stopping(pass(job, setup, one, stop, pace)).map(Encoded::tracks);
                     if i == 0 {
                         lead_over.store(true, Ordering::Relaxed);
                     }
@@ -474,6 +478,9 @@ const LEAD_HEAD_SECONDS: f64 = 8.0;
 /// that cannot keep its rate even alone must not hold them back to the end).
 const LEAD_MAX_AHEAD_SECONDS: f64 = 120.0;
 
+/// How far (media seconds) the audio runs ahead of the lead.
+const AUDIO_AHEAD_SECONDS: f64 = 12.0;
+
 /// Holds the larger rungs back while the lead is behind its schedule: two cores shared
 /// evenly between the passes would leave the lead at about the ladder's pace, below real
 /// time; held back this way, the other pass takes what the lead leaves.
@@ -496,6 +503,21 @@ impl Pace<'_> {
             }
             let lead = self.progress.frames_from(self.lead);
             if !lead_behind(self.started.elapsed().as_secs_f64(), lead, n, self.fps) {
+                return;
+            }
+            self.progress.wait(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Waits, before the audio at `at` seconds is decoded, while that is more than
+    /// [`AUDIO_AHEAD_SECONDS`] ahead of the lead.
+    fn wait_audio(&self, at: f64, cancel: &AtomicBool, stop: &AtomicBool) {
+        loop {
+            if self.over.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let lead = self.progress.frames_from(self.lead) as f64 / self.fps;
+            if at <= lead + AUDIO_AHEAD_SECONDS {
                 return;
             }
             self.progress.wait(std::time::Duration::from_millis(50));
@@ -618,7 +640,6 @@ fn pass(
                 dir: job.out_dir.join(&rung.name),
                 fps,
                 keyint: segmenter.max_frames(),
-                segment_seconds: config.segment_seconds,
                 first_segment: first_segment.unwrap_or(0) + 1,
                 keep_from: window.map_or(0, |(from, _)| from),
                 preset: config.preset.clone(),
@@ -647,6 +668,7 @@ fn pass(
             None => (None, None),
         };
 
+        job.progress.begin();
         let fed = feed(
             &mut input,
             decode.as_mut(),
@@ -843,6 +865,9 @@ fn feed(
             }
         } else if Some(stream.index()) == audio_index {
             if let Some((decoder, tx)) = audio.as_mut() {
+                if let (Some(pace), Some(pts)) = (pace, packet.pts()) {
+                    pace.wait_audio(pts as f64 * f64::from(stream.time_base()), cancel, stop);
+                }
                 // Broken audio must not sink the video: the audio track then ends early.
                 if decoder.packet(&packet, tx).is_err() {
                     audio = None;

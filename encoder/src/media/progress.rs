@@ -1,7 +1,7 @@
 //! How far a transcode is: each rung's encoded frames against the frames expected.
 
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::ladder::RungPlan;
 
@@ -15,6 +15,8 @@ pub struct Progress {
 
 #[derive(Debug, Default, Clone)]
 struct ProgressState {
+    /// When the first picture went to the encoders.
+    began: Option<Instant>,
     total_frames: u64,
     rungs: Vec<(String, u64)>,
     packaging: bool,
@@ -51,7 +53,20 @@ impl Progress {
     pub(super) fn start(&self, total_frames: u64, rungs: &[RungPlan]) {
         let mut state = self.lock();
         state.total_frames = total_frames.max(1);
+        state.began = None;
         state.rungs = rungs.iter().map(|r| (r.name.clone(), 0)).collect();
+    }
+
+    /// Marks the moment encoding begins (the inputs are open, pictures about to flow); the
+    /// first mark of a transcode counts.
+    pub(super) fn begin(&self) {
+        self.lock().began.get_or_insert_with(Instant::now);
+    }
+
+    /// When the encoding began, once it has: rates measured from then leave out opening the
+    /// source and the encoders.
+    pub fn began(&self) -> Option<Instant> {
+        self.lock().began
     }
 
     pub(super) fn packaging(&self) {

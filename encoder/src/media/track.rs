@@ -22,8 +22,10 @@ pub(super) fn wants_global_header(output: &Output) -> bool {
 }
 
 /// Writes the header: an `EVENT` playlist rewritten (through a temporary file) after each
-/// segment, segments written under a temporary name and renamed once closed, cut every
-/// `segment_seconds` at keyframes, numbered from `first_number`: what the playlist lists is
+/// segment, segments written under a temporary name and renamed once closed, cut at the first
+/// keyframe at or past `segment_seconds` times the segments so far (every audio packet is
+/// one; video keyframes fall only on segment starts),
+/// numbered from `first_number`: what the playlist lists is
 /// complete, so the worker can publish it while the encode goes on. Packaging turns it into
 /// `VOD` at the end. Returns the time base the muxer chose for the track (its timescale).
 pub(super) fn start(

@@ -196,7 +196,6 @@ pub(super) struct RungEncode {
     pub(super) dir: PathBuf,
     pub(super) fps: Fps,
     pub(super) keyint: u64,
-    pub(super) segment_seconds: u32,
     /// The number of the first segment written (1 for a whole encode).
     pub(super) first_segment: u64,
     /// Pictures before this one are encoded (warming up the rate control) but not written.
@@ -228,7 +227,8 @@ impl RungEncode {
         let stream_tb = track::start(
             &mut output,
             &self.dir,
-            (self.segment_seconds, self.first_segment),
+            // Cut at every keyframe: the decode thread marks exactly the segment starts.
+            (1, self.first_segment),
             &name,
             encoder_tb,
         )?;

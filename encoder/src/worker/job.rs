@@ -14,7 +14,7 @@ use super::heartbeat::{stage_index, Shared, StopWatch};
 use super::publish::{put, Publisher, MASTER, MPD};
 use super::{JobOutcome, Worker, WorkerError};
 use crate::chunking;
-use crate::ladder::Fps;
+use crate::ladder::{Fps, Segmenter};
 use crate::media::{planned_tracks, probe, transcode, Job, MediaError, MediaErrorKind, Packaged};
 use crate::stats::{EncoderStats, Step};
 
@@ -200,7 +200,11 @@ impl Worker {
             &scratch.join("out"),
             planned_tracks(&probed, &self.config.ladder)?,
             total_seconds,
-            self.config.ladder.segment_seconds,
+            (
+                self.config.ladder.segment_seconds,
+                Segmenter::of(&self.config.ladder, fps),
+                fps,
+            ),
         );
         let packaged = {
             let _timer = self.timer(Step::Transcode);

@@ -16,6 +16,7 @@ use vodsource_domain::{Manifests, VideoCommand};
 
 use super::heartbeat::Shared;
 use super::Worker;
+use crate::ladder::{Fps, Segmenter};
 use crate::manifest::{dash_mpd_dynamic, hls_master, init_timescale, media_playlist, Track, TrackKind};
 use crate::media::package::{read_listing, segment, PLAYLIST};
 use crate::media::{MediaError, PlannedTrack};
@@ -33,6 +34,8 @@ struct Progress {
     track: Track,
     /// Segments listed in the stored playlist.
     stored: usize,
+    /// When the muxer last wrote its playlist (closed a segment), as this process's clock.
+    grew_at: Option<Instant>,
 }
 
 /// What one attempt has published so far.
@@ -44,6 +47,9 @@ pub(super) struct Publisher {
     /// Seconds of media the encode will have.
     total: f64,
     segment_seconds: u32,
+    /// Where the video tracks' segments start.
+    segmenter: Segmenter,
+    fps: Fps,
     started: Instant,
     /// Files stored (relative to the attempt's folder), segments and init segments only:
     /// the final upload leaves them out.
@@ -65,7 +71,7 @@ impl Publisher {
         dir: &Path,
         tracks: Vec<PlannedTrack>,
         total_seconds: f64,
-        segment_seconds: u32,
+        (segment_seconds, segmenter, fps): (u32, Segmenter, Fps),
     ) -> Self {
         let tracks = tracks
             .into_iter()
@@ -80,6 +86,7 @@ impl Publisher {
                     segments: Vec::new(),
                 },
                 stored: 0,
+                grew_at: None,
             })
             .collect();
         Self {
@@ -89,6 +96,8 @@ impl Publisher {
             tracks,
             total: total_seconds,
             segment_seconds,
+            segmenter,
+            fps,
             started: Instant::now(),
             uploaded: HashSet::new(),
             bytes: 0,
@@ -115,6 +124,16 @@ impl Publisher {
             let known = progress.track.segments.len();
             for (duration, uri) in listing.into_iter().skip(known) {
                 progress.track.segments.push(segment(&folder, duration, uri)?);
+            }
+            if progress.track.segments.len() > known {
+                // The encode's pace is measured to the moment the muxer closed the segment,
+                // not to when this look came round.
+                let ago = std::fs::metadata(folder.join(PLAYLIST))
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|at| std::time::SystemTime::now().duration_since(at).ok())
+                    .unwrap_or_default();
+                progress.grew_at = Some(Instant::now().checked_sub(ago).unwrap_or_else(Instant::now));
             }
             if progress.track.segments.len() == progress.stored {
                 continue;
@@ -185,11 +204,29 @@ impl Publisher {
     /// (with the audio, which must keep ahead too), and marks the attempt playable the first
     /// time there is one. Whether it wrote them.
     async fn update_master(&mut self, worker: &Worker, shared: &Shared) -> Result<bool, MediaError> {
-        let elapsed = self.started.elapsed().as_secs_f64();
+        // The encode's pace from its first picture: opening the source and the encoders is
+        // behind it, not ahead.
+        let began = shared.progress.began().unwrap_or(self.started);
         let segment = f64::from(self.segment_seconds);
         let ahead = |progress: &Progress| {
             let available = progress.track.duration();
-            progress.stored > 0 && keeps_ahead(self.total, available, rate(available, elapsed), segment, MARGIN_SECONDS)
+            let elapsed = progress
+                .grew_at
+                .map_or_else(|| began.elapsed(), |at| at.saturating_duration_since(began))
+                .as_secs_f64();
+            // A short first segment is the video's; the audio's are all alike.
+            let next = match progress.track.kind {
+                TrackKind::Video { .. } => self.segmenter.next_seconds(available, self.fps),
+                TrackKind::Audio { .. } => segment,
+            };
+            progress.stored > 0
+                && keeps_ahead(
+                    self.total,
+                    available,
+                    rate(available, elapsed),
+                    (next, segment),
+                    MARGIN_SECONDS,
+                )
         };
         // Which rungs, before any copy of a track: most calls change nothing.
         let mut names = BTreeSet::new();
@@ -230,7 +267,7 @@ impl Publisher {
                     worker = %worker.config.worker_id,
                     video_id = %self.id,
                     attempt = self.attempt,
-                    after_s = elapsed,
+                    after_s = began.elapsed().as_secs_f64(),
                     rungs = ?self.in_master,
                     "playable"
                 );
