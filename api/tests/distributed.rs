@@ -319,8 +319,8 @@ async fn a_video_goes_end_to_end_through_every_role_as_its_own_process() {
     assert_eq!(flags.len(), 36 * 25, "every picture, through the API from S3: {master}");
     assert_eq!(
         flags.iter().filter(|l| l.starts_with('K')).count(),
-        9,
-        "a keyframe every 4 s"
+        10,
+        "a keyframe every 4 s, and at 2 s (the short first segment)"
     );
 
     // A longer clip. While attempt 1 is encoding, SIGKILL the encoder holding the claim and the

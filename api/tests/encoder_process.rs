@@ -229,12 +229,13 @@ async fn a_worker_killed_mid_chunk_costs_that_chunk_alone() {
             assert_eq!(claims.len(), 1, "chunk {chunk} encoded once: {claims:?}");
         }
     }
-    // Complete and correct: every picture of 32 s, a keyframe every 4 s, read through the master.
+    // Complete and correct: every picture of 32 s, a keyframe every 4 s and at 2 s (the short
+    // first segment), read through the master.
     let packets = video_packet_flags(&data.join(format!("objects/media/{id}/1/master.m3u8")).to_string_lossy());
     assert_eq!(packets.len(), 32 * 25, "every picture (25 fps)");
     assert_eq!(
         packets.iter().filter(|f| f.starts_with('K')).count(),
-        8,
-        "a keyframe every 4 s"
+        9,
+        "a keyframe every 4 s, and at 2 s"
     );
 }

@@ -354,7 +354,12 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
         thumbnails: true,
     };
     let lead_from = match part {
-        Part::Whole if job.lead => lead_from(&rungs, config.lead_max_height),
+        Part::Whole if job.lead => lead_for(
+            &rungs,
+            config.lead_max_height,
+            (job.probed.display_width, job.probed.display_height),
+            fps,
+        ),
         _ => None,
     };
     let Some(k) = lead_from else {
@@ -457,6 +462,15 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
     Ok(main)
 }
 
+/// Where the lead starts in `rungs` (largest first) for a `size` source at `fps`: nowhere
+/// past [`LEAD_MAX_PIXEL_RATE`], else as [`lead_from`].
+fn lead_for(rungs: &[RungPlan], max_height: u32, size: (u32, u32), fps: Fps) -> Option<usize> {
+    let pixel_rate = f64::from(size.0) * f64::from(size.1) * fps.as_f64();
+    (pixel_rate <= LEAD_MAX_PIXEL_RATE)
+        .then(|| lead_from(rungs, max_height))
+        .flatten()
+}
+
 /// Where the lead starts in `rungs` (largest first): the first rung whose short side is at
 /// most `max_height`, when larger rungs remain for the other pass.
 pub fn lead_from(rungs: &[RungPlan], max_height: u32) -> Option<usize> {
@@ -477,6 +491,11 @@ const LEAD_HEAD_SECONDS: f64 = 8.0;
 /// The larger rungs never wait for a lead this many seconds of media ahead of them (a lead
 /// that cannot keep its rate even alone must not hold them back to the end).
 const LEAD_MAX_AHEAD_SECONDS: f64 = 120.0;
+
+/// Sources decoded more than this many pixels a second (1080p60) get no lead: a second decode
+/// of 1440p or 4K costs as much as the ladder's own rungs, and the lead could not keep ahead
+/// on a few cores anyway.
+const LEAD_MAX_PIXEL_RATE: f64 = 1920.0 * 1080.0 * 60.0;
 
 /// How far (media seconds) the audio runs ahead of the lead.
 const AUDIO_AHEAD_SECONDS: f64 = 12.0;
@@ -936,5 +955,15 @@ mod tests {
         // Portrait: the short side decides.
         let portrait = plan(&LadderConfig::default(), 1080, 1920, 30.0).expect("plan");
         assert_eq!(lead_from(&portrait, 480), Some(2));
+    }
+
+    #[test]
+    fn a_source_past_1080p60_gets_no_lead() {
+        let rungs = plan(&LadderConfig::default(), 1920, 1080, 60.0).expect("plan");
+        let fps = |num| Fps { num, den: 1 };
+        assert_eq!(lead_for(&rungs, 480, (1920, 1080), fps(60)), Some(2));
+        assert_eq!(lead_for(&rungs, 480, (1920, 1080), fps(30)), Some(2));
+        assert_eq!(lead_for(&rungs, 480, (3840, 2160), fps(30)), None);
+        assert_eq!(lead_for(&rungs, 480, (2560, 1440), fps(60)), None);
     }
 }

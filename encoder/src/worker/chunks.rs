@@ -364,6 +364,7 @@ impl Worker {
             duration_ms: assembled.duration_ms,
             cost,
         };
+        self.remove_earlier_attempts(id, attempt).await;
         if let Err(refusal) = self.send(id, command).await? {
             return self.abandon_after(id, attempt, refusal).await;
         }

@@ -395,6 +395,7 @@ impl Worker {
             duration_ms: packaged.duration_ms,
             cost,
         };
+        self.remove_earlier_attempts(id, attempt).await;
         if let Err(refusal) = self.send(id, command).await? {
             return self.abandon_after(id, attempt, refusal).await;
         }
@@ -402,6 +403,18 @@ impl Worker {
             video_id: id.to_owned(),
             attempt,
         })
+    }
+
+    /// Removes what earlier attempts of `id` left in the object store: a worker that was
+    /// killed (or cut off) cleans nothing up, and what it published while playable would stay.
+    /// Earlier attempts never completed (a new one follows only a failure), so nothing in use
+    /// goes. Best effort: a store that fails here does not fail the encode.
+    pub(super) async fn remove_earlier_attempts(&self, id: &str, attempt: u32) {
+        for earlier in 1..attempt {
+            if let Err(e) = self.objects.delete_prefix(&layout::attempt_prefix(id, earlier)).await {
+                tracing::warn!(worker = %self.config.worker_id, video_id = id, attempt = earlier, error = %e, "earlier attempt's outputs not removed");
+            }
+        }
     }
 
     pub(super) async fn abandon_after(
