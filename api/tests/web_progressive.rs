@@ -13,7 +13,7 @@ mod common;
 use std::time::Duration;
 
 use common::browser::{drive, start};
-use common::{clip, ready, until, upload_with, video};
+use common::{clip, get_json, ready, until, upload_with, video};
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,12 +158,5 @@ fn segments(playlist: &str) -> Vec<(String, String)> {
 
 /// The video's encoding status, if the API answers.
 async fn encoding_status(client: &reqwest::Client, base: &str, id: &str) -> Option<Value> {
-    client
-        .get(format!("{base}/v1/videos/{id}/status"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
+    get_json(client, &format!("{base}/v1/videos/{id}/status")).await
 }

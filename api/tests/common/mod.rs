@@ -237,16 +237,14 @@ pub async fn uploaded_once(client: &reqwest::Client, base: &str, token: &str, id
     assert_eq!((once("SourceUploaded"), once("EncodingRequested")), (1, 1), "{types:?}");
 }
 
+/// The JSON `url` answers with, if it answers with JSON.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
+    client.get(url).send().await.ok()?.json().await.ok()
+}
+
 /// The catalog's view of `id`, if it answers with one.
 pub async fn video(client: &reqwest::Client, base: &str, id: &str) -> Option<Value> {
-    client
-        .get(format!("{base}/v1/videos/{id}"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
+    get_json(client, &format!("{base}/v1/videos/{id}")).await
 }
 
 /// Waits until the catalog says the video is ready (failing at once if it says failed).

@@ -304,8 +304,7 @@ struct Tracks {
 }
 
 /// The decode and the encodes of `part`: one pass over the source, or, for a whole encode
-/// with a lead ([`Job::lead`]), two at once — the low rungs and the audio from a decode of
-/// their own, ahead of the larger rungs.
+/// with a lead ([`Job::lead`]), three at once ([`encode_led`]).
 fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
     init()?;
     job.limits.check_probe(&job.probed.probe)?;
@@ -337,21 +336,12 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
         None => expected_frames,
     };
     job.progress.start(share, &rungs);
-    let threads = x264_threads(&rungs, config);
     let setup = Setup {
         all_rungs: &all_rungs,
         fps,
         segmenter,
         duration_s,
         window,
-    };
-    let stop = AtomicBool::new(false);
-    let whole = Pass {
-        rungs: &rungs,
-        threads: &threads,
-        offset: 0,
-        audio: with_audio,
-        thumbnails: true,
     };
     let lead_from = match part {
         Part::Whole if job.lead => lead_for(
@@ -362,9 +352,32 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
         ),
         _ => None,
     };
-    let Some(k) = lead_from else {
-        return pass(job, &setup, &whole, &stop, None);
-    };
+    match lead_from {
+        Some(k) => encode_led(job, &setup, &rungs, k, with_audio),
+        None => {
+            let whole = Pass {
+                rungs: &rungs,
+                threads: &x264_threads(&rungs, config),
+                offset: 0,
+                audio: with_audio,
+                thumbnails: true,
+            };
+            pass(job, &setup, &whole, &AtomicBool::new(false), None)
+        }
+    }
+}
+
+/// A whole encode with a lead: `rungs[k..]` from a decode of their own, held ahead of
+/// `rungs[..k]` by a [`Pace`], and the audio (`with_audio`) from a third.
+fn encode_led(
+    job: &Job<'_>,
+    setup: &Setup<'_>,
+    rungs: &[RungPlan],
+    k: usize,
+    with_audio: bool,
+) -> Result<Encoded, MediaError> {
+    let config = job.config;
+    let stop = AtomicBool::new(false);
     // x264 threads shared within each pass: the lead has the cores to itself at the start.
     let (main_threads, lead_threads) = (x264_threads(&rungs[..k], config), x264_threads(&rungs[k..], config));
     // Three decodes at once: the larger rungs; the lead; the audio alone (it takes seconds,
@@ -373,8 +386,9 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
         Pass {
             rungs: &rungs[..k],
             threads: &main_threads,
+            offset: 0,
             audio: false,
-            ..whole
+            thumbnails: true,
         },
         Pass {
             rungs: &rungs[k..],
@@ -393,7 +407,6 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
             thumbnails: false,
         });
     }
-    // The first pass (with the thumbnails, which stay on their thread) runs on this one.
     let stopping = |outcome: Result<Encoded, MediaError>| {
         if outcome.is_err() {
             stop.store(true, Ordering::Relaxed);
@@ -404,7 +417,7 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
     let pace = Pace {
         progress: job.progress,
         lead: k,
-        fps: fps.as_f64(),
+        fps: setup.fps.as_f64(),
         started: std::time::Instant::now(),
         over: &lead_over,
     };
@@ -413,7 +426,7 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
             .iter()
             .enumerate()
             .map(|(i, one)| {
-                let (setup, stopping, stop, lead_over) = (&setup, &stopping, &stop, &lead_over);
+                let (stopping, stop, lead_over) = (&stopping, &stop, &lead_over);
                 // The audio keeps just ahead of the lead rather than taking the cores first.
                 let pace = (i == 1).then_some(&pace);
                 scope.spawn(move || {
@@ -425,7 +438,8 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
                 })
             })
             .collect();
-        let main = stopping(pass(job, &setup, &passes[0], &stop, Some(&pace)));
+        // The first pass (with the thumbnails, which stay on their thread) runs on this one.
+        let main = stopping(pass(job, setup, &passes[0], &stop, Some(&pace)));
         let others: Vec<_> = handles
             .into_iter()
             .map(|h| {
@@ -473,7 +487,7 @@ fn lead_for(rungs: &[RungPlan], max_height: u32, size: (u32, u32), fps: Fps) -> 
 
 /// Where the lead starts in `rungs` (largest first): the first rung whose short side is at
 /// most `max_height`, when larger rungs remain for the other pass.
-pub fn lead_from(rungs: &[RungPlan], max_height: u32) -> Option<usize> {
+fn lead_from(rungs: &[RungPlan], max_height: u32) -> Option<usize> {
     if max_height == 0 {
         return None;
     }
@@ -516,29 +530,23 @@ struct Pace<'a> {
 impl Pace<'_> {
     /// Waits, before the larger rungs get picture `n`, while the lead is behind its schedule.
     fn wait(&self, n: u64, cancel: &AtomicBool, stop: &AtomicBool) {
-        loop {
-            if self.over.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let lead = self.progress.frames_from(self.lead);
-            if !lead_behind(self.started.elapsed().as_secs_f64(), lead, n, self.fps) {
-                return;
-            }
-            self.progress.wait(std::time::Duration::from_millis(50));
-        }
+        self.wait_while(cancel, stop, |lead| {
+            lead_behind(self.started.elapsed().as_secs_f64(), lead, n, self.fps)
+        });
     }
 
     /// Waits, before the audio at `at` seconds is decoded, while that is more than
     /// [`AUDIO_AHEAD_SECONDS`] ahead of the lead.
     fn wait_audio(&self, at: f64, cancel: &AtomicBool, stop: &AtomicBool) {
-        loop {
-            if self.over.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let lead = self.progress.frames_from(self.lead) as f64 / self.fps;
-            if at <= lead + AUDIO_AHEAD_SECONDS {
-                return;
-            }
+        self.wait_while(cancel, stop, |lead| at > lead as f64 / self.fps + AUDIO_AHEAD_SECONDS);
+    }
+
+    /// Waits while `behind(pictures the lead has encoded)`, until the lead ends or the encode
+    /// stops.
+    fn wait_while(&self, cancel: &AtomicBool, stop: &AtomicBool, behind: impl Fn(u64) -> bool) {
+        while !(self.over.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed))
+            && behind(self.progress.frames_from(self.lead))
+        {
             self.progress.wait(std::time::Duration::from_millis(50));
         }
     }

@@ -8,21 +8,12 @@
 mod helpers;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use vodsource_commands::CommandContext;
 use vodsource_domain::VideoCommand;
-use vodsource_encoder::{JobOutcome, Worker, WorkerConfig};
+use vodsource_encoder::JobOutcome;
 
-use helpers::World;
-
-/// A worker with the tests' progress interval and lease.
-fn worker(world: &World, name: &str) -> Worker {
-    let mut config = WorkerConfig::new(name, world.work_dir());
-    config.progress_every = Duration::from_millis(200);
-    config.lease_secs = 10;
-    world.stores.worker(world.objects.clone(), config)
-}
+use helpers::{worker, World};
 
 /// What a `tracing` subscriber writes, kept for the test to read.
 #[derive(Clone, Default)]

@@ -10,6 +10,7 @@ use vodsource_api::roles::Stores;
 use vodsource_commands::ports::ObjectStore;
 use vodsource_commands::CommandContext;
 use vodsource_domain::{VideoCommand, VideoEvent};
+use vodsource_encoder::{Worker, WorkerConfig};
 use vodsource_infra::open_object_store;
 pub use vodsource_tests::clips::{clip, ffprobe, pattern, rotate_90, video_packets};
 use vodsource_tests::TempDir;
@@ -101,4 +102,18 @@ impl World {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// A worker over `world`'s stores with the tests' progress interval and lease.
+pub fn worker(world: &World, name: &str) -> Worker {
+    worker_with(world, name, |_| {})
+}
+
+/// A worker with the tests' progress interval and lease, then `configure`d.
+pub fn worker_with(world: &World, name: &str, configure: impl FnOnce(&mut WorkerConfig)) -> Worker {
+    let mut config = WorkerConfig::new(name, world.work_dir());
+    config.progress_every = Duration::from_millis(200);
+    config.lease_secs = 10;
+    configure(&mut config);
+    world.stores.worker(world.objects.clone(), config)
 }

@@ -7,22 +7,9 @@ use std::time::Duration;
 use vodsource_commands::ports::ObjectStore;
 use vodsource_commands::CommandContext;
 use vodsource_domain::{EncodeStage, Stage, VideoCommand, VideoEvent};
-use vodsource_encoder::{JobOutcome, Worker, WorkerConfig};
+use vodsource_encoder::{JobOutcome, WorkerConfig};
 
-use crate::helpers::{pattern, World};
-
-fn worker(world: &World, name: &str) -> Worker {
-    worker_with(world, name, |_| {})
-}
-
-/// A worker with the tests' progress interval and lease, then `configure`d.
-fn worker_with(world: &World, name: &str, configure: impl FnOnce(&mut WorkerConfig)) -> Worker {
-    let mut config = WorkerConfig::new(name, world.work_dir());
-    config.progress_every = Duration::from_millis(200);
-    config.lease_secs = 10;
-    configure(&mut config);
-    world.stores.worker(world.objects.clone(), config)
-}
+use crate::helpers::{pattern, worker, worker_with, World};
 
 async fn exists(objects: &Arc<dyn ObjectStore>, key: &str) -> Option<u64> {
     objects.head(key).await.expect("head").map(|m| m.size)
