@@ -11,6 +11,7 @@
 #   ttc  SourceUploaded → EncodingCompleted (as recorded)
 # and prints the median of RUNS runs per length and path.
 # Usage: scripts/bench-playable.sh [RUNS] [SECONDS...]   (default: 3 runs of 20 120 600)
+#   PATHS="whole-ladder progressive+lead" picks paths (default: all three; names as printed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vodsource/target}"
@@ -63,7 +64,13 @@ one() { # seconds progressive ladder -> "ttp_ms ttc_ms playable_ms"
 median() { sort -n | sed -n "$(((runs + 1) / 2))p"; }
 
 printf '%-8s %-18s %10s %10s %12s\n' length path ttp_s ttc_s playable_s
-paths=("false no-lead whole-ladder" "true no-lead progressive" "true lead progressive+lead")
+paths=()
+for path in "false no-lead whole-ladder" "true no-lead progressive" "true lead progressive+lead"; do
+    if [ -z "${PATHS:-}" ] || [[ " $PATHS " == *" ${path##* } "* ]]; then
+        paths+=("$path")
+    fi
+done
+[ ${#paths[@]} -gt 0 ] || { echo "PATHS names none of: whole-ladder progressive progressive+lead" >&2; exit 2; }
 for seconds in "${lengths[@]}"; do
     declare -A ttps=() ttcs=() playables=()
     for _ in $(seq 1 "$runs"); do

@@ -389,6 +389,34 @@ impl Video {
                     lease_until: now + Duration::seconds(i64::from(lease_secs)),
                 }])
             }
+            VideoCommand::ReleaseChunk {
+                worker_id,
+                attempt,
+                chunk,
+                reason,
+            } => {
+                self.check_attempt(attempt)?;
+                if self.stage != Stage::Encoding {
+                    return Err(VideoError::InvalidState {
+                        action: "release a chunk",
+                        stage: self.stage,
+                    });
+                }
+                let state = self.unwritten_chunk(attempt, chunk)?;
+                if state.claim.as_ref().is_none_or(|c| c.worker_id != worker_id) {
+                    return Err(VideoError::Chunk {
+                        attempt,
+                        chunk,
+                        reason: format!("{worker_id} does not hold it"),
+                    });
+                }
+                Ok(vec![VideoEvent::ChunkReleased {
+                    attempt,
+                    chunk,
+                    worker_id,
+                    reason,
+                }])
+            }
             VideoCommand::CompleteChunk {
                 worker_id,
                 attempt,
@@ -742,6 +770,11 @@ impl Video {
                         attempt,
                         lease_until,
                     });
+                }
+            }
+            VideoEvent::ChunkReleased { chunk, .. } => {
+                if let Some(state) = self.chunks.get_mut(chunk as usize) {
+                    state.claim = None;
                 }
             }
             VideoEvent::ChunkEncoded { chunk, output, .. } => {

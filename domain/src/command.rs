@@ -106,6 +106,18 @@ pub enum VideoCommand {
         /// Lease length in seconds.
         lease_secs: u32,
     },
+    /// The holder of a chunk gives it up unwritten (it is stopping), so that another worker
+    /// claims it at once instead of when the lease lapses.
+    ReleaseChunk {
+        /// The chunk's holder.
+        worker_id: String,
+        /// The current attempt.
+        attempt: u32,
+        /// The chunk's index in the plan.
+        chunk: u32,
+        /// Why, for the history.
+        reason: String,
+    },
     /// The holder of a chunk reports it written.
     CompleteChunk {
         /// The chunk's holder.
@@ -216,6 +228,7 @@ impl VideoCommand {
             Self::MarkPlayable { .. } => "mark_playable",
             Self::PlanChunks { .. } => "plan_chunks",
             Self::ClaimChunk { .. } => "claim_chunk",
+            Self::ReleaseChunk { .. } => "release_chunk",
             Self::CompleteChunk { .. } => "complete_chunk",
             Self::CompleteEncoding { .. } => "complete_encoding",
             Self::FailEncoding { .. } => "fail_encoding",

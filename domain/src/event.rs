@@ -76,6 +76,13 @@ pub enum VideoEvent {
         worker_id: String,
         lease_until: DateTime<Utc>,
     },
+    /// A chunk's holder gave it up unwritten; any worker may claim it now.
+    ChunkReleased {
+        attempt: u32,
+        chunk: u32,
+        worker_id: String,
+        reason: String,
+    },
     /// A chunk is written: its segments are stored.
     ChunkEncoded {
         attempt: u32,
@@ -136,7 +143,7 @@ pub enum VideoEvent {
 
 impl VideoEvent {
     /// Every event type name, as stored.
-    pub const TYPES: [&'static str; 19] = [
+    pub const TYPES: [&'static str; 20] = [
         "VideoRegistered",
         "SourceIngestFailed",
         "SourceUploaded",
@@ -148,6 +155,7 @@ impl VideoEvent {
         "VideoPlayable",
         "EncodingPlanned",
         "ChunkClaimed",
+        "ChunkReleased",
         "ChunkEncoded",
         "EncodingCompleted",
         "EncodingFailed",
@@ -172,6 +180,7 @@ impl VideoEvent {
             VideoEvent::VideoPlayable { .. } => "VideoPlayable",
             VideoEvent::EncodingPlanned { .. } => "EncodingPlanned",
             VideoEvent::ChunkClaimed { .. } => "ChunkClaimed",
+            VideoEvent::ChunkReleased { .. } => "ChunkReleased",
             VideoEvent::ChunkEncoded { .. } => "ChunkEncoded",
             VideoEvent::EncodingCompleted { .. } => "EncodingCompleted",
             VideoEvent::EncodingFailed { .. } => "EncodingFailed",

@@ -1613,6 +1613,63 @@ fn a_held_chunk_is_refused_to_others_until_its_lease_lapses_and_then_only_it_is_
 }
 
 #[test]
+fn only_a_chunks_holder_releases_it_and_then_any_worker_claims_it_before_the_lease_would_lapse() {
+    let release = |chunk: u32, worker: &str| VideoCommand::ReleaseChunk {
+        worker_id: worker.into(),
+        attempt: 1,
+        chunk,
+        reason: "the worker is shutting down".into(),
+    };
+    let mut events = planned();
+    events.push(chunk_claimed(0, WORKER, t0() + Duration::seconds(30)));
+    events.push(chunk_encoded(0, WORKER));
+    events.push(chunk_claimed(1, "worker-b", t0() + Duration::seconds(3600)));
+    video()
+        .given(events.clone())
+        .when(release(1, "worker-c"))
+        .then_expect_error(VideoError::Chunk {
+            attempt: 1,
+            chunk: 1,
+            reason: "worker-c does not hold it".into(),
+        });
+    video()
+        .given(events.clone())
+        .when(release(2, "worker-b"))
+        .then_expect_error(VideoError::Chunk {
+            attempt: 1,
+            chunk: 2,
+            reason: "worker-b does not hold it".into(),
+        });
+    video()
+        .given(events.clone())
+        .when(release(0, WORKER))
+        .then_expect_error(VideoError::Chunk {
+            attempt: 1,
+            chunk: 0,
+            reason: "already written".into(),
+        });
+    let released = VideoEvent::ChunkReleased {
+        attempt: 1,
+        chunk: 1,
+        worker_id: "worker-b".into(),
+        reason: "the worker is shutting down".into(),
+    };
+    video()
+        .given(events.clone())
+        .when(release(1, "worker-b"))
+        .then_expect_events(vec![released.clone()]);
+    assert_eq!(evolved(events.clone()).claimable_chunk("worker-c", t0()), Some(2));
+    events.push(chunk_claimed(2, "worker-c", t0() + Duration::seconds(30)));
+    events.push(released);
+    // Free at once, an hour before its lease would have lapsed.
+    assert_eq!(evolved(events.clone()).claimable_chunk("worker-d", t0()), Some(1));
+    video()
+        .given(events)
+        .when(claim_chunk(1, "worker-d"))
+        .then_expect_events(vec![chunk_claimed(1, "worker-d", t0() + Duration::seconds(30))]);
+}
+
+#[test]
 fn only_a_chunks_holder_records_it_once_and_the_attempt_completes_only_when_all_are_written() {
     let mut events = planned();
     events.push(chunk_claimed(1, "worker-b", t0() + Duration::seconds(30)));

@@ -85,7 +85,12 @@ impl Projector for CatalogProjector {
     fn handles(&self, event_type: &str) -> bool {
         !matches!(
             event_type,
-            "SourceProbed" | "EncodingProgressed" | "EncodingPlanned" | "ChunkClaimed" | "ChunkEncoded"
+            "SourceProbed"
+                | "EncodingProgressed"
+                | "EncodingPlanned"
+                | "ChunkClaimed"
+                | "ChunkReleased"
+                | "ChunkEncoded"
         )
     }
 
@@ -212,6 +217,7 @@ impl Projector for CatalogProjector {
             | VideoEvent::EncodingProgressed { .. }
             | VideoEvent::EncodingPlanned { .. }
             | VideoEvent::ChunkClaimed { .. }
+            | VideoEvent::ChunkReleased { .. }
             | VideoEvent::ChunkEncoded { .. } => return ViewChange::Unchanged(Some(view)),
         }
         view.updated_at = meta.occurred_at;

@@ -181,6 +181,7 @@ impl Projector for StatusProjector {
             | VideoEvent::VideoDeleted { .. }
             | VideoEvent::EncodingPlanned { .. }
             | VideoEvent::ChunkClaimed { .. }
+            | VideoEvent::ChunkReleased { .. }
             | VideoEvent::ChunkEncoded { .. } => return ViewChange::Unchanged(Some(view)),
         }
         view.updated_at = meta.occurred_at;

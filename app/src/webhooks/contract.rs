@@ -165,6 +165,7 @@ pub fn public_event(recorded: &RecordedEvent, event: &VideoEvent) -> Option<Publ
         | VideoEvent::EncodingRequeued { .. }
         | VideoEvent::EncodingPlanned { .. }
         | VideoEvent::ChunkClaimed { .. }
+        | VideoEvent::ChunkReleased { .. }
         | VideoEvent::ChunkEncoded { .. } => return None,
     };
     let data = match data {

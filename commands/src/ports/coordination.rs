@@ -89,7 +89,8 @@ pub trait TimeoutStore: Send + Sync + 'static {
 }
 
 /// Encoding attempts waiting for a worker, kept by the supervisor from the log: offered when
-/// requested or requeued, withdrawn when claimed, finished or deleted. Workers poll it; the
+/// requested or requeued, withdrawn when claimed, finished or deleted. Workers poll it (and
+/// wake at once on an offer made through the same handle, where the store can say so); the
 /// claim event, not this queue, decides who encodes.
 #[async_trait]
 pub trait JobQueue: Send + Sync + 'static {
@@ -114,6 +115,13 @@ pub trait JobQueue: Send + Sync + 'static {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<(String, u32, DateTime<Utc>)>, StoreError>;
+
+    /// A signal that changes with every offer made through this handle, so that workers in the
+    /// offering process start at once rather than at their next poll. `None` (the default):
+    /// offers are found by polling only (they come from other processes).
+    fn offers(&self) -> Option<tokio::sync::watch::Receiver<()>> {
+        None
+    }
 }
 
 /// Holds a named lease for a long-running consumer, renewing it only when a third of its

@@ -146,8 +146,9 @@ impl EncodingSupervisor {
             VideoEvent::EncodingProgressed {
                 attempt, lease_until, ..
             } => self.timeouts.set_deadline(id, attempt, lease_until).await?,
-            // Split into chunks: offered again, so that idle workers find the chunks.
-            VideoEvent::EncodingPlanned { attempt, .. } => {
+            // Split into chunks, or a chunk given back: offered again, so that idle workers
+            // find the chunks.
+            VideoEvent::EncodingPlanned { attempt, .. } | VideoEvent::ChunkReleased { attempt, .. } => {
                 self.jobs.offer_job(id, attempt, event.occurred_at).await?;
             }
             VideoEvent::EncodingFailed {

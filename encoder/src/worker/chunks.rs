@@ -82,6 +82,10 @@ impl Worker {
         let mut written = Vec::new();
         loop {
             if stop.load(Ordering::Relaxed) {
+                if let Some(chunk) = next {
+                    self.release_chunk(id, attempt, chunk, "the worker stopped before the chunk".into())
+                        .await?;
+                }
                 break;
             }
             let chunk = match next.take() {
@@ -109,6 +113,25 @@ impl Worker {
             attempt,
             chunks: written,
         })
+    }
+
+    /// Gives a chunk this worker holds back unwritten (it is stopping), so that another worker
+    /// takes it now rather than when its lease lapses. A refusal (the chunk is no longer this
+    /// worker's, the attempt ended) is not an error.
+    async fn release_chunk(&self, id: &str, attempt: u32, chunk: u32, reason: String) -> Result<(), WorkerError> {
+        let release = VideoCommand::ReleaseChunk {
+            worker_id: self.config.worker_id.clone(),
+            attempt,
+            chunk,
+            reason,
+        };
+        match self.send(id, release).await? {
+            Ok(()) => tracing::info!(worker = %self.config.worker_id, video_id = id, attempt, chunk, "chunk released"),
+            Err(refusal) => {
+                tracing::debug!(worker = %self.config.worker_id, video_id = id, attempt, chunk, %refusal, "chunk not released");
+            }
+        }
+        Ok(())
     }
 
     /// Whether the chunk this worker recorded at stream version `version` was the last one
@@ -167,8 +190,8 @@ impl Worker {
                 let reason = shared.past_deadline().unwrap_or_default();
                 self.fail(id, attempt, reason, false).await.map(Err)
             }
-            // Deleted, the lease lost, or this worker stopping: the chunk's lease lapses and
-            // another worker writes it again; what this one stored is overwritten then.
+            // Deleted, the lease lost, or this worker stopping (the chunk is released): another
+            // worker writes it again; what this one stored is overwritten then.
             Err(error) if error.kind == MediaErrorKind::Cancelled => {
                 let reason = shared
                     .stopped_because
@@ -177,6 +200,9 @@ impl Worker {
                     .clone()
                     .unwrap_or_else(|| "the worker stopped during the chunk".into());
                 tracing::info!(worker = %self.config.worker_id, video_id = id, attempt, chunk, %reason, "chunk abandoned");
+                if stop.load(Ordering::Relaxed) {
+                    self.release_chunk(id, attempt, chunk, reason.clone()).await?;
+                }
                 Ok(abandoned(reason))
             }
             Err(error) => {

@@ -1,7 +1,8 @@
-//! The worker: polls the job queue, claims an attempt (the claim event decides between
-//! workers), probes, transcodes on blocking threads while a heartbeat reports progress and
-//! extends the lease, uploads every output, and only then records the renditions and the
-//! completion. Deletion or a lost lease stops the encode and removes what it wrote.
+//! The worker: polls the job queue (woken at once by an offer made in its own process),
+//! claims an attempt (the claim event decides between workers), probes, transcodes on blocking
+//! threads while a heartbeat reports progress and extends the lease, uploads every output, and
+//! only then records the renditions and the completion. Deletion or a lost lease stops the
+//! encode and removes what it wrote.
 
 mod chunks;
 mod heartbeat;
@@ -42,7 +43,8 @@ pub struct WorkerConfig {
     pub lease_secs: u32,
     /// Progress is reported (and the lease extended) this often.
     pub progress_every: Duration,
-    /// The job queue is polled this often when idle.
+    /// The job queue is polled this often when idle (an offer made in this process wakes the
+    /// worker at once).
     pub poll_every: Duration,
     /// Scratch space: each job gets a folder here, removed when the job ends.
     pub work_dir: PathBuf,
@@ -72,6 +74,16 @@ impl WorkerConfig {
             chunk_seconds: 0,
         }
     }
+}
+
+/// Resolves when a job is offered through the queue's signal; never without one.
+async fn offered(offers: Option<&mut tokio::sync::watch::Receiver<()>>) {
+    if let Some(offers) = offers {
+        if offers.changed().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
 }
 
 /// A failure of the worker itself (not of a job).
@@ -155,7 +167,12 @@ impl Worker {
         tokio::pin!(shutdown);
         let stop = Arc::new(AtomicBool::new(false));
         let mut backoff = self.config.poll_every;
+        let mut offers = self.jobs.offers();
         loop {
+            // An offer made from here on wakes the idle wait below.
+            if let Some(offers) = offers.as_mut() {
+                offers.borrow_and_update();
+            }
             let next = self.next_job_until(&stop);
             tokio::pin!(next);
             let result = tokio::select! {
@@ -176,6 +193,7 @@ impl Worker {
                     tokio::select! {
                         () = &mut shutdown => return Ok(()),
                         () = tokio::time::sleep(self.config.poll_every) => {}
+                        () = offered(offers.as_mut()) => {}
                     }
                 }
                 Err(e) => {

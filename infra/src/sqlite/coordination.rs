@@ -208,7 +208,9 @@ impl TimeoutStore for SqliteViewStore {
 #[async_trait]
 impl JobQueue for SqliteViewStore {
     async fn offer_job(&self, video_id: &str, attempt: u32, ready_at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.set_per_video("jobs", video_id, attempt, ready_at).await
+        self.set_per_video("jobs", video_id, attempt, ready_at).await?;
+        self.offered.send_replace(());
+        Ok(())
     }
 
     async fn withdraw_job(&self, video_id: &str, attempt: u32) -> Result<(), StoreError> {
@@ -221,6 +223,10 @@ impl JobQueue for SqliteViewStore {
         limit: usize,
     ) -> Result<Vec<(String, u32, DateTime<Utc>)>, StoreError> {
         self.due_per_video("jobs", now, limit).await
+    }
+
+    fn offers(&self) -> Option<tokio::sync::watch::Receiver<()>> {
+        Some(self.offered.subscribe())
     }
 }
 

@@ -86,6 +86,8 @@ type Checked<T> = rusqlite::Result<Result<T, StoreError>>;
 #[derive(Clone)]
 pub struct SqliteViewStore {
     pub(super) db: Db,
+    /// Changed by every job offer, for the workers of this process (`JobQueue::offers`).
+    pub(super) offered: tokio::sync::watch::Sender<()>,
 }
 
 impl SqliteViewStore {
@@ -96,6 +98,7 @@ impl SqliteViewStore {
     pub async fn open(path: impl AsRef<Path>, settings: &SqliteSettings) -> Result<Self, StoreError> {
         Ok(Self {
             db: Db::open(path.as_ref(), settings, SCHEMA).await?,
+            offered: tokio::sync::watch::Sender::new(()),
         })
     }
 

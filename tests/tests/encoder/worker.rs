@@ -132,6 +132,33 @@ fn walk(dir: &std::path::Path) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_starts_on_an_offer_made_in_its_process_without_waiting_for_its_poll() {
+    let world = World::new().await;
+    let source = pattern(world.dir.path(), "short.mp4", "320x240", 30, 1);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // Idle from the start: the next poll would come in an hour.
+    let running = tokio::spawn(
+        worker_with(&world, "idle", |c| c.poll_every = Duration::from_secs(3600)).run(async {
+            let _ = stopped.await;
+        }),
+    );
+    let id = world.uploaded(&source).await;
+    world
+        .wait_for_event(
+            &id,
+            "the idle worker's claim",
+            |e| matches!(e, VideoEvent::EncodingClaimed { worker_id, .. } if worker_id == "idle"),
+        )
+        .await;
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("stops within seconds")
+        .expect("joins")
+        .expect("no error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_racing_for_one_job_encode_it_once() {
     let world = World::new().await;
     let source = pattern(world.dir.path(), "src.mp4", "640x360", 25, 2);
@@ -403,6 +430,77 @@ fn chunk_claims(history: &[VideoEvent]) -> Vec<u32> {
             _ => None,
         })
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_mid_chunk_gives_the_chunk_back_and_another_writes_it_without_waiting_for_its_lease() {
+    let world = World::new().await;
+    let source = pattern(world.dir.path(), "src.mp4", "640x360", 30, 16);
+    let id = world.uploaded(&source).await;
+    // Leases of an hour: a chunk that is not given back stays held past the test's deadline.
+    let chunked = |c: &mut WorkerConfig| {
+        c.chunk_seconds = 8;
+        c.lease_secs = 3600;
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let first = tokio::spawn(worker_with(&world, "first", chunked).run(async {
+        let _ = stopped.await;
+    }));
+    // A run of frames (chunk 0 is the audio, done in a moment): seconds of work, so the stop
+    // lands in it.
+    world
+        .wait_for_event(
+            &id,
+            "the first worker's run of frames",
+            |e| matches!(e, VideoEvent::ChunkClaimed { chunk, worker_id, .. } if *chunk > 0 && worker_id == "first"),
+        )
+        .await;
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(20), first)
+        .await
+        .expect("stops within seconds")
+        .expect("joins")
+        .expect("no error");
+    let history = world.history(&id).await;
+    let held: Vec<u32> = history
+        .iter()
+        .filter_map(|e| match e {
+            VideoEvent::ChunkClaimed { chunk, worker_id, .. } if worker_id == "first" => Some(*chunk),
+            _ => None,
+        })
+        .collect();
+    let written: Vec<u32> = history
+        .iter()
+        .filter_map(|e| match e {
+            VideoEvent::ChunkEncoded { chunk, .. } => Some(*chunk),
+            _ => None,
+        })
+        .collect();
+    let released: Vec<u32> = history
+        .iter()
+        .filter_map(|e| match e {
+            VideoEvent::ChunkReleased { chunk, worker_id, .. } if worker_id == "first" => Some(*chunk),
+            _ => None,
+        })
+        .collect();
+    let unwritten: Vec<u32> = held.iter().copied().filter(|c| !written.contains(c)).collect();
+    assert!(!unwritten.is_empty(), "stopped mid-chunk: {history:?}");
+    assert_eq!(released, unwritten, "every chunk it held unwritten is given back");
+
+    world.supervise().await;
+    let outcome = worker_with(&world, "second", chunked)
+        .run_one()
+        .await
+        .expect("no store failure");
+    assert_eq!(
+        outcome,
+        Some(JobOutcome::Completed {
+            video_id: id.clone(),
+            attempt: 1
+        }),
+        "{:?}",
+        world.history(&id).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
