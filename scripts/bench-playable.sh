@@ -9,9 +9,11 @@
 # measures in headless Chromium:
 #   ttp  upload-complete → the first frame hls.js shows (the page polls the status every 100 ms)
 #   ttc  SourceUploaded → EncodingCompleted (as recorded)
-# and prints the median of RUNS runs per length and path.
+# and prints the median of RUNS runs per length and path (each run's figures on stderr as it
+# ends).
 # Usage: scripts/bench-playable.sh [RUNS] [SECONDS...]   (default: 3 runs of 20 120 600)
 #   PATHS="whole-ladder progressive+lead" picks paths (default: all three; names as printed)
+#   BIN=path/to/vodsource measures that build (default: the release build of this checkout)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vodsource/target}"
@@ -20,18 +22,27 @@ shift || true
 lengths=("$@")
 [ ${#lengths[@]} -gt 0 ] || lengths=(20 120 600)
 scripts/services.sh start ffmpeg browser >/dev/null
-cargo build --release --locked --bin vodsource 2>&1 | tail -1
-bin="$CARGO_TARGET_DIR/release/vodsource"
+# BIN=path/to/vodsource measures that build instead (to compare two builds, one run each).
+if [ -z "${BIN:-}" ]; then
+    cargo build --release --locked --bin vodsource 2>&1 | tail -1
+fi
+bin="${BIN:-$CARGO_TARGET_DIR/release/vodsource}"
 work="$(mktemp -d)"
 server=""
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 
+# The sources are made once per machine and kept (the 600 s one takes ~12 minutes), in the
+# same place and the same way as scripts/bench-chunks.sh's.
+cache="$HOME/.cache/vodsource/bench"
+mkdir -p "$cache"
 source_of() { # seconds -> path (made once)
-    local path="$work/source-$1.mp4"
+    local path="$cache/source-1080p-$1.mp4"
     if [ ! -f "$path" ]; then
         ffmpeg -v error -y -f lavfi -i "testsrc2=size=1920x1080:rate=30,noise=alls=8:allf=t" \
             -f lavfi -i "sine=frequency=330:sample_rate=48000" \
-            -t "$1" -c:v libx264 -preset veryfast -crf 23 -pix_fmt yuv420p -c:a aac -b:a 192k -shortest "$path"
+            -t "$1" -c:v libx264 -preset veryfast -crf 23 -pix_fmt yuv420p -c:a aac -b:a 192k -shortest -f mp4 \
+            "$path.part"
+        mv "$path.part" "$path"
     fi
     echo "$path"
 }
@@ -77,6 +88,9 @@ for seconds in "${lengths[@]}"; do
         for path in "${paths[@]}"; do
             read -r progressive ladder name <<<"$path"
             read -r ttp ttc playable <<<"$(one "$seconds" "$progressive" "$ladder")"
+            printf 'run %-4s %-18s %10.2f %10.2f %12.2f\n' "${seconds}s" "$name" \
+                "$(awk "BEGIN{print $ttp/1000}")" "$(awk "BEGIN{print $ttc/1000}")" \
+                "$(awk "BEGIN{print $playable/1000}")" >&2
             ttps[$name]+="$ttp "
             ttcs[$name]+="$ttc "
             playables[$name]+="$playable "

@@ -362,18 +362,11 @@ impl Video {
                 chunk,
                 lease_secs,
             } => {
-                self.check_attempt(attempt)?;
+                let state = self.open_chunk("claim a chunk", attempt, chunk)?;
                 if lease_secs == 0 {
                     return Err(VideoError::InvalidProgress("lease must be at least 1 second".into()));
                 }
                 let refuse = |reason: String| VideoError::Chunk { attempt, chunk, reason };
-                if self.stage != Stage::Encoding {
-                    return Err(VideoError::InvalidState {
-                        action: "claim a chunk",
-                        stage: self.stage,
-                    });
-                }
-                let state = self.unwritten_chunk(attempt, chunk)?;
                 if let Some(held) = state.claim.as_ref().filter(|c| now <= c.lease_until) {
                     if held.worker_id != worker_id {
                         return Err(refuse(format!(
@@ -395,14 +388,7 @@ impl Video {
                 chunk,
                 reason,
             } => {
-                self.check_attempt(attempt)?;
-                if self.stage != Stage::Encoding {
-                    return Err(VideoError::InvalidState {
-                        action: "release a chunk",
-                        stage: self.stage,
-                    });
-                }
-                let state = self.unwritten_chunk(attempt, chunk)?;
+                let state = self.open_chunk("release a chunk", attempt, chunk)?;
                 if state.claim.as_ref().is_none_or(|c| c.worker_id != worker_id) {
                     return Err(VideoError::Chunk {
                         attempt,
@@ -423,15 +409,8 @@ impl Video {
                 chunk,
                 output,
             } => {
-                self.check_attempt(attempt)?;
-                if self.stage != Stage::Encoding {
-                    return Err(VideoError::InvalidState {
-                        action: "complete a chunk",
-                        stage: self.stage,
-                    });
-                }
+                let state = self.open_chunk("complete a chunk", attempt, chunk)?;
                 let refuse = |reason: String| VideoError::Chunk { attempt, chunk, reason };
-                let state = self.unwritten_chunk(attempt, chunk)?;
                 match &state.claim {
                     Some(claim) if claim.worker_id == worker_id && now <= claim.lease_until => {}
                     Some(claim) if claim.worker_id == worker_id => {
@@ -835,8 +814,16 @@ impl Video {
         }
     }
 
-    /// Chunk `chunk` of the plan, which must not be written yet.
-    fn unwritten_chunk(&self, attempt: u32, chunk: u32) -> Result<&Chunk, VideoError> {
+    /// Chunk `chunk` of the current attempt, which must be encoding and the chunk not
+    /// written yet: what claiming, releasing and completing a chunk all first require.
+    fn open_chunk(&self, action: &'static str, attempt: u32, chunk: u32) -> Result<&Chunk, VideoError> {
+        self.check_attempt(attempt)?;
+        if self.stage != Stage::Encoding {
+            return Err(VideoError::InvalidState {
+                action,
+                stage: self.stage,
+            });
+        }
         let refuse = |reason: String| VideoError::Chunk { attempt, chunk, reason };
         let state = self
             .chunks

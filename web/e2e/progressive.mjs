@@ -53,6 +53,20 @@ async function play(tab, dash) {
         if (window.progressive.firstFrameAt === undefined || v.currentTime < 0.5) return;
         window.progressive.waiting += 1;
         window.progressive.waitedAt.push(v.currentTime);
+        // What was buffered then, and how long after the first frame: a wait at the end of
+        // what is buffered, with the playlist far ahead, is the page starved, not the encode.
+        const buffered = [];
+        for (let i = 0; i < v.buffered.length; i += 1) buffered.push([v.buffered.start(i), v.buffered.end(i)]);
+        (window.progressive.waits ||= []).push({
+          t: v.currentTime, buffered, readyState: v.readyState, afterFirstFrameMs: Date.now() - window.progressive.firstFrameAt,
+        });
+      });
+      v.addEventListener('playing', () => {
+        const waits = window.progressive.waits;
+        if (waits && waits[waits.length - 1].resumedAfterMs === undefined) {
+          const last = waits[waits.length - 1];
+          last.resumedAfterMs = Date.now() - window.progressive.firstFrameAt - last.afterFirstFrameMs;
+        }
       });
     });
     await tab.waitForFunction(() => document.getElementById('video').currentTime > 0, null, { timeout: 60_000 });

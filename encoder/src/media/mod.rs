@@ -361,14 +361,17 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
                 offset: 0,
                 audio: with_audio,
                 thumbnails: true,
+                yields: false,
             };
             pass(job, &setup, &whole, &AtomicBool::new(false), None)
         }
     }
 }
 
-/// A whole encode with a lead: `rungs[k..]` from a decode of their own, held ahead of
-/// `rungs[..k]` by a [`Pace`], and the audio (`with_audio`) from a third.
+/// A whole encode with a lead: `rungs[k..]` from a decode of their own, ahead of `rungs[..k]`
+/// because those encode at the lowest CPU priority (they take what the lead leaves, and the
+/// cores never idle while either has work), and the audio (`with_audio`) from a third, held
+/// just ahead of the lead by a [`Pace`].
 fn encode_led(
     job: &Job<'_>,
     setup: &Setup<'_>,
@@ -389,6 +392,7 @@ fn encode_led(
             offset: 0,
             audio: false,
             thumbnails: true,
+            yields: true,
         },
         Pass {
             rungs: &rungs[k..],
@@ -396,6 +400,7 @@ fn encode_led(
             offset: k,
             audio: false,
             thumbnails: false,
+            yields: false,
         },
     ];
     if with_audio && job.probed.has_audio {
@@ -405,6 +410,7 @@ fn encode_led(
             offset: rungs.len(),
             audio: true,
             thumbnails: false,
+            yields: false,
         });
     }
     let stopping = |outcome: Result<Encoded, MediaError>| {
@@ -418,7 +424,6 @@ fn encode_led(
         progress: job.progress,
         lead: k,
         fps: setup.fps.as_f64(),
-        started: std::time::Instant::now(),
         over: &lead_over,
     };
     let (main, others) = std::thread::scope(|scope| {
@@ -438,8 +443,9 @@ fn encode_led(
                 })
             })
             .collect();
-        // The first pass (with the thumbnails, which stay on their thread) runs on this one.
-        let main = stopping(pass(job, setup, &passes[0], &stop, Some(&pace)));
+        // The first pass (with the thumbnails, which stay on their thread) runs on this one;
+        // its rung encoders at the lowest priority.
+        let main = stopping(pass(job, setup, &passes[0], &stop, None));
         let others: Vec<_> = handles
             .into_iter()
             .map(|h| {
@@ -497,15 +503,6 @@ fn lead_from(rungs: &[RungPlan], max_height: u32) -> Option<usize> {
         .filter(|&k| k > 0)
 }
 
-/// How far ahead of real time the lead is kept: the larger rungs wait while it is behind
-/// `LEAD_RATE` × the seconds since the start + `LEAD_HEAD_SECONDS` of media.
-const LEAD_RATE: f64 = 2.0;
-/// See [`LEAD_RATE`]: two segments' head start.
-const LEAD_HEAD_SECONDS: f64 = 8.0;
-/// The larger rungs never wait for a lead this many seconds of media ahead of them (a lead
-/// that cannot keep its rate even alone must not hold them back to the end).
-const LEAD_MAX_AHEAD_SECONDS: f64 = 120.0;
-
 /// Sources decoded more than this many pixels a second (1080p60) get no lead: a second decode
 /// of 1440p or 4K costs as much as the ladder's own rungs, and the lead could not keep ahead
 /// on a few cores anyway.
@@ -514,27 +511,19 @@ const LEAD_MAX_PIXEL_RATE: f64 = 1920.0 * 1080.0 * 60.0;
 /// How far (media seconds) the audio runs ahead of the lead.
 const AUDIO_AHEAD_SECONDS: f64 = 12.0;
 
-/// Holds the larger rungs back while the lead is behind its schedule: two cores shared
-/// evenly between the passes would leave the lead at about the ladder's pace, below real
-/// time; held back this way, the other pass takes what the lead leaves.
+/// Keeps the audio's decode just ahead of the lead: at the same priority, it would otherwise
+/// take a core from the lead at the start, when the lead's first segments are what a viewer
+/// waits for.
 struct Pace<'a> {
     progress: &'a Progress,
     /// The lead's first rung in the progress.
     lead: usize,
     fps: f64,
-    started: std::time::Instant,
     /// Set when the lead pass ends (done or failed).
     over: &'a AtomicBool,
 }
 
 impl Pace<'_> {
-    /// Waits, before the larger rungs get picture `n`, while the lead is behind its schedule.
-    fn wait(&self, n: u64, cancel: &AtomicBool, stop: &AtomicBool) {
-        self.wait_while(cancel, stop, |lead| {
-            lead_behind(self.started.elapsed().as_secs_f64(), lead, n, self.fps)
-        });
-    }
-
     /// Waits, before the audio at `at` seconds is decoded, while that is more than
     /// [`AUDIO_AHEAD_SECONDS`] ahead of the lead.
     fn wait_audio(&self, at: f64, cancel: &AtomicBool, stop: &AtomicBool) {
@@ -552,13 +541,20 @@ impl Pace<'_> {
     }
 }
 
-/// Whether the larger rungs wait before their picture `n`: `elapsed` seconds after the start,
-/// the lead has encoded `lead` pictures (at `fps`), fewer than its schedule asks, and is not
-/// far enough ahead of them to let them run regardless.
-fn lead_behind(elapsed: f64, lead: u64, n: u64, fps: f64) -> bool {
-    let due = (elapsed * LEAD_RATE + LEAD_HEAD_SECONDS) * fps;
-    let far_ahead = n as f64 + LEAD_MAX_AHEAD_SECONDS * fps;
-    (lead as f64) < due && (lead as f64) < far_ahead
+/// The nice value of the larger rungs' pass beside a lead: the lowest priority there is, so
+/// that the lead (and the API, and a viewer's requests, on a machine that serves as well as
+/// encodes) goes first, and the pass has the cores only as far as they are left idle.
+const LOWEST_PRIORITY: i32 = 19;
+
+/// Gives the calling thread, and the threads it starts from now on, [`LOWEST_PRIORITY`]
+/// (Linux keeps a nice value per thread and a new thread inherits it). Raising one's own nice
+/// value needs no privilege; lowering it again would, so it is only done on a thread that ends
+/// with the work (a rung encoder's, never one of the runtime's). Where it fails the encode goes
+/// on at the priority it has, only slower to playable.
+fn lowest_priority() {
+    if let Err(error) = rustix::process::setpriority_process(None, LOWEST_PRIORITY) {
+        tracing::warn!(%error, "the larger rungs keep their priority beside the lead");
+    }
 }
 
 /// What every pass of one encode shares.
@@ -583,10 +579,13 @@ struct Pass<'a> {
     audio: bool,
     /// Whether it makes the poster and thumbnails.
     thumbnails: bool,
+    /// Whether its rung encoders (and the x264 threads they start) run at
+    /// [`LOWEST_PRIORITY`]; the decode that feeds them waits on them once their queues fill.
+    yields: bool,
 }
 
 /// Runs `pass`; stops early when `job.cancel` or `stop` is set; waits on `pace`, if any,
-/// before each picture.
+/// before each audio packet.
 fn pass(
     job: &Job<'_>,
     setup: &Setup<'_>,
@@ -675,7 +674,18 @@ fn pass(
             let progress = job.progress;
             let slot = pass.offset + i;
             let input_rx = std::mem::replace(&mut rx, next_rx);
-            handles.push(scope.spawn(move || encode.run(input_rx, next, |frames| progress.set(slot, frames))));
+            let yields = pass.yields;
+            // Named for `top -H` (and the x264 threads it starts take the name too).
+            let thread = std::thread::Builder::new()
+                .name(format!("rung {}", rung.name))
+                .spawn_scoped(scope, move || {
+                    if yields {
+                        lowest_priority();
+                    }
+                    encode.run(input_rx, next, |frames| progress.set(slot, frames))
+                })
+                .map_err(|e| MediaError::internal(format!("start the {} encoder: {e}", rung.name)))?;
+            handles.push(thread);
         }
         drop(rx);
         let audio_handle = audio_decode.as_ref().map(|_| {
@@ -872,9 +882,6 @@ fn feed(
             }
             produced += 1;
         }
-        if let Some(pace) = pace {
-            pace.wait(n, cancel, stop);
-        }
         // A rung that stopped reports why when joined.
         out.send(Arc::new(picture))
             .map_err(|_| MediaError::cancelled("cancelled"))
@@ -933,21 +940,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_larger_rungs_wait_while_the_lead_is_behind_twice_real_time_and_two_segments() {
-        // At the start: until the lead has 8 s of media.
-        assert!(lead_behind(0.0, 0, 0, 30.0));
-        assert!(lead_behind(0.0, 239, 0, 30.0));
-        assert!(!lead_behind(0.0, 240, 0, 30.0));
-        // 10 s in, 2 × 10 + 8 = 28 s of media are due.
-        assert!(lead_behind(10.0, 28 * 30 - 1, 100, 30.0));
-        assert!(!lead_behind(10.0, 28 * 30, 100, 30.0));
-    }
-
-    #[test]
-    fn a_lead_far_ahead_of_the_larger_rungs_holds_nothing_back_even_behind_its_schedule() {
-        // 100 s in, 208 s are due; the lead has 150 s, 120 s ahead of pictures at 30 s.
-        assert!(!lead_behind(100.0, 150 * 30, 30 * 30, 30.0));
-        assert!(lead_behind(100.0, 150 * 30, 31 * 30, 30.0));
+    fn the_larger_rungs_thread_and_the_threads_it_starts_take_the_lowest_priority_and_no_other_does() {
+        let priority = || rustix::process::getpriority_process(None).expect("getpriority");
+        let before = priority();
+        let (own, started) = std::thread::spawn(move || {
+            lowest_priority();
+            (priority(), std::thread::spawn(priority).join().expect("joins"))
+        })
+        .join()
+        .expect("joins");
+        assert_eq!((own, started), (LOWEST_PRIORITY, LOWEST_PRIORITY));
+        assert_eq!(priority(), before, "the thread that started it keeps its own");
+        assert_eq!(std::thread::spawn(priority).join().expect("joins"), before);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use vodsource_api::roles::Stores;
 use vodsource_commands::ports::ObjectStore;
 use vodsource_commands::CommandContext;
 use vodsource_domain::{VideoCommand, VideoEvent};
-use vodsource_encoder::{Worker, WorkerConfig};
+use vodsource_encoder::{Worker, WorkerConfig, WorkerError};
 use vodsource_infra::open_object_store;
 pub use vodsource_tests::clips::{clip, ffprobe, pattern, rotate_90, video_packets};
 use vodsource_tests::TempDir;
@@ -116,4 +116,31 @@ pub fn worker_with(world: &World, name: &str, configure: impl FnOnce(&mut Worker
     config.lease_secs = 10;
     configure(&mut config);
     world.stores.worker(world.objects.clone(), config)
+}
+
+/// A worker running in a task of its own until [`Running::stop`] (the shutdown `serve` sends
+/// on SIGTERM).
+pub struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), WorkerError>>,
+}
+
+impl Running {
+    pub fn spawn(worker: Worker) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(worker.run(async {
+            let _ = stopped.await;
+        }));
+        Self { stop, task }
+    }
+
+    /// Asks the worker to stop; it must return without error within seconds.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("stops within seconds")
+            .expect("joins")
+            .expect("no error");
+    }
 }

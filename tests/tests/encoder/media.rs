@@ -1,7 +1,8 @@
 //! The transcode against real FFmpeg libraries, its outputs read back with ffprobe.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use vodsource_encoder::ladder::LadderConfig;
 use vodsource_encoder::manifest::parse_media_playlist;
@@ -243,6 +244,57 @@ fn with_a_lead_the_low_rungs_and_the_audio_decoded_on_their_own_make_the_same_la
     assert_eq!(three.duration_ms, 9000);
     assert!(three.poster.is_some() && three.thumbnails.is_some());
     assert!(led.join("master.m3u8").is_file() && led.join("manifest.mpd").is_file());
+}
+
+#[test]
+fn with_a_lead_the_larger_rungs_encode_at_the_lowest_priority_and_the_lead_at_its_own() {
+    let dir = TempDir::new();
+    let source = pattern(dir.path(), "src.mp4", "1280x720", 30, 6);
+    let out = dir.path().join("led");
+    // The nice value of every rung thread of this process, sampled while the encode runs
+    // (each rung thread is named after its rung; the x264 threads it starts take the name).
+    let done = AtomicBool::new(false);
+    let mut seen: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
+    std::thread::scope(|scope| {
+        let encode = scope.spawn(|| {
+            let packaged = encode_with(&source, &out, true);
+            done.store(true, Ordering::Relaxed);
+            packaged
+        });
+        while !done.load(Ordering::Relaxed) {
+            for (name, nice) in rung_threads() {
+                seen.entry(name).or_default().insert(nice);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        encode.join().expect("joins").expect("encodes");
+    });
+    // Other tests' encodes run beside this one at their own priority: what must hold is that
+    // the 720p rung was seen at the lowest, and the lead's never.
+    assert!(seen.get("rung 720p").is_some_and(|n| n.contains(&19)), "{seen:?}");
+    for lead in ["rung 480p", "rung 360p"] {
+        let nice = seen
+            .get(lead)
+            .unwrap_or_else(|| panic!("no {lead} thread seen: {seen:?}"));
+        assert!(!nice.contains(&19), "{lead}: {seen:?}");
+    }
+}
+
+/// `(name, nice value)` of each thread of this process named `rung …`.
+fn rung_threads() -> Vec<(String, i32)> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+            // `pid (comm) state …`: the nice value is the 19th field, the 17th after the name.
+            let (head, rest) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1;
+            let nice = rest.split_whitespace().nth(16)?.parse().ok()?;
+            name.starts_with("rung ").then(|| (name.to_owned(), nice))
+        })
+        .collect()
 }
 
 #[test]

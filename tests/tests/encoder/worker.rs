@@ -9,7 +9,7 @@ use vodsource_commands::CommandContext;
 use vodsource_domain::{EncodeStage, Stage, VideoCommand, VideoEvent};
 use vodsource_encoder::{JobOutcome, WorkerConfig};
 
-use crate::helpers::{pattern, worker, worker_with, World};
+use crate::helpers::{pattern, worker, worker_with, Running, World};
 
 async fn exists(objects: &Arc<dyn ObjectStore>, key: &str) -> Option<u64> {
     objects.head(key).await.expect("head").map(|m| m.size)
@@ -135,13 +135,10 @@ fn walk(dir: &std::path::Path) -> u64 {
 async fn an_idle_worker_starts_on_an_offer_made_in_its_process_without_waiting_for_its_poll() {
     let world = World::new().await;
     let source = pattern(world.dir.path(), "short.mp4", "320x240", 30, 1);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     // Idle from the start: the next poll would come in an hour.
-    let running = tokio::spawn(
-        worker_with(&world, "idle", |c| c.poll_every = Duration::from_secs(3600)).run(async {
-            let _ = stopped.await;
-        }),
-    );
+    let running = Running::spawn(worker_with(&world, "idle", |c| {
+        c.poll_every = Duration::from_secs(3600)
+    }));
     let id = world.uploaded(&source).await;
     world
         .wait_for_event(
@@ -150,12 +147,7 @@ async fn an_idle_worker_starts_on_an_offer_made_in_its_process_without_waiting_f
             |e| matches!(e, VideoEvent::EncodingClaimed { worker_id, .. } if worker_id == "idle"),
         )
         .await;
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(20), running)
-        .await
-        .expect("stops within seconds")
-        .expect("joins")
-        .expect("no error");
+    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,13 +240,7 @@ async fn a_worker_stopped_mid_encode_fails_the_attempt_as_retryable_and_another_
     let world = World::new().await;
     let source = pattern(world.dir.path(), "long.mp4", "1280x720", 30, 20);
     let id = world.uploaded(&source).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let first = {
-        let worker = worker(&world, "first");
-        tokio::spawn(worker.run(async {
-            let _ = stopped.await;
-        }))
-    };
+    let first = Running::spawn(worker(&world, "first"));
     world
         .wait_for_event(&id, "progress while encoding", |e| {
             matches!(
@@ -266,12 +252,7 @@ async fn a_worker_stopped_mid_encode_fails_the_attempt_as_retryable_and_another_
             )
         })
         .await;
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(20), first)
-        .await
-        .expect("stops within seconds")
-        .expect("joins")
-        .expect("no error");
+    first.stop().await;
     world.supervise().await;
     let history = world.history(&id).await;
     assert!(
@@ -442,10 +423,7 @@ async fn a_worker_stopped_mid_chunk_gives_the_chunk_back_and_another_writes_it_w
         c.chunk_seconds = 8;
         c.lease_secs = 3600;
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let first = tokio::spawn(worker_with(&world, "first", chunked).run(async {
-        let _ = stopped.await;
-    }));
+    let first = Running::spawn(worker_with(&world, "first", chunked));
     // A run of frames (chunk 0 is the audio, done in a moment): seconds of work, so the stop
     // lands in it.
     world
@@ -455,12 +433,7 @@ async fn a_worker_stopped_mid_chunk_gives_the_chunk_back_and_another_writes_it_w
             |e| matches!(e, VideoEvent::ChunkClaimed { chunk, worker_id, .. } if *chunk > 0 && worker_id == "first"),
         )
         .await;
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(20), first)
-        .await
-        .expect("stops within seconds")
-        .expect("joins")
-        .expect("no error");
+    first.stop().await;
     let history = world.history(&id).await;
     let held: Vec<u32> = history
         .iter()
