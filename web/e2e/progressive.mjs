@@ -4,7 +4,7 @@
 // while the status says `encoding` and go on for PLAY_SECONDS without the video element
 // waiting for data. Records the playlists and MPDs each player loaded, as it loaded them (the
 // first ones still growing), so that the test can compare them with the final ones.
-// Prints one JSON line of what it saw; api/tests/web_browser.rs asserts on it.
+// Prints one JSON line of what it saw; api/tests/web_progressive.rs asserts on it.
 //
 // Environment: BASE (the server, authentication off), VIDEO_ID (published, playable),
 // CHROMIUM (default /usr/bin/chromium), PLAY_SECONDS (default 30).
