@@ -13,13 +13,5 @@ runs="${1:-3}" seconds="${2:-600}" chunk="${3:-60}"
 [ "$(nproc)" -ge 2 ] || { echo "needs two cores (taskset -c 0 and -c 1)" >&2; exit 1; }
 scripts/services.sh start ffmpeg python >/dev/null
 cargo build --release --locked --bin vodsource 2>&1 | tail -1
-mkdir -p "$HOME/.cache/vodsource/bench"
-source="$HOME/.cache/vodsource/bench/source-1080p-$seconds.mp4"
-if [ ! -f "$source" ]; then
-    ffmpeg -v error -y -f lavfi -i "testsrc2=size=1920x1080:rate=30,noise=alls=8:allf=t" \
-        -f lavfi -i "sine=frequency=330:sample_rate=48000" \
-        -t "$seconds" -c:v libx264 -preset veryfast -crf 23 -pix_fmt yuv420p -c:a aac -b:a 192k -shortest -f mp4 \
-        "$source.part"
-    mv "$source.part" "$source"
-fi
+source="$(scripts/bench-source.sh "$seconds")"
 exec python3 scripts/bench_chunks.py "$CARGO_TARGET_DIR/release/vodsource" "$source" "$runs" "$chunk" "$seconds"

@@ -31,22 +31,6 @@ work="$(mktemp -d)"
 server=""
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 
-# The sources are made once per machine and kept (the 600 s one takes ~12 minutes), in the
-# same place and the same way as scripts/bench-chunks.sh's.
-cache="$HOME/.cache/vodsource/bench"
-mkdir -p "$cache"
-source_of() { # seconds -> path (made once)
-    local path="$cache/source-1080p-$1.mp4"
-    if [ ! -f "$path" ]; then
-        ffmpeg -v error -y -f lavfi -i "testsrc2=size=1920x1080:rate=30,noise=alls=8:allf=t" \
-            -f lavfi -i "sine=frequency=330:sample_rate=48000" \
-            -t "$1" -c:v libx264 -preset veryfast -crf 23 -pix_fmt yuv420p -c:a aac -b:a 192k -shortest -f mp4 \
-            "$path.part"
-        mv "$path.part" "$path"
-    fi
-    echo "$path"
-}
-
 printf 'lead_max_height = 0\n' >"$work/no-lead.toml"
 printf 'lead_max_height = 480\n' >"$work/lead.toml"
 
@@ -65,7 +49,7 @@ one() { # seconds progressive ladder -> "ttp_ms ttc_ms playable_ms"
     done
     [ -n "$base" ] || { echo "the server did not start: $(cat "$log")" >&2; exit 1; }
     local out
-    out="$(BASE="http://$base" SOURCE="$(source_of "$1")" node web/e2e/ttp.mjs 2>"$work/ttp.err" | tail -1)"
+    out="$(BASE="http://$base" SOURCE="$(scripts/bench-source.sh "$1")" node web/e2e/ttp.mjs 2>"$work/ttp.err" | tail -1)"
     kill "$server"
     wait "$server" 2>/dev/null || true
     server=""
@@ -88,9 +72,8 @@ for seconds in "${lengths[@]}"; do
         for path in "${paths[@]}"; do
             read -r progressive ladder name <<<"$path"
             read -r ttp ttc playable <<<"$(one "$seconds" "$progressive" "$ladder")"
-            printf 'run %-4s %-18s %10.2f %10.2f %12.2f\n' "${seconds}s" "$name" \
-                "$(awk "BEGIN{print $ttp/1000}")" "$(awk "BEGIN{print $ttc/1000}")" \
-                "$(awk "BEGIN{print $playable/1000}")" >&2
+            awk -v l="${seconds}s" -v n="$name" -v p="$ttp" -v c="$ttc" -v r="$playable" \
+                'BEGIN { printf "run %-4s %-18s %10.2f %10.2f %12.2f\n", l, n, p / 1000, c / 1000, r / 1000 }' >&2
             ttps[$name]+="$ttp "
             ttcs[$name]+="$ttc "
             playables[$name]+="$playable "

@@ -57,16 +57,14 @@ async function play(tab, dash) {
         // what is buffered, with the playlist far ahead, is the page starved, not the encode.
         const buffered = [];
         for (let i = 0; i < v.buffered.length; i += 1) buffered.push([v.buffered.start(i), v.buffered.end(i)]);
+        const at = Date.now();
         (window.progressive.waits ||= []).push({
-          t: v.currentTime, buffered, readyState: v.readyState, afterFirstFrameMs: Date.now() - window.progressive.firstFrameAt,
+          t: v.currentTime, buffered, readyState: v.readyState, afterFirstFrameMs: at - window.progressive.firstFrameAt, at,
         });
       });
       v.addEventListener('playing', () => {
-        const waits = window.progressive.waits;
-        if (waits && waits[waits.length - 1].resumedAfterMs === undefined) {
-          const last = waits[waits.length - 1];
-          last.resumedAfterMs = Date.now() - window.progressive.firstFrameAt - last.afterFirstFrameMs;
-        }
+        const last = (window.progressive.waits || []).at(-1);
+        if (last && last.resumedAfterMs === undefined) last.resumedAfterMs = Date.now() - last.at;
       });
     });
     await tab.waitForFunction(() => document.getElementById('video').currentTime > 0, null, { timeout: 60_000 });
