@@ -107,6 +107,20 @@ pub fn planned_tracks(probed: &Probed, config: &LadderConfig) -> Result<Vec<Plan
     Ok(tracks)
 }
 
+/// The rungs, by name, that a whole encode of `probed` with a lead ([`Job::lead`]) encodes
+/// ahead of the others: none when the source gets no lead.
+///
+/// # Errors
+/// `Source` when the source cannot make a ladder.
+pub fn lead_rungs(probed: &Probed, config: &LadderConfig) -> Result<Vec<String>, MediaError> {
+    let fps = Fps::choose(probed.probe.frame_rate, config.max_fps);
+    let size = (probed.display_width, probed.display_height);
+    let rungs = plan(config, size.0, size.1, fps.as_f64())?;
+    Ok(lead_for(&rungs, config.lead_max_height, size, fps)
+        .map(|k| rungs[k..].iter().map(|rung| rung.name.clone()).collect())
+        .unwrap_or_default())
+}
+
 impl PlannedTrack {
     /// The track of `rung` at `fps`.
     fn video(rung: &RungPlan, fps: Fps) -> Self {
@@ -421,6 +435,7 @@ fn encode_led(
     };
     let lead_over = AtomicBool::new(false);
     let pace = Pace {
+        ahead: f64::from(config.segment_seconds) + AUDIO_AHEAD_SECONDS,
         progress: job.progress,
         lead: k,
         fps: setup.fps.as_f64(),
@@ -508,13 +523,17 @@ fn lead_from(rungs: &[RungPlan], max_height: u32) -> Option<usize> {
 /// on a few cores anyway.
 const LEAD_MAX_PIXEL_RATE: f64 = 1920.0 * 1080.0 * 60.0;
 
-/// How far (media seconds) the audio runs ahead of the lead.
-const AUDIO_AHEAD_SECONDS: f64 = 12.0;
+/// How far (media seconds) past one whole audio segment the audio runs ahead of the lead:
+/// its first segment is then stored before the lead's, and the audio's decode takes little
+/// from the lead's first seconds (12 s ahead made the lead's first segment ~0.1 s later).
+const AUDIO_AHEAD_SECONDS: f64 = 2.0;
 
 /// Keeps the audio's decode just ahead of the lead: at the same priority, it would otherwise
 /// take a core from the lead at the start, when the lead's first segments are what a viewer
 /// waits for.
 struct Pace<'a> {
+    /// Media seconds the audio may be ahead of the lead.
+    ahead: f64,
     progress: &'a Progress,
     /// The lead's first rung in the progress.
     lead: usize,
@@ -525,9 +544,9 @@ struct Pace<'a> {
 
 impl Pace<'_> {
     /// Waits, before the audio at `at` seconds is decoded, while that is more than
-    /// [`AUDIO_AHEAD_SECONDS`] ahead of the lead.
+    /// `ahead` seconds ahead of the lead.
     fn wait_audio(&self, at: f64, cancel: &AtomicBool, stop: &AtomicBool) {
-        self.wait_while(cancel, stop, |lead| at > lead as f64 / self.fps + AUDIO_AHEAD_SECONDS);
+        self.wait_while(cancel, stop, |lead| at > lead as f64 / self.fps + self.ahead);
     }
 
     /// Waits while `behind(pictures the lead has encoded)`, until the lead ends or the encode
@@ -682,7 +701,7 @@ fn pass(
                     if yields {
                         lowest_priority();
                     }
-                    encode.run(input_rx, next, |frames| progress.set(slot, frames))
+                    encode.run(input_rx, next, |frames, closed| progress.set(slot, frames, closed))
                 })
                 .map_err(|e| MediaError::internal(format!("start the {} encoder: {e}", rung.name)))?;
             handles.push(thread);

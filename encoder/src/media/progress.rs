@@ -1,16 +1,30 @@
-//! How far a transcode is: each rung's encoded frames against the frames expected.
+//! How far a transcode is: each rung's encoded frames against the frames expected, and when
+//! each rung's encoder began to give them out.
 
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::ladder::RungPlan;
 
+/// Called when a rung has closed a segment (from the rung's thread).
+type OnSegment = Box<dyn Fn() + Send + Sync>;
+
 /// How far the transcode is, shared with whoever reports progress.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Progress {
     state: Mutex<ProgressState>,
     /// Notified whenever a rung advances.
     advanced: Condvar,
+    /// Told whenever a rung closes a segment.
+    on_segment: Mutex<Option<OnSegment>>,
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress")
+            .field("state", &self.lock())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -18,8 +32,27 @@ struct ProgressState {
     /// When the first picture went to the encoders.
     began: Option<Instant>,
     total_frames: u64,
-    rungs: Vec<(String, u64)>,
+    rungs: Vec<Rung>,
     packaging: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Rung {
+    name: String,
+    /// Frames encoded and written.
+    frames: u64,
+    /// When the encoder wrote its first frame: its pace from then on is its throughput,
+    /// without the pictures it held back to look ahead before that.
+    first_out: Option<Instant>,
+}
+
+/// What one rung's encoder has given out: how many frames since when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Output {
+    /// Frames encoded and written.
+    pub frames: u64,
+    /// When the first of them was written.
+    pub since: Instant,
 }
 
 /// A reading of [`Progress`].
@@ -54,7 +87,14 @@ impl Progress {
         let mut state = self.lock();
         state.total_frames = total_frames.max(1);
         state.began = None;
-        state.rungs = rungs.iter().map(|r| (r.name.clone(), 0)).collect();
+        state.rungs = rungs
+            .iter()
+            .map(|r| Rung {
+                name: r.name.clone(),
+                frames: 0,
+                first_out: None,
+            })
+            .collect();
     }
 
     /// Marks the moment encoding begins (the inputs are open, pictures about to flow); the
@@ -73,23 +113,50 @@ impl Progress {
         self.lock().packaging = true;
     }
 
-    pub(super) fn set(&self, rung: usize, frames: u64) {
+    /// Rung `rung` has written `frames` in all; `closed` when that closed a segment.
+    pub(super) fn set(&self, rung: usize, frames: u64, closed: bool) {
         if let Some(slot) = self.lock().rungs.get_mut(rung) {
-            slot.1 = frames;
+            slot.frames = frames;
+            if frames > 0 {
+                slot.first_out.get_or_insert_with(Instant::now);
+            }
         }
         self.advanced.notify_all();
+        if closed {
+            if let Some(wake) = self
+                .on_segment
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+            {
+                wake();
+            }
+        }
+    }
+
+    /// Has `wake` called whenever a rung closes a segment (from the rung's thread: it must not
+    /// block), in place of what was set before.
+    pub fn on_segment(&self, wake: impl Fn() + Send + Sync + 'static) {
+        *self
+            .on_segment
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::new(wake));
+    }
+
+    /// What the rung named `rung` has written, once it has written a frame.
+    pub fn output(&self, rung: &str) -> Option<Output> {
+        let state = self.lock();
+        let slot = state.rungs.iter().find(|slot| slot.name == rung)?;
+        slot.first_out.map(|since| Output {
+            frames: slot.frames,
+            since,
+        })
     }
 
     /// The fewest frames any of the rungs `from..` has encoded.
     pub(super) fn frames_from(&self, from: usize) -> u64 {
         let state = self.lock();
-        state
-            .rungs
-            .iter()
-            .skip(from)
-            .map(|(_, frames)| *frames)
-            .min()
-            .unwrap_or(0)
+        state.rungs.iter().skip(from).map(|rung| rung.frames).min().unwrap_or(0)
     }
 
     /// Waits until a rung advances, or `at_most`.
@@ -101,12 +168,65 @@ impl Progress {
     /// The current reading.
     pub fn snapshot(&self) -> ProgressSnapshot {
         let state = self.lock();
-        let slowest = state.rungs.iter().min_by_key(|(_, frames)| *frames);
+        let slowest = state.rungs.iter().min_by_key(|rung| rung.frames);
         ProgressSnapshot {
-            frames: slowest.map_or(0, |(_, f)| *f),
+            frames: slowest.map_or(0, |rung| rung.frames),
             total_frames: state.total_frames,
-            rendition: slowest.map(|(name, _)| name.clone()),
+            rendition: slowest.map(|rung| rung.name.clone()),
             packaging: state.packaging,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::ladder::{plan, LadderConfig};
+
+    fn started() -> Progress {
+        let progress = Progress::default();
+        let rungs = plan(&LadderConfig::default(), 1280, 720, 30.0).expect("a ladder");
+        progress.start(270, &rungs);
+        progress
+    }
+
+    #[test]
+    fn a_rung_has_an_output_from_its_first_frame_on_and_its_pace_counts_from_then() {
+        let progress = started();
+        progress.set(1, 0, false);
+        assert_eq!(progress.output("480p"), None, "no frame out yet");
+        progress.set(1, 1, false);
+        let first = progress.output("480p").expect("out");
+        assert_eq!(first.frames, 1);
+        progress.set(1, 61, true);
+        let later = progress.output("480p").expect("out");
+        assert_eq!(
+            (later.frames, later.since),
+            (61, first.since),
+            "the first frame's time stays"
+        );
+        assert_eq!(progress.output("720p"), None);
+        assert_eq!(progress.output("1080p"), None, "not a rung of this encode");
+    }
+
+    #[test]
+    fn whoever_asked_is_told_of_each_closed_segment_and_only_of_those() {
+        let progress = started();
+        progress.set(0, 5, true);
+        let told = Arc::new(AtomicUsize::new(0));
+        let count = told.clone();
+        progress.on_segment(move || {
+            count.fetch_add(1, Ordering::Relaxed);
+        });
+        for frames in 1..=60 {
+            progress.set(2, frames, false);
+        }
+        assert_eq!(told.load(Ordering::Relaxed), 0);
+        progress.set(2, 61, true);
+        progress.set(0, 61, true);
+        assert_eq!(told.load(Ordering::Relaxed), 2);
     }
 }

@@ -218,7 +218,7 @@ impl RungEncode {
         self,
         input: Receiver<Arc<frame::Video>>,
         next: Option<SyncSender<Arc<frame::Video>>>,
-        mut progress: impl FnMut(u64),
+        mut progress: impl FnMut(u64, bool),
     ) -> Result<RungDone, MediaError> {
         let name = self.plan.name.clone();
         let fail = |what: &str, e: ffmpeg::Error| MediaError::internal(format!("{name}: {what}: {e}"));
@@ -235,20 +235,24 @@ impl RungEncode {
         let mut scaler: Option<Scaler> = None;
         let mut frames = 0u64;
         let keep_from = i64::try_from(self.keep_from).unwrap_or(i64::MAX);
-        let write = |encoder: &mut encoder::Video, output: &mut ffmpeg::format::context::Output| {
+        // Frames written, and whether one of them closed a segment: keyframes fall only on
+        // segment starts, so each one after the first closes the segment before it.
+        let write = |encoder: &mut encoder::Video, output: &mut ffmpeg::format::context::Output, before: u64| {
             let mut packet = Packet::empty();
-            let mut written = 0;
+            let (mut written, mut closed) = (0, false);
             while encoder.receive_packet(&mut packet).is_ok() {
                 if packet.pts().is_some_and(|pts| pts < keep_from) {
                     continue;
                 }
+                // (Read before the write: the muxer takes the packet's contents.)
+                closed |= packet.is_key() && before + written > 0;
                 packet.set_stream(0);
                 packet.set_duration(1);
                 packet.rescale_ts(encoder_tb, stream_tb);
                 packet.write_interleaved(output).map_err(|e| fail("write packet", e))?;
                 written += 1;
             }
-            Ok::<u64, MediaError>(written)
+            Ok::<(u64, bool), MediaError>((written, closed))
         };
         for source in input {
             let picture = if source.width() == self.plan.width && source.height() == self.plan.height {
@@ -282,14 +286,15 @@ impl RungEncode {
                 }
             }
             encoder.send_frame(&picture).map_err(|e| fail("encode", e))?;
-            frames += write(&mut encoder, &mut output)?;
-            progress(frames);
+            let (written, closed) = write(&mut encoder, &mut output, frames)?;
+            frames += written;
+            progress(frames, closed);
         }
         drop(next);
         encoder.send_eof().map_err(|e| fail("flush", e))?;
-        frames += write(&mut encoder, &mut output)?;
-        progress(frames);
+        frames += write(&mut encoder, &mut output, frames)?.0;
         output.write_trailer().map_err(|e| fail("write trailer", e))?;
+        progress(frames, true);
         Ok(RungDone {
             timescale: u32::try_from(stream_tb.denominator()).unwrap_or(90_000),
         })

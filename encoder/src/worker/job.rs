@@ -15,7 +15,7 @@ use super::publish::{put, Publisher, MASTER, MPD};
 use super::{JobOutcome, Worker, WorkerError};
 use crate::chunking;
 use crate::ladder::{Fps, Segmenter};
-use crate::media::{planned_tracks, probe, transcode, Job, MediaError, MediaErrorKind, Packaged};
+use crate::media::{lead_rungs, planned_tracks, probe, transcode, Job, MediaError, MediaErrorKind, Packaged};
 use crate::stats::{EncoderStats, Step};
 
 /// How often the muxers' playlists are looked at for segments to publish.
@@ -198,7 +198,14 @@ impl Worker {
             id,
             attempt,
             &scratch.join("out"),
-            planned_tracks(&probed, &self.config.ladder)?,
+            (
+                planned_tracks(&probed, &self.config.ladder)?,
+                if self.config.progressive {
+                    lead_rungs(&probed, &self.config.ladder)?
+                } else {
+                    Vec::new()
+                },
+            ),
             total_seconds,
             (
                 self.config.ladder.segment_seconds,
@@ -228,11 +235,17 @@ impl Worker {
             });
             let transcode = stop_watch.watch(handle);
             tokio::pin!(transcode);
+            // A rung's closed segment is published at once (a viewer waits for the first
+            // ones); the ticker catches the audio's and the rest.
+            let closed = Arc::new(tokio::sync::Notify::new());
+            let wake = closed.clone();
+            shared.progress.on_segment(move || wake.notify_one());
             let mut ticker = tokio::time::interval(PUBLISH_EVERY);
             loop {
                 tokio::select! {
                     biased;
                     packaged = &mut transcode => break packaged?,
+                    () = closed.notified(), if self.config.progressive => {}
                     _ = ticker.tick(), if self.config.progressive => {}
                 }
                 if let Err(error) = publisher.publish(self, shared).await {

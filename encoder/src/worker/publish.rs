@@ -20,7 +20,7 @@ use crate::ladder::{Fps, Segmenter};
 use crate::manifest::{dash_mpd_dynamic, hls_master, init_timescale, media_playlist, Track, TrackKind};
 use crate::media::package::{read_listing, segment, PLAYLIST};
 use crate::media::{MediaError, PlannedTrack};
-use crate::progressive::{keeps_ahead, rate, MARGIN_SECONDS};
+use crate::progressive::{keeps_ahead, next_master, rate, MARGIN_SECONDS};
 
 /// The master playlist's name in the attempt's folder.
 pub(super) const MASTER: &str = "master.m3u8";
@@ -60,6 +60,8 @@ pub(super) struct Publisher {
     available_from: Option<chrono::DateTime<chrono::Utc>>,
     /// The rungs the stored master lists.
     in_master: BTreeSet<String>,
+    /// The rungs the first master waits for (the lead's: they advance together).
+    first: BTreeSet<String>,
     /// Whether the attempt was recorded playable.
     playable: bool,
 }
@@ -69,7 +71,7 @@ impl Publisher {
         id: &str,
         attempt: u32,
         dir: &Path,
-        tracks: Vec<PlannedTrack>,
+        (tracks, first): (Vec<PlannedTrack>, Vec<String>),
         total_seconds: f64,
         (segment_seconds, segmenter, fps): (u32, Segmenter, Fps),
     ) -> Self {
@@ -103,6 +105,7 @@ impl Publisher {
             bytes: 0,
             available_from: None,
             in_master: BTreeSet::new(),
+            first: first.into_iter().collect(),
             playable: false,
         }
     }
@@ -208,25 +211,38 @@ impl Publisher {
         // behind it, not ahead.
         let began = shared.progress.began().unwrap_or(self.started);
         let segment = f64::from(self.segment_seconds);
+        let fps = self.fps.as_f64();
         let ahead = |progress: &Progress| {
             let available = progress.track.duration();
-            let elapsed = progress
-                .grew_at
-                .map_or_else(|| began.elapsed(), |at| at.saturating_duration_since(began))
-                .as_secs_f64();
+            let (produced, rate) = match (&progress.track.kind, shared.progress.output(&progress.track.name)) {
+                // A rung: its encoder's throughput since it gave out its first frame, and how
+                // far it is past what is stored.
+                (TrackKind::Video { .. }, Some(out)) => (
+                    out.frames as f64 / fps,
+                    rate(
+                        out.frames.saturating_sub(1) as f64 / fps,
+                        out.since.elapsed().as_secs_f64(),
+                    ),
+                ),
+                // The audio: its pace from the first picture to its last segment's close
+                // (the slow side; it runs far ahead of the video anyway).
+                _ => {
+                    let elapsed = progress
+                        .grew_at
+                        .map_or_else(|| began.elapsed(), |at| at.saturating_duration_since(began))
+                        .as_secs_f64();
+                    (available, rate(available, elapsed))
+                }
+            };
             // A short first segment is the video's; the audio's are all alike.
             let next = match progress.track.kind {
                 TrackKind::Video { .. } => self.segmenter.next_seconds(available, self.fps),
                 TrackKind::Audio { .. } => segment,
             };
-            progress.stored > 0
-                && keeps_ahead(
-                    self.total,
-                    available,
-                    rate(available, elapsed),
-                    (next, segment),
-                    MARGIN_SECONDS,
-                )
+            let ahead = progress.stored > 0
+                && keeps_ahead(self.total, (available, produced), rate, (next, segment), MARGIN_SECONDS);
+            tracing::trace!(track = %progress.track.name, available, produced, rate, ahead, "pace");
+            ahead
         };
         // Which rungs, before any copy of a track: most calls change nothing.
         let mut names = BTreeSet::new();
@@ -240,9 +256,9 @@ impl Publisher {
                 TrackKind::Audio { .. } | TrackKind::Video { .. } => {}
             }
         }
-        if names.is_empty() || names == self.in_master {
+        let Some(names) = next_master(&self.in_master, names, &self.first) else {
             return Ok(false);
-        }
+        };
         self.in_master = names;
         let (video, audio) = self.in_manifests();
         self.store_mpd(worker, &video, audio.as_ref()).await?;

@@ -2,7 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use vodsource_encoder::ladder::LadderConfig;
 use vodsource_encoder::manifest::parse_media_playlist;
@@ -17,6 +18,10 @@ fn encode(source: &Path, out: &Path) -> Result<Packaged, MediaError> {
 }
 
 fn encode_with(source: &Path, out: &Path, lead: bool) -> Result<Packaged, MediaError> {
+    encode_watched(source, out, lead, &Progress::default())
+}
+
+fn encode_watched(source: &Path, out: &Path, lead: bool, progress: &Progress) -> Result<Packaged, MediaError> {
     let probed = probe(source)?;
     std::fs::create_dir_all(out).expect("out dir");
     transcode(&Job {
@@ -26,7 +31,7 @@ fn encode_with(source: &Path, out: &Path, lead: bool) -> Result<Packaged, MediaE
         config: &LadderConfig::default(),
         limits: &SourceLimits::default(),
         cancel: &AtomicBool::new(false),
-        progress: &Progress::default(),
+        progress,
         lead,
     })
 }
@@ -48,7 +53,24 @@ fn a_720p_source_becomes_an_aligned_ladder_that_ffprobe_reads() {
     let dir = TempDir::new();
     let source = pattern(dir.path(), "src.mp4", "1280x720", 30, 9);
     let out = dir.path().join("out");
-    let packaged = encode(&source, &out).expect("the ladder is made");
+    // Told of every segment the moment a rung closes it (the publisher stores it then).
+    let progress = Progress::default();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let count = closed.clone();
+    progress.on_segment(move || {
+        count.fetch_add(1, Ordering::Relaxed);
+    });
+    let packaged = encode_watched(&source, &out, false, &progress).expect("the ladder is made");
+    let segments: usize = packaged.rungs.iter().map(|(_, track)| track.segments.len()).sum();
+    assert_eq!(
+        closed.load(Ordering::Relaxed),
+        segments,
+        "one call per segment of each rung"
+    );
+    for (rung, _) in &packaged.rungs {
+        let out = progress.output(&rung.name).expect("frames out");
+        assert_eq!(out.frames, 270, "{}", rung.name);
+    }
 
     // Rungs: no 1080p (never upscaled); sizes, codec, profile, level, bitrate.
     let names: Vec<&str> = packaged.rungs.iter().map(|(r, _)| r.name.as_str()).collect();
