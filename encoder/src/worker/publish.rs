@@ -225,7 +225,7 @@ impl Publisher {
                     ),
                 ),
                 // The audio: its pace from the first picture to its last segment's close
-                // (the slow side; it runs far ahead of the video anyway).
+                // (the slow side; it is held a segment and more ahead of the lead).
                 _ => {
                     let elapsed = progress
                         .grew_at
