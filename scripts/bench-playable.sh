@@ -7,7 +7,7 @@
 # ladder (`lead_max_height = 0`), and progressive publication with the low rungs and the
 # audio encoded ahead from decodes of their own (the default). Per run, web/e2e/ttp.mjs
 # measures in headless Chromium:
-#   ttp  upload-complete → the first frame hls.js shows (the page polls the status every 100 ms)
+#   ttp  upload-complete → the first frame hls.js shows (the page follows the video's SSE)
 #   ttc  SourceUploaded → EncodingCompleted (as recorded)
 # and prints the median of RUNS runs per length and path (each run's figures on stderr as it
 # ends).

@@ -1,11 +1,12 @@
 // Time to playable, as a viewer sees it (the benchmark of scripts/bench-playable.sh): with
 // Chromium already open on the server's page, registers SOURCE asking for publication once
-// playable, uploads it, and at upload-complete starts the clock. The page then asks for the
-// status every 100 ms; as soon as the video plays (playable, or ready) it fetches the playback
-// URLs and starts hls.js at 0; the first frame shown (requestVideoFrameCallback) stops the
-// clock. Then it waits for the encode to end and reads EncodingCompleted's time from the
-// history. Prints one JSON line: ttp_ms (upload-complete → first frame), playable_ms
-// (upload-complete → VideoPlayable or EncodingCompleted recorded), ttc_ms (→ EncodingCompleted).
+// playable, uploads it, and at upload-complete starts the clock. The page then follows the
+// video's live events (SSE); at VideoPublished (once playable, or at completion on the path
+// without progressive publication) it fetches the playback URLs and starts hls.js at 0; the
+// first frame shown (requestVideoFrameCallback) stops the clock. Then it waits for the encode
+// to end and reads EncodingCompleted's time from the history. Prints one JSON line: ttp_ms
+// (upload-complete → first frame), playable_ms (upload-complete → VideoPlayable or
+// EncodingCompleted recorded), ttc_ms (→ EncodingCompleted).
 //
 // Environment: BASE (the server, authentication off), SOURCE (a video file), CHROMIUM.
 
@@ -41,13 +42,14 @@ try {
   // In the page: wait until it plays, start hls.js, and report the first frame's time.
   const seen = await page.evaluate(async (id) => {
     const wait = (ms) => new Promise((r) => setTimeout(r, ms));
-    let status;
-    for (;;) {
-      status = await (await fetch(`/v1/videos/${id}/status`)).json();
-      if (status.playable || status.status === 'ready') break;
-      if (status.status === 'failed') throw new Error(`failed: ${status.last_error}`);
-      await wait(100);
-    }
+    // The video's live events (as an app would follow them): it plays from VideoPublished
+    // (registered to publish once playable: at VideoPlayable, or at completion).
+    const statusAtPlay = await new Promise((resolve, reject) => {
+      const events = new EventSource(`/v1/videos/${id}/events`);
+      const end = (settle) => (e) => { events.close(); settle(e); };
+      events.addEventListener('VideoPublished', end(() => resolve('published')));
+      events.addEventListener('EncodingFailed', end((e) => reject(new Error(`failed: ${e.data}`))));
+    });
     const playableSeenAt = Date.now();
     let playback;
     for (;;) {
@@ -68,7 +70,7 @@ try {
     video.play().catch(() => {});
     const firstFrameAt = await frame;
     hls.destroy();
-    return { playableSeenAt, firstFrameAt, statusAtPlay: status.status };
+    return { playableSeenAt, firstFrameAt, statusAtPlay };
   }, id);
   result.ttp_ms = seen.firstFrameAt - t0;
   result.seen_playable_ms = seen.playableSeenAt - t0;
