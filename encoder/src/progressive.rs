@@ -38,11 +38,8 @@ pub fn keeps_ahead(
     if available >= total - 1e-6 {
         return available > 0.0;
     }
-    let produced = if produced.is_nan() {
-        available
-    } else {
-        produced.max(available)
-    };
+    // (`max` takes `available` when `produced` is NaN.)
+    let produced = produced.max(available);
     if available <= 0.0
         || !rate.is_finite()
         || rate <= 0.0

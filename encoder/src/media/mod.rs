@@ -525,7 +525,8 @@ const LEAD_MAX_PIXEL_RATE: f64 = 1920.0 * 1080.0 * 60.0;
 
 /// How far (media seconds) past one whole audio segment the audio runs ahead of the lead:
 /// its first segment is then stored before the lead's, and the audio's decode takes little
-/// from the lead's first seconds (12 s ahead made the lead's first segment ~0.1 s later).
+/// from the lead's first seconds (12 s ahead closed the lead's first segment ~0.08 s later
+/// in traced runs of a 20 s 1080p source).
 const AUDIO_AHEAD_SECONDS: f64 = 2.0;
 
 /// Keeps the audio's decode just ahead of the lead: at the same priority, it would otherwise

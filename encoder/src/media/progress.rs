@@ -78,9 +78,14 @@ impl ProgressSnapshot {
     }
 }
 
+/// `mutex` locked, whether or not a holder panicked (what it guards stays consistent).
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Progress {
     fn lock(&self) -> std::sync::MutexGuard<'_, ProgressState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        locked(&self.state)
     }
 
     pub(super) fn start(&self, total_frames: u64, rungs: &[RungPlan]) {
@@ -123,12 +128,7 @@ impl Progress {
         }
         self.advanced.notify_all();
         if closed {
-            if let Some(wake) = self
-                .on_segment
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .as_ref()
-            {
+            if let Some(wake) = locked(&self.on_segment).as_ref() {
                 wake();
             }
         }
@@ -137,10 +137,7 @@ impl Progress {
     /// Has `wake` called whenever a rung closes a segment (from the rung's thread: it must not
     /// block), in place of what was set before.
     pub fn on_segment(&self, wake: impl Fn() + Send + Sync + 'static) {
-        *self
-            .on_segment
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::new(wake));
+        *locked(&self.on_segment) = Some(Box::new(wake));
     }
 
     /// What the rung named `rung` has written, once it has written a frame.
