@@ -9,11 +9,14 @@
 # measures in headless Chromium:
 #   ttp  upload-complete → the first frame hls.js shows (the page follows the video's SSE)
 #   ttc  SourceUploaded → EncodingCompleted (as recorded)
+#   cpu  the server's CPU seconds over the encode (EncodingCompleted's cost)
 # and prints the median of RUNS runs per length and path (each run's figures on stderr as it
 # ends).
 # Usage: scripts/bench-playable.sh [RUNS] [SECONDS...]   (default: 3 runs of 20 120 600)
 #   PATHS="whole-ladder progressive+lead" picks paths (default: all three; names as printed)
 #   BIN=path/to/vodsource measures that build (default: the release build of this checkout)
+#   OBJECTS=s3 keeps the media in a fresh bucket per run on the S3 emulator (moto, started if
+#   it is not running) instead of the data folder: every store is then a round trip away
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vodsource/target}"
@@ -22,6 +25,15 @@ shift || true
 lengths=("$@")
 [ ${#lengths[@]} -gt 0 ] || lengths=(20 120 600)
 scripts/services.sh start ffmpeg browser >/dev/null
+case "${OBJECTS:-folder}" in
+folder) ;;
+s3)
+    scripts/services.sh start aws >/dev/null
+    export AWS_ENDPOINT_URL="${VODSOURCE_TEST_AWS_ENDPOINT:-http://127.0.0.1:5000}" AWS_REGION=us-east-1 \
+        AWS_ACCESS_KEY_ID=vodsource AWS_SECRET_ACCESS_KEY=vodsource
+    ;;
+*) echo "OBJECTS is folder or s3, not ${OBJECTS}" >&2; exit 2 ;;
+esac
 # BIN=path/to/vodsource measures that build instead (to compare two builds, one run each).
 if [ -z "${BIN:-}" ]; then
     cargo build --release --locked --bin vodsource 2>&1 | tail -1
@@ -34,10 +46,14 @@ trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 printf 'lead_max_height = 0\n' >"$work/no-lead.toml"
 printf 'lead_max_height = 480\n' >"$work/lead.toml"
 
-one() { # seconds progressive ladder -> "ttp_ms ttc_ms playable_ms"
+one() { # seconds progressive ladder -> "ttp_ms ttc_ms playable_ms cpu_s"
     local data="$work/data" log="$work/serve.log"
     rm -rf "$data"
     mkdir -p "$data"
+    if [ "${OBJECTS:-folder}" = s3 ]; then
+        export VODSOURCE_OBJECT_STORE="s3://bench-$(date +%s%N)/vod"
+        "$bin" --data-dir "$data" setup >/dev/null
+    fi
     VODSOURCE_LOG="warn,vodsource_api::http=info" "$bin" --data-dir "$data" --log-json \
         "--progressive=$2" --ladder "$work/$3.toml" serve --listen 127.0.0.1:0 2>"$log" &
     server=$!
@@ -53,12 +69,12 @@ one() { # seconds progressive ladder -> "ttp_ms ttc_ms playable_ms"
     kill "$server"
     wait "$server" 2>/dev/null || true
     server=""
-    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert "error" not in r, r; print(r["ttp_ms"], r["ttc_ms"], r["playable_ms"])' "$out"
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert "error" not in r, r; print(r["ttp_ms"], r["ttc_ms"], r["playable_ms"], r["cpu_s"])' "$out"
 }
 
 median() { sort -n | sed -n "$(((runs + 1) / 2))p"; }
 
-printf '%-8s %-18s %10s %10s %12s\n' length path ttp_s ttc_s playable_s
+printf '%-8s %-18s %10s %10s %12s %8s\n' length path ttp_s ttc_s playable_s cpu_s
 paths=()
 for path in "false no-lead whole-ladder" "true no-lead progressive" "true lead progressive+lead"; do
     if [ -z "${PATHS:-}" ] || [[ " $PATHS " == *" ${path##* } "* ]]; then
@@ -67,24 +83,26 @@ for path in "false no-lead whole-ladder" "true no-lead progressive" "true lead p
 done
 [ ${#paths[@]} -gt 0 ] || { echo "PATHS names none of: whole-ladder progressive progressive+lead" >&2; exit 2; }
 for seconds in "${lengths[@]}"; do
-    declare -A ttps=() ttcs=() playables=()
+    declare -A ttps=() ttcs=() playables=() cpus=()
     for _ in $(seq 1 "$runs"); do
         for path in "${paths[@]}"; do
             read -r progressive ladder name <<<"$path"
-            read -r ttp ttc playable <<<"$(one "$seconds" "$progressive" "$ladder")"
-            awk -v l="${seconds}s" -v n="$name" -v p="$ttp" -v c="$ttc" -v r="$playable" \
-                'BEGIN { printf "run %-4s %-18s %10.2f %10.2f %12.2f\n", l, n, p / 1000, c / 1000, r / 1000 }' >&2
+            read -r ttp ttc playable cpu <<<"$(one "$seconds" "$progressive" "$ladder")"
+            awk -v l="${seconds}s" -v n="$name" -v p="$ttp" -v c="$ttc" -v r="$playable" -v u="$cpu" \
+                'BEGIN { printf "run %-4s %-18s %10.2f %10.2f %12.2f %8.1f\n", l, n, p / 1000, c / 1000, r / 1000, u }' >&2
             ttps[$name]+="$ttp "
             ttcs[$name]+="$ttc "
             playables[$name]+="$playable "
+            cpus[$name]+="$cpu "
         done
     done
     for path in "${paths[@]}"; do
         read -r _ _ name <<<"$path"
-        printf '%-8s %-18s %10.2f %10.2f %12.2f\n' "${seconds}s" "$name" \
+        printf '%-8s %-18s %10.2f %10.2f %12.2f %8.1f\n' "${seconds}s" "$name" \
             "$(printf '%s\n' ${ttps[$name]} | median | awk '{print $1/1000}')" \
             "$(printf '%s\n' ${ttcs[$name]} | median | awk '{print $1/1000}')" \
-            "$(printf '%s\n' ${playables[$name]} | median | awk '{print $1/1000}')"
+            "$(printf '%s\n' ${playables[$name]} | median | awk '{print $1/1000}')" \
+            "$(printf '%s\n' ${cpus[$name]} | median)"
     done
-    unset ttps ttcs playables
+    unset ttps ttcs playables cpus
 done

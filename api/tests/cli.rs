@@ -335,3 +335,88 @@ fn webhooks_lists_endpoints_with_their_lag() {
     assert_eq!(lines[1..], ["0 endpoint(s); log head: 0"], "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn transcode_with_a_lead_says_which_rungs_lead_and_writes_the_same_ladder() {
+    let dir = std::env::temp_dir().join(format!("vodsource-transcode-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let source = dir.join("source.mp4");
+    // 720p: the ladder is 720p, 480p and 360p, and the lead the two smaller.
+    let made = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=25",
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine",
+            "-t",
+            "3",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ])
+        .args(["-c:a", "aac", "-shortest"])
+        .arg(&source)
+        .status()
+        .expect("ffmpeg runs; install it with `scripts/services.sh start ffmpeg`");
+    assert!(made.success());
+    let transcode = |out: &str, lead: bool| {
+        let mut command = Command::new(BIN);
+        command.arg("--data-dir").arg(dir.join("data")).arg("transcode");
+        if lead {
+            command.arg("--lead");
+        }
+        let output = command
+            .arg(&source)
+            .arg(dir.join(out))
+            .env("VODSOURCE_LOG", "vodsource_encoder=debug")
+            .output()
+            .expect("runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stdout}{stderr}");
+        // The encoder's own word that it ran a lead, beside what the command printed.
+        let stdout = stdout + &stderr;
+        let mut files: Vec<String> = walk(&dir.join(out))
+            .into_iter()
+            .map(|f| f.strip_prefix(dir.join(out)).expect("under").display().to_string())
+            .collect();
+        files.sort();
+        (stdout, files)
+    };
+    let (whole, whole_files) = transcode("whole", false);
+    let (led, led_files) = transcode("led", true);
+    assert!(!whole.contains("lead"), "{whole}");
+    assert!(
+        led.contains("lead: 480p, 360p ahead, from a decode of their own"),
+        "{led}"
+    );
+    assert!(led.contains("the lead encodes ahead from a decode of its own"), "{led}");
+    assert_eq!(led_files, whole_files, "the same files either way");
+    assert!(whole_files.iter().any(|f| f == "720p/seg_00002.m4s"), "{whole_files:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("reads").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

@@ -85,6 +85,8 @@ try {
       const playable = at('VideoPlayable') || completed;
       result.ttc_ms = Date.parse(completed) - Date.parse(uploaded);
       result.playable_ms = Date.parse(playable) - Date.parse(uploaded);
+      // The server's CPU seconds over the encode (user + system), as the worker recorded.
+      result.cpu_s = history.events.find((e) => e.type === 'EncodingCompleted').data?.cost?.cpu_seconds ?? null;
       break;
     }
     if (history.events.some((e) => e.type === 'EncodingFailed')) throw new Error('the encode failed');

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::Context;
-use vodsource_encoder::media::{probe, transcode, Job, Progress};
+use vodsource_encoder::media::{lead_rungs, probe, transcode, Job, Progress};
 use vodsource_encoder::worker::process_cpu_seconds;
 
 use crate::config::Config;
@@ -18,6 +18,10 @@ pub struct Args {
     pub source: PathBuf,
     /// The folder that receives the ladder (created; must be empty or absent).
     pub out_dir: PathBuf,
+    /// Encode the low rungs ahead from a decode of their own, as a progressively published
+    /// video does (`lead_max_height` of the ladder), to see what that costs.
+    #[arg(long)]
+    pub lead: bool,
 }
 
 /// Probes and transcodes; prints what it made and what it cost.
@@ -35,6 +39,14 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
     let cpu = process_cpu_seconds();
     let probed = probe(&args.source).map_err(|e| anyhow::anyhow!("{}: {e}", args.source.display()))?;
     println!("source: {:?}", probed.probe);
+    if args.lead {
+        let lead = lead_rungs(&probed, &ladder).map_err(|e| anyhow::anyhow!("{}: {e}", args.source.display()))?;
+        if lead.is_empty() {
+            println!("lead: none (no larger rung would remain, or the source is past 1080p60)");
+        } else {
+            println!("lead: {} ahead, from a decode of their own", lead.join(", "));
+        }
+    }
     let packaged = transcode(&Job {
         source: &args.source,
         probed: &probed,
@@ -43,7 +55,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
         limits: &vodsource_encoder::SourceLimits::default(),
         cancel: &AtomicBool::new(false),
         progress: &Progress::default(),
-        lead: false,
+        lead: args.lead,
     })
     .map_err(|e| anyhow::anyhow!("{}: {e}", args.source.display()))?;
     for (rung, track) in &packaged.rungs {

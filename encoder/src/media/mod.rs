@@ -395,6 +395,10 @@ fn encode_led(
 ) -> Result<Encoded, MediaError> {
     let config = job.config;
     let stop = AtomicBool::new(false);
+    tracing::debug!(
+        lead = ?rungs[k..].iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        "the lead encodes ahead from a decode of its own"
+    );
     // x264 threads shared within each pass: the lead has the cores to itself at the start.
     let (main_threads, lead_threads) = (x264_threads(&rungs[..k], config), x264_threads(&rungs[k..], config));
     // Three decodes at once: the larger rungs; the lead; the audio alone (it takes seconds,

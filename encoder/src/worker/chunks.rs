@@ -20,6 +20,7 @@ use vodsource_domain::{
 use super::heartbeat::{stage_index, Shared, StopWatch};
 use super::job::{cost_since, process_cpu_seconds};
 use super::publish::{put, MASTER, MPD};
+use super::upload::{in_waves, put_file, IN_FLIGHT};
 use super::{JobOutcome, Worker, WorkerError};
 use crate::chunking::segment_number;
 use crate::ladder::Fps;
@@ -299,17 +300,16 @@ impl Worker {
         let bytes_out = {
             let _timer = self.timer(Step::Upload);
             let first_run = matches!(part, Part::Frames { from: 0, .. } | Part::Audio);
-            let mut bytes = 0;
-            for file in done.files.iter().filter(|f| stored_by_a_chunk(f, first_run)) {
+            // A chunk stores no playlist (the assembly writes those): one wave.
+            let files = done.files.iter().filter(|f| stored_by_a_chunk(f, first_run)).collect();
+            let out = &out;
+            in_waves(vec![files], IN_FLIGHT, |file| async move {
                 if shared.cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
                     return Err(MediaError::cancelled("cancelled during upload"));
                 }
-                let body = tokio::fs::File::open(out.join(file))
-                    .await
-                    .map_err(|e| MediaError::io(format!("{file}: {e}")))?;
-                bytes += put(self, id, attempt, file, Box::new(body)).await?;
-            }
-            bytes
+                put_file(self, (id, attempt), out, file).await
+            })
+            .await?
         };
         let cost = cost_since(started, cpu_before, bytes_out);
         let media_ms = (seconds * 1000.0).round() as u64;

@@ -11,7 +11,8 @@ use vodsource_commands::ports::{ObjectMeta, StoreError};
 use vodsource_domain::{EncodeStage, EncodingCost, Manifests, Rendition, Video, VideoCommand, VideoError};
 
 use super::heartbeat::{stage_index, Shared, StopWatch};
-use super::publish::{put, Publisher, MASTER, MPD};
+use super::publish::{Publisher, MASTER, MPD};
+use super::upload::{in_waves, put_file, IN_FLIGHT};
 use super::{JobOutcome, Worker, WorkerError};
 use crate::chunking;
 use crate::ladder::{Fps, Segmenter};
@@ -339,7 +340,7 @@ impl Worker {
 
     /// Uploads what progressive publication has not: the last segments first, then the
     /// tracks' `VOD` playlists, then the master and the MPD, so that a player reading a
-    /// playlist finds every segment it lists.
+    /// playlist finds every segment it lists; many at once within each of those waves.
     #[allow(clippy::too_many_arguments)]
     async fn upload(
         &self,
@@ -351,17 +352,13 @@ impl Worker {
         shared: &Shared,
         stop: &AtomicBool,
     ) -> Result<u64, MediaError> {
-        let mut bytes = 0;
-        for file in upload_order(&packaged.files, uploaded) {
+        in_waves(upload_waves(&packaged.files, uploaded), IN_FLIGHT, |file| async move {
             if shared.cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
                 return Err(MediaError::cancelled("cancelled during upload"));
             }
-            let body = tokio::fs::File::open(dir.join(file))
-                .await
-                .map_err(|e| MediaError::io(format!("{file}: {e}")))?;
-            bytes += put(self, id, attempt, file, Box::new(body)).await?;
-        }
-        Ok(bytes)
+            put_file(self, (id, attempt), dir, file).await
+        })
+        .await
     }
 
     /// Records the renditions and the completion. Everything is already in the object store.
@@ -453,19 +450,19 @@ enum Attempted {
     Planned,
 }
 
-/// The files the final upload stores, in its order: those not stored yet, segments (and
+/// The files the final upload stores, in waves: those not stored yet, segments (and
 /// everything else) first, then the tracks' playlists, then the master and the MPD.
-fn upload_order<'a>(files: &'a [String], stored: &HashSet<String>) -> Vec<&'a String> {
-    let mut files: Vec<&String> = files.iter().filter(|f| !stored.contains(*f)).collect();
-    files.sort_by_key(|file| {
-        let order = match file.as_str() {
+fn upload_waves<'a>(files: &'a [String], stored: &HashSet<String>) -> Vec<Vec<&'a String>> {
+    let mut waves = vec![Vec::new(), Vec::new(), Vec::new()];
+    for file in files.iter().filter(|f| !stored.contains(*f)) {
+        let wave = match file.as_str() {
             MASTER | MPD => 2,
             f if f.ends_with(".m3u8") => 1,
             _ => 0,
         };
-        (order, file.as_str())
-    });
-    files
+        waves[wave].push(file);
+    }
+    waves
 }
 
 /// What the work since `started` cost: the process's CPU seconds since `cpu_before` (its
@@ -526,17 +523,16 @@ mod tests {
         .map(String::from)
         .to_vec();
         let stored: HashSet<String> = ["720p/init.mp4", "720p/seg_00001.m4s"].map(String::from).into();
-        let order: Vec<&str> = upload_order(&files, &stored).into_iter().map(String::as_str).collect();
+        let waves: Vec<Vec<&str>> = upload_waves(&files, &stored)
+            .into_iter()
+            .map(|wave| wave.into_iter().map(String::as_str).collect())
+            .collect();
         assert_eq!(
-            order,
+            waves,
             [
-                "720p/seg_00002.m4s",
-                "audio/seg_00001.m4s",
-                "poster.jpg",
-                "720p/index.m3u8",
-                "audio/index.m3u8",
-                "manifest.mpd",
-                "master.m3u8",
+                vec!["720p/seg_00002.m4s", "audio/seg_00001.m4s", "poster.jpg"],
+                vec!["720p/index.m3u8", "audio/index.m3u8"],
+                vec!["manifest.mpd", "master.m3u8"],
             ]
         );
     }

@@ -8,6 +8,7 @@ mod chunks;
 mod heartbeat;
 mod job;
 mod publish;
+mod upload;
 
 use std::future::Future;
 use std::path::PathBuf;

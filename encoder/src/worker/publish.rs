@@ -15,6 +15,7 @@ use vodsource_commands::ports::PutError;
 use vodsource_domain::{Manifests, VideoCommand};
 
 use super::heartbeat::Shared;
+use super::upload::{in_waves, put_file, IN_FLIGHT};
 use super::Worker;
 use crate::ladder::{Fps, Segmenter};
 use crate::manifest::{dash_mpd_dynamic, hls_master, init_timescale, media_playlist, Track, TrackKind};
@@ -114,7 +115,8 @@ impl Publisher {
     /// mark when the time has come. A refusal of the mark (the lease went, the video was
     /// deleted) cancels the transcode.
     pub(super) async fn publish(&mut self, worker: &Worker, shared: &Shared) -> Result<(), MediaError> {
-        let mut grew = false;
+        // What each track that grew stores: its new files, then its playlist over them.
+        let mut grown = Vec::new();
         for i in 0..self.tracks.len() {
             let name = self.tracks[i].track.name.clone();
             // The muxer rewrites its playlist through a rename: a read sees one whole version.
@@ -141,7 +143,6 @@ impl Publisher {
             if progress.track.segments.len() == progress.stored {
                 continue;
             }
-            grew = true;
             let init = format!("{name}/{}", progress.track.init);
             if progress.track.timescale == 0 {
                 let bytes = tokio::fs::read(self.dir.join(&init))
@@ -150,24 +151,50 @@ impl Publisher {
                 progress.track.timescale = init_timescale(&bytes)
                     .ok_or_else(|| MediaError::internal(format!("{init} declares no timescale")))?;
             }
-            let fresh: Vec<String> = progress.track.segments[progress.stored..]
-                .iter()
-                .map(|s| format!("{name}/{}", s.uri))
+            let files: Vec<String> = std::iter::once(init)
+                .chain(
+                    progress.track.segments[progress.stored..]
+                        .iter()
+                        .map(|s| format!("{name}/{}", s.uri)),
+                )
+                .filter(|file| !self.uploaded.contains(file))
                 .collect();
-            let count = progress.track.segments.len();
-            let text = media_playlist(&progress.track, self.segment_seconds, false);
-            self.store_file(worker, &init).await?;
-            for file in &fresh {
-                self.store_file(worker, file).await?;
-            }
-            self.store_text(worker, &format!("{name}/{PLAYLIST}"), text).await?;
-            self.tracks[i].stored = count;
+            grown.push(Grown {
+                track: i,
+                files,
+                playlist: (
+                    format!("{name}/{PLAYLIST}"),
+                    media_playlist(&progress.track, self.segment_seconds, false),
+                ),
+                count: progress.track.segments.len(),
+            });
+        }
+        // The tracks at once (each closes a segment at about the same time), each track's
+        // files at once, and its playlist once they are stored.
+        let (dir, id, attempt) = (&self.dir, self.id.as_str(), self.attempt);
+        let stored = futures::future::try_join_all(grown.iter().map(|grown| async move {
+            let files = grown.files.iter().collect();
+            let bytes = in_waves(vec![files], IN_FLIGHT, |file| {
+                put_file(worker, (id, attempt), dir, file)
+            })
+            .await?;
+            let (name, text) = &grown.playlist;
+            put(worker, id, attempt, name, text_body(text)).await?;
+            Ok::<u64, MediaError>(bytes)
+        }))
+        .await?;
+        let grew = !grown.is_empty();
+        for (grown, bytes) in grown.into_iter().zip(stored) {
+            self.bytes += bytes;
+            self.uploaded.extend(grown.files);
+            self.tracks[grown.track].stored = grown.count;
         }
         if self.update_master(worker, shared).await? || !grew || !self.playable {
             return Ok(());
         }
         let (video, audio) = self.in_manifests();
-        self.store_mpd(worker, &video, audio.as_ref()).await
+        let mpd = self.mpd(worker, &video, audio.as_ref());
+        self.store_text(worker, MPD, mpd).await
     }
 
     /// The tracks the manifests list now: the rungs in the master, and the audio, as stored.
@@ -185,8 +212,8 @@ impl Publisher {
         (video, audio)
     }
 
-    /// Stores the dynamic MPD over `video` and `audio` as they are stored now.
-    async fn store_mpd(&mut self, worker: &Worker, video: &[Track], audio: Option<&Track>) -> Result<(), MediaError> {
+    /// The dynamic MPD over `video` and `audio` as they are stored now.
+    fn mpd(&mut self, worker: &Worker, video: &[Track], audio: Option<&Track>) -> String {
         let now = worker.clock.now();
         // Media time 0 counts as available as far back as what is stored now lasts: the
         // player's clock then reaches the stored end only as fast as playback does.
@@ -199,8 +226,7 @@ impl Publisher {
             now - chrono::Duration::milliseconds((stored * 1000.0) as i64)
         });
         let rfc3339 = |at: chrono::DateTime<chrono::Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let text = dash_mpd_dynamic(video, audio, &rfc3339(available_from), &rfc3339(now));
-        self.store_text(worker, MPD, text).await
+        dash_mpd_dynamic(video, audio, &rfc3339(available_from), &rfc3339(now))
     }
 
     /// Lists in the master (and the MPD) the rungs that keep ahead of a player starting now
@@ -261,9 +287,13 @@ impl Publisher {
         };
         self.in_master = names;
         let (video, audio) = self.in_manifests();
-        self.store_mpd(worker, &video, audio.as_ref()).await?;
-        self.store_text(worker, MASTER, hls_master(&video, audio.as_ref()))
-            .await?;
+        let mpd = self.mpd(worker, &video, audio.as_ref());
+        let master = hls_master(&video, audio.as_ref());
+        futures::future::try_join(
+            self.store_text(worker, MPD, mpd),
+            self.store_text(worker, MASTER, master),
+        )
+        .await?;
         if self.playable {
             return Ok(true);
         }
@@ -303,30 +333,28 @@ impl Publisher {
         }
     }
 
-    /// Stores file `name` of the attempt's folder once.
-    async fn store_file(&mut self, worker: &Worker, name: &str) -> Result<(), MediaError> {
-        if self.uploaded.contains(name) {
-            return Ok(());
-        }
-        let body = tokio::fs::File::open(self.dir.join(name))
-            .await
-            .map_err(|e| MediaError::io(format!("{name}: {e}")))?;
-        self.bytes += put(worker, &self.id, self.attempt, name, Box::new(body)).await?;
-        self.uploaded.insert(name.to_owned());
-        Ok(())
-    }
-
     async fn store_text(&self, worker: &Worker, name: &str, text: String) -> Result<(), MediaError> {
-        put(
-            worker,
-            &self.id,
-            self.attempt,
-            name,
-            Box::new(std::io::Cursor::new(text.into_bytes())),
-        )
-        .await
-        .map(|_| ())
+        put(worker, &self.id, self.attempt, name, text_body(&text))
+            .await
+            .map(|_| ())
     }
+}
+
+/// What one track that grew stores in one round of publication.
+struct Grown {
+    /// Its place in the publisher's tracks.
+    track: usize,
+    /// Its files not stored yet (init segment, segments), relative to the attempt's folder.
+    files: Vec<String>,
+    /// Its playlist's name and text, stored after the files.
+    playlist: (String, String),
+    /// The segments that playlist lists.
+    count: usize,
+}
+
+/// A body of `text`.
+fn text_body(text: &str) -> Box<dyn tokio::io::AsyncRead + Send + Unpin> {
+    Box::new(std::io::Cursor::new(text.as_bytes().to_vec()))
 }
 
 /// Stores `body` as file `name` of the attempt; the bytes written.
