@@ -10,6 +10,7 @@
 #   ttp  upload-complete → the first frame hls.js shows (the page follows the video's SSE)
 #   ttc  SourceUploaded → EncodingCompleted (as recorded)
 #   cpu  the server's CPU seconds over the encode (EncodingCompleted's cost)
+#   upload  seconds of the final upload, after the encode (the server's metrics)
 # and prints the median of RUNS runs per length and path (each run's figures on stderr as it
 # ends).
 # Usage: scripts/bench-playable.sh [RUNS] [SECONDS...]   (default: 3 runs of 20 120 600)
@@ -46,7 +47,7 @@ trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 printf 'lead_max_height = 0\n' >"$work/no-lead.toml"
 printf 'lead_max_height = 480\n' >"$work/lead.toml"
 
-one() { # seconds progressive ladder -> "ttp_ms ttc_ms playable_ms cpu_s"
+one() { # seconds progressive ladder -> "ttp_ms ttc_ms playable_ms cpu_s upload_s"
     local data="$work/data" log="$work/serve.log"
     rm -rf "$data"
     mkdir -p "$data"
@@ -66,15 +67,17 @@ one() { # seconds progressive ladder -> "ttp_ms ttc_ms playable_ms cpu_s"
     [ -n "$base" ] || { echo "the server did not start: $(cat "$log")" >&2; exit 1; }
     local out
     out="$(BASE="http://$base" SOURCE="$(scripts/bench-source.sh "$1")" node web/e2e/ttp.mjs 2>"$work/ttp.err" | tail -1)"
+    local upload
+    upload="$(curl -sf "http://$base/metrics" | awk '/^vodsource_encode_step_seconds_total\{step="upload"\}/ { print $2 }')"
     kill "$server"
     wait "$server" 2>/dev/null || true
     server=""
-    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert "error" not in r, r; print(r["ttp_ms"], r["ttc_ms"], r["playable_ms"], r["cpu_s"])' "$out"
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert "error" not in r, r; print(r["ttp_ms"], r["ttc_ms"], r["playable_ms"], r["cpu_s"], sys.argv[2] or "nan")' "$out" "$upload"
 }
 
 median() { sort -n | sed -n "$(((runs + 1) / 2))p"; }
 
-printf '%-8s %-18s %10s %10s %12s %8s\n' length path ttp_s ttc_s playable_s cpu_s
+printf '%-8s %-18s %10s %10s %12s %8s %9s\n' length path ttp_s ttc_s playable_s cpu_s upload_s
 paths=()
 for path in "false no-lead whole-ladder" "true no-lead progressive" "true lead progressive+lead"; do
     if [ -z "${PATHS:-}" ] || [[ " $PATHS " == *" ${path##* } "* ]]; then
@@ -83,26 +86,28 @@ for path in "false no-lead whole-ladder" "true no-lead progressive" "true lead p
 done
 [ ${#paths[@]} -gt 0 ] || { echo "PATHS names none of: whole-ladder progressive progressive+lead" >&2; exit 2; }
 for seconds in "${lengths[@]}"; do
-    declare -A ttps=() ttcs=() playables=() cpus=()
+    declare -A ttps=() ttcs=() playables=() cpus=() uploads=()
     for _ in $(seq 1 "$runs"); do
         for path in "${paths[@]}"; do
             read -r progressive ladder name <<<"$path"
-            read -r ttp ttc playable cpu <<<"$(one "$seconds" "$progressive" "$ladder")"
-            awk -v l="${seconds}s" -v n="$name" -v p="$ttp" -v c="$ttc" -v r="$playable" -v u="$cpu" \
-                'BEGIN { printf "run %-4s %-18s %10.2f %10.2f %12.2f %8.1f\n", l, n, p / 1000, c / 1000, r / 1000, u }' >&2
+            read -r ttp ttc playable cpu upload <<<"$(one "$seconds" "$progressive" "$ladder")"
+            awk -v l="${seconds}s" -v n="$name" -v p="$ttp" -v c="$ttc" -v r="$playable" -v u="$cpu" -v w="$upload" \
+                'BEGIN { printf "run %-4s %-18s %10.2f %10.2f %12.2f %8.1f %9.3f\n", l, n, p / 1000, c / 1000, r / 1000, u, w }' >&2
             ttps[$name]+="$ttp "
             ttcs[$name]+="$ttc "
             playables[$name]+="$playable "
             cpus[$name]+="$cpu "
+            uploads[$name]+="$upload "
         done
     done
     for path in "${paths[@]}"; do
         read -r _ _ name <<<"$path"
-        printf '%-8s %-18s %10.2f %10.2f %12.2f %8.1f\n' "${seconds}s" "$name" \
+        printf '%-8s %-18s %10.2f %10.2f %12.2f %8.1f %9.3f\n' "${seconds}s" "$name" \
             "$(printf '%s\n' ${ttps[$name]} | median | awk '{print $1/1000}')" \
             "$(printf '%s\n' ${ttcs[$name]} | median | awk '{print $1/1000}')" \
             "$(printf '%s\n' ${playables[$name]} | median | awk '{print $1/1000}')" \
-            "$(printf '%s\n' ${cpus[$name]} | median)"
+            "$(printf '%s\n' ${cpus[$name]} | median)" \
+            "$(printf '%s\n' ${uploads[$name]} | median)"
     done
-    unset ttps ttcs playables cpus
+    unset ttps ttcs playables cpus uploads
 done
