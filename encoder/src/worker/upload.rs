@@ -1,8 +1,9 @@
-//! Storing many files of an attempt at once. An upload waits on the store (a round trip to
-//! S3, an fsync on a local disk) far more than it works, so one file at a time leaves the
-//! worker idle: the ~1,500 files of a 10-minute ladder cost ~20 s one by one on a local disk
-//! before the video completes. Files go in waves, so that nothing is listed before it is
-//! stored: segments before the playlists that list them, playlists before the manifests.
+//! Storing many files of an attempt at once. A put to S3 waits a network round trip (tens of
+//! milliseconds) and works little, so one file at a time leaves the worker waiting: the
+//! ~1,500 files of a 10-minute ladder, one by one, would each wait a round trip before the
+//! video completes (on a local disk the same 1,500 take ~0.7 s either way). Files go in
+//! waves, so that nothing is listed before it is stored: segments before the playlists that
+//! list them, playlists before the manifests.
 
 use std::future::Future;
 use std::path::Path;
