@@ -19,8 +19,8 @@ use vodsource_domain::{
 
 use super::heartbeat::{stage_index, Shared, StopWatch};
 use super::job::{cost_since, process_cpu_seconds};
-use super::publish::{put, MASTER, MPD};
-use super::upload::{in_waves, put_file, IN_FLIGHT};
+use super::publish::{MASTER, MPD};
+use super::upload::{in_waves, put, put_file, IN_FLIGHT};
 use super::{JobOutcome, Worker, WorkerError};
 use crate::chunking::segment_number;
 use crate::ladder::Fps;

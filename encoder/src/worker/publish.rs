@@ -11,11 +11,10 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use vodsource_commands::layout;
-use vodsource_commands::ports::PutError;
 use vodsource_domain::{Manifests, VideoCommand};
 
 use super::heartbeat::Shared;
-use super::upload::{in_waves, put_file, IN_FLIGHT};
+use super::upload::{in_waves, put, put_file, IN_FLIGHT};
 use super::Worker;
 use crate::ladder::{Fps, Segmenter};
 use crate::manifest::{dash_mpd_dynamic, hls_master, init_timescale, media_playlist, Track, TrackKind};
@@ -355,19 +354,4 @@ struct Grown {
 /// A body of `text`.
 fn text_body(text: &str) -> Box<dyn tokio::io::AsyncRead + Send + Unpin> {
     Box::new(std::io::Cursor::new(text.as_bytes().to_vec()))
-}
-
-/// Stores `body` as file `name` of the attempt; the bytes written.
-pub(super) async fn put(
-    worker: &Worker,
-    id: &str,
-    attempt: u32,
-    name: &str,
-    body: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-) -> Result<u64, MediaError> {
-    let key = layout::attempt_key(id, attempt, name);
-    worker.objects.put(&key, body, u64::MAX).await.map_err(|e| match e {
-        PutError::Store(e) => MediaError::io(format!("uploading {key}: {e}")),
-        other => MediaError::io(format!("uploading {key}: {other}")),
-    })
 }

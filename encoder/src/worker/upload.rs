@@ -10,7 +10,9 @@ use std::path::Path;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
-use super::publish::put;
+use vodsource_commands::layout;
+use vodsource_commands::ports::PutError;
+
 use super::Worker;
 use crate::media::MediaError;
 
@@ -46,6 +48,21 @@ where
         }
     }
     Ok(total)
+}
+
+/// Stores `body` as file `name` of the attempt; the bytes written.
+pub(super) async fn put(
+    worker: &Worker,
+    id: &str,
+    attempt: u32,
+    name: &str,
+    body: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+) -> Result<u64, MediaError> {
+    let key = layout::attempt_key(id, attempt, name);
+    worker.objects.put(&key, body, u64::MAX).await.map_err(|e| match e {
+        PutError::Store(e) => MediaError::io(format!("uploading {key}: {e}")),
+        other => MediaError::io(format!("uploading {key}: {other}")),
+    })
 }
 
 /// Stores `file` of the folder `dir` as the attempt's file of that name; the bytes written.
