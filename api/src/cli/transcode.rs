@@ -37,10 +37,11 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out_dir).with_context(|| format!("creating {}", args.out_dir.display()))?;
     let started = Instant::now();
     let cpu = process_cpu_seconds();
-    let probed = probe(&args.source).map_err(|e| anyhow::anyhow!("{}: {e}", args.source.display()))?;
+    let of_source = |e: vodsource_encoder::media::MediaError| anyhow::anyhow!("{}: {e}", args.source.display());
+    let probed = probe(&args.source).map_err(of_source)?;
     println!("source: {:?}", probed.probe);
     if args.lead {
-        let lead = lead_rungs(&probed, &ladder).map_err(|e| anyhow::anyhow!("{}: {e}", args.source.display()))?;
+        let lead = lead_rungs(&probed, &ladder).map_err(of_source)?;
         if lead.is_empty() {
             println!("lead: none (no larger rung would remain, or the source is past 1080p60)");
         } else {
@@ -57,7 +58,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
         progress: &Progress::default(),
         lead: args.lead,
     })
-    .map_err(|e| anyhow::anyhow!("{}: {e}", args.source.display()))?;
+    .map_err(of_source)?;
     for (rung, track) in &packaged.rungs {
         println!(
             "{:>6} {:>4}x{:<4} target {:>5} kbit/s  average {:>5} kbit/s  peak {:>5} kbit/s  {} segments",

@@ -178,7 +178,7 @@ impl Publisher {
             })
             .await?;
             let (name, text) = &grown.playlist;
-            put(worker, id, attempt, name, text_body(text)).await?;
+            put(worker, id, attempt, name, text_body(text.clone())).await?;
             Ok::<u64, MediaError>(bytes)
         }))
         .await?;
@@ -333,7 +333,7 @@ impl Publisher {
     }
 
     async fn store_text(&self, worker: &Worker, name: &str, text: String) -> Result<(), MediaError> {
-        put(worker, &self.id, self.attempt, name, text_body(&text))
+        put(worker, &self.id, self.attempt, name, text_body(text))
             .await
             .map(|_| ())
     }
@@ -352,6 +352,6 @@ struct Grown {
 }
 
 /// A body of `text`.
-fn text_body(text: &str) -> Box<dyn tokio::io::AsyncRead + Send + Unpin> {
-    Box::new(std::io::Cursor::new(text.as_bytes().to_vec()))
+fn text_body(text: String) -> Box<dyn tokio::io::AsyncRead + Send + Unpin> {
+    Box::new(std::io::Cursor::new(text.into_bytes()))
 }
