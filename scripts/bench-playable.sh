@@ -4,8 +4,9 @@
 # fresh `vodsource serve` (embedded, release build) with the built-in ladder on three paths,
 # taking turns within each run: the earlier path (`--progressive=false`: the whole ladder is
 # stored, then the video plays), progressive publication with one decode feeding the whole
-# ladder (`lead_max_height = 0`), and progressive publication with the low rungs and the
-# audio encoded ahead from decodes of their own (the default). Per run, web/e2e/ttp.mjs
+# ladder (`lead_max_height = 0`), progressive publication with the low rungs and the audio
+# encoded ahead on the one decode (the default), and the same with the lead on decodes of its
+# own from the start (`lead_buffer_mib = 0`, the default before). Per run, web/e2e/ttp.mjs
 # measures in headless Chromium:
 #   ttp  upload-complete → the first frame hls.js shows (the page follows the video's SSE)
 #   ttc  SourceUploaded → EncodingCompleted (as recorded)
@@ -14,7 +15,7 @@
 # and prints the median of RUNS runs per length and path (each run's figures on stderr as it
 # ends).
 # Usage: scripts/bench-playable.sh [RUNS] [SECONDS...]   (default: 3 runs of 20 120 600)
-#   PATHS="whole-ladder progressive+lead" picks paths (default: all three; names as printed)
+#   PATHS="whole-ladder progressive+lead" picks paths (default: all four; names as printed)
 #   BIN=path/to/vodsource measures that build (default: the release build of this checkout)
 #   OBJECTS=s3 keeps the media in a fresh bucket per run on the S3 emulator (moto, started if
 #   it is not running) instead of the data folder: every store is then a round trip away
@@ -46,6 +47,7 @@ trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 
 printf 'lead_max_height = 0\n' >"$work/no-lead.toml"
 printf 'lead_max_height = 480\n' >"$work/lead.toml"
+printf 'lead_max_height = 480\nlead_buffer_mib = 0\n' >"$work/own-lead.toml"
 
 one() { # seconds progressive ladder -> "ttp_ms ttc_ms playable_ms cpu_s upload_s"
     local data="$work/data" log="$work/serve.log"
@@ -79,12 +81,16 @@ median() { sort -n | sed -n "$(((runs + 1) / 2))p"; }
 
 printf '%-8s %-18s %10s %10s %12s %8s %9s\n' length path ttp_s ttc_s playable_s cpu_s upload_s
 paths=()
-for path in "false no-lead whole-ladder" "true no-lead progressive" "true lead progressive+lead"; do
+for path in "false no-lead whole-ladder" "true no-lead progressive" "true lead progressive+lead" \
+    "true own-lead progressive+own-lead"; do
     if [ -z "${PATHS:-}" ] || [[ " $PATHS " == *" ${path##* } "* ]]; then
         paths+=("$path")
     fi
 done
-[ ${#paths[@]} -gt 0 ] || { echo "PATHS names none of: whole-ladder progressive progressive+lead" >&2; exit 2; }
+[ ${#paths[@]} -gt 0 ] || {
+    echo "PATHS names none of: whole-ladder progressive progressive+lead progressive+own-lead" >&2
+    exit 2
+}
 for seconds in "${lengths[@]}"; do
     declare -A ttps=() ttcs=() playables=() cpus=() uploads=()
     for _ in $(seq 1 "$runs"); do

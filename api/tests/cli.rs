@@ -370,11 +370,17 @@ fn transcode_with_a_lead_says_which_rungs_lead_and_writes_the_same_ladder() {
         .status()
         .expect("ffmpeg runs; install it with `scripts/services.sh start ffmpeg`");
     assert!(made.success());
-    let transcode = |out: &str, lead: bool| {
+    // The default ladder but for the lead's buffer: none, so the lead has a decode of its own.
+    let own_decode = dir.join("own-decode.toml");
+    std::fs::write(&own_decode, "lead_buffer_mib = 0\n").expect("ladder file");
+    let transcode = |out: &str, lead: bool, ladder: Option<&std::path::Path>| {
         let mut command = Command::new(BIN);
         command.arg("--data-dir").arg(dir.join("data")).arg("transcode");
         if lead {
             command.arg("--lead");
+        }
+        if let Some(ladder) = ladder {
+            command.env("VODSOURCE_LADDER", ladder);
         }
         let output = command
             .arg(&source)
@@ -394,15 +400,28 @@ fn transcode_with_a_lead_says_which_rungs_lead_and_writes_the_same_ladder() {
         files.sort();
         (stdout, files)
     };
-    let (whole, whole_files) = transcode("whole", false);
-    let (led, led_files) = transcode("led", true);
-    assert!(!whole.contains("lead"), "{whole}");
+    let (whole, whole_files) = transcode("whole", false, None);
+    let (led, led_files) = transcode("led", true, None);
+    let (own, own_files) = transcode("own", true, Some(&own_decode));
+    assert!(!whole.contains("lead") && !whole.contains("decodes"), "{whole}");
+    // By default the lead shares the one decode: 3 s of 720p fit in its buffer.
     assert!(
-        led.contains("lead: 480p, 360p ahead, from a decode of their own"),
+        led.contains("lead: 480p, 360p ahead, on the one decode, the larger rungs up to 1024 MiB behind"),
         "{led}"
     );
-    assert!(led.contains("the lead encodes ahead from a decode of its own"), "{led}");
+    assert!(led.contains("the lead encodes ahead on the one decode"), "{led}");
+    assert!(led.contains("decodes: one"), "{led}");
+    assert!(
+        own.contains("lead: 480p, 360p ahead, from a decode of their own"),
+        "{own}"
+    );
+    assert!(own.contains("the lead encodes ahead from a decode of its own"), "{own}");
+    assert!(
+        own.contains("decodes: two, the larger rungs' own from picture 0"),
+        "{own}"
+    );
     assert_eq!(led_files, whole_files, "the same files either way");
+    assert_eq!(own_files, whole_files, "the same files either way");
     assert!(whole_files.iter().any(|f| f == "720p/seg_00002.m4s"), "{whole_files:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -42,11 +42,16 @@ pub struct LadderConfig {
     /// x264 threads per rung; unset shares the cores among rungs by pixel count.
     pub x264_threads: Option<u32>,
     /// While a video is published as it encodes, the rungs whose short side is at most this
-    /// (and the audio) are encoded from a decode of their own, ahead of the larger rungs, so
-    /// that a player can start on them seconds after the upload; the larger rungs join the
-    /// master playlist when they keep ahead too. The price is a second decode of the source
-    /// (about 13 % more CPU for a 1080p ladder). 0 turns it off.
+    /// (and the audio) are encoded ahead of the larger rungs, so that a player can start on
+    /// them seconds after the upload; the larger rungs join the master playlist when they
+    /// keep ahead too. 0 turns it off.
     pub lead_max_height: u32,
+    /// How far the lead may run ahead of the larger rungs on the one decode that feeds them
+    /// all, in MiB of decoded pictures waiting for the larger rungs (1024: ~11 s of 1080p30).
+    /// When that is not far enough to stay ahead of a viewer (the larger rungs encode slower
+    /// than real time), the larger rungs get a decode of their own from then on. 0: the lead
+    /// has a decode of its own from the start (about 13 % more CPU for a 1080p ladder).
+    pub lead_buffer_mib: u32,
 }
 
 impl Default for LadderConfig {
@@ -73,6 +78,7 @@ impl Default for LadderConfig {
             min_short_side: 16,
             x264_threads: None,
             lead_max_height: 480,
+            lead_buffer_mib: 1024,
         }
     }
 }

@@ -36,29 +36,33 @@ pub fn clip(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
 
 /// A test-pattern clip with a tone: `size` like `1280x720`, `rate` frames/s, `seconds`.
 pub fn pattern(dir: &Path, name: &str, size: &str, rate: u32, seconds: u32) -> PathBuf {
-    clip(
-        dir,
-        name,
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc2=size={size}:rate={rate}"),
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=44100",
-            "-t",
-            &seconds.to_string(),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-c:a",
-            "aac",
-            "-shortest",
-        ],
-    )
+    pattern_with(dir, name, (size, rate, seconds), &[])
+}
+
+/// [`pattern`] with more output options (`-g 30`: a keyframe every 30 pictures).
+pub fn pattern_with(dir: &Path, name: &str, (size, rate, seconds): (&str, u32, u32), more: &[&str]) -> PathBuf {
+    let (input, seconds) = (format!("testsrc2=size={size}:rate={rate}"), seconds.to_string());
+    let mut args = vec![
+        "-f",
+        "lavfi",
+        "-i",
+        &input,
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=44100",
+        "-t",
+        &seconds,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        "-shortest",
+    ];
+    args.extend_from_slice(more);
+    clip(dir, name, &args)
 }
 
 /// Sets the display matrix of an MP4's first track to "turn 90° clockwise", as phones record

@@ -18,8 +18,8 @@ pub struct Args {
     pub source: PathBuf,
     /// The folder that receives the ladder (created; must be empty or absent).
     pub out_dir: PathBuf,
-    /// Encode the low rungs ahead from a decode of their own, as a progressively published
-    /// video does (`lead_max_height` of the ladder), to see what that costs.
+    /// Encode the low rungs ahead of the others, as a progressively published video does
+    /// (`lead_max_height` and `lead_buffer_mib` of the ladder), to see what that costs.
     #[arg(long)]
     pub lead: bool,
 }
@@ -45,7 +45,18 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
         if lead.is_empty() {
             println!("lead: none (no larger rung would remain, or the source is past 1080p60)");
         } else {
-            println!("lead: {} ahead, from a decode of their own", lead.join(", "));
+            println!(
+                "lead: {} ahead, {}",
+                lead.join(", "),
+                if ladder.lead_buffer_mib == 0 {
+                    "from a decode of their own".to_owned()
+                } else {
+                    format!(
+                        "on the one decode, the larger rungs up to {} MiB behind",
+                        ladder.lead_buffer_mib
+                    )
+                }
+            );
         }
     }
     let packaged = transcode(&Job {
@@ -70,6 +81,12 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
             track.peak_bandwidth() / 1000,
             track.segments.len()
         );
+    }
+    if args.lead {
+        match packaged.second_decode_from {
+            None => println!("decodes: one"),
+            Some(picture) => println!("decodes: two, the larger rungs' own from picture {picture}"),
+        }
     }
     let cpu = match (cpu, process_cpu_seconds()) {
         (Some(before), Some(after)) => format!("{:.2}", after - before),

@@ -18,7 +18,7 @@ mod video;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 
 use ffmpeg::media::Type as MediaType;
@@ -55,8 +55,9 @@ pub struct Job<'a> {
     /// Updated as rungs advance.
     pub progress: &'a Progress,
     /// A whole encode's low rungs (short side at most `config.lead_max_height`) and audio are
-    /// encoded from a decode of their own, ahead of the larger rungs: what progressive
-    /// publication lists first. Costs a second decode of the source.
+    /// encoded ahead of the larger rungs: what progressive publication lists first. They
+    /// share the one decode while the larger rungs' pictures fit in `config.lead_buffer_mib`
+    /// (see [`Packaged::second_decode_from`]).
     pub lead: bool,
 }
 
@@ -79,6 +80,11 @@ pub struct Packaged {
     pub duration_ms: u64,
     /// Every file written, relative to `out_dir`.
     pub files: Vec<String>,
+    /// The picture from which the larger rungs were fed by a decode of their own beside the
+    /// lead's ([`Job::lead`]): when the lead could not stay ahead of a viewer on the one
+    /// decode, or from the start (0) with `lead_buffer_mib = 0`. `None`: one decode fed
+    /// every rung.
+    pub second_decode_from: Option<u64>,
 }
 
 /// A track a transcode writes: its folder name, what it is and its codecs string.
@@ -179,7 +185,8 @@ pub fn transcode(job: &Job<'_>) -> Result<Packaged, MediaError> {
         )));
     }
     job.progress.packaging();
-    package::package(
+    let second_decode_from = encoded.second_decode_from;
+    let packaged = package::package(
         job.out_dir,
         &encoded.rungs,
         &encoded.done,
@@ -188,7 +195,11 @@ pub fn transcode(job: &Job<'_>) -> Result<Packaged, MediaError> {
         job.config.segment_seconds,
         encoded.thumbnails,
         seconds,
-    )
+    )?;
+    Ok(Packaged {
+        second_decode_from,
+        ..packaged
+    })
 }
 
 /// One share of a chunked encode: a run of frames across the whole ladder, or the audio.
@@ -291,6 +302,8 @@ struct Encoded {
     frames: u64,
     fps: Fps,
     thumbnails: thumbs::Thumbnailer,
+    /// See [`Packaged::second_decode_from`].
+    second_decode_from: Option<u64>,
 }
 
 impl Encoded {
@@ -367,7 +380,10 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
         _ => None,
     };
     match lead_from {
-        Some(k) => encode_led(job, &setup, &rungs, k, with_audio),
+        Some(k) => {
+            let buffer = (config.lead_buffer_mib > 0).then(|| lead_buffer_pictures(config.lead_buffer_mib, &rungs[0]));
+            encode_led(job, &setup, &rungs, (k, buffer), with_audio)
+        }
         None => {
             let whole = Pass {
                 rungs: &rungs,
@@ -376,52 +392,99 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
                 audio: with_audio,
                 thumbnails: true,
                 yields: false,
+                lead: None,
             };
             pass(job, &setup, &whole, &AtomicBool::new(false), None)
         }
     }
 }
 
-/// A whole encode with a lead: `rungs[k..]` from a decode of their own, ahead of `rungs[..k]`
-/// because those encode at the lowest CPU priority (they take what the lead leaves, and the
-/// cores never idle while either has work), and the audio (`with_audio`) from a third, held
-/// just ahead of the lead by a [`Pace`].
+/// Pictures of the top rung's size that fit in `mib` MiB (4:2:0, 8 bits), at least one.
+fn lead_buffer_pictures(mib: u32, top: &RungPlan) -> usize {
+    let picture = (u64::from(top.width) * u64::from(top.height) * 3 / 2).max(1);
+    usize::try_from((u64::from(mib) << 20) / picture)
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
+
+/// Whether a lead that has been handed `lead_s` seconds of pictures, `elapsed_s` seconds
+/// after its decode began, is less than `ahead_s` ahead of a viewer who started playing
+/// then (the earliest anyone can): what it has been handed is stored a segment and x264's
+/// look-ahead later, and the viewer plays a second of media a second.
+fn lead_falls_behind(lead_s: f64, elapsed_s: f64, ahead_s: f64) -> bool {
+    lead_s < elapsed_s + ahead_s
+}
+
+/// What a lead must have been handed beyond a viewer's position, past one segment (the one
+/// being written is not stored until it closes): x264's look-ahead, the lead's queue, and
+/// the player's own margin.
+const LEAD_SLACK_SECONDS: f64 = 2.0;
+
+/// A whole encode with a lead: `rungs[k..]` ahead of `rungs[..k]`, because those encode at
+/// the lowest CPU priority (they take what the lead leaves, and the cores never idle while
+/// either has work). With a `buffer`, one decode feeds both, the larger rungs up to `buffer`
+/// pictures behind ([`SharedLead`]); without, the lead has a decode of its own. The audio
+/// (`with_audio`) is demuxed and encoded apart, held just ahead of the lead by a [`Pace`]:
+/// its segments are longer than the lead's first, and in step with the video it would be
+/// stored after them.
 fn encode_led(
     job: &Job<'_>,
     setup: &Setup<'_>,
     rungs: &[RungPlan],
-    k: usize,
+    (k, buffer): (usize, Option<usize>),
     with_audio: bool,
 ) -> Result<Encoded, MediaError> {
     let config = job.config;
     let stop = AtomicBool::new(false);
-    tracing::debug!(
-        lead = ?rungs[k..].iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
-        "the lead encodes ahead from a decode of its own"
-    );
-    // x264 threads shared within each pass: the lead has the cores to itself at the start.
-    let (main_threads, lead_threads) = (x264_threads(&rungs[..k], config), x264_threads(&rungs[k..], config));
-    // Three decodes at once: the larger rungs; the lead; the audio alone (it takes seconds,
-    // and is then there from start to end, whatever the video's pace).
-    let mut passes = vec![
-        Pass {
-            rungs: &rungs[..k],
-            threads: &main_threads,
+    let lead_names = rungs[k..].iter().map(|r| r.name.as_str()).collect::<Vec<_>>();
+    match buffer {
+        Some(buffer) => tracing::debug!(
+            lead = ?lead_names,
+            buffer,
+            "the lead encodes ahead on the one decode, the larger rungs up to {buffer} pictures behind"
+        ),
+        None => tracing::debug!(lead = ?lead_names, "the lead encodes ahead from a decode of its own"),
+    }
+    // x264 threads shared within the lead and within the larger rungs, as if each were alone:
+    // the lead has the cores to itself at the start.
+    let mut threads = x264_threads(&rungs[..k], config);
+    threads.extend(x264_threads(&rungs[k..], config));
+    let mut passes = match buffer {
+        Some(buffer) => vec![Pass {
+            rungs,
+            threads: &threads,
             offset: 0,
             audio: false,
             thumbnails: true,
-            yields: true,
-        },
-        Pass {
-            rungs: &rungs[k..],
-            threads: &lead_threads,
-            offset: k,
-            audio: false,
-            thumbnails: false,
             yields: false,
-        },
-    ];
-    if with_audio && job.probed.has_audio {
+            lead: Some(SharedLead { from: k, buffer }),
+        }],
+        // Two decodes: the larger rungs; the lead.
+        None => vec![
+            Pass {
+                rungs: &rungs[..k],
+                threads: &threads[..k],
+                offset: 0,
+                audio: false,
+                thumbnails: true,
+                yields: true,
+                lead: None,
+            },
+            Pass {
+                rungs: &rungs[k..],
+                threads: &threads[k..],
+                offset: k,
+                audio: false,
+                thumbnails: false,
+                yields: false,
+                lead: None,
+            },
+        ],
+    };
+    let lead_apart = passes.len() == 2;
+    // The audio alone: it takes seconds, and is then there from start to end, whatever the
+    // video's pace.
+    let audio_at = (with_audio && job.probed.has_audio).then(|| {
         passes.push(Pass {
             rungs: &[],
             threads: &[],
@@ -429,8 +492,10 @@ fn encode_led(
             audio: true,
             thumbnails: false,
             yields: false,
+            lead: None,
         });
-    }
+        passes.len() - 2
+    });
     let stopping = |outcome: Result<Encoded, MediaError>| {
         if outcome.is_err() {
             stop.store(true, Ordering::Relaxed);
@@ -452,10 +517,10 @@ fn encode_led(
             .map(|(i, one)| {
                 let (stopping, stop, lead_over) = (&stopping, &stop, &lead_over);
                 // The audio keeps just ahead of the lead rather than taking the cores first.
-                let pace = (i == 1).then_some(&pace);
+                let pace = (Some(i) == audio_at).then_some(&pace);
                 scope.spawn(move || {
                     let outcome = stopping(pass(job, setup, one, stop, pace)).map(Encoded::tracks);
-                    if i == 0 {
+                    if lead_apart && i == 0 {
                         lead_over.store(true, Ordering::Relaxed);
                     }
                     outcome
@@ -463,8 +528,11 @@ fn encode_led(
             })
             .collect();
         // The first pass (with the thumbnails, which stay on their thread) runs on this one;
-        // its rung encoders at the lowest priority.
+        // the larger rungs' encoders at the lowest priority.
         let main = stopping(pass(job, setup, &passes[0], &stop, None));
+        if !lead_apart {
+            lead_over.store(true, Ordering::Relaxed);
+        }
         let others: Vec<_> = handles
             .into_iter()
             .map(|h| {
@@ -486,17 +554,20 @@ fn encode_led(
         return Err(error);
     }
     let mut others = others.into_iter().filter_map(Result::ok);
-    let Some(lead) = others.next() else {
-        return Err(MediaError::internal("the lead decode left no outcome"));
-    };
-    if main.frames != lead.frames {
-        return Err(MediaError::internal(format!(
-            "the two decodes of the source made {} and {} pictures",
-            main.frames, lead.frames
-        )));
+    if lead_apart {
+        let Some(lead) = others.next() else {
+            return Err(MediaError::internal("the lead decode left no outcome"));
+        };
+        if main.frames != lead.frames {
+            return Err(MediaError::internal(format!(
+                "the two decodes of the source made {} and {} pictures",
+                main.frames, lead.frames
+            )));
+        }
+        main.rungs.extend(lead.rungs);
+        main.done.extend(lead.done);
+        main.second_decode_from = Some(0);
     }
-    main.rungs.extend(lead.rungs);
-    main.done.extend(lead.done);
     main.audio = others.next().and_then(|audio| audio.audio);
     Ok(main)
 }
@@ -606,6 +677,19 @@ struct Pass<'a> {
     /// Whether its rung encoders (and the x264 threads they start) run at
     /// [`LOWEST_PRIORITY`]; the decode that feeds them waits on them once their queues fill.
     yields: bool,
+    /// A lead within `rungs`, fed by this decode beside the larger rungs.
+    lead: Option<SharedLead>,
+}
+
+/// A lead on the decode of the larger rungs: `rungs[from..]` of the pass, fed each picture
+/// before the larger rungs are, which encode at [`LOWEST_PRIORITY`] and may be up to `buffer`
+/// pictures behind (the pictures wait in their queue). Where that is not far enough to keep
+/// the lead ahead of a viewer ([`lead_falls_behind`]), the larger rungs get a decode of their
+/// own from the next picture on and the lead goes on alone.
+#[derive(Clone, Copy)]
+struct SharedLead {
+    from: usize,
+    buffer: usize,
 }
 
 /// Runs `pass`; stops early when `job.cancel` or `stop` is set; waits on `pace`, if any,
@@ -626,12 +710,7 @@ fn pass(
     } = *setup;
     let config = job.config;
     let rungs = pass.rungs;
-    let mut input = probe::open(job.source)?;
-    let video_index = input
-        .streams()
-        .best(MediaType::Video)
-        .map(|s| s.index())
-        .ok_or_else(|| MediaError::bad("the source has no video stream"))?;
+    let (mut input, video_index) = open_video(job.source)?;
     let audio_index = (pass.audio && job.probed.has_audio)
         .then(|| input.streams().best(MediaType::Audio).map(|s| s.index()))
         .flatten();
@@ -661,11 +740,7 @@ fn pass(
     let origin = match window {
         Some((from, _)) if from > 0 => {
             let origin = first_picture(job, video_index, &all_rungs[0], fps)?;
-            let at = video_start + warm_from as f64 / fps.as_f64() - SEEK_BEFORE_SECONDS;
-            let ts = (at.max(0.0) * f64::from(ffmpeg::ffi::AV_TIME_BASE)) as i64;
-            input
-                .seek(ts, ..ts.saturating_add(1))
-                .map_err(|e| MediaError::bad(format!("the source cannot be read from {at:.1} s: {e}")))?;
+            seek_before(&mut input, video_start, warm_from, fps)?;
             Some(origin)
         }
         Some(_) => Some(first_picture(job, video_index, &all_rungs[0], fps)?),
@@ -678,13 +753,23 @@ fn pass(
     let mut thumbnails = thumbs::Thumbnailer::new(&all_rungs[0], fps, duration_s);
 
     let first_segment = window.map_or(Some(0), |(from, _)| segmenter.index_of(from));
+    // Stops the larger rungs' own decode, if they get one, when this one fails.
+    let halt = AtomicBool::new(false);
     std::thread::scope(|scope| -> Result<Encoded, MediaError> {
-        // The chain: decode → rung 0 → rung 1 → … ; each rung forwards its picture down.
+        // The chain: decode → rung 0 → rung 1 → … ; each rung forwards its picture down. A
+        // lead begins a chain of its own, fed by the decode before the larger rungs are.
         let mut handles = Vec::new();
-        let (first_tx, mut rx) = sync_channel::<Arc<frame::Video>>(QUEUE);
+        let lead_at = pass.lead.map(|lead| lead.from);
+        let (first_tx, mut rx) = sync_channel::<Arc<frame::Video>>(pass.lead.map_or(QUEUE, |lead| lead.buffer));
+        let mut lead_tx = None;
         for (i, rung) in rungs.iter().enumerate() {
+            if Some(i) == lead_at {
+                let (tx, lead_rx) = sync_channel::<Arc<frame::Video>>(QUEUE);
+                lead_tx = Some(tx);
+                rx = lead_rx;
+            }
             let (next_tx, next_rx) = sync_channel::<Arc<frame::Video>>(QUEUE);
-            let next = (i + 1 < rungs.len()).then_some(next_tx);
+            let next = (i + 1 < rungs.len() && Some(i + 1) != lead_at).then_some(next_tx);
             let encode = video::RungEncode {
                 plan: rung.clone(),
                 dir: job.out_dir.join(&rung.name),
@@ -698,7 +783,7 @@ fn pass(
             let progress = job.progress;
             let slot = pass.offset + i;
             let input_rx = std::mem::replace(&mut rx, next_rx);
-            let yields = pass.yields;
+            let yields = pass.yields || lead_at.is_some_and(|k| i < k);
             // Named for `top -H` (and the x264 threads it starts take the name too).
             let thread = std::thread::Builder::new()
                 .name(format!("rung {}", rung.name))
@@ -729,6 +814,35 @@ fn pass(
             None => (None, None),
         };
 
+        // Where the larger rungs got a decode of their own, and that decode's thread.
+        let detached = std::cell::RefCell::new(None);
+        let detach = |from: u64, larger: SyncSender<Arc<frame::Video>>| -> Result<(), MediaError> {
+            tracing::info!(
+                from,
+                "the lead would fall behind a viewer on the one decode: the larger rungs get a decode of their own"
+            );
+            let halt = &halt;
+            let handle = std::thread::Builder::new()
+                .name("decode larger".into())
+                .spawn_scoped(scope, move || {
+                    lowest_priority();
+                    detached_feed(job, setup, &rungs[0], from, larger, halt)
+                })
+                .map_err(|e| MediaError::internal(format!("start the larger rungs' decode: {e}")))?;
+            *detached.borrow_mut() = Some((from, handle));
+            Ok(())
+        };
+        let mut out = match lead_tx {
+            Some(lead) => Out::Split(Split {
+                lead,
+                larger: Some(first_tx),
+                detach: &detach,
+                fps: fps.as_f64(),
+                ahead: f64::from(config.segment_seconds) + LEAD_SLACK_SECONDS,
+                started: std::time::Instant::now(),
+            }),
+            None => Out::Chain(first_tx),
+        };
         job.progress.begin();
         let fed = feed(
             &mut input,
@@ -744,11 +858,14 @@ fn pass(
                 segmenter,
             },
             pass.thumbnails.then_some(&mut thumbnails),
-            &first_tx,
+            &mut out,
             (job.cancel, stop, pace),
             (job.limits.max_frames(fps.as_f64()), job.limits),
         );
-        drop(first_tx);
+        if fed.is_err() {
+            halt.store(true, Ordering::Relaxed);
+        }
+        drop(out);
         drop(audio_tx);
         let mut outcomes: Vec<Result<video::RungDone, MediaError>> = handles
             .into_iter()
@@ -761,6 +878,12 @@ fn pass(
             h.join()
                 .unwrap_or_else(|_| Err(MediaError::internal("the audio encoder panicked")))
         });
+        let detached = detached.into_inner().map(|(from, handle)| {
+            let fed = handle
+                .join()
+                .unwrap_or_else(|_| Err(MediaError::internal("the larger rungs' decode panicked")));
+            (from, fed)
+        });
         if job.cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
             return Err(MediaError::cancelled("cancelled"));
         }
@@ -769,6 +892,17 @@ fn pass(
             return Err(error);
         }
         let frames = fed?;
+        let second_decode_from = match detached {
+            None => None,
+            Some((_, Err(error))) => return Err(error),
+            Some((from, Ok(more))) if from + more == frames => Some(from),
+            Some((from, Ok(more))) => {
+                return Err(MediaError::internal(format!(
+                    "the two decodes of the source made {frames} and {} pictures",
+                    from + more
+                )))
+            }
+        };
         let done: Vec<video::RungDone> = outcomes.drain(..).filter_map(Result::ok).collect();
         if frames == 0 && !rungs.is_empty() && window.is_none() {
             return Err(MediaError::bad("no video frame of the source could be decoded"));
@@ -785,8 +919,137 @@ fn pass(
             frames,
             fps,
             thumbnails,
+            second_decode_from,
         })
     })
+}
+
+/// The larger rungs' own decode from picture `from` on, once a lead left the one decode
+/// ([`SharedLead`]): it counts pictures from the source's first, as a run of frames does, and
+/// hands on exactly those the one decode would have. Returns how many it handed on.
+fn detached_feed(
+    job: &Job<'_>,
+    setup: &Setup<'_>,
+    top: &RungPlan,
+    from: u64,
+    out: SyncSender<Arc<frame::Video>>,
+    stop: &AtomicBool,
+) -> Result<u64, MediaError> {
+    let fps = setup.fps;
+    let (mut input, video_index) = open_video(job.source)?;
+    let video_start = video::stream_start(&input, video_index);
+    let mut decode = video::Decode::new(&input, video_index, job.probed, top, fps, job.limits)?;
+    let origin = first_picture(job, video_index, top, fps)?;
+    seek_before(&mut input, video_start, from, fps)?;
+    feed(
+        &mut input,
+        Some(&mut decode),
+        None,
+        None,
+        video_index,
+        &Window {
+            origin: Some(origin),
+            warm_from: from,
+            from,
+            to: None,
+            segmenter: setup.segmenter,
+        },
+        None,
+        &mut Out::Chain(out),
+        (job.cancel, stop, None),
+        (job.limits.max_frames(fps.as_f64()), job.limits),
+    )
+}
+
+/// Opens `source` and finds its video stream.
+fn open_video(source: &Path) -> Result<(ffmpeg::format::context::Input, usize), MediaError> {
+    let input = probe::open(source)?;
+    let video_index = input
+        .streams()
+        .best(MediaType::Video)
+        .map(|s| s.index())
+        .ok_or_else(|| MediaError::bad("the source has no video stream"))?;
+    Ok((input, video_index))
+}
+
+/// Sends the demuxer [`SEEK_BEFORE_SECONDS`] before picture `n` (at `fps`, the video starting
+/// at `video_start` seconds): it lands on the keyframe at or before that.
+fn seek_before(
+    input: &mut ffmpeg::format::context::Input,
+    video_start: f64,
+    n: u64,
+    fps: Fps,
+) -> Result<(), MediaError> {
+    let at = video_start + n as f64 / fps.as_f64() - SEEK_BEFORE_SECONDS;
+    let ts = (at.max(0.0) * f64::from(ffmpeg::ffi::AV_TIME_BASE)) as i64;
+    input
+        .seek(ts, ..ts.saturating_add(1))
+        .map_err(|e| MediaError::bad(format!("the source cannot be read from {at:.1} s: {e}")))
+}
+
+/// Where a decode hands its pictures.
+enum Out<'a> {
+    /// One chain of rungs.
+    Chain(SyncSender<Arc<frame::Video>>),
+    /// A lead and the larger rungs ([`SharedLead`]).
+    Split(Split<'a>),
+}
+
+impl Out<'_> {
+    /// Hands on picture `n`; fails (as cancelled: the stage that stopped says why) when a
+    /// chain has stopped.
+    fn send(&mut self, n: u64, picture: Arc<frame::Video>) -> Result<(), MediaError> {
+        match self {
+            Out::Chain(tx) => tx.send(picture).map_err(|_| MediaError::cancelled("cancelled")),
+            Out::Split(split) => split.send(n, picture),
+        }
+    }
+}
+
+/// The two chains of a [`SharedLead`].
+struct Split<'a> {
+    lead: SyncSender<Arc<frame::Video>>,
+    /// The larger rungs' queue, until they get a decode of their own.
+    larger: Option<SyncSender<Arc<frame::Video>>>,
+    /// Starts the larger rungs' own decode from a picture on, feeding the queue it is given.
+    detach: &'a dyn Fn(u64, SyncSender<Arc<frame::Video>>) -> Result<(), MediaError>,
+    fps: f64,
+    /// What the lead must have been handed beyond a viewer's position.
+    ahead: f64,
+    started: std::time::Instant,
+}
+
+impl Split<'_> {
+    /// The lead takes picture `n` first. The larger rungs take it too, unless their queue is
+    /// full while the lead is falling behind a viewer: then they get a decode of their own
+    /// from `n` on, and this decode feeds the lead alone.
+    fn send(&mut self, n: u64, picture: Arc<frame::Video>) -> Result<(), MediaError> {
+        let stopped = || MediaError::cancelled("cancelled");
+        self.lead.send(Arc::clone(&picture)).map_err(|_| stopped())?;
+        let Some(larger) = self.larger.take() else {
+            return Ok(());
+        };
+        let picture = match larger.try_send(picture) {
+            Ok(()) => None,
+            Err(TrySendError::Disconnected(_)) => return Err(stopped()),
+            Err(TrySendError::Full(picture)) => Some(picture),
+        };
+        match picture {
+            Some(_)
+                if lead_falls_behind(
+                    (n + 1) as f64 / self.fps,
+                    self.started.elapsed().as_secs_f64(),
+                    self.ahead,
+                ) =>
+            {
+                return (self.detach)(n, larger);
+            }
+            Some(picture) => larger.send(picture).map_err(|_| stopped())?,
+            None => {}
+        }
+        self.larger = Some(larger);
+        Ok(())
+    }
 }
 
 /// Segments encoded before a run and dropped, to warm up the rate control.
@@ -866,7 +1129,7 @@ fn feed(
     video_index: usize,
     window: &Window,
     mut thumbnails: Option<&mut thumbs::Thumbnailer>,
-    out: &SyncSender<Arc<frame::Video>>,
+    out: &mut Out<'_>,
     (cancel, stop, pace): (&AtomicBool, &AtomicBool, Option<&Pace<'_>>),
     (max_frames, limits): (u64, &SourceLimits),
 ) -> Result<u64, MediaError> {
@@ -907,8 +1170,7 @@ fn feed(
             produced += 1;
         }
         // A rung that stopped reports why when joined.
-        out.send(Arc::new(picture))
-            .map_err(|_| MediaError::cancelled("cancelled"))
+        out.send(n, Arc::new(picture))
     };
     for (stream, packet) in input.packets() {
         if cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
@@ -1001,5 +1263,29 @@ mod tests {
         assert_eq!(lead_for(&rungs, 480, (1920, 1080), fps(30)), Some(2));
         assert_eq!(lead_for(&rungs, 480, (3840, 2160), fps(30)), None);
         assert_eq!(lead_for(&rungs, 480, (2560, 1440), fps(60)), None);
+    }
+
+    #[test]
+    fn the_lead_buffer_holds_whole_pictures_of_the_top_rung_and_at_least_one() {
+        let rungs = plan(&LadderConfig::default(), 1920, 1080, 30.0).expect("plan");
+        // 1080p 4:2:0 is 3,110,400 bytes: 1 GiB holds 345 pictures, 11.5 s at 30 fps.
+        assert_eq!(lead_buffer_pictures(1024, &rungs[0]), 345);
+        assert_eq!(lead_buffer_pictures(1, &rungs[0]), 1);
+        assert_eq!(lead_buffer_pictures(1024, &rungs[1]), 776);
+    }
+
+    #[test]
+    fn the_lead_falls_behind_when_what_it_was_handed_is_less_than_the_slack_past_a_viewer() {
+        // A viewer who started with the decode is at `elapsed`; 6 s are needed beyond that.
+        assert!(!lead_falls_behind(11.5, 3.0, 6.0));
+        assert!(lead_falls_behind(8.9, 3.0, 6.0));
+        // The boundary, either side.
+        assert!(!lead_falls_behind(9.0, 3.0, 6.0));
+        assert!(lead_falls_behind(8.999, 3.0, 6.0));
+        // The larger rungs slower than real time: 11.5 s ahead at first, gaining 0.1 s a second
+        // on the viewer's clock, the lead falls behind after 55 s.
+        let lead = |t: f64| 11.5 + 0.9 * t;
+        assert!(!lead_falls_behind(lead(54.0), 54.0, 6.0));
+        assert!(lead_falls_behind(lead(56.0), 56.0, 6.0));
     }
 }

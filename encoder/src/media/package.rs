@@ -156,6 +156,7 @@ pub(super) fn package(
         thumbnails: sprites,
         duration_ms: (encoded_s * 1000.0).round() as u64,
         files,
+        second_decode_from: None,
     })
 }
 

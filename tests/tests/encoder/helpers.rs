@@ -12,7 +12,7 @@ use vodsource_commands::CommandContext;
 use vodsource_domain::{VideoCommand, VideoEvent};
 use vodsource_encoder::{Worker, WorkerConfig, WorkerError};
 use vodsource_infra::open_object_store;
-pub use vodsource_tests::clips::{clip, ffprobe, pattern, rotate_90, video_packets};
+pub use vodsource_tests::clips::{clip, ffprobe, pattern, pattern_with, rotate_90, video_packets};
 use vodsource_tests::TempDir;
 
 /// Stores over a fresh data folder, as `vodsource serve` opens them.

@@ -11,7 +11,7 @@ use vodsource_encoder::media::{probe, transcode, Job, MediaError, MediaErrorKind
 use vodsource_encoder::SourceLimits;
 use vodsource_tests::TempDir;
 
-use crate::helpers::{clip, ffprobe, pattern, rotate_90, video_packets};
+use crate::helpers::{clip, ffprobe, pattern, pattern_with, rotate_90, video_packets};
 
 fn encode(source: &Path, out: &Path) -> Result<Packaged, MediaError> {
     encode_with(source, out, false)
@@ -22,13 +22,23 @@ fn encode_with(source: &Path, out: &Path, lead: bool) -> Result<Packaged, MediaE
 }
 
 fn encode_watched(source: &Path, out: &Path, lead: bool, progress: &Progress) -> Result<Packaged, MediaError> {
+    encode_configured(source, out, lead, progress, &LadderConfig::default())
+}
+
+fn encode_configured(
+    source: &Path,
+    out: &Path,
+    lead: bool,
+    progress: &Progress,
+    config: &LadderConfig,
+) -> Result<Packaged, MediaError> {
     let probed = probe(source)?;
     std::fs::create_dir_all(out).expect("out dir");
     transcode(&Job {
         source,
         probed: &probed,
         out_dir: out,
-        config: &LadderConfig::default(),
+        config,
         limits: &SourceLimits::default(),
         cancel: &AtomicBool::new(false),
         progress,
@@ -224,17 +234,32 @@ fn a_720p_source_becomes_an_aligned_ladder_that_ffprobe_reads() {
 }
 
 #[test]
-fn with_a_lead_the_low_rungs_and_the_audio_decoded_on_their_own_make_the_same_ladder() {
+fn with_a_lead_on_the_one_decode_or_on_its_own_the_low_rungs_make_the_same_ladder() {
     let dir = TempDir::new();
     let source = pattern(dir.path(), "src.mp4", "1280x720", 30, 9);
-    let (chained, led) = (dir.path().join("chained"), dir.path().join("led"));
+    let chained = dir.path().join("chained");
     let one = encode_with(&source, &chained, false).expect("one decode");
-    // 480p and 360p (the default lead: short side ≤ 480) from a decode of their own, the
-    // audio from a third.
-    let three = encode_with(&source, &led, true).expect("three decodes");
+    // 480p and 360p (the default lead: short side ≤ 480) ahead of 720p: on the one decode
+    // (9 s of 720p fit in the default buffer), or from a decode of their own with the audio
+    // from a third.
+    for (buffer, decodes) in [(1024, None), (0, Some(0))] {
+        let led = dir.path().join(format!("led-{buffer}"));
+        let config = LadderConfig {
+            lead_buffer_mib: buffer,
+            ..LadderConfig::default()
+        };
+        let three = encode_configured(&source, &led, true, &Progress::default(), &config).expect("led");
+        assert_eq!(three.second_decode_from, decodes, "buffer {buffer} MiB");
+        the_same_ladder(&source, (&chained, &one), (&led, &three));
+    }
+}
+
+/// `three` (in `led`), encoded with a lead, is `one` (in `chained`) but for the lead's
+/// rungs' scaling: the same rungs, segments, keyframes and audio, and no worse a picture.
+fn the_same_ladder(source: &Path, (chained, one): (&Path, &Packaged), (led, three): (&Path, &Packaged)) {
     let names = |p: &Packaged| p.rungs.iter().map(|(r, _)| r.name.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&three), ["720p", "480p", "360p"]);
-    assert_eq!(names(&three), names(&one));
+    assert_eq!(names(three), ["720p", "480p", "360p"]);
+    assert_eq!(names(three), names(one));
     let mut keyframes = Vec::new();
     for ((rung, track), (_, alone)) in three.rungs.iter().zip(&one.rungs) {
         let durations =
@@ -247,8 +272,8 @@ fn with_a_lead_the_low_rungs_and_the_audio_decoded_on_their_own_make_the_same_la
         // Scaled from the source rather than from the next larger rung: no worse.
         let size = (rung.width, rung.height);
         let (from_lead, from_chain) = (
-            crate::chunks::psnr(&playlist, &source, size),
-            crate::chunks::psnr(&chained.join(&rung.name).join("index.m3u8"), &source, size),
+            crate::chunks::psnr(&playlist, source, size),
+            crate::chunks::psnr(&chained.join(&rung.name).join("index.m3u8"), source, size),
         );
         assert!(
             from_lead > from_chain - 0.3,
@@ -266,6 +291,50 @@ fn with_a_lead_the_low_rungs_and_the_audio_decoded_on_their_own_make_the_same_la
     assert_eq!(three.duration_ms, 9000);
     assert!(three.poster.is_some() && three.thumbnails.is_some());
     assert!(led.join("master.m3u8").is_file() && led.join("manifest.mpd").is_file());
+}
+
+#[test]
+fn a_lead_that_would_fall_behind_on_the_one_decode_gives_the_larger_rungs_their_own_and_nothing_changes() {
+    let dir = TempDir::new();
+    // A keyframe every second: the larger rungs' own decode seeks to one mid-source.
+    let source = pattern_with(dir.path(), "src.mp4", ("1280x720", 30, 9), &["-g", "30"]);
+    let (shared, apart) = (dir.path().join("shared"), dir.path().join("apart"));
+    // One x264 thread per rung: with more, x264 is not repeatable to the byte (two runs of
+    // one encode differ), and the comparison below would prove nothing.
+    let alike = LadderConfig {
+        x264_threads: Some(1),
+        ..LadderConfig::default()
+    };
+    let one =
+        encode_configured(&source, &shared, true, &Progress::default(), &alike).expect("the lead on the one decode");
+    assert_eq!(one.second_decode_from, None);
+    // A buffer of 60 pictures of 720p (2 s): when the larger rungs' queue is first full the
+    // lead has been handed 2–6 s, short of the 6 s (a 4 s segment and the slack) beyond a
+    // viewer who started then.
+    let short = LadderConfig {
+        lead_buffer_mib: 80,
+        ..alike.clone()
+    };
+    let two = encode_configured(&source, &apart, true, &Progress::default(), &short).expect("two decodes");
+    let from = two
+        .second_decode_from
+        .expect("the larger rungs got a decode of their own");
+    assert!((60..180).contains(&from), "{from}");
+    // The larger rungs' own decode, sought into the source, hands them exactly the pictures
+    // the one decode would have: every file is the same, byte for byte.
+    assert_eq!(two.files, one.files);
+    for file in &one.files {
+        if file.ends_with(".m4s") || file.ends_with(".mp4") || file.ends_with(".m3u8") {
+            let (a, b) = (
+                std::fs::read(shared.join(file)).expect("reads"),
+                std::fs::read(apart.join(file)).expect("reads"),
+            );
+            assert!(
+                a == b,
+                "{file} differs (the larger rungs' own decode from picture {from})"
+            );
+        }
+    }
 }
 
 #[test]
