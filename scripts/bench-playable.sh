@@ -12,6 +12,8 @@
 #   ttc  SourceUploaded → EncodingCompleted (as recorded)
 #   cpu  the server's CPU seconds over the encode (EncodingCompleted's cost)
 #   upload  seconds of the final upload, after the encode (the server's metrics)
+#   apart  the picture from which the larger rungs had a decode of their own because the lead
+#          would have fallen behind a viewer on the one decode ("-": never; the encoder's log)
 # and prints the median of RUNS runs per length and path (each run's figures on stderr as it
 # ends).
 # Usage: scripts/bench-playable.sh [RUNS] [SECONDS...]   (default: 3 runs of 20 120 600)
@@ -49,7 +51,7 @@ printf 'lead_max_height = 0\n' >"$work/no-lead.toml"
 printf 'lead_max_height = 480\n' >"$work/lead.toml"
 printf 'lead_max_height = 480\nlead_buffer_mib = 0\n' >"$work/own-lead.toml"
 
-one() { # seconds progressive ladder -> "ttp_ms ttc_ms playable_ms cpu_s upload_s"
+one() { # seconds progressive ladder -> "ttp_ms ttc_ms playable_ms cpu_s upload_s apart"
     local data="$work/data" log="$work/serve.log"
     rm -rf "$data"
     mkdir -p "$data"
@@ -57,7 +59,7 @@ one() { # seconds progressive ladder -> "ttp_ms ttc_ms playable_ms cpu_s upload_
         export VODSOURCE_OBJECT_STORE="s3://bench-$(date +%s%N)/vod"
         "$bin" --data-dir "$data" setup >/dev/null
     fi
-    VODSOURCE_LOG="warn,vodsource_api::http=info" "$bin" --data-dir "$data" --log-json \
+    VODSOURCE_LOG="warn,vodsource_api::http=info,vodsource_encoder::media=info" "$bin" --data-dir "$data" --log-json \
         "--progressive=$2" --ladder "$work/$3.toml" serve --listen 127.0.0.1:0 2>"$log" &
     server=$!
     local base=""
@@ -74,12 +76,14 @@ one() { # seconds progressive ladder -> "ttp_ms ttc_ms playable_ms cpu_s upload_
     kill "$server"
     wait "$server" 2>/dev/null || true
     server=""
-    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert "error" not in r, r; print(r["ttp_ms"], r["ttc_ms"], r["playable_ms"], r["cpu_s"], sys.argv[2] or "nan")' "$out" "$upload"
+    local apart
+    apart="$(grep 'a decode of their own' "$log" | grep -o '"from":[0-9]*' | head -1 | cut -d: -f2 || true)"
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert "error" not in r, r; print(r["ttp_ms"], r["ttc_ms"], r["playable_ms"], r["cpu_s"], sys.argv[2] or "nan", sys.argv[3] or "-")' "$out" "$upload" "$apart"
 }
 
 median() { sort -n | sed -n "$(((runs + 1) / 2))p"; }
 
-printf '%-8s %-18s %10s %10s %12s %8s %9s\n' length path ttp_s ttc_s playable_s cpu_s upload_s
+printf '%-8s %-20s %10s %10s %12s %8s %9s %6s\n' length path ttp_s ttc_s playable_s cpu_s upload_s apart
 paths=()
 for path in "false no-lead whole-ladder" "true no-lead progressive" "true lead progressive+lead" \
     "true own-lead progressive+own-lead"; do
@@ -96,9 +100,9 @@ for seconds in "${lengths[@]}"; do
     for _ in $(seq 1 "$runs"); do
         for path in "${paths[@]}"; do
             read -r progressive ladder name <<<"$path"
-            read -r ttp ttc playable cpu upload <<<"$(one "$seconds" "$progressive" "$ladder")"
-            awk -v l="${seconds}s" -v n="$name" -v p="$ttp" -v c="$ttc" -v r="$playable" -v u="$cpu" -v w="$upload" \
-                'BEGIN { printf "run %-4s %-18s %10.2f %10.2f %12.2f %8.1f %9.3f\n", l, n, p / 1000, c / 1000, r / 1000, u, w }' >&2
+            read -r ttp ttc playable cpu upload apart <<<"$(one "$seconds" "$progressive" "$ladder")"
+            awk -v l="${seconds}s" -v n="$name" -v p="$ttp" -v c="$ttc" -v r="$playable" -v u="$cpu" -v w="$upload" -v a="$apart" \
+                'BEGIN { printf "run %-4s %-20s %10.2f %10.2f %12.2f %8.1f %9.3f %6s\n", l, n, p / 1000, c / 1000, r / 1000, u, w, a }' >&2
             ttps[$name]+="$ttp "
             ttcs[$name]+="$ttc "
             playables[$name]+="$playable "
@@ -108,7 +112,7 @@ for seconds in "${lengths[@]}"; do
     done
     for path in "${paths[@]}"; do
         read -r _ _ name <<<"$path"
-        printf '%-8s %-18s %10.2f %10.2f %12.2f %8.1f %9.3f\n' "${seconds}s" "$name" \
+        printf '%-8s %-20s %10.2f %10.2f %12.2f %8.1f %9.3f\n' "${seconds}s" "$name" \
             "$(printf '%s\n' ${ttps[$name]} | median | awk '{print $1/1000}')" \
             "$(printf '%s\n' ${ttcs[$name]} | median | awk '{print $1/1000}')" \
             "$(printf '%s\n' ${playables[$name]} | median | awk '{print $1/1000}')" \

@@ -222,16 +222,20 @@ impl Worker {
             let ladder = self.config.ladder.clone();
             let limits = limits.clone();
             let progressive = self.config.progressive;
+            // The encode's span (video, attempt, worker) on what the transcode logs.
+            let span = tracing::Span::current();
             let handle = tokio::task::spawn_blocking(move || {
-                transcode(&Job {
-                    source: &source,
-                    probed: &probed,
-                    out_dir: &out,
-                    config: &ladder,
-                    limits: &limits,
-                    cancel: &transcode_shared.cancel,
-                    progress: &transcode_shared.progress,
-                    lead: progressive,
+                span.in_scope(|| {
+                    transcode(&Job {
+                        source: &source,
+                        probed: &probed,
+                        out_dir: &out,
+                        config: &ladder,
+                        limits: &limits,
+                        cancel: &transcode_shared.cancel,
+                        progress: &transcode_shared.progress,
+                        lead: progressive,
+                    })
                 })
             });
             let transcode = stop_watch.watch(handle);
