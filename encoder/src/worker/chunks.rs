@@ -17,7 +17,7 @@ use vodsource_domain::{
     Video, VideoCommand,
 };
 
-use super::heartbeat::{stage_index, Shared, StopWatch};
+use super::heartbeat::{spawn_transcode, stage_index, Shared, StopWatch};
 use super::job::{cost_since, process_cpu_seconds};
 use super::publish::{MASTER, MPD};
 use super::upload::{in_waves, put, put_file, IN_FLIGHT};
@@ -276,7 +276,7 @@ impl Worker {
             let out = out.clone();
             let ladder = self.config.ladder.clone();
             let limits = limits.clone();
-            let handle = tokio::task::spawn_blocking(move || {
+            let handle = spawn_transcode(move || {
                 transcode_part(
                     &Job {
                         source: &source,

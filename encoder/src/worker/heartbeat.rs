@@ -179,6 +179,15 @@ impl Shared {
     }
 }
 
+/// Runs a transcode on a blocking thread inside the encode's span (video, attempt, worker),
+/// so that what the transcode logs says which encode it belongs to.
+pub(super) fn spawn_transcode<T: Send + 'static>(
+    transcode: impl FnOnce() -> Result<T, MediaError> + Send + 'static,
+) -> tokio::task::JoinHandle<Result<T, MediaError>> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(transcode))
+}
+
 /// Forwards the worker's stop flag into the transcode's cancel flag while it runs.
 pub(super) struct StopWatch<'a> {
     stop: &'a AtomicBool,

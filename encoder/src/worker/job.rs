@@ -10,7 +10,7 @@ use vodsource_commands::layout;
 use vodsource_commands::ports::{ObjectMeta, StoreError};
 use vodsource_domain::{EncodeStage, EncodingCost, Manifests, Rendition, Video, VideoCommand, VideoError};
 
-use super::heartbeat::{stage_index, Shared, StopWatch};
+use super::heartbeat::{spawn_transcode, stage_index, Shared, StopWatch};
 use super::publish::{Publisher, MASTER, MPD};
 use super::upload::{in_waves, put_file, IN_FLIGHT};
 use super::{JobOutcome, Worker, WorkerError};
@@ -222,20 +222,16 @@ impl Worker {
             let ladder = self.config.ladder.clone();
             let limits = limits.clone();
             let progressive = self.config.progressive;
-            // The encode's span (video, attempt, worker) on what the transcode logs.
-            let span = tracing::Span::current();
-            let handle = tokio::task::spawn_blocking(move || {
-                span.in_scope(|| {
-                    transcode(&Job {
-                        source: &source,
-                        probed: &probed,
-                        out_dir: &out,
-                        config: &ladder,
-                        limits: &limits,
-                        cancel: &transcode_shared.cancel,
-                        progress: &transcode_shared.progress,
-                        lead: progressive,
-                    })
+            let handle = spawn_transcode(move || {
+                transcode(&Job {
+                    source: &source,
+                    probed: &probed,
+                    out_dir: &out,
+                    config: &ladder,
+                    limits: &limits,
+                    cancel: &transcode_shared.cancel,
+                    progress: &transcode_shared.progress,
+                    lead: progressive,
                 })
             });
             let transcode = stop_watch.watch(handle);
