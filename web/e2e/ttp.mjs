@@ -3,8 +3,8 @@
 // playable, uploads it, and at upload-complete starts the clock. The page then follows the
 // video's live events (SSE); at VideoPublished (once playable, or at completion on the path
 // without progressive publication) it fetches the playback URLs and starts hls.js at 0; the
-// first frame shown (requestVideoFrameCallback) stops the clock. Then it waits for the encode
-// to end and reads EncodingCompleted's time from the history. Prints one JSON line: ttp_ms
+// first frame shown (requestVideoFrameCallback) stops the clock. Then it waits on the events
+// for the encode to end and reads the recorded times from the history. Prints one JSON line: ttp_ms
 // (upload-complete → first frame), playable_ms (upload-complete → VideoPlayable or
 // EncodingCompleted recorded), ttc_ms (→ EncodingCompleted).
 //
@@ -75,23 +75,26 @@ try {
   result.ttp_ms = seen.firstFrameAt - t0;
   result.seen_playable_ms = seen.playableSeenAt - t0;
   result.status_at_play = seen.statusAtPlay;
-  // The encode's end, from the history (the recorded times of the events).
-  for (;;) {
-    const history = await api('GET', `/v1/history/${id}?limit=1000`);
-    const at = (type) => history.events.find((e) => e.type === type)?.occurred_at;
-    const uploaded = at('SourceUploaded');
-    const completed = at('EncodingCompleted');
-    if (completed) {
-      const playable = at('VideoPlayable') || completed;
-      result.ttc_ms = Date.parse(completed) - Date.parse(uploaded);
-      result.playable_ms = Date.parse(playable) - Date.parse(uploaded);
-      // The server's CPU seconds over the encode (user + system), as the worker recorded.
-      result.cpu_s = history.events.find((e) => e.type === 'EncodingCompleted').data?.cost?.cpu_seconds ?? null;
-      break;
-    }
-    if (history.events.some((e) => e.type === 'EncodingFailed')) throw new Error('the encode failed');
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  // The encode's end: the page waits on the video's events again (the stream replays them
+  // from the first, so an encode that already ended is seen at once) rather than polling,
+  // which would load the server during the progressive paths' encode alone; then the
+  // recorded times from the history.
+  await page.evaluate((id) => new Promise((resolve, reject) => {
+    const events = new EventSource(`/v1/videos/${id}/events`);
+    const end = (settle) => (e) => { events.close(); settle(e); };
+    events.addEventListener('EncodingCompleted', end(() => resolve()));
+    events.addEventListener('EncodingFailed', end((e) => reject(new Error(`failed: ${e.data}`))));
+  }), id);
+  const history = await api('GET', `/v1/history/${id}?limit=1000`);
+  const event = (type) => history.events.find((e) => e.type === type);
+  const uploaded = event('SourceUploaded')?.occurred_at;
+  const completed = event('EncodingCompleted');
+  if (!uploaded || !completed) throw new Error('the history lacks SourceUploaded or EncodingCompleted');
+  const playable = event('VideoPlayable')?.occurred_at || completed.occurred_at;
+  result.ttc_ms = Date.parse(completed.occurred_at) - Date.parse(uploaded);
+  result.playable_ms = Date.parse(playable) - Date.parse(uploaded);
+  // The server's CPU seconds over the encode (user + system), as the worker recorded.
+  result.cpu_s = completed.data?.cost?.cpu_seconds ?? null;
 } catch (e) {
   result.error = String(e && e.stack ? e.stack : e);
 } finally {

@@ -407,10 +407,10 @@ fn lead_buffer_pictures(mib: u32, top: &RungPlan) -> usize {
         .max(1)
 }
 
-/// Whether a lead that has been handed `lead_s` seconds of pictures, `elapsed_s` seconds
-/// after its decode began, is less than `ahead_s` ahead of a viewer who started playing
-/// then (the earliest anyone can): what it has been handed is stored a segment and x264's
-/// look-ahead later, and the viewer plays a second of media a second.
+/// Whether a lead that has been handed `lead_s` seconds of pictures is less than `ahead_s`
+/// ahead of a viewer who started playing at the beginning `elapsed_s` seconds ago: what it
+/// has been handed is stored a segment and x264's look-ahead later, and the viewer plays a
+/// second of media a second.
 fn lead_falls_behind(lead_s: f64, elapsed_s: f64, ahead_s: f64) -> bool {
     lead_s < elapsed_s + ahead_s
 }
@@ -832,16 +832,16 @@ fn pass(
             *detached.borrow_mut() = Some((from, handle));
             Ok(())
         };
-        let mut out = match lead_tx {
-            Some(lead) => Out::Split(Split {
+        let mut out = match (lead_tx, lead_at) {
+            (Some(lead), Some(k)) => Out::Split(Split {
                 lead,
                 larger: Some(first_tx),
                 detach: &detach,
                 fps: fps.as_f64(),
                 ahead: f64::from(config.segment_seconds) + LEAD_SLACK_SECONDS,
-                started: std::time::Instant::now(),
+                viewers: (job.progress, pass.offset + k),
             }),
-            None => Out::Chain(first_tx),
+            _ => Out::Chain(first_tx),
         };
         job.progress.begin();
         let fed = feed(
@@ -1016,7 +1016,9 @@ struct Split<'a> {
     fps: f64,
     /// What the lead must have been handed beyond a viewer's position.
     ahead: f64,
-    started: std::time::Instant,
+    /// The encode's progress and the lead's first rung in it: no viewer can start before each
+    /// of the lead's rungs has closed its first segment.
+    viewers: (&'a Progress, usize),
 }
 
 impl Split<'_> {
@@ -1035,20 +1037,23 @@ impl Split<'_> {
             Err(TrySendError::Full(picture)) => Some(picture),
         };
         match picture {
-            Some(_)
-                if lead_falls_behind(
-                    (n + 1) as f64 / self.fps,
-                    self.started.elapsed().as_secs_f64(),
-                    self.ahead,
-                ) =>
-            {
-                return (self.detach)(n, larger);
-            }
+            Some(_) if self.behind(n) => return (self.detach)(n, larger),
             Some(picture) => larger.send(picture).map_err(|_| stopped())?,
             None => {}
         }
         self.larger = Some(larger);
         Ok(())
+    }
+
+    /// Whether the lead, handed pictures up to `n`, falls behind the first viewer there can
+    /// be: one who started as the last of the lead's rungs closed its first segment (the
+    /// video is playable after that, never before). Until then no one is watching, and the
+    /// lead waits on the larger rungs rather than leave them.
+    fn behind(&self, n: u64) -> bool {
+        let (progress, lead) = self.viewers;
+        progress.first_segments_closed(lead).is_some_and(|since| {
+            lead_falls_behind((n + 1) as f64 / self.fps, since.elapsed().as_secs_f64(), self.ahead)
+        })
     }
 }
 
@@ -1275,8 +1280,36 @@ mod tests {
     }
 
     #[test]
+    fn no_viewer_is_behind_the_lead_before_each_of_its_rungs_has_closed_a_segment() {
+        let rungs = plan(&LadderConfig::default(), 1920, 1080, 30.0).expect("plan");
+        let progress = Progress::default();
+        progress.start(600, &rungs);
+        let (lead, _lead_rx) = sync_channel(1);
+        let no_detach = |_: u64, _: SyncSender<Arc<frame::Video>>| Ok(());
+        let split = Split {
+            lead,
+            larger: None,
+            detach: &no_detach,
+            fps: 30.0,
+            ahead: 6.0,
+            viewers: (&progress, 2),
+        };
+        // However little the lead has been handed, no one can be watching yet: the larger
+        // rungs keep the one decode.
+        assert!(!split.behind(0));
+        progress.set(2, 60, true);
+        progress.set(0, 60, true);
+        assert!(!split.behind(0), "360p has not closed a segment");
+        progress.set(3, 60, true);
+        // Now a viewer may have started: the lead needs 6 s beyond one who just did.
+        assert!(split.behind(0));
+        assert!(split.behind(30 * 5));
+        assert!(!split.behind(30 * 7));
+    }
+
+    #[test]
     fn the_lead_falls_behind_when_what_it_was_handed_is_less_than_the_slack_past_a_viewer() {
-        // A viewer who started with the decode is at `elapsed`; 6 s are needed beyond that.
+        // A viewer who started `elapsed` ago is there; 6 s are needed beyond that.
         assert!(!lead_falls_behind(11.5, 3.0, 6.0));
         assert!(lead_falls_behind(8.9, 3.0, 6.0));
         // The boundary, either side.

@@ -44,6 +44,8 @@ struct Rung {
     /// When the encoder wrote its first frame: its pace from then on is its throughput,
     /// without the pictures it held back to look ahead before that.
     first_out: Option<Instant>,
+    /// When it closed its first segment.
+    first_closed: Option<Instant>,
 }
 
 /// What one rung's encoder has given out: how many frames since when.
@@ -98,6 +100,7 @@ impl Progress {
                 name: r.name.clone(),
                 frames: 0,
                 first_out: None,
+                first_closed: None,
             })
             .collect();
     }
@@ -124,6 +127,9 @@ impl Progress {
             slot.frames = frames;
             if frames > 0 {
                 slot.first_out.get_or_insert_with(Instant::now);
+            }
+            if closed {
+                slot.first_closed.get_or_insert_with(Instant::now);
             }
         }
         self.advanced.notify_all();
@@ -154,6 +160,19 @@ impl Progress {
     pub(super) fn frames_from(&self, from: usize) -> u64 {
         let state = self.lock();
         state.rungs.iter().skip(from).map(|rung| rung.frames).min().unwrap_or(0)
+    }
+
+    /// When the last of the rungs `from..` closed its first segment, once each has: no player
+    /// can start on those rungs before.
+    pub(super) fn first_segments_closed(&self, from: usize) -> Option<Instant> {
+        let state = self.lock();
+        let mut rungs = state.rungs.iter().skip(from).peekable();
+        rungs.peek()?;
+        rungs
+            .map(|rung| rung.first_closed)
+            .try_fold(None, |latest: Option<Instant>, at| {
+                at.map(|at| Some(latest.map_or(at, |latest| latest.max(at))))
+            })?
     }
 
     /// Waits until a rung advances, or `at_most`.
@@ -207,6 +226,29 @@ mod tests {
         );
         assert_eq!(progress.output("720p"), None);
         assert_eq!(progress.output("1080p"), None, "not a rung of this encode");
+    }
+
+    #[test]
+    fn the_rungs_from_one_on_have_closed_their_first_segments_when_the_last_of_them_has() {
+        let progress = started();
+        // 720p, 480p, 360p: the last two are the ones asked about.
+        assert_eq!(progress.first_segments_closed(1), None);
+        progress.set(1, 60, true);
+        progress.set(0, 60, true);
+        assert_eq!(progress.first_segments_closed(1), None, "360p has not closed one");
+        progress.set(2, 59, false);
+        assert_eq!(progress.first_segments_closed(1), None, "a frame is not a segment");
+        progress.set(2, 60, true);
+        let both = progress.first_segments_closed(1).expect("both closed one");
+        assert_eq!(progress.first_segments_closed(2), Some(both), "360p was the last");
+        assert_eq!(progress.first_segments_closed(0), Some(both), "the latest of the three");
+        progress.set(1, 120, true);
+        assert_eq!(
+            progress.first_segments_closed(1),
+            Some(both),
+            "a later segment changes nothing"
+        );
+        assert_eq!(progress.first_segments_closed(3), None, "no rungs from there");
     }
 
     #[test]
