@@ -166,13 +166,12 @@ impl Progress {
     /// can start on those rungs before.
     pub(super) fn first_segments_closed(&self, from: usize) -> Option<Instant> {
         let state = self.lock();
-        let mut rungs = state.rungs.iter().skip(from).peekable();
-        rungs.peek()?;
-        rungs
-            .map(|rung| rung.first_closed)
-            .try_fold(None, |latest: Option<Instant>, at| {
-                at.map(|at| Some(latest.map_or(at, |latest| latest.max(at))))
-            })?
+        let mut latest: Option<Instant> = None;
+        for rung in state.rungs.iter().skip(from) {
+            let at = rung.first_closed?;
+            latest = Some(latest.map_or(at, |latest| latest.max(at)));
+        }
+        latest
     }
 
     /// Waits until a rung advances, or `at_most`.
