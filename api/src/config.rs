@@ -240,9 +240,11 @@ options! {
         /// A TOML file with the ladder: `preset`, `segment_seconds`, `audio_bitrate_kbps`,
         /// `max_fps`, `lead_max_height` (rungs this short or shorter encode ahead while a video
         /// is published progressively; 0: off), `lead_buffer_mib` (how far ahead, in MiB of
-        /// pictures held for the larger rungs; 0: the lead decodes on its own), `[[rungs]]
-        /// name, height, bitrate_kbps` [default: 1080p/720p/480p/360p at 5000/2800/1400/800
-        /// kbit/s, veryfast, lead 480, buffer 1024].
+        /// pictures held for the larger rungs; 0: the lead decodes on its own),
+        /// `lead_spill_mib` (how many more of them may wait on disk when the lead must go on;
+        /// 0: the larger rungs decode on their own instead), `[[rungs]] name, height,
+        /// bitrate_kbps` [default: 1080p/720p/480p/360p at 5000/2800/1400/800 kbit/s,
+        /// veryfast, lead 480, buffer 1024, spill 16384].
         #[arg(long, env = "VODSOURCE_LADDER", global = true, help_heading = "Encoding")]
         pub ladder: Option<PathBuf>,
         /// Publish segments as they are encoded and make a video playable before its ladder is

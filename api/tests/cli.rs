@@ -406,7 +406,9 @@ fn transcode_with_a_lead_says_which_rungs_lead_and_writes_the_same_ladder() {
     assert!(!whole.contains("lead") && !whole.contains("decodes"), "{whole}");
     // By default the lead shares the one decode: 3 s of 720p fit in its buffer.
     assert!(
-        led.contains("lead: 480p, 360p ahead, on the one decode, the larger rungs up to 1024 MiB behind"),
+        led.contains(
+            "lead: 480p, 360p ahead, on the one decode, the larger rungs up to 1024 MiB behind, then 16384 MiB on disk"
+        ),
         "{led}"
     );
     assert!(led.contains("the lead encodes ahead on the one decode"), "{led}");

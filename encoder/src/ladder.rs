@@ -49,9 +49,15 @@ pub struct LadderConfig {
     /// How far the lead may run ahead of the larger rungs on the one decode that feeds them
     /// all, in MiB of decoded pictures waiting for the larger rungs (1024: ~11 s of 1080p30).
     /// When that is not far enough to stay ahead of a viewer (the larger rungs encode slower
-    /// than real time), the larger rungs get a decode of their own from then on. 0: the lead
+    /// than real time), their pictures past it wait on disk (`lead_spill_mib`). 0: the lead
     /// has a decode of its own from the start (about 13 % more CPU for a 1080p ladder).
     pub lead_buffer_mib: u32,
+    /// How many MiB of the larger rungs' pictures may wait on disk (beside the outputs, in
+    /// files unlinked as they are made) when their queue in memory is full and the lead must
+    /// go on to stay ahead of a viewer (16384: ~93 s of 1080p30). Past it, or with 0, the
+    /// larger rungs get a decode of their own from then on (a write and a read of a picture
+    /// cost a fraction of decoding it again).
+    pub lead_spill_mib: u32,
 }
 
 impl Default for LadderConfig {
@@ -79,6 +85,7 @@ impl Default for LadderConfig {
             x264_threads: None,
             lead_max_height: 480,
             lead_buffer_mib: 1024,
+            lead_spill_mib: 16384,
         }
     }
 }

@@ -52,8 +52,8 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
                     "from a decode of their own".to_owned()
                 } else {
                     format!(
-                        "on the one decode, the larger rungs up to {} MiB behind",
-                        ladder.lead_buffer_mib
+                        "on the one decode, the larger rungs up to {} MiB behind, then {} MiB on disk",
+                        ladder.lead_buffer_mib, ladder.lead_spill_mib
                     )
                 }
             );
@@ -86,6 +86,14 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
         match packaged.second_decode_from {
             None => println!("decodes: one"),
             Some(picture) => println!("decodes: two, the larger rungs' own from picture {picture}"),
+        }
+        if let Some(spilled) = packaged.spilled {
+            println!(
+                "spilled: {} pictures of the larger rungs from picture {}, at most {} MiB on disk",
+                spilled.pictures,
+                spilled.from,
+                spilled.peak_bytes.div_ceil(1 << 20)
+            );
         }
     }
     let cpu = match (cpu, process_cpu_seconds()) {

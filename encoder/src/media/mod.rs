@@ -12,6 +12,7 @@ pub mod package;
 
 pub mod probe;
 mod progress;
+mod spill;
 mod thumbs;
 mod track;
 mod video;
@@ -29,6 +30,7 @@ pub(crate) use audio::SAMPLE_RATE as AUDIO_SAMPLE_RATE;
 pub use error::{MediaError, MediaErrorKind};
 pub use probe::{probe, Probed};
 pub use progress::{Progress, ProgressSnapshot};
+pub use spill::Spilled;
 pub use thumbs::{thumbnails_vtt, Geometry as ThumbnailGeometry, Sheet};
 
 use crate::ladder::{plan, Fps, LadderConfig, RungPlan, Segmenter};
@@ -57,7 +59,8 @@ pub struct Job<'a> {
     /// A whole encode's low rungs (short side at most `config.lead_max_height`) and audio are
     /// encoded ahead of the larger rungs: what progressive publication lists first. They
     /// share the one decode while the larger rungs' pictures fit in `config.lead_buffer_mib`
-    /// (see [`Packaged::second_decode_from`]).
+    /// and, past it, `config.lead_spill_mib` on disk (see [`Packaged::spilled`],
+    /// [`Packaged::second_decode_from`]).
     pub lead: bool,
 }
 
@@ -82,9 +85,13 @@ pub struct Packaged {
     pub files: Vec<String>,
     /// The picture from which the larger rungs were fed by a decode of their own beside the
     /// lead's ([`Job::lead`]): when the lead could not stay ahead of a viewer on the one
-    /// decode, or from the start (0) with `lead_buffer_mib = 0`. `None`: one decode fed
-    /// every rung.
+    /// decode with the pictures the larger rungs had yet to take in memory and on disk
+    /// (`lead_buffer_mib`, `lead_spill_mib`), or from the start (0) with `lead_buffer_mib = 0`.
+    /// `None`: one decode fed every rung.
     pub second_decode_from: Option<u64>,
+    /// What the larger rungs' pictures spilled to disk beside a lead ([`Job::lead`]) while
+    /// their queue in memory was full and the lead had to go on: `None` when nothing was.
+    pub spilled: Option<Spilled>,
 }
 
 /// A track a transcode writes: its folder name, what it is and its codecs string.
@@ -185,7 +192,7 @@ pub fn transcode(job: &Job<'_>) -> Result<Packaged, MediaError> {
         )));
     }
     job.progress.packaging();
-    let second_decode_from = encoded.second_decode_from;
+    let (second_decode_from, spilled) = (encoded.second_decode_from, encoded.spilled);
     let packaged = package::package(
         job.out_dir,
         &encoded.rungs,
@@ -198,6 +205,7 @@ pub fn transcode(job: &Job<'_>) -> Result<Packaged, MediaError> {
     )?;
     Ok(Packaged {
         second_decode_from,
+        spilled,
         ..packaged
     })
 }
@@ -304,6 +312,8 @@ struct Encoded {
     thumbnails: thumbs::Thumbnailer,
     /// See [`Packaged::second_decode_from`].
     second_decode_from: Option<u64>,
+    /// See [`Packaged::spilled`].
+    spilled: Option<Spilled>,
 }
 
 impl Encoded {
@@ -423,7 +433,8 @@ const LEAD_SLACK_SECONDS: f64 = 2.0;
 /// A whole encode with a lead: `rungs[k..]` ahead of `rungs[..k]`, because those encode at
 /// the lowest CPU priority (they take what the lead leaves, and the cores never idle while
 /// either has work). With a `buffer`, one decode feeds both, the larger rungs up to `buffer`
-/// pictures behind ([`SharedLead`]); without, the lead has a decode of its own. The audio
+/// pictures behind, and more on disk when the lead must go on ([`SharedLead`]); without, the
+/// lead has a decode of its own. The audio
 /// (`with_audio`) is demuxed and encoded apart, held just ahead of the lead by a [`Pace`]:
 /// its segments are longer than the lead's first, and in step with the video it would be
 /// stored after them.
@@ -684,7 +695,8 @@ struct Pass<'a> {
 /// A lead on the decode of the larger rungs: `rungs[from..]` of the pass, fed each picture
 /// before the larger rungs are, which encode at [`LOWEST_PRIORITY`] and may be up to `buffer`
 /// pictures behind (the pictures wait in their queue). Where that is not far enough to keep
-/// the lead ahead of a viewer ([`lead_falls_behind`]), the larger rungs get a decode of their
+/// the lead ahead of a viewer ([`lead_falls_behind`]), the pictures past the queue wait on
+/// disk ([`spill`]) up to `lead_spill_mib`; past that, the larger rungs get a decode of their
 /// own from the next picture on and the lead goes on alone.
 #[derive(Clone, Copy)]
 struct SharedLead {
@@ -753,8 +765,9 @@ fn pass(
     let mut thumbnails = thumbs::Thumbnailer::new(&all_rungs[0], fps, duration_s);
 
     let first_segment = window.map_or(Some(0), |(from, _)| segmenter.index_of(from));
-    // Stops the larger rungs' own decode, if they get one, when this one fails.
+    // Stops the larger rungs' relay and own decode, if they get them, when this one fails.
     let halt = AtomicBool::new(false);
+    let spill = spill::Spill::new(u64::from(config.lead_spill_mib) << 20);
     std::thread::scope(|scope| -> Result<Encoded, MediaError> {
         // The chain: decode → rung 0 → rung 1 → … ; each rung forwards its picture down. A
         // lead begins a chain of its own, fed by the decode before the larger rungs are.
@@ -814,29 +827,34 @@ fn pass(
             None => (None, None),
         };
 
-        // Where the larger rungs got a decode of their own, and that decode's thread.
-        let detached = std::cell::RefCell::new(None);
-        let detach = |from: u64, larger: SyncSender<Arc<frame::Video>>| -> Result<(), MediaError> {
-            tracing::info!(
-                from,
-                "the lead would fall behind a viewer on the one decode: the larger rungs get a decode of their own"
-            );
-            let halt = &halt;
+        // The thread that feeds the larger rungs once their queue in memory is not enough: it
+        // hands on what the decode spilled, then, if the spill ran out, decodes from where it
+        // stopped. Started at the first spill.
+        let relay = std::cell::RefCell::new(None);
+        let start_spill = |larger: SyncSender<Arc<frame::Video>>| -> Result<spill::Writer<'_>, MediaError> {
+            let (spill, halt) = (&spill, &halt);
             let handle = std::thread::Builder::new()
-                .name("decode larger".into())
+                .name("spill relay".into())
                 .spawn_scoped(scope, move || {
                     lowest_priority();
-                    detached_feed(job, setup, &rungs[0], from, larger, halt)
+                    match spill.relay(&larger, (job.cancel, halt))? {
+                        None => Ok(None),
+                        Some(from) => {
+                            tracing::info!(from, "the larger rungs get a decode of their own");
+                            detached_feed(job, setup, &rungs[0], from, larger, halt).map(|more| Some((from, more)))
+                        }
+                    }
                 })
-                .map_err(|e| MediaError::internal(format!("start the larger rungs' decode: {e}")))?;
-            *detached.borrow_mut() = Some((from, handle));
-            Ok(())
+                .map_err(|e| MediaError::internal(format!("start the larger rungs' relay: {e}")))?;
+            *relay.borrow_mut() = Some(handle);
+            Ok(spill::Writer::new(spill, job.out_dir))
         };
         let mut out = match (lead_tx, lead_at) {
             (Some(lead), Some(k)) => Out::Split(Split {
                 lead,
                 larger: Some(first_tx),
-                detach: &detach,
+                spill: None,
+                start_spill: &start_spill,
                 fps: fps.as_f64(),
                 ahead: f64::from(config.segment_seconds) + LEAD_SLACK_SECONDS,
                 viewers: (job.progress, pass.offset + k),
@@ -878,11 +896,10 @@ fn pass(
             h.join()
                 .unwrap_or_else(|_| Err(MediaError::internal("the audio encoder panicked")))
         });
-        let detached = detached.into_inner().map(|(from, handle)| {
-            let fed = handle
+        let relayed = relay.into_inner().map(|handle| {
+            handle
                 .join()
-                .unwrap_or_else(|_| Err(MediaError::internal("the larger rungs' decode panicked")));
-            (from, fed)
+                .unwrap_or_else(|_| Err(MediaError::internal("the larger rungs' relay panicked")))
         });
         if job.cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
             return Err(MediaError::cancelled("cancelled"));
@@ -891,12 +908,17 @@ fn pass(
         if let Some(error) = first_error(&outcomes) {
             return Err(error);
         }
+        // A relay that failed is the cause; the feed then only saw it stop.
+        let relayed = match relayed {
+            Some(Err(error)) if error.kind != MediaErrorKind::Cancelled => return Err(error),
+            relayed => relayed,
+        };
         let frames = fed?;
-        let second_decode_from = match detached {
-            None => None,
-            Some((_, Err(error))) => return Err(error),
-            Some((from, Ok(more))) if from + more == frames => Some(from),
-            Some((from, Ok(more))) => {
+        let second_decode_from = match relayed {
+            None | Some(Ok(None)) => None,
+            Some(Err(error)) => return Err(error),
+            Some(Ok(Some((from, more)))) if from + more == frames => Some(from),
+            Some(Ok(Some((from, more)))) => {
                 return Err(MediaError::internal(format!(
                     "the two decodes of the source made {frames} and {} pictures",
                     from + more
@@ -912,6 +934,15 @@ fn pass(
             Some(Err(e)) => return Err(e),
             None => None,
         };
+        let spilled = spill.spilled();
+        if let Some(spilled) = spilled {
+            tracing::info!(
+                from = spilled.from,
+                pictures = spilled.pictures,
+                peak_mib = spilled.peak_bytes >> 20,
+                "the larger rungs' pictures waited on disk"
+            );
+        }
         Ok(Encoded {
             rungs: rungs.to_vec(),
             done,
@@ -920,6 +951,7 @@ fn pass(
             fps,
             thumbnails,
             second_decode_from,
+            spilled,
         })
     })
 }
@@ -1011,8 +1043,11 @@ struct Split<'a> {
     lead: SyncSender<Arc<frame::Video>>,
     /// The larger rungs' queue, until they get a decode of their own.
     larger: Option<SyncSender<Arc<frame::Video>>>,
-    /// Starts the larger rungs' own decode from a picture on, feeding the queue it is given.
-    detach: &'a dyn Fn(u64, SyncSender<Arc<frame::Video>>) -> Result<(), MediaError>,
+    /// Where pictures go while the larger rungs' queue is full and the lead must go on;
+    /// started at the first.
+    spill: Option<spill::Writer<'a>>,
+    /// Starts the relay that hands the spilled pictures to the queue it is given.
+    start_spill: &'a dyn Fn(SyncSender<Arc<frame::Video>>) -> Result<spill::Writer<'a>, MediaError>,
     fps: f64,
     /// What the lead must have been handed beyond a viewer's position.
     ahead: f64,
@@ -1023,25 +1058,69 @@ struct Split<'a> {
 
 impl Split<'_> {
     /// The lead takes picture `n` first. The larger rungs take it too, unless their queue is
-    /// full while the lead is falling behind a viewer: then they get a decode of their own
-    /// from `n` on, and this decode feeds the lead alone.
+    /// full while the lead is falling behind a viewer: then it goes to disk, and so does every
+    /// picture after it until the larger rungs have taken those; past the spill's budget, the
+    /// larger rungs get a decode of their own from `n` on and this decode feeds the lead alone.
     fn send(&mut self, n: u64, picture: Arc<frame::Video>) -> Result<(), MediaError> {
         let stopped = || MediaError::cancelled("cancelled");
         self.lead.send(Arc::clone(&picture)).map_err(|_| stopped())?;
-        let Some(larger) = self.larger.take() else {
+        let Some(larger) = self.larger.as_ref() else {
             return Ok(());
         };
-        let picture = match larger.try_send(picture) {
-            Ok(()) => None,
-            Err(TrySendError::Disconnected(_)) => return Err(stopped()),
-            Err(TrySendError::Full(picture)) => Some(picture),
-        };
-        match picture {
-            Some(_) if self.behind(n) => return (self.detach)(n, larger),
-            Some(picture) => larger.send(picture).map_err(|_| stopped())?,
-            None => {}
+        // Pictures on disk go first: this one waits in memory if the lead can wait for them,
+        // else it follows them to disk.
+        if let Some(spill) = self.spill.as_ref().map(spill::Writer::spill) {
+            if spill.pending() && !spill.drained_unless(|| self.behind(n))? {
+                return self.spill(n, &picture);
+            }
         }
-        self.larger = Some(larger);
+        let picture = match larger.try_send(picture) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Disconnected(_)) => return Err(stopped()),
+            Err(TrySendError::Full(picture)) => picture,
+        };
+        if self.behind(n) {
+            return self.spill(n, &picture);
+        }
+        larger.send(picture).map_err(|_| stopped())
+    }
+
+    /// Writes picture `n` to the spill, starting it if need be; past its budget, or when it
+    /// cannot write, the larger rungs get a decode of their own from `n` on.
+    fn spill(&mut self, n: u64, picture: &frame::Video) -> Result<(), MediaError> {
+        let Some(larger) = self.larger.as_ref() else {
+            return Ok(());
+        };
+        let writer = match self.spill.as_mut() {
+            Some(writer) => writer,
+            None => self.spill.insert((self.start_spill)(larger.clone())?),
+        };
+        let first = writer.spill().spilled().is_none();
+        match writer.push(n, picture) {
+            Ok(true) => {
+                if first {
+                    tracing::info!(
+                        from = n,
+                        "the lead would fall behind a viewer on the one decode: the larger rungs' pictures past their queue wait on disk"
+                    );
+                }
+                return Ok(());
+            }
+            Ok(false) => tracing::info!(
+                from = n,
+                "the spill is at its budget: the larger rungs get a decode of their own once it is read"
+            ),
+            // A full or failing disk costs the second decode, not the encode.
+            Err(error) => tracing::warn!(
+                from = n,
+                %error,
+                "the spill cannot write: the larger rungs get a decode of their own once it is read"
+            ),
+        }
+        if let Some(writer) = self.spill.take() {
+            writer.then_decode_from(n);
+        }
+        self.larger = None;
         Ok(())
     }
 
@@ -1285,11 +1364,12 @@ mod tests {
         let progress = Progress::default();
         progress.start(600, &rungs);
         let (lead, _lead_rx) = sync_channel(1);
-        let no_detach = |_: u64, _: SyncSender<Arc<frame::Video>>| Ok(());
+        let no_spill = |_: SyncSender<Arc<frame::Video>>| Err(MediaError::internal("no spill"));
         let split = Split {
             lead,
             larger: None,
-            detach: &no_detach,
+            spill: None,
+            start_spill: &no_spill,
             fps: 30.0,
             ahead: 6.0,
             viewers: (&progress, 2),
@@ -1305,6 +1385,51 @@ mod tests {
         assert!(split.behind(0));
         assert!(split.behind(30 * 5));
         assert!(!split.behind(30 * 7));
+    }
+
+    #[test]
+    fn a_spill_that_cannot_write_gives_the_larger_rungs_a_decode_of_their_own_not_a_failure() {
+        init().expect("ffmpeg");
+        let rungs = plan(&LadderConfig::default(), 1920, 1080, 30.0).expect("plan");
+        let progress = Progress::default();
+        progress.start(600, &rungs);
+        // A viewer may be watching: the lead's rungs have closed their first segments.
+        progress.set(2, 60, true);
+        progress.set(3, 60, true);
+        // The spill's folder is under a file: it cannot be made.
+        let file = std::env::temp_dir().join(format!("vodsource-not-a-folder-{}", std::process::id()));
+        std::fs::write(&file, b"").expect("writes");
+        let under_a_file = file.join("out");
+        let spill = spill::Spill::new(1 << 30);
+        let start_spill = |_: SyncSender<Arc<frame::Video>>| -> Result<spill::Writer<'_>, MediaError> {
+            Ok(spill::Writer::new(&spill, &under_a_file))
+        };
+        let (lead, lead_rx) = sync_channel(4);
+        let (larger, larger_rx) = sync_channel(1);
+        let mut split = Split {
+            lead,
+            larger: Some(larger),
+            spill: None,
+            start_spill: &start_spill,
+            fps: 30.0,
+            ahead: 6.0,
+            viewers: (&progress, 2),
+        };
+        let picture = || Arc::new(frame::Video::new(ffmpeg::format::Pixel::YUV420P, 64, 64));
+        split
+            .send(0, picture())
+            .expect("the larger rungs' queue takes the first");
+        // The queue is full and the lead behind: the spill fails to write, and the encode goes
+        // on with the larger rungs' own decode from picture 1.
+        split.send(1, picture()).expect("not a failure");
+        assert!(split.larger.is_none() && split.spill.is_none());
+        drop(split);
+        assert_eq!(
+            spill.relay(&sync_channel(1).0, (&AtomicBool::new(false), &AtomicBool::new(false))),
+            Ok(Some(1))
+        );
+        assert_eq!((lead_rx.try_iter().count(), larger_rx.try_iter().count()), (2, 1));
+        let _ = std::fs::remove_file(&file);
     }
 
     #[test]

@@ -157,6 +157,7 @@ pub(super) fn package(
         duration_ms: (encoded_s * 1000.0).round() as u64,
         files,
         second_decode_from: None,
+        spilled: None,
     })
 }
 

@@ -294,45 +294,69 @@ fn the_same_ladder(source: &Path, (chained, one): (&Path, &Packaged), (led, thre
 }
 
 #[test]
-fn a_lead_that_would_fall_behind_on_the_one_decode_gives_the_larger_rungs_their_own_and_nothing_changes() {
+fn a_lead_that_would_fall_behind_on_the_one_decode_spills_the_larger_rungs_pictures_or_decodes_again_and_nothing_changes(
+) {
     let dir = TempDir::new();
     // A keyframe every second: the larger rungs' own decode seeks to one mid-source.
     let source = pattern_with(dir.path(), "src.mp4", ("1280x720", 30, 9), &["-g", "30"]);
-    let (shared, apart) = (dir.path().join("shared"), dir.path().join("apart"));
+    let shared = dir.path().join("shared");
     // One x264 thread per rung: with more, x264 is not repeatable to the byte (two runs of
-    // one encode differ), and the comparison below would prove nothing.
+    // one encode differ), and the comparisons below would prove nothing.
     let alike = LadderConfig {
         x264_threads: Some(1),
         ..LadderConfig::default()
     };
     let one =
         encode_configured(&source, &shared, true, &Progress::default(), &alike).expect("the lead on the one decode");
-    assert_eq!(one.second_decode_from, None);
+    assert_eq!((one.second_decode_from, one.spilled), (None, None));
     // A buffer of 60 pictures of 720p (2 s): when the larger rungs' queue is first full the
     // lead has been handed 2–6 s, short of the 6 s (a 4 s segment and the slack) beyond a
-    // viewer who started then.
-    let short = LadderConfig {
-        lead_buffer_mib: 80,
-        ..alike.clone()
-    };
-    let two = encode_configured(&source, &apart, true, &Progress::default(), &short).expect("two decodes");
-    let from = two
-        .second_decode_from
-        .expect("the larger rungs got a decode of their own");
-    assert!((60..180).contains(&from), "{from}");
-    // The larger rungs' own decode, sought into the source, hands them exactly the pictures
-    // the one decode would have: every file is the same, byte for byte.
-    assert_eq!(two.files, one.files);
-    for file in &one.files {
-        if file.ends_with(".m4s") || file.ends_with(".mp4") || file.ends_with(".m3u8") {
-            let (a, b) = (
-                std::fs::read(shared.join(file)).expect("reads"),
-                std::fs::read(apart.join(file)).expect("reads"),
-            );
-            assert!(
-                a == b,
-                "{file} differs (the larger rungs' own decode from picture {from})"
-            );
+    // viewer who started then. The pictures past it go to disk (the default spill); with
+    // no spill the larger rungs decode the source again from there; with a spill of 8 MiB
+    // (6 pictures of 720p) they do both, the decode from where the spill ran out.
+    for spill_mib in [16384, 0, 8] {
+        let out = dir.path().join(format!("spill-{spill_mib}"));
+        let short = LadderConfig {
+            lead_buffer_mib: 80,
+            lead_spill_mib: spill_mib,
+            ..alike.clone()
+        };
+        let two = encode_configured(&source, &out, true, &Progress::default(), &short).expect("encodes");
+        let left_at = match (spill_mib, two.spilled, two.second_decode_from) {
+            (16384, Some(spilled), None) => {
+                assert!(
+                    spilled.pictures > 0 && spilled.peak_bytes >= 1280 * 720 * 3 / 2,
+                    "{spilled:?}"
+                );
+                spilled.from
+            }
+            (0, None, Some(from)) => from,
+            (8, Some(spilled), Some(from)) => {
+                assert!(spilled.peak_bytes <= 8 << 20, "{spilled:?}");
+                assert!(
+                    spilled.from < from,
+                    "the decode begins after the spill: {spilled:?}, {from}"
+                );
+                spilled.from
+            }
+            (_, spilled, from) => panic!("a spill of {spill_mib} MiB: {spilled:?}, second decode from {from:?}"),
+        };
+        assert!((60..180).contains(&left_at), "{spill_mib} MiB: {left_at}");
+        // The pictures read back from disk, and the larger rungs' own decode sought into the
+        // source, are exactly those the one decode would have handed on: every file is the
+        // same, byte for byte, and no spill file is left.
+        assert_eq!(two.files, one.files);
+        for file in &one.files {
+            if file.ends_with(".m4s") || file.ends_with(".mp4") || file.ends_with(".m3u8") {
+                let (a, b) = (
+                    std::fs::read(shared.join(file)).expect("reads"),
+                    std::fs::read(out.join(file)).expect("reads"),
+                );
+                assert!(
+                    a == b,
+                    "{file} differs (a spill of {spill_mib} MiB from picture {left_at})"
+                );
+            }
         }
     }
 }
