@@ -9,8 +9,8 @@
 //! The file is a row of picture-sized slots, each reused once the relay has read it back:
 //! writing over pages the system already holds costs a quarter of writing new ones (measured:
 //! ~0.8 ms against 1.5–3.7 ms of system time per 1080p picture written and read back), and the
-//! file holds at most what waited at once. It is unlinked as soon as it is created: nothing is left
-//! behind, whatever ends the process.
+//! file holds at most what waited at once. It is unlinked as soon as it is created: nothing is
+//! left behind, whatever ends the process.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
