@@ -1433,6 +1433,65 @@ mod tests {
     }
 
     #[test]
+    fn pictures_follow_the_spilled_ones_to_disk_while_the_lead_is_behind_and_wait_in_memory_once_it_can_wait() {
+        init().expect("ffmpeg");
+        let rungs = plan(&LadderConfig::default(), 1920, 1080, 30.0).expect("plan");
+        let progress = Progress::default();
+        progress.start(600, &rungs);
+        // A viewer may be watching from now: the lead needs 6 s (180 pictures) beyond them.
+        progress.set(2, 60, true);
+        progress.set(3, 60, true);
+        let dir = std::env::temp_dir().join(format!("vodsource-split-{}", std::process::id()));
+        let spill = spill::Spill::new(1 << 30);
+        let start_spill = |_: SyncSender<Arc<frame::Video>>| -> Result<spill::Writer<'_>, MediaError> {
+            Ok(spill::Writer::new(&spill, &dir))
+        };
+        let (lead, lead_rx) = sync_channel(8);
+        let (larger, larger_rx) = sync_channel(1);
+        let picture = |n: i64| {
+            let mut picture = frame::Video::new(ffmpeg::format::Pixel::YUV420P, 64, 64);
+            picture.set_pts(Some(n));
+            Arc::new(picture)
+        };
+        let (cancel, halt) = (AtomicBool::new(false), AtomicBool::new(false));
+        let (relayed, taken) = std::thread::scope(|scope| {
+            let relay_to = larger.clone();
+            let spill = &spill;
+            let (cancel, halt) = (&cancel, &halt);
+            let relay = scope.spawn(move || spill.relay(&relay_to, (cancel, halt)));
+            let mut split = Split {
+                lead,
+                larger: Some(larger),
+                spill: None,
+                start_spill: &start_spill,
+                fps: 30.0,
+                ahead: 6.0,
+                viewers: (&progress, 2),
+            };
+            split.send(0, picture(0)).expect("queued");
+            // The queue is full (nothing takes from it yet) and the lead behind: to disk.
+            split.send(1, picture(1)).expect("spilled");
+            // 1 is still on disk (the queue holds 0) and the lead is behind: this one follows
+            // it there rather than wait.
+            split.send(2, picture(2)).expect("spilled");
+            assert!(spill.pending());
+            let taker = scope.spawn(move || larger_rx.iter().map(|p| p.pts()).collect::<Vec<_>>());
+            // Far ahead of any viewer: the lead can wait for the relay to hand on 1 and 2,
+            // and this one goes to the queue itself.
+            split.send(1000, picture(1000)).expect("queued");
+            drop(split);
+            let relayed = relay.join().expect("relay joins");
+            (relayed, taker.join().expect("taker joins"))
+        });
+        assert_eq!(relayed, Ok(None), "the spill never ran out of budget");
+        assert_eq!(taken, [Some(0), Some(1), Some(2), Some(1000)], "in order");
+        let spilled = spill.spilled().expect("something was spilled");
+        assert_eq!((spilled.from, spilled.pictures), (1, 2), "1000 did not go to disk");
+        assert_eq!(lead_rx.try_iter().count(), 4, "the lead took every picture first");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn the_lead_falls_behind_when_what_it_was_handed_is_less_than_the_slack_past_a_viewer() {
         // A viewer who started `elapsed` ago is there; 6 s are needed beyond that.
         assert!(!lead_falls_behind(11.5, 3.0, 6.0));
