@@ -1309,6 +1309,37 @@ fn x264_threads(rungs: &[RungPlan], config: &LadderConfig) -> Vec<usize> {
 mod tests {
     use super::*;
 
+    /// The progress of a 1080p30 encode whose lead is its 480p and 360p rungs (2 and 3).
+    fn lead_progress(viewer_may_watch: bool) -> Progress {
+        let rungs = plan(&LadderConfig::default(), 1920, 1080, 30.0).expect("plan");
+        let progress = Progress::default();
+        progress.start(600, &rungs);
+        if viewer_may_watch {
+            // The lead's rungs have closed their first segments: a viewer may start now.
+            progress.set(2, 60, true);
+            progress.set(3, 60, true);
+        }
+        progress
+    }
+
+    /// A split at 30 fps that needs the lead 6 s beyond a viewer, the lead being rung 2 on.
+    fn split<'a>(
+        lead: SyncSender<Arc<frame::Video>>,
+        larger: Option<SyncSender<Arc<frame::Video>>>,
+        start_spill: &'a dyn Fn(SyncSender<Arc<frame::Video>>) -> Result<spill::Writer<'a>, MediaError>,
+        progress: &'a Progress,
+    ) -> Split<'a> {
+        Split {
+            lead,
+            larger,
+            spill: None,
+            start_spill,
+            fps: 30.0,
+            ahead: 6.0,
+            viewers: (progress, 2),
+        }
+    }
+
     #[test]
     fn the_larger_rungs_thread_and_the_threads_it_starts_take_the_lowest_priority_and_no_other_does() {
         let priority = || rustix::process::getpriority_process(None).expect("getpriority");
@@ -1360,20 +1391,10 @@ mod tests {
 
     #[test]
     fn no_viewer_is_behind_the_lead_before_each_of_its_rungs_has_closed_a_segment() {
-        let rungs = plan(&LadderConfig::default(), 1920, 1080, 30.0).expect("plan");
-        let progress = Progress::default();
-        progress.start(600, &rungs);
+        let progress = lead_progress(false);
         let (lead, _lead_rx) = sync_channel(1);
         let no_spill = |_: SyncSender<Arc<frame::Video>>| Err(MediaError::internal("no spill"));
-        let split = Split {
-            lead,
-            larger: None,
-            spill: None,
-            start_spill: &no_spill,
-            fps: 30.0,
-            ahead: 6.0,
-            viewers: (&progress, 2),
-        };
+        let split = split(lead, None, &no_spill, &progress);
         // However little the lead has been handed, no one can be watching yet: the larger
         // rungs keep the one decode.
         assert!(!split.behind(0));
@@ -1390,12 +1411,7 @@ mod tests {
     #[test]
     fn a_spill_that_cannot_write_gives_the_larger_rungs_a_decode_of_their_own_not_a_failure() {
         init().expect("ffmpeg");
-        let rungs = plan(&LadderConfig::default(), 1920, 1080, 30.0).expect("plan");
-        let progress = Progress::default();
-        progress.start(600, &rungs);
-        // A viewer may be watching: the lead's rungs have closed their first segments.
-        progress.set(2, 60, true);
-        progress.set(3, 60, true);
+        let progress = lead_progress(true);
         // The spill's folder is under a file: it cannot be made.
         let file = std::env::temp_dir().join(format!("vodsource-not-a-folder-{}", std::process::id()));
         std::fs::write(&file, b"").expect("writes");
@@ -1406,15 +1422,7 @@ mod tests {
         };
         let (lead, lead_rx) = sync_channel(4);
         let (larger, larger_rx) = sync_channel(1);
-        let mut split = Split {
-            lead,
-            larger: Some(larger),
-            spill: None,
-            start_spill: &start_spill,
-            fps: 30.0,
-            ahead: 6.0,
-            viewers: (&progress, 2),
-        };
+        let mut split = split(lead, Some(larger), &start_spill, &progress);
         let picture = || Arc::new(frame::Video::new(ffmpeg::format::Pixel::YUV420P, 64, 64));
         split
             .send(0, picture())
@@ -1435,12 +1443,8 @@ mod tests {
     #[test]
     fn pictures_follow_the_spilled_ones_to_disk_while_the_lead_is_behind_and_wait_in_memory_once_it_can_wait() {
         init().expect("ffmpeg");
-        let rungs = plan(&LadderConfig::default(), 1920, 1080, 30.0).expect("plan");
-        let progress = Progress::default();
-        progress.start(600, &rungs);
         // A viewer may be watching from now: the lead needs 6 s (180 pictures) beyond them.
-        progress.set(2, 60, true);
-        progress.set(3, 60, true);
+        let progress = lead_progress(true);
         let dir = std::env::temp_dir().join(format!("vodsource-split-{}", std::process::id()));
         let spill = spill::Spill::new(1 << 30);
         let start_spill = |_: SyncSender<Arc<frame::Video>>| -> Result<spill::Writer<'_>, MediaError> {
@@ -1459,15 +1463,7 @@ mod tests {
             let spill = &spill;
             let (cancel, halt) = (&cancel, &halt);
             let relay = scope.spawn(move || spill.relay(&relay_to, (cancel, halt)));
-            let mut split = Split {
-                lead,
-                larger: Some(larger),
-                spill: None,
-                start_spill: &start_spill,
-                fps: 30.0,
-                ahead: 6.0,
-                viewers: (&progress, 2),
-            };
+            let mut split = split(lead, Some(larger), &start_spill, &progress);
             split.send(0, picture(0)).expect("queued");
             // The queue is full (nothing takes from it yet) and the lead behind: to disk.
             split.send(1, picture(1)).expect("spilled");
