@@ -244,7 +244,8 @@ options! {
         /// `lead_spill_mib` (how many more of them may wait on disk when the lead must go on;
         /// 0: the larger rungs decode on their own instead), `[[rungs]] name, height,
         /// bitrate_kbps` [default: 1080p/720p/480p/360p at 5000/2800/1400/800 kbit/s,
-        /// veryfast, lead 480, buffer 1024, spill 16384].
+        /// veryfast, lead 480, buffer half the memory available shared among the encoders,
+        /// spill 16384].
         #[arg(long, env = "VODSOURCE_LADDER", global = true, help_heading = "Encoding")]
         pub ladder: Option<PathBuf>,
         /// Publish segments as they are encoded and make a video playable before its ladder is

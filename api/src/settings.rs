@@ -269,6 +269,7 @@ pub fn worker_configs(config: &Config, owner: &str, count: usize) -> anyhow::Res
             let mut worker = WorkerConfig::new(format!("{owner}-enc{i}"), work_dir.clone());
             worker.ladder = ladder.clone();
             worker.limits = limits.clone();
+            worker.encoders_in_process = count;
             if let Some(progressive) = o.progressive {
                 worker.progressive = progressive;
             }
@@ -434,6 +435,20 @@ mod tests {
         assert_eq!(serve.signing_secret.len(), 32);
         assert_eq!(serve.workers.len(), 1);
         assert!(serve.lake.is_some());
+        assert_eq!(serve.workers[0].encoders_in_process, 1);
+        let three = Config::resolve(crate::config::Options {
+            data_dir: Some(dir.clone()),
+            encoders: Some(3),
+            ..crate::config::Options::default()
+        });
+        let workers = Settings::from_config(&three, "host", Roles::SERVE)
+            .expect("serve")
+            .workers;
+        assert_eq!(
+            workers.iter().map(|w| w.encoders_in_process).collect::<Vec<_>>(),
+            [3, 3, 3],
+            "each lead's share of the memory is one of three"
+        );
         let again = Settings::from_config(&config, "host", Roles::SERVE).expect("again");
         assert_eq!(again.signing_secret, serve.signing_secret, "made once, then kept");
         let _ = std::fs::remove_dir_all(&dir);

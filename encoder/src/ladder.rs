@@ -46,12 +46,16 @@ pub struct LadderConfig {
     /// them seconds after the upload; the larger rungs join the master playlist when they
     /// keep ahead too. 0 turns it off.
     pub lead_max_height: u32,
-    /// How far the lead may run ahead of the larger rungs on the one decode that feeds them
-    /// all, in MiB of decoded pictures waiting for the larger rungs (1024: ~11 s of 1080p30).
-    /// When that is not far enough to stay ahead of a viewer (the larger rungs encode slower
-    /// than real time), their pictures past it wait on disk (`lead_spill_mib`). 0: the lead
-    /// has a decode of its own from the start (about 13 % more CPU for a 1080p ladder).
-    pub lead_buffer_mib: u32,
+    /// The memory, in MiB, that decoded pictures waiting for the larger rungs may take while
+    /// the lead runs ahead of them on the one decode that feeds them all: their queue (10 s of
+    /// pictures, or less if this is less: 1024 holds ~8 s of 1080p30 with its 720p) and, when
+    /// the lead must go on to stay ahead of a viewer (the larger rungs encode slower than real
+    /// time), the pictures past it. Unset: half the memory available when the encode starts,
+    /// shared among the process's encoders ([`auto_lead_buffer_mib`]). Past it, the pictures
+    /// wait on disk (`lead_spill_mib`). 0: the lead has a decode of its own from the start
+    /// (about 13 % more CPU for a 1080p ladder).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lead_buffer_mib: Option<u32>,
     /// How many MiB of the larger rungs' pictures may wait on disk (beside the outputs, in a
     /// file unlinked as it is made) when their queue in memory is full and the lead must go
     /// on to stay ahead of a viewer (16384: 5524 pictures of 1080p, 184 s at 30 fps). Past
@@ -84,10 +88,35 @@ impl Default for LadderConfig {
             min_short_side: 16,
             x264_threads: None,
             lead_max_height: 480,
-            lead_buffer_mib: 1024,
+            lead_buffer_mib: None,
             lead_spill_mib: 16384,
         }
     }
+}
+
+/// The least [`auto_lead_buffer_mib`] gives: a few pictures of 1080p, so that a lead on a
+/// machine short of memory still shares the one decode for a while before it spills.
+pub const LEAD_BUFFER_MIN_MIB: u32 = 64;
+
+/// The most [`auto_lead_buffer_mib`] gives: ~2 minutes of 1080p30 with its 720p, what a
+/// 2-core machine's larger rungs fall behind in a 20-minute video; past it the spill's disk is
+/// the cheaper place.
+pub const LEAD_BUFFER_MAX_MIB: u32 = 16384;
+
+/// The lead's buffer when `lead_buffer_mib` is unset: half the memory `available` (bytes) when
+/// an encode starts, shared among the `encodes` the process may run at once, within
+/// [`LEAD_BUFFER_MIN_MIB`]..=[`LEAD_BUFFER_MAX_MIB`]; 1024 MiB when the system does not say
+/// what is available. Half, because the larger rungs' pictures are not all the encode holds
+/// (x264's look-ahead and reference pictures, the outputs' page cache) and the machine may
+/// serve as well as encode.
+pub fn auto_lead_buffer_mib(available: Option<u64>, encodes: usize) -> u32 {
+    let Some(bytes) = available else {
+        return 1024;
+    };
+    let share = bytes / 2 / (encodes.max(1) as u64);
+    u32::try_from(share >> 20)
+        .unwrap_or(u32::MAX)
+        .clamp(LEAD_BUFFER_MIN_MIB, LEAD_BUFFER_MAX_MIB)
 }
 
 /// Why a ladder cannot be planned for a source.
@@ -392,6 +421,21 @@ impl Segmenter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lead_buffer_left_unset_is_half_the_memory_available_shared_among_the_encoders_within_bounds() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(auto_lead_buffer_mib(Some(22 * GIB), 1), 11 * 1024);
+        assert_eq!(auto_lead_buffer_mib(Some(22 * GIB), 2), 5632);
+        // No encoders counted is one.
+        assert_eq!(auto_lead_buffer_mib(Some(22 * GIB), 0), 11 * 1024);
+        assert_eq!(auto_lead_buffer_mib(Some(100 << 20), 1), LEAD_BUFFER_MIN_MIB);
+        assert_eq!(auto_lead_buffer_mib(Some(0), 1), LEAD_BUFFER_MIN_MIB);
+        assert_eq!(auto_lead_buffer_mib(Some(256 * GIB), 1), LEAD_BUFFER_MAX_MIB);
+        assert_eq!(auto_lead_buffer_mib(Some(u64::MAX), 1), LEAD_BUFFER_MAX_MIB);
+        // Never 0 (a decode of the lead's own): that is only ever asked for.
+        assert_eq!(auto_lead_buffer_mib(None, 1), 1024);
+    }
 
     fn names(rungs: &[RungPlan]) -> Vec<(String, u32, u32)> {
         rungs.iter().map(|r| (r.name.clone(), r.width, r.height)).collect()

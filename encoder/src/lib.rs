@@ -11,6 +11,7 @@ pub mod chunking;
 pub mod ladder;
 pub mod manifest;
 pub mod media;
+pub mod memory;
 pub mod outcome;
 pub mod progressive;
 pub mod stats;

@@ -30,7 +30,11 @@ pub struct Args {
 /// An unreadable source or ladder file, a non-empty output folder, or the transcode's reason.
 pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
     // The configured ladder file and x264 settings, as for `serve` and `encoder`.
-    let ladder = crate::settings::ladder(config)?;
+    let mut ladder = crate::settings::ladder(config)?;
+    // Unset: the memory available now, as an encoder alone in its process takes it.
+    let buffer_mib = *ladder.lead_buffer_mib.get_or_insert_with(|| {
+        vodsource_encoder::ladder::auto_lead_buffer_mib(vodsource_encoder::memory::available(), 1)
+    });
     if args.out_dir.read_dir().is_ok_and(|mut d| d.next().is_some()) {
         anyhow::bail!("{} is not empty", args.out_dir.display());
     }
@@ -48,12 +52,12 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
             println!(
                 "lead: {} ahead, {}",
                 lead.join(", "),
-                if ladder.lead_buffer_mib == 0 {
+                if buffer_mib == 0 {
                     "from a decode of their own".to_owned()
                 } else {
                     format!(
-                        "on the one decode, the larger rungs up to {} MiB behind, then {} MiB on disk",
-                        ladder.lead_buffer_mib, ladder.lead_spill_mib
+                        "on the one decode; the larger rungs' pictures up to {} MiB in memory (a queue of at most 10 s, past it when the lead must go on), then {} MiB on disk",
+                        buffer_mib, ladder.lead_spill_mib
                     )
                 }
             );
@@ -89,9 +93,11 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
         }
         if let Some(spilled) = packaged.spilled {
             println!(
-                "spilled: {} pictures of the larger rungs from picture {}, at most {} MiB on disk",
+                "past the queue: {} pictures of the larger rungs from picture {}, {} of them on disk; at most {} MiB in memory, {} MiB on disk",
                 spilled.pictures,
                 spilled.from,
+                spilled.on_disk,
+                spilled.peak_held_bytes.div_ceil(1 << 20),
                 spilled.peak_bytes.div_ceil(1 << 20)
             );
         }

@@ -33,7 +33,7 @@ pub use progress::{Progress, ProgressSnapshot};
 pub use spill::Spilled;
 pub use thumbs::{thumbnails_vtt, Geometry as ThumbnailGeometry, Sheet};
 
-use crate::ladder::{plan, Fps, LadderConfig, RungPlan, Segmenter};
+use crate::ladder::{auto_lead_buffer_mib, plan, Fps, LadderConfig, RungPlan, Segmenter};
 use crate::manifest::{Track, TrackKind};
 use limits::SourceLimits;
 
@@ -89,8 +89,8 @@ pub struct Packaged {
     /// (`lead_buffer_mib`, `lead_spill_mib`), or from the start (0) with `lead_buffer_mib = 0`.
     /// `None`: one decode fed every rung.
     pub second_decode_from: Option<u64>,
-    /// What the larger rungs' pictures spilled to disk beside a lead ([`Job::lead`]) while
-    /// their queue in memory was full and the lead had to go on: `None` when nothing was.
+    /// What waited past the larger rungs' queue beside a lead ([`Job::lead`]), in memory and
+    /// on disk, while the queue was full and the lead had to go on: `None` when nothing did.
     pub spilled: Option<Spilled>,
 }
 
@@ -391,7 +391,10 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
     };
     match lead_from {
         Some(k) => {
-            let buffer = (config.lead_buffer_mib > 0).then(|| lead_buffer_pictures(config.lead_buffer_mib, &rungs[0]));
+            let mib = config
+                .lead_buffer_mib
+                .unwrap_or_else(|| auto_lead_buffer_mib(crate::memory::available(), 1));
+            let buffer = (mib > 0).then(|| lead_queue(mib, &rungs[..k], fps.as_f64()));
             encode_led(job, &setup, &rungs, (k, buffer), with_audio)
         }
         None => {
@@ -409,13 +412,32 @@ fn encode(job: &Job<'_>, part: Part) -> Result<Encoded, MediaError> {
     }
 }
 
-/// Pictures of the top rung's size that fit in `mib` MiB (4:2:0, 8 bits), at least one.
-fn lead_buffer_pictures(mib: u32, top: &RungPlan) -> usize {
-    let picture = (u64::from(top.width) * u64::from(top.height) * 3 / 2).max(1);
-    usize::try_from((u64::from(mib) << 20) / picture)
-        .unwrap_or(usize::MAX)
-        .max(1)
+/// How `mib` MiB for the `larger` rungs' pictures beside a lead at `fps` are used: the
+/// larger rungs' queue, in pictures (at most [`LEAD_QUEUE_SECONDS`], at least one), and the
+/// bytes past it that pictures may wait in memory when the lead must go on
+/// ([`SharedLead::held`]). A picture takes the bytes of every larger rung's size (4:2:0,
+/// 8 bits: the decode hands them the sizes it made for the lead).
+fn lead_queue(mib: u32, larger: &[RungPlan], fps: f64) -> (usize, u64) {
+    let picture = larger
+        .iter()
+        .map(|rung| u64::from(rung.width) * u64::from(rung.height) * 3 / 2)
+        .sum::<u64>()
+        .max(1);
+    let bytes = u64::from(mib) << 20;
+    let seconds = (LEAD_QUEUE_SECONDS * fps).ceil().max(1.0) as u64;
+    let queue = (bytes / picture).clamp(1, seconds);
+    (
+        usize::try_from(queue).unwrap_or(usize::MAX),
+        bytes.saturating_sub(queue * picture),
+    )
 }
+
+/// How far, in seconds of pictures, the lead runs ahead of the larger rungs when no viewer
+/// needs it further: their queue. Past it the lead waits for them, unless it would fall
+/// behind a viewer (they encode slower than real time): then their pictures wait in memory
+/// past the queue, then on disk ([`spill`]). So memory is taken only as far as the larger
+/// rungs fall behind real time, not as far as the lead could sprint.
+const LEAD_QUEUE_SECONDS: f64 = 10.0;
 
 /// Whether a lead that has been handed `lead_s` seconds of pictures is less than `ahead_s`
 /// ahead of a viewer who started playing at the beginning `elapsed_s` seconds ago: what it
@@ -442,16 +464,17 @@ fn encode_led(
     job: &Job<'_>,
     setup: &Setup<'_>,
     rungs: &[RungPlan],
-    (k, buffer): (usize, Option<usize>),
+    (k, buffer): (usize, Option<(usize, u64)>),
     with_audio: bool,
 ) -> Result<Encoded, MediaError> {
     let config = job.config;
     let stop = AtomicBool::new(false);
     let lead_names = rungs[k..].iter().map(|r| r.name.as_str()).collect::<Vec<_>>();
     match buffer {
-        Some(buffer) => tracing::debug!(
+        Some((buffer, held)) => tracing::debug!(
             lead = ?lead_names,
             buffer,
+            held_mib = held >> 20,
             "the lead encodes ahead on the one decode, the larger rungs up to {buffer} pictures behind"
         ),
         None => tracing::debug!(lead = ?lead_names, "the lead encodes ahead from a decode of its own"),
@@ -461,14 +484,14 @@ fn encode_led(
     let mut threads = x264_threads(&rungs[..k], config);
     threads.extend(x264_threads(&rungs[k..], config));
     let mut passes = match buffer {
-        Some(buffer) => vec![Pass {
+        Some((buffer, held)) => vec![Pass {
             rungs,
             threads: &threads,
             offset: 0,
             audio: false,
             thumbnails: true,
             yields: false,
-            lead: Some(SharedLead { from: k, buffer }),
+            lead: Some(SharedLead { from: k, buffer, held }),
         }],
         // Two decodes: the larger rungs; the lead.
         None => vec![
@@ -695,13 +718,15 @@ struct Pass<'a> {
 /// A lead on the decode of the larger rungs: `rungs[from..]` of the pass, fed each picture
 /// before the larger rungs are, which encode at [`LOWEST_PRIORITY`] and may be up to `buffer`
 /// pictures behind (the pictures wait in their queue). Where that is not far enough to keep
-/// the lead ahead of a viewer ([`lead_falls_behind`]), the pictures past the queue wait on
-/// disk ([`spill`]) up to `lead_spill_mib`; past that, the larger rungs get a decode of their
-/// own from the next picture on and the lead goes on alone.
+/// the lead ahead of a viewer ([`lead_falls_behind`]), the pictures past the queue wait in
+/// memory up to `held` bytes, then on disk up to `lead_spill_mib` ([`spill`]); past that,
+/// the larger rungs get a decode of their own from the next picture on and the lead goes on
+/// alone.
 #[derive(Clone, Copy)]
 struct SharedLead {
     from: usize,
     buffer: usize,
+    held: u64,
 }
 
 /// Runs `pass`; stops early when `job.cancel` or `stop` is set; waits on `pace`, if any,
@@ -767,21 +792,24 @@ fn pass(
     let first_segment = window.map_or(Some(0), |(from, _)| segmenter.index_of(from));
     // Stops the larger rungs' relay and own decode, if they get them, when this one fails.
     let halt = AtomicBool::new(false);
-    let spill = spill::Spill::new(u64::from(config.lead_spill_mib) << 20);
+    let spill = spill::Spill::new(
+        pass.lead.map_or(0, |lead| lead.held),
+        u64::from(config.lead_spill_mib) << 20,
+    );
     std::thread::scope(|scope| -> Result<Encoded, MediaError> {
         // The chain: decode → rung 0 → rung 1 → … ; each rung forwards its picture down. A
         // lead begins a chain of its own, fed by the decode before the larger rungs are.
         let mut handles = Vec::new();
         let lead_at = pass.lead.map(|lead| lead.from);
-        let (first_tx, mut rx) = sync_channel::<Arc<frame::Video>>(pass.lead.map_or(QUEUE, |lead| lead.buffer));
+        let (first_tx, mut rx) = sync_channel::<video::Picture>(pass.lead.map_or(QUEUE, |lead| lead.buffer));
         let mut lead_tx = None;
         for (i, rung) in rungs.iter().enumerate() {
             if Some(i) == lead_at {
-                let (tx, lead_rx) = sync_channel::<Arc<frame::Video>>(QUEUE);
+                let (tx, lead_rx) = sync_channel::<video::Picture>(QUEUE);
                 lead_tx = Some(tx);
                 rx = lead_rx;
             }
-            let (next_tx, next_rx) = sync_channel::<Arc<frame::Video>>(QUEUE);
+            let (next_tx, next_rx) = sync_channel::<video::Picture>(QUEUE);
             let next = (i + 1 < rungs.len() && Some(i + 1) != lead_at).then_some(next_tx);
             let encode = video::RungEncode {
                 plan: rung.clone(),
@@ -831,7 +859,7 @@ fn pass(
         // hands on what the decode spilled, then, if the spill ran out, decodes from where it
         // stopped. Started at the first spill.
         let relay = std::cell::RefCell::new(None);
-        let start_spill = |larger: SyncSender<Arc<frame::Video>>| -> Result<spill::Writer<'_>, MediaError> {
+        let start_spill = |larger: SyncSender<video::Picture>| -> Result<spill::Writer<'_>, MediaError> {
             let (spill, halt) = (&spill, &halt);
             let handle = std::thread::Builder::new()
                 .name("spill relay".into())
@@ -852,6 +880,10 @@ fn pass(
         let mut out = match (lead_tx, lead_at) {
             (Some(lead), Some(k)) => Out::Split(Split {
                 lead,
+                through: rungs[1..k]
+                    .iter()
+                    .map(|rung| video::ScaleTo::new(rung.width, rung.height))
+                    .collect(),
                 larger: Some(first_tx),
                 spill: None,
                 start_spill: &start_spill,
@@ -939,8 +971,10 @@ fn pass(
             tracing::info!(
                 from = spilled.from,
                 pictures = spilled.pictures,
+                on_disk = spilled.on_disk,
+                peak_held_mib = spilled.peak_held_bytes >> 20,
                 peak_mib = spilled.peak_bytes >> 20,
-                "the larger rungs' pictures waited on disk"
+                "the larger rungs' pictures waited past their queue"
             );
         }
         Ok(Encoded {
@@ -964,7 +998,7 @@ fn detached_feed(
     setup: &Setup<'_>,
     top: &RungPlan,
     from: u64,
-    out: SyncSender<Arc<frame::Video>>,
+    out: SyncSender<video::Picture>,
     stop: &AtomicBool,
 ) -> Result<u64, MediaError> {
     let fps = setup.fps;
@@ -1022,7 +1056,7 @@ fn seek_before(
 /// Where a decode hands its pictures.
 enum Out<'a> {
     /// One chain of rungs.
-    Chain(SyncSender<Arc<frame::Video>>),
+    Chain(SyncSender<video::Picture>),
     /// A lead and the larger rungs ([`SharedLead`]).
     Split(Split<'a>),
 }
@@ -1032,7 +1066,7 @@ impl Out<'_> {
     /// chain has stopped.
     fn send(&mut self, n: u64, picture: Arc<frame::Video>) -> Result<(), MediaError> {
         match self {
-            Out::Chain(tx) => tx.send(picture).map_err(|_| MediaError::cancelled("cancelled")),
+            Out::Chain(tx) => tx.send(picture.into()).map_err(|_| MediaError::cancelled("cancelled")),
             Out::Split(split) => split.send(n, picture),
         }
     }
@@ -1040,14 +1074,18 @@ impl Out<'_> {
 
 /// The two chains of a [`SharedLead`].
 struct Split<'a> {
-    lead: SyncSender<Arc<frame::Video>>,
+    lead: SyncSender<video::Picture>,
+    /// The sizes of the larger rungs below the top one, largest first: each picture is scaled
+    /// through them (as the whole ladder's chain scales it) for the lead to scale from the
+    /// last, and the larger rungs take them with it.
+    through: Vec<video::ScaleTo>,
     /// The larger rungs' queue, until they get a decode of their own.
-    larger: Option<SyncSender<Arc<frame::Video>>>,
+    larger: Option<SyncSender<video::Picture>>,
     /// Where pictures go while the larger rungs' queue is full and the lead must go on;
     /// started at the first.
     spill: Option<spill::Writer<'a>>,
     /// Starts the relay that hands the spilled pictures to the queue it is given.
-    start_spill: &'a dyn Fn(SyncSender<Arc<frame::Video>>) -> Result<spill::Writer<'a>, MediaError>,
+    start_spill: &'a dyn Fn(SyncSender<video::Picture>) -> Result<spill::Writer<'a>, MediaError>,
     fps: f64,
     /// What the lead must have been handed beyond a viewer's position.
     ahead: f64,
@@ -1058,12 +1096,22 @@ struct Split<'a> {
 
 impl Split<'_> {
     /// The lead takes picture `n` first. The larger rungs take it too, unless their queue is
-    /// full while the lead is falling behind a viewer: then it goes to disk, and so does every
-    /// picture after it until the larger rungs have taken those; past the spill's budget, the
-    /// larger rungs get a decode of their own from `n` on and this decode feeds the lead alone.
+    /// full while the lead is falling behind a viewer: then it waits past the queue (in
+    /// memory, then on disk), and so does every picture after it until the larger rungs have
+    /// taken those; past the spill's budgets, the larger rungs get a decode of their own from
+    /// `n` on and this decode feeds the lead alone.
     fn send(&mut self, n: u64, picture: Arc<frame::Video>) -> Result<(), MediaError> {
         let stopped = || MediaError::cancelled("cancelled");
-        self.lead.send(Arc::clone(&picture)).map_err(|_| stopped())?;
+        let mut smaller = Vec::with_capacity(self.through.len());
+        for size in &mut self.through {
+            let larger = smaller.last().unwrap_or(&picture);
+            let scaled = size
+                .run(larger)
+                .map_err(|e| MediaError::internal(format!("scale for the lead: {e}")))?;
+            smaller.push(scaled);
+        }
+        let for_lead = smaller.last().map_or_else(|| Arc::clone(&picture), Arc::clone);
+        self.lead.send(for_lead.into()).map_err(|_| stopped())?;
         let Some(larger) = self.larger.as_ref() else {
             return Ok(());
         };
@@ -1071,23 +1119,32 @@ impl Split<'_> {
         // else it follows them to disk.
         if let Some(spill) = self.spill.as_ref().map(spill::Writer::spill) {
             if spill.pending() && !spill.drained_unless(|| self.behind(n))? {
-                return self.spill(n, &picture);
+                return self.spill(
+                    n,
+                    video::Picture {
+                        frame: picture,
+                        smaller,
+                    },
+                );
             }
         }
-        let picture = match larger.try_send(picture) {
+        let picture = match larger.try_send(video::Picture {
+            frame: picture,
+            smaller,
+        }) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Disconnected(_)) => return Err(stopped()),
             Err(TrySendError::Full(picture)) => picture,
         };
         if self.behind(n) {
-            return self.spill(n, &picture);
+            return self.spill(n, picture);
         }
         larger.send(picture).map_err(|_| stopped())
     }
 
-    /// Writes picture `n` to the spill, starting it if need be; past its budget, or when it
-    /// cannot write, the larger rungs get a decode of their own from `n` on.
-    fn spill(&mut self, n: u64, picture: &frame::Video) -> Result<(), MediaError> {
+    /// Leaves picture `n` in the spill (memory, then disk), starting it if need be; past its
+    /// budgets, or when it cannot write, the larger rungs get a decode of their own from `n` on.
+    fn spill(&mut self, n: u64, picture: video::Picture) -> Result<(), MediaError> {
         let Some(larger) = self.larger.as_ref() else {
             return Ok(());
         };
@@ -1101,7 +1158,7 @@ impl Split<'_> {
                 if first {
                     tracing::info!(
                         from = n,
-                        "the lead would fall behind a viewer on the one decode: the larger rungs' pictures past their queue wait on disk"
+                        "the lead would fall behind a viewer on the one decode: the larger rungs' pictures past their queue wait in memory, then on disk"
                     );
                 }
                 return Ok(());
@@ -1324,13 +1381,14 @@ mod tests {
 
     /// A split at 30 fps that needs the lead 6 s beyond a viewer, the lead being rung 2 on.
     fn split<'a>(
-        lead: SyncSender<Arc<frame::Video>>,
-        larger: Option<SyncSender<Arc<frame::Video>>>,
-        start_spill: &'a dyn Fn(SyncSender<Arc<frame::Video>>) -> Result<spill::Writer<'a>, MediaError>,
+        lead: SyncSender<video::Picture>,
+        larger: Option<SyncSender<video::Picture>>,
+        start_spill: &'a dyn Fn(SyncSender<video::Picture>) -> Result<spill::Writer<'a>, MediaError>,
         progress: &'a Progress,
     ) -> Split<'a> {
         Split {
             lead,
+            through: Vec::new(),
             larger,
             spill: None,
             start_spill,
@@ -1338,6 +1396,14 @@ mod tests {
             ahead: 6.0,
             viewers: (progress, 2),
         }
+    }
+
+    /// A 64×64 picture numbered `n`, marked a keyframe.
+    fn picture(n: i64) -> Arc<frame::Video> {
+        let mut picture = frame::Video::new(ffmpeg::format::Pixel::YUV420P, 64, 64);
+        picture.set_pts(Some(n));
+        picture.set_kind(picture::Type::I);
+        Arc::new(picture)
     }
 
     #[test]
@@ -1381,19 +1447,31 @@ mod tests {
     }
 
     #[test]
-    fn the_lead_buffer_holds_whole_pictures_of_the_top_rung_and_at_least_one() {
+    fn the_lead_buffer_is_a_queue_of_whole_pictures_at_every_larger_rungs_size_up_to_ten_seconds_and_memory_past_it() {
         let rungs = plan(&LadderConfig::default(), 1920, 1080, 30.0).expect("plan");
-        // 1080p 4:2:0 is 3,110,400 bytes: 1 GiB holds 345 pictures, 11.5 s at 30 fps.
-        assert_eq!(lead_buffer_pictures(1024, &rungs[0]), 345);
-        assert_eq!(lead_buffer_pictures(1, &rungs[0]), 1);
-        assert_eq!(lead_buffer_pictures(1024, &rungs[1]), 776);
+        // 1080p 4:2:0 is 3,110,400 bytes, 720p 1,382,400: 4,492,800 a picture with both.
+        let (picture, mib) = (4_492_800u64, 1u64 << 20);
+        // 1 GiB: 238 pictures (7.9 s at 30 fps), all in the queue, and 4,455,424 bytes left:
+        // less than a picture.
+        assert_eq!(lead_queue(1024, &rungs[..2], 30.0), (238, 1024 * mib - 238 * picture));
+        // 11 GiB: a queue of 10 s, the rest for pictures waiting past it.
+        assert_eq!(
+            lead_queue(11 * 1024, &rungs[..2], 30.0),
+            (300, 11 * 1024 * mib - 300 * picture)
+        );
+        assert_eq!(lead_queue(11 * 1024, &rungs[..2], 60.0).0, 600);
+        // The top rung alone (the lead starts at 720p).
+        assert_eq!(lead_queue(1024, &rungs[..1], 30.0).0, 300);
+        assert_eq!(lead_queue(1024, &rungs[..1], 25.0).0, 250);
+        // Less than a picture still queues one.
+        assert_eq!(lead_queue(1, &rungs[..2], 30.0), (1, 0));
     }
 
     #[test]
     fn no_viewer_is_behind_the_lead_before_each_of_its_rungs_has_closed_a_segment() {
         let progress = lead_progress(false);
         let (lead, _lead_rx) = sync_channel(1);
-        let no_spill = |_: SyncSender<Arc<frame::Video>>| Err(MediaError::internal("no spill"));
+        let no_spill = |_: SyncSender<video::Picture>| Err(MediaError::internal("no spill"));
         let split = split(lead, None, &no_spill, &progress);
         // However little the lead has been handed, no one can be watching yet: the larger
         // rungs keep the one decode.
@@ -1416,20 +1494,19 @@ mod tests {
         let file = std::env::temp_dir().join(format!("vodsource-not-a-folder-{}", std::process::id()));
         std::fs::write(&file, b"").expect("writes");
         let under_a_file = file.join("out");
-        let spill = spill::Spill::new(1 << 30);
-        let start_spill = |_: SyncSender<Arc<frame::Video>>| -> Result<spill::Writer<'_>, MediaError> {
+        let spill = spill::Spill::new(0, 1 << 30);
+        let start_spill = |_: SyncSender<video::Picture>| -> Result<spill::Writer<'_>, MediaError> {
             Ok(spill::Writer::new(&spill, &under_a_file))
         };
         let (lead, lead_rx) = sync_channel(4);
         let (larger, larger_rx) = sync_channel(1);
         let mut split = split(lead, Some(larger), &start_spill, &progress);
-        let picture = || Arc::new(frame::Video::new(ffmpeg::format::Pixel::YUV420P, 64, 64));
         split
-            .send(0, picture())
+            .send(0, picture(0))
             .expect("the larger rungs' queue takes the first");
         // The queue is full and the lead behind: the spill fails to write, and the encode goes
         // on with the larger rungs' own decode from picture 1.
-        split.send(1, picture()).expect("not a failure");
+        split.send(1, picture(1)).expect("not a failure");
         assert!(split.larger.is_none() && split.spill.is_none());
         drop(split);
         assert_eq!(
@@ -1441,22 +1518,67 @@ mod tests {
     }
 
     #[test]
+    fn the_lead_scales_from_the_larger_rungs_last_size_and_they_take_those_sizes_with_the_picture_unless_it_waits_on_disk(
+    ) {
+        init().expect("ffmpeg");
+        let progress = lead_progress(true);
+        let dir = std::env::temp_dir().join(format!("vodsource-through-{}", std::process::id()));
+        let spill = spill::Spill::new(0, 1 << 30);
+        let start_spill = |_: SyncSender<video::Picture>| -> Result<spill::Writer<'_>, MediaError> {
+            Ok(spill::Writer::new(&spill, &dir))
+        };
+        let (lead, lead_rx) = sync_channel(8);
+        let (larger, larger_rx) = sync_channel(1);
+        let mut split = split(lead, Some(larger.clone()), &start_spill, &progress);
+        // A 64×64 top rung, then 48×48 and 32×32 larger rungs: the lead's first rung scales
+        // from 32×32, as it would in the whole ladder's chain.
+        split.through = vec![video::ScaleTo::new(48, 48), video::ScaleTo::new(32, 32)];
+        let size = |p: &frame::Video| (p.width(), p.height(), p.pts(), p.kind());
+        split.send(0, picture(0)).expect("queued");
+        let queued = larger_rx.try_recv().expect("the larger rungs' queue took it");
+        let for_lead = lead_rx.try_recv().expect("the lead took it");
+        assert_eq!(size(&queued.frame), (64, 64, Some(0), picture::Type::I));
+        assert_eq!(
+            queued.smaller.iter().map(|p| size(p)).collect::<Vec<_>>(),
+            [(48, 48, Some(0), picture::Type::I), (32, 32, Some(0), picture::Type::I)]
+        );
+        assert_eq!(size(&for_lead.frame), (32, 32, Some(0), picture::Type::I));
+        assert!(for_lead.smaller.is_empty());
+        assert!(
+            Arc::ptr_eq(&for_lead.frame, &queued.smaller[1]),
+            "the lead's picture is the one the larger rungs take, scaled once"
+        );
+        // The queue full and the lead behind: the picture waits on disk at the top rung's size
+        // alone, and comes back without the smaller ones (the larger rungs scale them again).
+        split.send(1, picture(1)).expect("queued");
+        split.send(2, picture(2)).expect("spilled");
+        drop(split);
+        drop(larger);
+        // The writer is done: the relay hands on what waits and ends.
+        let (relay_to, relayed_rx) = sync_channel(4);
+        let (cancel, halt) = (AtomicBool::new(false), AtomicBool::new(false));
+        assert_eq!(spill.relay(&relay_to, (&cancel, &halt)), Ok(None));
+        let back = relayed_rx
+            .try_iter()
+            .map(|p: video::Picture| (size(&p.frame), p.smaller.len()))
+            .collect::<Vec<_>>();
+        assert_eq!(back, [((64, 64, Some(2), picture::Type::I), 0)]);
+        assert_eq!(lead_rx.try_iter().count(), 2, "the lead took 1 and 2 first");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn pictures_follow_the_spilled_ones_to_disk_while_the_lead_is_behind_and_wait_in_memory_once_it_can_wait() {
         init().expect("ffmpeg");
         // A viewer may be watching from now: the lead needs 6 s (180 pictures) beyond them.
         let progress = lead_progress(true);
         let dir = std::env::temp_dir().join(format!("vodsource-split-{}", std::process::id()));
-        let spill = spill::Spill::new(1 << 30);
-        let start_spill = |_: SyncSender<Arc<frame::Video>>| -> Result<spill::Writer<'_>, MediaError> {
+        let spill = spill::Spill::new(0, 1 << 30);
+        let start_spill = |_: SyncSender<video::Picture>| -> Result<spill::Writer<'_>, MediaError> {
             Ok(spill::Writer::new(&spill, &dir))
         };
         let (lead, lead_rx) = sync_channel(8);
         let (larger, larger_rx) = sync_channel(1);
-        let picture = |n: i64| {
-            let mut picture = frame::Video::new(ffmpeg::format::Pixel::YUV420P, 64, 64);
-            picture.set_pts(Some(n));
-            Arc::new(picture)
-        };
         let (cancel, halt) = (AtomicBool::new(false), AtomicBool::new(false));
         let (relayed, taken) = std::thread::scope(|scope| {
             let relay_to = larger.clone();
@@ -1471,7 +1593,7 @@ mod tests {
             // it there rather than wait.
             split.send(2, picture(2)).expect("spilled");
             assert!(spill.pending());
-            let taker = scope.spawn(move || larger_rx.iter().map(|p| p.pts()).collect::<Vec<_>>());
+            let taker = scope.spawn(move || larger_rx.iter().map(|p| p.frame.pts()).collect::<Vec<_>>());
             // Far ahead of any viewer: the lead can wait for the relay to hand on 1 and 2,
             // and this one goes to the queue itself.
             split.send(1000, picture(1000)).expect("queued");

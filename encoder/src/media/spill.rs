@@ -1,10 +1,12 @@
-//! The larger rungs' pictures past their queue in memory, once a lead on the one decode
-//! ([`super::SharedLead`]) would otherwise fall behind a viewer: the decode writes them to a
-//! file beside the outputs and goes on with the lead, and a relay thread reads them back in
-//! order and hands them to the larger rungs as they take them. A write and a read of a
-//! picture cost a fraction of decoding it again, which is what the larger rungs' own decode
-//! costs; the file is bounded by a budget (past it, the larger rungs get that decode after
-//! all, from the next picture on).
+//! The larger rungs' pictures past their queue, once a lead on the one decode
+//! ([`super::SharedLead`]) would otherwise fall behind a viewer: the decode leaves them here
+//! and goes on with the lead, and a relay thread hands them to the larger rungs in order as
+//! they take them. They wait in memory as they are (with the smaller sizes the decode made of
+//! them) up to a budget, then on disk, in a file beside the outputs, at the top rung's size
+//! alone (the larger rungs scale the others again), up to a second budget; past both, the
+//! larger rungs get a decode of their own after all, from the next picture on. A write and a
+//! read of a picture cost a fraction of decoding it again (~2 ms against ~9 ms for 1080p),
+//! holding it in memory nothing.
 //!
 //! The file is a row of picture-sized slots, each reused once the relay has read it back:
 //! writing over pages the system already holds costs a quarter of writing new ones (measured:
@@ -25,6 +27,7 @@ use ffmpeg::format::Pixel;
 use ffmpeg::{color, frame, picture};
 use ffmpeg_next as ffmpeg;
 
+use super::video::Picture;
 use super::MediaError;
 
 /// How often a decode waiting for the spill to drain looks again at whether its lead is
@@ -34,16 +37,22 @@ const RECHECK: Duration = Duration::from_millis(20);
 /// What a spill did, once over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spilled {
-    /// The first picture written to disk.
+    /// The first picture that waited past the queue.
     pub from: u64,
-    /// Pictures written to disk and handed on.
+    /// Pictures that waited past the queue (in memory or on disk) and were handed on.
     pub pictures: u64,
+    /// Of those, the pictures written to disk.
+    pub on_disk: u64,
     /// The most bytes waiting on disk at once.
     pub peak_bytes: u64,
+    /// The most bytes of pictures waiting in memory at once.
+    pub peak_held_bytes: u64,
 }
 
 /// The spill of one encode, shared by the decode (through a [`Writer`]) and the relay.
 pub(super) struct Spill {
+    /// Bytes of pictures that may wait in memory.
+    held_budget: u64,
     /// Bytes that may wait on disk.
     budget: u64,
     state: Mutex<State>,
@@ -53,13 +62,19 @@ pub(super) struct Spill {
 
 #[derive(Default)]
 struct State {
-    /// Written, not yet read.
+    /// Left by the decode, not yet handed on, in order.
     waiting: VecDeque<Waiting>,
     /// Bytes written and not yet read back.
     bytes: u64,
     peak_bytes: u64,
+    /// Bytes of the pictures waiting in memory.
+    held_bytes: u64,
+    peak_held_bytes: u64,
     first: Option<u64>,
+    /// Left by the decode, in memory or on disk.
     written: u64,
+    /// Of those, written to disk.
+    on_disk: u64,
     /// Read back and handed to the larger rungs.
     handed: u64,
     /// The writer is done: no more pictures come.
@@ -74,8 +89,16 @@ struct State {
     slots: u64,
 }
 
-/// A picture on disk: its shape and properties stay in memory.
-struct Waiting {
+/// A picture waiting past the queue.
+enum Waiting {
+    /// In memory, as it is, taking these bytes.
+    Held(Picture, u64),
+    /// On disk: its shape and properties stay in memory.
+    OnDisk(OnDisk),
+}
+
+/// A picture on disk.
+struct OnDisk {
     shape: Shape,
     file: Arc<File>,
     at: u64,
@@ -140,9 +163,11 @@ impl Shape {
 }
 
 impl Spill {
-    /// A spill that holds at most `budget` bytes on disk.
-    pub(super) fn new(budget: u64) -> Self {
+    /// A spill that holds at most `held_budget` bytes of pictures in memory, then at most
+    /// `budget` bytes on disk.
+    pub(super) fn new(held_budget: u64, budget: u64) -> Self {
         Self {
+            held_budget,
             budget,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
@@ -190,7 +215,9 @@ impl Spill {
         state.first.map(|from| Spilled {
             from,
             pictures: state.handed,
+            on_disk: state.on_disk,
             peak_bytes: state.peak_bytes,
+            peak_held_bytes: state.peak_held_bytes,
         })
     }
 
@@ -200,7 +227,7 @@ impl Spill {
     /// set (the decode failed) or the larger rungs stopped.
     pub(super) fn relay(
         &self,
-        out: &SyncSender<Arc<frame::Video>>,
+        out: &SyncSender<super::video::Picture>,
         stops: (&AtomicBool, &AtomicBool),
     ) -> Result<Option<u64>, MediaError> {
         let relayed = self.relay_until_closed(out, stops);
@@ -211,7 +238,7 @@ impl Spill {
 
     fn relay_until_closed(
         &self,
-        out: &SyncSender<Arc<frame::Video>>,
+        out: &SyncSender<super::video::Picture>,
         (cancel, halt): (&AtomicBool, &AtomicBool),
     ) -> Result<Option<u64>, MediaError> {
         let stopped = || cancel.load(Ordering::Relaxed) || halt.load(Ordering::Relaxed);
@@ -236,14 +263,22 @@ impl Spill {
                         .0;
                 }
             };
-            let picture = read(&next, &mut bytes)?;
-            let len = next.shape.bytes().unwrap_or(0);
-            {
-                let mut state = self.lock();
-                state.bytes = state.bytes.saturating_sub(len);
-                state.free.push(next.at);
-            }
-            out.send(Arc::new(picture))
+            let picture = match next {
+                Waiting::Held(picture, len) => {
+                    let mut state = self.lock();
+                    state.held_bytes = state.held_bytes.saturating_sub(len);
+                    picture
+                }
+                Waiting::OnDisk(next) => {
+                    let picture = read(&next, &mut bytes)?;
+                    let len = next.shape.bytes().unwrap_or(0);
+                    let mut state = self.lock();
+                    state.bytes = state.bytes.saturating_sub(len);
+                    state.free.push(next.at);
+                    Arc::new(picture).into()
+                }
+            };
+            out.send(picture)
                 .map_err(|_| MediaError::cancelled("the larger rungs stopped"))?;
             self.lock().handed += 1;
             self.changed.notify_all();
@@ -252,7 +287,7 @@ impl Spill {
 }
 
 /// Reads `waiting`'s pixels back into a picture of its shape, through `bytes`.
-fn read(waiting: &Waiting, bytes: &mut Vec<u8>) -> Result<frame::Video, MediaError> {
+fn read(waiting: &OnDisk, bytes: &mut Vec<u8>) -> Result<frame::Video, MediaError> {
     let shape = waiting.shape;
     let (Some(planes), Some(len)) = (shape.planes(), shape.bytes()) else {
         return Err(MediaError::internal(
@@ -309,9 +344,28 @@ impl<'a> Writer<'a> {
         self.spill
     }
 
-    /// Writes picture `n` for the relay to hand on. False, with nothing written, when it would
-    /// take the spill past its budget (or it is of a format the spill does not hold).
-    pub(super) fn push(&mut self, n: u64, picture: &frame::Video) -> Result<bool, MediaError> {
+    /// Leaves picture `n` for the relay to hand on: in memory while the pictures there stay
+    /// within its budget, else on disk. False, with nothing left, when it would take the disk
+    /// past its budget too (or it is of a format the spill does not hold).
+    pub(super) fn push(&mut self, n: u64, picture: Picture) -> Result<bool, MediaError> {
+        let held = std::iter::once(&picture.frame)
+            .chain(&picture.smaller)
+            .map(|frame| Shape::of(frame).bytes().unwrap_or(u64::MAX))
+            .fold(0u64, u64::saturating_add);
+        {
+            let mut state = self.spill.lock();
+            if state.held_bytes.saturating_add(held) <= self.spill.held_budget {
+                state.waiting.push_back(Waiting::Held(picture, held));
+                state.held_bytes += held;
+                state.peak_held_bytes = state.peak_held_bytes.max(state.held_bytes);
+                state.written += 1;
+                state.first.get_or_insert(n);
+                drop(state);
+                self.spill.changed.notify_all();
+                return Ok(true);
+            }
+        }
+        let picture = &picture.frame;
         let shape = Shape::of(picture);
         let (Some(planes), Some(len)) = (shape.planes(), shape.bytes()) else {
             return Ok(false);
@@ -339,10 +393,11 @@ impl<'a> Writer<'a> {
             return Err(MediaError::io(format!("spill a picture for the larger rungs: {e}")));
         }
         let mut state = self.spill.lock();
-        state.waiting.push_back(Waiting { shape, file, at });
+        state.waiting.push_back(Waiting::OnDisk(OnDisk { shape, file, at }));
         state.bytes += len;
         state.peak_bytes = state.peak_bytes.max(state.bytes);
         state.written += 1;
+        state.on_disk += 1;
         state.first.get_or_insert(n);
         drop(state);
         self.spill.changed.notify_all();
@@ -431,6 +486,11 @@ mod tests {
         picture
     }
 
+    /// `picture` as the decode leaves it.
+    fn held(picture: &frame::Video) -> Picture {
+        Arc::new(picture.clone()).into()
+    }
+
     /// The visible samples of each plane, row by row.
     fn samples(picture: &frame::Video) -> Vec<Vec<u8>> {
         let planes = Shape::of(picture).planes().expect("4:2:0");
@@ -455,18 +515,22 @@ mod tests {
         let size = (321, 181);
         let sent: Vec<frame::Video> = (0..100).map(|n| picture(n, size)).collect();
         let bytes = Shape::of(&sent[0]).bytes().expect("4:2:0");
-        let spill = Spill::new(5 * bytes);
+        let spill = Spill::new(0, 5 * bytes);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let got = std::thread::scope(|scope| {
             let spill = &spill;
             // The relay's queue closes as it ends.
             let relay = scope.spawn(move || spill.relay(&tx, (&AtomicBool::new(false), &AtomicBool::new(false))));
-            let reader = scope.spawn(move || rx.iter().collect::<Vec<Arc<frame::Video>>>());
+            let reader = scope.spawn(move || {
+                rx.iter()
+                    .map(|p: super::super::video::Picture| p.frame)
+                    .collect::<Vec<_>>()
+            });
             let mut writer = Writer::new(spill, &dir);
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
             for (n, picture) in sent.iter().enumerate() {
                 // Refused while 5 wait: the relay frees a slot as the reader takes one.
-                while !writer.push(n as u64 + 7, picture).expect("writes") {
+                while !writer.push(n as u64 + 7, held(picture)).expect("writes") {
                     assert!(std::time::Instant::now() < deadline, "the relay did not free a slot");
                     std::thread::yield_now();
                 }
@@ -508,17 +572,78 @@ mod tests {
         let bytes = Shape::of(&one).bytes().expect("4:2:0");
         assert_eq!(bytes, 64 * 64 * 3 / 2);
         // Room for two pictures waiting, not three.
-        let spill = Spill::new(2 * bytes + bytes / 2);
+        let spill = Spill::new(0, 2 * bytes + bytes / 2);
         let mut writer = Writer::new(&spill, &dir);
-        assert!(writer.push(0, &one).expect("writes"));
-        assert!(writer.push(1, &one).expect("writes"));
-        assert!(!writer.push(2, &one).expect("refuses"));
+        assert!(writer.push(0, held(&one)).expect("writes"));
+        assert!(writer.push(1, held(&one)).expect("writes"));
+        assert!(!writer.push(2, held(&one)).expect("refuses"));
         assert!(spill.pending());
         assert_eq!(spill.lock().written, 2);
         // A budget of nothing holds nothing.
-        let none = Spill::new(0);
-        assert!(!Writer::new(&none, &dir).push(0, &one).expect("refuses"));
+        let none = Spill::new(0, 0);
+        assert!(!Writer::new(&none, &dir).push(0, held(&one)).expect("refuses"));
         assert_eq!(none.spilled(), None);
         let _ = std::fs::remove_dir(&dir);
+    }
+    #[test]
+    fn pictures_wait_in_memory_as_they_are_up_to_its_budget_then_on_disk_and_come_back_in_order() {
+        crate::media::init().expect("ffmpeg");
+        let dir = std::env::temp_dir().join(format!("vodsource-spill-held-{}", std::process::id()));
+        // A 64×64 picture with its 32×32: memory for two of them, disk for one 64×64.
+        let (top, bytes) = (picture(0, (64, 64)), 64 * 64 * 3 / 2);
+        let small = Arc::new(picture(0, (32, 32)));
+        let with_small = |n: u8| Picture {
+            frame: Arc::new(picture(n, (64, 64))),
+            smaller: vec![Arc::clone(&small)],
+        };
+        let pair = bytes + 32 * 32 * 3 / 2;
+        let spill = Spill::new(2 * pair, bytes);
+        let mut writer = Writer::new(&spill, &dir);
+        let first = with_small(0);
+        let first_frame = Arc::clone(&first.frame);
+        assert!(writer.push(10, first).expect("held"));
+        assert!(writer.push(11, with_small(1)).expect("held"));
+        assert!(writer.push(12, with_small(2)).expect("on disk"));
+        assert!(!writer.push(13, held(&top)).expect("refused: both budgets are taken"));
+        let waiting = |spill: &Spill| {
+            let state = spill.lock();
+            (state.held_bytes, state.bytes)
+        };
+        assert_eq!(waiting(&spill), (2 * pair, bytes));
+        // The relay hands on the first: its memory is free again, and the next picture waits
+        // there, behind the one on disk.
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        std::thread::scope(|scope| {
+            let spill = &spill;
+            let relay = scope.spawn(move || spill.relay(&tx, (&AtomicBool::new(false), &AtomicBool::new(false))));
+            let got = rx.recv().expect("the first");
+            assert!(Arc::ptr_eq(&got.frame, &first_frame), "handed on as it was, not copied");
+            assert_eq!(got.smaller.len(), 1, "with the smaller size the decode made");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while spill.lock().held_bytes > pair {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the relay did not hand on the first"
+                );
+                std::thread::yield_now();
+            }
+            assert!(writer.push(13, with_small(3)).expect("held"));
+            drop(writer);
+            assert_eq!(relay.join().expect("relay"), Ok(None));
+            let rest: Vec<(Option<i64>, usize)> = rx.iter().map(|p| (p.frame.pts(), p.smaller.len())).collect();
+            // In the order left; the one from disk without its smaller size.
+            assert_eq!(rest, [(Some(1), 1), (Some(2), 0), (Some(3), 1)]);
+        });
+        assert_eq!(
+            spill.spilled(),
+            Some(Spilled {
+                from: 10,
+                pictures: 4,
+                on_disk: 1,
+                peak_bytes: bytes,
+                peak_held_bytes: 2 * pair,
+            })
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

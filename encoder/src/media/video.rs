@@ -190,6 +190,72 @@ pub(super) fn stream_start(input: &ffmpeg::format::context::Input, index: usize)
     }
 }
 
+/// A picture on its way down a chain of rungs (largest first): the picture at the size of the
+/// rung that takes it or larger, and the same picture already scaled to the sizes of rungs
+/// further down, largest first, where the decode made them on the way (the pictures it hands a
+/// lead are scaled through the larger rungs' sizes, as the whole ladder scales them; the
+/// larger rungs get those with the top rung's and scale nothing twice).
+pub(super) struct Picture {
+    pub(super) frame: Arc<frame::Video>,
+    pub(super) smaller: Vec<Arc<frame::Video>>,
+}
+
+impl From<Arc<frame::Video>> for Picture {
+    fn from(frame: Arc<frame::Video>) -> Self {
+        Self {
+            frame,
+            smaller: Vec::new(),
+        }
+    }
+}
+
+/// Scales pictures to one size (bicubic, 8-bit 4:2:0), as every rung of a chain scales from the
+/// next larger one; a picture already that size is passed on as it is.
+pub(super) struct ScaleTo {
+    width: u32,
+    height: u32,
+    scaler: Option<Scaler>,
+}
+
+impl ScaleTo {
+    pub(super) fn new(width: u32, height: u32) -> Self {
+        Self {
+            width,
+            height,
+            scaler: None,
+        }
+    }
+
+    /// Whether `picture` is already this size.
+    pub(super) fn fits(&self, picture: &frame::Video) -> bool {
+        picture.width() == self.width && picture.height() == self.height
+    }
+
+    /// `source` at this size, with its time and picture type.
+    pub(super) fn run(&mut self, source: &Arc<frame::Video>) -> Result<Arc<frame::Video>, ffmpeg::Error> {
+        if self.fits(source) {
+            return Ok(Arc::clone(source));
+        }
+        let scaler = match self.scaler.as_mut() {
+            Some(scaler) => scaler,
+            None => self.scaler.insert(Scaler::get(
+                source.format(),
+                source.width(),
+                source.height(),
+                Pixel::YUV420P,
+                self.width,
+                self.height,
+                ScaleFlags::BICUBIC,
+            )?),
+        };
+        let mut scaled = frame::Video::empty();
+        scaler.run(source, &mut scaled)?;
+        scaled.set_pts(source.pts());
+        scaled.set_kind(source.kind());
+        Ok(Arc::new(scaled))
+    }
+}
+
 /// One rung's thread.
 pub(super) struct RungEncode {
     pub(super) plan: RungPlan,
@@ -216,8 +282,8 @@ impl RungEncode {
     /// and encodes and packages them.
     pub(super) fn run(
         self,
-        input: Receiver<Arc<frame::Video>>,
-        next: Option<SyncSender<Arc<frame::Video>>>,
+        input: Receiver<Picture>,
+        next: Option<SyncSender<Picture>>,
         mut progress: impl FnMut(u64, bool),
     ) -> Result<RungDone, MediaError> {
         let name = self.plan.name.clone();
@@ -232,7 +298,7 @@ impl RungEncode {
             &name,
             encoder_tb,
         )?;
-        let mut scaler: Option<Scaler> = None;
+        let mut scale = ScaleTo::new(self.plan.width, self.plan.height);
         let mut frames = 0u64;
         let keep_from = i64::try_from(self.keep_from).unwrap_or(i64::MAX);
         // Frames written, and whether one of them closed a segment: keyframes fall only on
@@ -254,34 +320,20 @@ impl RungEncode {
             }
             Ok::<(u64, bool), MediaError>((written, closed))
         };
-        for source in input {
-            let picture = if source.width() == self.plan.width && source.height() == self.plan.height {
-                source
-            } else {
-                let scaler = match scaler.as_mut() {
-                    Some(s) => s,
-                    None => scaler.insert(
-                        Scaler::get(
-                            source.format(),
-                            source.width(),
-                            source.height(),
-                            Pixel::YUV420P,
-                            self.plan.width,
-                            self.plan.height,
-                            ScaleFlags::BICUBIC,
-                        )
-                        .map_err(|e| fail("scaler", e))?,
-                    ),
-                };
-                let mut scaled = frame::Video::empty();
-                scaler.run(&source, &mut scaled).map_err(|e| fail("scale", e))?;
-                scaled.set_pts(source.pts());
-                scaled.set_kind(source.kind());
-                Arc::new(scaled)
+        for mut source in input {
+            // The picture at this rung's size: the one handed down if it has it (a lead made
+            // it on the way), else scaled from the larger one.
+            let picture = match source.smaller.first() {
+                Some(made) if scale.fits(made) => source.smaller.remove(0),
+                _ => scale.run(&source.frame).map_err(|e| fail("scale", e))?,
             };
             if let Some(next) = next.as_ref() {
                 // The smaller rung stopped; it reports why when joined.
-                if next.send(picture.clone()).is_err() {
+                let down = Picture {
+                    frame: Arc::clone(&picture),
+                    smaller: source.smaller,
+                };
+                if next.send(down).is_err() {
                     return Err(MediaError::cancelled(format!("{name}: the next rung stopped")));
                 }
             }

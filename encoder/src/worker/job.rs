@@ -219,7 +219,14 @@ impl Worker {
             let stop_watch = StopWatch::new(stop, &shared.cancel);
             let transcode_shared = shared.clone();
             let out = scratch.join("out");
-            let ladder = self.config.ladder.clone();
+            let mut ladder = self.config.ladder.clone();
+            // Unset: the memory available now, shared with this process's other encoders.
+            if ladder.lead_buffer_mib.is_none() {
+                ladder.lead_buffer_mib = Some(crate::ladder::auto_lead_buffer_mib(
+                    crate::memory::available(),
+                    self.config.encoders_in_process,
+                ));
+            }
             let limits = limits.clone();
             let progressive = self.config.progressive;
             let handle = spawn_transcode(move || {

@@ -58,6 +58,9 @@ pub struct WorkerConfig {
     /// may claim, when they are at least two chunks long; 0: every worker encodes a source
     /// whole.
     pub chunk_seconds: u32,
+    /// Encoding workers in this process, this one among them: a lead's buffer left to the
+    /// memory available (`lead_buffer_mib` unset) is that memory's share of one of them.
+    pub encoders_in_process: usize,
 }
 
 impl WorkerConfig {
@@ -73,6 +76,7 @@ impl WorkerConfig {
             limits: SourceLimits::default(),
             progressive: true,
             chunk_seconds: 0,
+            encoders_in_process: 1,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use vodsource_encoder::ladder::LadderConfig;
+use vodsource_encoder::ladder::{LadderConfig, RungSpec};
 use vodsource_encoder::manifest::parse_media_playlist;
 use vodsource_encoder::media::{probe, transcode, Job, MediaError, MediaErrorKind, Packaged, Progress};
 use vodsource_encoder::SourceLimits;
@@ -245,12 +245,49 @@ fn with_a_lead_on_the_one_decode_or_on_its_own_the_low_rungs_make_the_same_ladde
     for (buffer, decodes) in [(1024, None), (0, Some(0))] {
         let led = dir.path().join(format!("led-{buffer}"));
         let config = LadderConfig {
-            lead_buffer_mib: buffer,
+            lead_buffer_mib: Some(buffer),
             ..LadderConfig::default()
         };
         let three = encode_configured(&source, &led, true, &Progress::default(), &config).expect("led");
         assert_eq!(three.second_decode_from, decodes, "buffer {buffer} MiB");
         the_same_ladder(&source, (&chained, &one), (&led, &three));
+    }
+}
+
+#[test]
+fn a_lead_on_the_one_decode_scales_through_the_larger_rungs_sizes_and_every_rung_is_the_whole_ladders_to_the_byte() {
+    let dir = TempDir::new();
+    let source = pattern(dir.path(), "src.mp4", "640x360", 30, 6);
+    let rung = |name: &str, height, bitrate_kbps| RungSpec {
+        name: name.into(),
+        height,
+        bitrate_kbps,
+    };
+    // 144p ahead of 360p and 240p: the lead's pictures are scaled 360p → 240p → 144p, as the
+    // whole ladder's chain scales them, and the 240p rung takes the 240p the lead's were made
+    // from. One x264 thread per rung: with more, x264 is not repeatable to the byte.
+    let config = LadderConfig {
+        rungs: vec![rung("360p", 360, 800), rung("240p", 240, 400), rung("144p", 144, 200)],
+        lead_max_height: 144,
+        lead_buffer_mib: Some(1024),
+        x264_threads: Some(1),
+        ..LadderConfig::default()
+    };
+    let (whole_dir, led_dir) = (dir.path().join("whole"), dir.path().join("led"));
+    let whole = encode_configured(&source, &whole_dir, false, &Progress::default(), &config).expect("whole");
+    let led = encode_configured(&source, &led_dir, true, &Progress::default(), &config).expect("led");
+    assert_eq!(
+        (led.second_decode_from, led.spilled),
+        (None, None),
+        "the one decode throughout"
+    );
+    assert_eq!(led.files, whole.files);
+    for file in &whole.files {
+        let (a, b) = (
+            std::fs::read(whole_dir.join(file)).expect("reads"),
+            std::fs::read(led_dir.join(file)).expect("reads"),
+        );
+        assert!(a == b, "{file} differs with a lead");
     }
 }
 
@@ -317,7 +354,7 @@ fn a_lead_that_would_fall_behind_on_the_one_decode_spills_the_larger_rungs_pictu
     for spill_mib in [16384, 0, 8] {
         let out = dir.path().join(format!("spill-{spill_mib}"));
         let short = LadderConfig {
-            lead_buffer_mib: 80,
+            lead_buffer_mib: Some(80),
             lead_spill_mib: spill_mib,
             ..alike.clone()
         };
