@@ -855,43 +855,62 @@ fn pass(
             None => (None, None),
         };
 
-        // The thread that feeds the larger rungs once their queue in memory is not enough: it
-        // hands on what the decode spilled, then, if the spill ran out, decodes from where it
-        // stopped. Started at the first spill.
-        let relay = std::cell::RefCell::new(None);
-        let start_spill = |larger: SyncSender<video::Picture>| -> Result<spill::Writer<'_>, MediaError> {
-            let (spill, halt) = (&spill, &halt);
-            let handle = std::thread::Builder::new()
-                .name("spill relay".into())
-                .spawn_scoped(scope, move || {
-                    lowest_priority();
-                    match spill.relay(&larger, (job.cancel, halt))? {
-                        None => Ok(None),
-                        Some(from) => {
-                            tracing::info!(from, "the larger rungs get a decode of their own");
-                            detached_feed(job, setup, &rungs[0], from, larger, halt).map(|more| Some((from, more)))
-                        }
-                    }
-                })
-                .map_err(|e| MediaError::internal(format!("start the larger rungs' relay: {e}")))?;
-            *relay.borrow_mut() = Some(handle);
-            Ok(spill::Writer::new(spill, job.out_dir))
-        };
-        let mut out = match (lead_tx, lead_at) {
-            (Some(lead), Some(k)) => Out::Split(Split {
-                lead,
-                through: rungs[1..k]
-                    .iter()
-                    .map(|rung| video::ScaleTo::new(rung.width, rung.height))
-                    .collect(),
-                larger: Some(first_tx),
-                spill: None,
-                start_spill: &start_spill,
-                fps: fps.as_f64(),
-                ahead: f64::from(config.segment_seconds) + LEAD_SLACK_SECONDS,
-                viewers: (job.progress, pass.offset + k),
-            }),
-            _ => Out::Chain(first_tx),
+        // A lead's split (scaling through the larger rungs' sizes, handing on) runs on a thread
+        // of its own, beside the decode: the lead waits on neither alone. It returns the
+        // relay it started, if any.
+        let (mut out, split_handle) = match (lead_tx, lead_at) {
+            (Some(lead), Some(k)) => {
+                let (tx, rx) = sync_channel::<(u64, Arc<frame::Video>)>(QUEUE);
+                let (spill, halt) = (&spill, &halt);
+                let handle = std::thread::Builder::new()
+                    .name("split".into())
+                    .spawn_scoped(scope, move || {
+                        // The thread that feeds the larger rungs once their queue in memory is
+                        // not enough: it hands on what the split left in the spill, then, if
+                        // the spill ran out, decodes from where it stopped. Started at the
+                        // first picture left.
+                        let relay = std::cell::RefCell::new(None);
+                        let start_spill = |larger: SyncSender<video::Picture>| {
+                            let handle = std::thread::Builder::new()
+                                .name("spill relay".into())
+                                .spawn_scoped(scope, move || {
+                                    lowest_priority();
+                                    match spill.relay(&larger, (job.cancel, halt))? {
+                                        None => Ok(None),
+                                        Some(from) => {
+                                            tracing::info!(from, "the larger rungs get a decode of their own");
+                                            detached_feed(job, setup, &rungs[0], from, larger, halt)
+                                                .map(|more| Some((from, more)))
+                                        }
+                                    }
+                                })
+                                .map_err(|e| MediaError::internal(format!("start the larger rungs' relay: {e}")))?;
+                            *relay.borrow_mut() = Some(handle);
+                            Ok(spill::Writer::new(spill, job.out_dir))
+                        };
+                        // (A scaler stays on the thread that made it.)
+                        let mut split = Split {
+                            lead,
+                            through: rungs[1..k]
+                                .iter()
+                                .map(|rung| video::ScaleTo::new(rung.width, rung.height))
+                                .collect(),
+                            larger: Some(first_tx),
+                            spill: None,
+                            start_spill: &start_spill,
+                            fps: fps.as_f64(),
+                            ahead: f64::from(config.segment_seconds) + LEAD_SLACK_SECONDS,
+                            viewers: (job.progress, pass.offset + k),
+                        };
+                        let sent = rx.into_iter().try_for_each(|(n, picture)| split.send(n, picture));
+                        // (Dropped, the spill's writer tells the relay that no more come.)
+                        drop(split);
+                        (sent, relay.into_inner())
+                    })
+                    .map_err(|e| MediaError::internal(format!("start the lead's split: {e}")))?;
+                (Out::Split(tx), Some(handle))
+            }
+            _ => (Out::Chain(first_tx), None),
         };
         job.progress.begin();
         let fed = feed(
@@ -917,6 +936,11 @@ fn pass(
         }
         drop(out);
         drop(audio_tx);
+        let (split, relay) = match split_handle.map(|h| h.join()) {
+            None => (None, None),
+            Some(Ok((sent, relay))) => (Some(sent), relay),
+            Some(Err(_)) => (Some(Err(MediaError::internal("the lead's split panicked"))), None),
+        };
         let mut outcomes: Vec<Result<video::RungDone, MediaError>> = handles
             .into_iter()
             .map(|h| {
@@ -928,7 +952,7 @@ fn pass(
             h.join()
                 .unwrap_or_else(|_| Err(MediaError::internal("the audio encoder panicked")))
         });
-        let relayed = relay.into_inner().map(|handle| {
+        let relayed = relay.map(|handle| {
             handle
                 .join()
                 .unwrap_or_else(|_| Err(MediaError::internal("the larger rungs' relay panicked")))
@@ -939,6 +963,12 @@ fn pass(
         // A stage that failed is the cause; the feed then only saw its channel close.
         if let Some(error) = first_error(&outcomes) {
             return Err(error);
+        }
+        // So is a split that failed.
+        if let Some(Err(error)) = split {
+            if error.kind != MediaErrorKind::Cancelled {
+                return Err(error);
+            }
         }
         // A relay that failed is the cause; the feed then only saw it stop.
         let relayed = match relayed {
@@ -1054,25 +1084,26 @@ fn seek_before(
 }
 
 /// Where a decode hands its pictures.
-enum Out<'a> {
+enum Out {
     /// One chain of rungs.
     Chain(SyncSender<video::Picture>),
-    /// A lead and the larger rungs ([`SharedLead`]).
-    Split(Split<'a>),
+    /// A lead and the larger rungs ([`SharedLead`]): the thread that runs their [`Split`].
+    Split(SyncSender<(u64, Arc<frame::Video>)>),
 }
 
-impl Out<'_> {
+impl Out {
     /// Hands on picture `n`; fails (as cancelled: the stage that stopped says why) when a
     /// chain has stopped.
     fn send(&mut self, n: u64, picture: Arc<frame::Video>) -> Result<(), MediaError> {
         match self {
             Out::Chain(tx) => tx.send(picture.into()).map_err(|_| MediaError::cancelled("cancelled")),
-            Out::Split(split) => split.send(n, picture),
+            Out::Split(tx) => tx.send((n, picture)).map_err(|_| MediaError::cancelled("cancelled")),
         }
     }
 }
 
-/// The two chains of a [`SharedLead`].
+/// The two chains of a [`SharedLead`], fed on a thread of their own beside the decode (the
+/// scaling for the lead does not hold up the decode).
 struct Split<'a> {
     lead: SyncSender<video::Picture>,
     /// The sizes of the larger rungs below the top one, largest first: each picture is scaled
@@ -1270,7 +1301,7 @@ fn feed(
     video_index: usize,
     window: &Window,
     mut thumbnails: Option<&mut thumbs::Thumbnailer>,
-    out: &mut Out<'_>,
+    out: &mut Out,
     (cancel, stop, pace): (&AtomicBool, &AtomicBool, Option<&Pace<'_>>),
     (max_frames, limits): (u64, &SourceLimits),
 ) -> Result<u64, MediaError> {
