@@ -865,26 +865,10 @@ fn pass(
                 let handle = std::thread::Builder::new()
                     .name("split".into())
                     .spawn_scoped(scope, move || {
-                        // The thread that feeds the larger rungs once their queue in memory is
-                        // not enough: it hands on what the split left in the spill, then, if
-                        // the spill ran out, decodes from where it stopped. Started at the
-                        // first picture left.
+                        // Started at the first picture the split leaves in the spill.
                         let relay = std::cell::RefCell::new(None);
                         let start_spill = |larger: SyncSender<video::Picture>| {
-                            let handle = std::thread::Builder::new()
-                                .name("spill relay".into())
-                                .spawn_scoped(scope, move || {
-                                    lowest_priority();
-                                    match spill.relay(&larger, (job.cancel, halt))? {
-                                        None => Ok(None),
-                                        Some(from) => {
-                                            tracing::info!(from, "the larger rungs get a decode of their own");
-                                            detached_feed(job, setup, &rungs[0], from, larger, halt)
-                                                .map(|more| Some((from, more)))
-                                        }
-                                    }
-                                })
-                                .map_err(|e| MediaError::internal(format!("start the larger rungs' relay: {e}")))?;
+                            let handle = start_relay(scope, (job, setup, &rungs[0]), (spill, halt), larger)?;
                             *relay.borrow_mut() = Some(handle);
                             Ok(spill::Writer::new(spill, job.out_dir))
                         };
@@ -1018,6 +1002,34 @@ fn pass(
             spilled,
         })
     })
+}
+
+/// What a relay did: `None` when the spill was enough, else the picture from which the larger
+/// rungs had a decode of their own and how many pictures it handed on.
+type Relayed = Result<Option<(u64, u64)>, MediaError>;
+
+/// Starts the thread that feeds the larger rungs once their queue in memory is not enough: it
+/// hands on what the split left in `spill`, then, if the spill ran out, decodes from where it
+/// stopped ([`detached_feed`]).
+fn start_relay<'scope, 'env>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    (job, setup, top): (&'env Job<'env>, &'env Setup<'env>, &'env RungPlan),
+    (spill, halt): (&'env spill::Spill, &'env AtomicBool),
+    larger: SyncSender<video::Picture>,
+) -> Result<std::thread::ScopedJoinHandle<'scope, Relayed>, MediaError> {
+    std::thread::Builder::new()
+        .name("spill relay".into())
+        .spawn_scoped(scope, move || {
+            lowest_priority();
+            match spill.relay(&larger, (job.cancel, halt))? {
+                None => Ok(None),
+                Some(from) => {
+                    tracing::info!(from, "the larger rungs get a decode of their own");
+                    detached_feed(job, setup, top, from, larger, halt).map(|more| Some((from, more)))
+                }
+            }
+        })
+        .map_err(|e| MediaError::internal(format!("start the larger rungs' relay: {e}")))
 }
 
 /// The larger rungs' own decode from picture `from` on, once a lead left the one decode
