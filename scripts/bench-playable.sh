@@ -23,6 +23,7 @@
 #   apart  the picture from which the larger rungs had a decode of their own instead ("-":
 #          never)
 #   rss_mib  the server's peak resident memory (VmHWM), in MiB
+#   faults_k  the server's minor page faults (its threads' first touches of memory), thousands
 # and prints the median of RUNS runs per length and path (each run's figures on stderr as it
 # ends).
 # Usage: scripts/bench-playable.sh [RUNS] [SECONDS...]   (default: 3 runs of 20 120 600)
@@ -64,7 +65,7 @@ printf 'lead_max_height = 480\nlead_buffer_mib = 1024\n%s\n' "${LADDER:-}" >"$wo
 printf 'lead_max_height = 480\nlead_spill_mib = 0\n%s\n' "${LADDER:-}" >"$work/lead-decode.toml"
 printf 'lead_max_height = 480\nlead_buffer_mib = 0\n%s\n' "${LADDER:-}" >"$work/own-lead.toml"
 
-one() { # seconds progressive ladder -> "ttp_ms ttc_ms playable_ms cpu_s upload_s spilled apart rss_mib"
+one() { # seconds progressive ladder -> "ttp_ms ttc_ms playable_ms cpu_s upload_s spilled apart rss_mib faults_k"
     local data="$work/data" log="$work/serve.log"
     rm -rf "$data"
     mkdir -p "$data"
@@ -88,6 +89,9 @@ one() { # seconds progressive ladder -> "ttp_ms ttc_ms playable_ms cpu_s upload_
     upload="$(curl -sf "http://$base/metrics" | awk '/^vodsource_encode_step_seconds_total\{step="upload"\}/ { print $2 }')"
     local rss
     rss="$(awk '/^VmHWM:/ { print int($2 / 1024) }' "/proc/$server/status" 2>/dev/null || true)"
+    local faults
+    # minflt, the 10th field of stat (the 8th after "pid (comm) ").
+    faults="$(sed 's/.*) //' "/proc/$server/stat" 2>/dev/null | awk '{ print int($8 / 1000) }' || true)"
     kill "$server"
     wait "$server" 2>/dev/null || true
     server=""
@@ -95,12 +99,12 @@ one() { # seconds progressive ladder -> "ttp_ms ttc_ms playable_ms cpu_s upload_
     apart="$(grep 'a decode of their own' "$log" | grep -o '"from":[0-9]*' | head -1 | cut -d: -f2 || true)"
     local spilled
     spilled="$(grep 'waited past their queue' "$log" | head -1 | python3 -c 'import json,sys; l=sys.stdin.readline(); f=json.loads(l)["fields"] if l else None; print("%s@%s/%s+%sMiB" % (f["pictures"], f["from"], f["peak_held_mib"], f["peak_mib"]) if f else "")' || true)"
-    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert "error" not in r, r; print(r["ttp_ms"], r["ttc_ms"], r["playable_ms"], r["cpu_s"], sys.argv[2] or "nan", sys.argv[3] or "-", sys.argv[4] or "-", sys.argv[5] or "-")' "$out" "$upload" "$spilled" "$apart" "$rss"
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert "error" not in r, r; print(r["ttp_ms"], r["ttc_ms"], r["playable_ms"], r["cpu_s"], sys.argv[2] or "nan", sys.argv[3] or "-", sys.argv[4] or "-", sys.argv[5] or "-", sys.argv[6] or "-")' "$out" "$upload" "$spilled" "$apart" "$rss" "$faults"
 }
 
 median() { sort -n | sed -n "$(((runs + 1) / 2))p"; }
 
-printf '%-8s %-24s %10s %10s %12s %8s %9s %18s %6s %8s\n' length path ttp_s ttc_s playable_s cpu_s upload_s spilled apart rss_mib
+printf '%-8s %-24s %10s %10s %12s %8s %9s %18s %6s %8s %8s\n' length path ttp_s ttc_s playable_s cpu_s upload_s spilled apart rss_mib faults_k
 paths=()
 for path in "false no-lead whole-ladder" "true no-lead progressive" "true lead progressive+lead" \
     "true lead-1gib progressive+lead-1gib" "true lead-decode progressive+lead-decode" "true own-lead progressive+own-lead"; do
@@ -117,9 +121,9 @@ for seconds in "${lengths[@]}"; do
     for _ in $(seq 1 "$runs"); do
         for path in "${paths[@]}"; do
             read -r progressive ladder name <<<"$path"
-            read -r ttp ttc playable cpu upload spilled apart rss <<<"$(one "$seconds" "$progressive" "$ladder")"
-            awk -v l="${seconds}s" -v n="$name" -v p="$ttp" -v c="$ttc" -v r="$playable" -v u="$cpu" -v w="$upload" -v s="$spilled" -v a="$apart" -v m="$rss" \
-                'BEGIN { printf "run %-4s %-24s %10.2f %10.2f %12.2f %8.1f %9.3f %18s %6s %8s\n", l, n, p / 1000, c / 1000, r / 1000, u, w, s, a, m }' >&2
+            read -r ttp ttc playable cpu upload spilled apart rss faults <<<"$(one "$seconds" "$progressive" "$ladder")"
+            awk -v l="${seconds}s" -v n="$name" -v p="$ttp" -v c="$ttc" -v r="$playable" -v u="$cpu" -v w="$upload" -v s="$spilled" -v a="$apart" -v m="$rss" -v f="$faults" \
+                'BEGIN { printf "run %-4s %-24s %10.2f %10.2f %12.2f %8.1f %9.3f %18s %6s %8s %8s\n", l, n, p / 1000, c / 1000, r / 1000, u, w, s, a, m, f }' >&2
             ttps[$name]+="$ttp "
             ttcs[$name]+="$ttc "
             playables[$name]+="$playable "

@@ -27,7 +27,7 @@ use ffmpeg::format::Pixel;
 use ffmpeg::{color, frame, picture};
 use ffmpeg_next as ffmpeg;
 
-use super::video::Picture;
+use super::video::{Buffers, Picture};
 use super::MediaError;
 
 /// How often a decode waiting for the spill to drain looks again at whether its lead is
@@ -149,9 +149,10 @@ impl Shape {
             .map(|planes| planes.iter().map(|(w, h)| (w * h) as u64).sum())
     }
 
-    /// An empty picture of this shape, with its properties.
-    fn picture(&self) -> frame::Video {
-        let mut picture = frame::Video::new(self.format, self.width, self.height);
+    /// A picture of this shape from `buffers`, with its properties (its pixels are the last
+    /// use's).
+    fn picture(&self, buffers: &mut Buffers) -> frame::Video {
+        let mut picture = buffers.take(self.format, self.width, self.height);
         picture.set_pts(self.pts);
         picture.set_kind(self.kind);
         picture.set_color_range(self.range);
@@ -243,6 +244,8 @@ impl Spill {
     ) -> Result<Option<u64>, MediaError> {
         let stopped = || cancel.load(Ordering::Relaxed) || halt.load(Ordering::Relaxed);
         let mut bytes = Vec::new();
+        // The pictures read back, written again once the larger rungs are done with them.
+        let mut buffers = Buffers::default();
         loop {
             let next = {
                 let mut state = self.lock();
@@ -270,12 +273,12 @@ impl Spill {
                     picture
                 }
                 Waiting::OnDisk(next) => {
-                    let picture = read(&next, &mut bytes)?;
+                    let picture = read(&next, &mut bytes, &mut buffers)?;
                     let len = next.shape.bytes().unwrap_or(0);
                     let mut state = self.lock();
                     state.bytes = state.bytes.saturating_sub(len);
                     state.free.push(next.at);
-                    Arc::new(picture).into()
+                    buffers.hand_out(picture).into()
                 }
             };
             out.send(picture)
@@ -286,8 +289,8 @@ impl Spill {
     }
 }
 
-/// Reads `waiting`'s pixels back into a picture of its shape, through `bytes`.
-fn read(waiting: &OnDisk, bytes: &mut Vec<u8>) -> Result<frame::Video, MediaError> {
+/// Reads `waiting`'s pixels back into a picture of its shape from `buffers`, through `bytes`.
+fn read(waiting: &OnDisk, bytes: &mut Vec<u8>, buffers: &mut Buffers) -> Result<frame::Video, MediaError> {
     let shape = waiting.shape;
     let (Some(planes), Some(len)) = (shape.planes(), shape.bytes()) else {
         return Err(MediaError::internal(
@@ -295,7 +298,7 @@ fn read(waiting: &OnDisk, bytes: &mut Vec<u8>) -> Result<frame::Video, MediaErro
         ));
     };
     let fail = |e: std::io::Error| MediaError::io(format!("read back a spilled picture: {e}"));
-    let mut picture = shape.picture();
+    let mut picture = shape.picture(buffers);
     let mut at = waiting.at;
     for (plane, (width, height)) in planes.into_iter().enumerate() {
         let stride = picture.stride(plane);
@@ -523,7 +526,12 @@ mod tests {
             let relay = scope.spawn(move || spill.relay(&tx, (&AtomicBool::new(false), &AtomicBool::new(false))));
             let reader = scope.spawn(move || {
                 rx.iter()
-                    .map(|p: super::super::video::Picture| p.frame)
+                    .map(|p: super::super::video::Picture| {
+                        // The relay keeps each picture it read back, to read the next into once
+                        // the larger rungs have dropped it.
+                        assert_eq!(Arc::strong_count(&p.frame), 2, "kept by the relay");
+                        p.frame
+                    })
                     .collect::<Vec<_>>()
             });
             let mut writer = Writer::new(spill, &dir);

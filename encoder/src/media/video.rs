@@ -1,6 +1,7 @@
 //! Video: decoding to upright constant-rate pictures at the top rung's size, and one rung's
 //! scale → encode (x264) → package (HLS fMP4) thread.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
@@ -215,6 +216,7 @@ pub(super) struct ScaleTo {
     width: u32,
     height: u32,
     scaler: Option<Scaler>,
+    buffers: Buffers,
 }
 
 impl ScaleTo {
@@ -223,6 +225,7 @@ impl ScaleTo {
             width,
             height,
             scaler: None,
+            buffers: Buffers::default(),
         }
     }
 
@@ -248,11 +251,69 @@ impl ScaleTo {
                 ScaleFlags::BICUBIC,
             )?),
         };
-        let mut scaled = frame::Video::empty();
+        let mut scaled = self.buffers.take(Pixel::YUV420P, self.width, self.height);
         scaler.run(source, &mut scaled)?;
         scaled.set_pts(source.pts());
         scaled.set_kind(source.kind());
-        Ok(Arc::new(scaled))
+        Ok(self.buffers.hand_out(scaled))
+    }
+}
+
+/// The pictures one thread makes at one size, each written again once every stage it was
+/// handed to has dropped it. Memory the process has touched costs nothing to write again; a
+/// new picture costs a page fault and the zeroing of each of its pages at the first touch
+/// (more on a virtual machine whose host has to back the pages first), and the allocator
+/// hands freed pictures back to the system as it likes.
+#[derive(Default)]
+pub(super) struct Buffers {
+    /// Every picture handed out and kept, the oldest first.
+    made: VecDeque<Arc<frame::Video>>,
+}
+
+/// Pictures no one holds that a [`Buffers`] keeps for a burst to come; past them it drops one
+/// a take, so a backlog's memory goes back as the backlog drains.
+pub(super) const SPARE_PICTURES: usize = 8;
+
+impl Buffers {
+    /// A picture of this format and size no one else holds: the oldest one made before that
+    /// every stage has dropped, else a new one. Its pixels and properties are the last use's.
+    pub(super) fn take(&mut self, format: Pixel, width: u32, height: u32) -> frame::Video {
+        for _ in 0..self.made.len() {
+            let Some(made) = self.made.pop_front() else {
+                break;
+            };
+            match Arc::try_unwrap(made) {
+                Ok(picture) if picture.format() == format && picture.width() == width && picture.height() == height => {
+                    let spare = self
+                        .made
+                        .iter()
+                        .take(SPARE_PICTURES + 1)
+                        .filter(|made| Arc::strong_count(made) == 1)
+                        .count();
+                    if spare > SPARE_PICTURES {
+                        self.made.pop_front();
+                    }
+                    return picture;
+                }
+                // Another size: not reused.
+                Ok(_) => {}
+                Err(held) => self.made.push_back(held),
+            }
+        }
+        frame::Video::new(format, width, height)
+    }
+
+    /// Hands `picture` out, keeping it to be taken again once every holder has dropped it.
+    pub(super) fn hand_out(&mut self, picture: frame::Video) -> Arc<frame::Video> {
+        let picture = Arc::new(picture);
+        self.made.push_back(Arc::clone(&picture));
+        picture
+    }
+
+    /// Pictures kept, held or not.
+    #[cfg(test)]
+    pub(super) fn kept(&self) -> usize {
+        self.made.len()
     }
 }
 
