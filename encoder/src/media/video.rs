@@ -278,29 +278,31 @@ impl Buffers {
     /// A picture of this format and size no one else holds: the oldest one made before that
     /// every stage has dropped, else a new one. Its pixels and properties are the last use's.
     pub(super) fn take(&mut self, format: Pixel, width: u32, height: u32) -> frame::Video {
-        for _ in 0..self.made.len() {
-            let Some(made) = self.made.pop_front() else {
-                break;
-            };
-            match Arc::try_unwrap(made) {
-                Ok(picture) if picture.format() == format && picture.width() == width && picture.height() == height => {
-                    let spare = self
-                        .made
-                        .iter()
-                        .take(SPARE_PICTURES + 1)
-                        .filter(|made| Arc::strong_count(made) == 1)
-                        .count();
-                    if spare > SPARE_PICTURES {
-                        self.made.pop_front();
-                    }
-                    return picture;
+        // Held by this alone, a picture cannot be taken by anyone else in the meantime.
+        let free = self.made.iter().position(|made| Arc::strong_count(made) == 1);
+        match free.and_then(|at| self.made.remove(at)).map(Arc::try_unwrap) {
+            Some(Ok(picture))
+                if picture.format() == format && picture.width() == width && picture.height() == height =>
+            {
+                let spare = self
+                    .made
+                    .iter()
+                    .take(SPARE_PICTURES + 1)
+                    .filter(|made| Arc::strong_count(made) == 1)
+                    .count();
+                if spare > SPARE_PICTURES {
+                    self.made.pop_front();
                 }
-                // Another size: not reused.
-                Ok(_) => {}
-                Err(held) => self.made.push_back(held),
+                picture
             }
+            // Held after all: kept for later.
+            Some(Err(held)) => {
+                self.made.push_back(held);
+                frame::Video::new(format, width, height)
+            }
+            // None free, or one of another size (dropped).
+            _ => frame::Video::new(format, width, height),
         }
-        frame::Video::new(format, width, height)
     }
 
     /// Hands `picture` out, keeping it to be taken again once every holder has dropped it.
