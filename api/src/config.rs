@@ -239,7 +239,8 @@ options! {
         pub encode_backoff_secs: Option<u32>,
         /// A TOML file with the ladder: `preset`, `segment_seconds`, `audio_bitrate_kbps`,
         /// `max_fps`, `lead_max_height` (rungs this short or shorter encode ahead while a video
-        /// is published progressively; 0: off), `lead_buffer_mib` (how far ahead, in MiB of
+        /// is published progressively; 0: off), `lead_preset` (the x264 preset of those rungs;
+        /// default: `preset`), `lead_buffer_mib` (how far ahead, in MiB of
         /// pictures held for the larger rungs; 0: the lead decodes on its own),
         /// `lead_spill_mib` (how many more of them may wait on disk when the lead must go on;
         /// 0: the larger rungs decode on their own instead), `[[rungs]] name, height,

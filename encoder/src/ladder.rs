@@ -21,8 +21,16 @@ pub struct RungSpec {
 pub struct LadderConfig {
     /// The rungs, any order; rungs taller than the source are skipped, never upscaled.
     pub rungs: Vec<RungSpec>,
-    /// x264 preset (`ultrafast` … `veryslow`).
+    /// x264 preset (`ultrafast` … `placebo`, [`X264_PRESETS`]).
     pub preset: String,
+    /// The x264 preset of the rungs whose short side is at most `lead_max_height` (the lead's,
+    /// which a viewer starts on), whether or not they run ahead of the others: unset,
+    /// `preset`. With a slow `preset` the lead's rungs may encode slower than real time on a
+    /// few cores, and a video published as it encodes is then playable only once enough is
+    /// stored for a viewer never to catch up (some share of its length); a fast preset here
+    /// keeps it playable in seconds while the larger rungs keep the slow preset's quality.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lead_preset: Option<String>,
     /// Segment duration in seconds; also the keyframe interval of every rung.
     pub segment_seconds: u32,
     /// The first segment's duration when shorter than `segment_seconds` (the first full
@@ -79,6 +87,7 @@ impl Default for LadderConfig {
                 rung("360p", 360, 800),
             ],
             preset: "veryfast".into(),
+            lead_preset: None,
             segment_seconds: 4,
             first_segment_seconds: 2,
             audio_bitrate_kbps: 128,
@@ -93,6 +102,20 @@ impl Default for LadderConfig {
         }
     }
 }
+
+/// The presets x264 knows, fastest first.
+pub const X264_PRESETS: [&str; 10] = [
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+];
 
 /// The least [`auto_lead_buffer_mib`] gives: a few pictures of 1080p, so that a lead on a
 /// machine short of memory still shares the one decode for a while before it spills.
@@ -154,6 +177,8 @@ pub struct RungPlan {
     pub bufsize_bits: u64,
     /// H.264 `level_idc` (40 for level 4.0).
     pub level_idc: u8,
+    /// The x264 preset: the ladder's, or its `lead_preset` for a rung of the lead's size.
+    pub preset: String,
 }
 
 impl RungPlan {
@@ -196,10 +221,24 @@ fn even(value: f64) -> u32 {
 /// gets one rung at its own size, with the smallest rung's bitrate scaled by area.
 ///
 /// # Errors
-/// `TooSmall` below `min_short_side`; `Config` for an empty or zero ladder.
+/// `TooSmall` below `min_short_side`; `Config` for an empty or zero ladder or a preset x264
+/// does not know.
 pub fn plan(config: &LadderConfig, width: u32, height: u32, fps: f64) -> Result<Vec<RungPlan>, PlanError> {
     if config.rungs.is_empty() {
         return Err(PlanError::Config("no rungs".into()));
+    }
+    let presets = [
+        ("preset", Some(&config.preset)),
+        ("lead_preset", config.lead_preset.as_ref()),
+    ];
+    if let Some((key, Some(bad))) = presets
+        .iter()
+        .find(|(_, preset)| preset.is_some_and(|p| !X264_PRESETS.contains(&p.as_str())))
+    {
+        return Err(PlanError::Config(format!(
+            "{key} {bad:?} is not an x264 preset: one of {}",
+            X264_PRESETS.join(", ")
+        )));
     }
     if let Some(bad) = config.rungs.iter().find(|r| r.height < 2 || r.bitrate_kbps == 0) {
         return Err(PlanError::Config(format!(
@@ -248,6 +287,11 @@ pub fn plan(config: &LadderConfig, width: u32, height: u32, fps: f64) -> Result<
 
 fn rung(config: &LadderConfig, name: String, width: u32, height: u32, bitrate_bps: u64, fps: f64) -> RungPlan {
     let maxrate_bps = (bitrate_bps as f64 * config.maxrate_factor.max(1.0)) as u64;
+    let lead = config.lead_max_height > 0 && width.min(height) <= config.lead_max_height;
+    let preset = match &config.lead_preset {
+        Some(preset) if lead => preset,
+        _ => &config.preset,
+    };
     RungPlan {
         name,
         width,
@@ -256,6 +300,7 @@ fn rung(config: &LadderConfig, name: String, width: u32, height: u32, bitrate_bp
         maxrate_bps,
         bufsize_bits: (bitrate_bps as f64 * config.bufsize_seconds.max(0.5)) as u64,
         level_idc: h264_level(width, height, fps, maxrate_bps),
+        preset: preset.clone(),
     }
 }
 
@@ -457,6 +502,80 @@ mod tests {
         assert_eq!(rungs[0].maxrate_bps, 7_500_000);
         assert_eq!(rungs[0].video_codecs(), "avc1.640028");
         assert_eq!(rungs[1].video_codecs(), "avc1.64001f");
+    }
+
+    #[test]
+    fn the_leads_rungs_take_the_lead_preset_and_the_larger_rungs_the_ladders() {
+        let presets = |config: &LadderConfig| {
+            plan(config, 1920, 1080, 30.0)
+                .expect("plan")
+                .into_iter()
+                .map(|r| (r.name, r.preset))
+                .collect::<Vec<_>>()
+        };
+        let slow = LadderConfig {
+            preset: "slow".into(),
+            ..LadderConfig::default()
+        };
+        let all = |preset: &str| {
+            ["1080p", "720p", "480p", "360p"]
+                .map(|name| (name.to_owned(), preset.to_owned()))
+                .to_vec()
+        };
+        // Unset: every rung the ladder's.
+        assert_eq!(presets(&slow), all("slow"));
+        let fast_lead = LadderConfig {
+            lead_preset: Some("veryfast".into()),
+            ..slow.clone()
+        };
+        assert_eq!(
+            presets(&fast_lead),
+            vec![
+                ("1080p".to_owned(), "slow".to_owned()),
+                ("720p".to_owned(), "slow".to_owned()),
+                ("480p".to_owned(), "veryfast".to_owned()),
+                ("360p".to_owned(), "veryfast".to_owned()),
+            ]
+        );
+        // No lead, no rung of its size.
+        let no_lead = LadderConfig {
+            lead_max_height: 0,
+            ..fast_lead.clone()
+        };
+        assert_eq!(presets(&no_lead), all("slow"));
+        // A portrait source: the short side decides, as for the lead.
+        let portrait = plan(&fast_lead, 1080, 1920, 30.0).expect("plan");
+        assert_eq!((portrait[2].width, portrait[2].preset.as_str()), (480, "veryfast"));
+    }
+
+    #[test]
+    fn a_preset_x264_does_not_know_is_refused_by_name() {
+        let wrong = LadderConfig {
+            preset: "turbo".into(),
+            ..LadderConfig::default()
+        };
+        let err = plan(&wrong, 1920, 1080, 30.0).expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "invalid ladder configuration: preset \"turbo\" is not an x264 preset: one of ultrafast, superfast, veryfast, faster, fast, medium, slow, slower, veryslow, placebo"
+        );
+        let wrong_lead = LadderConfig {
+            lead_preset: Some("Fast".into()),
+            ..LadderConfig::default()
+        };
+        let err = plan(&wrong_lead, 1920, 1080, 30.0).expect_err("refused");
+        assert!(
+            err.to_string().contains("lead_preset \"Fast\" is not an x264 preset"),
+            "{err}"
+        );
+        for preset in X264_PRESETS {
+            let config = LadderConfig {
+                preset: preset.into(),
+                lead_preset: Some(preset.into()),
+                ..LadderConfig::default()
+            };
+            assert!(plan(&config, 1920, 1080, 30.0).is_ok(), "{preset}");
+        }
     }
 
     #[test]

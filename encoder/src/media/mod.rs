@@ -172,6 +172,7 @@ pub fn thumbnail_geometry(top: (u32, u32), fps: Fps, duration_s: f64) -> Thumbna
         maxrate_bps: 0,
         bufsize_bits: 0,
         level_idc: 0,
+        preset: String::new(),
     };
     thumbs::Thumbnailer::new(&top, fps, duration_s).geometry()
 }
@@ -818,7 +819,6 @@ fn pass(
                 keyint: segmenter.max_frames(),
                 first_segment: first_segment.unwrap_or(0) + 1,
                 keep_from: window.map_or(0, |(from, _)| from),
-                preset: config.preset.clone(),
                 threads: pass.threads.get(i).copied().unwrap_or(1),
             };
             let progress = job.progress;

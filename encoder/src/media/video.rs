@@ -329,7 +329,6 @@ pub(super) struct RungEncode {
     pub(super) first_segment: u64,
     /// Pictures before this one are encoded (warming up the rate control) but not written.
     pub(super) keep_from: u64,
-    pub(super) preset: String,
     pub(super) threads: usize,
 }
 
@@ -447,7 +446,7 @@ impl RungEncode {
             context.set_flags(codec::Flags::GLOBAL_HEADER);
         }
         let mut options = Dictionary::new();
-        options.set("preset", &self.preset);
+        options.set("preset", &self.plan.preset);
         options.set("profile", "high");
         options.set("level", &self.plan.level_name());
         options.set("bufsize", &self.plan.bufsize_bits.to_string());

@@ -258,16 +258,11 @@ fn with_a_lead_on_the_one_decode_or_on_its_own_the_low_rungs_make_the_same_ladde
 fn a_lead_on_the_one_decode_scales_through_the_larger_rungs_sizes_and_every_rung_is_the_whole_ladders_to_the_byte() {
     let dir = TempDir::new();
     let source = pattern(dir.path(), "src.mp4", "640x360", 30, 6);
-    let rung = |name: &str, height, bitrate_kbps| RungSpec {
-        name: name.into(),
-        height,
-        bitrate_kbps,
-    };
     // 144p ahead of 360p and 240p: the lead's pictures are scaled 360p → 240p → 144p, as the
     // whole ladder's chain scales them, and the 240p rung takes the 240p the lead's were made
     // from. One x264 thread per rung: with more, x264 is not repeatable to the byte.
     let config = LadderConfig {
-        rungs: vec![rung("360p", 360, 800), rung("240p", 240, 400), rung("144p", 144, 200)],
+        rungs: small_rungs(),
         lead_max_height: 144,
         lead_buffer_mib: Some(1024),
         x264_threads: Some(1),
@@ -289,6 +284,17 @@ fn a_lead_on_the_one_decode_scales_through_the_larger_rungs_sizes_and_every_rung
         );
         assert!(a == b, "{file} differs with a lead");
     }
+}
+
+/// 360p, 240p and 144p: a ladder of three for a 360p source.
+fn small_rungs() -> Vec<RungSpec> {
+    [("360p", 360, 800), ("240p", 240, 400), ("144p", 144, 200)]
+        .map(|(name, height, bitrate_kbps)| RungSpec {
+            name: name.into(),
+            height,
+            bitrate_kbps,
+        })
+        .to_vec()
 }
 
 /// `three` (in `led`), encoded with a lead, is `one` (in `chained`) but for the lead's
@@ -429,6 +435,52 @@ fn with_a_lead_the_larger_rungs_encode_at_the_lowest_priority_and_the_lead_at_it
             .get(lead)
             .unwrap_or_else(|| panic!("no {lead} thread seen: {seen:?}"));
         assert!(!nice.contains(&19), "{lead}: {seen:?}");
+    }
+}
+
+#[test]
+fn the_leads_rungs_encode_with_the_lead_preset_and_the_larger_rungs_with_the_ladders_on_either_path() {
+    let dir = TempDir::new();
+    let source = pattern(dir.path(), "src.mp4", "640x360", 30, 3);
+    let config = LadderConfig {
+        rungs: small_rungs(),
+        preset: "veryfast".into(),
+        lead_preset: Some("ultrafast".into()),
+        lead_max_height: 240,
+        ..LadderConfig::default()
+    };
+    for lead in [false, true] {
+        let out = dir.path().join(format!("lead-{lead}"));
+        let packaged = encode_configured(&source, &out, lead, &Progress::default(), &config).expect("encodes");
+        // x264 writes the settings it encoded with into the first picture's SEI: `subme=0` and
+        // `cabac=0` are ultrafast's, `subme=2` and `cabac=1` veryfast's.
+        let settings = |name: &str| {
+            let bytes: Vec<u8> = packaged
+                .files
+                .iter()
+                .filter(|file| file.starts_with(&format!("{name}/")))
+                .flat_map(|file| std::fs::read(out.join(file)).expect("reads"))
+                .collect();
+            let text = String::from_utf8_lossy(&bytes);
+            let at = text
+                .find("options: ")
+                .unwrap_or_else(|| panic!("{name}: no x264 settings in its files"));
+            let options = &text[at..];
+            let value = |key: &str| {
+                let start = options
+                    .find(&format!(" {key}="))
+                    .unwrap_or_else(|| panic!("{key} in {name}"))
+                    + key.len()
+                    + 2;
+                options[start..].split(' ').next().unwrap_or_default().to_owned()
+            };
+            (value("cabac"), value("subme"))
+        };
+        let fast = ("0".to_owned(), "0".to_owned());
+        let veryfast = ("1".to_owned(), "2".to_owned());
+        assert_eq!(settings("360p"), veryfast, "lead {lead}");
+        assert_eq!(settings("240p"), fast, "lead {lead}");
+        assert_eq!(settings("144p"), fast, "lead {lead}");
     }
 }
 
