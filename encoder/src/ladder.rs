@@ -227,14 +227,9 @@ pub fn plan(config: &LadderConfig, width: u32, height: u32, fps: f64) -> Result<
     if config.rungs.is_empty() {
         return Err(PlanError::Config("no rungs".into()));
     }
-    let presets = [
-        ("preset", Some(&config.preset)),
-        ("lead_preset", config.lead_preset.as_ref()),
-    ];
-    if let Some((key, Some(bad))) = presets
-        .iter()
-        .find(|(_, preset)| preset.is_some_and(|p| !X264_PRESETS.contains(&p.as_str())))
-    {
+    let mut presets = std::iter::once(("preset", &config.preset))
+        .chain(config.lead_preset.as_ref().map(|preset| ("lead_preset", preset)));
+    if let Some((key, bad)) = presets.find(|(_, preset)| !X264_PRESETS.contains(&preset.as_str())) {
         return Err(PlanError::Config(format!(
             "{key} {bad:?} is not an x264 preset: one of {}",
             X264_PRESETS.join(", ")
@@ -285,11 +280,16 @@ pub fn plan(config: &LadderConfig, width: u32, height: u32, fps: f64) -> Result<
     Ok(rungs)
 }
 
+/// Whether a rung of `width`×`height` is of the lead's size: its short side at most
+/// `lead_max_height` (0: there is no lead).
+pub fn of_lead_size(width: u32, height: u32, lead_max_height: u32) -> bool {
+    lead_max_height > 0 && width.min(height) <= lead_max_height
+}
+
 fn rung(config: &LadderConfig, name: String, width: u32, height: u32, bitrate_bps: u64, fps: f64) -> RungPlan {
     let maxrate_bps = (bitrate_bps as f64 * config.maxrate_factor.max(1.0)) as u64;
-    let lead = config.lead_max_height > 0 && width.min(height) <= config.lead_max_height;
     let preset = match &config.lead_preset {
-        Some(preset) if lead => preset,
+        Some(preset) if of_lead_size(width, height, config.lead_max_height) => preset,
         _ => &config.preset,
     };
     RungPlan {

@@ -33,7 +33,7 @@ pub use progress::{Progress, ProgressSnapshot};
 pub use spill::Spilled;
 pub use thumbs::{thumbnails_vtt, Geometry as ThumbnailGeometry, Sheet};
 
-use crate::ladder::{auto_lead_buffer_mib, plan, Fps, LadderConfig, RungPlan, Segmenter};
+use crate::ladder::{auto_lead_buffer_mib, of_lead_size, plan, Fps, LadderConfig, RungPlan, Segmenter};
 use crate::manifest::{Track, TrackKind};
 use limits::SourceLimits;
 
@@ -616,15 +616,12 @@ fn lead_for(rungs: &[RungPlan], max_height: u32, size: (u32, u32), fps: Fps) -> 
         .flatten()
 }
 
-/// Where the lead starts in `rungs` (largest first): the first rung whose short side is at
-/// most `max_height`, when larger rungs remain for the other pass.
+/// Where the lead starts in `rungs` (largest first): the first rung of its size
+/// ([`of_lead_size`]), when larger rungs remain for the other pass.
 fn lead_from(rungs: &[RungPlan], max_height: u32) -> Option<usize> {
-    if max_height == 0 {
-        return None;
-    }
     rungs
         .iter()
-        .position(|rung| rung.width.min(rung.height) <= max_height)
+        .position(|rung| of_lead_size(rung.width, rung.height, max_height))
         .filter(|&k| k > 0)
 }
 
